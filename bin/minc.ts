@@ -1,0 +1,246 @@
+// minc: run a command in a new container.
+//
+// Phase 1 of the boot: parse the options into MINC_* variables, set up the
+// working directory, decide how it is cleaned up, and hand over to minc-exec
+// (execve: minc's PID becomes minc-exec's, then the waiter's).
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, openSync, realpathSync, statSync } from "node:fs";
+import { resolve } from "node:path";
+import { MincError, main, usageError } from "../lib/fail.ts";
+import { backend } from "../lib/libexec.ts";
+import { MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
+import { exec } from "../lib/run.ts";
+import { shellOf } from "../lib/rootfs.ts";
+import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
+import { VERSION } from "../lib/version.ts";
+
+/** Every MINC_* variable the backends read, as the shell MINCS exported them. */
+interface Settings {
+  MINC_DEBUG: string;
+  MINC_BASEDIR: string;
+  MINC_TMPDIR: string;
+  MINC_RWBIND: string;
+  MINC_OPT_PTY: string;
+  MINC_CPUMASK: string;
+  MINC_NETNS: string;
+  MINC_NETMODE: string;
+  MINC_USE_DEV: string;
+  MINC_MNT_DEBUGFS: string;
+  MINC_UTSNAME: string;
+  MINC_DIRECT: string;
+  MINC_DROPCAPS: string;
+  MINC_USERSPEC: string;
+  MINC_MEM_LIMIT: string;
+  MINC_MEM_SWAP: string;
+  MINC_MEM_KMEM: string;
+  MINC_CPU_SHARES: string;
+  MINC_CPU_QUOTA: string;
+  MINC_PID_MAX: string;
+  MINC_CROSS_QEMU: string;
+  MINC_NOPRIV: string;
+  MINC_QEMU: string;
+  MINC_PORT_MAP: string;
+  MINC_ARCH: string;
+  MINC_BACKGROUND: string;
+  MINC_PIVOT: string;
+  MINC_DEBUG_PREFIX: string;
+  MINC_SSHFS_HOST: string;
+  MINC_FTRACE: string;
+  /** Cleanup that minc hands down to minc-exec's waiter (rm of the working directory). */
+  MINC_TRAPCMD: string;
+}
+
+interface Plan {
+  settings: Settings;
+  keep: boolean;
+  tempdirGiven: boolean;
+  command: string[];
+}
+
+function one(args: ParsedArgs, name: string): string | undefined {
+  const v = args.values.get(name);
+  return v ? v[v.length - 1] : undefined;
+}
+
+function has(args: ParsedArgs, name: string): boolean {
+  return args.values.has(name);
+}
+
+/** Options of later issues are parsed, listed in --help, and refused clearly. */
+function refuseUnbuilt(args: ParsedArgs): void {
+  for (const o of MINC_OPTIONS) {
+    if (o.later && has(args, o.long)) {
+      throw usageError(`--${o.long} is not implemented yet (issue ${o.later})`);
+    }
+  }
+}
+
+function existingDir(what: string, dir: string): string {
+  if (!existsSync(dir)) {
+    const hint = dir.includes("/") ? "" : " (image and container names come with marten, not implemented yet: #5)";
+    throw usageError(`${what} ${dir}: no such directory${hint}`);
+  }
+  if (!statSync(dir).isDirectory()) throw usageError(`${what} ${dir}: not a directory`);
+  return realpathSync(dir);
+}
+
+function rootdirOf(args: ParsedArgs): string {
+  const given = one(args, "rootdir");
+  if (given === undefined) return "/";
+  const dir = existingDir("rootdir", given);
+  // overlayfs takes its layers as "lowerdir=A:B,...": these would be misread.
+  if (/[:,\s]/.test(dir)) throw usageError(`rootdir ${dir}: a path with ':', ',' or blanks cannot be an overlay layer`);
+  return dir;
+}
+
+/** -b HOSTPATH[:PATH]: kept in MINC_RWBIND as "HOST:PATH HOST:PATH ..." like MINCS. */
+function bindsOf(args: ParsedArgs): string[] {
+  return (args.values.get("bind") ?? []).map((spec) => {
+    const colon = spec.indexOf(":");
+    const host = colon < 0 ? spec : spec.slice(0, colon);
+    const abs = resolve(host);
+    if (!existsSync(abs)) throw usageError(`bind source ${host}: no such file or directory`);
+    const inside = colon < 0 ? abs : spec.slice(colon + 1);
+    if (!inside.startsWith("/")) throw usageError(`bind target ${inside}: must be an absolute path`);
+    if (/\s/.test(abs + inside)) throw usageError(`bind ${spec}: paths with blanks are not supported`);
+    return `${abs}:${inside}`;
+  });
+}
+
+function x11Binds(): string[] {
+  if (!process.env.DISPLAY) throw usageError("--X11: $DISPLAY is empty");
+  const binds = ["/tmp/.X11-unix:/tmp/.X11-unix"];
+  const xauth = process.env.XAUTHORITY;
+  if (xauth) binds.push(`${xauth}:${xauth}`);
+  return binds;
+}
+
+function checked(value: string | undefined, pattern: RegExp, what: string): string {
+  if (value === undefined) return "";
+  if (!pattern.test(value)) throw usageError(`${what}: ${JSON.stringify(value)} is not valid`);
+  return value;
+}
+
+function planFrom(args: ParsedArgs): Plan {
+  refuseUnbuilt(args);
+  const basedir = rootdirOf(args);
+  const tempdir = one(args, "tempdir");
+  const binds = bindsOf(args);
+  if (has(args, "X11")) binds.push(...x11Binds());
+  const command = args.command;
+  if (command.length === 0 && !shellOf(basedir)) {
+    throw usageError(`no command given and no shell ($SHELL or /bin/sh) in ${basedir}`);
+  }
+  const settings: Settings = {
+    MINC_DEBUG: has(args, "debug") ? "1" : "",
+    MINC_BASEDIR: basedir,
+    MINC_TMPDIR: tempdir === undefined ? "" : existingDir("tempdir", tempdir),
+    MINC_RWBIND: binds.join(" "),
+    MINC_OPT_PTY: "",
+    MINC_CPUMASK: checked(one(args, "cpu"), /^(0x)?[0-9a-fA-F]*[1-9a-fA-F][0-9a-fA-F]*$/, "--cpu MASK (hex, not zero)"),
+    MINC_NETNS: "",
+    MINC_NETMODE: "",
+    MINC_USE_DEV: has(args, "usedev") ? "1" : "",
+    MINC_MNT_DEBUGFS: has(args, "debugfs") ? "1" : "",
+    MINC_UTSNAME: checked(one(args, "name"), /^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/, "--name (a hostname)"),
+    MINC_DIRECT: has(args, "direct") ? "1" : "",
+    MINC_DROPCAPS: checked(one(args, "nocaps"), /^(cap_[a-z_]+|\d+)(,(cap_[a-z_]+|\d+))*$/i, "--nocaps (capabilities like cap_net_raw,cap_sys_admin)"),
+    MINC_USERSPEC: checked(one(args, "user"), /^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$/, "--user UID[:GID]"),
+    MINC_MEM_LIMIT: "",
+    MINC_MEM_SWAP: "",
+    MINC_MEM_KMEM: "",
+    MINC_CPU_SHARES: "",
+    MINC_CPU_QUOTA: "",
+    MINC_PID_MAX: "",
+    MINC_CROSS_QEMU: "",
+    MINC_NOPRIV: "",
+    MINC_QEMU: "",
+    MINC_PORT_MAP: "",
+    MINC_ARCH: process.arch === "x64" ? "x86_64" : process.arch,
+    MINC_BACKGROUND: has(args, "background") ? "1" : "",
+    MINC_PIVOT: has(args, "pivot") ? "1" : "0",
+    MINC_DEBUG_PREFIX: "",
+    MINC_SSHFS_HOST: "",
+    MINC_FTRACE: "",
+    MINC_TRAPCMD: "",
+  };
+  return { settings, keep: has(args, "keep") || tempdir !== undefined, tempdirGiven: tempdir !== undefined, command };
+}
+
+function exportSettings(settings: Settings): void {
+  step("Export the settings; the backends read nothing else");
+  const set = Object.entries(settings).filter(([, v]) => v !== "");
+  shown(`export ${set.map(([k, v]) => `${k}=${quote(v)}`).join(" ")}`);
+  Object.assign(process.env, settings);
+}
+
+function runtimeDir(): string {
+  return process.env.XDG_RUNTIME_DIR || "/var/run";
+}
+
+/** mktemp -d ${XDG_RUNTIME_DIR:-/var/run}/minc$$-XXXXXX */
+function makeWorkingDir(plan: Plan): void {
+  if (plan.tempdirGiven) {
+    step(`Reuse the working directory ${plan.settings.MINC_TMPDIR}`);
+    return;
+  }
+  step("Make a working directory for this container");
+  const template = `${runtimeDir()}/minc${process.pid}-`;
+  shown(`mktemp -d ${template}XXXXXX`);
+  const dir = mkdtempSync(template);
+  plan.settings.MINC_TMPDIR = dir;
+  shown(`export MINC_TMPDIR=${quote(dir)}`);
+  process.env.MINC_TMPDIR = dir;
+}
+
+/** What runs when the container ends: remove the directory, or say how to reuse it. */
+function planCleanup(plan: Plan): void {
+  const dir = plan.settings.MINC_TMPDIR;
+  if (plan.tempdirGiven) return;
+  let trap: string;
+  if (plan.keep) {
+    step("Keep the working directory and say how to reuse it");
+    const again = `minc -r ${quote(plan.settings.MINC_BASEDIR)} -t ${quote(dir)}`;
+    trap = `echo ${quote(`To reuse this, run: ${again}`)} >&2`;
+  } else {
+    step("Remove the working directory when the container ends (minc-exec's waiter runs this)");
+    trap = `rm -rf --one-file-system ${quote(dir)}`;
+  }
+  plan.settings.MINC_TRAPCMD = trap;
+  shown(`export MINC_TRAPCMD=${quote(trap)}`);
+  process.env.MINC_TRAPCMD = trap;
+}
+
+/** -B: minc-exec goes on in its own session, output in the working directory. */
+function runInBackground(plan: Plan, argv: string[]): number {
+  const dir = plan.settings.MINC_TMPDIR;
+  step("Run the container in the background, its output in the working directory");
+  shown(`setsid ${quoteAll(argv)} > ${quote(`${dir}/log`)} 2> ${quote(`${dir}/debug`)} < /dev/null &`);
+  const child = spawn(argv[0], argv.slice(1), {
+    detached: true,
+    stdio: ["ignore", openSync(`${dir}/log`, "a"), openSync(`${dir}/debug`, "a")],
+    env: process.env,
+  });
+  child.unref();
+  process.stdout.write(`Run container in background. See ${dir}/log for output.\n`);
+  return 0;
+}
+
+main(() => {
+  const args = parseMincArgs(process.argv.slice(2));
+  if (has(args, "help")) { process.stdout.write(mincUsage()); return 0; }
+  if (has(args, "version")) { process.stdout.write(`minc (MINCS in TypeScript) ${VERSION}\n`); return 0; }
+  if (has(args, "debug")) process.env.MINC_DEBUG = "1";
+  const plan = planFrom(args);
+
+  phase(1);
+  exportSettings(plan.settings);
+  makeWorkingDir(plan);
+  planCleanup(plan);
+
+  const next = [backend("minc-exec"), ...plan.command];
+  if (plan.settings.MINC_BACKGROUND) return runInBackground(plan, next);
+  step("Hand over to minc-exec");
+  exec(next);
+  throw new MincError("not reached");
+});

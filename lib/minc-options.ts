@@ -1,0 +1,129 @@
+// minc's options: one table that the parser, --help (and later the man page
+// and shell completion) all read, so they cannot disagree.
+//
+// The parser walks the arguments like MINCS's while/case loop: options first,
+// and the first word that is not an option starts the user's command, which
+// passes through untouched. (yargs cannot stop at the command without a
+// pre-scan that would itself be this parser, and it adds ~30 ms to every
+// container start; marten and polecat use yargs.)
+import { usageError } from "./fail.ts";
+
+export interface OptionSpec {
+  long: string;
+  short?: string;
+  /** Name of the argument, if the option takes one. */
+  arg?: string;
+  /** The argument may be left out (only --net does this). */
+  optionalArg?: (next: string) => boolean;
+  help: string;
+  group: "container" | "limits" | "network" | "special";
+  /** Set when the option is parsed but built by a later issue. */
+  later?: string;
+}
+
+export const MINC_OPTIONS: readonly OptionSpec[] = [
+  { long: "help", short: "h", help: "Show this help", group: "container" },
+  { long: "version", help: "Show the version", group: "container" },
+  { long: "keep", short: "k", help: "Keep the temporary directory", group: "container" },
+  { long: "tempdir", short: "t", arg: "DIR", help: "Use DIR as the working directory (implies -k); reuse it to see earlier writes", group: "container" },
+  { long: "direct", short: "D", help: "Use the rootdir itself, no overlay (the rootdir is never written by minc)", group: "container" },
+  { long: "rootdir", short: "r", arg: "DIR", help: "Use DIR as the lower layer of the root instead of /", group: "container" },
+  { long: "bind", short: "b", arg: "HOSTPATH[:PATH]", help: "Bind HOSTPATH to PATH (absolute) in the container; repeatable", group: "container" },
+  { long: "background", short: "B", help: "Run in the background; output goes to the working directory's log and debug", group: "container" },
+  { long: "X11", short: "X", help: "Export the local X11 socket and $XAUTHORITY", group: "container" },
+  { long: "name", arg: "NAME", help: "Set NAME as the container's hostname", group: "container" },
+  { long: "user", arg: "UID[:GID]", help: "Run the command as UID and GID (numbers, or names from the rootfs)", group: "container" },
+  { long: "usedev", help: "Use devtmpfs for /dev (loop devices etc.)", group: "container" },
+  { long: "debugfs", help: "Mount debugfs (for ftrace etc.)", group: "container" },
+  { long: "nocaps", arg: "CAPS", help: "Drop these capabilities too (capsh syntax, e.g. cap_sys_admin,cap_net_raw)", group: "container" },
+  { long: "pivot", help: "Use pivot_root instead of capsh (needs umount in the rootfs)", group: "container" },
+  { long: "cpu", short: "c", arg: "MASK", help: "Run on the CPUs in this hex bitmask (taskset)", group: "limits" },
+  { long: "mem-limit", arg: "SIZE", help: "Memory limit by cgroups", group: "limits", later: "#3" },
+  { long: "mem-swap", arg: "SIZE", help: "Memory+swap limit by cgroups", group: "limits", later: "#3" },
+  { long: "mem-kmem", arg: "SIZE", help: "Kernel memory limit by cgroups", group: "limits", later: "#3" },
+  { long: "cpu-shares", arg: "SHARE", help: "CPU shares by cgroups (default 1024)", group: "limits", later: "#3" },
+  { long: "cpu-quota", arg: "USEC", help: "CPU quota in usec per 100000 by cgroups", group: "limits", later: "#3" },
+  { long: "pid-max", arg: "MAX", help: "Maximum number of processes by cgroups", group: "limits", later: "#3" },
+  {
+    long: "net", short: "n", arg: "MODE", optionalArg: (next) => /^(raw|dens)/.test(next),
+    help: "Use a network namespace; MODE is raw[,IFNAME] (default) or dens", group: "network", later: "#4",
+  },
+  { long: "port", short: "p", arg: "HOSTPORT[:PORT[:PROTO]]", help: "Map a host port to the container (implies --net dens)", group: "network", later: "#4" },
+  { long: "cross", arg: "ARCH", help: "Run a rootfs of another arch with qemu-user", group: "special", later: "#7" },
+  { long: "arch", arg: "ARCH", help: "Same as --cross", group: "special", later: "#7" },
+  { long: "nopriv", arg: "DIR", help: "Run without root privilege on DIR", group: "special", later: "#7" },
+  { long: "qemu", help: "Run the container in a qemu virtual machine", group: "special", later: "#8" },
+  { long: "um", help: "Run the container in user-mode Linux", group: "special", later: "#8" },
+  { long: "ftrace", arg: "SCRIPT", help: "Set the ftrace pid filter and run SCRIPT to set it up", group: "special", later: "#7" },
+  { long: "debug", help: "Print every step of the boot as shell lines on stderr", group: "container" },
+];
+
+export interface ParsedArgs {
+  /** Option values by long name; repeatable ones collect every value. */
+  values: Map<string, string[]>;
+  command: string[];
+}
+
+const byLong = new Map(MINC_OPTIONS.map((o) => [o.long, o]));
+const byShort = new Map(MINC_OPTIONS.filter((o) => o.short).map((o) => [o.short!, o]));
+
+function lookup(word: string): { spec: OptionSpec; inline?: string } {
+  if (word.startsWith("--")) {
+    const eq = word.indexOf("=");
+    const name = eq < 0 ? word.slice(2) : word.slice(2, eq);
+    const spec = byLong.get(name);
+    if (spec) return { spec, inline: eq < 0 ? undefined : word.slice(eq + 1) };
+  } else {
+    const spec = byShort.get(word.slice(1));
+    if (spec) return { spec };
+  }
+  throw usageError(`unknown option: ${word} (see minc --help)`);
+}
+
+export function parseMincArgs(argv: readonly string[]): ParsedArgs {
+  const values = new Map<string, string[]>();
+  let i = 0;
+  while (i < argv.length) {
+    const word = argv[i];
+    if (word === "--") { i++; break; }
+    if (!word.startsWith("-") || word === "-") break;
+    i++;
+    const { spec, inline } = lookup(word);
+    let value = "";
+    if (spec.arg) {
+      if (inline !== undefined) value = inline;
+      else if (spec.optionalArg) {
+        if (i < argv.length && spec.optionalArg(argv[i])) value = argv[i++];
+      } else if (i < argv.length) value = argv[i++];
+      else throw usageError(`option --${spec.long} needs an argument ${spec.arg}`);
+      if (value === "" && !spec.optionalArg) throw usageError(`option --${spec.long} needs an argument ${spec.arg}`);
+    } else if (inline !== undefined) {
+      throw usageError(`option --${spec.long} takes no argument`);
+    }
+    values.set(spec.long, [...(values.get(spec.long) ?? []), value]);
+  }
+  return { values, command: argv.slice(i) };
+}
+
+export function mincUsage(): string {
+  const groups: Record<OptionSpec["group"], string> = {
+    container: "Container options",
+    limits: "Resource limits",
+    network: "Network",
+    special: "Special hosts and guests",
+  };
+  const out = [
+    "minc - run a command in a new container",
+    "Usage: minc [options] [command [argument...]]",
+    "With no command, minc runs $SHELL (or /bin/sh) of the rootfs.",
+  ];
+  for (const [group, title] of Object.entries(groups)) {
+    out.push("", `${title}:`);
+    for (const o of MINC_OPTIONS.filter((x) => x.group === group)) {
+      const names = (o.short ? `-${o.short}, ` : "    ") + `--${o.long}` + (o.arg ? (o.optionalArg ? ` [${o.arg}]` : ` ${o.arg}`) : "");
+      const note = o.later ? ` (not implemented yet, ${o.later})` : "";
+      out.push(`  ${names.padEnd(34)} ${o.help}${note}`);
+    }
+  }
+  return out.join("\n") + "\n";
+}

@@ -1,0 +1,50 @@
+// Facts about a container's rootfs that more than one backend needs.
+import { readFileSync } from "node:fs";
+import { usageError } from "./fail.ts";
+import { resolveInRoot } from "./paths.ts";
+import { isExecutable } from "./run.ts";
+
+/** The shell to run when no command is given: $SHELL if the rootfs has it, else /bin/sh. */
+export function shellOf(root: string): string | undefined {
+  const wanted = [process.env.SHELL, "/bin/sh"].filter((s): s is string => !!s && s.startsWith("/"));
+  return wanted.find((sh) => isExecutable(resolveInRoot(root, sh)));
+}
+
+export interface User {
+  uid: number;
+  gid: number;
+}
+
+function table(root: string, file: string): string[][] {
+  try {
+    return readFileSync(resolveInRoot(root, file), "utf8").split("\n").map((l) => l.split(":"));
+  } catch {
+    return [];
+  }
+}
+
+const NUMBER = /^\d+$/;
+
+/**
+ * --user UID[:GID], by number or by name from the rootfs's own /etc/passwd
+ * and /etc/group (the host's names mean nothing inside). Without GID, the
+ * user's group from passwd, or GID = UID when passwd does not know it.
+ */
+export function userOf(root: string, spec: string): User {
+  const [who, group] = spec.split(":", 2);
+  const passwd = table(root, "/etc/passwd");
+  const entry = passwd.find((p) => (NUMBER.test(who) ? p[2] === who : p[0] === who));
+  let uid: number;
+  if (NUMBER.test(who)) uid = Number(who);
+  else if (entry) uid = Number(entry[2]);
+  else throw usageError(`--user: no user ${who} in the rootfs's /etc/passwd`);
+  let gid: number;
+  if (group === undefined || group === "") gid = entry ? Number(entry[3]) : uid;
+  else if (NUMBER.test(group)) gid = Number(group);
+  else {
+    const g = table(root, "/etc/group").find((p) => p[0] === group);
+    if (!g) throw usageError(`--user: no group ${group} in the rootfs's /etc/group`);
+    gid = Number(g[2]);
+  }
+  return { uid, gid };
+}

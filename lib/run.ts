@@ -1,0 +1,129 @@
+// Commands and file writes, each shown in the trace as the shell line that
+// does the same thing. Backends use these instead of calling child_process
+// or fs directly, so nothing they do escapes the --debug trace.
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import { dirname } from "node:path";
+import { MincError } from "./fail.ts";
+import { quote, quoteAll, shown } from "./trace.ts";
+
+/** Run a command to its end; a non-zero exit is a MincError. */
+export function run(argv: readonly string[]): void {
+  shown(quoteAll(argv));
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
+  if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
+  if (r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${r.status ?? r.signal})`);
+}
+
+/** Run a command and return what it printed. */
+export function capture(argv: readonly string[], show = true): string {
+  if (show) shown(quoteAll(argv));
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+  if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
+  if (r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${r.status ?? r.signal})`);
+  return r.stdout;
+}
+
+export function mount(...args: string[]): void {
+  run(["mount", ...args]);
+}
+
+export function bindMount(source: string, target: string): void {
+  mount("--bind", source, target);
+}
+
+/** Make a bind mount read-only (a bind takes no flags of its own at first). */
+export function bindMountReadonly(source: string, target: string, extra = ""): void {
+  bindMount(source, target);
+  mount("-o", `remount,bind,ro${extra}`, target);
+}
+
+export function exportVar(name: string, value: string): void {
+  shown(`export ${name}=${quote(value)}`);
+  process.env[name] = value;
+}
+
+export function mkdirs(...dirs: string[]): void {
+  shown(`mkdir -p ${quoteAll(dirs)}`);
+  for (const d of dirs) fs.mkdirSync(d, { recursive: true });
+}
+
+export function touch(file: string): void {
+  shown(`touch ${quote(file)}`);
+  fs.closeSync(fs.openSync(file, "a"));
+}
+
+export function symlink(target: string, path: string): void {
+  shown(`ln -s ${quote(target)} ${quote(path)}`);
+  fs.symlinkSync(target, path);
+}
+
+export function removeFile(path: string): void {
+  shown(`rm -f ${quote(path)}`);
+  fs.rmSync(path, { force: true });
+}
+
+/** Write a file, shown as echo (one line) or printf (several). */
+export function writeFile(path: string, content: string): void {
+  const lines = content.replace(/\n$/, "").split("\n");
+  if (lines.length === 1) shown(`echo ${quote(lines[0])} > ${quote(path)}`);
+  else shown(`printf '%s\\n' ${quoteAll(lines)} > ${quote(path)}`);
+  fs.writeFileSync(path, content);
+}
+
+/** Write a file into a directory that may not exist yet. */
+export function writeFileMkdir(path: string, content: string): void {
+  if (!fs.existsSync(dirname(path))) mkdirs(dirname(path));
+  writeFile(path, content);
+}
+
+// Node ignores these two signals and an ignored signal stays ignored across
+// execve; give the next program the default actions a shell would give it.
+function resetInheritedSignals(): void {
+  const noop = (): void => {};
+  for (const sig of ["SIGPIPE", "SIGXFSZ"] as const) {
+    process.on(sig, noop);
+    process.off(sig, noop);
+  }
+}
+
+/** Look a command up in PATH as the shell's exec would. */
+export function findInPath(cmd: string, path = process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin"): string | undefined {
+  if (cmd.includes("/")) return isExecutable(cmd) ? cmd : undefined;
+  for (const dir of path.split(":")) {
+    const candidate = `${dir || "."}/${cmd}`;
+    if (isExecutable(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+export function isExecutable(path: string): boolean {
+  try {
+    fs.accessSync(path, fs.constants.X_OK);
+    return fs.statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Replace this process with another program, like the shell's exec: the
+ * next program keeps our PID (so the user's command can be PID 1) and no
+ * Node process stays behind.
+ */
+export function exec(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, shownAs?: string): never {
+  if (shownAs !== "") shown(shownAs ?? `exec ${quoteAll(argv)}`);
+  const file = findInPath(argv[0], env.PATH);
+  // execve aborts the whole process when it fails, so check first.
+  if (!file) throw new MincError(`${argv[0]}: command not found or not executable`, 127);
+  resetInheritedSignals();
+  const clean: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) clean[k] = v;
+  process.execve!(file, [...argv], clean);
+  throw new MincError("execve returned"); // not reached
+}
+
+export function copyFile(from: string, to: string): void {
+  shown(`cp ${quote(from)} ${quote(to)}`);
+  fs.copyFileSync(from, to);
+}

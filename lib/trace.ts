@@ -1,0 +1,58 @@
+// The --debug trace: what a reader sees of a boot.
+//
+// Every backend prints, on stderr, the phase it works in, a short comment for
+// each step, and each command or file write as a shell line after "+ ", with
+// the real values, so that the whole trace can be read top to bottom (or
+// pasted into a root shell) to follow one container's boot.
+import { writeSync } from "node:fs";
+import { basename } from "node:path";
+
+/** The five phases of a boot, as the MINCS talk names them. */
+export const PHASES = [
+  "",
+  "set up the working area",
+  "outside resource limits",
+  "new namespaces",
+  "prepare the new root",
+  "dive into it",
+] as const;
+
+export function tracing(): boolean {
+  return !!process.env.MINC_DEBUG;
+}
+
+/** The name this program was started as (minc, minc-core, ...). */
+export function progname(): string {
+  return basename(process.argv[1] ?? "minc").replace(/\.[cm]?[jt]s$/, "");
+}
+
+function say(line: string): void {
+  if (tracing()) writeSync(2, line + "\n");
+}
+
+/** Head a phase; each program heads the phases it prints in. */
+export function phase(n: 1 | 2 | 3 | 4 | 5): void {
+  say(`# ==== ${progname()}: phase ${n}/5: ${PHASES[n]} ====`);
+}
+
+/** The comment line before one step. */
+export function step(comment: string): void {
+  say(`# ${comment}`);
+}
+
+/** A command or file write, as the shell line that does the same. */
+export function shown(line: string): void {
+  say(`+ ${line}`);
+}
+
+const SAFE = /^[A-Za-z0-9_@%+=:,./-]+$/;
+
+/** Quote one word for sh, only where needed, so lines stay readable. */
+export function quote(word: string): string {
+  if (word !== "" && SAFE.test(word)) return word;
+  return "'" + word.replace(/'/g, "'\\''") + "'";
+}
+
+export function quoteAll(words: readonly string[]): string {
+  return words.map(quote).join(" ");
+}

@@ -1,0 +1,56 @@
+// minc-coat: the container's coat, its layered root filesystem.
+//
+//   minc-coat bind TMPDIR BASEDIR   mount the root on TMPDIR/root
+//   minc-coat unbind TMPDIR         unmount it again
+//
+// The root is an overlay: BASEDIR (one directory, or several joined with
+// ":" for an image's layers) below, TMPDIR/storage on top, so everything
+// the container writes lands in storage and BASEDIR stays untouched. In
+// direct mode (MINC_DIRECT) BASEDIR itself is bound instead.
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { MincError, main, usageError } from "../lib/fail.ts";
+import { bindMount, mkdirs, mount, run } from "../lib/run.ts";
+import { phase, step } from "../lib/trace.ts";
+
+function checkTmpdir(tmpdir: string | undefined): string {
+  if (!tmpdir || !existsSync(tmpdir) || !statSync(tmpdir).isDirectory()) {
+    throw usageError(`working directory ${tmpdir ?? "(none)"} is not a directory`);
+  }
+  return tmpdir;
+}
+
+function bind(tmpdir: string, basedir: string | undefined): void {
+  phase(4);
+  if (!basedir) throw usageError("usage: minc-coat bind TMPDIR BASEDIR");
+  const root = `${tmpdir}/root`;
+  const upper = `${tmpdir}/storage`;
+  const work = `${tmpdir}/work`;
+  step("Working sub-directories: root is the mountpoint, storage the upper layer, work is overlayfs's scratch");
+  mkdirs(root, upper, work);
+  if (process.env.MINC_DIRECT) {
+    step("Direct mode: bind the rootdir itself as the root");
+    bindMount(basedir, root);
+    return;
+  }
+  step("Mount the overlay: the rootdir below, storage on top; writes land in storage");
+  mount("-t", "overlay", "-o", `lowerdir=${basedir},upperdir=${upper},workdir=${work}`, "overlay", root);
+}
+
+function isMountpoint(dir: string): boolean {
+  const mounts = readFileSync("/proc/self/mountinfo", "utf8");
+  return mounts.split("\n").some((line) => line.split(" ")[4] === dir);
+}
+
+function unbind(tmpdir: string): void {
+  const root = `${tmpdir}/root`;
+  if (!existsSync(root) || !isMountpoint(root)) return;
+  step("Unmount the container's root");
+  run(["umount", root]);
+}
+
+main(() => {
+  const [cmd, tmpdir, basedir] = process.argv.slice(2);
+  if (cmd === "bind") bind(checkTmpdir(tmpdir), basedir);
+  else if (cmd === "unbind") unbind(checkTmpdir(tmpdir));
+  else throw new MincError("usage: minc-coat bind TMPDIR BASEDIR | unbind TMPDIR", 2);
+});

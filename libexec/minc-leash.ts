@@ -1,0 +1,134 @@
+// minc-leash: phase 5 of the boot, "dive into it".
+//
+//   minc-leash ROOTDIR [COMMAND [ARG...]]
+//
+// Puts the command into the new root on a leash: with capsh, chroot into it
+// and drop cap_sys_chroot (root inside could otherwise chroot its way back
+// out) and any --nocaps; without capsh (or with --pivot), pivot_root into it
+// and detach the old root altogether. Either way the MINC_* variables are
+// washed out and the command replaces this process, so it is PID 1.
+import { statSync } from "node:fs";
+import whichSync from "which";
+import { MincError, main, usageError } from "../lib/fail.ts";
+import { resolveInRoot } from "../lib/paths.ts";
+import { shellOf, userOf, type User } from "../lib/rootfs.ts";
+import { capture, exec, isExecutable, run } from "../lib/run.ts";
+import { phase, shown, step } from "../lib/trace.ts";
+
+const env = process.env;
+
+function checkRoot(rootdir: string | undefined): string {
+  try {
+    if (rootdir && statSync(rootdir).isDirectory()) return rootdir;
+  } catch {
+    // reported below
+  }
+  throw usageError(`${rootdir ?? "(no rootdir)"} is not a directory`);
+}
+
+function commandOf(rootdir: string, argv: string[]): string[] {
+  if (argv.length > 0) return argv;
+  step("No command given: run the rootfs's shell");
+  const shell = shellOf(rootdir);
+  if (!shell) throw usageError("no command given and no shell in the rootfs");
+  return [shell];
+}
+
+function userOfSettings(rootdir: string): User | undefined {
+  return env.MINC_USERSPEC ? userOf(rootdir, env.MINC_USERSPEC) : undefined;
+}
+
+/** The environment the command gets: ours without the MINC_* settings. */
+function washedEnv(): NodeJS.ProcessEnv {
+  step("Wash the MINC_* settings out of the environment");
+  const washed: NodeJS.ProcessEnv = {};
+  const dirty: string[] = [];
+  for (const [k, v] of Object.entries(env)) {
+    if (k.startsWith("MINC_") || k === "LIBMOUNT_MTAB") dirty.push(k);
+    else washed[k] = v;
+  }
+  if (dirty.length > 0) shown(`unset ${dirty.sort().join(" ")}`);
+  return washed;
+}
+
+type Capsh = { path: string; exec: boolean; shellOption: boolean };
+
+/** capsh, and which of the ways to run a command it knows. */
+function findCapsh(): Capsh | undefined {
+  if (env.MINC_PIVOT === "1") {
+    step("--pivot: use pivot_root, not capsh");
+    return undefined;
+  }
+  const path = whichSync.sync("capsh", { nothrow: true });
+  if (!path) {
+    step("No capsh here: fall back to pivot_root");
+    return undefined;
+  }
+  step("Ask capsh how it can start a command (--exec is not in Debian's capsh; --shell is)");
+  const help = capture([path, "--help"]);
+  return { path, exec: /^\s*--exec\b/m.test(help), shellOption: /^\s*--shell=/m.test(help) };
+}
+
+/** The shell capsh will start in the new root to exec the command. */
+function capshShell(rootdir: string, capsh: Capsh): string | undefined {
+  const candidates = capsh.shellOption ? ["/bin/sh", "/bin/bash"] : ["/bin/bash"];
+  return candidates.find((sh) => isExecutable(resolveInRoot(rootdir, sh)));
+}
+
+function diveWithCapsh(rootdir: string, capsh: Capsh, command: string[], user: User | undefined): never {
+  const drop = [env.MINC_DROPCAPS, "cap_sys_chroot"].filter((c) => c).join(",");
+  step(`Drop ${drop}: root inside must not chroot its way out`);
+  const args = [capsh.path, `--chroot=${rootdir}`, `--drop=${drop}`];
+  if (user) {
+    step(`Run as uid ${user.uid}, gid ${user.gid}`);
+    args.push(`--gid=${user.gid}`, `--groups=${user.gid}`, `--uid=${user.uid}`);
+  }
+  const washed = washedEnv();
+  if (capsh.exec) {
+    step("Execute the command in the new root; it becomes PID 1");
+    return exec([...args, "--exec", "--", ...command], washed);
+  }
+  const shell = capshShell(rootdir, capsh)!;
+  step(`This capsh has no --exec: it starts ${shell}, which execs the command (so it becomes PID 1)`);
+  const viaShell = shell === "/bin/bash" ? [] : [`--shell=${shell}`];
+  return exec([...args, ...viaShell, "--", "-c", 'exec "$0" "$@"', ...command], washed);
+}
+
+function diveWithPivot(rootdir: string, command: string[], user: User | undefined): never {
+  const umountInside = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"].some((d) => isExecutable(resolveInRoot(rootdir, `${d}/umount`)));
+  if (!umountInside) {
+    throw new MincError("pivot_root needs umount inside the rootfs to detach the old root, and there is none");
+  }
+  step("Swap the roots: the new root becomes / and the old one is stacked on top of it");
+  shown(`cd ${rootdir}`);
+  process.chdir(rootdir);
+  run(["pivot_root", ".", "."]);
+  step("Detach the old root (this umount is the rootfs's own: the host's is gone)");
+  run(["umount", "-l", "."]);
+  shown("cd /");
+  process.chdir("/");
+  if (user) {
+    step(`Run as uid ${user.uid}, gid ${user.gid} (setgroups, setgid, setuid)`);
+    process.setgroups!([user.gid]);
+    process.setgid!(user.gid);
+    process.setuid!(user.uid);
+  }
+  const washed = washedEnv();
+  step("Execute the command in the new root; it becomes PID 1");
+  return exec(command, washed);
+}
+
+main(() => {
+  phase(5);
+  const [given, ...argv] = process.argv.slice(2);
+  const rootdir = checkRoot(given);
+  const command = commandOf(rootdir, argv);
+  const user = userOfSettings(rootdir);
+  const capsh = findCapsh();
+  if (capsh && (capsh.exec || capshShell(rootdir, capsh))) return diveWithCapsh(rootdir, capsh, command, user);
+  if (env.MINC_DROPCAPS) {
+    throw usageError(`cannot drop ${env.MINC_DROPCAPS}: that needs capsh${capsh ? " and a shell in the rootfs" : ""}`);
+  }
+  if (capsh) step("The rootfs has no shell for capsh to start: fall back to pivot_root");
+  return diveWithPivot(rootdir, command, user);
+});
