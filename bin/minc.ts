@@ -1,15 +1,17 @@
 // minc: run a command in a new container.
 //
 // Phase 1 of the boot: parse the options into MINC_* variables, set up the
-// working directory, decide how it is cleaned up, and hand over to minc-exec
-// (execve: minc's PID becomes minc-exec's, then the waiter's).
+// working directory and trap the exit to clean it up, then run minc-exec.
+// Like MINCS's `trap "$TRAPCMD" EXIT`, the trap is kept by a small sh (the
+// waiter, libexec/minc-waiter.sh) that minc becomes by execve, so no Node
+// process stays resident while the container runs.
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, openSync, realpathSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
-import { exec } from "../lib/run.ts";
+import { exec, removeFile } from "../lib/run.ts";
 import { shellOf } from "../lib/rootfs.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
@@ -46,8 +48,6 @@ interface Settings {
   MINC_DEBUG_PREFIX: string;
   MINC_SSHFS_HOST: string;
   MINC_FTRACE: string;
-  /** Cleanup that minc hands down to minc-exec's waiter (rm of the working directory). */
-  MINC_TRAPCMD: string;
 }
 
 interface Plan {
@@ -162,7 +162,6 @@ function planFrom(args: ParsedArgs): Plan {
     MINC_DEBUG_PREFIX: "",
     MINC_SSHFS_HOST: "",
     MINC_FTRACE: "",
-    MINC_TRAPCMD: "",
   };
   return { settings, keep: has(args, "keep") || tempdir !== undefined, tempdirGiven: tempdir !== undefined, command };
 }
@@ -194,28 +193,37 @@ function makeWorkingDir(plan: Plan): void {
 }
 
 /** What runs when the container ends: remove the directory, or say how to reuse it. */
-function planCleanup(plan: Plan): void {
+function trapExit(plan: Plan): string {
   const dir = plan.settings.MINC_TMPDIR;
-  if (plan.tempdirGiven) return;
-  let trap: string;
-  if (plan.keep) {
-    step("Keep the working directory and say how to reuse it");
+  let trap = "";
+  if (plan.tempdirGiven) {
+    step("A working directory given with -t is kept");
+  } else if (plan.keep) {
+    step("Trap the exit: keep the working directory and say how to reuse it");
     const again = `minc -r ${quote(plan.settings.MINC_BASEDIR)} -t ${quote(dir)}`;
     trap = `echo ${quote(`To reuse this, run: ${again}`)} >&2`;
   } else {
-    step("Remove the working directory when the container ends (minc-exec's waiter runs this)");
+    step("Trap the exit and remove the working directory");
     trap = `rm -rf --one-file-system ${quote(dir)}`;
   }
-  plan.settings.MINC_TRAPCMD = trap;
-  shown(`export MINC_TRAPCMD=${quote(trap)}`);
-  process.env.MINC_TRAPCMD = trap;
+  if (trap) shown(`trap ${quote(trap)} EXIT`);
+  if (existsSync(`${dir}/cleanup`)) {
+    step("(a reused working directory: forget the cleanup of its last run)");
+    removeFile(`${dir}/cleanup`);
+  }
+  return trap;
 }
 
-/** -B: minc-exec goes on in its own session, output in the working directory. */
+/** The waiter keeps the trap and runs minc-exec; minc becomes it. */
+function waiterFor(plan: Plan, trap: string): string[] {
+  return ["/bin/sh", backend("minc-waiter.sh"), plan.settings.MINC_TMPDIR, trap, backend("minc-exec"), ...plan.command];
+}
+
+/** -B: the waiter goes on in its own session, output in the working directory. */
 function runInBackground(plan: Plan, argv: string[]): number {
   const dir = plan.settings.MINC_TMPDIR;
   step("Run the container in the background, its output in the working directory");
-  shown(`setsid ${quoteAll(argv)} > ${quote(`${dir}/log`)} 2> ${quote(`${dir}/debug`)} < /dev/null &`);
+  shown(`setsid ${quoteAll(argv.slice(4))} > ${quote(`${dir}/log`)} 2> ${quote(`${dir}/debug`)} < /dev/null &`);
   const child = spawn(argv[0], argv.slice(1), {
     detached: true,
     stdio: ["ignore", openSync(`${dir}/log`, "a"), openSync(`${dir}/debug`, "a")],
@@ -236,11 +244,12 @@ main(() => {
   phase(1);
   exportSettings(plan.settings);
   makeWorkingDir(plan);
-  planCleanup(plan);
+  const trap = trapExit(plan);
 
-  const next = [backend("minc-exec"), ...plan.command];
-  if (plan.settings.MINC_BACKGROUND) return runInBackground(plan, next);
-  step("Hand over to minc-exec");
-  exec(next);
+  const waiter = waiterFor(plan, trap);
+  if (plan.settings.MINC_BACKGROUND) return runInBackground(plan, waiter);
+  step("Run minc-exec; minc itself becomes a small sh that waits for it and runs the trap");
+  shown(quoteAll(waiter.slice(4)));
+  exec(waiter, process.env, "");
   throw new MincError("not reached");
 });

@@ -1,5 +1,6 @@
 // Errors and the common start of every entrypoint.
 import { writeSync } from "node:fs";
+import { resetSignals } from "./signals.ts";
 import { progname } from "./trace.ts";
 
 /** Exit status for bad input (options, names, paths), as the issue asks. */
@@ -42,6 +43,7 @@ function checkNode(): void {
 /** Run an entrypoint's body; turn MincErrors into one line and an exit status. */
 export function main(body: () => void | number): void {
   checkNode();
+  resetSignals(["SIGINT", "SIGTERM"]);
   let status: number;
   try {
     status = body() ?? 0;

@@ -5,6 +5,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { dirname } from "node:path";
 import { MincError } from "./fail.ts";
+import { resetSignals } from "./signals.ts";
 import { quote, quoteAll, shown } from "./trace.ts";
 
 /** Run a command to its end; a non-zero exit is a MincError. */
@@ -77,16 +78,6 @@ export function writeFileMkdir(path: string, content: string): void {
   writeFile(path, content);
 }
 
-// Node ignores these two signals and an ignored signal stays ignored across
-// execve; give the next program the default actions a shell would give it.
-function resetInheritedSignals(): void {
-  const noop = (): void => {};
-  for (const sig of ["SIGPIPE", "SIGXFSZ"] as const) {
-    process.on(sig, noop);
-    process.off(sig, noop);
-  }
-}
-
 /** Look a command up in PATH as the shell's exec would. */
 export function findInPath(cmd: string, path = process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin"): string | undefined {
   if (cmd.includes("/")) return isExecutable(cmd) ? cmd : undefined;
@@ -116,7 +107,7 @@ export function exec(argv: readonly string[], env: NodeJS.ProcessEnv = process.e
   const file = findInPath(argv[0], env.PATH);
   // execve aborts the whole process when it fails, so check first.
   if (!file) throw new MincError(`${argv[0]}: command not found or not executable`, 127);
-  resetInheritedSignals();
+  resetSignals(["SIGPIPE", "SIGXFSZ"]);
   const clean: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined) clean[k] = v;
   process.execve!(file, [...argv], clean);

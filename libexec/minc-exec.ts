@@ -2,16 +2,16 @@
 //
 // Outside the container: save the settings, prepare the files the container
 // will see as /etc/hosts and /etc/resolv.conf, apply CPU and cgroup limits
-// to this very process (the container inherits them), then enter new IPC,
-// UTS, mount and PID namespaces with unshare, running minc-core there.
-// This process then becomes the waiter (plain sh) that runs the cleanup
-// chain when the container ends.
+// to this very process (the container inherits them), then become unshare,
+// which enters new IPC, UTS, mount and PID namespaces and runs minc-core
+// there. What must be undone when the container ends goes into
+// $MINC_TMPDIR/cleanup, which minc's waiter runs before its own trap.
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { hostname, networkInterfaces } from "node:os";
 import { MincError, main } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { capture, copyFile, exec, removeFile, writeFile } from "../lib/run.ts";
-import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
+import { phase, quote, shown, step } from "../lib/trace.ts";
 
 const env = process.env;
 const tmpdir = env.MINC_TMPDIR ?? "";
@@ -66,32 +66,31 @@ function setCpuMask(): void {
 const CAGE_SETTINGS = ["MINC_MEM_LIMIT", "MINC_MEM_SWAP", "MINC_MEM_KMEM", "MINC_CPU_SHARES", "MINC_CPU_QUOTA", "MINC_PID_MAX"];
 
 /** minc-cage makes the cgroups asked for and prints the command that removes them. */
-function prepareCage(): string {
+function prepareCage(): void {
   if (!CAGE_SETTINGS.some((k) => env[k])) {
     step("No resource limits asked for: no cage");
-    return "";
+    return;
   }
   step('Make a "cage" of cgroups for this container');
   const cleanup = capture([backend("minc-cage"), "--prepare", String(process.pid)]).trim();
-  return cleanup;
+  if (cleanup) onExit(cleanup);
 }
 
-/** The cleanup chain, last step first, like MINCS's TRAPCMD. */
-function cleanupChain(pidfile: string, cage: string): string {
-  return [`rm -f ${quote(pidfile)}`, cage, env.MINC_TRAPCMD ?? ""].filter((c) => c !== "").join("; ");
+/** The cleanup chain, last step first, like MINCS's TRAPCMD; minc's waiter runs it. */
+let trapcmd = "";
+
+function onExit(command: string): void {
+  trapcmd = trapcmd ? `${command}; ${trapcmd}` : command;
+  writeFile(`${tmpdir}/cleanup`, `${trapcmd}\n`);
 }
 
-function enterNamespaces(cage: string, command: string[]): never {
+function enterNamespaces(command: string[]): never {
   const pidfile = `${tmpdir}/pid`;
   if (existsSync(pidfile)) removeFile(pidfile); // left by a reused working directory
-  const trap = cleanupChain(pidfile, cage);
-  step("When the container ends (or on INT/TERM, which go on to it), run the cleanup chain");
-  shown(`trap ${quote(trap)} EXIT`);
-  step("Enter new IPC, UTS, mount and PID namespaces; minc-core is PID 1 there");
-  const unshare = ["unshare", "-iumpf", "--kill-child", backend("minc-core"), ...command];
-  shown(quoteAll(unshare));
-  step("(minc-exec becomes a small sh that waits for unshare: no Node stays resident)");
-  return exec(["/bin/sh", backend("minc-waiter.sh"), trap, pidfile, ...unshare], env, "");
+  step("Prepare cleanup: the pid file goes when the container ends");
+  onExit(`rm -f ${quote(pidfile)}`);
+  step("Enter new IPC, UTS, mount and PID namespaces; minc-core is PID 1 there (--kill-child: it dies with unshare)");
+  return exec(["unshare", "-iumpf", "--kill-child", backend("minc-core"), ...command]);
 }
 
 function runningInBackground(): boolean {
@@ -105,9 +104,9 @@ main(() => {
   prepareResolvConf();
   prepareHosts();
   setCpuMask();
-  const cage = prepareCage();
+  prepareCage();
   if (runningInBackground()) step(`Running in the background: output in ${tmpdir}/log`);
 
   phase(3);
-  enterNamespaces(cage, process.argv.slice(2));
+  enterNamespaces(process.argv.slice(2));
 });

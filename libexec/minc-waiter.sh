@@ -2,11 +2,15 @@
 # a container runs. It is plain sh, not Node, so a running container costs
 # the host about a megabyte, like the shell MINCS.
 #
-#   sh minc-waiter.sh CLEANUP PIDFILE COMMAND...
+#   sh minc-waiter.sh TMPDIR TRAPCMD COMMAND...
 #
-# It runs COMMAND (unshare ... minc-core ...), passes INT, TERM, HUP and
-# QUIT on to the container's init, and runs CLEANUP when the container ends,
-# on success, failure or signal: the shell MINCS's `trap "$TRAPCMD" EXIT`.
+# minc execs it right after making the working directory TMPDIR, so that
+# from then on a cleanup is always there: it runs COMMAND (minc-exec, which
+# becomes unshare, whose child is the container), passes INT, TERM, HUP and
+# QUIT on to the container's init, and when the container ends, on success,
+# failure or signal, runs the cleanup chain: first what the backends put in
+# TMPDIR/cleanup (minc-exec's pid file and cage removal), then minc's own
+# TRAPCMD (remove TMPDIR). That is the shell MINCS's `trap "$TRAPCMD" EXIT`.
 #
 # - COMMAND runs in the background so that a trapped signal interrupts
 #   `wait`; a non-interactive sh gives background commands /dev/null as
@@ -17,12 +21,15 @@
 #   default action (terminate) by killing unshare, whose --kill-child takes
 #   the whole container along, and exits with 128+N as if the signal had
 #   killed it.
-# - A signal before minc-core wrote PIDFILE stops the boot the same way.
+# - A signal during the boot stops it the same way: before minc-core wrote
+#   TMPDIR/pid, or while init is still one of the Node backends of libexec/
+#   (Node catches TERM in its first milliseconds and would lose it).
 
-cleanup=$1 pidfile=$2
+tmpdir=$1 trapcmd=$2
 shift 2
-trap "$cleanup" EXIT
-forced= init=
+pidfile=$tmpdir/pid registered=$tmpdir/cleanup libexec=$(dirname "$0")
+trap 'if [ -f "$registered" ]; then . "$registered"; rm -f "$registered"; fi; eval "$trapcmd"' EXIT
+forced= init= child= pending=
 
 sigmask() { # FIELD PID: the low 32 bits of a signal mask in /proc/PID/status
   m=$(sed -n "s/^$1:[[:space:]]*//p" "/proc/$2/status" 2>/dev/null)
@@ -31,13 +38,19 @@ sigmask() { # FIELD PID: the low 32 bits of a signal mask in /proc/PID/status
 }
 
 stop_container() { # SIGNAL-NUMBER
-  kill -KILL "$child" 2>/dev/null
   forced=$1
+  if [ -n "$child" ]; then kill -KILL "$child" 2>/dev/null; else pending=$1; fi
+}
+
+booting() { # PID: is it still a backend of ours (node libexec/minc-...)?
+  program=$(tr '\0' '\n' < "/proc/$1/cmdline" 2>/dev/null | sed -n 2p)
+  case $program in "$libexec"/minc-*) return 0 ;; esac
+  return 1
 }
 
 relay() { # NAME NUMBER
   init=$(cat "$pidfile" 2>/dev/null) || init=
-  [ -n "$init" ] || { stop_container "$2"; return 0; }
+  if [ -z "$init" ] || booting "$init"; then stop_container "$2"; return 0; fi
   mask=$(( 0x$(sigmask SigCgt "$init") | 0x$(sigmask SigIgn "$init") ))
   kill -s "$1" "$init" 2>/dev/null || return 0
   [ $(( mask >> ($2 - 1) & 1 )) -eq 1 ] || stop_container "$2"
@@ -52,6 +65,7 @@ exec 3<&0
 "$@" <&3 3<&- &
 child=$!
 exec 3<&-
+[ -z "$pending" ] || stop_container "$pending"   # a signal came before $child was known
 while :; do
   wait "$child" 2>/dev/null # (dash would report "Killed" on stderr)
   status=$?

@@ -1,0 +1,124 @@
+// Real containers from the busybox rootfs: what the command sees inside.
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { after, describe, test } from "node:test";
+import { cannotBoot, leftovers, minc, rootfs } from "./helpers.ts";
+
+const skip = cannotBoot();
+
+describe("minc boots a container", { skip }, () => {
+  after(() => assert.deepEqual(leftovers(), [], "a container left something behind"));
+
+  test("the command is PID 1 and sees no host process", () => {
+    const r = minc(["-r", rootfs(), "ps", "-o", "pid,comm"]);
+    assert.equal(r.status, 0, r.stderr);
+    const rows = r.stdout.trim().split("\n").slice(1).map((l) => l.trim().split(/\s+/));
+    assert.deepEqual(rows, [["1", "ps"]], r.stdout);
+  });
+
+  test("the hostname inside is --name", () => {
+    const r = minc(["-r", rootfs(), "--name", "box-42", "hostname"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "box-42");
+  });
+
+  test("--user 1000:1234 runs the command as uid 1000, gid 1234, with no capabilities", () => {
+    const r = minc(["-r", rootfs(), "--user", "1000:1234", "sh", "-c", "id -u; id -g; id -G; grep CapEff /proc/self/status"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split("\n"), ["1000", "1234", "1234", "CapEff:\t0000000000000000"]);
+  });
+
+  test("--user by name uses the rootfs's passwd and group", () => {
+    const r = minc(["-r", rootfs(), "--user", "user:grp", "sh", "-c", "id -u; id -g"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split("\n"), ["1000", "1234"]);
+  });
+
+  test("-b HOST:/x makes a host file readable at /x, and a host dir at its own path", () => {
+    const dir = mkdtempSync("/tmp/minc-test-bind-");
+    try {
+      writeFileSync(`${dir}/secret`, "from the host\n");
+      const r = minc(["-r", rootfs(), "-b", `${dir}/secret:/x`, "-b", dir, "sh", "-c", `cat /x; ls ${dir}`]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, "from the host\nsecret\n");
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+  });
+
+  test("without -r, host / is the lower layer and writes land in the upper layer", () => {
+    const marker = `/minc-test-upper-${process.pid}`;
+    const r = minc(["-k", "sh", "-c", `cat /etc/os-release > /dev/null && echo written > ${marker}`]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(existsSync(marker), false, "the write reached the host's /");
+    const tmpdir = /-t (\S+)/.exec(r.stderr)?.[1];
+    assert.ok(tmpdir, `no reuse hint in: ${r.stderr}`);
+    try {
+      assert.equal(readFileSync(`${tmpdir}/storage${marker}`, "utf8"), "written\n");
+    } finally {
+      rmSync(tmpdir, { recursive: true });
+    }
+  });
+
+  test("the exit status is the command's, and arguments pass through unsplit", () => {
+    assert.equal(minc(["-r", rootfs(), "sh", "-c", "exit 3"]).status, 3);
+    const r = minc(["-r", rootfs(), "printf", "[%s]", "a  b", "c'd", "$HOME", ""]);
+    assert.equal(r.stdout, "[a  b][c'd][$HOME][]");
+  });
+
+  test("no MINC_* settings leak into the command's environment", () => {
+    const r = minc(["-r", rootfs(), "env"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stdout, /^(MINC_|LIBMOUNT_MTAB)/m);
+  });
+
+  test("/proc is the container's, /proc/sys and /sys are read-only", () => {
+    const r = minc(["-r", rootfs(), "sh", "-c",
+      "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo proc-writable; " +
+      "touch /sys/x 2>/dev/null && echo sys-writable; ls /proc | grep -c '^[0-9]'"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "3", "expected only the container's processes: sh, ls and grep");
+  });
+
+  test("cap_sys_chroot is dropped, and --nocaps drops more", () => {
+    const bounding = (extra: string[]): bigint => {
+      const r = minc(["-r", rootfs(), ...extra, "grep", "CapBnd", "/proc/self/status"]);
+      assert.equal(r.status, 0, r.stderr);
+      return BigInt("0x" + r.stdout.split(/\s+/)[1]);
+    };
+    const CAP_NET_RAW = 13n, CAP_SYS_CHROOT = 18n;
+    const plain = bounding([]);
+    assert.equal((plain >> CAP_SYS_CHROOT) & 1n, 0n);
+    assert.equal((plain >> CAP_NET_RAW) & 1n, 1n);
+    assert.equal((bounding(["--nocaps", "cap_net_raw"]) >> CAP_NET_RAW) & 1n, 0n);
+  });
+
+  test("--pivot: the command is PID 1 and the host's mounts are gone", () => {
+    const r = minc(["--pivot", "-r", rootfs(), "sh", "-c", "echo $$; cat /proc/self/mountinfo"]);
+    assert.equal(r.status, 0, r.stderr);
+    const [pid, ...mounts] = r.stdout.trim().split("\n");
+    assert.equal(pid, "1");
+    assert.ok(mounts.every((m) => !/ \/\.orig| \/usr\/local/.test(m)), r.stdout);
+    assert.ok(mounts.length < 25, `the old root's mounts are still there:\n${r.stdout}`);
+  });
+
+  test("--pivot --user switches user too", () => {
+    const r = minc(["--pivot", "-r", rootfs(), "--user", "1000:1234", "sh", "-c", "id -u; id -g"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split("\n"), ["1000", "1234"]);
+  });
+
+  test("/dev has only the harmless devices, a private devpts and /dev/shm", () => {
+    const r = minc(["-r", rootfs(), "sh", "-c", "ls /dev; ls /dev/pts; echo x > /dev/shm/y && cat /dev/shm/y"]);
+    assert.equal(r.status, 0, r.stderr);
+    for (const dev of ["null", "zero", "urandom", "ptmx", "pts", "shm", "mqueue"]) assert.match(r.stdout, new RegExp(`^${dev}$`, "m"));
+    assert.doesNotMatch(r.stdout, /^(sda|vda|kmsg|mem)$/m);
+    assert.match(r.stdout, /^ptmx\nx$/m, "devpts must be a new instance with no host ptys");
+  });
+
+  test("--cpu limits the CPUs the command runs on", () => {
+    const r = minc(["-r", rootfs(), "-c", "1", "grep", "Cpus_allowed_list", "/proc/self/status"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /Cpus_allowed_list:\s+0$/m);
+  });
+});

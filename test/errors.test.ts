@@ -1,0 +1,57 @@
+// Bad input: one line on stderr, exit 2, nothing left behind.
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+import { cannotBoot, leftovers, minc, rootfs } from "./helpers.ts";
+
+const skip = cannotBoot();
+
+describe("bad input", { skip }, () => {
+  let empty = "";
+  before(() => { empty = mkdtempSync("/tmp/minc-test-empty-"); });
+  after(() => {
+    rmSync(empty, { recursive: true });
+    assert.deepEqual(leftovers(), [], "a failed start left something behind");
+  });
+
+  const cases: [string, () => string[], RegExp][] = [
+    ["an unknown option", () => ["--bogus", "ls"], /unknown option: --bogus/],
+    ["a missing option argument", () => ["-r"], /--rootdir needs an argument/],
+    ["an option argument that is another option", () => ["--name", "--debug", "ls"], /not valid|needs an argument/],
+    ["a rootdir that does not exist", () => ["-r", "/no/such/rootfs", "ls"], /rootdir \/no\/such\/rootfs: no such directory/],
+    ["a rootdir that is a file", () => ["-r", "/etc/hostname", "ls"], /not a directory/],
+    ["a bind source that does not exist", () => ["-r", rootfs(), "-b", "/no/such/file:/x", "ls"], /bind source/],
+    ["a bind target that is not absolute", () => ["-r", rootfs(), "-b", "/etc/hostname:x", "ls"], /must be an absolute path/],
+    ["an empty command with no shell in the rootfs", () => ["-r", empty], /no shell/],
+    ["a bad --user", () => ["-r", rootfs(), "--user", "../x", "id"], /--user/],
+    ["a --user name the rootfs does not know", () => ["-r", rootfs(), "--user", "nobody-here", "id"], /no user nobody-here/],
+    ["a bad --name", () => ["-r", rootfs(), "--name", "a b", "true"], /--name/],
+    ["a bad --cpu mask", () => ["-r", rootfs(), "-c", "xyz", "true"], /--cpu/],
+    ["an option of a later issue", () => ["--mem-limit", "64M", "true"], /not implemented yet/],
+    ["-t with a directory that does not exist", () => ["-t", "/no/such/dir", "true"], /no such directory/],
+  ];
+  for (const [what, args, message] of cases) {
+    test(`${what}: exit 2 and one line`, () => {
+      const r = minc(args());
+      assert.equal(r.status, 2, `${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+      assert.deepEqual(leftovers(), []);
+    });
+  }
+
+  test("a command that does not exist in the rootfs: exit 127", () => {
+    const r = minc(["-r", rootfs(), "/no/such/command"]);
+    assert.equal(r.status, 127);
+    assert.deepEqual(leftovers(), []);
+  });
+
+  test("--help and --version exit 0", () => {
+    const h = minc(["--help"]);
+    assert.equal(h.status, 0);
+    for (const opt of ["--rootdir", "--tempdir", "--bind", "--background", "--nocaps", "--pivot", "--mem-limit", "--net", "--qemu"]) {
+      assert.match(h.stdout, new RegExp(opt));
+    }
+    assert.equal(minc(["--version"]).status, 0);
+  });
+});

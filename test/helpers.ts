@@ -1,0 +1,82 @@
+// Shared by the tests: the built programs, the busybox rootfs fixture, and
+// the check that a container left nothing behind on the host.
+import { spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+export const MINC = `${REPO}/bin/minc`;
+const CACHE = `${REPO}/test/.cache`;
+
+let rootfsPath: string | undefined;
+
+/** The busybox rootfs, built once by test/fixtures/busybox-rootfs.sh. */
+export function rootfs(): string {
+  if (!rootfsPath) {
+    const r = spawnSync(`${REPO}/test/fixtures/busybox-rootfs.sh`, [`${CACHE}/rootfs`], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`fixture failed: ${r.stderr}`);
+    rootfsPath = r.stdout.trim();
+  }
+  return rootfsPath;
+}
+
+export interface Run {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run minc to its end (stdin closed unless given). */
+export function minc(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; timeout?: number } = {}): Run {
+  const r: SpawnSyncReturns<string> = spawnSync(MINC, args, {
+    encoding: "utf8",
+    input: opts.input ?? "",
+    env: opts.env ?? cleanEnv(),
+    timeout: opts.timeout ?? 30_000,
+  });
+  if (r.error) throw r.error;
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The environment for minc in tests: no XDG_RUNTIME_DIR, so /var/run is used. */
+export function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env, ...extra };
+  delete env.XDG_RUNTIME_DIR;
+  delete env.MINC_DEBUG;
+  return env;
+}
+
+export function runtimeDirs(): string[] {
+  return readdirSync("/var/run").filter((n) => /^minc\d+-/.test(n)).map((n) => `/var/run/${n}`);
+}
+
+export function containerMounts(): string[] {
+  return readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => /\/minc\d+-/.test(l));
+}
+
+function hostState(): string[] {
+  return [...runtimeDirs(), ...containerMounts()];
+}
+
+// What was there before the tests (another user's containers) is not ours.
+const before = new Set(hostState());
+
+/** What the tests' containers left on the host: working dirs and mounts. */
+export function leftovers(): string[] {
+  return hostState().filter((x) => !before.has(x));
+}
+
+/** Why this machine cannot run the container tests, or undefined if it can. */
+export function cannotBoot(): string | undefined {
+  if (process.getuid?.() !== 0) return "needs root";
+  for (const tool of ["unshare", "mount", "capsh"]) {
+    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `needs ${tool}`;
+  }
+  return undefined;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

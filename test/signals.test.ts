@@ -1,0 +1,58 @@
+// Signals to minc reach the container, and nothing is left afterwards.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { after, describe, test } from "node:test";
+import { MINC, cannotBoot, cleanEnv, leftovers, rootfs, runtimeDirs, sleep } from "./helpers.ts";
+
+const skip = cannotBoot();
+
+/** Start minc, wait until its container runs, send a signal, return exit status and output. */
+async function signalled(command: string[], signal: NodeJS.Signals): Promise<{ status: number | null; stdout: string }> {
+  const before = new Set(runtimeDirs());
+  const child = spawn(MINC, ["-r", rootfs(), ...command], { env: cleanEnv(), stdio: ["ignore", "pipe", "inherit"] });
+  let stdout = "";
+  child.stdout.on("data", (d) => { stdout += d; });
+  const exited = new Promise<number | null>((res) => child.on("exit", (code, sig) => res(code ?? (sig ? -1 : null))));
+  // Running means: the pid file exists and the command printed "ready".
+  for (let t = 0; t < 5000; t += 20) {
+    const dir = runtimeDirs().find((d) => !before.has(d));
+    if (dir && stdout.includes("ready")) break;
+    await sleep(20);
+  }
+  child.kill(signal);
+  const status = await Promise.race([exited, sleep(5000).then(() => "timeout" as const)]);
+  if (status === "timeout") { child.kill("SIGKILL"); assert.fail(`minc did not end after ${signal}`); }
+  await sleep(50);
+  return { status, stdout };
+}
+
+describe("signals", { skip }, () => {
+  after(() => assert.deepEqual(leftovers(), [], "a container left something behind"));
+
+  for (const [signal, status] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
+    test(`${signal} ends a container whose PID 1 does not handle it, exit ${status}, nothing left`, async () => {
+      const r = await signalled(["sh", "-c", "echo ready; exec sleep 60"], signal);
+      assert.equal(r.status, status);
+      assert.deepEqual(leftovers(), []);
+    });
+  }
+
+  test("a PID 1 that handles SIGTERM gets it and decides the exit status", async () => {
+    const r = await signalled(["sh", "-c", "trap 'echo caught; exit 7' TERM; echo ready; sleep 60 & wait"], "SIGTERM");
+    assert.equal(r.status, 7);
+    assert.match(r.stdout, /caught/);
+    assert.deepEqual(leftovers(), []);
+  });
+
+  test("SIGTERM during the boot stops it and cleans up", async () => {
+    for (let delay = 0; delay <= 280; delay += 40) {
+      const child = spawn(MINC, ["-r", rootfs(), "sleep", "60"], { env: cleanEnv(), stdio: "ignore" });
+      await sleep(delay);
+      child.kill("SIGTERM");
+      const status = await new Promise<number | null>((res) => child.on("exit", (code) => res(code)));
+      assert.notEqual(status, 0, `after ${delay} ms`);
+      await sleep(50);
+      assert.deepEqual(leftovers(), [], `after ${delay} ms`);
+    }
+  });
+});

@@ -1,0 +1,60 @@
+// The --debug trace of a real boot: phases, programs and the key lines.
+import assert from "node:assert/strict";
+import { after, describe, test } from "node:test";
+import { cannotBoot, leftovers, minc, rootfs } from "./helpers.ts";
+
+const skip = cannotBoot();
+
+describe("the --debug trace", { skip }, () => {
+  after(() => assert.deepEqual(leftovers(), [], "a container left something behind"));
+
+  test("shows the five phases in order, each headed by its program, with real values", () => {
+    const r = minc(["--debug", "-r", rootfs(), "--name", "traced", "ps"]);
+    assert.equal(r.status, 0, r.stderr);
+    const lines = r.stderr.trim().split("\n");
+    assert.ok(lines.every((l) => l.startsWith("# ") || l.startsWith("+ ")), `not a trace line:\n${lines.filter((l) => !/^[#+] /.test(l)).join("\n")}`);
+
+    const heads = lines.filter((l) => l.startsWith("# ==== ")).map((l) => /# ==== (\S+): phase (\d)\/5/.exec(l)!.slice(1, 3).join(" "));
+    assert.deepEqual(heads, ["minc 1", "minc-exec 2", "minc-exec 3", "minc-core 4", "minc-coat 4", "minc-leash 5"]);
+
+    const tmpdir = /^\+ export MINC_TMPDIR=(\/var\/run\/minc\d+-\w{6})$/m.exec(r.stderr)?.[1];
+    assert.ok(tmpdir, "no MINC_TMPDIR line");
+    const expect = [
+      new RegExp(`^\\+ mktemp -d /var/run/minc\\d+-XXXXXX$`),
+      new RegExp(`^\\+ trap 'rm -rf --one-file-system ${tmpdir}' EXIT$`),
+      new RegExp(`^\\+ exec unshare -iumpf --kill-child \\S+/libexec/minc-core ps$`),
+      new RegExp(`^\\+ echo \\d+ > ${tmpdir}/pid$`),
+      new RegExp(`^\\+ echo traced > /proc/sys/kernel/hostname$`),
+      new RegExp(`^\\+ mount --make-rprivate /$`),
+      new RegExp(`^\\+ mount -t overlay -o lowerdir=${rootfs()},upperdir=${tmpdir}/storage,workdir=${tmpdir}/work overlay ${tmpdir}/root$`),
+      new RegExp(`^\\+ mount -t proc -o nosuid,nodev,noexec proc ${tmpdir}/root/proc$`),
+      new RegExp(`^\\+ exec \\S+/libexec/minc-leash ${tmpdir}/root ps$`),
+      new RegExp(`^\\+ exec \\S*capsh --chroot=${tmpdir}/root --drop=cap_sys_chroot (--shell=/bin/sh )?-- -c 'exec "\\$0" "\\$@"' ps$`),
+    ];
+    let at = 0;
+    for (const re of expect) {
+      const found = lines.findIndex((l, i) => i >= at && re.test(l));
+      assert.ok(found >= 0, `missing, or out of order: ${re}\n${r.stderr}`);
+      at = found + 1;
+    }
+    // Every step has its comment: each "+ " line follows a comment or another "+ " line of the same step.
+    assert.ok(lines[0].startsWith("# ==== minc:"));
+    // The command's own output is not mixed into the trace.
+    assert.match(r.stdout, /^\s*PID/);
+  });
+
+  test("the trace of a pivot_root boot shows pivot_root and the detach", () => {
+    const r = minc(["--debug", "--pivot", "-r", rootfs(), "true"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /^\+ pivot_root \. \.$/m);
+    assert.match(r.stderr, /^\+ umount -l \.$/m);
+    assert.match(r.stderr, /^\+ exec true$/m);
+  });
+
+  test("without --debug minc prints nothing of its own", () => {
+    const r = minc(["-r", rootfs(), "true"]);
+    assert.equal(r.status, 0);
+    assert.equal(r.stderr, "");
+    assert.equal(r.stdout, "");
+  });
+});
