@@ -38,33 +38,9 @@ cleanup() { # never follow a mount left behind into the host's files
 }
 trap cleanup EXIT
 
-build_rootfs() { # DIR: a busybox-static rootfs, without the test fixture
-  local dir=$1 cache=${BENCH_CACHE:-/tmp/minc-bench-cache} deb a
-  mkdir -p "$cache" "$dir/bin" "$dir/etc" "$dir/proc" "$dir/sys" "$dir/dev" "$dir/tmp" "$dir/root"
-  set -- "$cache"/busybox-static_*.deb
-  if [ ! -f "$1" ]; then
-    (cd "$cache" && apt-get download busybox-static) >/dev/null 2>&1 ||
-      { echo "apt-get download busybox-static failed (run apt-get update?)" >&2; return 1; }
-    set -- "$cache"/busybox-static_*.deb
-  fi
-  dpkg -x "$1" "$WORK/deb"
-  cp "$WORK/deb/bin/busybox" "$dir/bin/busybox"
-  for a in $("$dir/bin/busybox" --list-full); do
-    [ "$a" = bin/busybox ] && continue
-    mkdir -p "$dir/${a%/*}" && ln -sf /bin/busybox "$dir/$a"
-  done
-  echo 'root:x:0:0:root:/root:/bin/sh' >"$dir/etc/passwd"
-  echo 'root:x:0:' >"$dir/etc/group"
-  chmod 1777 "$dir/tmp"
-  echo "$dir"
-}
-
-if [ -f test/fixtures/busybox-rootfs.sh ]; then
-  ROOTFS=$(sh test/fixtures/busybox-rootfs.sh "$WORK/rootfs" | tail -n 1)
-  from=test/fixtures/busybox-rootfs.sh
-else
-  ROOTFS=$(build_rootfs "$WORK/rootfs"); from="apt-get download busybox-static"
-fi
+# The same busybox rootfs as the tests.
+ROOTFS=$(sh samples/scripts/busybox-rootfs.sh "$WORK/rootfs" | tail -n 1)
+from=samples/scripts/busybox-rootfs.sh
 [ -e "$ROOTFS/bin/true" ] || [ -L "$ROOTFS/bin/true" ] || { echo "no /bin/true in rootfs '$ROOTFS'" >&2; exit 1; }
 echo "rootfs: $ROOTFS (from $from)"
 echo "host:   $(uname -sr), $(nproc) CPUs; $RUNS rounds + 1 warm-up"

@@ -109,9 +109,13 @@ function bindsOf(args: ParsedArgs): string[] {
 
 function x11Binds(): string[] {
   if (!process.env.DISPLAY) throw usageError("--X11: $DISPLAY is empty");
+  if (!existsSync("/tmp/.X11-unix")) throw usageError("--X11: no X11 socket directory /tmp/.X11-unix");
   const binds = ["/tmp/.X11-unix:/tmp/.X11-unix"];
   const xauth = process.env.XAUTHORITY;
-  if (xauth) binds.push(`${xauth}:${xauth}`);
+  if (xauth) {
+    if (!existsSync(xauth)) throw usageError(`--X11: $XAUTHORITY ${xauth} does not exist`);
+    binds.push(`${xauth}:${xauth}`);
+  }
   return binds;
 }
 

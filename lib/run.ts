@@ -33,10 +33,9 @@ export function bindMount(source: string, target: string): void {
   mount("--bind", source, target);
 }
 
-/** Make a bind mount read-only (a bind takes no flags of its own at first). */
+/** A read-only bind mount (mount(8) binds, then remounts it read-only). */
 export function bindMountReadonly(source: string, target: string, extra = ""): void {
-  bindMount(source, target);
-  mount("-o", `remount,bind,ro${extra}`, target);
+  mount("-o", `bind,ro${extra}`, source, target);
 }
 
 export function exportVar(name: string, value: string): void {

@@ -27,7 +27,7 @@
 
 tmpdir=$1 trapcmd=$2
 shift 2
-pidfile=$tmpdir/pid registered=$tmpdir/cleanup libexec=$(dirname "$0")
+pidfile=$tmpdir/pid registered=$tmpdir/cleanup libexec=${0%/*}
 trap 'if [ -f "$registered" ]; then . "$registered"; rm -f "$registered"; fi; eval "$trapcmd"' EXIT
 forced= init= child= pending=
 

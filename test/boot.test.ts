@@ -1,8 +1,8 @@
 // Real containers from the busybox rootfs: what the command sees inside.
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { cannotBoot, leftovers, minc, rootfs } from "./helpers.ts";
+import { cannotBoot, cleanEnv, leftovers, minc, rootfs } from "./helpers.ts";
 
 const skip = cannotBoot();
 
@@ -120,5 +120,31 @@ describe("minc boots a container", { skip }, () => {
     const r = minc(["-r", rootfs(), "-c", "1", "grep", "Cpus_allowed_list", "/proc/self/status"]);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /Cpus_allowed_list:\s+0$/m);
+  });
+
+  test("--usedev gives the host's devices, --debugfs mounts debugfs", () => {
+    const r = minc(["-r", rootfs(), "--usedev", "--debugfs", "sh", "-c", "ls /dev | grep -c '^loop'; grep -c ' /sys/kernel/debug ' /proc/self/mountinfo"]);
+    assert.equal(r.status, 0, r.stderr);
+    const [loops, debugfs] = r.stdout.trim().split("\n").map(Number);
+    assert.ok(loops > 0, "no loop devices under --usedev");
+    assert.equal(debugfs, 1);
+  });
+
+  test("-X binds the X11 socket directory and $XAUTHORITY and passes $DISPLAY", () => {
+    const made = !existsSync("/tmp/.X11-unix");
+    const xauth = mkdtempSync("/tmp/minc-test-xauth-") + "/Xauthority";
+    try {
+      if (made) mkdirSync("/tmp/.X11-unix", { mode: 0o1777 });
+      writeFileSync(xauth, "cookie\n");
+      const env = { ...cleanEnv(), DISPLAY: ":42", XAUTHORITY: xauth };
+      const r = minc(["-r", rootfs(), "-X", "sh", "-c", `echo $DISPLAY; cat ${xauth}; grep -c ' /tmp/.X11-unix ' /proc/self/mountinfo`], { env });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(r.stdout.trim().split("\n"), [":42", "cookie", "1"]);
+      const none = minc(["-r", rootfs(), "-X", "true"], { env: { ...cleanEnv(), DISPLAY: "" } });
+      assert.equal(none.status, 2);
+    } finally {
+      if (made) rmSync("/tmp/.X11-unix", { recursive: true });
+      rmSync(xauth.replace(/\/Xauthority$/, ""), { recursive: true });
+    }
   });
 });

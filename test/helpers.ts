@@ -11,10 +11,10 @@ const CACHE = `${REPO}/test/.cache`;
 
 let rootfsPath: string | undefined;
 
-/** The busybox rootfs, built once by test/fixtures/busybox-rootfs.sh. */
+/** The busybox rootfs, built once by samples/scripts/busybox-rootfs.sh. */
 export function rootfs(): string {
   if (!rootfsPath) {
-    const r = spawnSync(`${REPO}/test/fixtures/busybox-rootfs.sh`, [`${CACHE}/rootfs`], { encoding: "utf8" });
+    const r = spawnSync(`${REPO}/samples/scripts/busybox-rootfs.sh`, [`${CACHE}/rootfs`], { encoding: "utf8" });
     if (r.status !== 0) throw new Error(`fixture failed: ${r.stderr}`);
     rootfsPath = r.stdout.trim();
   }
