@@ -190,7 +190,12 @@ function makeWorkingDir(plan: Plan): void {
   step("Make a working directory for this container");
   const template = `${runtimeDir()}/minc${process.pid}-`;
   shown(`mktemp -d ${template}XXXXXX`);
-  const dir = mkdtempSync(template);
+  let dir: string;
+  try {
+    dir = mkdtempSync(template);
+  } catch (e) {
+    throw new MincError(`cannot make a working directory in ${runtimeDir()}: ${(e as Error).message}`);
+  }
   plan.settings.MINC_TMPDIR = dir;
   shown(`export MINC_TMPDIR=${quote(dir)}`);
   process.env.MINC_TMPDIR = dir;

@@ -10,7 +10,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { hostname, networkInterfaces } from "node:os";
 import { MincError, main } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
-import { capture, copyFile, exec, removeFile, writeFile } from "../lib/run.ts";
+import { capture, copyFile, exec, findInPath, removeFile, writeFile } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 
 const env = process.env;
@@ -89,8 +89,14 @@ function enterNamespaces(command: string[]): never {
   if (existsSync(pidfile)) removeFile(pidfile); // left by a reused working directory
   step("Prepare cleanup: the pid file goes when the container ends");
   onExit(`rm -f ${quote(pidfile)}`);
+  const unshare = ["unshare", "-iumpf", "--kill-child", backend("minc-core"), ...command];
+  if (findInPath("setpriv")) {
+    step("Enter new IPC, UTS, mount and PID namespaces; minc-core is PID 1 there. The container dies " +
+      "with unshare (--kill-child), and unshare with minc's waiter (--pdeathsig), even if that is SIGKILLed");
+    return exec(["setpriv", "--pdeathsig", "KILL", ...unshare]);
+  }
   step("Enter new IPC, UTS, mount and PID namespaces; minc-core is PID 1 there (--kill-child: it dies with unshare)");
-  return exec(["unshare", "-iumpf", "--kill-child", backend("minc-core"), ...command]);
+  return exec(unshare);
 }
 
 function runningInBackground(): boolean {
