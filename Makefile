@@ -7,7 +7,7 @@ LIBEXECDIR ?= $(PREFIX)/libexec
 FRONTENDS := minc marten polecat
 BACKENDS := $(patsubst libexec/%.ts,%,$(wildcard libexec/minc-*.ts))
 MINIMUM_BACKENDS := minc-exec minc-core minc-coat minc-leash minc-cage
-SCRIPTS := minc-waiter.sh
+SCRIPTS := minc-waiter.sh minc-fork.sh
 SOURCES := $(wildcard bin/*.ts libexec/*.ts lib/*.ts) build.mjs package.json
 
 # Which programs install/uninstall handle; MINIMUM=1 is install.sh --minimum.

@@ -8,6 +8,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, openSync, realpathSync, statSync } from "node:fs";
 import { resolve } from "node:path";
+import { anyLimit, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
@@ -150,12 +151,12 @@ function planFrom(args: ParsedArgs): Plan {
     MINC_DIRECT: has(args, "direct") ? "1" : "",
     MINC_DROPCAPS: checked(one(args, "nocaps"), /^(cap_[a-z_]+|\d+)(,(cap_[a-z_]+|\d+))*$/i, "--nocaps (capabilities like cap_net_raw,cap_sys_admin)"),
     MINC_USERSPEC: checked(one(args, "user"), /^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$/, "--user UID[:GID]"),
-    MINC_MEM_LIMIT: "",
-    MINC_MEM_SWAP: "",
-    MINC_MEM_KMEM: "",
-    MINC_CPU_SHARES: "",
-    MINC_CPU_QUOTA: "",
-    MINC_PID_MAX: "",
+    MINC_MEM_LIMIT: one(args, "mem-limit") ?? "",
+    MINC_MEM_SWAP: one(args, "mem-swap") ?? "",
+    MINC_MEM_KMEM: one(args, "mem-kmem") ?? "",
+    MINC_CPU_SHARES: one(args, "cpu-shares") ?? "",
+    MINC_CPU_QUOTA: one(args, "cpu-quota") ?? "",
+    MINC_PID_MAX: one(args, "pid-max") ?? "",
     MINC_CROSS_QEMU: "",
     MINC_NOPRIV: "",
     MINC_QEMU: "",
@@ -167,7 +168,14 @@ function planFrom(args: ParsedArgs): Plan {
     MINC_SSHFS_HOST: "",
     MINC_FTRACE: "",
   };
+  checkLimits(settings);
   return { settings, keep: has(args, "keep") || tempdir !== undefined, tempdirGiven: tempdir !== undefined, command };
+}
+
+/** Bad limits, or no cgroup hierarchy for them, are refused before anything is made. */
+function checkLimits(settings: Settings): void {
+  const limits = limitsOf(settings as unknown as NodeJS.ProcessEnv);
+  if (anyLimit(limits)) findHierarchy(controllersFor(limits));
 }
 
 function exportSettings(settings: Settings): void {

@@ -43,7 +43,7 @@ function checkNode(): void {
 /** Run an entrypoint's body; turn MincErrors into one line and an exit status. */
 export function main(body: () => void | number): void {
   checkNode();
-  resetSignals(["SIGINT", "SIGTERM"]);
+  resetSignals(["SIGINT", "SIGTERM", "SIGQUIT"]);
   let status: number;
   try {
     status = body() ?? 0;

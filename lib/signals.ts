@@ -1,7 +1,8 @@
 // Signal dispositions as a shell would leave them.
 //
 // Node catches SIGINT and SIGTERM (to restore the terminal, then re-raise)
-// and ignores SIGPIPE and SIGXFSZ. Neither suits the boot: as PID 1 of the
+// and ignores SIGPIPE and SIGXFSZ; a background job of sh may start us with
+// SIGQUIT ignored. Neither suits the boot: as PID 1 of the
 // new namespaces minc-core would "handle" a TERM and then drop it, and an
 // ignored signal stays ignored across execve into the user's command.
 // Adding and removing a listener leaves the default action (SIG_DFL).

@@ -10,6 +10,8 @@ import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { hostname, networkInterfaces } from "node:os";
 import { MincError, main } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
+import { LIMIT_SETTINGS } from "../lib/cage.ts";
+import { onExit } from "../lib/cleanup.ts";
 import { capture, copyFile, exec, findInPath, removeFile, writeFile } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 
@@ -63,40 +65,29 @@ function setCpuMask(): void {
   capture(["taskset", "-ap", env.MINC_CPUMASK, String(process.pid)]);
 }
 
-const CAGE_SETTINGS = ["MINC_MEM_LIMIT", "MINC_MEM_SWAP", "MINC_MEM_KMEM", "MINC_CPU_SHARES", "MINC_CPU_QUOTA", "MINC_PID_MAX"];
-
-/** minc-cage makes the cgroups asked for and prints the command that removes them. */
+/** minc-cage makes the cgroups asked for and registers their removal; minc-leash steps in. */
 function prepareCage(): void {
-  if (!CAGE_SETTINGS.some((k) => env[k])) {
+  if (!Object.keys(LIMIT_SETTINGS).some((k) => env[k])) {
     step("No resource limits asked for: no cage");
     return;
   }
-  step('Make a "cage" of cgroups for this container');
-  const cleanup = capture([backend("minc-cage"), "--prepare", String(process.pid)]).trim();
-  if (cleanup) onExit(cleanup);
-}
-
-/** The cleanup chain, last step first, like MINCS's TRAPCMD; minc's waiter runs it. */
-let trapcmd = "";
-
-function onExit(command: string): void {
-  trapcmd = trapcmd ? `${command}; ${trapcmd}` : command;
-  writeFile(`${tmpdir}/cleanup`, `${trapcmd}\n`);
+  step('Make a "cage" of cgroups for the container (minc-leash steps into it at the end of the boot)');
+  // setpriv: minc-cage dies with us, so a signal to minc cannot leave it making cages afterwards.
+  const tied = findInPath("setpriv") ? ["setpriv", "--pdeathsig", "KILL"] : [];
+  capture([...tied, backend("minc-cage"), "--prepare", String(process.pid)]);
 }
 
 function enterNamespaces(command: string[]): never {
   const pidfile = `${tmpdir}/pid`;
   if (existsSync(pidfile)) removeFile(pidfile); // left by a reused working directory
   step("Prepare cleanup: the pid file goes when the container ends");
-  onExit(`rm -f ${quote(pidfile)}`);
-  const unshare = ["unshare", "-iumpf", "--kill-child", backend("minc-core"), ...command];
-  if (findInPath("setpriv")) {
-    step("Enter new IPC, UTS, mount and PID namespaces; minc-core is PID 1 there. The container dies " +
-      "with unshare (--kill-child), and unshare with minc's waiter (--pdeathsig), even if that is SIGKILLed");
-    return exec(["setpriv", "--pdeathsig", "KILL", ...unshare]);
-  }
-  step("Enter new IPC, UTS, mount and PID namespaces; minc-core is PID 1 there (--kill-child: it dies with unshare)");
-  return exec(unshare);
+  onExit(tmpdir, `rm -f ${quote(pidfile)}`);
+  // Not `unshare --fork`: see minc-fork.sh for why it forks PID 1 instead.
+  const unshare = ["unshare", "-iump", "/bin/sh", backend("minc-fork.sh"), backend("minc-core"), ...command];
+  step("Enter new IPC, UTS, mount and PID namespaces; minc-fork.sh starts minc-core there as PID 1 and waits for it");
+  if (!findInPath("setpriv")) return exec(unshare);
+  step("(setpriv --pdeathsig: the container dies with minc's waiter, even if that is SIGKILLed)");
+  return exec(["setpriv", "--pdeathsig", "KILL", ...unshare]);
 }
 
 function runningInBackground(): boolean {

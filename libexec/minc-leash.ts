@@ -9,6 +9,7 @@
 // washed out and the command replaces this process, so it is PID 1.
 import { statSync } from "node:fs";
 import whichSync from "which";
+import { enterCages, openCages, type CageDoor } from "../lib/cage.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { shellOf, userOf, type User } from "../lib/rootfs.ts";
@@ -75,7 +76,7 @@ function capshShell(rootdir: string, capsh: Capsh): string | undefined {
   return candidates.find((sh) => isExecutable(resolveInRoot(rootdir, sh)));
 }
 
-function diveWithCapsh(rootdir: string, capsh: Capsh, command: string[], user: User | undefined): never {
+function diveWithCapsh(rootdir: string, capsh: Capsh, command: string[], user: User | undefined, cage: CageDoor[]): never {
   const drop = [env.MINC_DROPCAPS, "cap_sys_chroot"].filter((c) => c).join(",");
   step(`Drop ${drop}: root inside must not chroot its way out`);
   const args = [capsh.path, `--chroot=${rootdir}`, `--drop=${drop}`];
@@ -84,6 +85,7 @@ function diveWithCapsh(rootdir: string, capsh: Capsh, command: string[], user: U
     args.push(`--gid=${user.gid}`, `--groups=${user.gid}`, `--uid=${user.uid}`);
   }
   const washed = washedEnv();
+  enterCages(cage);
   if (capsh.exec) {
     step("Execute the command in the new root; it becomes PID 1");
     return exec([...args, "--exec", "--", ...command], washed);
@@ -94,7 +96,7 @@ function diveWithCapsh(rootdir: string, capsh: Capsh, command: string[], user: U
   return exec([...args, ...viaShell, "--", "-c", 'exec "$0" "$@"', ...command], washed);
 }
 
-function diveWithPivot(rootdir: string, command: string[], user: User | undefined): never {
+function diveWithPivot(rootdir: string, command: string[], user: User | undefined, cage: CageDoor[]): never {
   const umountInside = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"].some((d) => isExecutable(resolveInRoot(rootdir, `${d}/umount`)));
   if (!umountInside) {
     throw new MincError("pivot_root needs umount inside the rootfs to detach the old root, and there is none");
@@ -114,6 +116,7 @@ function diveWithPivot(rootdir: string, command: string[], user: User | undefine
     process.setuid!(user.uid);
   }
   const washed = washedEnv();
+  enterCages(cage);
   step("Execute the command in the new root; it becomes PID 1");
   return exec(command, washed);
 }
@@ -124,11 +127,12 @@ main(() => {
   const rootdir = checkRoot(given);
   const command = commandOf(rootdir, argv);
   const user = userOfSettings(rootdir);
+  const cage = openCages(env);
   const capsh = findCapsh();
-  if (capsh && (capsh.exec || capshShell(rootdir, capsh))) return diveWithCapsh(rootdir, capsh, command, user);
+  if (capsh && (capsh.exec || capshShell(rootdir, capsh))) return diveWithCapsh(rootdir, capsh, command, user, cage);
   if (env.MINC_DROPCAPS) {
     throw usageError(`cannot drop ${env.MINC_DROPCAPS}: that needs capsh${capsh ? " and a shell in the rootfs" : ""}`);
   }
   if (capsh) step("The rootfs has no shell for capsh to start: fall back to pivot_root");
-  return diveWithPivot(rootdir, command, user);
+  return diveWithPivot(rootdir, command, user, cage);
 });

@@ -6,11 +6,13 @@
 #
 # minc execs it right after making the working directory TMPDIR, so that
 # from then on a cleanup is always there: it runs COMMAND (minc-exec, which
-# becomes unshare, whose child is the container), passes INT, TERM, HUP and
+# becomes unshare and then minc-fork.sh, whose child is the container's
+# PID 1), passes INT, TERM, HUP and
 # QUIT on to the container's init, and when the container ends, on success,
 # failure or signal, runs the cleanup chain: first what the backends put in
-# TMPDIR/cleanup (minc-exec's pid file and cage removal), then minc's own
-# TRAPCMD (remove TMPDIR). That is the shell MINCS's `trap "$TRAPCMD" EXIT`.
+# TMPDIR/cleanup (minc-exec's pid file, minc-cage's cgroups), last line
+# first, then minc's own TRAPCMD (remove TMPDIR). That is the shell MINCS's
+# `trap "$TRAPCMD" EXIT`.
 #
 # - COMMAND runs in the background so that a trapped signal interrupts
 #   `wait`; a non-interactive sh gives background commands /dev/null as
@@ -18,9 +20,9 @@
 # - As PID 1 of its namespace, the container's init receives only signals it
 #   has a handler for: the kernel drops the others, even SIGTERM. When init
 #   neither handles nor ignores a relayed signal, the waiter gives it the
-#   default action (terminate) by killing unshare, whose --kill-child takes
-#   the whole container along, and exits with 128+N as if the signal had
-#   killed it.
+#   default action (terminate) with SIGKILL (allowed from outside its
+#   namespace; the rest of the namespace dies with it) and exits with 128+N
+#   as if the signal had killed it.
 # - A signal during the boot stops it the same way: before minc-core wrote
 #   TMPDIR/pid, or while init is still one of the Node backends of libexec/
 #   (Node catches TERM in its first milliseconds and would lose it).
@@ -28,8 +30,25 @@
 tmpdir=$1 trapcmd=$2
 shift 2
 pidfile=$tmpdir/pid registered=$tmpdir/cleanup libexec=${0%/*}
-trap 'if [ -f "$registered" ]; then . "$registered"; rm -f "$registered"; fi; eval "$trapcmd"' EXIT
 forced= init= child= pending=
+
+cleanup_cages() { # DIR...: remove cgroups once the container's last process has left them
+  for cage in "$@"; do
+    n=0
+    while [ -d "$cage" ] && ! rmdir "$cage" 2>/dev/null && [ $n -lt 100 ]; do
+      sleep 0.02; n=$((n + 1))
+    done
+  done
+}
+
+cleanup() {
+  if [ -f "$registered" ]; then
+    eval "$(sed -n '1!G;h;$p' "$registered")"   # last registered, first undone
+    rm -f "$registered"
+  fi
+  eval "$trapcmd"
+}
+trap cleanup EXIT
 
 sigmask() { # FIELD PID: the low 32 bits of a signal mask in /proc/PID/status
   m=$(sed -n "s/^$1:[[:space:]]*//p" "/proc/$2/status" 2>/dev/null)
@@ -39,6 +58,7 @@ sigmask() { # FIELD PID: the low 32 bits of a signal mask in /proc/PID/status
 
 stop_container() { # SIGNAL-NUMBER
   forced=$1
+  [ -z "$init" ] || kill -KILL "$init" 2>/dev/null
   if [ -n "$child" ]; then kill -KILL "$child" 2>/dev/null; else pending=$1; fi
 }
 
@@ -74,7 +94,7 @@ done
 
 if [ -n "$forced" ]; then
   status=$((128 + forced))
-  # unshare is gone at once; let the container's processes go before cleanup.
+  # minc-fork.sh is gone at once; let the container's processes go before cleanup.
   n=0
   while [ -n "$init" ] && kill -0 "$init" 2>/dev/null && [ $n -lt 100 ]; do
     sleep 0.02; n=$((n + 1))

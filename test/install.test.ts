@@ -38,7 +38,7 @@ describe("installing", { skip }, () => {
       const i = sh("./install.sh --minimum", { PREFIX: prefix });
       assert.equal(i.status, 0, i.out);
       assert.deepEqual(readdirSync(`${prefix}/bin`), ["minc"]);
-      assert.deepEqual(readdirSync(`${prefix}/libexec`).sort(), ["minc-cage", "minc-coat", "minc-core", "minc-exec", "minc-leash", "minc-waiter.sh"]);
+      assert.deepEqual(readdirSync(`${prefix}/libexec`).sort(), ["minc-cage", "minc-coat", "minc-core", "minc-exec", "minc-fork.sh", "minc-leash", "minc-waiter.sh"]);
       const u = sh("./install.sh --uninstall", { PREFIX: prefix });
       assert.equal(u.status, 0, u.out);
       assert.deepEqual(readdirSync(`${prefix}/bin`), []);

@@ -22,7 +22,7 @@ describe("the --debug trace", { skip }, () => {
     const expect = [
       new RegExp(`^\\+ mktemp -d /var/run/minc\\d+-XXXXXX$`),
       new RegExp(`^\\+ trap 'rm -rf --one-file-system ${tmpdir}' EXIT$`),
-      new RegExp(`^\\+ exec (setpriv --pdeathsig KILL )?unshare -iumpf --kill-child \\S+/libexec/minc-core ps$`),
+      new RegExp(`^\\+ exec (setpriv --pdeathsig KILL )?unshare -iump /bin/sh \\S+/libexec/minc-fork.sh \\S+/libexec/minc-core ps$`),
       new RegExp(`^\\+ echo \\d+ > ${tmpdir}/pid$`),
       new RegExp(`^\\+ echo traced > /proc/sys/kernel/hostname$`),
       new RegExp(`^\\+ mount --make-rprivate /$`),

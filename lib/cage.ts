@@ -1,0 +1,227 @@
+// The cage: cgroups that limit what a container may use.
+//
+// MINCS wrote its limits into cgroup v1 hierarchies. Current distributions
+// run cgroup v2 (one unified hierarchy), so the same MINC_* limits are
+// mapped onto whichever the host has: v2 when it is mounted with the needed
+// controllers, else v1 (as on a "hybrid" host, whose unified hierarchy is
+// empty). The values are checked and converted here, without side effects,
+// so that minc can refuse bad input before anything is made.
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { basename } from "node:path";
+import { usageError } from "./fail.ts";
+import { quote, shown, step } from "./trace.ts";
+
+export interface Limits {
+  memLimit?: number; // bytes
+  memSwap?: number; // bytes of memory + swap (v1 semantics)
+  memKmem?: number; // bytes
+  cpuShares?: number; // 2..262144
+  cpuQuota?: number; // usec per 100000
+  pidMax?: number;
+}
+
+/** The MINC_* variables minc-cage reads, with their option names for messages. */
+export const LIMIT_SETTINGS = {
+  MINC_MEM_LIMIT: "--mem-limit",
+  MINC_MEM_SWAP: "--mem-swap",
+  MINC_MEM_KMEM: "--mem-kmem",
+  MINC_CPU_SHARES: "--cpu-shares",
+  MINC_CPU_QUOTA: "--cpu-quota",
+  MINC_PID_MAX: "--pid-max",
+} as const;
+
+const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** A size as MINCS took it (and the kernel's memparse): bytes, or K, M, G. */
+export function parseSize(option: string, text: string): number {
+  const m = /^(\d+)([kmg]?)$/i.exec(text);
+  if (!m) throw usageError(`${option} ${text}: not a size (bytes, or a number with K, M or G)`);
+  const bytes = Number(m[1]) * UNITS[m[2].toLowerCase()];
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw usageError(`${option} ${text}: out of range`);
+  return bytes;
+}
+
+function parseNumber(option: string, text: string, min: number, max: number): number {
+  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw usageError(`${option} ${text}: must be a whole number from ${min} to ${max}`);
+  }
+  return Number(text);
+}
+
+/** The limits asked for in MINC_* settings, checked. */
+export function limitsOf(env: NodeJS.ProcessEnv): Limits {
+  const l: Limits = {};
+  if (env.MINC_MEM_LIMIT) l.memLimit = parseSize("--mem-limit", env.MINC_MEM_LIMIT);
+  if (env.MINC_MEM_SWAP) l.memSwap = parseSize("--mem-swap", env.MINC_MEM_SWAP);
+  if (env.MINC_MEM_KMEM) l.memKmem = parseSize("--mem-kmem", env.MINC_MEM_KMEM);
+  if (env.MINC_CPU_SHARES) l.cpuShares = parseNumber("--cpu-shares", env.MINC_CPU_SHARES, 2, 262144);
+  if (env.MINC_CPU_QUOTA) l.cpuQuota = parseNumber("--cpu-quota", env.MINC_CPU_QUOTA, 1000, 100_000_000);
+  if (env.MINC_PID_MAX) l.pidMax = parseNumber("--pid-max", env.MINC_PID_MAX, 1, 4_194_304);
+  if ((l.memSwap !== undefined || l.memKmem !== undefined) && l.memLimit === undefined) {
+    throw usageError(`${l.memSwap !== undefined ? "--mem-swap" : "--mem-kmem"} needs --mem-limit`);
+  }
+  if (l.memSwap !== undefined && l.memSwap < l.memLimit!) {
+    throw usageError("--mem-swap is memory + swap: it cannot be less than --mem-limit");
+  }
+  return l;
+}
+
+export function anyLimit(l: Limits): boolean {
+  return Object.values(l).some((v) => v !== undefined);
+}
+
+export type Controller = "memory" | "cpu" | "pids";
+
+export function controllersFor(l: Limits): Controller[] {
+  const c: Controller[] = [];
+  if (l.memLimit !== undefined) c.push("memory");
+  if (l.cpuShares !== undefined || l.cpuQuota !== undefined) c.push("cpu");
+  if (l.pidMax !== undefined) c.push("pids");
+  return c;
+}
+
+/**
+ * cgroup v1 cpu.shares (2..262144, default 1024) to v2 cpu.weight
+ * (1..10000, default 100), the linear map the OCI runtimes use.
+ */
+export function sharesToWeight(shares: number): number {
+  return 1 + Math.floor(((shares - 2) * 9999) / 262142);
+}
+
+/** v1 limits memory+swap together; v2 limits swap alone. */
+export function swapOnly(memSwap: number, memLimit: number): number {
+  return memSwap - memLimit;
+}
+
+/** One file write of the cage: which file (relative to a cage) gets which value. */
+export interface Setting {
+  controller: Controller;
+  file: string;
+  value: string;
+}
+
+export function v1Settings(l: Limits): Setting[] {
+  const s: Setting[] = [];
+  if (l.memLimit !== undefined) s.push({ controller: "memory", file: "memory.limit_in_bytes", value: String(l.memLimit) });
+  if (l.memSwap !== undefined) s.push({ controller: "memory", file: "memory.memsw.limit_in_bytes", value: String(l.memSwap) });
+  if (l.memKmem !== undefined) s.push({ controller: "memory", file: "memory.kmem.limit_in_bytes", value: String(l.memKmem) });
+  if (l.cpuShares !== undefined) s.push({ controller: "cpu", file: "cpu.shares", value: String(l.cpuShares) });
+  if (l.cpuQuota !== undefined) s.push({ controller: "cpu", file: "cpu.cfs_quota_us", value: String(l.cpuQuota) });
+  if (l.pidMax !== undefined) s.push({ controller: "pids", file: "pids.max", value: String(l.pidMax) });
+  return s;
+}
+
+/** The same limits for v2 (--mem-kmem has no v2 file: the caller warns). */
+export function v2Settings(l: Limits): Setting[] {
+  const s: Setting[] = [];
+  if (l.memLimit !== undefined) s.push({ controller: "memory", file: "memory.max", value: String(l.memLimit) });
+  if (l.memSwap !== undefined) s.push({ controller: "memory", file: "memory.swap.max", value: String(swapOnly(l.memSwap, l.memLimit!)) });
+  if (l.cpuShares !== undefined) s.push({ controller: "cpu", file: "cpu.weight", value: String(sharesToWeight(l.cpuShares)) });
+  if (l.cpuQuota !== undefined) s.push({ controller: "cpu", file: "cpu.max", value: `${l.cpuQuota} 100000` });
+  if (l.pidMax !== undefined) s.push({ controller: "pids", file: "pids.max", value: String(l.pidMax) });
+  return s;
+}
+
+interface Mount {
+  point: string;
+  type: string;
+  superOptions: string[];
+}
+
+function cgroupMounts(): Mount[] {
+  return readFileSync("/proc/self/mountinfo", "utf8").split("\n").flatMap((line) => {
+    const [left, right] = line.split(" - ");
+    if (!right) return [];
+    const [type, , superOptions] = right.split(" ");
+    if (type !== "cgroup" && type !== "cgroup2") return [];
+    return [{ point: left.split(" ")[4], type, superOptions: superOptions.split(",") }];
+  });
+}
+
+/** Where the cages of each controller go, and why that hierarchy. */
+export type Hierarchy =
+  | { version: 2; root: string; reason: string }
+  | { version: 1; roots: Record<Controller, string>; reason: string };
+
+export function findHierarchy(needed: Controller[]): Hierarchy {
+  const mounts = cgroupMounts();
+  const missingIn = (root: string): Controller[] => {
+    const have = existsSync(`${root}/cgroup.controllers`) ? readFileSync(`${root}/cgroup.controllers`, "utf8").trim().split(/\s+/) : [];
+    return needed.filter((c) => !have.includes(c));
+  };
+  const unified = mounts.filter((m) => m.type === "cgroup2");
+  const v2 = unified.find((m) => missingIn(m.point).length === 0);
+  if (v2) return { version: 2, root: v2.point, reason: `cgroup v2 at ${v2.point} has ${needed.join(", ")}` };
+
+  const roots = {} as Record<Controller, string>;
+  for (const c of needed) {
+    const m = mounts.find((x) => x.type === "cgroup" && x.superOptions.includes(c));
+    if (m) roots[c] = m.point;
+  }
+  const missing = needed.filter((c) => !roots[c]);
+  if (missing.length === 0) {
+    const why = unified.length > 0 ? `the unified hierarchy at ${unified[0].point} lacks ${missingIn(unified[0].point).join(", ")}` : "there is no cgroup v2";
+    return { version: 1, roots, reason: `cgroup v1 (${why})` };
+  }
+  throw usageError(`no cgroup hierarchy has the ${missing.join(", ")} controller${missing.length > 1 ? "s" : ""} these limits need`);
+}
+
+/** The cage directories of a container id (the working directory's name). */
+export function cagesOf(h: Hierarchy, needed: Controller[], id: string): string[] {
+  if (h.version === 2) return [`${h.root}/mincs/${id}`];
+  return needed.map((c) => `${h.roots[c]}/mincs/${id}`);
+}
+
+/** The container's id, as the cages are named: its working directory's name. */
+export function containerId(env: NodeJS.ProcessEnv): string {
+  const tmpdir = env.MINC_TMPDIR ?? "";
+  const id = basename(tmpdir);
+  if (!existsSync(tmpdir) || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id)) {
+    throw usageError(`MINC_TMPDIR ${tmpdir || "(unset)"} is not a working directory`);
+  }
+  return id;
+}
+
+/** Write one cgroup file; the kernel's refusal is the user's bad input. */
+export function writeCgroup(file: string, value: string): void {
+  shown(`echo ${quote(value)} > ${quote(file)}`);
+  try {
+    writeFileSync(file, value);
+  } catch (e) {
+    throw usageError(`the kernel refused ${value} for ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
+/** A cage's cgroup.procs, opened ahead: after pivot_root the host's cgroup fs is out of reach. */
+export interface CageDoor {
+  file: string;
+  fd: number;
+}
+
+export function openCages(env: NodeJS.ProcessEnv): CageDoor[] {
+  const limits = limitsOf(env);
+  if (!anyLimit(limits)) return [];
+  const needed = controllersFor(limits);
+  const cages = cagesOf(findHierarchy(needed), needed, containerId(env));
+  return cages.map((cage) => ({ file: `${cage}/cgroup.procs`, fd: openSync(`${cage}/cgroup.procs`, "w") }));
+}
+
+/**
+ * Move the calling process into the cages ("0" names the writer itself,
+ * whatever its PID namespace). minc-leash does it last, right before it
+ * becomes the user's command: from then on even a fork of Node's would
+ * count against --pid-max.
+ */
+export function enterCages(doors: CageDoor[]): void {
+  if (doors.length === 0) return;
+  step("Step into the cage: from here on this process and all it starts count against the limits");
+  for (const { file, fd } of doors) {
+    shown(`echo 0 > ${quote(file)}`);
+    try {
+      writeSync(fd, "0");
+    } catch (e) {
+      throw usageError(`cannot enter the cage ${file}: ${(e as NodeJS.ErrnoException).code}`);
+    }
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,16 @@
+// The cleanup chain of a running container: $MINC_TMPDIR/cleanup.
+//
+// Each backend that makes something outside the container (a cgroup, a pid
+// file) adds the command that undoes it here, before making it, so that no
+// end of the container can miss it. minc's waiter (libexec/minc-waiter.sh)
+// runs the lines last first when the container ends, like the shell
+// MINCS's growing TRAPCMD, and defines the helpers they may call
+// (cleanup_cages).
+import { appendFileSync } from "node:fs";
+import { quote, shown } from "./trace.ts";
+
+export function onExit(tmpdir: string, command: string): void {
+  const file = `${tmpdir}/cleanup`;
+  shown(`echo ${quote(command)} >> ${quote(file)}`);
+  appendFileSync(file, `${command}\n`);
+}

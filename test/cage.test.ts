@@ -1,0 +1,113 @@
+// Resource limits with cgroups (minc-cage): real limits on real containers.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { after, describe, test } from "node:test";
+import { limitsOf, parseSize, sharesToWeight, swapOnly, v1Settings, v2Settings } from "../lib/cage.ts";
+import { MINC, cannotBoot, cleanEnv, leftovers, minc, rootfs, runtimeDirs, sleep } from "./helpers.ts";
+
+const V1 = "/sys/fs/cgroup";
+const v1Missing = ["memory", "cpu", "pids"].filter((c) => !existsSync(`${V1}/${c}/cgroup.procs`));
+const skip = cannotBoot() ?? (v1Missing.length ? `needs cgroup v1 ${v1Missing.join(", ")} (tested on v2 in the UML test)` : undefined);
+
+function cages(): string[] {
+  return ["memory", "cpu", "pids"].flatMap((c) => {
+    const dir = `${V1}/${c}/mincs`;
+    return existsSync(dir) ? readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => `${dir}/${d.name}`) : [];
+  });
+}
+const cagesBefore = new Set(cages());
+const newCages = (): string[] => cages().filter((c) => !cagesBefore.has(c));
+
+describe("cgroup v1 limits", { skip }, () => {
+  after(() => {
+    assert.deepEqual(newCages(), [], "a cage was left behind");
+    assert.deepEqual(leftovers(), [], "a container left something behind");
+  });
+
+  test("--mem-limit 64M: a 200 MB hog is OOM-killed, minc returns 137; without it, it completes", () => {
+    const hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"];
+    const limited = minc(["--mem-limit", "64M", "-r", rootfs(), ...hog]);
+    assert.equal(limited.status, 137, limited.stderr);
+    const free = minc(["-r", rootfs(), ...hog]);
+    assert.equal(free.status, 0, free.stderr);
+    assert.deepEqual(newCages(), []);
+  });
+
+  test("--pid-max 5: fork fails inside", () => {
+    const r = minc(["--pid-max", "5", "-r", rootfs(), "sh", "-c", "for i in 1 2 3 4 5 6 7; do sleep 1 & done; wait; echo survived"]);
+    assert.match(r.stderr, /can't fork|Resource temporarily unavailable/);
+    const ok = minc(["-r", rootfs(), "sh", "-c", "for i in 1 2 3 4 5 6 7; do sleep 0 & done; wait; echo fine"]);
+    assert.equal(ok.stdout, "fine\n");
+  });
+
+  test("--cpu-quota, --cpu-shares, --mem-swap are written in the container's cgroups while it runs", async () => {
+    const before = new Set(runtimeDirs());
+    const child = spawn(MINC, ["--cpu-quota", "50000", "--cpu-shares", "512", "--mem-limit", "32M", "--mem-swap", "48M",
+      "-r", rootfs(), "sh", "-c", "echo ready; sleep 30"], { env: cleanEnv(), stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (d) => { out += d; });
+    const ended = new Promise<number | null>((res) => child.on("exit", (code) => res(code)));
+    try {
+      for (let t = 0; t < 5000 && !out.includes("ready"); t += 20) await sleep(20);
+      const id = runtimeDirs().find((d) => !before.has(d))!.split("/").pop()!;
+      const read = (c: string, f: string): string => readFileSync(`${V1}/${c}/mincs/${id}/${f}`, "utf8").trim();
+      assert.equal(read("cpu", "cpu.cfs_quota_us"), "50000");
+      assert.equal(read("cpu", "cpu.shares"), "512");
+      assert.equal(read("memory", "memory.limit_in_bytes"), String(32 * 1024 * 1024));
+      if (existsSync(`${V1}/memory/mincs/${id}/memory.memsw.limit_in_bytes`)) {
+        assert.equal(read("memory", "memory.memsw.limit_in_bytes"), String(48 * 1024 * 1024));
+      }
+      const init = readFileSync(`/var/run/${id}/pid`, "utf8").trim();
+      assert.ok(read("cpu", "cgroup.procs").split("\n").includes(init), "the container's PID 1 is not in its cage");
+    } finally {
+      child.kill("SIGTERM");
+      await ended;
+    }
+    await sleep(100);
+    assert.deepEqual(newCages(), []);
+  });
+
+  test("bad limits: one line, exit 2, nothing made", () => {
+    for (const [args, msg] of [
+      [["--mem-limit", "64X"], /not a size/],
+      [["--mem-limit", "0"], /out of range/],
+      [["--mem-swap", "64M"], /needs --mem-limit/],
+      [["--mem-limit", "64M", "--mem-swap", "32M"], /cannot be less/],
+      [["--cpu-shares", "1"], /from 2 to 262144/],
+      [["--cpu-quota", "ten"], /whole number/],
+      [["--pid-max", "-1"], /unknown option|whole number/],
+    ] as const) {
+      const r = minc([...args, "-r", rootfs(), "true"]);
+      assert.equal(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
+      assert.equal(r.stderr.trim().split("\n").length, 1);
+    }
+    assert.deepEqual(newCages(), []);
+  });
+});
+
+describe("limit values for cgroup v1 and v2", () => {
+  test("sizes take bytes, K, M and G", () => {
+    assert.equal(parseSize("--mem-limit", "4096"), 4096);
+    assert.equal(parseSize("--mem-limit", "10k"), 10240);
+    assert.equal(parseSize("--mem-limit", "64M"), 64 * 1024 ** 2);
+    assert.equal(parseSize("--mem-limit", "2G"), 2 * 1024 ** 3);
+    assert.throws(() => parseSize("--mem-limit", "1.5G"), /not a size/);
+  });
+  test("cpu.shares maps to cpu.weight like the OCI runtimes", () => {
+    assert.equal(sharesToWeight(2), 1);
+    assert.equal(sharesToWeight(1024), 39);
+    assert.equal(sharesToWeight(262144), 10000);
+  });
+  test("v2 limits swap alone: memsw - mem", () => {
+    assert.equal(swapOnly(96, 64), 32);
+    const l = limitsOf({ MINC_MEM_LIMIT: "64M", MINC_MEM_SWAP: "96M", MINC_CPU_QUOTA: "50000", MINC_CPU_SHARES: "1024", MINC_PID_MAX: "5" });
+    assert.deepEqual(v2Settings(l).map((s) => `${s.file}=${s.value}`), [
+      `memory.max=${64 * 1024 ** 2}`, `memory.swap.max=${32 * 1024 ** 2}`, "cpu.weight=39", "cpu.max=50000 100000", "pids.max=5",
+    ]);
+    assert.deepEqual(v1Settings(l).map((s) => `${s.file}=${s.value}`), [
+      `memory.limit_in_bytes=${64 * 1024 ** 2}`, `memory.memsw.limit_in_bytes=${96 * 1024 ** 2}`, "cpu.shares=1024", "cpu.cfs_quota_us=50000", "pids.max=5",
+    ]);
+  });
+});
