@@ -22,9 +22,10 @@ endif
 TESTS ?= test/*.test.ts
 
 # What minc runs (unshare, mount, pivot_root, taskset: util-linux; capsh:
-# libcap2-bin) and what the tests use (script: bsdutils; busybox-static is
-# fetched by test/fixtures/busybox-rootfs.sh with apt-get download).
-DEB_PACKAGES := util-linux libcap2-bin coreutils procps bsdutils ca-certificates
+# libcap2-bin) and what the tests use (script: bsdutils; user-mode-linux:
+# a guest with a real cgroup v2 hierarchy; busybox-static is fetched by
+# samples/scripts/busybox-rootfs.sh with apt-get download).
+DEB_PACKAGES := util-linux libcap2-bin coreutils procps bsdutils ca-certificates user-mode-linux
 NODE_MAJOR := 24
 
 .PHONY: all build deps typecheck test install uninstall clean bench
