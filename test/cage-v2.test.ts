@@ -15,15 +15,15 @@ cd ${REPO}
 R=${root}
 hog="dd if=/dev/zero of=/dev/null bs=200M count=1"
 echo "controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
-bin/minc --debug --mem-limit 64M --mem-kmem 8M -r $R $hog > /dev/null 2> /tmp/trace
+bin/minc --debug --mem-limit 64M --mem-kmem 8M -r $R $hog > /dev/null 2> /var/run/trace
 echo "limited: $?"
-echo "hierarchy: $(grep -m1 '^# Use cgroup' /tmp/trace)"
-echo "kmem warning: $(grep -c 'v2 has no separate kernel memory limit' /tmp/trace)"
-echo "memory.max line: $(grep -c 'memory.max$' /tmp/trace)"
+echo "hierarchy: $(grep -m1 '^# Use cgroup' /var/run/trace)"
+echo "kmem warning: $(grep -c 'v2 has no separate kernel memory limit' /var/run/trace)"
+echo "memory.max line: $(grep -c 'memory.max$' /var/run/trace)"
 bin/minc -r $R $hog > /dev/null 2>&1
 echo "free: $?"
-bin/minc --pid-max 5 -r $R sh -c 'for i in 1 2 3 4 5 6 7; do sleep 1 & done; wait' 2> /tmp/forks
-echo "fork failed: $(grep -c "can't fork" /tmp/forks)"
+bin/minc --pid-max 5 -r $R sh -c 'for i in 1 2 3 4 5 6 7; do sleep 1 & done; wait' 2> /var/run/forks
+echo "fork failed: $(grep -c "can't fork" /var/run/forks)"
 bin/minc --cpu-quota 50000 --cpu-shares 1024 --mem-limit 32M --mem-swap 48M -r $R sh -c 'sleep 8' &
 # PID 1 steps into its cage at the end of the boot.
 for i in $(seq 150); do

@@ -38,9 +38,9 @@ echo "node: $(/usr/local/bin/node -e 'console.log(process.version)' 2>&1)"
 unshare -iumpf true; echo "unshare: $?"
 echo "unshare_pid: $(unshare -iumpf sh -c 'hostname uml-probe; echo $$ $(hostname)')"
 if touch /uml-probe 2>/dev/null; then echo "root: writable"; else echo "root: read-only"; fi
-mkdir -p /tmp/ov/u /tmp/ov/w /tmp/ov/m
-if mount -t overlay overlay -o lowerdir=/etc,upperdir=/tmp/ov/u,workdir=/tmp/ov/w /tmp/ov/m &&
-   [ -f /tmp/ov/m/passwd ] && echo hi >/tmp/ov/m/uml-probe && [ "$(cat /tmp/ov/u/uml-probe)" = hi ] && [ ! -e /etc/uml-probe ]
+mkdir -p /var/run/ov/u /var/run/ov/w /var/run/ov/m
+if mount -t overlay overlay -o lowerdir=/etc,upperdir=/var/run/ov/u,workdir=/var/run/ov/w /var/run/ov/m &&
+   [ -f /var/run/ov/m/passwd ] && echo hi >/var/run/ov/m/uml-probe && [ "$(cat /var/run/ov/u/uml-probe)" = hi ] && [ ! -e /etc/uml-probe ]
 then echo "overlay: ok"; else echo "overlay: failed"; fi
 mkdir $cg/probe
 echo 32M >$cg/probe/memory.max

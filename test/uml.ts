@@ -5,8 +5,9 @@
 // The guest's root is the host's `/` through hostfs, mounted read-only: it
 // runs the host's programs (/usr/local/bin/node, bin/, libexec/, a test
 // rootfs) directly. Its init (written per run into a fresh temp dir) mounts
-// proc, sysfs, devtmpfs, devpts, cgroup2 at /sys/fs/cgroup, tmpfs at /tmp,
-// /var/run and /dev/shm, loads overlayfs (a module in Debian's UML kernel),
+// proc, sysfs, devtmpfs, devpts, cgroup2 at /sys/fs/cgroup, tmpfs at
+// /var/run (the guest's scratch space) and /dev/shm (not /tmp: the host's
+// /tmp may hold the checkout under test), loads overlayfs (a module in Debian's UML kernel),
 // then runs the script with /bin/sh. The script's stdout+stderr and exit
 // status come back through the temp dir, which the guest mounts read-write
 // with hostfs at the same path; the guest then powers itself off (sysrq o).
@@ -96,7 +97,6 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts || fail "cannot mount /dev/pts"
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm || fail "cannot mount /dev/shm"
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "cannot mount cgroup2"
-mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "cannot mount /tmp"
 mount -t tmpfs -o mode=755 tmpfs /var/run || fail "cannot mount /var/run"
 mkdir -p "$SHARE" && mount -t hostfs hostfs "$SHARE" -o "$SHARE" || fail "cannot mount the shared dir $SHARE"
 if ! grep -qw overlay /proc/filesystems; then
