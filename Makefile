@@ -22,10 +22,10 @@ endif
 TESTS ?= test/*.test.ts
 
 # What minc runs (unshare, mount, pivot_root, taskset: util-linux; capsh:
-# libcap2-bin) and what the tests use (script: bsdutils; user-mode-linux:
+# libcap2-bin; ip: iproute2; iptables) and what the tests use (script: bsdutils; user-mode-linux:
 # a guest with a real cgroup v2 hierarchy; busybox-static is fetched by
 # samples/scripts/busybox-rootfs.sh with apt-get download).
-DEB_PACKAGES := util-linux libcap2-bin coreutils procps bsdutils ca-certificates user-mode-linux
+DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsdutils ca-certificates user-mode-linux
 NODE_MAJOR := 24
 
 .PHONY: all build deps typecheck test install uninstall clean bench
@@ -72,7 +72,9 @@ install: build
 	for f in $(INSTALL_BIN); do install -m 755 bin/$$f $(DESTDIR)$(BINDIR)/$$f; done
 	for f in $(INSTALL_LIBEXEC); do install -m 755 libexec/$$f $(DESTDIR)$(LIBEXECDIR)/$$f; done
 
+# Like install.sh --uninstall, take the dens network down first (bridge, rules).
 uninstall:
+	-[ ! -x $(DESTDIR)$(LIBEXECDIR)/minc-dens ] || $(DESTDIR)$(LIBEXECDIR)/minc-dens stop
 	for f in $(INSTALL_BIN); do rm -f $(DESTDIR)$(BINDIR)/$$f; done
 	for f in $(INSTALL_LIBEXEC); do rm -f $(DESTDIR)$(LIBEXECDIR)/$$f; done
 

@@ -9,6 +9,7 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, openSync, realpathSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { anyLimit, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
+import { parsePortMap } from "../lib/dens.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
@@ -169,7 +170,21 @@ function planFrom(args: ParsedArgs): Plan {
     MINC_FTRACE: "",
   };
   checkLimits(settings);
+  setNetwork(args, settings);
   return { settings, keep: has(args, "keep") || tempdir !== undefined, tempdirGiven: tempdir !== undefined, command };
+}
+
+/** -n [MODE] and -p HOSTPORT[:PORT[:PROTO]] (which implies dens), as MINCS exported them. */
+function setNetwork(args: ParsedArgs, settings: Settings): void {
+  const ports = args.values.get("port") ?? [];
+  if (!has(args, "net") && ports.length === 0) return;
+  const mode = ports.length > 0 ? "dens" : one(args, "net") || "raw";
+  if (!/^(raw(,[A-Za-z0-9_.:@-]{1,15})?|dens)$/.test(mode)) throw usageError(`--net ${mode}: MODE is raw, raw,IFNAME or dens`);
+  if (ports.length > 0 && one(args, "net") && one(args, "net") !== "dens") throw usageError(`--port needs --net dens, not --net ${one(args, "net")}`);
+  for (const p of ports) parsePortMap(p);
+  settings.MINC_NETNS = `minc${process.pid}`;
+  settings.MINC_NETMODE = mode;
+  settings.MINC_PORT_MAP = ports.join(" ");
 }
 
 /** Bad limits, or no cgroup hierarchy for them, are refused before anything is made. */

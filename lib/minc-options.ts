@@ -46,9 +46,9 @@ export const MINC_OPTIONS: readonly OptionSpec[] = [
   { long: "pid-max", arg: "MAX", help: "Maximum number of processes by cgroups", group: "limits" },
   {
     long: "net", short: "n", arg: "MODE", optionalArg: (next) => /^(raw|dens)/.test(next),
-    help: "Use a network namespace; MODE is raw[,IFNAME] (default) or dens", group: "network", later: "#4",
+    help: "Use a network namespace; MODE is raw[,IFNAME] (default: only lo; IFNAME is moved in) or dens (NAT)", group: "network",
   },
-  { long: "port", short: "p", arg: "HOSTPORT[:PORT[:PROTO]]", help: "Map a host port to the container (implies --net dens)", group: "network", later: "#4" },
+  { long: "port", short: "p", arg: "HOSTPORT[:PORT[:PROTO]]", help: "Map a host port to the container, tcp or udp (implies --net dens); repeatable", group: "network" },
   { long: "cross", arg: "ARCH", help: "Run a rootfs of another arch with qemu-user", group: "special", later: "#7" },
   { long: "arch", arg: "ARCH", help: "Same as --cross", group: "special", later: "#7" },
   { long: "nopriv", arg: "DIR", help: "Run without root privilege on DIR", group: "special", later: "#7" },

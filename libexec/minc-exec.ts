@@ -1,10 +1,11 @@
 // minc-exec: phases 2 and 3 of the boot.
 //
-// Outside the container: save the settings, prepare the files the container
-// will see as /etc/hosts and /etc/resolv.conf, apply CPU and cgroup limits
-// to this very process (the container inherits them), then become unshare,
-// which enters new IPC, UTS, mount and PID namespaces and runs minc-core
-// there. What must be undone when the container ends goes into
+// Outside the container: save the settings, apply the CPU mask to this very
+// process (the container inherits it), make the cgroup cage; then make the
+// network namespace (with minc-dens for --net dens), prepare the files the
+// container will see as /etc/hosts and /etc/resolv.conf, and become
+// unshare, which enters new IPC, UTS, mount and PID namespaces and runs
+// minc-core there. What must be undone when the container ends goes into
 // $MINC_TMPDIR/cleanup, which minc's waiter runs before its own trap.
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { hostname, networkInterfaces } from "node:os";
@@ -12,7 +13,7 @@ import { MincError, main } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { LIMIT_SETTINGS } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
-import { capture, copyFile, exec, findInPath, removeFile, writeFile } from "../lib/run.ts";
+import { capture, copyFile, exec, findInPath, removeFile, run, writeFile } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 
 const env = process.env;
@@ -42,21 +43,78 @@ function utsname(): string {
   }
 }
 
-function prepareResolvConf(): void {
-  step("Name resolution: the container shares the host's network, so its resolver too");
-  const target = `${tmpdir}/resolv.conf`;
-  if (existsSync("/etc/resolv.conf")) copyFile("/etc/resolv.conf", target);
-  else writeFile(target, "nameserver 8.8.8.8\n");
+function nameservers(resolvConf: string): string[] {
+  return resolvConf.split("\n").filter((l) => /^\s*nameserver\s/.test(l)).map((l) => l.trim().split(/\s+/)[1]);
 }
 
-function prepareHosts(): void {
-  step("Name this host in /etc/hosts by each of its IPv4 addresses");
-  const name = utsname();
-  const lines = ["127.0.0.1\tlocalhost"];
-  for (const addrs of Object.values(networkInterfaces())) {
-    for (const a of addrs ?? []) if (a.family === "IPv4") lines.push(`${a.address}\t${name}`);
+function prepareResolvConf(): void {
+  const target = `${tmpdir}/resolv.conf`;
+  const host = existsSync("/etc/resolv.conf") ? readFileSync("/etc/resolv.conf", "utf8") : "";
+  if (env.MINC_NETMODE !== "dens" && host) {
+    step("Name resolution: the host's resolver" + (env.MINC_NETNS ? " (unreachable without a network, kept for the names)" : ", reachable as the network is shared"));
+    copyFile("/etc/resolv.conf", target);
+    return;
   }
+  // Behind NAT a resolver on the host's loopback (systemd-resolved's 127.0.0.53) is out of reach.
+  const usable = nameservers(host).filter((ns) => !/^(127\.|::1$)/.test(ns));
+  step(usable.length ? "Name resolution: the host's resolvers, but those on its loopback" : "Name resolution: a public resolver (the host has none the container can reach)");
+  writeFile(target, (usable.length ? usable : ["8.8.8.8"]).map((ns) => `nameserver ${ns}`).join("\n") + "\n");
+}
+
+/** The container's IPv4 addresses: the host's, its dens address, or none but loopback. */
+function addressesOf(ip: string | undefined): string[] {
+  if (ip) return [ip];
+  if (env.MINC_NETNS) return [];
+  return Object.values(networkInterfaces()).flatMap((addrs) => (addrs ?? []).filter((a) => a.family === "IPv4").map((a) => a.address));
+}
+
+function prepareHosts(ip: string | undefined): void {
+  step("Name the container in /etc/hosts by each of its IPv4 addresses");
+  const name = utsname();
+  const lines = ["127.0.0.1\tlocalhost", ...addressesOf(ip).map((a) => `${a}\t${name}`)];
+  if (!lines.some((l) => l.endsWith(`\t${name}`))) lines.push(`127.0.1.1\t${name}`);
   writeFile(`${tmpdir}/hosts`, lines.join("\n") + "\n");
+}
+
+/**
+ * -n/--net: a network namespace of the container's own, MINC_NETNS. raw has
+ * only lo (and IFNAME, moved in from the host); dens plugs it into the
+ * bridge with minc-dens, leases an address and maps the -p ports.
+ * Returns the container's address in dens mode.
+ */
+function prepareNetwork(): string | undefined {
+  const netns = env.MINC_NETNS;
+  if (!netns) {
+    step("No --net: the container shares the host's network");
+    return undefined;
+  }
+  step(`A network namespace of its own, ${netns}; removed when the container ends`);
+  onExit(tmpdir, `ip netns del ${quote(netns)}`);
+  run(["ip", "netns", "add", netns]);
+  const mode = env.MINC_NETMODE ?? "raw";
+  if (mode === "dens") return plugIntoDens(netns);
+  run(["ip", "-n", netns, "link", "set", "lo", "up"]);
+  const ifname = mode.startsWith("raw,") ? mode.slice(4) : "";
+  if (ifname) {
+    step(`Move the host's interface ${ifname} into it (a physical one comes back when the namespace goes; a virtual one goes with it)`);
+    run(["ip", "link", "set", ifname, "netns", netns]);
+  }
+  return undefined;
+}
+
+function plugIntoDens(netns: string): string {
+  const dens = backend("minc-dens");
+  step("Plug it into the dens network with minc-dens (bridge, veth, leased address, NAT); unplugged when the container ends");
+  onExit(tmpdir, `${quote(dens)} del ${quote(netns)} ${quote(netns)}`);
+  const ip = capture([dens, "add", netns, netns]).trim();
+  writeFile(`${tmpdir}/ipv4`, `${ip}\n`);
+  const ports = (env.MINC_PORT_MAP ?? "").split(/\s+/).filter((p) => p);
+  if (ports.length > 0) {
+    step("Map the host's ports to the container (DNAT)");
+    run([dens, "map", netns, ip, ...ports]);
+    writeFile(`${tmpdir}/portmap`, `${ports.join(" ")}\n`);
+  }
+  return ip;
 }
 
 function setCpuMask(): void {
@@ -83,11 +141,17 @@ function enterNamespaces(command: string[]): never {
   step("Prepare cleanup: the pid file goes when the container ends");
   onExit(tmpdir, `rm -f ${quote(pidfile)}`);
   // Not `unshare --fork`: see minc-fork.sh for why it forks PID 1 instead.
-  const unshare = ["unshare", "-iump", "/bin/sh", backend("minc-fork.sh"), backend("minc-core"), ...command];
+  let argv = ["unshare", "-iump", "/bin/sh", backend("minc-fork.sh"), backend("minc-core"), ...command];
   step("Enter new IPC, UTS, mount and PID namespaces; minc-fork.sh starts minc-core there as PID 1 and waits for it");
-  if (!findInPath("setpriv")) return exec(unshare);
-  step("(setpriv --pdeathsig: the container dies with minc's waiter, even if that is SIGKILLed)");
-  return exec(["setpriv", "--pdeathsig", "KILL", ...unshare]);
+  if (env.MINC_NETNS) {
+    step(`... in the network namespace ${env.MINC_NETNS}`);
+    argv = ["nsenter", `--net=/var/run/netns/${env.MINC_NETNS}`, ...argv];
+  }
+  if (findInPath("setpriv")) {
+    step("(setpriv --pdeathsig: the container dies with minc's waiter, even if that is SIGKILLed)");
+    argv = ["setpriv", "--pdeathsig", "KILL", ...argv];
+  }
+  return exec(argv);
 }
 
 function runningInBackground(): boolean {
@@ -98,12 +162,13 @@ main(() => {
   phase(2);
   ensureSettings();
   saveSettings();
-  prepareResolvConf();
-  prepareHosts();
   setCpuMask();
   prepareCage();
   if (runningInBackground()) step(`Running in the background: output in ${tmpdir}/log`);
 
   phase(3);
+  const ip = prepareNetwork();
+  prepareResolvConf();
+  prepareHosts(ip);
   enterNamespaces(process.argv.slice(2));
 });

@@ -1,0 +1,124 @@
+// minc --net raw|dens and --port: real namespaces, a real bridge, real NAT.
+// Traffic goes only to 127.0.0.1 and to addresses of namespaces made here.
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { after, describe, test } from "node:test";
+import { MINC, cannotBoot, cleanEnv, leftovers, minc, rootfs, sleep } from "./helpers.ts";
+
+const missing = ["ip", "iptables", "nsenter"].filter((t) => spawnSync("sh", ["-c", `command -v ${t}`]).status !== 0);
+const skip = cannotBoot() ?? (missing.length ? `needs ${missing.join(", ")}` : undefined);
+
+function sh(cmd: string): string {
+  return spawnSync("sh", ["-c", cmd], { encoding: "utf8" }).stdout;
+}
+/** What a container may leave in the host's network: netns, veths, leases, tagged rules. */
+function netLeftovers(): string[] {
+  return [
+    ...sh("ip netns list").split("\n").filter((l) => /^minc\d+/.test(l)),
+    ...sh("ip -o link").split("\n").filter((l) => /mincv/.test(l)),
+    ...(existsSync("/var/run/minc.lease") ? readFileSync("/var/run/minc.lease", "utf8").split("\n").filter((l) => / minc\d+ /.test(l)) : []),
+    ...sh("iptables-save 2>/dev/null").split("\n").filter((l) => /minc:minc\d+/.test(l)),
+  ];
+}
+const before = new Set(netLeftovers());
+
+describe("networking", { skip }, () => {
+  after(() => {
+    assert.deepEqual(netLeftovers().filter((x) => !before.has(x)), [], "the network kept something of a container");
+    assert.deepEqual(leftovers(), []);
+  });
+
+  test("--net raw: only lo, up", () => {
+    const r = minc(["--net", "raw", "-r", rootfs(), "ip", "-o", "link"]);
+    assert.equal(r.status, 0, r.stderr);
+    const links = r.stdout.trim().split("\n");
+    assert.equal(links.length, 1, r.stdout);
+    assert.match(links[0], /^1: lo: <LOOPBACK,UP/);
+    const bare = minc(["-n", "-r", rootfs(), "cat", "/etc/hosts"]);
+    assert.equal(bare.status, 0, bare.stderr);
+  });
+
+  test("--net raw,IFNAME moves a host interface in", () => {
+    // One end of a veth pair stands for the host's interface (a virtual one goes with the namespace).
+    assert.equal(spawnSync("ip", ["link", "add", "minctest0", "type", "veth", "peer", "name", "minctest1"]).status, 0);
+    try {
+      const r = minc(["--net", "raw,minctest0", "-r", rootfs(), "ip", "-o", "link"]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /minctest0/);
+      assert.equal(r.stdout.trim().split("\n").length, 2, r.stdout);
+    } finally {
+      spawnSync("ip", ["link", "del", "minctest1"], { stdio: "ignore" });
+    }
+  });
+
+  test("--net dens: an address on 192.168.139.0/24, a default route, and /etc/hosts naming it", () => {
+    const r = minc(["--net", "dens", "--name", "den", "-r", rootfs(), "sh", "-c", "ip -o -4 addr show eth0; ip route; cat /etc/hosts; ping -c1 -W2 192.168.139.1 >/dev/null && echo gateway-ok"]);
+    assert.equal(r.status, 0, r.stderr);
+    const ip = /inet (192\.168\.139\.\d+)\/24/.exec(r.stdout)?.[1];
+    assert.ok(ip, r.stdout);
+    assert.match(r.stdout, /^default via 192\.168\.139\.1 dev eth0/m);
+    assert.match(r.stdout, new RegExp(`^${ip.replace(/\./g, "\\.")}\\s+den$`, "m"));
+    assert.match(r.stdout, /gateway-ok/);
+  });
+
+  test("-p 18080:80 serves the container's httpd on the host's 127.0.0.1:18080; nothing remains after", async () => {
+    const www = mkdtempSync("/tmp/minc-test-www-");
+    writeFileSync(`${www}/index.html`, "hello from the den\n");
+    const child = spawn(MINC, ["-p", "18080:80", "-b", `${www}:/www`, "-r", rootfs(), "httpd", "-f", "-p", "80", "-h", "/www"],
+      { env: cleanEnv(), stdio: "ignore" });
+    const ended = new Promise<void>((res) => child.on("exit", () => res()));
+    try {
+      let page = "";
+      for (let t = 0; t < 8000 && !page; t += 100) {
+        await sleep(100);
+        try {
+          page = await (await fetch("http://127.0.0.1:18080/", { signal: AbortSignal.timeout(2000) })).text();
+        } catch {
+          // not serving yet
+        }
+      }
+      assert.equal(page, "hello from the den\n");
+    } finally {
+      child.kill("SIGTERM");
+      await ended;
+      rmSync(www, { recursive: true });
+    }
+    await sleep(100);
+    assert.deepEqual(netLeftovers().filter((x) => !before.has(x)), []);
+  });
+
+  test("two containers at once get different addresses", async () => {
+    const run = (): Promise<string> => new Promise((res) => {
+      const c = spawn(MINC, ["--net", "dens", "-r", rootfs(), "sh", "-c", "ip -o -4 addr show eth0; sleep 1"], { env: cleanEnv(), stdio: ["ignore", "pipe", "inherit"] });
+      let out = "";
+      c.stdout.on("data", (d) => { out += d; });
+      c.on("exit", () => res(/inet (\S+)\//.exec(out)?.[1] ?? "none"));
+    });
+    const [a, b] = await Promise.all([run(), run()]);
+    assert.match(a, /^192\.168\.139\./);
+    assert.match(b, /^192\.168\.139\./);
+    assert.notEqual(a, b);
+  });
+
+  test("SIGTERM at any point of a dens boot leaves nothing in the network", async () => {
+    for (let delay = 0; delay <= 480; delay += 60) {
+      const child = spawn(MINC, ["-p", "18082:80", "-r", rootfs(), "sleep", "30"], { env: cleanEnv(), stdio: "ignore" });
+      const ended = new Promise<void>((res) => child.on("exit", () => res()));
+      await sleep(delay);
+      child.kill("SIGTERM");
+      await ended;
+      await sleep(50);
+      assert.deepEqual(netLeftovers().filter((x) => !before.has(x)), [], `after ${delay} ms`);
+      assert.deepEqual(leftovers(), [], `after ${delay} ms`);
+    }
+  });
+
+  test("bad network options: exit 2 and nothing made", () => {
+    for (const args of [["--net=bogus"], ["-p", "99999:80"], ["-p", "80:80:sctp"], ["--net", "raw", "-p", "80"]]) {
+      const r = minc([...args, "-r", rootfs(), "true"]);
+      assert.equal(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    }
+  });
+});
