@@ -88,6 +88,60 @@ describe("networking", { skip }, () => {
     assert.deepEqual(netLeftovers().filter((x) => !before.has(x)), []);
   });
 
+  test("an outside host (a test namespace) reaches a mapped port through the host's address, and sees the host as the source of the container's connections", async () => {
+    // The "outside host": a namespace on a veth pair, on TEST-NET-3 (203.0.113.0/24).
+    const ns = `minctest-out${process.pid}`;
+    const ipns = (...a: string[]): void => { assert.equal(spawnSync("ip", ["-n", ns, ...a]).status, 0, a.join(" ")); };
+    assert.equal(spawnSync("ip", ["netns", "add", ns]).status, 0);
+    const www = mkdtempSync("/tmp/minc-test-www-");
+    writeFileSync(`${www}/index.html`, "seen from outside\n");
+    let server: ReturnType<typeof spawn> | undefined;
+    let child: ReturnType<typeof spawn> | undefined;
+    try {
+      assert.equal(spawnSync("ip", ["link", "add", "minctout0", "type", "veth", "peer", "name", "eth0", "netns", ns]).status, 0);
+      assert.equal(spawnSync("ip", ["addr", "add", "203.0.113.1/24", "dev", "minctout0"]).status, 0);
+      assert.equal(spawnSync("ip", ["link", "set", "minctout0", "up"]).status, 0);
+      ipns("addr", "add", "203.0.113.2/24", "dev", "eth0");
+      ipns("link", "set", "eth0", "up");
+      ipns("link", "set", "lo", "up");
+      // A server outside that answers with the address it sees the client at.
+      server = spawn("ip", ["netns", "exec", ns, process.execPath, "-e",
+        "require('net').createServer((s) => s.end(s.remoteAddress + '\\n')).listen(9000, '203.0.113.2', () => console.log('up'))"],
+        { stdio: ["ignore", "pipe", "inherit"] });
+      await new Promise<void>((res) => server!.stdout!.once("data", () => res()));
+
+      child = spawn(MINC, ["-p", "18083:80", "-b", `${www}:/www`, "-r", rootfs(), "sh", "-c",
+        "echo source: $(nc 203.0.113.2 9000 </dev/null); exec httpd -f -p 80 -h /www"], { env: cleanEnv(), stdio: ["ignore", "pipe", "inherit"] });
+      let out = "";
+      child.stdout!.on("data", (d) => { out += d; });
+      let page = "";
+      for (let t = 0; t < 8000 && !page; t += 100) {
+        await sleep(100);
+        page = spawnSync("ip", ["netns", "exec", ns, `${rootfs()}/bin/busybox`, "wget", "-q", "-O", "-", "http://203.0.113.1:18083/"], { encoding: "utf8", timeout: 3000 }).stdout ?? "";
+      }
+      assert.equal(page, "seen from outside\n");
+      assert.match(out, /^source: 203\.0\.113\.1$/m, "the outside host must see the host's address (MASQUERADE)");
+    } finally {
+      const ended = child && child.exitCode === null ? new Promise((res) => child!.once("exit", res)) : Promise.resolve();
+      child?.kill("SIGTERM");
+      server?.kill("SIGKILL");
+      await ended;
+      spawnSync("ip", ["link", "del", "minctout0"], { stdio: "ignore" });
+      spawnSync("ip", ["netns", "del", ns], { stdio: "ignore" });
+      rmSync(www, { recursive: true });
+    }
+  });
+
+  test("ten containers in a row reuse the lease", () => {
+    const addresses = new Set<string>();
+    for (let i = 0; i < 10; i++) {
+      const r = minc(["--net", "dens", "-r", rootfs(), "ip", "-o", "-4", "addr", "show", "eth0"]);
+      assert.equal(r.status, 0, r.stderr);
+      addresses.add(/inet (\S+)\//.exec(r.stdout)?.[1] ?? "none");
+    }
+    assert.equal(addresses.size, 1, [...addresses].join(" "));
+  });
+
   test("two containers at once get different addresses", async () => {
     const run = (): Promise<string> => new Promise((res) => {
       const c = spawn(MINC, ["--net", "dens", "-r", rootfs(), "sh", "-c", "ip -o -4 addr show eth0; sleep 1"], { env: cleanEnv(), stdio: ["ignore", "pipe", "inherit"] });
