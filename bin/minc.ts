@@ -7,13 +7,13 @@
 // process stays resident while the container runs.
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, openSync, realpathSync, statSync } from "node:fs";
-import { resolve } from "node:path";
+import { basename, resolve } from "node:path";
 import { anyLimit, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
 import { parsePortMap } from "../lib/dens.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
-import { exec, removeFile } from "../lib/run.ts";
+import { capture, exec, removeFile } from "../lib/run.ts";
 import { shellOf } from "../lib/rootfs.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
@@ -50,6 +50,9 @@ interface Settings {
   MINC_DEBUG_PREFIX: string;
   MINC_SSHFS_HOST: string;
   MINC_FTRACE: string;
+  /** From an image's config: where the command starts, and its environment (a JSON array of NAME=VALUE). */
+  MINC_WORKDIR: string;
+  MINC_IMAGE_ENV: string;
 }
 
 interface Plan {
@@ -57,6 +60,10 @@ interface Plan {
   keep: boolean;
   tempdirGiven: boolean;
   command: string[];
+  /** -r NAME and -t ID that are not directories: an image or a container of the store (minc-farm). */
+  image?: string;
+  container?: string;
+  userGiven: boolean;
 }
 
 function one(args: ParsedArgs, name: string): string | undefined {
@@ -78,17 +85,22 @@ function refuseUnbuilt(args: ParsedArgs): void {
 }
 
 function existingDir(what: string, dir: string): string {
-  if (!existsSync(dir)) {
-    const hint = dir.includes("/") ? "" : " (image and container names come with marten, not implemented yet: #5)";
-    throw usageError(`${what} ${dir}: no such directory${hint}`);
-  }
+  if (!existsSync(dir)) throw usageError(`${what} ${dir}: no such directory`);
   if (!statSync(dir).isDirectory()) throw usageError(`${what} ${dir}: not a directory`);
   return realpathSync(dir);
+}
+
+/** A name or id of the image store, as opposed to a path (store names have no "/"). */
+const STORE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:@-]*$/;
+
+function isStoreName(given: string): boolean {
+  return !existsSync(given) && STORE_NAME.test(given);
 }
 
 function rootdirOf(args: ParsedArgs): string {
   const given = one(args, "rootdir");
   if (given === undefined) return "/";
+  if (isStoreName(given)) return given; // an image: resolved by minc-farm in phase 1
   const dir = existingDir("rootdir", given);
   // overlayfs takes its layers as "lowerdir=A:B,...": these would be misread.
   if (/[:,\s]/.test(dir)) throw usageError(`rootdir ${dir}: a path with ':', ',' or blanks cannot be an overlay layer`);
@@ -130,17 +142,19 @@ function checked(value: string | undefined, pattern: RegExp, what: string): stri
 function planFrom(args: ParsedArgs): Plan {
   refuseUnbuilt(args);
   const basedir = rootdirOf(args);
+  const image = one(args, "rootdir") === basedir && isStoreName(basedir) ? basedir : undefined;
   const tempdir = one(args, "tempdir");
+  const container = tempdir !== undefined && isStoreName(tempdir) ? tempdir : undefined;
   const binds = bindsOf(args);
   if (has(args, "X11")) binds.push(...x11Binds());
   const command = args.command;
-  if (command.length === 0 && !shellOf(basedir)) {
+  if (command.length === 0 && !image && !container && !shellOf(basedir)) {
     throw usageError(`no command given and no shell ($SHELL or /bin/sh) in ${basedir}`);
   }
   const settings: Settings = {
     MINC_DEBUG: has(args, "debug") ? "1" : "",
     MINC_BASEDIR: basedir,
-    MINC_TMPDIR: tempdir === undefined ? "" : existingDir("tempdir", tempdir),
+    MINC_TMPDIR: tempdir === undefined || container ? "" : existingDir("tempdir", tempdir),
     MINC_RWBIND: binds.join(" "),
     MINC_OPT_PTY: "",
     MINC_CPUMASK: checked(one(args, "cpu"), /^(0x)?[0-9a-fA-F]*[1-9a-fA-F][0-9a-fA-F]*$/, "--cpu MASK (hex, not zero)"),
@@ -168,10 +182,16 @@ function planFrom(args: ParsedArgs): Plan {
     MINC_DEBUG_PREFIX: "",
     MINC_SSHFS_HOST: "",
     MINC_FTRACE: "",
+    MINC_WORKDIR: "",
+    MINC_IMAGE_ENV: "",
   };
   checkLimits(settings);
   setNetwork(args, settings);
-  return { settings, keep: has(args, "keep") || tempdir !== undefined, tempdirGiven: tempdir !== undefined, command };
+  return {
+    settings, command, image, container, userGiven: has(args, "user"),
+    keep: has(args, "keep") || tempdir !== undefined || image !== undefined,
+    tempdirGiven: tempdir !== undefined,
+  };
 }
 
 /** -n [MODE] and -p HOSTPORT[:PORT[:PROTO]] (which implies dens), as MINCS exported them. */
@@ -193,6 +213,61 @@ function checkLimits(settings: Settings): void {
   if (anyLimit(limits)) findHierarchy(controllersFor(limits));
 }
 
+function farm(...args: string[]): string {
+  return capture([backend("minc-farm"), ...args]).trim();
+}
+
+/**
+ * -r IMAGE forks a new container from an image of the store; -t ID reuses a
+ * container of the store. Either way the working directory is the
+ * container's directory, kept, and the lower layers are the image's.
+ */
+function useStore(plan: Plan): void {
+  const s = plan.settings;
+  let id: string;
+  let image: string;
+  if (plan.container) {
+    step(`Reuse the container ${plan.container} of the image store`);
+    id = plan.container;
+    image = farm("baseid", id);
+  } else {
+    step(`Make a new container from the image ${plan.image}`);
+    image = plan.image!;
+    id = farm("fork", image);
+    process.stderr.write(`${id}\n`);
+  }
+  step("The image's layers are the container's lower layers, top first");
+  s.MINC_BASEDIR = farm("imagestack", image);
+  s.MINC_TMPDIR = farm("dir", id);
+  applyImageConfig(plan, farm("config", id));
+}
+
+interface ImageConfig {
+  Env?: string[];
+  Cmd?: string[];
+  Entrypoint?: string[];
+  WorkingDir?: string;
+  User?: string;
+}
+
+/** What the image says to run, and how: its command, environment, directory and user. */
+function applyImageConfig(plan: Plan, json: string): void {
+  if (!json) return;
+  let config: ImageConfig;
+  try {
+    const parsed = JSON.parse(json) as { config?: ImageConfig; container_config?: ImageConfig };
+    config = parsed.config ?? parsed.container_config ?? {};
+  } catch {
+    throw new MincError("the image's config.json is not JSON");
+  }
+  step("Take the image's environment, working directory, user and (without a command) its entrypoint and command");
+  const s = plan.settings;
+  if (config.Env?.length) s.MINC_IMAGE_ENV = JSON.stringify(config.Env);
+  if (config.WorkingDir) s.MINC_WORKDIR = config.WorkingDir;
+  if (config.User && !plan.userGiven) s.MINC_USERSPEC = config.User;
+  if (plan.command.length === 0) plan.command = [...(config.Entrypoint ?? []), ...(config.Cmd ?? [])];
+}
+
 function exportSettings(settings: Settings): void {
   step("Export the settings; the backends read nothing else");
   const set = Object.entries(settings).filter(([, v]) => v !== "");
@@ -206,6 +281,7 @@ function runtimeDir(): string {
 
 /** mktemp -d ${XDG_RUNTIME_DIR:-/var/run}/minc$$-XXXXXX */
 function makeWorkingDir(plan: Plan): void {
+  if (plan.image || plan.container) return;
   if (plan.tempdirGiven) {
     step(`Reuse the working directory ${plan.settings.MINC_TMPDIR}`);
     return;
@@ -228,7 +304,10 @@ function makeWorkingDir(plan: Plan): void {
 function trapExit(plan: Plan): string {
   const dir = plan.settings.MINC_TMPDIR;
   let trap = "";
-  if (plan.tempdirGiven) {
+  if (plan.image) {
+    step("Trap the exit: the container stays in the store; say how to reuse it");
+    trap = `echo ${quote(`To reuse this, run: minc -t ${basename(dir).slice(0, 12)}`)} >&2`;
+  } else if (plan.tempdirGiven) {
     step("A working directory given with -t is kept");
   } else if (plan.keep) {
     step("Trap the exit: keep the working directory and say how to reuse it");
@@ -274,6 +353,7 @@ main(() => {
   const plan = planFrom(args);
 
   phase(1);
+  if (plan.image || plan.container) useStore(plan);
   exportSettings(plan.settings);
   makeWorkingDir(plan);
   const trap = trapExit(plan);

@@ -14,7 +14,7 @@ import { MincError, main, usageError } from "../lib/fail.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { shellOf, userOf, type User } from "../lib/rootfs.ts";
 import { capture, exec, isExecutable, run } from "../lib/run.ts";
-import { phase, shown, step } from "../lib/trace.ts";
+import { phase, quote, shown, step } from "../lib/trace.ts";
 
 const env = process.env;
 
@@ -39,7 +39,7 @@ function userOfSettings(rootdir: string): User | undefined {
   return env.MINC_USERSPEC ? userOf(rootdir, env.MINC_USERSPEC) : undefined;
 }
 
-/** The environment the command gets: ours without the MINC_* settings. */
+/** The environment the command gets: ours without the MINC_* settings, plus an image's own. */
 function washedEnv(): NodeJS.ProcessEnv {
   step("Wash the MINC_* settings out of the environment");
   const washed: NodeJS.ProcessEnv = {};
@@ -49,7 +49,30 @@ function washedEnv(): NodeJS.ProcessEnv {
     else washed[k] = v;
   }
   if (dirty.length > 0) shown(`unset ${dirty.sort().join(" ")}`);
+  const imageEnv = imageEnvironment();
+  if (imageEnv.length > 0) {
+    step("Add the image's environment");
+    shown(`export ${imageEnv.map(quote).join(" ")}`);
+    for (const kv of imageEnv) washed[kv.slice(0, kv.indexOf("="))] = kv.slice(kv.indexOf("=") + 1);
+  }
   return washed;
+}
+
+function imageEnvironment(): string[] {
+  if (!env.MINC_IMAGE_ENV) return [];
+  let list: unknown;
+  try { list = JSON.parse(env.MINC_IMAGE_ENV); } catch { list = undefined; }
+  if (!Array.isArray(list) || !list.every((x) => typeof x === "string" && /^[^=]+=/.test(x))) {
+    throw usageError("MINC_IMAGE_ENV must be a JSON array of NAME=VALUE strings");
+  }
+  return list as string[];
+}
+
+/** The image's working directory, where the command starts (the root otherwise). */
+function workdir(): string | undefined {
+  const dir = env.MINC_WORKDIR;
+  if (dir && !dir.startsWith("/")) throw usageError(`MINC_WORKDIR ${dir} is not absolute`);
+  return dir || undefined;
 }
 
 type Capsh = { path: string; exec: boolean; shellOption: boolean };
@@ -86,13 +109,15 @@ function diveWithCapsh(rootdir: string, capsh: Capsh, command: string[], user: U
   }
   const washed = washedEnv();
   enterCages(cage);
-  if (capsh.exec) {
+  if (capsh.exec && !workdir()) {
     step("Execute the command in the new root; it becomes PID 1");
     return exec([...args, "--exec", "--", ...command], washed);
   }
   const shell = capshShell(rootdir, capsh)!;
   step(`This capsh has no --exec: it starts ${shell}, which execs the command (so it becomes PID 1)`);
   const viaShell = shell === "/bin/bash" ? [] : [`--shell=${shell}`];
+  const dir = workdir();
+  if (dir) return exec([...args, ...viaShell, "--", "-c", 'cd -- "$0" && exec "$@"', dir, ...command], washed);
   return exec([...args, ...viaShell, "--", "-c", 'exec "$0" "$@"', ...command], washed);
 }
 
@@ -116,6 +141,11 @@ function diveWithPivot(rootdir: string, command: string[], user: User | undefine
     process.setuid!(user.uid);
   }
   const washed = washedEnv();
+  const dir = workdir();
+  if (dir) {
+    shown(`cd ${quote(dir)}`);
+    process.chdir(dir);
+  }
   enterCages(cage);
   step("Execute the command in the new root; it becomes PID 1");
   return exec(command, washed);
