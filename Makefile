@@ -22,10 +22,13 @@ endif
 TESTS ?= test/*.test.ts
 
 # What minc runs (unshare, mount, pivot_root, taskset: util-linux; capsh:
-# libcap2-bin; ip: iproute2; iptables) and what the tests use (script: bsdutils; user-mode-linux:
-# a guest with a real cgroup v2 hierarchy; busybox-static is fetched by
-# samples/scripts/busybox-rootfs.sh with apt-get download).
-DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsdutils ca-certificates user-mode-linux
+# libcap2-bin; ip: iproute2; iptables; setfattr for image whiteouts: attr)
+# and what the tests use (script: bsdutils; user-mode-linux: a guest with a
+# real cgroup v2 hierarchy; a local registry to pull from: docker-registry,
+# skopeo, htpasswd from apache2-utils, openssl for its token server; zstd
+# layers; busybox-static is fetched by samples/scripts/busybox-rootfs.sh).
+DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsdutils ca-certificates user-mode-linux \
+  attr docker-registry skopeo apache2-utils openssl zstd
 NODE_MAJOR := 24
 
 .PHONY: all build deps typecheck test install uninstall clean bench

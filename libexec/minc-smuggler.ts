@@ -1,0 +1,454 @@
+// minc-smuggler REF DESTDIR: download one image from a registry into
+// DESTDIR as an OCI image layout (oci-layout, index.json, blobs/sha256/...),
+// for `marten pull` to import.
+//
+// The reference is checked before anything goes to the network; the
+// manifest is asked for in all four formats, an index is narrowed to the
+// platform of MINC_ARCH (or the host), and every blob is checked for its
+// size and sha256 while it streams to disk. A failed or interrupted pull
+// removes everything it wrote into DESTDIR. The manifest's digest is the only
+// thing printed on stdout.
+//
+// Settings, from the environment like every backend:
+//   MINC_ARCH            the platform to pick from an index (default: the host's)
+//   MINC_PULL_USER       user:password (else ~/.docker/config.json "auths", else anonymous)
+//   MINC_PULL_INSECURE=1 allow plain HTTP to a registry not on the loopback
+//   MINC_PULL_CACHE=DIR  blobs already in DIR/blobs/sha256 are not downloaded again; new ones are added
+//   MINC_DEBUG=1         the trace: each step, each request as the curl line that does the same
+import { readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { copyFile, link, mkdir, rename } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { MincError, main, usageError, warn } from "../lib/fail.ts";
+import { formatReference, parseReference, type Reference } from "../lib/reference.ts";
+import {
+  Progress, RegistryClient, checkImage, dockerConfigCredentials, formatBytes, formatPlatform, hasBlob, hostPlatform,
+  parseArch, parseManifest, parseUserSpec, pickPlatform, saveBlob, OCI_INDEX,
+  type Credentials, type Descriptor, type Platform,
+} from "../lib/registry.ts";
+import { mkdirs, writeFile } from "../lib/run.ts";
+import { progname, quote, shown, step, tracing } from "../lib/trace.ts";
+
+const USAGE = "usage: minc-smuggler [REGISTRY/]NAME[:TAG][@sha256:DIGEST] DESTDIR";
+/** Layers downloaded at the same time. */
+const PARALLEL = 3;
+/** Attempts per blob when the connection breaks or the registry answers 5xx. */
+const ATTEMPTS = 3;
+/** An image config is a small JSON document. */
+const CONFIG_MAX = 16 << 20;
+const REF_NAME = "org.opencontainers.image.ref.name";
+
+interface Settings {
+  ref: Reference;
+  dest: string;
+  want: Platform;
+  /** MINC_ARCH named a variant (arm/v6), so no older one will do. */
+  variantGiven: boolean;
+  credentials?: Credentials;
+  insecure: boolean;
+  cache?: string;
+}
+
+// ---- settings: all checked before any I/O ----
+
+function checkDest(dest: string): void {
+  let st;
+  try {
+    st = statSync(dest);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw usageError(`${dest}: ${(e as Error).message}`);
+  }
+  if (!st.isDirectory()) throw usageError(`${dest}: not a directory`);
+  const extra = readdirSync(dest).filter((n) => n !== "oci-layout" && n !== "index.json" && n !== "blobs");
+  if (extra.length) throw usageError(`${dest} is neither empty nor an OCI image layout (it has ${extra.slice(0, 3).join(", ")}${extra.length > 3 ? ", ..." : ""})`);
+}
+
+function settings(args: string[]): Settings {
+  if (args.length !== 2) throw usageError(USAGE);
+  const [refArg, destArg] = args;
+  if (refArg.startsWith("-") || destArg.startsWith("-")) throw usageError(`unknown option ${refArg.startsWith("-") ? refArg : destArg}; ${USAGE}`);
+  const ref = parseReference(refArg);
+  if (destArg === "") throw usageError(`empty DESTDIR; ${USAGE}`);
+  const dest = resolve(destArg);
+  checkDest(dest);
+  const env = process.env;
+  const archSpec = env.MINC_ARCH?.trim();
+  const want = archSpec ? parseArch(archSpec) : hostPlatform();
+  const variantGiven = !!archSpec && archSpec.replace(/^linux\//i, "").includes("/");
+  const insecure = !!env.MINC_PULL_INSECURE && env.MINC_PULL_INSECURE !== "0";
+  const credentials = env.MINC_PULL_USER ? parseUserSpec(env.MINC_PULL_USER) : dockerConfigCredentials(ref.domain);
+  let cache: string | undefined;
+  if (env.MINC_PULL_CACHE) {
+    cache = resolve(env.MINC_PULL_CACHE);
+    try {
+      if (!statSync(cache).isDirectory()) throw usageError(`MINC_PULL_CACHE=${cache}: not a directory`);
+    } catch (e) {
+      if (e instanceof MincError) throw e;
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw usageError(`MINC_PULL_CACHE=${cache}: ${(e as Error).message}`);
+    }
+  }
+  return { ref, dest, want, variantGiven, credentials, insecure, cache };
+}
+
+// ---- what this run wrote, to take back on failure ----
+
+class Written {
+  private files: string[] = [];
+  private dirs: string[] = [];
+
+  file(path: string): void {
+    this.files.push(path);
+  }
+
+  /** Make dir and its missing parents, remembering which were made here. */
+  mkdirs(dir: string): void {
+    const missing: string[] = [];
+    for (let d = dir; ; d = dirname(d)) {
+      try {
+        statSync(d);
+        break;
+      } catch {
+        missing.unshift(d);
+      }
+      if (dirname(d) === d) break;
+    }
+    if (!missing.length) return;
+    mkdirs(dir);
+    this.dirs.push(...missing);
+  }
+
+  /** Remove every file written and every directory made, newest first. */
+  undo(): void {
+    const files = this.files.splice(0);
+    const dirs = this.dirs.splice(0);
+    if (files.length || dirs.length) step("The pull failed: remove what it wrote");
+    for (const f of files.reverse()) {
+      shown(`rm -f ${quote(f)}`);
+      try {
+        unlinkSync(f);
+      } catch {
+        // already gone
+      }
+    }
+    for (const d of dirs.reverse()) {
+      shown(`rmdir ${quote(d)}`);
+      try {
+        rmdirSync(d);
+      } catch {
+        // not empty: something else is in it
+      }
+    }
+  }
+}
+
+function blobPath(root: string, digest: string): string {
+  return join(root, "blobs", "sha256", digest.slice("sha256:".length));
+}
+
+function isAbort(e: unknown): boolean {
+  return e instanceof Error && e.name === "AbortError";
+}
+
+/** A broken connection or a 5xx: worth another try. A bad digest or a full disk is not. */
+function retryable(e: unknown): boolean {
+  if (e instanceof MincError) return !!(e as MincError & { retry?: boolean }).retry || /^cannot reach /.test(e.message);
+  // fetch's network errors (a reset, a body cut short) are TypeErrors.
+  return e instanceof TypeError;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(t);
+      reject(signal.reason);
+    }, { once: true });
+  });
+}
+
+/** Run fn on each item, n at a time; the first failure stops the others (abort) and is thrown once all have settled. */
+async function pool<T>(items: readonly T[], n: number, controller: AbortController, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed = false;
+  let first: unknown;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const item = items[next++];
+      try {
+        await fn(item);
+      } catch (e) {
+        if (!failed) {
+          failed = true;
+          first = e;
+          controller.abort();
+        }
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  if (failed) throw first;
+}
+
+// ---- the pull ----
+
+class Pull {
+  readonly s: Settings;
+  readonly written = new Written();
+  readonly controller = new AbortController();
+  readonly progress = new Progress({
+    write: (text) => process.stderr.write(text),
+    tty: !!process.stderr.isTTY && !tracing(),
+    columns: () => process.stderr.columns || 80,
+  });
+  readonly client: RegistryClient;
+
+  constructor(s: Settings) {
+    this.s = s;
+    this.client = new RegistryClient(s.ref, { credentials: s.credentials, insecure: s.insecure, signal: this.controller.signal });
+  }
+
+  /** Write a small blob we hold in memory (the manifest), byte for byte. */
+  private async putBytes(d: { digest: string; size: number; mediaType: string }, bytes: Buffer): Promise<void> {
+    const path = blobPath(this.s.dest, d.digest);
+    if (await hasBlob(path, d)) return;
+    const partial = `${path}.partial-${process.pid}`;
+    shown(`printf '%s' ${quote(bytes.toString("utf8"))} > ${quote(path)}`);
+    this.written.file(partial);
+    writeFileSync(partial, bytes);
+    renameSync(partial, path);
+    this.written.file(path);
+  }
+
+  /** Put the blob at path by hard link (or copy) from another file, checked already. */
+  private async linkFrom(from: string, path: string): Promise<void> {
+    const partial = `${path}.partial-${process.pid}`;
+    this.written.file(partial);
+    try {
+      shown(`ln ${quote(from)} ${quote(partial)}`);
+      await link(from, partial);
+    } catch {
+      shown(`cp ${quote(from)} ${quote(partial)}`);
+      await copyFile(from, partial);
+    }
+    shown(`mv ${quote(partial)} ${quote(path)}`);
+    await rename(partial, path);
+    this.written.file(path);
+  }
+
+  /** Keep a downloaded blob in MINC_PULL_CACHE too; a cache that cannot take it is only a warning. */
+  private async toCache(path: string, d: Descriptor): Promise<void> {
+    if (!this.s.cache) return;
+    const cached = blobPath(this.s.cache, d.digest);
+    try {
+      if (await hasBlob(cached, d)) return;
+      await mkdir(dirname(cached), { recursive: true });
+      const tmp = `${cached}.partial-${process.pid}`;
+      shown(`ln ${quote(path)} ${quote(cached)}`);
+      try {
+        await link(path, tmp);
+      } catch {
+        await copyFile(path, tmp);
+      }
+      await rename(tmp, cached);
+    } catch (e) {
+      warn(`could not keep ${d.digest} in the cache ${this.s.cache}: ${(e as Error).message}`);
+    }
+  }
+
+  /** One blob into DESTDIR: already there, from the cache, or downloaded and checked. */
+  private async blob(d: Descriptor, row: number, label: string): Promise<void> {
+    const path = blobPath(this.s.dest, d.digest);
+    if (await hasBlob(path, d)) {
+      this.progress.done(row, "already here");
+      return;
+    }
+    if (this.s.cache) {
+      const cached = blobPath(this.s.cache, d.digest);
+      if (await hasBlob(cached, d)) {
+        step(`${label}: in the cache ${this.s.cache} already`);
+        await this.linkFrom(cached, path);
+        this.progress.done(row, "from the cache");
+        return;
+      }
+    }
+    const partial = `${path}.partial-${process.pid}`;
+    for (let attempt = 1; ; attempt++) {
+      this.progress.start(row);
+      try {
+        const res = await this.client.blob(d, path);
+        this.written.file(partial);
+        await saveBlob(res, d, partial, path, (n) => this.progress.bytes(row, n), label);
+        this.written.file(path);
+        break;
+      } catch (e) {
+        if (attempt < ATTEMPTS && retryable(e)) {
+          step(`${label}: ${(e as Error).message}; try again`);
+          await sleep(500 * attempt, this.controller.signal);
+          this.progress.restart(row);
+          continue;
+        }
+        this.progress.failed(row, isAbort(e) ? "stopped" : "failed");
+        if (e instanceof MincError || isAbort(e)) throw e;
+        throw new MincError(`${label}: download failed: ${(e as Error).message}`);
+      }
+    }
+    this.progress.done(row);
+    await this.toCache(path, d);
+  }
+
+  async run(): Promise<string> {
+    const { ref, dest, want } = this.s;
+    const what = formatReference(ref);
+    step(`Pull ${what} for ${formatPlatform(want)} from ${ref.endpoint} into the OCI image layout ${dest}`);
+    await this.client.connect();
+
+    step(`Ask for ${ref.digest ? "the manifest with this digest" : `the manifest tagged ${ref.tag}`}, accepting the four formats (OCI index and manifest, Docker list and schema2)`);
+    const top = await this.client.manifest(ref.digest ?? ref.tag!);
+    let served = top;
+    let manifest = parseManifest(top.bytes, top.contentType, what);
+    let indexDigest: string | undefined;
+    if (manifest.kind === "index") {
+      step(`An index of ${manifest.manifests.length} manifests (${top.digest}): pick ${formatPlatform(want)}, skipping attestations`);
+      const entry = pickPlatform(manifest.manifests, want, what, this.s.variantGiven);
+      indexDigest = top.digest;
+      served = await this.client.manifest(entry.digest, entry);
+      manifest = parseManifest(served.bytes, served.contentType, `${what} (${formatPlatform(entry.platform!)})`);
+      if (manifest.kind === "index") throw new MincError(`${what}: an index inside an index is not supported`);
+    }
+    checkImage(manifest, what);
+    const config = manifest.config;
+    if (config.size > CONFIG_MAX) throw new MincError(`${what}: the image config is ${formatBytes(config.size)}, too large`);
+
+    step(`Make the layout's blob directory`);
+    this.written.mkdirs(join(dest, "blobs", "sha256"));
+    removeStale(join(dest, "blobs", "sha256"));
+    step(`Keep the manifest ${served.digest} as served, byte for byte`);
+    await this.putBytes({ ...served, mediaType: manifest.mediaType, size: served.bytes.length }, served.bytes);
+
+    // Each blob once, the config first; then the layers, a few at a time.
+    const seen = new Set<string>([config.digest]);
+    const layers = manifest.layers.filter((l) => !seen.has(l.digest) && seen.add(l.digest));
+    const short = (d: Descriptor) => d.digest.slice(0, 19);
+    const configRow = this.progress.add(`config ${short(config)}`, config.size);
+    const rows = layers.map((l) => this.progress.add(`layer ${manifest.layers.indexOf(l) + 1}/${manifest.layers.length} ${short(l)}`, l.size));
+    step(`Download the config, check its size and sha256`);
+    await this.blob(config, configRow, `the config ${config.digest}`);
+    const image = this.readConfig(config, manifest.layers.length, what);
+    if (layers.length) step(`Download the layers, ${PARALLEL} at a time, each checked for its size and sha256 as it comes`);
+    await pool(layers.map((l, i) => [l, i] as const), PARALLEL, this.controller, ([l, i]) => this.blob(l, rows[i], `layer ${l.digest}`));
+    this.progress.finish();
+
+    step("Write the layout's oci-layout and index.json (one manifest, named by its tag)");
+    const layoutFile = join(dest, "oci-layout");
+    if (!existsFile(layoutFile)) {
+      writeFile(layoutFile, `${JSON.stringify({ imageLayoutVersion: "1.0.0" })}\n`);
+      this.written.file(layoutFile);
+    }
+    const annotations: Record<string, string> = {};
+    if (ref.tag) annotations[REF_NAME] = ref.tag;
+    annotations["io.mincs.ref"] = what;
+    if (indexDigest) annotations["io.mincs.index"] = indexDigest;
+    const platform = { architecture: image.architecture, os: image.os, ...(image.variant ? { variant: image.variant } : {}) };
+    const index = {
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [{ mediaType: manifest.mediaType, digest: served.digest, size: served.bytes.length, ...(platform.architecture ? { platform } : {}), annotations }],
+    };
+    const indexFile = join(dest, "index.json");
+    const tmp = `${indexFile}.partial-${process.pid}`;
+    this.written.file(tmp);
+    writeFile(tmp, `${JSON.stringify(index)}\n`);
+    shown(`mv ${quote(tmp)} ${quote(indexFile)}`);
+    renameSync(tmp, indexFile);
+    return served.digest;
+  }
+
+  /** The config must be an image config with one diff_id per layer. */
+  private readConfig(d: Descriptor, layers: number, what: string): { architecture: string; os: string; variant?: string } {
+    let config: { architecture?: unknown; os?: unknown; variant?: unknown; rootfs?: { diff_ids?: unknown } };
+    try {
+      config = JSON.parse(readFileSync(blobPath(this.s.dest, d.digest), "utf8"));
+    } catch {
+      throw new MincError(`${what}: the image config is not JSON`);
+    }
+    const diffIds = config?.rootfs?.diff_ids;
+    if (!Array.isArray(diffIds) || diffIds.length !== layers) {
+      throw new MincError(`${what}: the config lists ${Array.isArray(diffIds) ? diffIds.length : "no"} diff_ids for ${layers} layers`);
+    }
+    const p = { architecture: String(config.architecture ?? ""), os: String(config.os ?? ""), ...(config.variant ? { variant: String(config.variant) } : {}) };
+    if (p.architecture && (p.architecture !== this.s.want.architecture || p.os !== this.s.want.os)) {
+      warn(`${what} is an image for ${formatPlatform(p)}, not ${formatPlatform(this.s.want)}`);
+    }
+    return p;
+  }
+}
+
+/** Partial files of an earlier pull that was killed (SIGKILL: no chance to clean up). */
+function removeStale(dir: string): void {
+  for (const name of readdirSync(dir)) {
+    const m = /\.partial-(\d+)$/.exec(name);
+    if (!m || Number(m[1]) === process.pid) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+      continue; // that pull still runs
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EPERM") continue;
+    }
+    step("Remove what a killed pull left");
+    shown(`rm -f ${quote(join(dir, name))}`);
+    try {
+      unlinkSync(join(dir, name));
+    } catch {
+      // gone already
+    }
+  }
+}
+
+function existsFile(path: string): boolean {
+  try {
+    statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const SIGNALS: [NodeJS.Signals, number][] = [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]];
+
+main(() => {
+  const args = process.argv.slice(2);
+  if (args.length === 1 && (args[0] === "-h" || args[0] === "--help")) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const s = settings(args);
+  const pull = new Pull(s);
+  let interrupted: [NodeJS.Signals, number] | undefined;
+  for (const [sig, n] of SIGNALS) {
+    process.on(sig, () => {
+      if (interrupted) return;
+      interrupted = [sig, n];
+      pull.controller.abort();
+    });
+  }
+  pull.run().then((digest) => {
+    process.stdout.write(`${digest}\n`);
+  }, (e: unknown) => {
+    pull.progress.finish();
+    pull.written.undo();
+    let message: string;
+    let status: number;
+    if (interrupted) {
+      message = `interrupted by ${interrupted[0]}; nothing kept`;
+      status = 128 + interrupted[1];
+    } else if (e instanceof MincError) {
+      message = e.message;
+      status = e.status;
+    } else {
+      message = `internal error: ${e instanceof Error ? e.stack : String(e)}`;
+      status = 1;
+    }
+    process.stderr.write(`${progname()}: ${message}\n`);
+    process.exitCode = status;
+  });
+});
