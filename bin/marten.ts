@@ -1,36 +1,133 @@
-// marten: manager of images and containers (issue #5).
+// marten: manager of images and containers.
 //
-// The command set is MINCS's; the image store itself is issue #5, so every
-// command is refused with a clear message until then.
+// Like MINCS's marten, a frontend: the store itself is libexec/minc-farm,
+// run as a program for every operation; pulling is libexec/minc-smuggler,
+// which downloads and verifies an image into a directory as an OCI image
+// layout, which minc-farm then imports.
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import { constants } from "node:os";
 import yargs from "yargs";
-import { main, usageError } from "../lib/fail.ts";
+import { checkReference, wantedPlatform } from "../lib/archive.ts";
+import { MincError, main, usageError } from "../lib/fail.ts";
+import { checkName, removeTree, Store } from "../lib/farm.ts";
+import { backend } from "../lib/libexec.ts";
+import { isExecutable } from "../lib/run.ts";
+import { quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
 
-const COMMANDS: [string, string][] = [
-  ["lc|list", "List containers"],
-  ["li|images", "List images"],
-  ["rm <id>", "Remove a container"],
-  ["rmi <id>", "Remove an image"],
-  ["import <dir|archive>", "Import a directory or a docker save archive as an image"],
-  ["pull <image>", "Pull an image from a registry"],
-  ["commit <id>", "Commit a container to an image"],
-  ["rename <id> <name>", "Rename a container"],
-  ["renamei <id> <name>", "Rename an image"],
-  ["tag <id> <name>", "Tag an image"],
-];
+type Env = Record<string, string | undefined>;
+
+/** Run a backend with extra variables; its exit status is ours (it printed its own error). */
+function runBackend(name: string, args: string[], env: Env = {}, shownEnv: Env = env, stdoutToStderr = false): number {
+  const argv = [backend(name), ...args];
+  const vars = Object.entries(shownEnv).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${quote(v!)} `).join("");
+  shown(`${vars}${quoteAll(argv)}`);
+  const full: NodeJS.ProcessEnv = { ...process.env };
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) full[k] = v;
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["inherit", stdoutToStderr ? 2 : 1, 2], env: full });
+  if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
+  return r.status ?? 128 + (r.signal ? constants.signals[r.signal] : 0);
+}
+
+function farm(args: string[], env: Env = {}): number {
+  return runBackend("minc-farm", args, env);
+}
+
+function list(cmd: "lc" | "li", long: boolean | undefined): number {
+  return farm([cmd], { MINC_LONG_ID: long ? "1" : "" });
+}
+
+function importCmd(path: string, name: string | undefined, arch: string | undefined): number {
+  if (name !== undefined) checkName(name, "--name");
+  if (arch !== undefined) wantedPlatform(arch);
+  if (!fs.existsSync(path)) throw usageError(`${path}: no such file or directory`);
+  return farm(["import", path], { MINC_IMPORT_NAME: name, MINC_ARCH: arch });
+}
+
+interface PullOptions {
+  arch?: string;
+  insecure?: boolean;
+  user?: string;
+  name?: string;
+}
+
+/**
+ * pull: minc-smuggler REF DIR downloads and verifies the image into DIR (an
+ * empty directory in the store's staging area) as an OCI image layout;
+ * minc-farm imports it from there. The staging directory goes either way.
+ */
+function pull(ref: string, o: PullOptions): number {
+  const refName = checkReference(ref);
+  const name = o.name === undefined ? refName : checkName(o.name, "--name");
+  if (o.arch !== undefined) wantedPlatform(o.arch);
+  if (o.user !== undefined && !/^[^:\s]+:.*$/.test(o.user)) throw usageError("--user takes USER:PASSWORD");
+  const smuggler = backend("minc-smuggler");
+  if (!isExecutable(smuggler)) {
+    throw new MincError(`marten pull needs ${smuggler}, the registry client, which is not installed (not built yet)`);
+  }
+  const store = new Store().ensure();
+  store.cleanStaleStaging();
+  const stage = store.makeStaging("pull");
+  try {
+    const layout = `${stage}/layout`;
+    shown(`mkdir ${quote(layout)}`);
+    fs.mkdirSync(layout);
+    step(`Download ${ref} into ${layout} as an OCI image layout`);
+    const env: Env = { MINC_ARCH: o.arch, MINC_PULL_INSECURE: o.insecure ? "1" : undefined, MINC_PULL_USER: o.user };
+    const masked: Env = { ...env, MINC_PULL_USER: o.user?.replace(/:.*$/, ":***") };
+    // What it prints (the manifest's digest) goes to stderr: marten pull prints the image's id.
+    const s = runBackend("minc-smuggler", [ref, layout], env, masked, true);
+    if (s !== 0) return s;
+    step(`Import it as ${name}`);
+    return farm(["import", layout], { MINC_IMPORT_NAME: name, MINC_ARCH: o.arch });
+  } finally {
+    removeTree(stage);
+  }
+}
+
+function rename(cmd: "rename" | "renamei", id: string, name: string): number {
+  checkName(name);
+  return farm([cmd, id, name]);
+}
 
 main(() => {
-  let parser = yargs(process.argv.slice(2)).scriptName("marten").version(VERSION).strict()
-    .usage("marten - manage images and containers\nUsage: marten <command> [arguments...]")
-    .option("long", { type: "boolean", describe: "Show long ids" })
-    .option("debug", { type: "boolean", describe: "Debug mode" })
+  let status = 0;
+  const str = (v: unknown): string => String(v);
+  const opt = (v: unknown): string | undefined => (v === undefined ? undefined : String(v));
+  yargs(process.argv.slice(2))
+    .scriptName("marten")
+    .version(VERSION)
+    .strict()
+    .parserConfiguration({ "parse-numbers": false, "parse-positional-numbers": false })
+    .usage("marten - manager of image archives and temporary containers\nUsage: marten [--debug] <command> [arguments...]")
+    .option("debug", { type: "boolean", describe: "Show each step and command on stderr" })
+    .middleware((a) => {
+      if (a.debug) process.env.MINC_DEBUG = "1";
+    })
+    .command(["lc", "list"], "List containers", (y) => y.option("long", { alias: "l", type: "boolean", describe: "Show long ids" }),
+      (a) => { status = list("lc", a.long); })
+    .command(["li", "images"], "List images", (y) => y.option("long", { alias: "l", type: "boolean", describe: "Show long ids" }),
+      (a) => { status = list("li", a.long); })
+    .command("rm <id>", "Remove a container", {}, (a) => { status = farm(["rm", str(a.id)]); })
+    .command("rmi <id>", "Remove an image", {}, (a) => { status = farm(["rmi", str(a.id)]); })
+    .command("import <path>", "Import a directory, a docker save archive or an OCI image layout (tar or directory)",
+      (y) => y.option("name", { type: "string", describe: "Name the image" })
+        .option("arch", { type: "string", describe: "Platform to take from a multi-platform image (default: the host's)" }),
+      (a) => { status = importCmd(str(a.path), opt(a.name), opt(a.arch)); })
+    .command("pull <image>", "Pull [REGISTRY/]NAME[:TAG|@DIGEST] from a registry (Docker Hub by default)",
+      (y) => y.option("arch", { type: "string", describe: "Platform to pull (default: the host's)" })
+        .option("insecure", { type: "boolean", describe: "Allow plain HTTP to the registry" })
+        .option("user", { type: "string", describe: "USER:PASSWORD for the registry" })
+        .option("name", { type: "string", describe: "Name the image (default: NAME[:TAG])" }),
+      (a) => { status = pull(str(a.image), { arch: opt(a.arch), insecure: a.insecure as boolean | undefined, user: opt(a.user), name: opt(a.name) }); })
+    .command("commit <id>", "Commit a container's changes to a new image", {}, (a) => { status = farm(["commit", str(a.id)]); })
+    .command("rename <id> <name>", "Rename a container", {}, (a) => { status = rename("rename", str(a.id), str(a.name)); })
+    .command("renamei <id> <name>", "Rename an image", {}, (a) => { status = rename("renamei", str(a.id), str(a.name)); })
+    .command("tag <id> <name>", "Name an image (as renamei)", {}, (a) => { status = rename("renamei", str(a.id), str(a.name)); })
     .demandCommand(1, "marten needs a command (see marten --help)")
-    .alias("h", "help").fail((msg, err) => { throw usageError(err?.message ?? msg); });
-  for (const [cmd, describe] of COMMANDS) {
-    parser = parser.command(cmd, describe, {}, () => {
-      throw usageError(`marten ${cmd.split(/[| ]/)[0]} is not implemented yet (issue #5)`);
-    });
-  }
-  parser.parseSync();
-  return 0;
+    .alias("h", "help")
+    .fail((msg, err) => { throw err instanceof MincError ? err : usageError(err?.message ?? msg); })
+    .parseSync();
+  return status;
 });

@@ -5,7 +5,7 @@
 // Like MINCS's `trap "$TRAPCMD" EXIT`, the trap is kept by a small sh (the
 // waiter, libexec/minc-waiter.sh) that minc becomes by execve, so no Node
 // process stays resident while the container runs.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, openSync, realpathSync, statSync } from "node:fs";
 import { basename, resolve } from "node:path";
 import { anyLimit, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
@@ -13,7 +13,7 @@ import { parsePortMap } from "../lib/dens.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
-import { capture, exec, removeFile } from "../lib/run.ts";
+import { exec, removeFile } from "../lib/run.ts";
 import { shellOf } from "../lib/rootfs.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
@@ -213,8 +213,16 @@ function checkLimits(settings: Settings): void {
   if (anyLimit(limits)) findHierarchy(controllersFor(limits));
 }
 
+/** Ask minc-farm; what it cannot find is the user's bad input, told in its own words. */
 function farm(...args: string[]): string {
-  return capture([backend("minc-farm"), ...args]).trim();
+  const argv = [backend("minc-farm"), ...args];
+  shown(quoteAll(argv));
+  const r = spawnSync(argv[0], args, { stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
+  if (r.status !== 0) {
+    const why = (r.stderr || r.error?.message || "").trim().split("\n").pop()!.replace(/^minc-farm: /, "");
+    throw usageError(why || `failed: ${quoteAll(argv)}`);
+  }
+  return r.stdout.trim();
 }
 
 /**

@@ -40,6 +40,16 @@ function checkNode(): void {
   }
 }
 
+/** Say what went wrong in one line (a stack only for our own bugs); return the exit status. */
+function report(e: unknown): number {
+  if (e instanceof MincError) {
+    say(e.message);
+    return e.status;
+  }
+  say(`internal error: ${e instanceof Error ? e.stack : String(e)}`);
+  return EXIT_FAILURE;
+}
+
 /** Run an entrypoint's body; turn MincErrors into one line and an exit status. */
 export function main(body: () => void | number): void {
   checkNode();
@@ -48,13 +58,15 @@ export function main(body: () => void | number): void {
   try {
     status = body() ?? 0;
   } catch (e) {
-    if (e instanceof MincError) {
-      say(e.message);
-      status = e.status;
-    } else {
-      say(`internal error: ${e instanceof Error ? e.stack : String(e)}`);
-      status = EXIT_FAILURE;
-    }
+    status = report(e);
   }
   process.exitCode = status;
+}
+
+/** main() for a body that works asynchronously (downloads, streams). */
+export function mainAsync(body: () => Promise<number | void>): void {
+  main(() => {
+    body().then((status) => { process.exitCode = status ?? 0; }, (e: unknown) => { process.exitCode = report(e); });
+    return 0;
+  });
 }

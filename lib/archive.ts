@@ -1,0 +1,638 @@
+// Image archives: `docker save` (the old format with repositories and
+// <id>/json + <id>/layer.tar, and the current one with manifest.json) and
+// OCI image layouts (oci-layout, index.json, blobs/sha256/...), each as a
+// tar (plain, gzip or zstd) or as a directory. An image is imported layer
+// by layer, each under its OCI ChainID, bottom first, with its config on the
+// top layer; blob digests and sizes (OCI descriptors) and DiffIDs (the
+// config's rootfs.diff_ids) are verified before anything enters the store.
+import { createReadStream } from "node:fs";
+import * as fs from "node:fs";
+import { createHash } from "node:crypto";
+import { posix } from "node:path";
+import { MincError, usageError, warn } from "./fail.ts";
+import { chainId, checkName, isName, removeTree, type StagedLayer, type Store } from "./farm.ts";
+import { decompress, digestLayer, normalizeDigest, StreamDigests, unpackLayer, walkTar, type UnpackResult } from "./layer.ts";
+import { resolveInRoot } from "./paths.ts";
+import { run } from "./run.ts";
+import { quote, shown, step } from "./trace.ts";
+
+// ---- where the files of an archive come from ----
+
+/** The files of an archive or of an image directory, by their path inside it. */
+export interface Source {
+  readonly label: string;
+  /** The path a name stands for (symlinks and hardlinks followed), or undefined if it is not a file there. */
+  canonical(name: string): string | undefined;
+  /** A small file (JSON). */
+  read(name: string): Buffer;
+  /** The given files (canonical names), each streamed once to each(), in the source's own order. */
+  stream(names: readonly string[], each: (name: string, data: AsyncIterable<Buffer>) => Promise<void>): Promise<void>;
+}
+
+/** An archive path: no leading "/" or "./", ".." resolved; undefined if it climbs out. */
+export function archiveName(name: string, dir = ""): string | undefined {
+  const joined = name.startsWith("/") ? name : `${dir}/${name}`;
+  const parts: string[] = [];
+  for (const p of joined.split("/")) {
+    if (p === "" || p === ".") continue;
+    if (p === "..") {
+      if (parts.length === 0) return undefined;
+      parts.pop();
+    } else parts.push(p);
+  }
+  return parts.length ? parts.join("/") : undefined;
+}
+
+class DirSource implements Source {
+  readonly label: string;
+  private readonly root: string;
+
+  constructor(root: string) {
+    this.root = root;
+    this.label = root;
+  }
+
+  canonical(name: string): string | undefined {
+    const n = archiveName(name);
+    if (n === undefined) return undefined;
+    try {
+      return fs.statSync(resolveInRoot(this.root, n)).isFile() ? n : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  read(name: string): Buffer {
+    const n = this.canonical(name);
+    if (n === undefined) throw new MincError(`${this.label}: no file ${name}`);
+    return fs.readFileSync(resolveInRoot(this.root, n));
+  }
+
+  async stream(names: readonly string[], each: (name: string, data: AsyncIterable<Buffer>) => Promise<void>): Promise<void> {
+    for (const n of names) {
+      const s = createReadStream(resolveInRoot(this.root, n));
+      try {
+        await each(n, s);
+      } finally {
+        s.destroy();
+      }
+    }
+  }
+}
+
+interface TarRecord {
+  ordinal: number;
+  type: "file" | "symlink" | "link" | "other";
+  size: number;
+  link?: string;
+  data?: Buffer;
+}
+
+/** Files up to this size are kept from the first reading (manifests, configs, small layers). */
+const SMALL = 4 << 20;
+const SMALL_TOTAL = 256 << 20;
+
+class TarSource implements Source {
+  readonly label: string;
+  private readonly file: string;
+  private readonly records = new Map<string, TarRecord>();
+
+  private constructor(file: string) {
+    this.file = file;
+    this.label = file;
+  }
+
+  /** First reading: which files the archive has, and the small ones' contents. */
+  static async open(file: string): Promise<TarSource> {
+    const src = new TarSource(file);
+    let ordinal = 0;
+    let kept = 0;
+    const d = new StreamDigests();
+    try {
+      await walkTar(decompress(createReadStream(file), "auto", d), async (entry) => {
+        const h = entry.header;
+        const n = archiveName(h.name);
+        const here = ordinal++;
+        if (n === undefined) return;
+        const rec: TarRecord = { ordinal: here, type: "other", size: h.size ?? 0 };
+        if (h.type === "file" || h.type === "contiguous-file") {
+          rec.type = "file";
+          if (rec.size <= SMALL && kept + rec.size <= SMALL_TOTAL) {
+            const chunks: Buffer[] = [];
+            for await (const c of entry) chunks.push(c as Buffer);
+            rec.data = Buffer.concat(chunks);
+            kept += rec.size;
+          }
+        } else if (h.type === "symlink") {
+          rec.type = "symlink";
+          rec.link = archiveName(h.linkname ?? "", posix.dirname(n));
+        } else if (h.type === "link") {
+          rec.type = "link";
+          rec.link = archiveName(h.linkname ?? "");
+        }
+        src.records.set(n, rec);
+      });
+    } catch (e) {
+      throw new MincError(`${file}: ${(e as Error).message}`);
+    }
+    return src;
+  }
+
+  canonical(name: string): string | undefined {
+    let n = archiveName(name);
+    for (let hops = 0; n !== undefined && hops < 40; hops++) {
+      const r = this.records.get(n);
+      if (r === undefined) return undefined;
+      if (r.type === "file") return n;
+      if (r.type === "other") return undefined;
+      n = r.link;
+    }
+    return undefined;
+  }
+
+  read(name: string): Buffer {
+    const n = this.canonical(name);
+    if (n === undefined) throw new MincError(`${this.label}: no file ${name}`);
+    const data = this.records.get(n)!.data;
+    if (data === undefined) throw new MincError(`${this.label}: ${name} is too large to be metadata`);
+    return data;
+  }
+
+  /** Second reading: stream the wanted files as they come. */
+  async stream(names: readonly string[], each: (name: string, data: AsyncIterable<Buffer>) => Promise<void>): Promise<void> {
+    const wanted = new Map<number, string>();
+    for (const n of names) {
+      const r = this.records.get(n);
+      if (r === undefined || r.type !== "file") throw new MincError(`${this.label}: no file ${n}`);
+      wanted.set(r.ordinal, n);
+    }
+    let ordinal = 0;
+    const d = new StreamDigests();
+    await walkTar(decompress(createReadStream(this.file), "auto", d), async (entry) => {
+      const n = wanted.get(ordinal++);
+      if (n !== undefined) await each(n, entry);
+    });
+  }
+}
+
+/** A directory holding an image (an OCI layout or an unpacked docker save), not a rootfs. */
+export function isImageDir(dir: string): boolean {
+  const file = (n: string): boolean => {
+    try {
+      return fs.statSync(`${dir}/${n}`).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (file("oci-layout")) return true;
+  const json = (n: string): unknown => {
+    try {
+      return JSON.parse(fs.readFileSync(`${dir}/${n}`, "utf8"));
+    } catch {
+      return undefined;
+    }
+  };
+  if (file("manifest.json")) {
+    const m = json("manifest.json");
+    if (Array.isArray(m) && m.every((x) => typeof x === "object" && x && "Layers" in x)) return true;
+  }
+  if (file("repositories")) {
+    const r = json("repositories");
+    if (r && typeof r === "object" && !Array.isArray(r)) return true;
+  }
+  return false;
+}
+
+export async function openSource(path: string): Promise<Source> {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(path);
+  } catch {
+    throw usageError(`${path}: no such file or directory`);
+  }
+  if (st.isDirectory()) return new DirSource(path);
+  if (!st.isFile()) throw usageError(`${path}: not a file or directory`);
+  return TarSource.open(path);
+}
+
+// ---- what an archive holds ----
+
+export interface LayerPlan {
+  /** Its file in the source (canonical), or undefined when the source lacks it. */
+  file: string | undefined;
+  /** The name the archive gives it (for messages). */
+  label: string;
+  /** Digest and size of the file as stored, when the archive says them. */
+  digest?: string;
+  size?: number;
+  /** The expected DiffID, when the config gives it. */
+  diffId?: string;
+}
+
+export interface ImagePlan {
+  label: string;
+  name?: string;
+  layers: LayerPlan[];
+  /** The config to keep, given the layers' DiffIDs. */
+  config(diffIds: readonly string[]): Buffer | undefined;
+}
+
+function parseJson<T>(buf: Buffer, what: string): T {
+  try {
+    return JSON.parse(buf.toString("utf8")) as T;
+  } catch (e) {
+    throw new MincError(`${what} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+function sha256(buf: Buffer): string {
+  return `sha256:${createHash("sha256").update(buf).digest("hex")}`;
+}
+
+/** The store name of a reference: its repository's last component, and :TAG unless the tag is latest. */
+export function nameFromReference(ref: string): string | undefined {
+  const at = ref.indexOf("@");
+  const noDigest = at < 0 ? ref : ref.slice(0, at);
+  const slash = noDigest.lastIndexOf("/");
+  const colon = noDigest.lastIndexOf(":");
+  const [repo, tag] = colon > slash ? [noDigest.slice(0, colon), noDigest.slice(colon + 1)] : [noDigest, ""];
+  const last = repo.slice(repo.lastIndexOf("/") + 1);
+  if (!last) return undefined;
+  const name = tag && tag !== "latest" ? `${last}:${tag}` : last;
+  return isName(name) ? name : undefined;
+}
+
+const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+const DOMAIN = /^(?:localhost|(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?$/;
+const TAG = /^[\w][\w.-]{0,127}$/;
+
+/** Check a [REGISTRY/]NAME[:TAG|@DIGEST] reference (bad input: exit 2); returns its store name. */
+export function checkReference(ref: string): string {
+  const bad = (why: string): never => { throw usageError(`image reference ${JSON.stringify(ref)} is not valid: ${why}`); };
+  if (!ref || ref.length > 512) bad("empty or too long");
+  let rest = ref;
+  const at = rest.indexOf("@");
+  if (at >= 0) {
+    if (!/^sha256:[0-9a-f]{64}$/.test(rest.slice(at + 1))) bad("the digest must be sha256:<64 hex digits>");
+    rest = rest.slice(0, at);
+  }
+  const slash = rest.lastIndexOf("/");
+  const colon = rest.lastIndexOf(":");
+  if (colon > slash) {
+    if (!TAG.test(rest.slice(colon + 1))) bad("bad tag");
+    rest = rest.slice(0, colon);
+  }
+  const parts = rest.split("/");
+  if (parts.length > 1 && (/[.:]/.test(parts[0]) || parts[0] === "localhost")) {
+    if (!DOMAIN.test(parts[0])) bad("bad registry host");
+    parts.shift();
+  }
+  if (parts.length === 0 || !parts.every((p) => PATH_COMPONENT.test(p))) bad("bad repository name (lowercase letters, digits and . _ - between them)");
+  const name = nameFromReference(ref);
+  if (name === undefined) bad("no name for it");
+  return name!;
+}
+
+interface Descriptor {
+  mediaType?: string;
+  digest: string;
+  size?: number;
+  platform?: { os?: string; architecture?: string; variant?: string };
+  annotations?: Record<string, string>;
+}
+
+interface ImageConfig {
+  rootfs?: { type?: string; diff_ids?: string[] };
+}
+
+function checkDiffIds(config: ImageConfig, layers: number, what: string): string[] | undefined {
+  const ids = config.rootfs?.diff_ids;
+  if (ids === undefined) return undefined;
+  if (!Array.isArray(ids) || ids.length !== layers) {
+    throw new MincError(`${what}: the config lists ${Array.isArray(ids) ? ids.length : "no"} diff_ids for ${layers} layers`);
+  }
+  return ids.map((d) => normalizeDigest(String(d)));
+}
+
+/** The digest a docker-save file name carries (blobs/sha256/HEX, HEX.json), if any. */
+function digestInName(name: string): string | undefined {
+  const m = /(?:^|\/)blobs\/sha256\/([0-9a-f]{64})$/.exec(name) ?? /(?:^|\/)([0-9a-f]{64})\.json$/.exec(name);
+  return m ? `sha256:${m[1]}` : undefined;
+}
+
+function verifyBuffer(buf: Buffer, digest: string | undefined, size: number | undefined, what: string): Buffer {
+  if (size !== undefined && buf.length !== size) throw new MincError(`${what}: size ${buf.length}, expected ${size}`);
+  if (digest !== undefined && sha256(buf) !== normalizeDigest(digest)) throw new MincError(`${what}: digest ${sha256(buf)}, expected ${digest}`);
+  return buf;
+}
+
+/** docker save, the current format: manifest.json lists each image's config and layers. */
+function dockerPlans(src: Source): ImagePlan[] {
+  const manifest = parseJson<{ Config?: string; RepoTags?: string[] | null; Layers?: string[] }[]>(src.read("manifest.json"), "manifest.json");
+  if (!Array.isArray(manifest) || manifest.length === 0) throw new MincError(`${src.label}: manifest.json lists no image`);
+  return manifest.map((m, n) => {
+    const label = `${src.label}: image ${n + 1}`;
+    if (typeof m.Config !== "string" || !Array.isArray(m.Layers)) throw new MincError(`${label}: manifest.json has no Config or Layers`);
+    const raw = verifyBuffer(src.read(m.Config), digestInName(m.Config), undefined, `${label}: config ${m.Config}`);
+    const diffIds = checkDiffIds(parseJson<ImageConfig>(raw, `${label}: config`), m.Layers.length, label);
+    const tag = m.RepoTags?.[0];
+    return {
+      label,
+      name: tag ? nameFromReference(tag) : undefined,
+      layers: m.Layers.map((f, i) => ({ file: src.canonical(f), label: f, digest: digestInName(f), diffId: diffIds?.[i] })),
+      config: () => raw,
+    };
+  });
+}
+
+/** docker save, the old format: repositories names the top layer; each <id>/json names its parent. */
+function legacyPlans(src: Source): ImagePlan[] {
+  const repos = parseJson<Record<string, Record<string, string>>>(src.read("repositories"), "repositories");
+  const plans: ImagePlan[] = [];
+  const seen = new Set<string>();
+  for (const [repo, tags] of Object.entries(repos ?? {})) {
+    for (const [tag, top] of Object.entries(tags ?? {})) {
+      if (!/^[0-9a-f]{64}$/.test(top)) throw new MincError(`${src.label}: repositories: ${repo}:${tag} has a bad id ${JSON.stringify(top)}`);
+      if (seen.has(top)) continue;
+      seen.add(top);
+      const chain: string[] = [];
+      let topJson: Record<string, unknown> = {};
+      for (let id: string | undefined = top; id; ) {
+        if (!/^[0-9a-f]{64}$/.test(id) || chain.includes(id)) throw new MincError(`${src.label}: bad parent chain at ${id}`);
+        const json: Record<string, unknown> = parseJson<Record<string, unknown>>(src.read(`${id}/json`), `${id}/json`);
+        if (id === top) topJson = json;
+        chain.unshift(id);
+        id = typeof json.parent === "string" && json.parent ? json.parent : undefined;
+      }
+      plans.push({
+        label: `${src.label}: ${repo}:${tag}`,
+        name: nameFromReference(`${repo}:${tag}`),
+        layers: chain.map((id) => ({ file: src.canonical(`${id}/layer.tar`), label: `${id}/layer.tar` })),
+        config: (diffIds) => Buffer.from(JSON.stringify({
+          architecture: topJson.architecture,
+          os: topJson.os,
+          created: topJson.created,
+          config: topJson.config ?? topJson.container_config ?? {},
+          rootfs: { type: "layers", diff_ids: diffIds },
+        })),
+      });
+    }
+  }
+  if (plans.length === 0) throw new MincError(`${src.label}: repositories names no image`);
+  return plans;
+}
+
+const INDEX_TYPES = ["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
+const MANIFEST_TYPES = ["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
+
+/** The platform an image is picked for: MINC_ARCH (ARCH, ARCH/VARIANT or OS/ARCH[/VARIANT]) or the host's. */
+export function wantedPlatform(arch = process.env.MINC_ARCH): { os: string; architecture: string; variant?: string } {
+  const aliases: Record<string, string> = { x86_64: "amd64", x64: "amd64", aarch64: "arm64", ia32: "386", i386: "386", i686: "386", armhf: "arm", armv7: "arm", armv7l: "arm", ppc64: "ppc64le" };
+  if (!arch) {
+    const host = aliases[process.arch] ?? process.arch;
+    return host === "arm" ? { os: "linux", architecture: "arm", variant: "v7" } : { os: "linux", architecture: host };
+  }
+  const parts = arch.split("/");
+  if (parts.length > 3 || parts.some((p) => !/^[a-z0-9_]+$/i.test(p))) throw usageError(`arch ${JSON.stringify(arch)} is not valid`);
+  const os = parts.length === 3 || parts[0] === "linux" ? parts.shift()! : "linux";
+  const architecture = aliases[parts[0]] ?? parts[0];
+  const variant = parts[1] ?? (/^armv7/.test(parts[0]) || parts[0] === "armhf" ? "v7" : undefined);
+  return variant ? { os, architecture, variant } : { os, architecture };
+}
+
+function platformName(p: Descriptor["platform"]): string {
+  return [p?.os ?? "?", p?.architecture ?? "?", p?.variant].filter(Boolean).join("/");
+}
+
+function isAttestation(d: Descriptor): boolean {
+  return d.annotations?.["vnd.docker.reference.type"] === "attestation-manifest" || d.platform?.os === "unknown";
+}
+
+/**
+ * The name an index entry gives its image: from a full reference
+ * (minc-smuggler's io.mincs.ref, containerd's image name, or a ref.name
+ * with a repository in it); a bare ref.name is only a tag, which names nothing.
+ */
+function refNameOf(d: Descriptor): string | undefined {
+  const a = d.annotations ?? {};
+  const full = a["io.mincs.ref"] || a["io.containerd.image.name"];
+  if (full) return nameFromReference(full);
+  const ref = a["org.opencontainers.image.ref.name"];
+  if (!ref || !/[:/]/.test(ref)) return undefined;
+  return nameFromReference(ref);
+}
+
+/** OCI image layout: index.json, through nested indexes, to the manifest for the platform. */
+function ociPlans(src: Source, arch?: string): ImagePlan[] {
+  const layout = parseJson<{ imageLayoutVersion?: string }>(src.read("oci-layout"), "oci-layout");
+  if (!layout?.imageLayoutVersion) throw new MincError(`${src.label}: oci-layout has no imageLayoutVersion`);
+  const want = wantedPlatform(arch);
+  const blob = (d: Descriptor, what: string): Buffer => {
+    const digest = normalizeDigest(String(d.digest));
+    const file = src.canonical(`blobs/sha256/${digest.slice(7)}`);
+    if (file === undefined) throw new MincError(`${src.label}: ${what} ${digest} is missing`);
+    return verifyBuffer(src.read(file), digest, d.size, `${src.label}: ${what} ${digest}`);
+  };
+  const kindOf = (d: Descriptor, body: { mediaType?: string; manifests?: unknown; layers?: unknown }): "index" | "manifest" => {
+    const t = d.mediaType ?? body.mediaType;
+    if (t && INDEX_TYPES.includes(t)) return "index";
+    if (t && MANIFEST_TYPES.includes(t)) return "manifest";
+    if (Array.isArray(body.manifests)) return "index";
+    if (Array.isArray(body.layers)) return "manifest";
+    throw new MincError(`${src.label}: ${d.digest} is neither an image index nor a manifest (${t ?? "no media type"})`);
+  };
+  const picks: { desc: Descriptor; body: Record<string, unknown>; name?: string }[] = [];
+  const choose = (entries: Descriptor[]): Descriptor => {
+    const ok = entries.filter((e) => (e.platform?.os ?? "linux") === want.os && e.platform?.architecture === want.architecture &&
+      (want.variant === undefined || e.platform?.variant === undefined || e.platform.variant === want.variant));
+    if (ok.length === 0 && entries.length === 1 && !arch) {
+      warn(`${src.label}: the image is for ${platformName(entries[0].platform)}, not for this host (${platformName(want)})`);
+      return entries[0];
+    }
+    if (ok.length === 0) {
+      throw new MincError(`${src.label}: no image for ${platformName(want)}; there are: ${entries.map((e) => platformName(e.platform)).join(", ")}`);
+    }
+    return ok.find((e) => e.platform?.variant === want.variant) ?? ok[0];
+  };
+  const walk = (index: { manifests?: Descriptor[] }, name: string | undefined, depth: number): void => {
+    if (depth > 4) throw new MincError(`${src.label}: image indexes nested too deep`);
+    const entries = (Array.isArray(index.manifests) ? index.manifests : []).filter((e) => e && typeof e.digest === "string" && !isAttestation(e));
+    if (entries.length === 0) throw new MincError(`${src.label}: the image index lists no image`);
+    // Entries with platforms are one image for several platforms: take ours.
+    // Without, each entry of the top index is an image (several tags).
+    const withPlatform = entries.filter((e) => e.platform);
+    let list: Descriptor[];
+    if (withPlatform.length > 0) list = [choose(withPlatform)];
+    else if (depth === 0 || entries.length === 1) list = entries;
+    else throw new MincError(`${src.label}: an image index lists ${entries.length} manifests and no platforms`);
+    for (const e of list) {
+      const body = parseJson<Record<string, unknown>>(blob(e, "manifest"), `manifest ${e.digest}`);
+      const own = refNameOf(e) ?? name;
+      if (kindOf(e, body) === "index") walk(body as { manifests?: Descriptor[] }, own, depth + 1);
+      else picks.push({ desc: e, body, name: own });
+    }
+  };
+  walk(parseJson<{ manifests?: Descriptor[] }>(src.read("index.json"), "index.json"), undefined, 0);
+  return picks.map(({ desc, body, name }) => {
+    const label = `${src.label}: manifest ${desc.digest}`;
+    const manifest = body as { config?: Descriptor; layers?: Descriptor[] };
+    if (!manifest.config || !Array.isArray(manifest.layers)) throw new MincError(`${label} has no config or layers`);
+    const raw = blob(manifest.config, "config");
+    const diffIds = checkDiffIds(parseJson<ImageConfig>(raw, `${label}: config`), manifest.layers.length, label);
+    return {
+      label,
+      name,
+      layers: manifest.layers.map((l, i) => {
+        const digest = normalizeDigest(String(l.digest));
+        return { file: src.canonical(`blobs/sha256/${digest.slice(7)}`), label: `blobs/sha256/${digest.slice(7)}`, digest, size: l.size, diffId: diffIds?.[i] };
+      }),
+      config: () => raw,
+    };
+  });
+}
+
+/** What images a source holds, whatever its format. */
+export function plansOf(src: Source, arch?: string): ImagePlan[] {
+  if (src.canonical("manifest.json")) return dockerPlans(src);
+  if (src.canonical("oci-layout") && src.canonical("index.json")) return ociPlans(src, arch);
+  if (src.canonical("repositories")) return legacyPlans(src);
+  throw usageError(`${src.label}: not an image archive (no manifest.json, OCI index.json or repositories)`);
+}
+
+// ---- into the store ----
+
+export interface ImportOptions {
+  /** Name the image this (rather than after the archive's tag). */
+  name?: string;
+  /** Platform for OCI indexes (MINC_ARCH syntax). */
+  arch?: string;
+}
+
+interface Blob {
+  file: string;
+  dir: string;
+  jobs: { plan: ImagePlan; layer: LayerPlan; index: number }[];
+  /** False when every layer it is is in the store already: it is only checked. */
+  unpack: boolean;
+  result?: Pick<UnpackResult, "diffId" | "digest" | "size" | "compression">;
+  used: boolean;
+}
+
+/**
+ * Import every image of an archive (or image directory) into the store.
+ * Returns the top layer ids. Nothing enters the store unless all layers
+ * were unpacked and verified; a failure leaves the store as it was.
+ */
+export async function importArchive(store: Store, path: string, opts: ImportOptions = {}): Promise<string[]> {
+  if (opts.name !== undefined) checkName(opts.name);
+  store.ensure();
+  store.cleanStaleStaging();
+  step(`Read the image archive ${path}`);
+  const src = await openSource(path);
+  const plans = plansOf(src, opts.arch);
+  if (opts.name !== undefined && plans.length > 1) throw usageError(`${path} holds ${plans.length} images: --name needs one`);
+  const stage = store.makeStaging("import");
+  try {
+    return await importPlans(store, src, plans, stage, opts);
+  } finally {
+    step("Remove the staging directory");
+    removeTree(stage);
+  }
+}
+
+/** ChainIDs of a plan's layers when all DiffIDs are known up front. */
+function knownChain(plan: ImagePlan): string[] | undefined {
+  if (!plan.layers.every((l) => l.diffId)) return undefined;
+  const ids: string[] = [];
+  for (const l of plan.layers) ids.push(chainId(ids[ids.length - 1], l.diffId!));
+  return ids;
+}
+
+async function importPlans(store: Store, src: Source, plans: ImagePlan[], stage: string, opts: ImportOptions): Promise<string[]> {
+  // Which files to unpack: the layers the store lacks (all of them when the
+  // DiffIDs are unknown). Those it has are still checked when the source has
+  // them; a source may leave them out (a pull skips layers the store has).
+  const blobs = new Map<string, Blob>();
+  for (const plan of plans) {
+    if (plan.layers.length === 0) throw new MincError(`${plan.label}: no layers`);
+    const chain = knownChain(plan);
+    plan.layers.forEach((layer, index) => {
+      const have = chain !== undefined && store.hasImage(chain[index]);
+      if (layer.file === undefined) {
+        if (have) return;
+        throw new MincError(`${plan.label}: layer ${layer.label} is missing from the archive`);
+      }
+      let b = blobs.get(layer.file);
+      if (!b) blobs.set(layer.file, b = { file: layer.file, dir: `${stage}/blob-${blobs.size}`, jobs: [], unpack: false, used: false });
+      b.jobs.push({ plan, layer, index });
+      if (!have) b.unpack = true;
+    });
+  }
+  await src.stream([...blobs.keys()], async (file, data) => {
+    const b = blobs.get(file)!;
+    const first = b.jobs[0];
+    const what = `${first.plan.label}: layer ${first.layer.label}`;
+    try {
+      if (b.unpack) {
+        step(`Unpack layer ${first.index + 1}/${first.plan.layers.length} (${first.layer.label}) into ${b.dir}/root`);
+        const r = await unpackLayer(data, `${b.dir}/root`, { diffId: first.layer.diffId });
+        shown(`# ${r.entries} entries, ${r.compression}, ${r.diffId}`);
+        b.result = r;
+      } else {
+        step(`Check layer ${first.index + 1}/${first.plan.layers.length} (${first.layer.label}), which the store has already`);
+        b.result = await digestLayer(data);
+      }
+    } catch (e) {
+      if (e instanceof MincError) throw new MincError(`${what}: ${e.message}`, e.status);
+      throw e;
+    }
+    for (const { plan, layer } of b.jobs) {
+      const what = `${plan.label}: layer ${layer.label}`;
+      if (layer.size !== undefined && b.result.size !== layer.size) throw new MincError(`${what}: size ${b.result.size}, expected ${layer.size}`);
+      if (layer.digest !== undefined && b.result.digest !== normalizeDigest(layer.digest)) throw new MincError(`${what}: digest ${b.result.digest}, expected ${layer.digest}`);
+      if (layer.diffId !== undefined && b.result.diffId !== layer.diffId) throw new MincError(`${what}: diff_id ${b.result.diffId}, expected ${layer.diffId}`);
+    }
+  });
+  for (const b of blobs.values()) if (!b.result) throw new MincError(`${src.label}: ${b.file} was not found on reading`);
+
+  // Every layer staged (or already in the store), under its ChainID.
+  const staged = new Map<string, string>();
+  const images: { layers: StagedLayer[]; plan: ImagePlan; config?: Buffer }[] = [];
+  let n = 0;
+  for (const plan of plans) {
+    const diffIds: string[] = [];
+    const layers: StagedLayer[] = [];
+    plan.layers.forEach((layer) => {
+      const blob = layer.file === undefined ? undefined : blobs.get(layer.file);
+      const diffId = layer.diffId ?? blob?.result?.diffId;
+      if (diffId === undefined) throw new MincError(`${plan.label}: no diff_id for ${layer.label}`);
+      diffIds.push(diffId);
+      const id = chainId(layers[layers.length - 1]?.id, diffId);
+      const base = layers[layers.length - 1]?.id;
+      let dir = staged.get(id);
+      if (dir === undefined && blob?.unpack && !store.hasImage(id)) {
+        dir = `${stage}/layer-${n++}`;
+        if (!blob.used) {
+          shown(`mv ${quote(blob.dir)} ${quote(dir)}`);
+          fs.renameSync(blob.dir, dir);
+          blob.used = true;
+          blob.dir = dir;
+        } else {
+          step(`The same layer is used twice: copy it`);
+          fs.mkdirSync(dir);
+          run(["cp", "-a", `${blob.dir}/root`, `${dir}/root`]);
+        }
+        staged.set(id, dir);
+      }
+      layers.push({ id, base, dir: dir ?? "" });
+    });
+    images.push({ layers, plan, config: plan.config(diffIds) });
+  }
+  const tops: string[] = [];
+  for (const { layers, plan, config } of images) {
+    const name = opts.name ?? plan.name;
+    step(`Put the image's ${layers.length} layers in the store${name ? ` as ${name}` : ""}`);
+    tops.push(store.install(layers, { name, config }));
+  }
+  return tops;
+}

@@ -1,0 +1,262 @@
+// minc-farm: the store of images and containers (MINCS's file archive manager).
+//
+//   minc-farm lc|list                 list containers: ID PID NAME
+//   minc-farm li|images               list images: ID SIZE NAME
+//   minc-farm import PATH             import a rootfs directory, an image archive
+//                                     (docker save, OCI layout; tar, tar.gz, tar.zst)
+//                                     or an OCI layout directory; prints the image id(s)
+//   minc-farm commit COID             make the container's writes a new image; prints its id
+//   minc-farm fork IMID               make a new container of the image; prints its id
+//   minc-farm bind COID | unbind COID mount (unmount) the container's root
+//   minc-farm rm COID | rmi IMID      remove a container (not a running one) | an image
+//                                     (not one that others depend on)
+//   minc-farm pull IMID               print the image's id if it is in the store
+//   minc-farm dir COID | idir IMID    print the container's | the image's directory
+//   minc-farm imagestack IMID         print the overlay lowerdirs of the image, top first
+//   minc-farm baseid COID             print the id of the container's image
+//   minc-farm config ID               print the config JSON of an image or of a container's image
+//   minc-farm rename COID NAME        name a container (its utsname)
+//   minc-farm renamei|tag IMID NAME   name an image
+//
+// IDs are names, ids or unique id prefixes. The store is $MINCS_DIR (or
+// MINCS_DIR in /etc/mincs.conf, or /var/lib/mincs). import of a directory
+// reads MINC_IMPORT_UUID, MINC_IMPORT_NAME and MINC_BASE_UUID as MINCS did;
+// of an archive MINC_IMPORT_NAME and MINC_ARCH (the platform to pick from a
+// multi-platform index).
+import { spawn, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import { importArchive, isImageDir } from "../lib/archive.ts";
+import { MincError, mainAsync, usageError } from "../lib/fail.ts";
+import { chainId, checkName, isName, mountsUnder, removeTree, Store } from "../lib/farm.ts";
+import { backend } from "../lib/libexec.ts";
+import { run } from "../lib/run.ts";
+import { quoteAll, shown, step } from "../lib/trace.ts";
+
+const USAGE = "usage: minc-farm lc|li|import PATH|commit COID|fork IMID|bind COID|unbind COID|rm COID|rmi IMID|" +
+  "pull IMID|dir COID|idir IMID|imagestack IMID|baseid COID|config ID|rename COID NAME|renamei IMID NAME";
+
+function out(text: string): void {
+  fs.writeSync(1, text.endsWith("\n") ? text : `${text}\n`);
+}
+
+function arg(args: string[], i: number, what: string): string {
+  const v = args[i];
+  if (v === undefined || v === "") throw usageError(`${what} missing (${USAGE})`);
+  return v;
+}
+
+// ---- listing ----
+
+function window(id: string): string {
+  return process.env.MINC_LONG_ID ? id : id.slice(0, 12);
+}
+
+/** The header's extra tabs line the columns up under long ids, as MINCS's did. */
+function header(column: string): string {
+  return `ID\t${process.env.MINC_LONG_ID ? "\t".repeat(7) : ""}\t${column}\tNAME`;
+}
+
+function listContainers(store: Store): void {
+  const lines = [header("PID")];
+  for (const id of store.listContainers()) {
+    let pid = "";
+    try {
+      pid = fs.readFileSync(`${store.containerDir(id)}/pid`, "utf8").trim();
+    } catch {
+      // not running
+    }
+    lines.push(`${window(id)}\t${pid}\t${store.containerName(id) ?? "<noname>"}`);
+  }
+  out(lines.join("\n"));
+}
+
+function sizeOf(dir: string): string {
+  const r = spawnSync("du", ["-sh", dir], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+  return r.stdout?.split(/\s/)[0] || "?";
+}
+
+function listImages(store: Store): void {
+  const lines = [header("SIZE")];
+  for (const id of store.listImages()) {
+    lines.push(`${window(id)}\t${sizeOf(`${store.imageDir(id)}/root`)}\t${store.imageName(id) ?? "(noname)"}`);
+  }
+  out(lines.join("\n"));
+}
+
+// ---- import and commit of directories ----
+
+/** sha256 of a tar stream of the directory (names sorted, numeric owners, xattrs; no atime, ctime or pid in it). */
+async function treeDigest(dir: string): Promise<string> {
+  const argv = ["tar", "--sort=name", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--format=posix",
+    "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime", "--warning=no-file-ignored", "-C", dir, "-cf", "-", "."];
+  shown(`${quoteAll(argv)} | sha256sum`);
+  const hash = createHash("sha256");
+  const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "inherit"] });
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (code) => resolve(code));
+  });
+  for await (const chunk of child.stdout) hash.update(chunk as Buffer);
+  const code = await exited;
+  if (code !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${code})`);
+  return `sha256:${hash.digest("hex")}`;
+}
+
+/**
+ * Copy a directory into the store as one layer: staged, hashed, renamed in.
+ * Its id is MINC_IMPORT_UUID, else the sha256 of its content (the ChainID
+ * of it on its base, when it has one).
+ */
+async function importTree(store: Store, source: string, opts: { id?: string; base?: string; name?: string }): Promise<string> {
+  store.cleanStaleStaging();
+  if (opts.id !== undefined && store.hasImage(opts.id)) {
+    process.stderr.write(`${source} (${opts.id}) is already imported.\n`);
+    store.install([{ id: opts.id, base: opts.base ?? store.baseOf(opts.id), dir: "" }], { name: opts.name });
+    return opts.id;
+  }
+  const stage = store.makeStaging("import");
+  try {
+    step(`Copy ${source} into the staging directory`);
+    run(["cp", "-a", "--", source, `${stage}/root`]);
+    step("Its id: the sha256 of its content (on its base)");
+    const id = opts.id ?? chainId(opts.base, await treeDigest(`${stage}/root`));
+    if (store.hasImage(id)) process.stderr.write(`${source} (${id}) is already imported.\n`);
+    return store.install([{ id, base: opts.base, dir: stage }], { name: opts.name });
+  } finally {
+    removeTree(stage);
+  }
+}
+
+function envName(): string | undefined {
+  const n = process.env.MINC_IMPORT_NAME;
+  return n ? checkName(n, "MINC_IMPORT_NAME") : undefined;
+}
+
+async function importPath(store: Store, path: string): Promise<void> {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(path);
+  } catch {
+    throw usageError(`${path}: no such file or directory`);
+  }
+  if (st.isFile() || (st.isDirectory() && isImageDir(path))) {
+    if (process.env.MINC_IMPORT_UUID || process.env.MINC_BASE_UUID) {
+      throw usageError("MINC_IMPORT_UUID and MINC_BASE_UUID are for directories, not image archives");
+    }
+    const ids = await importArchive(store, path, { name: envName(), arch: process.env.MINC_ARCH || undefined });
+    for (const id of ids) out(id);
+    return;
+  }
+  if (!st.isDirectory()) throw usageError(`${path}: not a directory or an archive`);
+  const given = process.env.MINC_IMPORT_UUID;
+  if (given && !/^[0-9a-f]{64}$/.test(given)) throw usageError(`MINC_IMPORT_UUID ${JSON.stringify(given)} is not an id (64 hex digits)`);
+  const base = process.env.MINC_BASE_UUID ? store.resolveImage(process.env.MINC_BASE_UUID) : undefined;
+  out(await importTree(store, path, { id: given || undefined, base, name: envName() }));
+}
+
+async function commit(store: Store, ref: string): Promise<void> {
+  const id = store.resolveContainer(ref);
+  const dir = store.containerDir(id);
+  if (!fs.existsSync(`${dir}/storage`)) throw new MincError(`container ${id} has no storage yet (it never ran)`);
+  const utsname = store.containerName(id);
+  const name = envName() ?? (utsname && isName(utsname) ? utsname : undefined);
+  const base = store.containerBase(id);
+  store.layers(base);
+  out(await importTree(store, `${dir}/storage`, { base, name }));
+}
+
+// ---- mounts ----
+
+function coat(...args: string[]): void {
+  const argv = [backend("minc-coat"), ...args];
+  shown(quoteAll(argv));
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
+  if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
+  if (r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${r.status ?? r.signal})`, r.status ?? 1);
+}
+
+function removeContainer(store: Store, ref: string): void {
+  const id = store.resolveContainer(ref);
+  const dir = store.containerDir(id);
+  const pid = store.runningPid(id);
+  if (pid !== undefined) throw new MincError(`container ${id} is running (pid ${pid}): stop it first`);
+  if (mountsUnder(`${dir}/root`).length) {
+    step("Unmount the container's root first");
+    coat("unbind", dir);
+  }
+  store.removeContainer(id);
+}
+
+function config(store: Store, ref: string): void {
+  let image: string;
+  try {
+    image = store.resolveImage(ref);
+  } catch (e) {
+    if (!(e instanceof MincError) || !/^no such image/.test(e.message)) throw e;
+    let container: string;
+    try {
+      container = store.resolveContainer(ref);
+    } catch (e2) {
+      if (e2 instanceof MincError && /^no such container/.test(e2.message)) throw new MincError(`no such image or container: ${ref}`);
+      throw e2;
+    }
+    image = store.containerBase(container);
+  }
+  const json = store.config(image);
+  if (json !== undefined) out(json);
+}
+
+mainAsync(async () => {
+  const args = process.argv.slice(2);
+  const cmd = args[0];
+  if (cmd === undefined || cmd === "-h" || cmd === "--help") throw usageError(USAGE);
+  const store = new Store();
+  store.ensure();
+  switch (cmd) {
+    case "lc":
+    case "list":
+      return listContainers(store);
+    case "li":
+    case "images":
+      return listImages(store);
+    case "import":
+      return importPath(store, arg(args, 1, "PATH"));
+    case "commit":
+      return commit(store, arg(args, 1, "COID"));
+    case "fork":
+      return out(store.fork(arg(args, 1, "IMID")));
+    case "bind": {
+      const id = store.resolveContainer(arg(args, 1, "COID"));
+      coat("bind", store.containerDir(id), store.stack(store.containerBase(id)));
+      return out(id);
+    }
+    case "unbind":
+      return coat("unbind", store.containerDir(store.resolveContainer(arg(args, 1, "COID"))));
+    case "rm":
+      return removeContainer(store, arg(args, 1, "COID"));
+    case "rmi":
+      return store.removeImage(store.resolveImage(arg(args, 1, "IMID")));
+    case "pull":
+      return out(store.resolveImage(arg(args, 1, "IMID")));
+    case "dir":
+      return out(store.containerDir(store.resolveContainer(arg(args, 1, "COID"))));
+    case "idir":
+      return out(store.imageDir(store.resolveImage(arg(args, 1, "IMID"))));
+    case "imagestack":
+      return out(store.stack(store.resolveImage(arg(args, 1, "IMID"))));
+    case "baseid":
+      return out(store.containerBase(store.resolveContainer(arg(args, 1, "COID"))));
+    case "config":
+      return config(store, arg(args, 1, "ID"));
+    case "rename":
+      store.renameContainer(arg(args, 1, "COID"), arg(args, 2, "NAME"));
+      return;
+    case "renamei":
+    case "tag":
+      store.renameImage(arg(args, 1, "IMID"), arg(args, 2, "NAME"));
+      return;
+    default:
+      throw usageError(`unknown command ${cmd} (${USAGE})`);
+  }
+});

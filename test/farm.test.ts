@@ -1,0 +1,334 @@
+// minc-farm: the store of images and containers, its subcommands and
+// outputs, lookups by name and id prefix, commit, locking and staging, and
+// a store laid out by the shell MINCS.
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+import { alive, chainId, checkName, mincsDirFromConfig, sameName, storeDir } from "../lib/farm.ts";
+import { REPO, rootfs } from "./helpers.ts";
+
+const FARM = `${REPO}/libexec/minc-farm`;
+const skip = process.getuid?.() !== 0 ? "needs root (overlay mounts, owners, device nodes)" : undefined;
+if (skip) console.log(`# minc-farm tests skipped: ${skip}`);
+
+interface Result { status: number | null; stdout: string; stderr: string }
+
+let tmp = "";
+let store = "";
+
+function env(extra: NodeJS.ProcessEnv = {}, dir = store): NodeJS.ProcessEnv {
+  const e: NodeJS.ProcessEnv = { ...process.env, MINCS_DIR: dir, ...extra };
+  for (const k of ["MINC_DEBUG", "MINC_LONG_ID", "MINC_IMPORT_UUID", "MINC_IMPORT_NAME", "MINC_BASE_UUID", "MINC_ARCH"]) if (!(k in extra)) delete e[k];
+  return e;
+}
+
+function farmRun(args: string[], extra: NodeJS.ProcessEnv = {}, dir = store): Result {
+  const r = spawnSync(FARM, args, { encoding: "utf8", env: env(extra, dir), timeout: 60_000 });
+  if (r.error) throw r.error;
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function farm(args: string[], extra: NodeJS.ProcessEnv = {}, dir = store): string {
+  const r = farmRun(args, extra, dir);
+  assert.equal(r.status, 0, `minc-farm ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout.replace(/\n$/, "");
+}
+
+function fails(r: Result, status: number, message: RegExp): void {
+  assert.equal(r.status, status, `exit ${r.status}: ${r.stdout}${r.stderr}`);
+  assert.match(r.stderr, message);
+  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+}
+
+function sh(script: string): string {
+  const r = spawnSync("sh", ["-c", script], { encoding: "utf8", env: env() });
+  assert.equal(r.status, 0, `${script}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Mount the image's layers (imagestack) as an overlay in a private mount namespace and run a script in it. */
+function inOverlay(ref: string, script: string, dir = store): string {
+  const stack = farm(["imagestack", ref], {}, dir);
+  const d = mkdtempSync(`${tmp}/ov-`);
+  for (const s of ["upper", "work", "mnt"]) mkdirSync(`${d}/${s}`);
+  const r = spawnSync("unshare", ["-m", "sh", "-c", `mount -t overlay -o "lowerdir=$1,upperdir=$2/upper,workdir=$2/work" overlay "$2/mnt" && cd "$2/mnt" && ${script}`, "sh", stack, d], { encoding: "utf8" });
+  assert.equal(r.status, 0, `overlay: ${r.stderr}`);
+  return r.stdout;
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+const SYSTEM_STORE = "/var/lib/mincs";
+
+describe("minc-farm", { skip }, () => {
+  let busybox = "";
+  const systemStore = existsSync(SYSTEM_STORE);
+  before(() => {
+    tmp = mkdtempSync("/tmp/minc-test-farm-");
+    store = `${tmp}/store`;
+  });
+  after(() => {
+    rmSync(tmp, { recursive: true, force: true });
+    assert.equal(existsSync(SYSTEM_STORE), systemStore, "a test touched /var/lib/mincs");
+  });
+
+  test("import DIR: a layer of the directory, named by MINC_IMPORT_NAME, listed as MINCS lists", () => {
+    const r = farmRun(["import", rootfs()], { MINC_IMPORT_NAME: "busybox" });
+    assert.equal(r.status, 0, r.stderr);
+    busybox = r.stdout.trim();
+    assert.match(busybox, HEX64);
+    const dir = `${store}/images/${busybox}`;
+    assert.deepEqual(readdirSync(dir).sort(), ["name", "root", "storage"]);
+    assert.equal(readlinkSync(`${dir}/storage`), "root");
+    assert.equal(readFileSync(`${dir}/name`, "utf8"), "busybox\n");
+    assert.equal(readlinkSync(`${dir}/root/bin/sh`), "/bin/busybox");
+    assert.equal(lstatSync(`${dir}/root/tmp`).mode & 0o7777, 0o1777);
+    const list = farm(["li"]).split("\n");
+    assert.equal(list[0], "ID\t\tSIZE\tNAME");
+    assert.match(list[1], new RegExp(`^${busybox.slice(0, 12)}\\t[0-9.]+[KMG]?\\tbusybox$`));
+    const long = farm(["images"], { MINC_LONG_ID: "1" }).split("\n");
+    assert.equal(long[0], `ID${"\t".repeat(9)}SIZE\tNAME`);
+    assert.match(long[1], new RegExp(`^${busybox}\\t`));
+    assert.equal(farm(["idir", "busybox"]), dir);
+    assert.equal(farm(["pull", "busybox"]), busybox);
+    assert.equal(farm(["imagestack", "busybox"]), `${dir}/root`);
+    assert.equal(farm(["config", "busybox"]), "", "a directory has no config");
+    assert.deepEqual(readdirSync(`${store}/.staging`), []);
+  });
+
+  test("import of the same content again: the same id, nothing new", () => {
+    const r = farmRun(["import", rootfs()]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), busybox);
+    assert.match(r.stderr, /is already imported/);
+    assert.equal(readdirSync(`${store}/images`).length, 1);
+  });
+
+  test("MINC_IMPORT_UUID and MINC_BASE_UUID, as MINCS's marten set them", () => {
+    const extra = `${tmp}/extra`;
+    mkdirSync(`${extra}/etc`, { recursive: true });
+    writeFileSync(`${extra}/etc/motd`, "layered\n");
+    const id = "ab".repeat(32);
+    assert.equal(farm(["import", extra], { MINC_IMPORT_UUID: id, MINC_BASE_UUID: "busybox", MINC_IMPORT_NAME: "layered:1" }), id);
+    assert.equal(readFileSync(`${store}/images/${id}/baseid`, "utf8"), `${busybox}\n`);
+    assert.equal(farm(["imagestack", "layered:1"]), `${store}/images/${id}/root:${store}/images/${busybox}/root`);
+    assert.equal(inOverlay("layered:1", "cat etc/motd; test -x bin/busybox && echo busybox-too"), "layered\nbusybox-too\n");
+    fails(farmRun(["import", extra], { MINC_IMPORT_UUID: "not-an-id" }), 2, /MINC_IMPORT_UUID/);
+    fails(farmRun(["import", extra], { MINC_IMPORT_NAME: "../evil" }), 2, /MINC_IMPORT_NAME "\.\.\/evil" is not valid/);
+    fails(farmRun(["import", extra], { MINC_BASE_UUID: "nothing-here" }), 1, /no such image: nothing-here/);
+  });
+
+  test("fork, dir, baseid, lc; commit of the container's writes, whiteouts included; a container of the new image sees them", () => {
+    const c = farm(["fork", "busybox"]);
+    assert.match(c, HEX64);
+    const dir = `${store}/containers/${c}`;
+    assert.equal(farm(["dir", c.slice(0, 8)]), dir);
+    assert.deepEqual(readdirSync(dir).sort(), ["baseid", "root"]);
+    assert.equal(farm(["baseid", c]), busybox);
+    assert.match(farm(["lc"]), new RegExp(`^ID\\t\\tPID\\tNAME\\n(.*\\n)*${c.slice(0, 12)}\\t\\t<noname>$`, "m"));
+    fails(farmRun(["commit", c]), 1, /has no storage yet/);
+    // What a run of minc in it leaves: storage/ (the upper layer), utsname.
+    mkdirSync(`${dir}/storage/root`, { recursive: true });
+    writeFileSync(`${dir}/storage/root/note`, "written in the container\n");
+    sh(`mkdir -p ${dir}/storage/etc && mknod ${dir}/storage/etc/group c 0 0`);
+    writeFileSync(`${dir}/utsname`, "mybox\n");
+    assert.equal(farm(["dir", "mybox"]), dir);
+    const img = farm(["commit", "mybox"]);
+    assert.match(img, HEX64);
+    assert.equal(readFileSync(`${store}/images/${img}/baseid`, "utf8"), `${busybox}\n`);
+    assert.equal(readFileSync(`${store}/images/${img}/name`, "utf8"), "mybox\n", "named after the container, as MINCS did");
+    assert.equal(farm(["imagestack", img.slice(0, 12)]).split(":").length, 2);
+    const seen = inOverlay("mybox", "chroot . /bin/sh -c 'cat /root/note; test -e /etc/group || echo group-deleted; cat /etc/passwd | head -n 1'");
+    assert.equal(seen, "written in the container\ngroup-deleted\nroot:x:0:0:root:/root:/bin/sh\n");
+    // A new container of the committed image: its stack is the committed layer over busybox.
+    const c2 = farm(["fork", "mybox"]);
+    assert.equal(farm(["baseid", c2]), img);
+    assert.equal(farm(["config", c2]), "");
+  });
+
+  test("bind and unbind mount a container's root (minc-coat); rm of a mounted container unmounts it", () => {
+    const c = farm(["fork", "layered:1"]);
+    const dir = `${store}/containers/${c}`;
+    const out = sh(`unshare -m sh -c '${FARM} bind ${c} && cat ${dir}/root/etc/motd && echo hi > ${dir}/root/new && ${FARM} unbind ${c} && test ! -e ${dir}/root/new && echo unbound && ${FARM} bind ${c} >/dev/null && ${FARM} rm ${c} && echo removed'`);
+    assert.equal(out, `${c}\nlayered\nunbound\nremoved\n`);
+    assert.equal(existsSync(dir), false);
+  });
+
+  test("lookups: exact names, NAME:latest, unique id prefixes; ambiguous and missing ones are errors", () => {
+    const dir = `${tmp}/tiny`;
+    mkdirSync(dir);
+    writeFileSync(`${dir}/x`, "x");
+    const a = `cafe${"0".repeat(59)}1`;
+    const b = `cafe${"0".repeat(59)}2`;
+    farm(["import", dir], { MINC_IMPORT_UUID: a, MINC_IMPORT_NAME: "plain" });
+    farm(["import", dir], { MINC_IMPORT_UUID: b, MINC_IMPORT_NAME: "tagged:latest" });
+    const amb = farmRun(["idir", "cafe"]);
+    fails(amb, 1, /image cafe is ambiguous: it matches/);
+    assert.match(amb.stderr, new RegExp(`${a}, ${b}`));
+    assert.equal(farm(["pull", a]), a);
+    assert.equal(farm(["pull", "plain:latest"]), a);
+    assert.equal(farm(["pull", "tagged"]), b);
+    fails(farmRun(["pull", "nothing"]), 1, /no such image: nothing/);
+    fails(farmRun(["dir", "nothing"]), 1, /no such container: nothing/);
+    fails(farmRun(["idir", "../etc"]), 2, /not a valid name or id/);
+    fails(farmRun(["idir", "-x"]), 2, /not a valid name or id/);
+    fails(farmRun(["idir"]), 2, /IMID missing/);
+    fails(farmRun(["bogus"]), 2, /unknown command bogus/);
+    fails(farmRun(["renamei", "plain", "a/b"]), 2, /name "a\/b" is not valid/);
+    fails(farmRun(["renamei", "plain", "tagged"]), 2, /tagged is already used by image/);
+    fails(farmRun(["import", `${tmp}/no-such-dir`]), 2, /no such file or directory/);
+    farm(["rmi", a]);
+    farm(["rmi", "tagged"]);
+    fails(farmRun(["pull", "cafe"]), 1, /no such image: cafe/);
+  });
+
+  test("rm refuses a running container, rmi an image something depends on", () => {
+    const c = farm(["fork", "busybox"]);
+    writeFileSync(`${store}/containers/${c}/pid`, `${process.pid}\n`);
+    assert.match(farm(["lc"]), new RegExp(`^${c.slice(0, 12)}\\t${process.pid}\\t<noname>$`, "m"));
+    fails(farmRun(["rm", c]), 1, /is running/);
+    fails(farmRun(["rmi", "busybox"]), 1, /is used by the containers/);
+    const dead = spawnSync("true").pid!;
+    writeFileSync(`${store}/containers/${c}/pid`, `${dead}\n`);
+    farm(["rm", c]);
+    assert.equal(existsSync(`${store}/containers/${c}`), false);
+    for (const other of readdirSync(`${store}/containers`)) farm(["rm", other]);
+    fails(farmRun(["rmi", "busybox"]), 1, /is the base of the images/);
+  });
+
+  test("two imports at once, of the same and of different directories", async () => {
+    const dirs = ["c1", "c2"].map((n) => {
+      const d = `${tmp}/${n}`;
+      cpSync(rootfs(), d, { recursive: true, verbatimSymlinks: true });
+      writeFileSync(`${d}/which`, n);
+      return d;
+    });
+    const run = (dir: string): Promise<Result> => new Promise((resolve) => {
+      const child = spawn(FARM, ["import", dir], { env: env() });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (c: Buffer) => { stdout += c; });
+      child.stderr.on("data", (c: Buffer) => { stderr += c; });
+      child.on("close", (status) => resolve({ status, stdout, stderr }));
+    });
+    const before = readdirSync(`${store}/images`).length;
+    const rs = await Promise.all([run(dirs[0]), run(dirs[0]), run(dirs[1]), run(dirs[1]), run(dirs[0])]);
+    for (const r of rs) assert.equal(r.status, 0, r.stderr);
+    const ids = rs.map((r) => r.stdout.trim());
+    assert.equal(new Set(ids).size, 2);
+    assert.equal(ids[0], ids[1]);
+    assert.equal(ids[2], ids[3]);
+    assert.equal(readdirSync(`${store}/images`).length, before + 2);
+    assert.equal(readFileSync(`${store}/images/${ids[2]}/root/which`, "utf8"), "c2");
+    assert.deepEqual(readdirSync(`${store}/.staging`), []);
+  });
+
+  test("a staging directory of a process that is gone is removed by the next import", () => {
+    const dead = spawnSync("true").pid!;
+    const stale = `${store}/.staging/${dead}-import-0123456789ab`;
+    mkdirSync(`${stale}/root/deep`, { recursive: true });
+    writeFileSync(`${stale}/root/deep/f`, "half an import");
+    const mine = `${store}/.staging/${process.pid}-import-0123456789ab`;
+    mkdirSync(mine);
+    const dir = `${tmp}/stale-test`;
+    mkdirSync(dir);
+    farm(["import", dir]);
+    assert.deepEqual(readdirSync(`${store}/.staging`), [`${process.pid}-import-0123456789ab`], "a live process's staging directory must stay");
+    rmSync(mine, { recursive: true });
+  });
+
+  test("--debug (MINC_DEBUG=1) shows each step and command", () => {
+    const dir = `${tmp}/traced`;
+    mkdirSync(dir);
+    writeFileSync(`${dir}/t`, "t");
+    const r = farmRun(["import", dir], { MINC_DEBUG: "1" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /^# Copy .* into the staging directory$/m);
+    assert.match(r.stderr, /^\+ cp -a -- .*\/traced .*\/\.staging\/\d+-import-[0-9a-f]+\/root$/m);
+    assert.match(r.stderr, /^\+ flock -w 300 3$/m);
+    assert.match(r.stderr, /^\+ mv .*\/\.staging\/\S+ .*\/images\/[0-9a-f]{64}$/m);
+  });
+
+  test("a store laid out by the shell MINCS is read and run; this one's files are as the shell MINCS writes them", () => {
+    const shell = `${tmp}/shell-store`;
+    const id1 = "1".repeat(64);
+    const id2 = "2".repeat(64);
+    const cid = "3".repeat(64);
+    // As the shell minc-farm's import, deliver and marten's rename did it.
+    mkdirSync(`${shell}/images/${id1}`, { recursive: true });
+    cpSync(rootfs(), `${shell}/images/${id1}/root`, { recursive: true, verbatimSymlinks: true });
+    symlinkSync("root", `${shell}/images/${id1}/storage`);
+    writeFileSync(`${shell}/images/${id1}/name`, "shellimg\n");
+    mkdirSync(`${shell}/images/${id2}/root/etc`, { recursive: true });
+    writeFileSync(`${shell}/images/${id2}/root/etc/motd`, "from the shell store\n");
+    symlinkSync("root", `${shell}/images/${id2}/storage`);
+    writeFileSync(`${shell}/images/${id2}/baseid`, `${id1}\n`);
+    mkdirSync(`${shell}/containers/${cid}/root`, { recursive: true });
+    writeFileSync(`${shell}/containers/${cid}/baseid`, `${id2}\n`);
+    writeFileSync(`${shell}/containers/${cid}/utsname`, "shellbox\n");
+
+    const li = farm(["li"], {}, shell);
+    assert.match(li, /^111111111111\t\S+\tshellimg$/m);
+    assert.match(li, /^222222222222\t\S+\t\(noname\)$/m);
+    assert.match(farm(["lc"], {}, shell), /^333333333333\t\tshellbox$/m);
+    assert.equal(farm(["imagestack", "2222"], {}, shell), `${shell}/images/${id2}/root:${shell}/images/${id1}/root`);
+    assert.equal(farm(["baseid", "shellbox"], {}, shell), id2);
+    assert.equal(inOverlay("22", "chroot . /bin/cat /etc/motd", shell), "from the shell store\n");
+    fails(farmRun(["rmi", "shellimg"], {}, shell), 1, /is the base of the images/);
+    mkdirSync(`${shell}/containers/${cid}/storage`);
+    writeFileSync(`${shell}/containers/${cid}/storage/committed`, "yes\n");
+    const img = farm(["commit", "shellbox"], {}, shell);
+    assert.equal(inOverlay(img, "cat committed etc/motd", shell), "yes\nfrom the shell store\n");
+
+    // What this minc-farm wrote, in the shell MINCS's own form.
+    const dir = `${shell}/images/${img}`;
+    assert.deepEqual(readdirSync(dir).sort(), ["baseid", "name", "root", "storage"]);
+    assert.equal(readlinkSync(`${dir}/storage`), "root");
+    assert.equal(readFileSync(`${dir}/baseid`, "utf8"), `${id2}\n`);
+    assert.equal(readFileSync(`${dir}/name`, "utf8"), "shellbox\n");
+    assert.deepEqual(readdirSync(shell).sort(), [".lock", ".staging", "containers", "images"]);
+  });
+});
+
+describe("the store's pieces", () => {
+  test("MINCS_DIR from the environment, else from /etc/mincs.conf (read, not run), else /var/lib/mincs", () => {
+    const dir = mkdtempSync("/tmp/minc-test-conf-");
+    try {
+      const conf = `${dir}/mincs.conf`;
+      writeFileSync(conf, "# comment\nMINCS_DIR=/srv/first\nexport MINCS_DIR='/srv/mincs' # the store\nOTHER=$(rm -rf /)\n");
+      assert.equal(storeDir({}, conf), "/srv/mincs");
+      assert.equal(storeDir({ MINCS_DIR: "/from/env/" }, conf), "/from/env");
+      assert.equal(storeDir({}, `${dir}/none`), "/var/lib/mincs");
+      assert.equal(mincsDirFromConfig('MINCS_DIR="/quoted"'), "/quoted");
+      assert.equal(mincsDirFromConfig("MINCS_DIR=$(evil)"), undefined);
+      assert.equal(mincsDirFromConfig("MINCS_DIR=`evil`"), undefined);
+      assert.throws(() => storeDir({ MINCS_DIR: "relative" }), /absolute/);
+      assert.throws(() => storeDir({ MINCS_DIR: "/a:b" }), /cannot hold overlay layers/);
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+  });
+
+  test("ChainIDs as the OCI image spec defines them", () => {
+    const d1 = `sha256:${"a".repeat(64)}`;
+    const d2 = `sha256:${"b".repeat(64)}`;
+    assert.equal(chainId(undefined, d1), "a".repeat(64));
+    // printf 'sha256:aaa... sha256:bbb...' | sha256sum
+    const expected = spawnSync("sh", ["-c", `printf '%s' 'sha256:${"a".repeat(64)} ${d2}' | sha256sum | cut -d' ' -f1`], { encoding: "utf8" }).stdout.trim();
+    assert.equal(chainId("a".repeat(64), d2), expected);
+  });
+
+  test("names: a sane charset, no /, no .., no leading . or -; NAME is NAME:latest", () => {
+    for (const good of ["alpine", "alpine:3.20", "my_img-1.0", "app@x", "A+b"]) assert.equal(checkName(good), good);
+    for (const bad of ["", "a/b", "..", "a..b", ".hidden", "-opt", "a b", "x\n", "é"]) assert.throws(() => checkName(bad), /not valid/);
+    assert.ok(sameName("alpine", "alpine:latest"));
+    assert.ok(!sameName("alpine", "alpine:3"));
+  });
+
+  test("a process that is gone is not alive; this one is", () => {
+    assert.ok(alive(process.pid));
+    assert.ok(!alive(spawnSync("true").pid!));
+    assert.ok(!alive(0));
+  });
+});

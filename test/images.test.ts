@@ -1,0 +1,97 @@
+// Images end to end: marten pull from a registry on 127.0.0.1 and marten
+// import, then minc -r IMAGE and minc -t CONTAINER on the image store.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, cpSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+import { REPO, cannotBoot, cleanEnv, leftovers, rootfs, type Run } from "./helpers.ts";
+import { buildImage, cannotRunRegistry, push, scratch, startRegistry, stopAll, type FileEntry, type Registry } from "./registry-fixture.ts";
+
+const skip = cannotBoot() ?? cannotRunRegistry();
+if (skip) console.log(`# skipping the image tests: ${skip}`);
+
+let store = "";
+let registry: Registry | undefined;
+const env = (): NodeJS.ProcessEnv => cleanEnv({ MINCS_DIR: store });
+
+function run(program: string, args: string[]): Run {
+  const r = spawnSync(`${REPO}/bin/${program}`, args, { encoding: "utf8", env: env(), input: "", timeout: 60_000 });
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A busybox userland as one layer: the static binary and the applets the tests use. */
+function busyboxLayer(): Record<string, FileEntry> {
+  const layer: Record<string, FileEntry> = { "bin/busybox": { content: readFileSync(`${rootfs()}/bin/busybox`), mode: 0o755 } };
+  for (const applet of ["sh", "cat", "ls", "echo", "pwd", "env", "id", "test"]) layer[`bin/${applet}`] = { symlink: "busybox" };
+  return layer;
+}
+
+describe("images", { skip }, () => {
+  before(async () => {
+    store = mkdtempSync("/tmp/minc-test-store-");
+    registry = await startRegistry();
+    const layout = scratch("minc-test-layout-");
+    buildImage(layout, "1", {
+      layers: [
+        { ...busyboxLayer(), "etc/old": "from the lower layer\n", "data/a": "lower\n" },
+        { "etc/.wh.old": "", "data/.wh..wh..opq": "", "data/b": "upper\n", "app/hello.txt": "hi\n" },
+      ],
+      config: { Entrypoint: ["/bin/sh", "-c"], Cmd: ["echo entry:$GREETING; pwd"], Env: ["GREETING=hello", "PATH=/bin"], WorkingDir: "/app" },
+    });
+    await push(layout, "1", `${registry.host}/library/app:1`);
+  });
+  after(async () => {
+    await stopAll();
+    rmSync(store, { recursive: true, force: true });
+    assert.deepEqual(leftovers(), []);
+  });
+
+  test("marten pull, then minc -r IMAGE runs its entrypoint with its environment and working directory", () => {
+    const p = run("marten", ["pull", `${registry!.host}/library/app:1`]);
+    assert.equal(p.status, 0, p.stderr);
+    const li = run("marten", ["li"]);
+    assert.match(li.stdout, /app:1/, li.stdout);
+    const r = run("minc", ["-r", "app:1"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "entry:hello\n/app\n");
+    assert.match(r.stderr, /^[0-9a-f]{64}$/m, "the new container's id");
+  });
+
+  test("a whiteout deletes a lower file, an opaque directory hides the lower one", () => {
+    const r = run("minc", ["-r", "app:1", "sh", "-c", "test -e /etc/old && echo old-is-back; ls /data; cat /app/hello.txt"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "b\nhi\n");
+  });
+
+  test("minc -t CONTAINER reuses the container and sees its writes", () => {
+    const first = run("minc", ["-r", "app:1", "sh", "-c", "echo kept > /app/state"]);
+    assert.equal(first.status, 0, first.stderr);
+    const id = /^([0-9a-f]{64})$/m.exec(first.stderr)![1];
+    const again = run("minc", ["-t", id.slice(0, 12), "cat", "/app/state"]);
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.stdout, "kept\n");
+    assert.match(run("marten", ["lc"]).stdout, new RegExp(id.slice(0, 12)));
+  });
+
+  test("marten import DIR, then minc -r NAME", () => {
+    const dir = mkdtempSync("/tmp/minc-test-import-");
+    try {
+      cpSync(rootfs(), dir, { recursive: true, verbatimSymlinks: true });
+      writeFileSync(`${dir}/marker`, "imported\n");
+      const i = run("marten", ["import", dir, "--name", "localimg"]);
+      assert.equal(i.status, 0, i.stderr);
+      const r = run("minc", ["-r", "localimg", "cat", "/marker"]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, "imported\n");
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+  });
+
+  test("an image that is not in the store: exit 2, no container made", () => {
+    const before = run("marten", ["lc"]).stdout;
+    const r = run("minc", ["-r", "no-such-image", "true"]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(run("marten", ["lc"]).stdout, before);
+  });
+});

@@ -1,0 +1,171 @@
+// Unpacking image layers (lib/layer.ts): what is kept, whiteouts in
+// overlayfs form, compression, digests, and the archives that are refused.
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { Readable } from "node:stream";
+import { after, before, describe, test } from "node:test";
+import { gzipSync, zstdCompressSync } from "node:zlib";
+import { entryParts, sniff, unpackLayer } from "../lib/layer.ts";
+import { makeTar, T0, type E } from "./tar.ts";
+
+const skip = process.getuid?.() !== 0 ? "needs root (owners, device nodes, trusted.* xattrs)" : undefined;
+if (skip) console.log(`# layer tests skipped: ${skip}`);
+
+const sha = (b: Buffer): string => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+
+function getfattr(path: string, name: string): string | undefined {
+  const r = spawnSync("getfattr", ["-h", "--only-values", "-n", name, path], { encoding: "utf8" });
+  return r.status === 0 ? r.stdout : undefined;
+}
+
+describe("unpacking a layer", { skip }, () => {
+  let tmp = "";
+  let n = 0;
+  const fresh = (): string => {
+    const d = `${tmp}/dest${n++}`;
+    mkdirSync(d);
+    return d;
+  };
+  before(() => { tmp = mkdtempSync("/tmp/minc-test-layer-"); });
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+
+  test("keeps files, directories, owners, modes, mtimes, links, devices, fifos and user xattrs", async () => {
+    const layer = await makeTar([
+      { name: "etc/", type: "directory", mode: 0o750, uid: 12, gid: 34, mtime: new Date(1_500_000_000_000) },
+      { name: "etc/conf", data: "hello\n", mode: 0o640, uid: 1000, gid: 1001, pax: { "SCHILY.xattr.user.note": "kept" } },
+      { name: "bin/suid", data: "x", mode: 0o4755 },
+      { name: "link", type: "symlink", linkname: "/etc/conf", uid: 5, gid: 6 },
+      { name: "hard", type: "link", linkname: "etc/conf" },
+      { name: "dev/null", type: "character-device", devmajor: 1, devminor: 3, mode: 0o666 },
+      { name: "pipe", type: "fifo", mode: 0o600 },
+      { name: "deep/er/file", data: "implicit parents" },
+    ]);
+    const dest = fresh();
+    const r = await unpackLayer(Readable.from([layer]), dest);
+    assert.equal(r.diffId, sha(layer));
+    assert.equal(r.digest, sha(layer));
+    assert.equal(r.compression, "none");
+    const conf = lstatSync(`${dest}/etc/conf`);
+    assert.equal(readFileSync(`${dest}/etc/conf`, "utf8"), "hello\n");
+    assert.equal(conf.mode & 0o7777, 0o640);
+    assert.equal(conf.uid, 1000);
+    assert.equal(conf.gid, 1001);
+    assert.equal(conf.mtimeMs, T0.getTime());
+    const etc = lstatSync(`${dest}/etc`);
+    assert.equal(etc.mode & 0o7777, 0o750);
+    assert.equal(etc.uid, 12);
+    assert.equal(etc.mtimeMs, 1_500_000_000_000, "a directory's mtime is set after its files");
+    assert.equal(lstatSync(`${dest}/bin/suid`).mode & 0o7777, 0o4755);
+    assert.equal(readlinkSync(`${dest}/link`), "/etc/conf");
+    assert.equal(lstatSync(`${dest}/link`).uid, 5);
+    assert.equal(lstatSync(`${dest}/hard`).ino, conf.ino);
+    const dev = lstatSync(`${dest}/dev/null`);
+    assert.ok(dev.isCharacterDevice());
+    assert.equal(dev.rdev, (1 << 8) | 3);
+    assert.ok(lstatSync(`${dest}/pipe`).isFIFO());
+    assert.equal(readFileSync(`${dest}/deep/er/file`, "utf8"), "implicit parents");
+    assert.equal(getfattr(`${dest}/etc/conf`, "user.note"), "kept");
+  });
+
+  test("whiteouts become overlayfs whiteouts: a 0/0 character device, the opaque xattr", async () => {
+    const layer = await makeTar([
+      { name: ".wh.gone", data: "" },
+      { name: "dir/", type: "directory" },
+      { name: "dir/.wh..wh..opq", data: "" },
+      { name: "dir/new", data: "new" },
+      { name: "sub/.wh.old", data: "" },
+      { name: ".wh..wh.plnk", type: "directory" },
+      { name: "kept", data: "mine" },
+      { name: ".wh.kept", data: "" },
+    ]);
+    const dest = fresh();
+    const r = await unpackLayer(Readable.from([layer]), dest);
+    assert.equal(r.whiteouts, 2);
+    assert.equal(r.opaques, 1);
+    for (const w of ["gone", "sub/old"]) {
+      const st = lstatSync(`${dest}/${w}`);
+      assert.ok(st.isCharacterDevice() && st.rdev === 0, `${w} is not a whiteout`);
+    }
+    assert.equal(getfattr(`${dest}/dir`, "trusted.overlay.opaque"), "y");
+    assert.deepEqual(readdirSync(`${dest}/dir`), ["new"]);
+    assert.equal(existsSync(`${dest}/.wh.gone`), false);
+    assert.equal(existsSync(`${dest}/.wh..wh.plnk`), false);
+    assert.equal(readFileSync(`${dest}/kept`, "utf8"), "mine", "a whiteout hides the lower layers' file, not this layer's");
+  });
+
+  test("overlayfs xattrs from the archive itself are not set", async () => {
+    const layer = await makeTar([{ name: "d/", type: "directory", pax: { "SCHILY.xattr.trusted.overlay.opaque": "y", "SCHILY.xattr.trusted.overlay.redirect": "/etc" } }]);
+    const dest = fresh();
+    await unpackLayer(Readable.from([layer]), dest);
+    assert.equal(getfattr(`${dest}/d`, "trusted.overlay.opaque"), undefined);
+    assert.equal(getfattr(`${dest}/d`, "trusted.overlay.redirect"), undefined);
+  });
+
+  test("gzip and zstd are recognized by their magic; the DiffID is of the plain tar, the digest of the blob", async () => {
+    const layer = await makeTar([{ name: "f", data: "x".repeat(100_000) }]);
+    for (const [kind, blob] of [["gzip", gzipSync(layer)], ["zstd", zstdCompressSync(layer)]] as const) {
+      assert.equal(sniff(blob), kind);
+      const dest = fresh();
+      const r = await unpackLayer(Readable.from([blob]), dest, { diffId: sha(layer) });
+      assert.equal(r.compression, kind);
+      assert.equal(r.diffId, sha(layer));
+      assert.equal(r.digest, sha(blob));
+      assert.equal(r.size, blob.length);
+      assert.equal(readFileSync(`${dest}/f`, "utf8").length, 100_000);
+    }
+  });
+
+  test("a DiffID that does not match is an error", async () => {
+    const layer = await makeTar([{ name: "f", data: "x" }]);
+    await assert.rejects(unpackLayer(Readable.from([layer]), fresh(), { diffId: sha(Buffer.from("other")) }), /does not match its diff_id/);
+  });
+
+  test("corrupt input is an error: truncated gzip, not a tar at all", async () => {
+    const layer = await makeTar([{ name: "big", data: Buffer.alloc(300_000, 7) }, { name: "after", data: "y" }]);
+    const gz = gzipSync(layer);
+    await assert.rejects(unpackLayer(Readable.from([gz.subarray(0, gz.length >> 1)]), fresh()), /decompress|tar/);
+    await assert.rejects(unpackLayer(Readable.from([Buffer.alloc(4096, 0x41)]), fresh()), /not a valid tar/);
+    await assert.rejects(unpackLayer(Readable.from([layer.subarray(0, 2000)]), fresh()), /not a valid tar/);
+  });
+
+  describe("refused archives write nothing outside the layer", () => {
+    const cases: [string, (outside: string) => E[], RegExp][] = [
+      ["a ../ path", () => [{ name: "ok", data: "" }, { name: "../escape", data: "pwned" }], /"\.\." component/],
+      ["a ../ path deeper down", () => [{ name: "a/b/../../../escape", data: "pwned" }], /"\.\." component/],
+      ["an absolute path", (o) => [{ name: `${o}/escape`, data: "pwned" }], /absolute path/],
+      ["a file through a symlink to outside", (o) => [{ name: "evil", type: "symlink", linkname: o }, { name: "evil/escape", data: "pwned" }], /symbolic link evil/],
+      ["a file through a relative symlink up", () => [{ name: "up", type: "symlink", linkname: "../.." }, { name: "up/escape", data: "pwned" }], /symbolic link up/],
+      ["a directory through a symlink", (o) => [{ name: "evil", type: "symlink", linkname: o }, { name: "evil/escape/", type: "directory" }], /symbolic link evil/],
+      ["a whiteout through a symlink", (o) => [{ name: "evil", type: "symlink", linkname: o }, { name: "evil/.wh.escape", data: "" }], /symbolic link evil/],
+      ["an opaque marker through a symlink", (o) => [{ name: "evil", type: "symlink", linkname: o }, { name: "evil/.wh..wh..opq", data: "" }], /symbolic link evil/],
+      ["a hardlink to outside", () => [{ name: "escape", type: "link", linkname: "../../etc/passwd" }], /points outside the layer/],
+      ["a hardlink to an absolute path", () => [{ name: "escape", type: "link", linkname: "/etc/passwd" }], /points outside the layer/],
+      ["a hardlink through a symlink", (o) => [{ name: "evil", type: "symlink", linkname: o }, { name: "escape", type: "link", linkname: "evil/target" }], /points through evil/],
+      ["a hardlink to nothing of the layer", () => [{ name: "escape", type: "link", linkname: "etc/shadow" }], /not in the layer/],
+    ];
+    for (const [what, entries, message] of cases) {
+      test(what, async () => {
+        const base = `${tmp}/case${n++}`;
+        const dest = `${base}/layer`;
+        const outside = `${base}/outside`;
+        mkdirSync(dest, { recursive: true });
+        mkdirSync(outside);
+        execFileSync("sh", ["-c", `echo secret > ${outside}/target`]);
+        const layer = await makeTar(entries(outside));
+        await assert.rejects(unpackLayer(Readable.from([layer]), dest), message);
+        assert.deepEqual(readdirSync(outside), ["target"], "something was written outside the layer");
+        assert.deepEqual(readdirSync(base).sort(), ["layer", "outside"]);
+        assert.equal(readFileSync(`${outside}/target`, "utf8"), "secret\n");
+      });
+    }
+  });
+
+  test("entry paths: ./ prefixes are fine, .. and absolute ones are not", () => {
+    assert.deepEqual(entryParts("./a/./b/"), ["a", "b"]);
+    assert.deepEqual(entryParts("./"), []);
+    assert.throws(() => entryParts("a/../b"), /\.\./);
+    assert.throws(() => entryParts("/a"), /absolute/);
+  });
+});
