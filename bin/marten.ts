@@ -74,7 +74,8 @@ function pull(ref: string, o: PullOptions): number {
     shown(`mkdir ${quote(layout)}`);
     fs.mkdirSync(layout);
     step(`Download ${ref} into ${layout} as an OCI image layout`);
-    const env: Env = { MINC_ARCH: o.arch, MINC_PULL_INSECURE: o.insecure ? "1" : undefined, MINC_PULL_USER: o.user };
+    // Layers the store has already (by their ChainIDs) are not downloaded again.
+    const env: Env = { MINC_ARCH: o.arch, MINC_PULL_INSECURE: o.insecure ? "1" : undefined, MINC_PULL_USER: o.user, MINC_PULL_HAVE: store.images };
     const masked: Env = { ...env, MINC_PULL_USER: o.user?.replace(/:.*$/, ":***") };
     // What it prints (the manifest's digest) goes to stderr: marten pull prints the image's id.
     const s = runBackend("minc-smuggler", [ref, layout], env, masked, true);

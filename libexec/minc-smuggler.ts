@@ -14,11 +14,14 @@
 //   MINC_PULL_USER       user:password (else ~/.docker/config.json "auths", else anonymous)
 //   MINC_PULL_INSECURE=1 allow plain HTTP to a registry not on the loopback
 //   MINC_PULL_CACHE=DIR  blobs already in DIR/blobs/sha256 are not downloaded again; new ones are added
+//   MINC_PULL_HAVE=DIR   layers whose ChainID names a directory in DIR (an image store's images/,
+//                        as marten passes) are in the store already: they are not downloaded
 //   MINC_DEBUG=1         the trace: each step, each request as the curl line that does the same
 import { readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { copyFile, link, mkdir, rename } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { MincError, main, usageError, warn } from "../lib/fail.ts";
+import { chainId } from "../lib/farm.ts";
 import { formatReference, parseReference, type Reference } from "../lib/reference.ts";
 import {
   Progress, RegistryClient, checkImage, dockerConfigCredentials, formatBytes, formatPlatform, hasBlob, hostPlatform,
@@ -330,12 +333,15 @@ class Pull {
     const layers = manifest.layers.filter((l) => !seen.has(l.digest) && seen.add(l.digest));
     const short = (d: Descriptor) => d.digest.slice(0, 19);
     const configRow = this.progress.add(`config ${short(config)}`, config.size);
-    const rows = layers.map((l) => this.progress.add(`layer ${manifest.layers.indexOf(l) + 1}/${manifest.layers.length} ${short(l)}`, l.size));
     step(`Download the config, check its size and sha256`);
     await this.blob(config, configRow, `the config ${config.digest}`);
     const image = this.readConfig(config, manifest.layers.length, what);
-    if (layers.length) step(`Download the layers, ${PARALLEL} at a time, each checked for its size and sha256 as it comes`);
-    await pool(layers.map((l, i) => [l, i] as const), PARALLEL, this.controller, ([l, i]) => this.blob(l, rows[i], `layer ${l.digest}`));
+    const have = storeHas(image.diffIds, manifest.layers);
+    if (have.size) step(`${have.size} of the layers are in the image store already (${process.env.MINC_PULL_HAVE}): not downloaded`);
+    const wanted = layers.filter((l) => !have.has(l.digest));
+    const rows = wanted.map((l) => this.progress.add(`layer ${manifest.layers.indexOf(l) + 1}/${manifest.layers.length} ${short(l)}`, l.size));
+    if (wanted.length) step(`Download the layers, ${PARALLEL} at a time, each checked for its size and sha256 as it comes`);
+    await pool(wanted.map((l, i) => [l, i] as const), PARALLEL, this.controller, ([l, i]) => this.blob(l, rows[i], `layer ${l.digest}`));
     this.progress.finish();
 
     step("Write the layout's oci-layout and index.json (one manifest, named by its tag)");
@@ -364,7 +370,7 @@ class Pull {
   }
 
   /** The config must be an image config with one diff_id per layer. */
-  private readConfig(d: Descriptor, layers: number, what: string): { architecture: string; os: string; variant?: string } {
+  private readConfig(d: Descriptor, layers: number, what: string): { architecture: string; os: string; variant?: string; diffIds: string[] } {
     let config: { architecture?: unknown; os?: unknown; variant?: unknown; rootfs?: { diff_ids?: unknown } };
     try {
       config = JSON.parse(readFileSync(blobPath(this.s.dest, d.digest), "utf8"));
@@ -379,8 +385,21 @@ class Pull {
     if (p.architecture && (p.architecture !== this.s.want.architecture || p.os !== this.s.want.os)) {
       warn(`${what} is an image for ${formatPlatform(p)}, not ${formatPlatform(this.s.want)}`);
     }
-    return p;
+    return { ...p, diffIds: diffIds.map(String) };
   }
+}
+
+/** The digests of the layers an image store (MINC_PULL_HAVE) has already, known by their ChainIDs. */
+function storeHas(diffIds: string[], layers: readonly Descriptor[]): Set<string> {
+  const have = new Set<string>();
+  const dir = process.env.MINC_PULL_HAVE;
+  if (!dir) return have;
+  let chain: string | undefined;
+  diffIds.forEach((diffId, i) => {
+    chain = chainId(chain, diffId);
+    if (existsFile(join(dir, chain, "root"))) have.add(layers[i].digest);
+  });
+  return have;
 }
 
 /** Partial files of an earlier pull that was killed (SIGKILL: no chance to clean up). */

@@ -57,6 +57,32 @@ describe("images", { skip }, () => {
     assert.match(r.stderr, /^[0-9a-f]{64}$/m, "the new container's id");
   });
 
+  test("a second pull downloads no layer the store has; a Docker schema2 image pulls and runs too", async () => {
+    const again = spawnSync(`${REPO}/bin/marten`, ["--debug", "pull", `${registry!.host}/library/app:1`], { encoding: "utf8", env: env(), input: "" });
+    assert.equal(again.status, 0, again.stderr);
+    assert.match(again.stderr, /2 of the layers are in the image store already/);
+    assert.doesNotMatch(again.stderr, /Download the layers/);
+    const layout = scratch("minc-test-layout-");
+    buildImage(layout, "2", { layers: [busyboxLayer()], config: { Cmd: ["echo", "schema2"], Env: ["PATH=/bin"] } });
+    await push(layout, "2", `${registry!.host}/library/old:2`, { format: "v2s2" });
+    assert.equal(run("marten", ["pull", `${registry!.host}/library/old:2`]).status, 0);
+    const r = run("minc", ["-r", "old:2"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "schema2\n");
+  });
+
+  test("marten commit of a container that wrote a file: a new container of the committed image sees it", () => {
+    const first = run("minc", ["-r", "app:1", "--name", "committer", "sh", "-c", "echo committed > /app/made"]);
+    assert.equal(first.status, 0, first.stderr);
+    const id = /^([0-9a-f]{64})$/m.exec(first.stderr)![1];
+    const c = run("marten", ["commit", id.slice(0, 12)]);
+    assert.equal(c.status, 0, c.stderr);
+    const image = c.stdout.trim().split("\n").pop()!;
+    const r = run("minc", ["-r", image.slice(0, 16), "cat", "/app/made"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "committed\n");
+  });
+
   test("a whiteout deletes a lower file, an opaque directory hides the lower one", () => {
     const r = run("minc", ["-r", "app:1", "sh", "-c", "test -e /etc/old && echo old-is-back; ls /data; cat /app/hello.txt"]);
     assert.equal(r.status, 0, r.stderr);

@@ -120,6 +120,7 @@ describe("networking", { skip }, () => {
         page = spawnSync("ip", ["netns", "exec", ns, `${rootfs()}/bin/busybox`, "wget", "-q", "-O", "-", "http://203.0.113.1:18083/"], { encoding: "utf8", timeout: 3000 }).stdout ?? "";
       }
       assert.equal(page, "seen from outside\n");
+      for (let t = 0; t < 3000 && !out.includes("\n"); t += 50) await sleep(50); // the pipe is read between awaits
       assert.match(out, /^source: 203\.0\.113\.1$/m, "the outside host must see the host's address (MASQUERADE)");
     } finally {
       const ended = child && child.exitCode === null ? new Promise((res) => child!.once("exit", res)) : Promise.resolve();
