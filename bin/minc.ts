@@ -6,7 +6,7 @@
 // waiter, libexec/minc-waiter.sh) that minc becomes by execve, so no Node
 // process stays resident while the container runs.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, openSync, realpathSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, openSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { basename, resolve } from "node:path";
 import { anyLimit, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
 import { parsePortMap } from "../lib/dens.ts";
@@ -176,7 +176,7 @@ function planFrom(args: ParsedArgs): Plan {
     MINC_NOPRIV: "",
     MINC_QEMU: "",
     MINC_PORT_MAP: "",
-    MINC_ARCH: process.arch === "x64" ? "x86_64" : process.arch,
+    MINC_ARCH: hostArch(),
     MINC_BACKGROUND: has(args, "background") ? "1" : "",
     MINC_PIVOT: has(args, "pivot") ? "1" : "0",
     MINC_DEBUG_PREFIX: "",
@@ -187,6 +187,7 @@ function planFrom(args: ParsedArgs): Plan {
   };
   checkLimits(settings);
   setNetwork(args, settings);
+  setCrossArch(args, settings);
   return {
     settings, command, image, container, userGiven: has(args, "user"),
     keep: has(args, "keep") || tempdir !== undefined || image !== undefined,
@@ -205,6 +206,46 @@ function setNetwork(args: ParsedArgs, settings: Settings): void {
   settings.MINC_NETNS = `minc${process.pid}`;
   settings.MINC_NETMODE = mode;
   settings.MINC_PORT_MAP = ports.join(" ");
+}
+
+/** qemu's names for the arches MINCS knew, and the usual aliases. */
+const QEMU_ARCH: Record<string, string> = {
+  amd64: "x86_64", x86_64: "x86_64",
+  arm: "arm", armv7l: "arm", armel: "arm", armhf: "arm",
+  arm64: "aarch64", aarch64: "aarch64",
+  ppc64: "ppc64le", ppc64le: "ppc64le", ppc64el: "ppc64le",
+  riscv64: "riscv64", s390x: "s390x",
+};
+
+const BINFMT = "/proc/sys/fs/binfmt_misc";
+
+function hostArch(): string {
+  return QEMU_ARCH[process.arch === "x64" ? "x86_64" : process.arch] ?? process.arch;
+}
+
+/**
+ * --cross/--arch ARCH: a rootfs of another arch runs through qemu-user,
+ * which the kernel starts for each foreign binary (binfmt_misc). minc finds
+ * the interpreter there; minc-core binds it into the rootfs at the same path.
+ */
+function setCrossArch(args: ParsedArgs, settings: Settings): void {
+  const given = one(args, "cross") ?? one(args, "arch");
+  if (given === undefined) return;
+  const arch = QEMU_ARCH[given];
+  if (!arch) throw usageError(`--cross ${given}: unknown arch (one of ${Object.keys(QEMU_ARCH).join(", ")})`);
+  settings.MINC_ARCH = arch;
+  if (arch === hostArch()) return; // the host's own: no qemu
+  if (!existsSync(`${BINFMT}/status`)) {
+    throw usageError(`--cross ${given}: binfmt_misc is not mounted; run: mount -t binfmt_misc binfmt_misc ${BINFMT}`);
+  }
+  const entry = `${BINFMT}/qemu-${arch}`;
+  const fix = `apt-get install qemu-user-static binfmt-support && update-binfmts --enable qemu-${arch}`;
+  if (!existsSync(entry)) throw usageError(`--cross ${given}: qemu-${arch} is not registered in binfmt_misc; run: ${fix}`);
+  const text = readFileSync(entry, "utf8");
+  const interpreter = /^interpreter (\S+)$/m.exec(text)?.[1];
+  if (!/^enabled$/m.test(text) || !interpreter) throw usageError(`--cross ${given}: qemu-${arch} is disabled in binfmt_misc; run: update-binfmts --enable qemu-${arch}`);
+  if (!existsSync(interpreter)) throw usageError(`--cross ${given}: the interpreter ${interpreter} is missing; run: ${fix}`);
+  settings.MINC_CROSS_QEMU = interpreter;
 }
 
 /** Bad limits, or no cgroup hierarchy for them, are refused before anything is made. */

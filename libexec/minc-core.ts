@@ -78,6 +78,15 @@ function bindResolvers(): void {
   }
 }
 
+/** --cross: the kernel runs qemu-user for each foreign binary, by this path, inside the root too. */
+function bindCrossQemu(): void {
+  const qemu = env.MINC_CROSS_QEMU;
+  if (!qemu) return;
+  step(`Bind qemu-user (${qemu}) into the new root at the same path, for the ${env.MINC_ARCH} binaries`);
+  const at = mountpoint(qemu, "file");
+  if (at) bindMount(qemu, at);
+}
+
 function hideMtab(): void {
   if (direct) return;
   const mtab = `${resolveInRoot(rootdir, "/etc")}/mtab`;
@@ -200,6 +209,7 @@ main(() => {
   makeMountsPrivate();
   mountRoot();
   bindResolvers();
+  bindCrossQemu();
   hideMtab();
   prepareDev();
   prepareProc();
