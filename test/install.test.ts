@@ -23,7 +23,7 @@ describe("installing", { skip }, () => {
       const r = spawnSync(`${prefix}/bin/minc`, ["-r", rootfs(), "sh", "-c", "echo $$"], { encoding: "utf8", env: cleanEnv(), cwd: "/" });
       assert.equal(r.status, 0, r.stderr);
       assert.equal(r.stdout, "1\n");
-      const u = sh(`make uninstall PREFIX=${prefix}`);
+      const u = sh(`make uninstall PREFIX=${prefix} STOP_DENS=0`);
       assert.equal(u.status, 0, u.out);
       assert.deepEqual([...readdirSync(`${prefix}/bin`), ...readdirSync(`${prefix}/libexec`)], []);
     } finally {
@@ -39,7 +39,7 @@ describe("installing", { skip }, () => {
       assert.equal(i.status, 0, i.out);
       assert.deepEqual(readdirSync(`${prefix}/bin`), ["minc"]);
       assert.deepEqual(readdirSync(`${prefix}/libexec`).sort(), ["minc-cage", "minc-coat", "minc-core", "minc-exec", "minc-fork.sh", "minc-leash", "minc-waiter.sh"]);
-      const u = sh("./install.sh --uninstall", { PREFIX: prefix });
+      const u = sh("./install.sh --uninstall", { PREFIX: prefix, STOP_DENS: "0" });
       assert.equal(u.status, 0, u.out);
       assert.deepEqual(readdirSync(`${prefix}/bin`), []);
       assert.equal(sh("./install.sh --bogus").status, 2);

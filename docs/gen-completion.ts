@@ -1,0 +1,20 @@
+// make completion: write samples/completion/mincs.bash from minc's option
+// table and the built marten's and polecat's --help (lib/completion.ts).
+import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { DOC_REPO } from "../lib/boot-doc.ts";
+import { bashCompletion } from "../lib/completion.ts";
+import { yargsCommands } from "../lib/man.ts";
+
+function help(prog: string, ...args: string[]): string {
+  const r = spawnSync(`${DOC_REPO}/bin/${prog}`, [...args, "--help"], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${prog} ${args.join(" ")} --help failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+const marten = help("marten");
+const martenCommands: Record<string, string> = {};
+for (const c of yargsCommands(marten)) martenCommands[c] = help("marten", c);
+const out = process.argv[2] ?? `${DOC_REPO}/samples/completion/mincs.bash`;
+writeFileSync(out, bashCompletion({ marten, martenCommands, polecat: help("polecat") }));
+console.log(`wrote ${out}`);

@@ -1,0 +1,99 @@
+// Bash completion: source samples/completion/mincs.bash in a real bash, set
+// COMP_WORDS/COMP_CWORD, call the completion function, read COMPREPLY.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { after, before, describe, test } from "node:test";
+import { MINC_OPTIONS } from "../lib/minc-options.ts";
+import { REPO } from "./helpers.ts";
+
+const FILE = `${REPO}/samples/completion/mincs.bash`;
+const hasBash = spawnSync("sh", ["-c", "command -v bash"]).status === 0;
+
+function complete(line: string, env: NodeJS.ProcessEnv = {}): string[] {
+  // line ends where TAB is pressed; a trailing space starts an empty word.
+  const words = line.split(" ");
+  const script = [
+    `source ${FILE}`,
+    `COMP_WORDS=(${words.map((w) => `'${w}'`).join(" ")})`,
+    `COMP_CWORD=${words.length - 1}`,
+    `COMP_LINE='${line}'; COMP_POINT=\${#COMP_LINE}`,
+    `fn=$(complete -p ${words[0]} | sed -n 's/.*-F \\([^ ]*\\) .*/\\1/p')`,
+    `"$fn" ${words[0]} "\${COMP_WORDS[COMP_CWORD]}" "\${COMP_WORDS[COMP_CWORD-1]}"`,
+    `printf '%s\\n' "\${COMPREPLY[@]}"`,
+  ].join("\n");
+  const r = spawnSync("bash", ["--norc", "--noprofile", "-c", script], {
+    encoding: "utf8",
+    env: { ...process.env, PATH: `${REPO}/bin:${process.env.PATH}`, ...env },
+  });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout.split("\n").filter((l) => l !== "").sort();
+}
+
+describe("bash completion", { skip: hasBash ? false : "bash is not installed" }, () => {
+  let store = "";
+  before(() => {
+    // A store with one image and one container, named.
+    store = mkdtempSync(`${tmpdir()}/store-`);
+    const src = `${store}/src`;
+    mkdirSync(`${src}/etc`, { recursive: true });
+    writeFileSync(`${src}/etc/hello`, "hi\n");
+    const env = { ...process.env, MINCS_DIR: `${store}/mincs` };
+    let r = spawnSync(`${REPO}/bin/marten`, ["import", src, "--name", "tinyimg"], { encoding: "utf8", env });
+    assert.equal(r.status, 0, r.stderr);
+    r = spawnSync(`${REPO}/libexec/minc-farm`, ["fork", "tinyimg"], { encoding: "utf8", env });
+    if (r.status === 0) {
+      const id = r.stdout.trim().split("\n").at(-1)!.split(/\s+/)[0];
+      spawnSync(`${REPO}/bin/marten`, ["rename", id, "tinyctr"], { env });
+    }
+  });
+  after(() => rmSync(store, { recursive: true, force: true }));
+
+  test("is registered for the three commands", () => {
+    const r = spawnSync("bash", ["--norc", "-c", `source ${FILE}; complete -p minc marten polecat`], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /-F _minc minc/);
+    assert.match(r.stdout, /-F _marten marten/);
+    assert.match(r.stdout, /-F _polecat polecat/);
+  });
+
+  test("minc --ro<TAB> completes to --rootdir; every option of the table is offered", () => {
+    assert.deepEqual(complete("minc --ro"), ["--rootdir"]);
+    const all = complete("minc -");
+    for (const o of MINC_OPTIONS) {
+      assert.ok(all.includes(`--${o.long}`), `--${o.long} not offered`);
+      if (o.short) assert.ok(all.includes(`-${o.short}`), `-${o.short} not offered`);
+    }
+  });
+
+  test("minc option arguments: arches, net modes, images of the store (MINCS_DIR)", () => {
+    assert.ok(complete("minc --cross aa").includes("aarch64"));
+    assert.deepEqual(complete("minc --net d"), ["dens"]);
+    assert.ok(complete("minc -r tiny", { MINCS_DIR: `${store}/mincs` }).includes("tinyimg"));
+    assert.ok(!complete("minc -r tiny").includes("tinyimg"), "MINCS_DIR not respected");
+  });
+
+  test("after the command word, minc completes files, not its options", () => {
+    assert.deepEqual(complete("minc -r / ls --ro"), []);
+  });
+
+  test("marten: commands, their options, image and container names", () => {
+    assert.deepEqual(complete("marten re"), ["rename", "renamei"]);
+    assert.deepEqual(complete("marten pull --ins"), ["--insecure"]);
+    assert.ok(complete("marten rmi tiny", { MINCS_DIR: `${store}/mincs` }).includes("tinyimg"));
+    const ctr = complete("marten rm tiny", { MINCS_DIR: `${store}/mincs` });
+    assert.ok(!ctr.includes("tinyimg"), "rm offered an image");
+  });
+
+  test("polecat options", () => {
+    assert.deepEqual(complete("polecat --ig"), ["--ignore-state"]);
+  });
+
+  test("the file is what docs/gen-completion.ts makes now (make completion)", () => {
+    const out = `${store}/mincs.bash`;
+    const r = spawnSync("node", [`${REPO}/docs/gen-completion.ts`, out], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(readFileSync(FILE, "utf8"), readFileSync(out, "utf8"), "samples/completion/mincs.bash is out of date: run make completion");
+  });
+});
