@@ -30,7 +30,7 @@ TESTS ?= test/*.test.ts
 # skopeo, htpasswd from apache2-utils, openssl for its token server; zstd
 # layers; busybox-static is fetched by samples/scripts/busybox-rootfs.sh).
 DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsdutils ca-certificates user-mode-linux \
-  attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support
+  attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support debootstrap
 NODE_MAJOR := 24
 # --cross is tested with Debian's arm64 busybox, run by qemu-user through binfmt_misc.
 FOREIGN_ARCH := arm64
