@@ -15,6 +15,8 @@ import { decompress, digestLayer, normalizeDigest, StreamDigests, unpackLayer, w
 import { resolveInRoot } from "./paths.ts";
 import { run } from "./run.ts";
 import { quote, shown, step } from "./trace.ts";
+import { hostPlatform, parseArch, type Platform } from "./platform.ts";
+import { parseReference } from "./reference.ts";
 
 // ---- where the files of an archive come from ----
 
@@ -262,35 +264,12 @@ export function nameFromReference(ref: string): string | undefined {
   return isName(name) ? name : undefined;
 }
 
-const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
-const DOMAIN = /^(?:localhost|(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?$/;
-const TAG = /^[\w][\w.-]{0,127}$/;
-
 /** Check a [REGISTRY/]NAME[:TAG|@DIGEST] reference (bad input: exit 2); returns its store name. */
 export function checkReference(ref: string): string {
-  const bad = (why: string): never => { throw usageError(`image reference ${JSON.stringify(ref)} is not valid: ${why}`); };
-  if (!ref || ref.length > 512) bad("empty or too long");
-  let rest = ref;
-  const at = rest.indexOf("@");
-  if (at >= 0) {
-    if (!/^sha256:[0-9a-f]{64}$/.test(rest.slice(at + 1))) bad("the digest must be sha256:<64 hex digits>");
-    rest = rest.slice(0, at);
-  }
-  const slash = rest.lastIndexOf("/");
-  const colon = rest.lastIndexOf(":");
-  if (colon > slash) {
-    if (!TAG.test(rest.slice(colon + 1))) bad("bad tag");
-    rest = rest.slice(0, colon);
-  }
-  const parts = rest.split("/");
-  if (parts.length > 1 && (/[.:]/.test(parts[0]) || parts[0] === "localhost")) {
-    if (!DOMAIN.test(parts[0])) bad("bad registry host");
-    parts.shift();
-  }
-  if (parts.length === 0 || !parts.every((p) => PATH_COMPONENT.test(p))) bad("bad repository name (lowercase letters, digits and . _ - between them)");
+  parseReference(ref);
   const name = nameFromReference(ref);
-  if (name === undefined) bad("no name for it");
-  return name!;
+  if (name === undefined) throw usageError(`image reference ${JSON.stringify(ref)} gives no name for the store`);
+  return name;
 }
 
 interface Descriptor {
@@ -386,18 +365,8 @@ const INDEX_TYPES = ["application/vnd.oci.image.index.v1+json", "application/vnd
 const MANIFEST_TYPES = ["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
 
 /** The platform an image is picked for: MINC_ARCH (ARCH, ARCH/VARIANT or OS/ARCH[/VARIANT]) or the host's. */
-export function wantedPlatform(arch = process.env.MINC_ARCH): { os: string; architecture: string; variant?: string } {
-  const aliases: Record<string, string> = { x86_64: "amd64", x64: "amd64", aarch64: "arm64", ia32: "386", i386: "386", i686: "386", armhf: "arm", armv7: "arm", armv7l: "arm", ppc64: "ppc64le" };
-  if (!arch) {
-    const host = aliases[process.arch] ?? process.arch;
-    return host === "arm" ? { os: "linux", architecture: "arm", variant: "v7" } : { os: "linux", architecture: host };
-  }
-  const parts = arch.split("/");
-  if (parts.length > 3 || parts.some((p) => !/^[a-z0-9_]+$/i.test(p))) throw usageError(`arch ${JSON.stringify(arch)} is not valid`);
-  const os = parts.length === 3 || parts[0] === "linux" ? parts.shift()! : "linux";
-  const architecture = aliases[parts[0]] ?? parts[0];
-  const variant = parts[1] ?? (/^armv7/.test(parts[0]) || parts[0] === "armhf" ? "v7" : undefined);
-  return variant ? { os, architecture, variant } : { os, architecture };
+export function wantedPlatform(arch = process.env.MINC_ARCH): Platform {
+  return arch ? parseArch(arch) : hostPlatform();
 }
 
 function platformName(p: Descriptor["platform"]): string {

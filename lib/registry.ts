@@ -16,6 +16,9 @@ import { MincError, usageError, warn } from "./fail.ts";
 import { hostOf, isLoopback, type Reference } from "./reference.ts";
 import { quote, shown, step, tracing } from "./trace.ts";
 import { VERSION } from "./version.ts";
+import { formatPlatform, hostPlatform, parseArch, type Platform } from "./platform.ts";
+
+export { formatPlatform, hostPlatform, parseArch, type Platform };
 
 // ---- media types ----
 
@@ -46,11 +49,6 @@ function failure(message: string): MincError {
 
 // ---- descriptors and manifests ----
 
-export interface Platform {
-  architecture: string;
-  os: string;
-  variant?: string;
-}
 
 export interface Descriptor {
   mediaType: string;
@@ -127,44 +125,7 @@ export function checkImage(m: Extract<Manifest, { kind: "image" }>, what: string
   });
 }
 
-// ---- platforms ----
-
-/** Each name a user or uname may give, as OCI's architecture and (default) variant. */
-const ARCHES: Record<string, [string, string?]> = {
-  amd64: ["amd64"], x86_64: ["amd64"], "x86-64": ["amd64"], x64: ["amd64"],
-  arm64: ["arm64"], aarch64: ["arm64"],
-  arm: ["arm", "v7"], armv7l: ["arm", "v7"], armv7: ["arm", "v7"], armel: ["arm", "v7"], armhf: ["arm", "v7"],
-  armv6l: ["arm", "v6"], armv6: ["arm", "v6"], armv5l: ["arm", "v5"], armv5: ["arm", "v5"],
-  ppc64le: ["ppc64le"], riscv64: ["riscv64"], s390x: ["s390x"],
-  "386": ["386"], i386: ["386"], i686: ["386"], ia32: ["386"],
-  mips64le: ["mips64le"], loong64: ["loong64"],
-};
-
-/** MINC_ARCH (ARCH or ARCH/VARIANT, an optional linux/ before) as an OCI platform; unknown is a usage error. */
-export function parseArch(spec: string): Platform {
-  const parts = spec.trim().toLowerCase().replace(/^linux\//, "").split("/");
-  const known = ARCHES[parts[0]];
-  if (!known || parts.length > 2 || (parts.length === 2 && !/^v\d+$/.test(parts[1]))) {
-    throw usageError(`unknown architecture ${JSON.stringify(spec)} (MINC_ARCH: amd64, arm64, arm[/v6|v7], ppc64le, riscv64, s390x, 386, ...)`);
-  }
-  const variant = parts[1] ?? known[1];
-  return { os: "linux", architecture: known[0], ...(variant ? { variant } : {}) };
-}
-
-/** The host's platform, as Node knows it. */
-export function hostPlatform(): Platform {
-  const arch = process.arch as string;
-  if (arch === "arm") {
-    const v = (process.config.variables as Record<string, unknown>).arm_version;
-    return parseArch(v ? `arm/v${v}` : "arm");
-  }
-  if (arch === "ppc64") return parseArch("ppc64le");
-  return parseArch(arch);
-}
-
-export function formatPlatform(p: Platform): string {
-  return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
-}
+// ---- platforms: lib/platform.ts ----
 
 /** arm64 is v8 and arm v7 unless said otherwise; amd64 v1. */
 function variantOf(p: Platform): string {

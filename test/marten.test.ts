@@ -484,7 +484,7 @@ describe("marten", { skip }, () => {
     fails(marten(["rm"]), 2, /Not enough non-option arguments/);
     fails(marten(["import", `${tmp}/no-such-file`]), 2, /no such file or directory/);
     fails(marten(["import", `${tmp}/oci-dir`, "--name", "a/b"]), 2, /--name .* is not valid/);
-    fails(marten(["pull", "UPPER/case"]), 2, /not valid/);
+    fails(marten(["pull", "UPPER/case"]), 2, /invalid reference "UPPER\/case": repository name must be lowercase/);
     fails(marten(["pull", "alpine:bad tag"]), 2, /bad tag/);
     fails(marten(["pull", "alpine@sha256:1234"]), 2, /digest/);
     fails(marten(["pull", "alpine", "--user", "nopassword"]), 2, /USER:PASSWORD/);
