@@ -6,7 +6,7 @@
 // minc-leash to dive in. Everything mounted here lives in the container's
 // private mount namespace and disappears with it.
 import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
@@ -56,7 +56,8 @@ function mountRoot(): void {
  * writes into the rootdir, so a missing mountpoint is skipped instead.
  */
 function mountpoint(path: string, kind: "dir" | "file"): string | undefined {
-  const at = resolveInRoot(rootdir, path);
+  const at = resolvedOrReplaced(path);
+  if (at === undefined) return undefined;
   if (existsSync(at)) return at;
   if (direct) {
     step(`(${path} does not exist in the rootdir and direct mode does not create it: skipped)`);
@@ -67,6 +68,27 @@ function mountpoint(path: string, kind: "dir" | "file"): string | undefined {
     if (!existsSync(dirname(at))) mkdirs(dirname(at));
     touch(at);
   }
+  return at;
+}
+
+/**
+ * The path inside the root, following its symlinks; a symlink that goes
+ * nowhere (debootstrap --foreign leaves /proc -> /proc) is replaced by a
+ * plain mountpoint in the upper layer, or skipped in direct mode.
+ */
+function resolvedOrReplaced(path: string): string | undefined {
+  try {
+    return resolveInRoot(rootdir, path);
+  } catch (e) {
+    if (!(e instanceof MincError)) throw e;
+  }
+  const at = `${resolveInRoot(rootdir, dirname(path))}/${basename(path)}`;
+  if (direct) {
+    step(`(${path} is a symbolic link that leads nowhere, and direct mode does not replace it: skipped)`);
+    return undefined;
+  }
+  step(`${path} is a symbolic link that leads nowhere: replace it to mount on`);
+  removeFile(at);
   return at;
 }
 

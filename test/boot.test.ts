@@ -1,6 +1,6 @@
 // Real containers from the busybox rootfs: what the command sees inside.
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { cannotBoot, cleanEnv, leftovers, minc, rootfs } from "./helpers.ts";
 
@@ -145,6 +145,24 @@ describe("minc boots a container", { skip }, () => {
     } finally {
       if (made) rmSync("/tmp/.X11-unix", { recursive: true });
       rmSync(xauth.replace(/\/Xauthority$/, ""), { recursive: true });
+    }
+  });
+
+  test("a mountpoint that is a symlink to nowhere (debootstrap --foreign's /proc -> /proc) is replaced, or skipped with --direct", () => {
+    const copy = mkdtempSync("/tmp/minc-test-loop-");
+    try {
+      cpSync(rootfs(), copy, { recursive: true, verbatimSymlinks: true });
+      rmSync(`${copy}/proc`, { recursive: true });
+      symlinkSync("/proc", `${copy}/proc`);
+      const r = minc(["-r", copy, "sh", "-c", "cat /proc/1/comm"]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, "cat\n");
+      const d = minc(["--direct", "-r", copy, "sh", "-c", "test -e /proc/1 || echo no-proc"]);
+      assert.equal(d.status, 0, d.stderr);
+      assert.equal(d.stdout, "no-proc\n");
+      assert.equal(readlinkSync(`${copy}/proc`), "/proc", "direct mode changed the rootdir");
+    } finally {
+      rmSync(copy, { recursive: true });
     }
   });
 });
