@@ -43,10 +43,10 @@ describe("bash completion", { skip: hasBash ? false : "bash is not installed" },
     let r = spawnSync(`${REPO}/bin/marten`, ["import", src, "--name", "tinyimg"], { encoding: "utf8", env });
     assert.equal(r.status, 0, r.stderr);
     r = spawnSync(`${REPO}/libexec/minc-farm`, ["fork", "tinyimg"], { encoding: "utf8", env });
-    if (r.status === 0) {
-      const id = r.stdout.trim().split("\n").at(-1)!.split(/\s+/)[0];
-      spawnSync(`${REPO}/bin/marten`, ["rename", id, "tinyctr"], { env });
-    }
+    assert.equal(r.status, 0, r.stderr);
+    const id = r.stdout.trim().split("\n").at(-1)!.split(/\s+/)[0];
+    r = spawnSync(`${REPO}/bin/marten`, ["rename", id, "tinyctr"], { encoding: "utf8", env });
+    assert.equal(r.status, 0, r.stderr);
   });
   after(() => rmSync(store, { recursive: true, force: true }));
 
@@ -84,6 +84,8 @@ describe("bash completion", { skip: hasBash ? false : "bash is not installed" },
     assert.ok(complete("marten rmi tiny", { MINCS_DIR: `${store}/mincs` }).includes("tinyimg"));
     const ctr = complete("marten rm tiny", { MINCS_DIR: `${store}/mincs` });
     assert.ok(!ctr.includes("tinyimg"), "rm offered an image");
+    assert.ok(ctr.includes("tinyctr"), `rm did not offer the container: ${ctr.join(" ")}`);
+    assert.ok(complete("minc -t tiny", { MINCS_DIR: `${store}/mincs` }).includes("tinyctr"), "minc -t did not offer the container");
   });
 
   test("polecat options", () => {
