@@ -181,7 +181,7 @@ function planFrom(args: ParsedArgs): Plan {
     MINC_PIVOT: has(args, "pivot") ? "1" : "0",
     MINC_DEBUG_PREFIX: "",
     MINC_SSHFS_HOST: "",
-    MINC_FTRACE: "",
+    MINC_FTRACE: ftraceScript(one(args, "ftrace")),
     MINC_WORKDIR: "",
     MINC_IMAGE_ENV: "",
   };
@@ -246,6 +246,12 @@ function setCrossArch(args: ParsedArgs, settings: Settings): void {
   if (!/^enabled$/m.test(text) || !interpreter) throw usageError(`--cross ${given}: qemu-${arch} is disabled in binfmt_misc; run: update-binfmts --enable qemu-${arch}`);
   if (!existsSync(interpreter)) throw usageError(`--cross ${given}: the interpreter ${interpreter} is missing; run: ${fix}`);
   settings.MINC_CROSS_QEMU = interpreter;
+}
+
+function ftraceScript(given: string | undefined): string {
+  if (given === undefined) return "";
+  if (!existsSync(given) || !statSync(given).isFile()) throw usageError(`--ftrace ${given}: not a file`);
+  return realpathSync(given);
 }
 
 /** Bad limits, or no cgroup hierarchy for them, are refused before anything is made. */

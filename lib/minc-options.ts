@@ -54,7 +54,7 @@ export const MINC_OPTIONS: readonly OptionSpec[] = [
   { long: "nopriv", arg: "DIR", help: "Run without root privilege on DIR", group: "special", later: "#7" },
   { long: "qemu", help: "Run the container in a qemu virtual machine", group: "special", later: "#8" },
   { long: "um", help: "Run the container in user-mode Linux", group: "special", later: "#8" },
-  { long: "ftrace", arg: "SCRIPT", help: "Set the ftrace pid filter and run SCRIPT to set it up", group: "special", later: "#7" },
+  { long: "ftrace", arg: "SCRIPT", help: "Set the ftrace pid filter to the container and run SCRIPT (sh, in the tracing dir) to set it up", group: "special" },
   { long: "debug", help: "Print every step of the boot as shell lines on stderr", group: "container" },
 ];
 

@@ -11,6 +11,7 @@ import { statSync } from "node:fs";
 import whichSync from "which";
 import { enterCages, openCages, type CageDoor } from "../lib/cage.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
+import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { shellOf, userOf, type User } from "../lib/rootfs.ts";
 import { capture, exec, isExecutable, run } from "../lib/run.ts";
@@ -33,6 +34,13 @@ function commandOf(rootdir: string, argv: string[]): string[] {
   const shell = shellOf(rootdir);
   if (!shell) throw usageError("no command given and no shell in the rootfs");
   return [shell];
+}
+
+/** --ftrace: minc-hunt points ftrace at this process, PID 1, before it becomes the command. */
+function huntIfAsked(): void {
+  if (!env.MINC_FTRACE) return;
+  step("Set up ftrace for the container with minc-hunt");
+  run([backend("minc-hunt")]);
 }
 
 function userOfSettings(rootdir: string): User | undefined {
@@ -159,6 +167,7 @@ main(() => {
   const user = userOfSettings(rootdir);
   const cage = openCages(env);
   const capsh = findCapsh();
+  huntIfAsked();
   if (capsh && (capsh.exec || capshShell(rootdir, capsh))) return diveWithCapsh(rootdir, capsh, command, user, cage);
   if (env.MINC_DROPCAPS) {
     throw usageError(`cannot drop ${env.MINC_DROPCAPS}: that needs capsh${capsh ? " and a shell in the rootfs" : ""}`);
