@@ -9,6 +9,7 @@
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { basename } from "node:path";
 import { usageError } from "./fail.ts";
+import { mounts, type Mount } from "./mounts.ts";
 import { quote, shown, step } from "./trace.ts";
 
 export interface Limits {
@@ -122,20 +123,8 @@ export function v2Settings(l: Limits): Setting[] {
   return s;
 }
 
-interface Mount {
-  point: string;
-  type: string;
-  superOptions: string[];
-}
-
 function cgroupMounts(): Mount[] {
-  return readFileSync("/proc/self/mountinfo", "utf8").split("\n").flatMap((line) => {
-    const [left, right] = line.split(" - ");
-    if (!right) return [];
-    const [type, , superOptions] = right.split(" ");
-    if (type !== "cgroup" && type !== "cgroup2") return [];
-    return [{ point: left.split(" ")[4], type, superOptions: superOptions.split(",") }];
-  });
+  return mounts().filter((m) => m.type === "cgroup" || m.type === "cgroup2");
 }
 
 /** Where the cages of each controller go, and why that hierarchy. */

@@ -17,6 +17,7 @@ import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { MincError, usageError } from "./fail.ts";
+import { mounts } from "./mounts.ts";
 import { quote, quoteAll, shown, step } from "./trace.ts";
 
 export const DEFAULT_DIR = "/var/lib/mincs";
@@ -543,16 +544,9 @@ export function removeTree(dir: string): void {
   if (r.error || r.status !== 0) throw new MincError(`cannot remove ${dir}`);
 }
 
-/** Mount points at or below dir, from /proc/self/mountinfo. */
+/** Mount points at or below dir. */
 export function mountsUnder(dir: string): string[] {
-  let text = "";
-  try {
-    text = fs.readFileSync("/proc/self/mountinfo", "utf8");
-  } catch {
-    return [];
-  }
-  const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return text.split("\n").map((l) => unescape(l.split(" ")[4] ?? "")).filter((m) => m === dir || m.startsWith(`${dir}/`));
+  return mounts().map((m) => m.point).filter((m) => m === dir || m.startsWith(`${dir}/`));
 }
 
 // ---- the start of an async entrypoint ----

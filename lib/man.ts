@@ -2,7 +2,7 @@
 // minc.1 from MINC_OPTIONS (lib/minc-options.ts); marten.1 and polecat.1
 // from what their yargs definitions print for --help (and each marten
 // command's --help). docs/gen-man.ts writes them (`make man`).
-import { MINC_OPTIONS, type OptionSpec } from "./minc-options.ts";
+import { MINC_OPTIONS, OPTION_GROUPS, type OptionSpec } from "./minc-options.ts";
 import { VERSION } from "./version.ts";
 
 /** Escape text for roff: backslashes, and a leading dot or quote. */
@@ -26,12 +26,6 @@ function optionTag(o: OptionSpec): string {
 }
 
 export function mincManPage(): string {
-  const groups: Record<OptionSpec["group"], string> = {
-    container: "CONTAINER OPTIONS",
-    limits: "RESOURCE LIMITS",
-    network: "NETWORK",
-    special: "SPECIAL HOSTS AND GUESTS",
-  };
   const out = [
     ...header("minc", "run a command in a new container"),
     ".SH SYNOPSIS",
@@ -42,8 +36,8 @@ export function mincManPage(): string {
     "Options come first: the first word that is not an option starts the command, which passes through unchanged.",
     "The exit status is the command's (128+N when signal N ends it); bad options exit with status 2.",
   ];
-  for (const [group, title] of Object.entries(groups)) {
-    out.push(`.SH ${title}`);
+  for (const [group, title] of Object.entries(OPTION_GROUPS)) {
+    out.push(`.SH ${title.toUpperCase()}`);
     for (const o of MINC_OPTIONS.filter((x) => x.group === group)) {
       const note = o.later ? ` (not implemented yet, issue ${o.later})` : "";
       out.push(".TP", optionTag(o), roff(o.help + note));

@@ -105,19 +105,21 @@ export function parseMincArgs(argv: readonly string[]): ParsedArgs {
   return { values, command: argv.slice(i) };
 }
 
+/** The groups of options, in the order --help and the man page show them. */
+export const OPTION_GROUPS: Record<OptionSpec["group"], string> = {
+  container: "Container options",
+  limits: "Resource limits",
+  network: "Network",
+  special: "Special hosts and guests",
+};
+
 export function mincUsage(): string {
-  const groups: Record<OptionSpec["group"], string> = {
-    container: "Container options",
-    limits: "Resource limits",
-    network: "Network",
-    special: "Special hosts and guests",
-  };
   const out = [
     "minc - run a command in a new container",
     "Usage: minc [options] [command [argument...]]",
     "With no command, minc runs $SHELL (or /bin/sh) of the rootfs.",
   ];
-  for (const [group, title] of Object.entries(groups)) {
+  for (const [group, title] of Object.entries(OPTION_GROUPS)) {
     out.push("", `${title}:`);
     for (const o of MINC_OPTIONS.filter((x) => x.group === group)) {
       const names = (o.short ? `-${o.short}, ` : "    ") + `--${o.long}` + (o.arg ? (o.optionalArg ? ` [${o.arg}]` : ` ${o.arg}`) : "");

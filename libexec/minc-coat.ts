@@ -7,8 +7,9 @@
 // ":" for an image's layers) below, TMPDIR/storage on top, so everything
 // the container writes lands in storage and BASEDIR stays untouched. In
 // direct mode (MINC_DIRECT) BASEDIR itself is bound instead.
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { MincError, main, usageError } from "../lib/fail.ts";
+import { mounts } from "../lib/mounts.ts";
 import { bindMount, mkdirs, mount, run } from "../lib/run.ts";
 import { phase, step } from "../lib/trace.ts";
 
@@ -37,8 +38,7 @@ function bind(tmpdir: string, basedir: string | undefined): void {
 }
 
 function isMountpoint(dir: string): boolean {
-  const mounts = readFileSync("/proc/self/mountinfo", "utf8");
-  return mounts.split("\n").some((line) => line.split(" ")[4] === dir);
+  return mounts().some((m) => m.point === dir);
 }
 
 function unbind(tmpdir: string): void {

@@ -10,16 +10,16 @@
 // minc-leash runs it last, right before it becomes the user's command, so
 // the trace starts with the command. Tracing is the kernel's global state:
 // it stays as SCRIPT left it, for the user to read `trace` afterwards.
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { main, usageError, warn } from "../lib/fail.ts";
+import { mounts } from "../lib/mounts.ts";
 import { mount, run } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 
 const env = process.env;
 
 function mountsOf(type: string): string[] {
-  return readFileSync("/proc/self/mountinfo", "utf8").split("\n")
-    .filter((l) => l.split(" - ")[1]?.split(" ")[0] === type).map((l) => l.split(" ")[4]);
+  return mounts().filter((m) => m.type === type).map((m) => m.point);
 }
 
 function tracingDir(): string {
