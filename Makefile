@@ -28,9 +28,10 @@ TESTS ?= test/*.test.ts
 # and what the tests use (script: bsdutils; user-mode-linux: a guest with a
 # real cgroup v2 hierarchy; a local registry to pull from: docker-registry,
 # skopeo, htpasswd from apache2-utils, openssl for its token server; zstd
-# layers; busybox-static is fetched by samples/scripts/busybox-rootfs.sh).
+# layers; newuidmap for --nopriv's subordinate ids: uidmap; busybox-static is
+# fetched by samples/scripts/busybox-rootfs.sh).
 DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsdutils ca-certificates user-mode-linux \
-  attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support debootstrap
+  attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support debootstrap uidmap
 NODE_MAJOR := 24
 # --cross is tested with Debian's arm64 busybox, run by qemu-user through binfmt_misc.
 FOREIGN_ARCH := arm64

@@ -16,6 +16,7 @@ import { MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/
 import { exec, removeFile } from "../lib/run.ts";
 import { shellOf } from "../lib/rootfs.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
+import { subordinateIds, unprivilegedOverlay } from "../lib/userns.ts";
 import { VERSION } from "../lib/version.ts";
 
 /** Every MINC_* variable the backends read, as the shell MINCS exported them. */
@@ -98,9 +99,11 @@ function isStoreName(given: string): boolean {
 }
 
 function rootdirOf(args: ParsedArgs): string {
-  const given = one(args, "rootdir");
+  const nopriv = one(args, "nopriv");
+  if (nopriv !== undefined && has(args, "rootdir")) throw usageError("--nopriv DIR names the rootdir: give -r or --nopriv, not both");
+  const given = nopriv ?? one(args, "rootdir");
   if (given === undefined) return "/";
-  if (isStoreName(given)) return given; // an image: resolved by minc-farm in phase 1
+  if (nopriv === undefined && isStoreName(given)) return given; // an image: resolved by minc-farm in phase 1
   const dir = existingDir("rootdir", given);
   // overlayfs takes its layers as "lowerdir=A:B,...": these would be misread.
   if (/[:,\s]/.test(dir)) throw usageError(`rootdir ${dir}: a path with ':', ',' or blanks cannot be an overlay layer`);
@@ -185,6 +188,7 @@ function planFrom(args: ParsedArgs): Plan {
     MINC_WORKDIR: "",
     MINC_IMAGE_ENV: "",
   };
+  checkPrivilege(args, settings);
   checkLimits(settings);
   setNetwork(args, settings);
   setCrossArch(args, settings);
@@ -193,6 +197,39 @@ function planFrom(args: ParsedArgs): Plan {
     keep: has(args, "keep") || tempdir !== undefined || image !== undefined,
     tempdirGiven: tempdir !== undefined,
   };
+}
+
+/** What needs root: the options --nopriv cannot offer, and why. */
+const NEEDS_ROOT: Record<string, string> = {
+  "mem-limit": "cgroups", "mem-swap": "cgroups", "mem-kmem": "cgroups", "cpu-shares": "cgroups", "cpu-quota": "cgroups", "pid-max": "cgroups",
+  net: "a network namespace of the host", port: "a network namespace of the host",
+  ftrace: "ftrace", usedev: "the host's devices", debugfs: "debugfs", qemu: "a VM", um: "a VM",
+};
+
+/**
+ * Without root, only --nopriv DIR works: a user namespace where the caller
+ * is root, an overlay mounted there (Linux 5.11+, with userxattr) or DIR
+ * itself, and none of what only the host's root may make.
+ */
+function checkPrivilege(args: ParsedArgs, settings: Settings): void {
+  if (!has(args, "nopriv")) {
+    if (process.geteuid?.() !== 0) throw usageError("minc needs root; as an ordinary user, run minc --nopriv DIR");
+    return;
+  }
+  for (const [option, what] of Object.entries(NEEDS_ROOT)) {
+    if (has(args, option)) throw usageError(`--${option} needs ${what}, which an unprivileged container (--nopriv) cannot have`);
+  }
+  const tempdir = one(args, "tempdir");
+  if (tempdir !== undefined && isStoreName(tempdir)) throw usageError("--nopriv cannot use the image store: give -t a directory");
+  if (has(args, "user") && !subordinateIds()) {
+    throw usageError("--user with --nopriv needs newuidmap/newgidmap (apt-get install uidmap) and your ranges in /etc/subuid and /etc/subgid");
+  }
+  settings.MINC_NOPRIV = "1";
+  settings.MINC_OPT_PTY = "1"; // as MINCS set it for --nopriv (minc-core binds the terminal the same way)
+  if (!unprivilegedOverlay()) {
+    settings.MINC_DIRECT = "1";
+    process.stderr.write("minc: this kernel (older than 5.11) has no unprivileged overlayfs: the container writes straight into " + settings.MINC_BASEDIR + "\n");
+  }
 }
 
 /** -n [MODE] and -p HOSTPORT[:PORT[:PROTO]] (which implies dens), as MINCS exported them. */
@@ -330,7 +367,9 @@ function exportSettings(settings: Settings): void {
   Object.assign(process.env, settings);
 }
 
-function runtimeDir(): string {
+/** Where working directories go: the user's own runtime or temp dir without root. */
+function runtimeDir(settings: Settings): string {
+  if (settings.MINC_NOPRIV) return process.env.XDG_RUNTIME_DIR || process.env.TMPDIR || "/tmp";
   return process.env.XDG_RUNTIME_DIR || "/var/run";
 }
 
@@ -342,13 +381,14 @@ function makeWorkingDir(plan: Plan): void {
     return;
   }
   step("Make a working directory for this container");
-  const template = `${runtimeDir()}/minc${process.pid}-`;
+  const where = runtimeDir(plan.settings);
+  const template = `${where}/minc${process.pid}-`;
   shown(`mktemp -d ${template}XXXXXX`);
   let dir: string;
   try {
     dir = mkdtempSync(template);
   } catch (e) {
-    throw new MincError(`cannot make a working directory in ${runtimeDir()}: ${(e as Error).message}`);
+    throw new MincError(`cannot make a working directory in ${where}: ${(e as Error).message}`);
   }
   plan.settings.MINC_TMPDIR = dir;
   shown(`export MINC_TMPDIR=${quote(dir)}`);

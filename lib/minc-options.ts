@@ -51,7 +51,7 @@ export const MINC_OPTIONS: readonly OptionSpec[] = [
   { long: "port", short: "p", arg: "HOSTPORT[:PORT[:PROTO]]", help: "Map a host port to the container, tcp or udp (implies --net dens); repeatable", group: "network" },
   { long: "cross", arg: "ARCH", help: "Run a rootfs of another arch with qemu-user (binfmt_misc)", group: "special" },
   { long: "arch", arg: "ARCH", help: "Same as --cross", group: "special" },
-  { long: "nopriv", arg: "DIR", help: "Run without root privilege on DIR", group: "special", later: "#7" },
+  { long: "nopriv", arg: "DIR", help: "Run as an ordinary user (user namespace) with DIR as the rootdir", group: "special" },
   { long: "qemu", help: "Run the container in a qemu virtual machine", group: "special", later: "#8" },
   { long: "um", help: "Run the container in user-mode Linux", group: "special", later: "#8" },
   { long: "ftrace", arg: "SCRIPT", help: "Set the ftrace pid filter to the container and run SCRIPT (sh, in the tracing dir) to set it up", group: "special" },

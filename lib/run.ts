@@ -64,6 +64,11 @@ export function removeFile(path: string): void {
   fs.rmSync(path, { force: true });
 }
 
+export function removeTree(path: string): void {
+  shown(`rm -rf ${quote(path)}`);
+  fs.rmSync(path, { recursive: true, force: true });
+}
+
 /** Write a file, shown as echo (one line) or printf (several). */
 export function writeFile(path: string, content: string): void {
   const lines = content.replace(/\n$/, "").split("\n");

@@ -34,7 +34,9 @@ function bind(tmpdir: string, basedir: string | undefined): void {
     return;
   }
   step("Mount the overlay: the rootdir below, storage on top; writes land in storage");
-  mount("-t", "overlay", "-o", `lowerdir=${basedir},upperdir=${upper},workdir=${work}`, "overlay", root);
+  // In a user namespace overlayfs keeps whiteouts and opaque dirs in user.* xattrs (trusted.* needs the host's root).
+  const userxattr = process.env.MINC_NOPRIV ? ",userxattr" : "";
+  mount("-t", "overlay", "-o", `lowerdir=${basedir},upperdir=${upper},workdir=${work}${userxattr}`, "overlay", root);
 }
 
 function isMountpoint(dir: string): boolean {

@@ -10,13 +10,14 @@ import { basename, dirname } from "node:path";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
-import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, removeFile, run, symlink, touch, writeFile } from "../lib/run.ts";
+import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, removeFile, removeTree, run, symlink, touch, writeFile } from "../lib/run.ts";
 import { phase, step } from "../lib/trace.ts";
 
 const env = process.env;
 const tmpdir = env.MINC_TMPDIR ?? "";
 const basedir = env.MINC_BASEDIR ?? "";
 const direct = !!env.MINC_DIRECT;
+const nopriv = !!env.MINC_NOPRIV;
 const rootdir = `${tmpdir}/root`;
 
 function recordPid(): void {
@@ -35,7 +36,10 @@ function setHostname(): void {
     step("Name the container as it was named before");
     name = readFileSync(`${tmpdir}/utsname`, "utf8").trim();
   }
-  if (name) writeFile("/proc/sys/kernel/hostname", `${name}\n`);
+  if (!name) return;
+  // /proc/sys belongs to the host's root; in a user namespace only the syscall (hostname(1)) may name ours.
+  if (nopriv) run(["hostname", name]);
+  else writeFile("/proc/sys/kernel/hostname", `${name}\n`);
 }
 
 function makeMountsPrivate(): void {
@@ -63,10 +67,17 @@ function mountpoint(path: string, kind: "dir" | "file"): string | undefined {
     step(`(${path} does not exist in the rootdir and direct mode does not create it: skipped)`);
     return undefined;
   }
-  if (kind === "dir") mkdirs(at);
-  else {
-    if (!existsSync(dirname(at))) mkdirs(dirname(at));
-    touch(at);
+  try {
+    if (kind === "dir") mkdirs(at);
+    else {
+      if (!existsSync(dirname(at))) mkdirs(dirname(at));
+      touch(at);
+    }
+  } catch (e) {
+    // A rootdir owned by the host's root cannot be written (not even copied up) from a user namespace.
+    if (!nopriv) throw e;
+    step(`(${path} cannot be made in this rootdir without root: skipped)`);
+    return undefined;
   }
   return at;
 }
@@ -143,8 +154,7 @@ function prepareDev(): void {
     mount("-t", "devtmpfs", "devtmpfs", dev);
     return;
   }
-  step("Make a fresh /dev on a tmpfs, with only the harmless devices");
-  mount("-t", "tmpfs", "-o", "nosuid,mode=0755", "tmpfs", dev);
+  freshDev(dev);
   mkdirs(`${dev}/pts`);
   const tty = terminal();
   if (tty) {
@@ -155,7 +165,9 @@ function prepareDev(): void {
     step("(No terminal on stdin, stdout or stderr: no /dev/console)");
   }
   step("A new devpts instance, so the host's ptys stay hidden");
-  mount("-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620,gid=5,nosuid,noexec", "devpts", `${dev}/pts`);
+  // gid 5 (tty) may not exist in a user namespace that maps only root.
+  const ttyGroup = nopriv && !ttyGroupMapped() ? "" : ",gid=5";
+  mount("-t", "devpts", "-o", `newinstance,ptmxmode=0666,mode=0620${ttyGroup},nosuid,noexec`, "devpts", `${dev}/pts`);
   symlink("pts/ptmx", `${dev}/ptmx`);
   step("Bind the fundamental device files");
   for (const d of DEVICES) {
@@ -169,6 +181,31 @@ function prepareDev(): void {
   mkdirs(`${dev}/mqueue`, `${dev}/shm`);
   mount("-t", "mqueue", "-o", "nosuid,nodev,noexec", "mqueue", `${dev}/mqueue`);
   mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "shm", `${dev}/shm`);
+}
+
+/**
+ * An empty /dev. A tmpfs mounted in a user namespace (--nopriv) cannot hold
+ * devices that open, not even bound ones, so there /dev is a directory of
+ * the working dir, on a filesystem the host's root mounted.
+ */
+function freshDev(dev: string): void {
+  if (!nopriv) {
+    step("Make a fresh /dev on a tmpfs, with only the harmless devices");
+    mount("-t", "tmpfs", "-o", "nosuid,mode=0755", "tmpfs", dev);
+    return;
+  }
+  step("Make a fresh /dev, with only the harmless devices: --nopriv binds a directory of the working dir (devices do not open on a tmpfs of a user namespace)");
+  const dir = `${tmpdir}/dev`;
+  if (existsSync(dir)) removeTree(dir); // from a last run with this working dir
+  mkdirs(dir);
+  bindMount(dir, dev);
+}
+
+function ttyGroupMapped(): boolean {
+  return readFileSync("/proc/self/gid_map", "utf8").split("\n").some((l) => {
+    const [inside, , count] = l.trim().split(/\s+/).map(Number);
+    return inside <= 5 && 5 < inside + count;
+  });
 }
 
 const PROC_READONLY = ["sys", "sysrq-trigger", "irq", "bus"];

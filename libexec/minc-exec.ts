@@ -15,6 +15,7 @@ import { LIMIT_SETTINGS } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { capture, copyFile, exec, findInPath, removeFile, run, writeFile } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
+import { userNamespaceOptions } from "../lib/userns.ts";
 
 const env = process.env;
 const tmpdir = env.MINC_TMPDIR ?? "";
@@ -135,13 +136,27 @@ function prepareCage(): void {
   capture([...tied, backend("minc-cage"), "--prepare", String(process.pid)]);
 }
 
+/**
+ * --nopriv: a user namespace first, where the caller is root and so may make
+ * the other namespaces and mount in them (its subordinate ids, if it has
+ * any, become 1..N inside, for --user).
+ */
+function userNamespace(): string[] {
+  if (!env.MINC_NOPRIV) return [];
+  const options = userNamespaceOptions();
+  step(options.length > 1
+    ? "--nopriv: a new user namespace where we are root, with our subordinate ids (/etc/subuid) as 1..N"
+    : "--nopriv: a new user namespace where we are root (no subordinate ids: only root is mapped)");
+  return options;
+}
+
 function enterNamespaces(command: string[]): never {
   const pidfile = `${tmpdir}/pid`;
   if (existsSync(pidfile)) removeFile(pidfile); // left by a reused working directory
   step("Prepare cleanup: the pid file goes when the container ends");
   onExit(tmpdir, `rm -f ${quote(pidfile)}`);
   // Not `unshare --fork`: see minc-fork.sh for why it forks PID 1 instead.
-  let argv = ["unshare", "-iump", "/bin/sh", backend("minc-fork.sh"), backend("minc-core"), ...command];
+  let argv = ["unshare", ...userNamespace(), "-iump", "/bin/sh", backend("minc-fork.sh"), backend("minc-core"), ...command];
   step("Enter new IPC, UTS, mount and PID namespaces; minc-fork.sh starts minc-core there as PID 1 and waits for it");
   if (env.MINC_NETNS) {
     step(`... in the network namespace ${env.MINC_NETNS}`);

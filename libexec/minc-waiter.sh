@@ -62,6 +62,11 @@ stop_container() { # SIGNAL-NUMBER
   if [ -n "$child" ]; then kill -KILL "$child" 2>/dev/null; else pending=$1; fi
 }
 
+running() { # PID: not gone, nor a zombie (a slow reaper may hold it for a second)
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ "${state%% *}" != Z ]
+}
+
 booting() { # PID: is it still a backend of ours (node libexec/minc-...)?
   program=$(tr '\0' '\n' < "/proc/$1/cmdline" 2>/dev/null | sed -n 2p)
   case $program in "$libexec"/minc-*) return 0 ;; esac
@@ -96,7 +101,7 @@ if [ -n "$forced" ]; then
   status=$((128 + forced))
   # minc-fork.sh is gone at once; let the container's processes go before cleanup.
   n=0
-  while [ -n "$init" ] && kill -0 "$init" 2>/dev/null && [ $n -lt 100 ]; do
+  while [ -n "$init" ] && running "$init" && [ $n -lt 100 ]; do
     sleep 0.02; n=$((n + 1))
   done
 fi
