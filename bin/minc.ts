@@ -13,7 +13,7 @@ import { parsePortMap } from "../lib/dens.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
-import { exec, removeFile } from "../lib/run.ts";
+import { exec, findInPath, removeFile } from "../lib/run.ts";
 import { shellOf } from "../lib/rootfs.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { subordinateIds, unprivilegedOverlay } from "../lib/userns.ts";
@@ -49,7 +49,10 @@ interface Settings {
   MINC_BACKGROUND: string;
   MINC_PIVOT: string;
   MINC_DEBUG_PREFIX: string;
+  /** -r sshfs://[USER@]HOST[:PORT]/PATH, mounted by minc-exec; MINC_SSHFS_OPTS adds sshfs -o options. */
   MINC_SSHFS_HOST: string;
+  MINC_SSHFS_PORT: string;
+  MINC_SSHFS_PATH: string;
   MINC_FTRACE: string;
   /** From an image's config: where the command starts, and its environment (a JSON array of NAME=VALUE). */
   MINC_WORKDIR: string;
@@ -104,6 +107,7 @@ function rootdirOf(args: ParsedArgs): string {
   const given = nopriv ?? one(args, "rootdir");
   if (given === undefined) return "/";
   if (nopriv === undefined && isStoreName(given)) return given; // an image: resolved by minc-farm in phase 1
+  if (nopriv === undefined && given.startsWith("sshfs://")) return given; // mounted by minc-exec
   const dir = existingDir("rootdir", given);
   // overlayfs takes its layers as "lowerdir=A:B,...": these would be misread.
   if (/[:,\s]/.test(dir)) throw usageError(`rootdir ${dir}: a path with ':', ',' or blanks cannot be an overlay layer`);
@@ -151,7 +155,7 @@ function planFrom(args: ParsedArgs): Plan {
   const binds = bindsOf(args);
   if (has(args, "X11")) binds.push(...x11Binds());
   const command = args.command;
-  if (command.length === 0 && !image && !container && !shellOf(basedir)) {
+  if (command.length === 0 && !image && !container && !basedir.startsWith("sshfs://") && !shellOf(basedir)) {
     throw usageError(`no command given and no shell ($SHELL or /bin/sh) in ${basedir}`);
   }
   const settings: Settings = {
@@ -184,11 +188,14 @@ function planFrom(args: ParsedArgs): Plan {
     MINC_PIVOT: has(args, "pivot") ? "1" : "0",
     MINC_DEBUG_PREFIX: "",
     MINC_SSHFS_HOST: "",
+    MINC_SSHFS_PORT: "",
+    MINC_SSHFS_PATH: "",
     MINC_FTRACE: ftraceScript(one(args, "ftrace")),
     MINC_WORKDIR: "",
     MINC_IMAGE_ENV: "",
   };
   checkPrivilege(args, settings);
+  setRemoteRootdir(settings);
   checkLimits(settings);
   setNetwork(args, settings);
   setCrossArch(args, settings);
@@ -197,6 +204,28 @@ function planFrom(args: ParsedArgs): Plan {
     keep: has(args, "keep") || tempdir !== undefined || image !== undefined,
     tempdirGiven: tempdir !== undefined,
   };
+}
+
+const SSHFS_URL = /^sshfs:\/\/(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::(\d{1,5}))?(\/[^\s:,'"\\]*)?$/;
+
+/**
+ * -r sshfs://[USER@]HOST[:PORT]/PATH: the rootdir lives on another machine.
+ * minc-exec mounts it with sshfs in the working dir (as MINCS did) and it
+ * becomes the lower layer; the waiter unmounts it when the container ends.
+ */
+function setRemoteRootdir(settings: Settings): void {
+  const url = settings.MINC_BASEDIR;
+  if (!url.startsWith("sshfs://")) return;
+  const m = SSHFS_URL.exec(url);
+  if (!m || (m[3] !== undefined && (Number(m[3]) < 1 || Number(m[3]) > 65535))) {
+    throw usageError(`rootdir ${url}: not an sshfs://[USER@]HOST[:PORT]/PATH`);
+  }
+  if (!findInPath("sshfs")) throw usageError(`rootdir ${url}: there is no sshfs command (apt-get install sshfs)`);
+  const options = process.env.MINC_SSHFS_OPTS;
+  if (options && !/^[A-Za-z0-9_=,./@-]+$/.test(options)) throw usageError(`MINC_SSHFS_OPTS ${JSON.stringify(options)}: sshfs -o options like IdentityFile=/path,Compression=yes`);
+  settings.MINC_SSHFS_HOST = m[1] ? `${m[1]}@${m[2]}` : m[2];
+  settings.MINC_SSHFS_PORT = m[3] ?? "22";
+  settings.MINC_SSHFS_PATH = m[4] || "/";
 }
 
 /** What needs root: the options --nopriv cannot offer, and why. */

@@ -13,7 +13,7 @@ import { MincError, main } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { LIMIT_SETTINGS } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
-import { capture, copyFile, exec, findInPath, removeFile, run, writeFile } from "../lib/run.ts";
+import { capture, copyFile, exec, exportVar, findInPath, mkdirs, removeFile, run, writeFile } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 import { userNamespaceOptions } from "../lib/userns.ts";
 
@@ -25,6 +25,38 @@ function ensureSettings(): void {
   if (!tmpdir || !existsSync(tmpdir) || !statSync(tmpdir).isDirectory()) {
     throw new MincError(`MINC_TMPDIR ${tmpdir || "(unset)"} is not a directory`);
   }
+}
+
+/**
+ * -r sshfs://...: mount the remote rootdir in the working dir; it is the
+ * lower layer from here on. It is unmounted when the container ends.
+ */
+function mountRemoteRootdir(): void {
+  const host = env.MINC_SSHFS_HOST;
+  if (!host) return;
+  phase(1);
+  const dir = `${tmpdir}/sshfs`;
+  step(`The rootdir is on ${host}: mount it with sshfs in the working dir (unmounted when the container ends)`);
+  mkdirs(dir);
+  onExit(tmpdir, `umount -l ${quote(dir)} 2>/dev/null`);
+  const options = [...symlinkOptions(), ...(env.MINC_SSHFS_OPTS ? ["-o", env.MINC_SSHFS_OPTS] : [])];
+  try {
+    run(["sshfs", "-p", env.MINC_SSHFS_PORT ?? "22", ...options, `${host}:${env.MINC_SSHFS_PATH ?? "/"}`, dir]);
+  } catch {
+    throw new MincError(`cannot mount the rootdir sshfs://${host}:${env.MINC_SSHFS_PORT}${env.MINC_SSHFS_PATH} (see sshfs's message above)`);
+  }
+  exportVar("MINC_BASEDIR", dir);
+}
+
+/**
+ * Debian's sshfs refuses absolute symlinks unless told otherwise. A rootfs
+ * is full of them (/bin/sh -> /bin/busybox) and they are meant inside it:
+ * the container's root resolves them there, and minc's own path lookups
+ * stay inside the root too (lib/paths.ts).
+ */
+function symlinkOptions(): string[] {
+  step("Let sshfs show the rootfs's absolute symlinks as they are, if this sshfs would refuse them");
+  return /no_contain_symlinks/.test(capture(["sshfs", "-h"])) ? ["-o", "no_contain_symlinks"] : [];
 }
 
 function saveSettings(): void {
@@ -174,8 +206,9 @@ function runningInBackground(): boolean {
 }
 
 main(() => {
-  phase(2);
   ensureSettings();
+  mountRemoteRootdir();
+  phase(2);
   saveSettings();
   setCpuMask();
   prepareCage();
