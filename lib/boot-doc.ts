@@ -17,9 +17,10 @@ import { fileURLToPath } from "node:url";
 
 export const DOC_REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
-/** The boots the document shows: name -> minc's options (before -r ROOTFS ps). */
+/** The boots the document shows: name -> minc's options (before -r ROOTFS ps; --nopriv takes the rootfs itself). */
 export const BOOT_RUNS: Record<string, string[]> = {
   plain: [],
+  nopriv: ["--nopriv"],
   direct: ["--direct"],
   pivot: ["--pivot"],
   mem: ["--mem-limit", "64M"],
@@ -43,6 +44,7 @@ function mincEnv(): NodeJS.ProcessEnv {
   delete env.XDG_RUNTIME_DIR;
   delete env.MINC_DEBUG;
   delete env.MINCS_DIR;
+  env.TMPDIR = "/tmp"; // where --nopriv puts its working dir
   return env;
 }
 
@@ -56,7 +58,8 @@ export function rawTrace(run: string, e: BootEnv): string {
     // rules; a warm-up boot does that, so the excerpt is the same every time.
     spawnSync(minc, ["--net", "dens", "-r", e.rootfs, "true"], { env: mincEnv(), input: "", timeout: 60_000 });
   }
-  const r = spawnSync(minc, ["--debug", ...opts, "-r", e.rootfs, "ps"], { encoding: "utf8", env: mincEnv(), input: "", timeout: 60_000 });
+  const rootdir = opts.at(-1) === "--nopriv" ? [e.rootfs] : ["-r", e.rootfs];
+  const r = spawnSync(minc, ["--debug", ...opts, ...rootdir, "ps"], { encoding: "utf8", env: mincEnv(), input: "", timeout: 60_000 });
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`minc ${opts.join(" ")} failed (${r.status}):\n${r.stderr}`);
   return r.stderr;

@@ -54,7 +54,7 @@ describe("docs/boot.md", { skip: cannotBoot() }, () => {
   test("its trace excerpts are what minc --debug prints now (make docs regenerates them)", () => {
     const doc = readFileSync(`${REPO}/docs/boot.md`, "utf8");
     const runs = runsOf(doc);
-    assert.deepEqual(runs.sort(), ["dens", "direct", "mem", "pivot", "plain"]);
+    assert.deepEqual(runs.sort(), ["dens", "direct", "mem", "nopriv", "pivot", "plain"]);
     const now = regenerate(doc, REPO);
     const diff = excerptDiff(doc, now);
     assert.ok(diff === "" && now === doc, `docs/boot.md is out of date (run make docs):\n${diff}`);
