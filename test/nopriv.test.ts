@@ -129,6 +129,14 @@ describe("--nopriv", { skip }, () => {
     assert.match(map.join("\n"), new RegExp(`^\\s*1\\s+${start}\\s+${count}$`, "m"));
   });
 
+  test("the user's terminal is the container's console", () => {
+    const r = spawnSync("runuser", ["-u", USER, "--", "env", `TMPDIR=${dir}/tmp`, "script", "-qec", `${minc} --nopriv ${dir}/rootfs sh -c 'tty; echo to-console > /dev/console'`, "/dev/null"], {
+      encoding: "utf8", cwd: "/", input: "", timeout: 30_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^\/dev\/console\r?\nto-console\r?\n/);
+  });
+
   test("SIGTERM ends it with 143 and nothing is left", async () => {
     const child = spawnSync("sh", ["-c", `runuser -u ${USER} -- env TMPDIR=${dir}/tmp ${minc} --nopriv ${dir}/rootfs sleep 30 & pid=$!; sleep 1.5; pkill -TERM -u ${USER} -f 'minc-waiter.sh'; wait $pid; echo $?`], { encoding: "utf8", timeout: 20_000 });
     assert.equal(child.stdout.trim(), "143", child.stderr);
@@ -139,7 +147,7 @@ describe("--nopriv", { skip }, () => {
   });
 
   test("what needs the host's root is refused, and root is needed without --nopriv", () => {
-    for (const extra of [["--mem-limit", "64M"], ["--net"], ["-p", "8080"], ["--usedev"]]) {
+    for (const extra of [["--mem-limit", "64M"], ["--net"], ["-p", "8080"], ["--usedev"], ["--ftrace", "/etc/passwd"]]) {
       const r = asUser([...extra, "--nopriv", `${dir}/rootfs`, "true"]);
       assert.equal(r.status, 2, `${extra.join(" ")}: ${r.stderr}`);
       assert.match(r.stderr, /unprivileged container \(--nopriv\) cannot/);
