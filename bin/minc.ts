@@ -1,14 +1,16 @@
 // minc: run a command in a new container.
 //
 // Phase 1 of the boot: parse the options into MINC_* variables, set up the
-// working directory and trap the exit to clean it up, then run minc-exec.
-// Like MINCS's `trap "$TRAPCMD" EXIT`, the trap is kept by a small sh (the
-// waiter, libexec/minc-waiter.sh) that minc becomes by execve, so no Node
-// process stays resident while the container runs.
+// working directory and trap the exit to clean it up, then go on with
+// minc-exec in this same Node. At the end of phase 3 minc-exec makes minc
+// a small sh (the waiter, libexec/minc-waiter.sh) that keeps the trap, as
+// MINCS's `trap "$TRAPCMD" EXIT`, so no Node process stays resident while
+// the container runs.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, openSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { basename, resolve } from "node:path";
 import { anyLimit, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
+import { onExit } from "../lib/cleanup.ts";
 import { parsePortMap } from "../lib/dens.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
@@ -424,8 +426,32 @@ function makeWorkingDir(plan: Plan): void {
   process.env.MINC_TMPDIR = dir;
 }
 
-/** What runs when the container ends: remove the directory, or say how to reuse it. */
-function trapExit(plan: Plan): string {
+/** A reused working directory: forget the cleanup chain and the waiter of its last run. */
+function forgetLastRun(dir: string): void {
+  for (const file of ["cleanup", "waiter"]) {
+    if (!existsSync(`${dir}/${file}`)) continue;
+    step(`(a reused working directory: forget the ${file} of its last run)`);
+    removeFile(`${dir}/${file}`);
+  }
+}
+
+/**
+ * Until its waiter takes over at the end of phase 3, minc is Node: should
+ * it die at once (SIGKILL, a crash), a guard (minc-waiter.sh --guard) runs
+ * the cleanup chain. (Other signals and failures minc-exec handles itself.)
+ */
+function guardBoot(dir: string): void {
+  step("Guard the boot: should minc die before its waiter takes over, the guard runs the cleanup chain");
+  const argv = ["/bin/sh", backend("minc-waiter.sh"), "--guard", String(process.pid), dir];
+  shown(`${quoteAll(argv.slice(0, 3))} "$$" ${quote(dir)} &   # (reads a pipe from minc until minc exits or execs)`);
+  spawn(argv[0], argv.slice(1), { detached: true, stdio: ["pipe", "ignore", "inherit"] }).unref();
+}
+
+/**
+ * What runs when the container ends: remove the directory, or say how to
+ * reuse it. It is the first command of the cleanup chain, so the last run.
+ */
+function trapExit(plan: Plan): void {
   const dir = plan.settings.MINC_TMPDIR;
   let trap = "";
   if (plan.image) {
@@ -441,32 +467,7 @@ function trapExit(plan: Plan): string {
     step("Trap the exit and remove the working directory");
     trap = `rm -rf --one-file-system ${quote(dir)}`;
   }
-  if (trap) shown(`trap ${quote(trap)} EXIT`);
-  if (existsSync(`${dir}/cleanup`)) {
-    step("(a reused working directory: forget the cleanup of its last run)");
-    removeFile(`${dir}/cleanup`);
-  }
-  return trap;
-}
-
-/** The waiter keeps the trap and runs minc-exec; minc becomes it. */
-function waiterFor(plan: Plan, trap: string): string[] {
-  return ["/bin/sh", backend("minc-waiter.sh"), plan.settings.MINC_TMPDIR, trap, backend("minc-exec"), ...plan.command];
-}
-
-/** -B: the waiter goes on in its own session, output in the working directory. */
-function runInBackground(plan: Plan, argv: string[]): number {
-  const dir = plan.settings.MINC_TMPDIR;
-  step("Run the container in the background, its output in the working directory");
-  shown(`setsid ${quoteAll(argv.slice(4))} > ${quote(`${dir}/log`)} 2> ${quote(`${dir}/debug`)} < /dev/null &`);
-  const child = spawn(argv[0], argv.slice(1), {
-    detached: true,
-    stdio: ["ignore", openSync(`${dir}/log`, "a"), openSync(`${dir}/debug`, "a")],
-    env: process.env,
-  });
-  child.unref();
-  process.stdout.write(`Run container in background. See ${dir}/log for output.\n`);
-  return 0;
+  if (trap) onExit(dir, trap);
 }
 
 main(() => {
@@ -480,12 +481,10 @@ main(() => {
   if (plan.image || plan.container) useStore(plan);
   exportSettings(plan.settings);
   makeWorkingDir(plan);
-  const trap = trapExit(plan);
-
-  const waiter = waiterFor(plan, trap);
-  if (plan.settings.MINC_BACKGROUND) return runInBackground(plan, waiter);
-  step("Run minc-exec; minc itself becomes a small sh that waits for it and runs the trap");
-  shown(quoteAll(waiter.slice(4)));
-  exec(waiter, process.env, "");
+  forgetLastRun(plan.settings.MINC_TMPDIR);
+  guardBoot(plan.settings.MINC_TMPDIR);
+  trapExit(plan);
+  step("Go on with minc-exec; it is loaded into this Node (the next program, not another start of Node)");
+  exec([backend("minc-exec"), ...plan.command]);
   throw new MincError("not reached");
 });

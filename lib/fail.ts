@@ -17,6 +17,12 @@ export class MincError extends Error {
   }
 }
 
+/**
+ * Thrown by exec() after it loaded the next program into this Node: the
+ * caller's code must not go on, and the exit status is the next program's.
+ */
+export class HandedOver extends Error {}
+
 /** Bad input from the user. */
 export function usageError(message: string): MincError {
   return new MincError(message, EXIT_USAGE);
@@ -58,6 +64,7 @@ export function main(body: () => void | number): void {
   try {
     status = body() ?? 0;
   } catch (e) {
+    if (e instanceof HandedOver) return;
     status = report(e);
   }
   process.exitCode = status;
@@ -66,7 +73,9 @@ export function main(body: () => void | number): void {
 /** main() for a body that works asynchronously (downloads, streams). */
 export function mainAsync(body: () => Promise<number | void>): void {
   main(() => {
-    body().then((status) => { process.exitCode = status ?? 0; }, (e: unknown) => { process.exitCode = report(e); });
+    body().then((status) => { process.exitCode = status ?? 0; }, (e: unknown) => {
+      if (!(e instanceof HandedOver)) process.exitCode = report(e);
+    });
     return 0;
   });
 }

@@ -4,7 +4,8 @@
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { dirname } from "node:path";
-import { MincError } from "./fail.ts";
+import { HandedOver, MincError } from "./fail.ts";
+import { libexecDir } from "./libexec.ts";
 import { resetSignals } from "./signals.ts";
 import { quote, quoteAll, shown } from "./trace.ts";
 
@@ -120,9 +121,9 @@ export function exec(argv: readonly string[], env: NodeJS.ProcessEnv = process.e
   throw new MincError("execve returned"); // not reached
 }
 
-/** One of our own Node bundles, beside this one in libexec/. */
+/** One of our own Node bundles in libexec/ (where this one is, or beside the bin/ it is in). */
 function isNodeBackend(file: string): boolean {
-  if (dirname(file) !== dirname(process.argv[1] ?? "") || !file.includes("/libexec/")) return false;
+  if (dirname(file) !== libexecDir()) return false;
   const head = Buffer.alloc(20);
   const fd = fs.openSync(file, "r");
   try {
@@ -144,7 +145,8 @@ function loadInstead(file: string, argv: readonly string[], env: NodeJS.ProcessE
   for (const [k, v] of Object.entries(env)) if (v !== undefined) process.env[k] = v;
   process.argv = [process.argv[0], file, ...argv.slice(1)];
   require(file);
-  process.exit(process.exitCode ?? 0);
+  // It may still have work on the event loop (minc-exec waits a turn for signals).
+  throw new HandedOver();
 }
 
 /**

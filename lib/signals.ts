@@ -13,3 +13,14 @@ export function resetSignals(signals: readonly NodeJS.Signals[]): void {
     process.off(sig, noop);
   }
 }
+
+/**
+ * Hold these signals while a program does synchronous work it must not
+ * leave half done: Node records them, and tells which came (the first)
+ * once the event loop has had a turn (await a setImmediate first).
+ */
+export function holdSignals(signals: readonly NodeJS.Signals[]): () => NodeJS.Signals | undefined {
+  let first: NodeJS.Signals | undefined;
+  for (const sig of signals) process.on(sig, () => { first ??= sig; });
+  return () => first;
+}

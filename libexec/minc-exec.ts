@@ -4,17 +4,21 @@
 // process (the container inherits it), make the cgroup cage; then make the
 // network namespace (with minc-dens for --net dens), prepare the files the
 // container will see as /etc/hosts and /etc/resolv.conf, and become
-// unshare, which enters new IPC, UTS, mount and PID namespaces and runs
-// minc-core there. What must be undone when the container ends goes into
-// $MINC_TMPDIR/cleanup, which minc's waiter runs before its own trap.
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { hostname, networkInterfaces } from "node:os";
-import { MincError, main } from "../lib/fail.ts";
+// the waiter (libexec/minc-waiter.sh), which runs unshare: new IPC, UTS,
+// mount and PID namespaces with minc-core in them. minc loads this program
+// into its own Node rather than starting another. What must be undone when
+// the container ends goes into $MINC_TMPDIR/cleanup, the chain the waiter
+// (or, should minc die first, its guard) runs.
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { constants, hostname, networkInterfaces } from "node:os";
+import { MincError, mainAsync } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { LIMIT_SETTINGS } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { capture, copyFile, exec, exportVar, findInPath, mkdirs, removeFile, run, writeFile } from "../lib/run.ts";
-import { phase, quote, shown, step } from "../lib/trace.ts";
+import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
+import { holdSignals } from "../lib/signals.ts";
 import { userNamespaceOptions } from "../lib/userns.ts";
 
 const env = process.env;
@@ -182,7 +186,8 @@ function userNamespace(): string[] {
   return options;
 }
 
-function enterNamespaces(command: string[]): never {
+/** The command that enters the new namespaces and starts minc-core there. */
+function namespacesCommand(command: string[]): string[] {
   const pidfile = `${tmpdir}/pid`;
   if (existsSync(pidfile)) removeFile(pidfile); // left by a reused working directory
   step("Prepare cleanup: the pid file goes when the container ends");
@@ -198,25 +203,84 @@ function enterNamespaces(command: string[]): never {
     step("(setpriv --pdeathsig: the container dies with minc's waiter, even if that is SIGKILLed)");
     argv = ["setpriv", "--pdeathsig", "KILL", ...argv];
   }
-  return exec(argv);
+  return argv;
 }
 
 function runningInBackground(): boolean {
   return !!env.MINC_BACKGROUND;
 }
 
-main(() => {
-  ensureSettings();
-  mountRemoteRootdir();
-  phase(2);
-  saveSettings();
-  setCpuMask();
-  prepareCage();
-  if (runningInBackground()) step(`Running in the background: output in ${tmpdir}/log`);
+/**
+ * From here the waiter (a small sh) is in charge: it runs the command that
+ * enters the namespaces, relays signals, and runs the cleanup chain when
+ * the container ends. In the foreground minc becomes it, so minc's exit
+ * status is the container's; with -B it goes on in a session of its own.
+ */
+function handOverToWaiter(command: string[]): never {
+  const waiter = ["/bin/sh", backend("minc-waiter.sh"), tmpdir, ...command];
+  if (runningInBackground()) return startInBackground(waiter);
+  step("minc becomes its waiter, a small sh that starts the container, relays signals to it and cleans up after it");
+  return exec(waiter);
+}
 
-  phase(3);
-  const ip = prepareNetwork();
-  prepareResolvConf();
-  prepareHosts(ip);
-  enterNamespaces(process.argv.slice(2));
+function startInBackground(waiter: string[]): never {
+  step("Start the waiter in a session of its own, the container's output in the working directory");
+  shown(`setsid ${quoteAll(waiter)} > ${quote(`${tmpdir}/log`)} 2> ${quote(`${tmpdir}/debug`)} < /dev/null &`);
+  spawn(waiter[0], waiter.slice(1), {
+    detached: true,
+    stdio: ["ignore", openSync(`${tmpdir}/log`, "a"), openSync(`${tmpdir}/debug`, "a")],
+  }).unref();
+  step("Return once it has taken over (it writes the waiter file), so minc's guard leaves the working directory to it");
+  const tick = new Int32Array(new SharedArrayBuffer(4));
+  for (let waited = 0; !existsSync(`${tmpdir}/waiter`); waited += 5) {
+    if (waited > 5000) throw new MincError("the container's waiter did not start in the background");
+    Atomics.wait(tick, 0, 0, 5);
+  }
+  process.stdout.write(`Run container in background. See ${tmpdir}/log for output.\n`);
+  process.exit(0);
+}
+
+/**
+ * A failure, or a signal held until the end of phase 3: the waiter has not
+ * taken over yet, so run the cleanup chain now, before minc exits.
+ */
+function cleanUpNow(): void {
+  step("The boot stops before the waiter took over: run the cleanup chain now");
+  const argv = ["/bin/sh", backend("minc-waiter.sh"), "--cleanup", tmpdir];
+  shown(quoteAll(argv));
+  spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
+}
+
+/** Signals that came during the synchronous work are delivered once the event loop turns. */
+function signalsDelivered(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+mainAsync(async () => {
+  // Stopping half way would leave what phases 2 and 3 made; stop at the end instead.
+  const held = holdSignals(["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"]);
+  try {
+    ensureSettings();
+    mountRemoteRootdir();
+    phase(2);
+    saveSettings();
+    setCpuMask();
+    prepareCage();
+    if (runningInBackground()) step(`Running in the background: output in ${tmpdir}/log`);
+
+    phase(3);
+    const ip = prepareNetwork();
+    prepareResolvConf();
+    prepareHosts(ip);
+    const command = namespacesCommand(process.argv.slice(2));
+    await signalsDelivered();
+    const signal = held();
+    if (!signal) return handOverToWaiter(command);
+    step(`${signal} came during the boot: stop here`);
+    cleanUpNow();
+    return 128 + constants.signals[signal];
+  } catch (e) {
+    if (existsSync(tmpdir)) cleanUpNow();
+    throw e;
+  }
 });

@@ -2,17 +2,19 @@
 # a container runs. It is plain sh, not Node, so a running container costs
 # the host about a megabyte, like the shell MINCS.
 #
-#   sh minc-waiter.sh TMPDIR TRAPCMD COMMAND...
+#   sh minc-waiter.sh TMPDIR COMMAND...      wait for the container
+#   sh minc-waiter.sh --guard PID TMPDIR     guard minc's boot (see below)
+#   sh minc-waiter.sh --cleanup TMPDIR       run the cleanup chain now
 #
-# minc execs it right after making the working directory TMPDIR, so that
-# from then on a cleanup is always there: it runs COMMAND (minc-exec, which
-# becomes unshare and then minc-fork.sh, whose child is the container's
-# PID 1), passes INT, TERM, HUP and
-# QUIT on to the container's init, and when the container ends, on success,
-# failure or signal, runs the cleanup chain: first what the backends put in
-# TMPDIR/cleanup (minc-exec's pid file, minc-cage's cgroups), last line
-# first, then minc's own TRAPCMD (remove TMPDIR). That is the shell MINCS's
-# `trap "$TRAPCMD" EXIT`.
+# minc (with minc-exec loaded into the same Node) execs it at the end of
+# phase 3: it writes TMPDIR/waiter to say it is in charge, runs COMMAND
+# (setpriv, unshare, then minc-fork.sh, whose child is the container's PID
+# 1), passes INT, TERM, HUP and QUIT on to the container's init, and when
+# the container ends, on success, failure or signal, runs the cleanup
+# chain TMPDIR/cleanup, last line first: what the backends registered
+# (minc-exec's pid file, minc-cage's cgroups, the network namespace) and,
+# first registered and so last run, minc's own trap (remove TMPDIR). That
+# is the shell MINCS's `trap "$TRAPCMD" EXIT`.
 #
 # - COMMAND runs in the background so that a trapped signal interrupts
 #   `wait`; a non-interactive sh gives background commands /dev/null as
@@ -26,9 +28,25 @@
 # - A signal during the boot stops it the same way: before minc-core wrote
 #   TMPDIR/pid, or while init is still one of the Node backends of libexec/
 #   (Node catches TERM in its first milliseconds and would lose it).
+#
+# --guard: before the waiter exists, minc itself (Node, with minc-exec
+# loaded into it) makes the working directory and runs phases 2 and 3.
+# minc-exec holds INT, TERM, HUP and QUIT until the end of phase 3 and
+# cleans up itself on a failure (--cleanup), but SIGKILL, a crash, or a
+# signal in the few milliseconds before minc-exec holds them end Node at
+# once. So right after making TMPDIR, minc starts this guard with a pipe
+# as its stdin. The pipe closes when minc exits or execs the waiter; the
+# guard then waits until either the waiter has written TMPDIR/waiter
+# (handed over: nothing to do) or minc's PID is gone (died: run the
+# cleanup chain; a chain run already is not run twice).
 
-tmpdir=$1 trapcmd=$2
-shift 2
+guard= now=
+case $1 in
+  --guard) guard=$2; shift 2 ;;
+  --cleanup) now=1; shift ;;
+esac
+tmpdir=$1
+shift
 pidfile=$tmpdir/pid registered=$tmpdir/cleanup libexec=${0%/*}
 forced= init= child= pending=
 
@@ -42,12 +60,27 @@ cleanup_cages() { # DIR...: remove cgroups once the container's last process has
 }
 
 cleanup() {
-  if [ -f "$registered" ]; then
-    eval "$(sed -n '1!G;h;$p' "$registered")"   # last registered, first undone
-    rm -f "$registered"
-  fi
-  eval "$trapcmd"
+  [ -f "$registered" ] || return 0
+  chain=$(sed -n '1!G;h;$p' "$registered")   # last registered, first undone
+  rm -f "$registered" "$tmpdir/waiter"
+  eval "$chain"
 }
+
+running() { # PID: not gone, nor a zombie (a slow reaper may hold it for a second)
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ "${state%% *}" != Z ]
+}
+
+if [ -n "$now" ]; then cleanup; exit 0; fi
+
+if [ -n "$guard" ]; then
+  trap '' INT TERM HUP QUIT   # minc's signals are minc's; this guard acts on its end
+  while read -r _; do :; done
+  while [ ! -e "$tmpdir/waiter" ] && running "$guard"; do sleep 0.01; done
+  [ -e "$tmpdir/waiter" ] || cleanup
+  exit 0
+fi
+
 trap cleanup EXIT
 
 sigmask() { # FIELD PID: the low 32 bits of a signal mask in /proc/PID/status
@@ -62,10 +95,6 @@ stop_container() { # SIGNAL-NUMBER
   if [ -n "$child" ]; then kill -KILL "$child" 2>/dev/null; else pending=$1; fi
 }
 
-running() { # PID: not gone, nor a zombie (a slow reaper may hold it for a second)
-  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
-  [ "${state%% *}" != Z ]
-}
 
 booting() { # PID: is it still a backend of ours (node libexec/minc-...)?
   program=$(tr '\0' '\n' < "/proc/$1/cmdline" 2>/dev/null | sed -n 2p)
@@ -85,6 +114,8 @@ trap 'relay INT 2' INT
 trap 'relay TERM 15' TERM
 trap 'relay HUP 1' HUP
 trap 'relay QUIT 3' QUIT
+# In charge from here (every trap is set): minc's guard may go.
+echo $$ > "$tmpdir/waiter"
 
 exec 3<&0
 "$@" <&3 3<&- &

@@ -80,3 +80,17 @@ export function cannotBoot(): string | undefined {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/**
+ * What check() still finds after up to `ms`: a signal in the first
+ * milliseconds of minc's waiter (before its traps are set) leaves the
+ * cleanup to minc's guard, which runs it just after minc has exited.
+ */
+export async function settled(check: () => string[], ms = 2000): Promise<string[]> {
+  let found = check();
+  for (let t = 0; found.length > 0 && t < ms; t += 25) {
+    await sleep(25);
+    found = check();
+  }
+  return found;
+}

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { MINC, cannotBoot, cleanEnv, leftovers, minc, rootfs, sleep } from "./helpers.ts";
+import { MINC, cannotBoot, cleanEnv, leftovers, minc, rootfs, settled, sleep } from "./helpers.ts";
 
 const missing = ["ip", "iptables", "nsenter"].filter((t) => spawnSync("sh", ["-c", `command -v ${t}`]).status !== 0);
 const skip = cannotBoot() ?? (missing.length ? `needs ${missing.join(", ")}` : undefined);
@@ -163,9 +163,8 @@ describe("networking", { skip }, () => {
       await sleep(delay);
       child.kill("SIGTERM");
       await ended;
-      await sleep(50);
-      assert.deepEqual(netLeftovers().filter((x) => !before.has(x)), [], `after ${delay} ms`);
-      assert.deepEqual(leftovers(), [], `after ${delay} ms`);
+      assert.deepEqual(await settled(() => netLeftovers().filter((x) => !before.has(x))), [], `after ${delay} ms`);
+      assert.deepEqual(await settled(leftovers), [], `after ${delay} ms`);
     }
   });
 

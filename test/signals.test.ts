@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, describe, test } from "node:test";
-import { MINC, cannotBoot, cleanEnv, leftovers, rootfs, runtimeDirs, sleep } from "./helpers.ts";
+import { MINC, cannotBoot, cleanEnv, leftovers, rootfs, runtimeDirs, settled, sleep } from "./helpers.ts";
 
 const skip = cannotBoot();
 
@@ -51,8 +51,7 @@ describe("signals", { skip }, () => {
       child.kill("SIGTERM");
       const status = await new Promise<number | null>((res) => child.on("exit", (code) => res(code)));
       assert.notEqual(status, 0, `after ${delay} ms`);
-      await sleep(50);
-      assert.deepEqual(leftovers(), [], `after ${delay} ms`);
+      assert.deepEqual(await settled(leftovers), [], `after ${delay} ms`);
     }
   });
 });

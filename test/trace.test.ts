@@ -21,8 +21,9 @@ describe("the --debug trace", { skip }, () => {
     assert.ok(tmpdir, "no MINC_TMPDIR line");
     const expect = [
       new RegExp(`^\\+ mktemp -d /var/run/minc\\d+-XXXXXX$`),
-      new RegExp(`^\\+ trap 'rm -rf --one-file-system ${tmpdir}' EXIT$`),
-      new RegExp(`^\\+ exec (setpriv --pdeathsig KILL )?unshare -iump /bin/sh \\S+/libexec/minc-fork.sh \\S+/libexec/minc-core ps$`),
+      new RegExp(`^\\+ echo 'rm -rf --one-file-system ${tmpdir}' >> ${tmpdir}/cleanup$`),
+      new RegExp(`^\\+ exec \\S+/libexec/minc-exec ps$`),
+      new RegExp(`^\\+ exec /bin/sh \\S+/libexec/minc-waiter.sh ${tmpdir} (setpriv --pdeathsig KILL )?unshare -iump /bin/sh \\S+/libexec/minc-fork.sh \\S+/libexec/minc-core ps$`),
       new RegExp(`^\\+ echo \\d+ > ${tmpdir}/pid$`),
       new RegExp(`^\\+ echo traced > /proc/sys/kernel/hostname$`),
       new RegExp(`^\\+ mount --make-rprivate /$`),
