@@ -18,6 +18,7 @@ import { MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/
 import { exec, findInPath, removeFile } from "../lib/run.ts";
 import { shellOf } from "../lib/rootfs.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
+import { holdSignals } from "../lib/signals.ts";
 import { subordinateIds, unprivilegedOverlay } from "../lib/userns.ts";
 import { VERSION } from "../lib/version.ts";
 
@@ -439,12 +440,16 @@ function forgetLastRun(dir: string): void {
  * Until its waiter takes over at the end of phase 3, minc is Node: should
  * it die at once (SIGKILL, a crash), a guard (minc-waiter.sh --guard) runs
  * the cleanup chain. (Other signals and failures minc-exec handles itself.)
+ * It starts before the working directory exists and is told its name on
+ * its stdin, so no moment is left where a directory is made and unguarded.
  */
-function guardBoot(dir: string): void {
+function startGuard(): (dir: string) => void {
   step("Guard the boot: should minc die before its waiter takes over, the guard runs the cleanup chain");
-  const argv = ["/bin/sh", backend("minc-waiter.sh"), "--guard", String(process.pid), dir];
-  shown(`${quoteAll(argv.slice(0, 3))} "$$" ${quote(dir)} &   # (reads a pipe from minc until minc exits or execs)`);
-  spawn(argv[0], argv.slice(1), { detached: true, stdio: ["pipe", "ignore", "inherit"] }).unref();
+  const argv = ["/bin/sh", backend("minc-waiter.sh"), "--guard", String(process.pid)];
+  shown(`${quoteAll(argv.slice(0, 3))} "$$" &   # (told the working dir on a pipe from minc; acts when minc exits or execs)`);
+  const guard = spawn(argv[0], argv.slice(1), { detached: true, stdio: ["pipe", "ignore", "inherit"] });
+  guard.unref();
+  return (dir) => { guard.stdin.write(`${dir}\n`); };
 }
 
 /**
@@ -475,14 +480,17 @@ main(() => {
   if (has(args, "help")) { process.stdout.write(mincUsage()); return 0; }
   if (has(args, "version")) { process.stdout.write(`minc (MINCS in TypeScript) ${VERSION}\n`); return 0; }
   if (has(args, "debug")) process.env.MINC_DEBUG = "1";
+  // Held until minc-exec, in this same Node, has the boot in a state to stop (end of phase 3).
+  holdSignals(["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"]);
   const plan = planFrom(args);
 
   phase(1);
   if (plan.image || plan.container) useStore(plan);
   exportSettings(plan.settings);
+  const guard = startGuard();
   makeWorkingDir(plan);
+  guard(plan.settings.MINC_TMPDIR);
   forgetLastRun(plan.settings.MINC_TMPDIR);
-  guardBoot(plan.settings.MINC_TMPDIR);
   trapExit(plan);
   step("Go on with minc-exec; it is loaded into this Node (the next program, not another start of Node)");
   exec([backend("minc-exec"), ...plan.command]);

@@ -3,7 +3,7 @@
 # the host about a megabyte, like the shell MINCS.
 #
 #   sh minc-waiter.sh TMPDIR COMMAND...      wait for the container
-#   sh minc-waiter.sh --guard PID TMPDIR     guard minc's boot (see below)
+#   sh minc-waiter.sh --guard PID            guard minc's boot (see below)
 #   sh minc-waiter.sh --cleanup TMPDIR       run the cleanup chain now
 #
 # minc (with minc-exec loaded into the same Node) execs it at the end of
@@ -31,18 +31,18 @@
 #
 # --guard: before the waiter exists, minc itself (Node, with minc-exec
 # loaded into it) makes the working directory and runs phases 2 and 3.
-# minc-exec holds INT, TERM, HUP and QUIT until the end of phase 3 and
-# cleans up itself on a failure (--cleanup), but SIGKILL, a crash, or a
-# signal in the few milliseconds before minc-exec holds them end Node at
-# once. So right after making TMPDIR, minc starts this guard with a pipe
-# as its stdin. The pipe closes when minc exits or execs the waiter; the
-# guard then waits until either the waiter has written TMPDIR/waiter
-# (handed over: nothing to do) or minc's PID is gone (died: run the
-# cleanup chain; a chain run already is not run twice).
+# minc holds INT, TERM, HUP and QUIT from its start to the end of phase 3,
+# when minc-exec stops the boot and cleans up itself (--cleanup), as on a
+# failure; but SIGKILL or a crash ends Node at once. So before making
+# TMPDIR, minc starts this guard with a pipe as its stdin and writes
+# TMPDIR's name into it once made. The pipe closes when minc exits or
+# execs the waiter; the guard then waits until either the waiter has
+# written TMPDIR/waiter (handed over: nothing to do) or minc's PID is gone
+# (died: run the cleanup chain; a chain run already is not run twice).
 
 guard= now=
 case $1 in
-  --guard) guard=$2; shift 2 ;;
+  --guard) guard=$2; shift 2; read -r tmpdir || exit 0; set -- "$tmpdir" ;;
   --cleanup) now=1; shift ;;
 esac
 tmpdir=$1

@@ -1,6 +1,7 @@
 // Signals to minc reach the container, and nothing is left afterwards.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { MINC, cannotBoot, cleanEnv, leftovers, rootfs, runtimeDirs, settled, sleep } from "./helpers.ts";
 
@@ -52,6 +53,26 @@ describe("signals", { skip }, () => {
       const status = await new Promise<number | null>((res) => child.on("exit", (code) => res(code)));
       assert.notEqual(status, 0, `after ${delay} ms`);
       assert.deepEqual(await settled(leftovers), [], `after ${delay} ms`);
+    }
+  });
+
+  test("SIGKILL of minc during the boot: its guard cleans up (working dir, network namespace)", async () => {
+    const netns = (): string[] => spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout.split("\n").filter((l) => /^minc\d+/.test(l));
+    for (let delay = 0; delay <= 150; delay += 15) {
+      const child = spawn(MINC, ["--net", "-r", rootfs(), "sleep", "60"], { env: cleanEnv(), stdio: "ignore" });
+      const mine = (): string[] => [...runtimeDirs(), ...netns()].filter((x) => x.includes(`minc${child.pid}`));
+      await sleep(delay);
+      const dir = runtimeDirs().find((d) => d.includes(`/minc${child.pid}-`));
+      const handedOver = dir !== undefined && existsSync(`${dir}/waiter`);
+      child.kill("SIGKILL");
+      await new Promise((res) => child.on("exit", res));
+      if (handedOver) {
+        // A SIGKILLed waiter is beyond any cleanup, as for the shell MINCS: its container dies (pdeathsig); tidy up by hand.
+        await sleep(200);
+        spawnSync("sh", ["-c", `ip netns del minc${child.pid}; rm -rf --one-file-system ${dir}`]);
+        break;
+      }
+      assert.deepEqual(await settled(mine), [], `after ${delay} ms`);
     }
   });
 });
