@@ -9,8 +9,43 @@ import { libexecDir } from "./libexec.ts";
 import { resetSignals } from "./signals.ts";
 import { quote, quoteAll, shown } from "./trace.ts";
 
+/**
+ * Mounts queued by mountsTogether(): they run in one sh, in order, instead
+ * of one spawn from Node each (a spawn from Node costs about twice what
+ * mount(8) itself does). `targets` are their mountpoints: a file operation
+ * under one of them first runs the queue, so it sees what it would have seen.
+ */
+let queue: { lines: string[]; targets: string[] } | undefined;
+
+/** Run body(), with its mounts batched as above; they have all run when it returns. */
+export function mountsTogether(body: () => void): void {
+  queue = { lines: [], targets: [] };
+  try {
+    body();
+    runQueuedMounts();
+  } finally {
+    queue = undefined;
+  }
+}
+
+function runQueuedMounts(): void {
+  if (!queue || queue.lines.length === 0) return;
+  const script = queue.lines.map((l) => `${l} || { echo ${quote(`failed: ${l}`)} >&2; exit 1; }`).join("\n");
+  queue.lines = [];
+  queue.targets = [];
+  const r = spawnSync("/bin/sh", ["-c", script], { stdio: ["ignore", "inherit", "inherit"] });
+  if (r.error) throw new MincError(`cannot run /bin/sh: ${r.error.message}`);
+  if (r.status !== 0) throw new MincError("a mount of the new root failed (see above)");
+}
+
+/** Before a file operation at path: run the queued mounts it may lie under. */
+function settle(path: string): void {
+  if (queue?.targets.some((t) => path === t || path.startsWith(`${t}/`))) runQueuedMounts();
+}
+
 /** Run a command to its end; a non-zero exit is a MincError. */
 export function run(argv: readonly string[]): void {
+  runQueuedMounts();
   shown(quoteAll(argv));
   if (argv[0].startsWith("/") && isNodeBackend(argv[0])) return runInstead(argv);
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
@@ -20,6 +55,7 @@ export function run(argv: readonly string[]): void {
 
 /** Run a command and return what it printed. */
 export function capture(argv: readonly string[], show = true): string {
+  runQueuedMounts();
   if (show) shown(quoteAll(argv));
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
   if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
@@ -28,7 +64,11 @@ export function capture(argv: readonly string[], show = true): string {
 }
 
 export function mount(...args: string[]): void {
-  run(["mount", ...args]);
+  if (!queue) return run(["mount", ...args]);
+  const line = quoteAll(["mount", ...args]);
+  shown(line);
+  queue.lines.push(line);
+  queue.targets.push(args[args.length - 1]);
 }
 
 export function bindMount(source: string, target: string): void {
@@ -46,32 +86,38 @@ export function exportVar(name: string, value: string): void {
 }
 
 export function mkdirs(...dirs: string[]): void {
+  for (const d of dirs) settle(d);
   shown(`mkdir -p ${quoteAll(dirs)}`);
   for (const d of dirs) fs.mkdirSync(d, { recursive: true });
 }
 
 export function touch(file: string): void {
+  settle(file);
   shown(`touch ${quote(file)}`);
   fs.closeSync(fs.openSync(file, "a"));
 }
 
 export function symlink(target: string, path: string): void {
+  settle(path);
   shown(`ln -s ${quote(target)} ${quote(path)}`);
   fs.symlinkSync(target, path);
 }
 
 export function removeFile(path: string): void {
+  settle(path);
   shown(`rm -f ${quote(path)}`);
   fs.rmSync(path, { force: true });
 }
 
 export function removeTree(path: string): void {
+  settle(path);
   shown(`rm -rf ${quote(path)}`);
   fs.rmSync(path, { recursive: true, force: true });
 }
 
 /** Write a file, shown as echo (one line) or printf (several). */
 export function writeFile(path: string, content: string): void {
+  settle(path);
   const lines = content.replace(/\n$/, "").split("\n");
   if (lines.length === 1) shown(`echo ${quote(lines[0])} > ${quote(path)}`);
   else shown(`printf '%s\\n' ${quoteAll(lines)} > ${quote(path)}`);
@@ -170,6 +216,7 @@ function runInstead(argv: readonly string[]): void {
 }
 
 export function copyFile(from: string, to: string): void {
+  settle(to);
   shown(`cp ${quote(from)} ${quote(to)}`);
   fs.copyFileSync(from, to);
 }

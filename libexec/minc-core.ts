@@ -10,7 +10,7 @@ import { basename, dirname } from "node:path";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
-import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, removeFile, removeTree, run, symlink, touch, writeFile } from "../lib/run.ts";
+import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, symlink, touch, writeFile } from "../lib/run.ts";
 import { phase, step } from "../lib/trace.ts";
 
 const env = process.env;
@@ -217,7 +217,8 @@ function prepareProc(): void {
   mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", proc);
   step("Its parts that reach into the host's kernel are read-only");
   for (const p of PROC_READONLY) {
-    if (existsSync(`${proc}/${p}`)) bindMountReadonly(`${proc}/${p}`, `${proc}/${p}`, ",nosuid,nodev,noexec");
+    // (the host's /proc tells what the new one, not mounted yet, will have: the same kernel)
+    if (existsSync(`/proc/${p}`)) bindMountReadonly(`${proc}/${p}`, `${proc}/${p}`, ",nosuid,nodev,noexec");
   }
 }
 
@@ -267,13 +268,16 @@ main(() => {
   setHostname();
   makeMountsPrivate();
   mountRoot();
-  bindResolvers();
-  bindCrossQemu();
-  hideMtab();
-  prepareDev();
-  prepareProc();
-  prepareSys();
-  prepareTmp();
+  // One sh runs these mounts, in this order, rather than one spawn from Node each.
+  mountsTogether(() => {
+    bindResolvers();
+    bindCrossQemu();
+    hideMtab();
+    prepareDev();
+    prepareProc();
+    prepareSys();
+    prepareTmp();
+  });
   userBinds();
   diveIn(process.argv.slice(2));
 });
