@@ -1,7 +1,7 @@
 // Commands and file writes, each shown in the trace as the shell line that
 // does the same thing. Backends use these instead of calling child_process
 // or fs directly, so nothing they do escapes the --debug trace.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { dirname } from "node:path";
 import { HandedOver, MincError } from "./fail.ts";
@@ -51,6 +51,20 @@ export function run(argv: readonly string[]): void {
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
   if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
   if (r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${r.status ?? r.signal})`);
+}
+
+/** Run a command to its end, without blocking this process (so other work can go on meanwhile). */
+export function runAsync(argv: readonly string[]): Promise<void> {
+  runQueuedMounts();
+  shown(`${quoteAll(argv)} &`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
+    child.on("error", (e) => reject(new MincError(`cannot run ${argv[0]}: ${e.message}`)));
+    child.on("close", (code, signal) => {
+      if (code === 0) resolve();
+      else reject(new MincError(`failed: ${quoteAll(argv)} (exit ${code ?? signal})`));
+    });
+  });
 }
 
 /** Run a command and return what it printed. */

@@ -30,7 +30,7 @@ import { importArchive, isImageDir } from "../lib/archive.ts";
 import { MincError, mainAsync, usageError } from "../lib/fail.ts";
 import { chainId, checkName, isName, mountsUnder, removeTree, Store } from "../lib/farm.ts";
 import { backend } from "../lib/libexec.ts";
-import { run } from "../lib/run.ts";
+import { runAsync } from "../lib/run.ts";
 import { quoteAll, shown, step } from "../lib/trace.ts";
 
 const USAGE = "usage: minc-farm lc|li|import PATH|commit COID|fork IMID|bind COID|unbind COID|rm COID|rmi IMID|" +
@@ -117,10 +117,16 @@ async function importTree(store: Store, source: string, opts: { id?: string; bas
   }
   const stage = store.makeStaging("import");
   try {
-    step(`Copy ${source} into the staging directory`);
-    run(["cp", "-a", "--", source, `${stage}/root`]);
-    step("Its id: the sha256 of its content (on its base)");
-    const id = opts.id ?? chainId(opts.base, await treeDigest(`${stage}/root`));
+    // Both read the same files: the copy in the kernel (copy_file_range), the digest here.
+    step(`Copy ${source} into the staging directory while its id is computed: the sha256 of its content (on its base)`);
+    const copied = runAsync(["cp", "-a", "--", source, `${stage}/root`]);
+    const digest = opts.id === undefined ? treeDigest(source) : undefined;
+    // Both end before anything else happens (the staging dir goes on a failure).
+    const [copy, hash] = await Promise.allSettled([copied, digest]);
+    shown("wait");
+    if (copy.status === "rejected") throw copy.reason;
+    if (hash.status === "rejected") throw hash.reason;
+    const id = opts.id ?? chainId(opts.base, hash.value!);
     if (store.hasImage(id)) process.stderr.write(`${source} (${id}) is already imported.\n`);
     return store.install([{ id, base: opts.base, dir: stage }], { name: opts.name });
   } finally {
