@@ -164,9 +164,15 @@ function readBuildScript(script: string): BuildScript {
   return { command: of("c"), mkdirs: of("m"), rmdirs: of("r") };
 }
 
+/** Tell the user which stage runs (the command's own output follows). */
+function stage(what: string): void {
+  step(`--- ${what} ---`);
+  if (!process.env.MINC_DEBUG) process.stderr.write(`--- ${what} ---\n`);
+}
+
 /** Stage 1 of a build script: install_command runs in the container; what it writes lands in the upper layer. */
 function installStage(script: string, work: string): void {
-  step("--- Installation stage: install_command in a container over the rootfs ---");
+  stage("Installation stage: install_command runs in a container over the rootfs");
   const upper = `${work}/storage`;
   writeFileMkdir(`${upper}/.polecat/build-script`, readFileSync(script, "utf8"));
   const status = runContainer(work, ["/bin/sh", "-c", "set -e; . /.polecat/build-script; install_command"], process.env);
@@ -177,7 +183,7 @@ function installStage(script: string, work: string): void {
 
 /** Stage 2: minc-trapper runs the command traced and collects what it used. */
 function traceStage(plan: Plan, command: string[], work: string): number {
-  step(`--- Testing stage: ${quoteAll(command)} runs once, traced (stop a server with Ctrl-C after its test run) ---`);
+  stage(`Testing stage: ${quoteAll(command)} runs once, traced (stop a server with Ctrl-C after its test run)`);
   const argv = [backend("minc-trapper"), "-r", plan.basedir, work, ...command];
   shown(quoteAll(argv));
   const r = spawnSync(argv[0], argv.slice(1), { stdio: "inherit" });

@@ -31,8 +31,18 @@ function globInRoot(root: string, pattern: string): string[] {
   }
 }
 
-/** The directories /etc/ld.so.conf lists, includes followed (relative ones from /etc, as ldconfig does). */
-export function ldSoConfDirs(root: string, file = "/etc/ld.so.conf", depth = 0): string[] {
+/**
+ * The directories /etc/ld.so.conf lists, includes followed (relative ones
+ * from /etc, as ldconfig does). A rootfs without it (packages extracted
+ * with no libc-bin) gets what Debian's includes: /etc/ld.so.conf.d/*.conf.
+ */
+export function ldSoConfDirs(root: string): string[] {
+  const main = readInRoot(root, "/etc/ld.so.conf") ? "/etc/ld.so.conf" : undefined;
+  if (main) return confDirs(root, main, 0);
+  return globInRoot(root, "/etc/ld.so.conf.d/*.conf").flatMap((f) => confDirs(root, f, 1));
+}
+
+function confDirs(root: string, file: string, depth: number): string[] {
   if (depth > MAX_INCLUDES) return [];
   const dirs: string[] = [];
   for (const raw of readInRoot(root, file).split("\n")) {
@@ -42,7 +52,7 @@ export function ldSoConfDirs(root: string, file = "/etc/ld.so.conf", depth = 0):
     if (include) {
       for (const word of include[1].split(/\s+/)) {
         const pattern = word.startsWith("/") ? word : `/etc/${word}`;
-        for (const f of globInRoot(root, pattern)) dirs.push(...ldSoConfDirs(root, f, depth + 1));
+        for (const f of globInRoot(root, pattern)) dirs.push(...confDirs(root, f, depth + 1));
       }
     } else if (line.startsWith("/")) {
       dirs.push(line.split(/[\s=]/)[0]);

@@ -48,9 +48,13 @@ dir=\${where% *} offset=\${where##* }
 mounted=
 cleanup() {
   trap - EXIT INT TERM HUP
-  if [ -n "$mounted" ]; then
-    umount "$dir/image" 2>/dev/null || { sleep 1; umount "$dir/image"; } || umount -l "$dir/image"
-  fi
+  # The container's mount namespace may hold the image for a moment after minc ends.
+  n=0
+  while [ -n "$mounted" ] && ! umount "$dir/image" 2>/dev/null; do
+    n=$((n + 1))
+    if [ $n -ge 50 ]; then umount -l "$dir/image"; break; fi
+    sleep 0.1
+  done
   rmdir "$dir/image" "$dir" 2>/dev/null
 }
 trap cleanup EXIT

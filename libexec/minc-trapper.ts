@@ -18,7 +18,7 @@ import { outliveInterrupts, runContainer } from "../lib/container.ts";
 import { readElf } from "../lib/elf.ts";
 import { MincError, main, usageError, warn } from "../lib/fail.ts";
 import { findLibrary, ldSoConfDirs } from "../lib/ldso.ts";
-import { resolveInRoot } from "../lib/paths.ts";
+import { existsInRoot, resolveInRoot } from "../lib/paths.ts";
 import { findInPath, mkdirs, mount, removeFile, run } from "../lib/run.ts";
 import { farm } from "../lib/store.ts";
 import { STRACE_ARGS, tracedPaths } from "../lib/strace.ts";
@@ -181,6 +181,20 @@ function copyTraced(job: Job, paths: string[]): void {
   for (const p of paths) trap(job, p);
 }
 
+/**
+ * The command's own program, as PATH finds it in the root: a shell may
+ * have run it without looking it up (busybox sh runs its applets itself),
+ * but a capsh with --exec on another host looks it up.
+ */
+function copyCommand(job: Job): void {
+  const [program] = job.command;
+  const dirs = program.includes("/") ? [""] : (env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").filter((d) => d.startsWith("/"));
+  const found = dirs.map((d) => (d ? `${d}/${program}` : program)).find((p) => existsInRoot(job.view, p));
+  if (!found) return;
+  step(`Copy the command's program, ${found}`);
+  trap(job, found);
+}
+
 /** The regular files of the upper layer, as paths inside the root. */
 function filesOf(dir: string, prefix = ""): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
@@ -236,6 +250,7 @@ main(() => {
   mountView(job);
   try {
     copyTraced(job, tracedFiles(job));
+    copyCommand(job);
     closeOverLibraries(job);
   } finally {
     unmountView(job);
