@@ -71,6 +71,7 @@ function pathOf(args: string, cwd: string): string | undefined {
 export function tracedPaths(trace: string): string[] | undefined {
   const cwd = new Map<string, string>();
   const paths = new Set<string>();
+  const forking: string[] = [];
   let inside = false;
   for (const line of trace.split("\n")) {
     const m = LINE.exec(line);
@@ -80,6 +81,8 @@ export function tracedPaths(trace: string): string[] | undefined {
     const call = resumed ? undefined : CALL.exec(rest);
     const name = resumed?.[1] ?? call?.[1];
     if (!name) continue;
+    // A child may show up before its parent's fork returns: it starts where the forking parent is.
+    if (!cwd.has(pid) && forking.length > 0) cwd.set(pid, cwd.get(forking[forking.length - 1]) ?? "/");
     const here = cwd.get(pid) ?? "/";
     if (name === "chroot") {
       if (result(rest) === 0) { inside = true; cwd.set(pid, "/"); }
@@ -87,6 +90,8 @@ export function tracedPaths(trace: string): string[] | undefined {
     }
     if (!inside) continue;
     if (FORKS.has(name)) {
+      if (call && rest.endsWith("<unfinished ...>")) forking.push(pid);
+      else if (resumed && forking.includes(pid)) forking.splice(forking.lastIndexOf(pid), 1);
       const child = result(rest);
       if (child !== undefined && child > 0) cwd.set(String(child), here);
       continue;

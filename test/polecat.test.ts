@@ -2,10 +2,11 @@
 // packed file as root would run it on another host.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { readElf } from "../lib/elf.ts";
+import { tracedPaths } from "../lib/strace.ts";
 import { REPO, cannotBoot, cleanEnv, leftovers, rootfs, sleep } from "./helpers.ts";
 
 const POLECAT = `${REPO}/bin/polecat`;
@@ -277,5 +278,35 @@ describe("polecat", { skip }, () => {
     ok(polecat(["-t", dir, "-f", "tgz", "-o", "kept.tgz", rootfs(), "ps"]));
     assert.ok(existsSync(`${dir}/storage/bin/busybox`));
     assert.ok(tgzList(`${work}/kept.tgz`).includes("/bin/busybox"));
+  });
+});
+
+describe("the trace and the ELF reader (no container)", () => {
+  test("paths after the chroot only, relative ones from the inherited working directory, escapes undone", () => {
+    const trace = [
+      '10 execve("/usr/sbin/capsh", ["capsh"], 0x1 /* 3 vars */) = 0',
+      '10 openat(AT_FDCWD, "/lib/x86_64-linux-gnu/libcap.so.2", O_RDONLY|O_CLOEXEC) = 3',
+      '10 chroot("/tmp/polecat-x/root") = 0',
+      '10 execve("/bin/sh", ["sh", "-c", "cd /app && ./run"], 0x2 /* 3 vars */) = 0',
+      '10 chdir("/app") = 0',
+      "10 vfork( <unfinished ...>",
+      '11 execve("./run", ["./run"], 0x3 /* 3 vars */ <unfinished ...>',
+      "10 <... vfork resumed>) = 11",
+      '11 openat(AT_FDCWD, "data/a\\303\\251\\"b", O_RDONLY) = 3',
+      '11 openat(3, "rel", O_RDONLY) = -1 ENOENT (No such file or directory)',
+      '11 newfstatat(3, "", {st_mode=S_IFREG|0644, ...}, AT_EMPTY_PATH) = 0',
+      '11 openat(AT_FDCWD, "/proc/self/stat", O_RDONLY) = 3',
+      '11 symlink("target", "/app/link") = 0',
+      '11 readlink("/bin/ps", "/bin/busybox", 4095) = 12',
+      "11 +++ exited with 0 +++",
+    ].join("\n");
+    assert.deepEqual(tracedPaths(trace), ["/bin/sh", "/app", "/app/run", "/app/data/a\u00e9\"b", "/bin/ps"]);
+    assert.equal(tracedPaths('10 openat(AT_FDCWD, "/etc/passwd", O_RDONLY) = 3'), undefined);
+  });
+
+  test("readElf: the interpreter and DT_NEEDED of a dynamic program, none of a text file", () => {
+    const sh = readElf(realpathSync("/bin/sh"));
+    assert.ok(sh && sh.interpreter?.includes("ld-linux") && sh.needed.includes("libc.so.6"), JSON.stringify(sh));
+    assert.equal(readElf("/etc/passwd"), undefined);
   });
 });
