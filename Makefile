@@ -30,8 +30,11 @@ TESTS ?= test/*.test.ts
 # skopeo, htpasswd from apache2-utils, openssl for its token server; zstd
 # layers; newuidmap for --nopriv's subordinate ids: uidmap; -r sshfs://:
 # sshfs; busybox-static is fetched by samples/scripts/busybox-rootfs.sh).
+# polecat traces the command with strace and writes its image with
+# mksquashfs (squashfs-tools); its tests extract Debian packages with dpkg.
 DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsdutils ca-certificates user-mode-linux \
-  attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support debootstrap uidmap sshfs
+  attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support debootstrap uidmap sshfs \
+  strace squashfs-tools
 NODE_MAJOR := 24
 # --cross is tested with Debian's arm64 busybox, run by qemu-user through binfmt_misc.
 FOREIGN_ARCH := arm64

@@ -6,7 +6,7 @@
 // a small sh (the waiter, libexec/minc-waiter.sh) that keeps the trap, as
 // MINCS's `trap "$TRAPCMD" EXIT`, so no Node process stays resident while
 // the container runs.
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { basename, resolve } from "node:path";
 import { anyLimit, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
@@ -16,6 +16,7 @@ import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
 import { exec, findInPath, removeFile } from "../lib/run.ts";
+import { farm, isStoreName } from "../lib/store.ts";
 import { shellOf } from "../lib/rootfs.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { holdSignals } from "../lib/signals.ts";
@@ -95,13 +96,6 @@ function existingDir(what: string, dir: string): string {
   if (!existsSync(dir)) throw usageError(`${what} ${dir}: no such directory`);
   if (!statSync(dir).isDirectory()) throw usageError(`${what} ${dir}: not a directory`);
   return realpathSync(dir);
-}
-
-/** A name or id of the image store, as opposed to a path (store names have no "/"). */
-const STORE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:@-]*$/;
-
-function isStoreName(given: string): boolean {
-  return !existsSync(given) && STORE_NAME.test(given);
 }
 
 function rootdirOf(args: ParsedArgs): string {
@@ -327,18 +321,6 @@ function ftraceScript(given: string | undefined): string {
 function checkLimits(settings: Settings): void {
   const limits = limitsOf(settings as unknown as NodeJS.ProcessEnv);
   if (anyLimit(limits)) findHierarchy(controllersFor(limits));
-}
-
-/** Ask minc-farm; what it cannot find is the user's bad input, told in its own words. */
-function farm(...args: string[]): string {
-  const argv = [backend("minc-farm"), ...args];
-  shown(quoteAll(argv));
-  const r = spawnSync(argv[0], args, { stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
-  if (r.status !== 0) {
-    const why = (r.stderr || r.error?.message || "").trim().split("\n").pop()!.replace(/^minc-farm: /, "");
-    throw usageError(why || `failed: ${quoteAll(argv)}`);
-  }
-  return r.stdout.trim();
 }
 
 /**

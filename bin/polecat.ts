@@ -1,21 +1,296 @@
-// polecat: pack a rootfs and a command into one self-executable file (issue #6).
+// polecat: make one self-executable file of a command and what it needs.
+//
+// Like MINCS's polecat: (with -s, run the build script's install_command in
+// a container over the rootfs first,) run the command once under
+// minc-trapper, which leaves in the upper layer every file the command
+// used and the libraries they need; then write that tree as a squashfs or
+// tgz image, or (the default) as a sh header plus a squashfs that carries
+// its own minc runtime and boots the command wherever it is copied.
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, dirname, resolve } from "node:path";
+import { spawnSync } from "node:child_process";
 import yargs from "yargs";
-import { main, usageError } from "../lib/fail.ts";
+import { outliveInterrupts, runContainer } from "../lib/container.ts";
+import { MincError, main, usageError } from "../lib/fail.ts";
+import { backend, libexecDir } from "../lib/libexec.ts";
+import { resolveInRoot } from "../lib/paths.ts";
+import { header, RUNTIME_BACKENDS, RUNTIME_DIR } from "../lib/polecat.ts";
+import { capture, findInPath, mkdirs, removeFile, run, touch, writeFileMkdir } from "../lib/run.ts";
+import { farm, isStoreName } from "../lib/store.ts";
+import { quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
 
-main(() => {
-  yargs(process.argv.slice(2)).scriptName("polecat").version(VERSION).strict()
-    .usage("polecat - make a self-executable application container\nUsage: polecat [options] <rootdir|image> [command]")
-    .option("output", { alias: "o", type: "string", describe: "Output file (default polecat-out.sh)" })
-    .option("format", { alias: "f", type: "string", describe: "sh, squashfs, sfs or tgz" })
-    .option("script", { alias: "s", type: "string", describe: "Build script" })
-    .option("tempdir", { alias: "t", type: "string", describe: "Working directory" })
-    .option("ignore-state", { type: "boolean", describe: "Ignore the state of the rootfs" })
-    .option("debug", { type: "boolean", describe: "Debug mode" })
-    .alias("h", "help").fail((msg, err) => { throw usageError(err?.message ?? msg); })
-    .command("$0 <rootdir> [command..]", "Pack ROOTDIR and COMMAND", {}, () => {
-      throw usageError("polecat is not implemented yet (issue #6)");
-    })
+const FORMATS = ["sh", "squashfs", "sfs", "tgz"] as const;
+type Format = (typeof FORMATS)[number];
+
+interface Plan {
+  /** The rootfs, or an image's layers "TOP:...:BOTTOM". */
+  basedir: string;
+  command: string[];
+  output: string;
+  format: Format;
+  script?: string;
+  /** A working directory given with -t: used and kept. */
+  tempdir?: string;
+  ignoreState: boolean;
+  debug: boolean;
+}
+
+/** What a build script defines: the command, and directories to make and to remove in the image. */
+interface BuildScript {
+  command: string[];
+  mkdirs: string[];
+  rmdirs: string[];
+}
+
+function parse(argv: string[]) {
+  return yargs(argv).scriptName("polecat").version(VERSION).strict()
+    .parserConfiguration({ "halt-at-non-option": true })
+    .usage("polecat - make a self-executable application container\n" +
+      "Usage: polecat [options] ROOTDIR|IMAGE [COMMAND [ARG...]]\n\n" +
+      "Runs COMMAND once in a container over ROOTDIR (or an image of the store), traces the files it uses,\n" +
+      "adds the shared libraries they need, and writes them as one file: by default a sh script that boots\n" +
+      "COMMAND in a container on any host with root, sh, mount, unshare and Node.js 24 (arguments given to it\n" +
+      "are appended to COMMAND; its exit status is COMMAND's). Stop a server with Ctrl-C after its test run.")
+    .option("output", { alias: "o", type: "string", describe: "Output file (default polecat-out.FORMAT: polecat-out.sh, ...)" })
+    .option("format", { alias: "f", type: "string", choices: FORMATS, describe: "sh (self-executable), squashfs or sfs, tgz (just the image)" })
+    .option("script", { alias: "s", type: "string", describe: "Build script: sets COMMAND, MKDIRS, RMDIRS and defines install_command, run in the container before tracing" })
+    .option("tempdir", { alias: "t", type: "string", describe: "Working directory to use and keep (its storage/ is the image)" })
+    .option("ignore-state", { type: "boolean", describe: "Pack even if the command fails while traced" })
+    .option("debug", { type: "boolean", describe: "Print every step and command (the minc --debug trace)" })
+    .alias("h", "help").alias("V", "version")
+    .fail((msg, err) => { throw usageError(err?.message ?? msg); })
     .parseSync();
+}
+
+/** overlayfs takes its layers as "lowerdir=A:B,...": such paths would be misread. */
+function checkLayerPath(what: string, dir: string): string {
+  if (/[:,\s]/.test(dir)) throw usageError(`${what} ${dir}: a path with ':', ',' or blanks cannot be an overlay layer`);
+  return dir;
+}
+
+function existingDir(what: string, dir: string): string {
+  if (!existsSync(dir)) throw usageError(`${what} ${dir}: no such directory`);
+  if (!statSync(dir).isDirectory()) throw usageError(`${what} ${dir}: not a directory`);
+  return checkLayerPath(what, realpathSync(dir));
+}
+
+/** A directory, or the name of an image of the store (its layers, through minc-farm). */
+function basedirOf(given: string): string {
+  if (!isStoreName(given)) return existingDir("rootdir", given);
+  step(`${given} is no directory: take the image of that name from the store, its layers top first`);
+  farm("pull", given);
+  return farm("imagestack", given);
+}
+
+function planFrom(argv: string[]): Plan {
+  const args = parse(argv);
+  const words = args._.map(String);
+  if (words.length === 0) throw usageError("ROOTDIR or IMAGE missing (polecat --help)");
+  const [given, ...rest] = words;
+  const command = rest[0] === "--" ? rest.slice(1) : rest;
+  const format = (args.format ?? "sh") as Format;
+  if (args.output === "") throw usageError("--output needs a file name");
+  const script = args.script === undefined ? undefined : existingFile("--script", args.script);
+  if (!script && command.length === 0) throw usageError("no COMMAND given (and no --script that sets it)");
+  const tempdir = args.tempdir === undefined ? undefined : existingDir("--tempdir", args.tempdir);
+  return {
+    basedir: basedirOf(given),
+    command,
+    output: resolve(args.output ?? `polecat-out.${format}`),
+    format,
+    script,
+    tempdir,
+    ignoreState: !!args["ignore-state"],
+    debug: !!args.debug,
+  };
+}
+
+function existingFile(what: string, file: string): string {
+  if (!existsSync(file) || !statSync(file).isFile()) throw usageError(`${what} ${file}: no such file`);
+  return realpathSync(file);
+}
+
+/** The settings the backends read, and nothing of the caller's own MINC_* (the shell MINCS's exports). */
+function exportSettings(plan: Plan, work: string): void {
+  step("Export the settings the backends read (and drop any other MINC_* of the caller)");
+  for (const k of Object.keys(process.env)) if (k.startsWith("MINC_")) delete process.env[k];
+  const settings: Record<string, string> = {
+    MINC_BASEDIR: plan.basedir,
+    MINC_TMPDIR: work,
+    MINC_IGNORE_STATE: plan.ignoreState ? "1" : "0",
+    MINC_PIVOT: "0",
+    ...(plan.debug ? { MINC_DEBUG: "1" } : {}),
+  };
+  shown(`export ${Object.entries(settings).map(([k, v]) => `${k}=${quote(v)}`).join(" ")}`);
+  Object.assign(process.env, settings);
+}
+
+function makeWorkingDir(plan: Plan): string {
+  if (plan.tempdir) {
+    step(`Use the working directory ${plan.tempdir} (kept)`);
+    return plan.tempdir;
+  }
+  step("Make a working directory; it goes when polecat ends");
+  const dir = mkdtempSync(`${tmpdir()}/polecat-`);
+  shown(`mktemp -d ${tmpdir()}/polecat-XXXXXX  # ${dir}`);
+  return checkLayerPath("working directory", dir);
+}
+
+function removeWorkingDir(plan: Plan, work: string): void {
+  if (plan.tempdir) return;
+  step("Remove the working directory");
+  shown(`rm -rf ${quote(work)}`);
+  rmSync(work, { recursive: true, force: true });
+}
+
+/**
+ * Read the build script as MINCS did, by sourcing it in sh (so its top
+ * level runs on this host: it should only set variables and define
+ * install_command). COMMAND, MKDIRS and RMDIRS are split into words.
+ */
+function readBuildScript(script: string): BuildScript {
+  step(`Read COMMAND, MKDIRS and RMDIRS from the build script ${script}`);
+  const print = 'COMMAND= MKDIRS= RMDIRS=; . "$1" >&2 || exit 1; set -f; ' +
+    'command -v install_command >/dev/null 2>&1 || { echo "no install_command function in $1" >&2; exit 1; }; ' +
+    'for w in $COMMAND; do printf "c%s\\0" "$w"; done; for w in $MKDIRS; do printf "m%s\\0" "$w"; done; ' +
+    'for w in $RMDIRS; do printf "r%s\\0" "$w"; done';
+  shown(`sh -c ${quote(print)} polecat ${quote(script)}`);
+  const r = spawnSync("/bin/sh", ["-c", print, "polecat", script], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  if (r.status !== 0) throw usageError(`build script ${script}: ${(r.stderr || "cannot read it").trim().split("\n").pop()}`);
+  const words = r.stdout.split("\0").filter((w) => w !== "");
+  const of = (kind: string): string[] => words.filter((w) => w[0] === kind).map((w) => w.slice(1));
+  return { command: of("c"), mkdirs: of("m"), rmdirs: of("r") };
+}
+
+/** Tell the user which stage runs (the command's own output follows). */
+function stage(what: string): void {
+  step(`--- ${what} ---`);
+  if (!process.env.MINC_DEBUG) process.stderr.write(`--- ${what} ---\n`);
+}
+
+/** Stage 1 of a build script: install_command runs in the container; what it writes lands in the upper layer. */
+function installStage(script: string, work: string): void {
+  stage("Installation stage: install_command runs in a container over the rootfs");
+  const upper = `${work}/storage`;
+  writeFileMkdir(`${upper}/.polecat/build-script`, readFileSync(script, "utf8"));
+  const status = runContainer(work, ["/bin/sh", "-c", "set -e; . /.polecat/build-script; install_command"], process.env);
+  rmSync(`${upper}/.polecat`, { recursive: true, force: true });
+  shown(`rm -rf ${quote(`${upper}/.polecat`)}`);
+  if (status !== 0) throw new MincError(`install_command failed (exit ${status})`);
+}
+
+/** Stage 2: minc-trapper runs the command traced and collects what it used. */
+function traceStage(plan: Plan, command: string[], work: string): number {
+  stage(`Testing stage: ${quoteAll(command)} runs once, traced (stop a server with Ctrl-C after its test run)`);
+  const argv = [backend("minc-trapper"), "-r", plan.basedir, work, ...command];
+  shown(quoteAll(argv));
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: "inherit" });
+  if (r.error) throw new MincError(`cannot run minc-trapper: ${r.error.message}`);
+  return r.status ?? 1;
+}
+
+/** MKDIRS and RMDIRS, inside the image (links resolved inside it, never the image's root itself). */
+function adjustDirs(build: BuildScript, upper: string): void {
+  step("Make MKDIRS and remove RMDIRS in the image");
+  for (const d of build.mkdirs) mkdirs(resolveInRoot(upper, d));
+  for (const d of build.rmdirs) {
+    const at = resolveInRoot(upper, d);
+    if (at === upper) throw usageError(`RMDIRS ${d}: that is the whole image`);
+    shown(`rm -rf ${quote(at)}`);
+    rmSync(at, { recursive: true, force: true });
+  }
+}
+
+function addRequiredFiles(upper: string): void {
+  step("Add the files minc binds over: /etc/hosts and /etc/resolv.conf");
+  const etc = resolveInRoot(upper, "/etc");
+  if (!existsSync(etc)) mkdirs(etc);
+  for (const f of ["hosts", "resolv.conf"]) if (!existsSync(resolveInRoot(upper, `/etc/${f}`))) touch(`${etc}/${f}`);
+}
+
+/** The frontend minc, beside polecat (in the checkout and under $PREFIX alike). */
+function mincFrontend(): string {
+  return resolve(libexecDir(), "../bin/minc");
+}
+
+/** The sh format carries minc and its boot backends, so the target host needs only Node. */
+function packRuntime(upper: string): void {
+  step(`Pack the minc runtime into the image at ${RUNTIME_DIR}`);
+  const files = [[mincFrontend(), `${upper}${RUNTIME_DIR}/bin/minc`], ...RUNTIME_BACKENDS.map((b) => [backend(b), `${upper}${RUNTIME_DIR}/libexec/${b}`])];
+  mkdirs(`${upper}${RUNTIME_DIR}/bin`, `${upper}${RUNTIME_DIR}/libexec`);
+  for (const [from, to] of files) {
+    if (!existsSync(from)) throw new MincError(`cannot pack the runtime: ${from} is missing (run make)`);
+    shown(`cp -p ${quote(from)} ${quote(to)}`);
+    copyFileSync(from, to);
+  }
+  run(["chmod", "-R", "a+rX,u+w", `${upper}${RUNTIME_DIR}`]);
+}
+
+function needTool(tool: string, pkg: string): void {
+  if (!findInPath(tool)) throw new MincError(`needs ${tool} to write the image (apt-get install ${pkg})`);
+}
+
+function makeSquashfs(upper: string, out: string): void {
+  needTool("mksquashfs", "squashfs-tools");
+  run(["mksquashfs", upper, out, "-noappend", "-no-progress", "-quiet"]);
+}
+
+/** Written next to the output, then renamed: a failed build leaves no half file. */
+function writeOutput(plan: Plan, command: string[], upper: string, work: string): void {
+  const dir = dirname(plan.output);
+  if (!existsSync(dir)) mkdirs(dir);
+  const partial = `${dir}/.${basename(plan.output)}.partial`;
+  try {
+    if (plan.format === "tgz") {
+      step("Write the image as a gzipped tar");
+      run(["tar", "-C", upper, "--numeric-owner", "-czf", partial, "."]);
+    } else if (plan.format !== "sh") {
+      step("Write the image as a squashfs");
+      makeSquashfs(upper, partial);
+    } else {
+      packRuntime(upper);
+      step("Write the sh header and the squashfs image after it");
+      const image = `${work}/image.sfs`;
+      makeSquashfs(upper, image);
+      writeFileSync(partial, header(command, statSync(image).size), { mode: 0o755 });
+      shown(`cat ${quote(image)} >> ${quote(partial)}`);
+      writeFileSync(partial, readFileSync(image), { flag: "a" });
+      removeFile(image);
+    }
+    shown(`mv ${quote(partial)} ${quote(plan.output)}`);
+    renameSync(partial, plan.output);
+  } finally {
+    if (existsSync(partial)) rmSync(partial);
+  }
+}
+
+function build(plan: Plan, work: string): number {
+  exportSettings(plan, work);
+  const script = plan.script ? readBuildScript(plan.script) : undefined;
+  const command = plan.command.length > 0 ? plan.command : script?.command ?? [];
+  if (command.length === 0) throw usageError(`build script ${plan.script}: COMMAND is empty`);
+  if (plan.script) installStage(plan.script, work);
+  const status = traceStage(plan, command, work);
+  if (status !== 0) return status; // minc-trapper said why
+  const upper = `${work}/storage`;
+  if (script) adjustDirs(script, upper);
+  addRequiredFiles(upper);
+  writeOutput(plan, command, upper, work);
+  const size = capture(["du", "-sh", plan.output], false).split(/\s/)[0];
+  process.stdout.write(`done: ${plan.output} (${size})\n`);
   return 0;
+}
+
+main(() => {
+  const plan = planFrom(process.argv.slice(2));
+  if (plan.debug) process.env.MINC_DEBUG = "1";
+  outliveInterrupts();
+  const work = makeWorkingDir(plan);
+  try {
+    return build(plan, work);
+  } finally {
+    removeWorkingDir(plan, work);
+  }
 });

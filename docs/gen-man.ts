@@ -23,7 +23,12 @@ writeFileSync(`${outDir}/marten.1`, yargsManPage("marten", marten, subs, [
   ".SH SEE ALSO", "\\fBminc\\fR(1), \\fBpolecat\\fR(1)",
 ]));
 writeFileSync(`${outDir}/polecat.1`, yargsManPage("polecat", help("polecat"), {}, [
-  ".SH BUGS", "polecat is not implemented yet (issue #6).",
-  ".SH SEE ALSO", "\\fBminc\\fR(1), \\fBmarten\\fR(1)",
+  ".SH FILES", ".TP", "\\fI/opt/mincs\\fR",
+  "Inside the image of a self-executable file: the packed minc and the backends that boot it.",
+  ".TP", "\\fI/tmp/polecat\\-XXXXXX\\fR",
+  "polecat's working directory (storage/ is the image); a running file mounts its image on /tmp/polecat\\-run\\-XXXXXX/image.",
+  ".SH EXAMPLES", "polecat \\-o ps.sh ROOTFS ps; ./ps.sh",
+  ".br", "polecat \\-s samples/polecat/httpd \\-o httpd.sh ROOTFS",
+  ".SH SEE ALSO", "\\fBminc\\fR(1), \\fBmarten\\fR(1), \\fBstrace\\fR(1), \\fBmksquashfs\\fR(1)",
 ]));
 console.log(`wrote ${outDir}/minc.1 marten.1 polecat.1`);

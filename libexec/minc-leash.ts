@@ -83,6 +83,15 @@ function workdir(): string | undefined {
   return dir || undefined;
 }
 
+/**
+ * MINC_DEBUG_PREFIX: a command put in front of the dive, outside the new
+ * root, as MINCS's minc-leash did (minc-trapper puts strace there). Words
+ * split at blanks, like the shell's unquoted $MINC_DEBUG_PREFIX.
+ */
+function debugPrefix(): string[] {
+  return (env.MINC_DEBUG_PREFIX ?? "").split(/\s+/).filter((w) => w !== "");
+}
+
 type Capsh = { path: string; exec: boolean; shellOption: boolean };
 
 /** capsh, and which of the ways to run a command it knows. */
@@ -110,7 +119,9 @@ function capshShell(rootdir: string, capsh: Capsh): string | undefined {
 function diveWithCapsh(rootdir: string, capsh: Capsh, command: string[], user: User | undefined, cage: CageDoor[]): never {
   const drop = [env.MINC_DROPCAPS, "cap_sys_chroot"].filter((c) => c).join(",");
   step(`Drop ${drop}: root inside must not chroot its way out`);
-  const args = [capsh.path, `--chroot=${rootdir}`, `--drop=${drop}`];
+  const prefix = debugPrefix();
+  if (prefix.length > 0) step(`Run it under ${prefix[0]} (MINC_DEBUG_PREFIX), which stays outside the new root`);
+  const args = [...prefix, capsh.path, `--chroot=${rootdir}`, `--drop=${drop}`];
   if (user) {
     step(`Run as uid ${user.uid}, gid ${user.gid}`);
     args.push(`--gid=${user.gid}`, `--groups=${user.gid}`, `--uid=${user.uid}`);
@@ -127,6 +138,20 @@ function diveWithCapsh(rootdir: string, capsh: Capsh, command: string[], user: U
   const dir = workdir();
   if (dir) return exec([...args, ...viaShell, "--", "-c", 'cd -- "$0" && exec "$@"', dir, ...command], washed);
   return exec([...args, ...viaShell, "--", "-c", 'exec "$0" "$@"', ...command], washed);
+}
+
+/**
+ * A traced dive into a rootfs with no shell for capsh: chroot(1), so the
+ * tracer can stay outside (after pivot_root nothing of the host is left).
+ * Only for tracing: the command keeps cap_sys_chroot.
+ */
+function diveWithChroot(rootdir: string, command: string[], user: User | undefined, cage: CageDoor[]): never {
+  const prefix = debugPrefix();
+  step(`Run it under ${prefix[0]} (MINC_DEBUG_PREFIX) with chroot: no shell in the rootfs for capsh, and pivot_root would leave the tracer behind`);
+  const spec = user ? [`--userspec=${user.uid}:${user.gid}`, `--groups=${user.gid}`] : [];
+  const washed = washedEnv();
+  enterCages(cage);
+  return exec([...prefix, "chroot", ...spec, rootdir, ...command], washed);
 }
 
 function diveWithPivot(rootdir: string, command: string[], user: User | undefined, cage: CageDoor[]): never {
@@ -172,6 +197,7 @@ main(() => {
   if (env.MINC_DROPCAPS) {
     throw usageError(`cannot drop ${env.MINC_DROPCAPS}: that needs capsh${capsh ? " and a shell in the rootfs" : ""}`);
   }
+  if (debugPrefix().length > 0 && !env.MINC_DROPCAPS && !workdir()) return diveWithChroot(rootdir, command, user, cage);
   if (capsh) step("The rootfs has no shell for capsh to start: fall back to pivot_root");
   return diveWithPivot(rootdir, command, user, cage);
 });

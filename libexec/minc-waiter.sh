@@ -97,7 +97,7 @@ stop_container() { # SIGNAL-NUMBER
 
 
 booting() { # PID: is it still a backend of ours (node libexec/minc-...)?
-  program=$(tr '\0' '\n' < "/proc/$1/cmdline" 2>/dev/null | sed -n 2p)
+  program=$( { tr '\0' '\n' < "/proc/$1/cmdline"; } 2>/dev/null | sed -n 2p)   # (it may be gone)
   case $program in "$libexec"/minc-*) return 0 ;; esac
   return 1
 }

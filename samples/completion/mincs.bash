@@ -113,7 +113,7 @@ _polecat() {
     -t|--tempdir) COMPREPLY=($(compgen -d -- "$cur")); return 0 ;;
   esac
   case $cur in
-    -*) COMPREPLY=($(compgen -W "--version -o --output -f --format -s --script -t --tempdir --ignore-state --debug -h --help" -- "$cur")) ;;
+    -*) COMPREPLY=($(compgen -W "-o --output -f --format -s --script -t --tempdir --ignore-state --debug -h --help -V --version" -- "$cur")) ;;
     *) COMPREPLY=($(compgen -d -- "$cur") $(compgen -W "$(_mincs_store li)" -- "$cur")) ;;
   esac
   return 0

@@ -1,0 +1,312 @@
+// polecat for real: commands traced in containers, packed, and run from the
+// packed file as root would run it on another host.
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { after, before, describe, test } from "node:test";
+import { readElf } from "../lib/elf.ts";
+import { tracedPaths } from "../lib/strace.ts";
+import { REPO, cannotBoot, cleanEnv, leftovers, rootfs, sleep } from "./helpers.ts";
+
+const POLECAT = `${REPO}/bin/polecat`;
+const CACHE = `${REPO}/test/.cache`;
+
+function missingTool(): string | undefined {
+  for (const [tool, pkg] of [["strace", "strace"], ["mksquashfs", "squashfs-tools"], ["unsquashfs", "squashfs-tools"]]) {
+    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `needs ${tool} (apt-get install ${pkg}; make deps installs it)`;
+  }
+  return undefined;
+}
+
+const skip = cannotBoot() ?? missingTool();
+if (skip) console.log(`# skipping the polecat tests: ${skip}`);
+
+let work = "";
+
+function polecat(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): SpawnSyncReturns<string> {
+  return spawnSync(POLECAT, args, { encoding: "utf8", input: "", env: cleanEnv(opts.env), cwd: opts.cwd ?? work, timeout: 120_000 });
+}
+
+function ok(r: SpawnSyncReturns<string>): SpawnSyncReturns<string> {
+  assert.equal(r.status, 0, `exit ${r.status}: ${r.stderr}`);
+  return r;
+}
+
+/** Run a packed file as a user would, from another directory. */
+function runPacked(file: string, args: string[] = []): SpawnSyncReturns<string> {
+  return spawnSync(file, args, { encoding: "utf8", input: "", env: cleanEnv(), cwd: "/", timeout: 60_000 });
+}
+
+/** The image inside a packed sh file: the header says how many bytes at the end it is. */
+function packedList(file: string): string[] {
+  const size = Number(/^size=(\d+)$/m.exec(readFileSync(file, "latin1").slice(0, 4096))?.[1]);
+  const offset = statSync(file).size - size;
+  const r = ok(spawnSync("unsquashfs", ["-o", String(offset), "-l", "-d", "", file], { encoding: "utf8" }));
+  return normalise(r.stdout.split("\n"));
+}
+
+function sfsList(file: string): string[] {
+  return normalise(ok(spawnSync("unsquashfs", ["-l", "-d", "", file], { encoding: "utf8" })).stdout.split("\n"));
+}
+
+function tgzList(file: string): string[] {
+  return normalise(ok(spawnSync("tar", ["tzf", file], { encoding: "utf8" })).stdout.split("\n"));
+}
+
+/** Paths as "/a/b", from unsquashfs ("/a/b" with -d "") or tar ("./a/b/"). */
+function normalise(lines: string[]): string[] {
+  return lines.map((l) => l.trim().replace(/^\.\//, "/").replace(/\/$/, "")).filter((l) => l.startsWith("/")).sort();
+}
+
+function duBytes(path: string): number {
+  return Number(spawnSync("du", ["-sb", path], { encoding: "utf8" }).stdout.split(/\s/)[0]);
+}
+
+/** The dynamically linked fixture: coreutils and dash from Debian packages (samples/scripts/debian-packages-rootfs.sh). */
+function debianPackages(): string {
+  const r = spawnSync(`${REPO}/samples/scripts/debian-packages-rootfs.sh`, [`${CACHE}/debian-packages`], { encoding: "utf8", timeout: 300_000 });
+  assert.equal(r.status, 0, `fixture failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+function polecatDirs(): string[] {
+  return readdirSync("/tmp").filter((n) => /^polecat-/.test(n));
+}
+
+function loopDevices(): string[] {
+  return spawnSync("losetup", ["-a"], { encoding: "utf8" }).stdout.split("\n").filter((l) => l.includes(work) && work !== "");
+}
+
+const before0 = new Set(polecatDirs());
+
+/** What polecat or a packed file may leave: working dirs, run dirs, loop devices, mounts, containers. */
+function ourLeftovers(): string[] {
+  const mounts = readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => /polecat-/.test(l));
+  return [...polecatDirs().filter((d) => !before0.has(d)), ...loopDevices(), ...mounts, ...settledLeftovers()];
+}
+
+/** minc's leftovers that stay: other engineers' containers on this machine come and go meanwhile. */
+function settledLeftovers(): string[] {
+  const first = leftovers();
+  if (first.length === 0) return first;
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 3000);
+  const again = new Set(leftovers());
+  return first.filter((x) => again.has(x));
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+async function fetchText(url: string, deadline: number): Promise<string> {
+  for (;;) {
+    try {
+      const r = await fetch(url);
+      return await r.text();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await sleep(100);
+    }
+  }
+}
+
+/** Start a program in its own process group; Ctrl-C it (SIGINT to the group) later. */
+function startGroup(file: string, args: string[], env: NodeJS.ProcessEnv) {
+  const child = spawn(file, args, { detached: true, env: cleanEnv(env), cwd: work, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout.on("data", (d) => { out += d; });
+  child.stderr.on("data", (d) => { out += d; });
+  const done = new Promise<number | null>((res) => child.on("close", (code) => res(code)));
+  return { interrupt: () => process.kill(-child.pid!, "SIGINT"), done, output: () => out };
+}
+
+describe("polecat", { skip }, () => {
+  before(() => { work = mkdtempSync("/tmp/minc-test-polecat-"); });
+  after(() => {
+    rmSync(work, { recursive: true, force: true });
+    assert.deepEqual(ourLeftovers(), [], "polecat or a packed file left something behind");
+  });
+
+  test("ps from the busybox rootfs: run from another directory, PID 1 is ps, and the file holds only what ps used", (t) => {
+    const t0 = Date.now();
+    ok(polecat(["-o", "out.sh", rootfs(), "ps"]));
+    const built = Date.now() - t0;
+    const t1 = Date.now();
+    const r = runPacked(`${work}/out.sh`);
+    const ran = Date.now() - t1;
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^\s*1\s.*\bps$/m, r.stdout);
+    const size = statSync(`${work}/out.sh`).size;
+    const rootfsSize = duBytes(rootfs());
+    t.diagnostic(`out.sh: ${size} bytes; the busybox rootfs: ${rootfsSize} bytes; polecat took ${built} ms, ./out.sh ${ran} ms`);
+    assert.ok(size < rootfsSize, "out.sh is not smaller than the rootfs");
+    const files = packedList(`${work}/out.sh`);
+    assert.ok(files.includes("/bin/busybox") && files.includes("/bin/ps"), files.join(" "));
+    assert.ok(files.includes("/opt/mincs/bin/minc") && files.includes("/opt/mincs/libexec/minc-core"), "the runtime is packed");
+    assert.ok(!files.includes("/home/user") && !files.includes("/bin/vi"), "files ps never used are in the image");
+    assert.equal(ourLeftovers().length, 0, ourLeftovers().join("\n"));
+  });
+
+  test("the file's exit status is the command's; arguments to the file are appended to the command", () => {
+    ok(polecat(["--ignore-state", "-o", "status.sh", rootfs(), "sh", "-c", 'exit "$0"']));
+    assert.equal(runPacked(`${work}/status.sh`, ["7"]).status, 7);
+    assert.equal(runPacked(`${work}/status.sh`, ["0"]).status, 0);
+  });
+
+  test("a dynamically linked ls from Debian packages: the packed file runs it with its libraries and loader", () => {
+    const root = debianPackages();
+    ok(polecat(["-o", "ls.sh", root, "ls", "-ln", "/"]));
+    const r = runPacked(`${work}/ls.sh`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, / bin$/m);
+    const files = packedList(`${work}/ls.sh`);
+    for (const f of ["/bin/ls", "/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2"]) {
+      assert.ok(files.includes(f), `${f} is not in the image: ${files.join(" ")}`);
+    }
+  });
+
+  test("libraries come from the DT_NEEDED closure: wc reads /bin/ls, whose libraries it never loads, and they are in the image", () => {
+    const root = debianPackages();
+    const wc = readElf(`${root}/usr/bin/wc`);
+    assert.ok(wc && !wc.needed.includes("libselinux.so.1"), "wc itself needs libselinux: the test proves nothing");
+    ok(polecat(["-f", "tgz", "-o", "wc.tgz", root, "wc", "-c", "/bin/ls"]));
+    const files = tgzList(`${work}/wc.tgz`);
+    assert.ok(files.includes("/bin/ls"), files.join(" "));
+    assert.ok(files.includes("/lib/x86_64-linux-gnu/libselinux.so.1"), "DT_NEEDED of ls");
+    assert.ok(files.some((f) => f.startsWith("/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0")), "DT_NEEDED of libselinux");
+  });
+
+  test("-f tgz and -f sfs list the same files (just the image, no runtime)", () => {
+    ok(polecat(["-f", "tgz", "-o", "ps.tgz", rootfs(), "ps"]));
+    ok(polecat(["-f", "sfs", "-o", "ps.sfs", rootfs(), "ps"]));
+    const tgz = tgzList(`${work}/ps.tgz`);
+    assert.deepEqual(sfsList(`${work}/ps.sfs`), tgz);
+    assert.ok(tgz.includes("/bin/busybox") && !tgz.some((f) => f.startsWith("/opt/mincs")), tgz.join(" "));
+  });
+
+  test("-s: install_command makes a file the command needs; MKDIRS and RMDIRS shape the image", () => {
+    const script = `${work}/greet`;
+    writeFileSync(script, [
+      'COMMAND="cat /app/greeting"',
+      'MKDIRS="/var/spool/made"',
+      'RMDIRS="/app/junk"',
+      "install_command() {",
+      "  mkdir -p /app/junk",
+      "  echo 'hello from install_command' > /app/greeting",
+      "}",
+      "",
+    ].join("\n"));
+    ok(polecat(["-s", script, "-o", "greet.sh", rootfs()]));
+    const r = runPacked(`${work}/greet.sh`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "hello from install_command\n");
+    const files = packedList(`${work}/greet.sh`);
+    assert.ok(files.includes("/app/greeting") && files.includes("/var/spool/made"), files.join(" "));
+    assert.ok(!files.includes("/app/junk") && !files.some((f) => f.startsWith("/.polecat")), files.join(" "));
+  });
+
+  test("samples/polecat/httpd: the server is traced until Ctrl-C, and the packed file serves the site (Ctrl-C stops it, nothing left)", async () => {
+    const port = await freePort();
+    const build = startGroup(POLECAT, ["-s", `${REPO}/samples/polecat/httpd`, "-o", "httpd.sh", rootfs()], { HTTPD_PORT: String(port) });
+    try {
+      const page = await fetchText(`http://127.0.0.1:${port}/`, Date.now() + 30_000);
+      assert.match(page, /Served from a polecat file/);
+      assert.match(await fetchText(`http://127.0.0.1:${port}/cgi-bin/uptime`, Date.now() + 5_000), /load average/);
+    } finally {
+      build.interrupt();
+    }
+    assert.equal(await build.done, 0, build.output());
+    const run = startGroup(`${work}/httpd.sh`, [], {});
+    try {
+      assert.match(await fetchText(`http://127.0.0.1:${port}/cgi-bin/uptime`, Date.now() + 30_000), /load average/);
+    } finally {
+      run.interrupt();
+    }
+    assert.equal(await run.done, 130, run.output());
+    assert.deepEqual(ourLeftovers(), []);
+  });
+
+  test("IMAGE: an image of the store (imported with marten) is packed like a rootdir", () => {
+    const store = mkdtempSync("/tmp/minc-test-polecat-store-");
+    try {
+      const env = { MINCS_DIR: store };
+      const imp = spawnSync(`${REPO}/bin/marten`, ["import", rootfs(), "--name", "polebox"], { encoding: "utf8", env: cleanEnv(env) });
+      assert.equal(imp.status, 0, imp.stderr);
+      ok(polecat(["-o", "image.sh", "polebox", "ps"], { env }));
+      const r = runPacked(`${work}/image.sh`);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /^\s*1\s.*\bps$/m);
+      const missing = polecat(["-o", "none.sh", "nosuchimage", "ps"], { env });
+      assert.equal(missing.status, 2);
+      assert.match(missing.stderr, /^polecat: .*nosuchimage/);
+    } finally {
+      rmSync(store, { recursive: true, force: true });
+    }
+  });
+
+  test("bad input: one clear line, exit 2 for usage errors, no output file, nothing left behind", () => {
+    const cases: [string[], number, RegExp][] = [
+      [["-o", "bad.sh", `${work}/no-such-dir`, "ps"], 2, /rootdir .*no-such-dir: no such directory/],
+      [["-f", "zip", "-o", "bad.sh", rootfs(), "ps"], 2, /Invalid values:[\s\S]*zip/],
+      [["-o", "bad.sh", rootfs()], 2, /no COMMAND given/],
+      [["-s", `${work}/no-such-script`, "-o", "bad.sh", rootfs()], 2, /--script .*no such file/],
+      [["--bogus", rootfs(), "ps"], 2, /Unknown argument: bogus/],
+      [["-o", "bad.sh", rootfs(), "false"], 1, /failed while traced \(exit 1\).*--ignore-state/],
+      [["-o", "bad.sh", rootfs(), "no-such-command"], 1, /failed while traced \(exit 127\)/],
+    ];
+    for (const [args, status, message] of cases) {
+      const r = polecat(args);
+      assert.equal(r.status, status, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      const errors = r.stderr.split("\n").filter((l) => /^(polecat|minc-[a-z]+): /.test(l));
+      assert.equal(errors.length, 1, r.stderr);
+      assert.equal(existsSync(`${work}/bad.sh`), false);
+      assert.deepEqual(ourLeftovers(), [], args.join(" "));
+    }
+  });
+
+  test("-t DIR: the working directory is used and kept, its storage/ is the image", () => {
+    const dir = `${work}/keep`;
+    mkdirSync(dir);
+    ok(polecat(["-t", dir, "-f", "tgz", "-o", "kept.tgz", rootfs(), "ps"]));
+    assert.ok(existsSync(`${dir}/storage/bin/busybox`));
+    assert.ok(tgzList(`${work}/kept.tgz`).includes("/bin/busybox"));
+  });
+});
+
+describe("the trace and the ELF reader (no container)", () => {
+  test("paths after the chroot only, relative ones from the inherited working directory, escapes undone", () => {
+    const trace = [
+      '10 execve("/usr/sbin/capsh", ["capsh"], 0x1 /* 3 vars */) = 0',
+      '10 openat(AT_FDCWD, "/lib/x86_64-linux-gnu/libcap.so.2", O_RDONLY|O_CLOEXEC) = 3',
+      '10 chroot("/tmp/polecat-x/root") = 0',
+      '10 execve("/bin/sh", ["sh", "-c", "cd /app && ./run"], 0x2 /* 3 vars */) = 0',
+      '10 chdir("/app") = 0',
+      "10 vfork( <unfinished ...>",
+      '11 execve("./run", ["./run"], 0x3 /* 3 vars */ <unfinished ...>',
+      "10 <... vfork resumed>) = 11",
+      '11 openat(AT_FDCWD, "data/a\\303\\251\\"b", O_RDONLY) = 3',
+      '11 openat(3, "rel", O_RDONLY) = -1 ENOENT (No such file or directory)',
+      '11 newfstatat(3, "", {st_mode=S_IFREG|0644, ...}, AT_EMPTY_PATH) = 0',
+      '11 openat(AT_FDCWD, "/proc/self/stat", O_RDONLY) = 3',
+      '11 symlink("target", "/app/link") = 0',
+      '11 readlink("/bin/ps", "/bin/busybox", 4095) = 12',
+      "11 +++ exited with 0 +++",
+    ].join("\n");
+    assert.deepEqual(tracedPaths(trace), ["/bin/sh", "/app", "/app/run", "/app/data/a\u00e9\"b", "/bin/ps"]);
+    assert.equal(tracedPaths('10 openat(AT_FDCWD, "/etc/passwd", O_RDONLY) = 3'), undefined);
+  });
+
+  test("readElf: the interpreter and DT_NEEDED of a dynamic program, none of a text file", () => {
+    const sh = readElf(realpathSync("/bin/sh"));
+    assert.ok(sh && sh.interpreter?.includes("ld-linux") && sh.needed.includes("libc.so.6"), JSON.stringify(sh));
+    assert.equal(readElf("/etc/passwd"), undefined);
+  });
+});
