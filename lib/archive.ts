@@ -12,6 +12,7 @@ import { posix } from "node:path";
 import { MincError, usageError, warn } from "./fail.ts";
 import { chainId, checkName, isName, removeTree, type StagedLayer, type Store } from "./farm.ts";
 import { decompress, digestLayer, normalizeDigest, StreamDigests, unpackLayer, walkTar, type UnpackResult } from "./layer.ts";
+import { pool } from "./pool.ts";
 import { resolveInRoot } from "./paths.ts";
 import { run } from "./run.ts";
 import { quote, shown, step } from "./trace.ts";
@@ -70,17 +71,21 @@ class DirSource implements Source {
     return fs.readFileSync(resolveInRoot(this.root, n));
   }
 
+  /** Files of a directory can be read at once: a few layers unpack side by side (zlib works on other threads). */
   async stream(names: readonly string[], each: (name: string, data: AsyncIterable<Buffer>) => Promise<void>): Promise<void> {
-    for (const n of names) {
+    await pool(names, UNPACK_PARALLEL, new AbortController(), async (n) => {
       const s = createReadStream(resolveInRoot(this.root, n));
       try {
         await each(n, s);
       } finally {
         s.destroy();
       }
-    }
+    });
   }
 }
+
+/** Layers of a directory source unpacked at the same time. */
+const UNPACK_PARALLEL = 3;
 
 interface TarRecord {
   ordinal: number;

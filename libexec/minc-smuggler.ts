@@ -28,6 +28,7 @@ import {
   parseArch, parseManifest, parseUserSpec, pickPlatform, saveBlob, OCI_INDEX,
   type Credentials, type Descriptor, type Platform,
 } from "../lib/registry.ts";
+import { pool } from "../lib/pool.ts";
 import { mkdirs, writeFile } from "../lib/run.ts";
 import { progname, quote, shown, step, tracing } from "../lib/trace.ts";
 
@@ -167,29 +168,6 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
       reject(signal.reason);
     }, { once: true });
   });
-}
-
-/** Run fn on each item, n at a time; the first failure stops the others (abort) and is thrown once all have settled. */
-async function pool<T>(items: readonly T[], n: number, controller: AbortController, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed = false;
-  let first: unknown;
-  const worker = async (): Promise<void> => {
-    while (!failed && next < items.length) {
-      const item = items[next++];
-      try {
-        await fn(item);
-      } catch (e) {
-        if (!failed) {
-          failed = true;
-          first = e;
-          controller.abort();
-        }
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
-  if (failed) throw first;
 }
 
 // ---- the pull ----
