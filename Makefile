@@ -28,9 +28,12 @@ TESTS ?= test/*.test.ts
 # and what the tests use (script: bsdutils; user-mode-linux: a guest with a
 # real cgroup v2 hierarchy; a local registry to pull from: docker-registry,
 # skopeo, htpasswd from apache2-utils, openssl for its token server; zstd
-# layers; busybox-static is fetched by samples/scripts/busybox-rootfs.sh).
+# layers; busybox-static is fetched by samples/scripts/busybox-rootfs.sh;
+# minc --qemu boots qemu-system-x86 and ermine-breeder packs its initramfs
+# with cpio).
 DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsdutils ca-certificates user-mode-linux \
-  attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support debootstrap
+  attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support debootstrap \
+  qemu-system-x86 cpio
 NODE_MAJOR := 24
 # --cross is tested with Debian's arm64 busybox, run by qemu-user through binfmt_misc.
 FOREIGN_ARCH := arm64
@@ -112,4 +115,4 @@ uninstall:
 	for f in $(INSTALL_LIBEXEC); do rm -f $(DESTDIR)$(LIBEXECDIR)/$$f; done
 
 clean:
-	rm -f .build-stamp $(MANPAGES) $(addprefix bin/,$(FRONTENDS)) $(addprefix libexec/,$(BACKENDS))
+	rm -f .build-stamp $(MANPAGES) $(addprefix bin/,$(FRONTENDS)) bin/ermine-breeder $(addprefix libexec/,$(BACKENDS))

@@ -218,6 +218,13 @@ function userBinds(): void {
   }
 }
 
+/** --qemu, --um: the rest of the boot happens inside the guest, which minc-moult boots on this root. */
+function moultIntoVm(command: string[]): never {
+  userBinds();
+  step("Hand over to minc-moult, which boots a virtual machine on this root (the guest's minc does the rest)");
+  return exec([backend("minc-moult"), ...command]);
+}
+
 function diveIn(command: string[]): never {
   step("Hand over to minc-leash, which dives into the new root");
   return exec([backend("minc-leash"), rootdir, ...command]);
@@ -232,6 +239,7 @@ main(() => {
   mountRoot();
   bindResolvers();
   bindCrossQemu();
+  if (env.MINC_QEMU) moultIntoVm(process.argv.slice(2));
   hideMtab();
   prepareDev();
   prepareProc();
