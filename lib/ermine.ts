@@ -14,7 +14,7 @@
 import { spawnSync } from "node:child_process";
 import { accessSync, constants, existsSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
 import { MincError, usageError } from "./fail.ts";
 import { libexecDir } from "./libexec.ts";
 import { findInPath } from "./run.ts";
@@ -281,7 +281,7 @@ function umArgv(guest: GuestArch, dir: string, share: string): string[] {
   if (/[\s,]/.test(share)) throw usageError(`${share}: a shared directory with blanks or commas cannot be a hostfs path`);
   return [
     kernelOf(dir, guest.arch), "mem=512M", `initrd=${initramfsOf(dir, guest.arch)}`,
-    `umid=ermine-${process.pid}`, `uml_dir=${share}/.uml`,
+    `umid=ermine-${basename(share)}`, `uml_dir=${share}/.uml`,
     tracing() ? "con0=null,fd:2" : "con0=null", "con1=fd:0,fd:3", "con=null", "ssl=null",
     ...kernelCommandLine(guest, [`minc.share=${share}`]),
   ];
