@@ -12,12 +12,13 @@
 // bundles, util-linux and capsh need not be packed into the initramfs, which
 // holds only busybox and the modules that reach the shares.
 import { spawnSync } from "node:child_process";
-import { accessSync, constants, existsSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { basename, dirname } from "node:path";
 import { MincError, usageError } from "./fail.ts";
 import { libexecDir } from "./libexec.ts";
 import { findInPath } from "./run.ts";
+import { userTerminal } from "./terminal.ts";
 import { progname, quoteAll, shown, step, tracing } from "./trace.ts";
 
 export interface GuestArch {
@@ -220,22 +221,9 @@ function probeKvm(guest: GuestArch, kernel: string): boolean {
   return /Linux version/.test(r.stdout ?? "");
 }
 
-/** The terminal behind fd 0, 1 or 2, for its size. */
-function terminalPath(): string | undefined {
-  for (const fd of [0, 1, 2]) {
-    try {
-      const target = readlinkSync(`/proc/self/fd/${fd}`);
-      if (/^\/dev\/(pts\/\d+|tty\w*|console)$/.test(target)) return target;
-    } catch {
-      // closed
-    }
-  }
-  return undefined;
-}
-
 /** "rows cols" of the user's terminal, if there is one. */
 export function terminalSize(): [number, number] | undefined {
-  const tty = terminalPath();
+  const tty = userTerminal();
   if (!tty) return undefined;
   const r = spawnSync("stty", ["-F", tty, "size"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
   const m = /^(\d+) (\d+)/.exec(r.stdout ?? "");

@@ -11,6 +11,7 @@ import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, removeFile, run, symlink, touch, writeFile } from "../lib/run.ts";
+import { userTerminal } from "../lib/terminal.ts";
 import { phase, step } from "../lib/trace.ts";
 
 const env = process.env;
@@ -120,19 +121,6 @@ function hideMtab(): void {
   symlink("/proc/mounts", mtab);
 }
 
-/** The terminal the user runs minc on, if any of stdin, stdout or stderr is one. */
-function terminal(): string | undefined {
-  for (const fd of [0, 1, 2]) {
-    try {
-      const target = readlinkSync(`/proc/self/fd/${fd}`);
-      if (/^\/dev\/(pts\/\d+|tty\w*|console)$/.test(target)) return target;
-    } catch {
-      // closed
-    }
-  }
-  return undefined;
-}
-
 const DEVICES = ["null", "zero", "full", "random", "urandom", "tty"];
 
 function prepareDev(): void {
@@ -146,7 +134,7 @@ function prepareDev(): void {
   step("Make a fresh /dev on a tmpfs, with only the harmless devices");
   mount("-t", "tmpfs", "-o", "nosuid,mode=0755", "tmpfs", dev);
   mkdirs(`${dev}/pts`);
-  const tty = terminal();
+  const tty = userTerminal();
   if (tty) {
     step("Bind the user's terminal as the container's /dev/console");
     touch(`${dev}/console`);
