@@ -17,7 +17,8 @@
 //
 // A config file holds KEY=VALUE lines (later files win): LINUX_URL,
 // BUSYBOX_URL, KCONFIG (a file of CONFIG_X=V lines merged last), DESTDIR,
-// WORKDIR, DLDIR, KERNEL_PACKAGE, BUSYBOX_PACKAGE, JOBS.
+// WORKDIR, DLDIR, KERNEL_PACKAGE, BUSYBOX_PACKAGE, JOBS, CROSS_COMPILE (the
+// toolchain prefix for a kernel of another arch).
 import { spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -39,6 +40,7 @@ interface Config {
   KERNEL_PACKAGE: string;
   BUSYBOX_PACKAGE: string;
   JOBS: string;
+  CROSS_COMPILE: string;
 }
 
 const DEFAULT_WORKDIR = "/var/tmp/ermine-breeder";
@@ -48,7 +50,7 @@ function defaults(): Config {
     LINUX_URL: "", BUSYBOX_URL: "", KCONFIG: "",
     DESTDIR: ermineDir(), WORKDIR: DEFAULT_WORKDIR, DLDIR: "",
     KERNEL_PACKAGE: "linux-image-amd64", BUSYBOX_PACKAGE: "busybox-static",
-    JOBS: String(cpus().length),
+    JOBS: String(cpus().length), CROSS_COMPILE: "",
   };
 }
 
@@ -233,7 +235,7 @@ function kernelFromSource(config: Config, guest: GuestArch, work: string, kernel
   const src = fetchSource(config, config.LINUX_URL, `${work}/linux`);
   const out = `${work}/linux-build`;
   mkdirs(out);
-  const make = ["make", "-C", src, `O=${out}`, `ARCH=${kbuildArch(guest.arch)}`];
+  const make = ["make", "-C", src, `O=${out}`, `ARCH=${kbuildArch(guest.arch)}`, ...(config.CROSS_COMPILE ? [`CROSS_COMPILE=${config.CROSS_COMPILE}`] : [])];
   run([...make, "defconfig"]);
   step("Add what containers need: namespaces, cgroups, overlayfs, and 9p over virtio (hostfs for um)");
   const wanted = [...KCONFIG_BASE, ...KCONFIG_MINC, ...(guest.arch === "um" ? KCONFIG_UM : KCONFIG_VIRTIO), ...(KCONFIG_SERIAL[guest.arch] ?? [])];

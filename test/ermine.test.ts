@@ -2,11 +2,11 @@
 // packages, and minc --um / --qemu run a container in them. Real virtual
 // machines: qemu runs under TCG where KVM cannot boot (10-20 s a run).
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { release } from "node:os";
 import { after, before, describe, test } from "node:test";
-import { cannotBoot, cleanEnv, leftovers, minc, REPO, rootfs } from "./helpers.ts";
+import { cannotBoot, cleanEnv, leftovers, minc, MINC, REPO, rootfs, sleep } from "./helpers.ts";
 
 const BREEDER = `${REPO}/bin/ermine-breeder`;
 const CACHE = `${REPO}/test/.cache`;
@@ -129,6 +129,33 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
     assert.equal(r.status, 1);
     assert.match(r.stderr, /did not finish within 4 s/);
     assert.deepEqual(vmProcesses(), []);
+  });
+
+  test("a guest that dies without reporting a status is an error, not a hang", { timeout: VM_MS }, () => {
+    const broken = mkdtempSync("/tmp/ermine-broken-");
+    try {
+      // A kernel with an initramfs that has no init: it panics, and panic=-1 ends the VM.
+      symlinkSync(`${DESTDIR}/vmlinuz.um`, `${broken}/vmlinuz.um`);
+      writeFileSync(`${broken}/initramfs.um`, spawnSync("sh", ["-c", "echo . | cpio -o -H newc --quiet | gzip"]).stdout);
+      const r = minc(["--um", "-r", rootfs(), "true"], { env: { ...vmEnv(), MINC_ERMINE_DIR: broken }, timeout: VM_MS });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /the virtual machine ended .* without the command's exit status/);
+      assert.deepEqual(vmProcesses(), []);
+    } finally {
+      rmSync(broken, { recursive: true, force: true });
+    }
+  });
+
+  test("^C (SIGINT to minc) ends the qemu VM and the container: nothing left", { timeout: VM_MS }, async () => {
+    const child = spawn(MINC, ["--qemu", "-r", rootfs(), "sleep", "100"], { env: vmEnv(), stdio: "ignore" });
+    const ended = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    for (let i = 0; i < 100 && vmProcesses().length === 0; i++) await sleep(100);
+    assert.notDeepEqual(vmProcesses(), [], "no VM started");
+    await sleep(1000);
+    child.kill("SIGINT");
+    assert.equal(await ended, 130);
+    assert.deepEqual(vmProcesses(), []);
+    assert.deepEqual(leftovers(), []);
   });
 
   test("networking in a VM is refused clearly (exit 2)", () => {
