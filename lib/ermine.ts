@@ -113,8 +113,17 @@ for word in $(cat /proc/cmdline); do
     minc.share=*) share=\${word#*=} ;;
   esac
 done
-exec </dev/$console >/dev/$console 2>&1
-fail() { echo "ermine: $*"; }
+# init keeps no console open (see on_console); its own output goes to the
+# kernel log, its failures to the console too.
+exec </dev/null >/dev/kmsg 2>&1
+fail() { echo "ermine: $*"; echo "ermine: $*" >/dev/$console; }
+# Run a command in a session of its own with the console as its terminal.
+# When that session ends the kernel hangs the console up and drops what is
+# not sent yet; so the session closes the console first, as the last one
+# holding it, and that close waits until all output has gone out.
+on_console() {
+  setsid -c sh -c '"$@"; status=$?; exec </dev/null >/dev/null 2>&1; exit $status' on_console "$@" <>/dev/$console >&0 2>&0
+}
 for m in ${GUEST_MODULES.join(" ")}; do
   [ ! -f /lib/modules/$m.ko ] || insmod /lib/modules/$m.ko || fail "cannot load $m"
 done
@@ -138,11 +147,11 @@ else
   mount -t 9p -o $nine,cache=none minc /host${GUEST_SHARE} || fail "cannot mount the shared directory (9p minc)"
 fi
 if [ -f /host${GUEST_SHARE}/run.sh ]; then
-  PATH=${GUEST_PATH} HOME=/root setsid -c chroot /host /bin/sh ${GUEST_SHARE}/run.sh
+  on_console chroot /host /usr/bin/env PATH=${GUEST_PATH} HOME=/root /bin/sh ${GUEST_SHARE}/run.sh
   echo $? >/host${GUEST_SHARE}/${EXIT_FILE}
 else
-  echo "=== ermine console: no run.sh in the shared directory; exit to power off ==="
-  setsid -c sh
+  echo "=== ermine console: no run.sh in the shared directory; exit to power off ===" >/dev/$console
+  on_console sh
 fi
 sync
 umount /host${GUEST_SHARE}
