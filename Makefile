@@ -32,9 +32,11 @@ TESTS ?= test/*.test.ts
 # sshfs; busybox-static is fetched by samples/scripts/busybox-rootfs.sh).
 # polecat traces the command with strace and writes its image with
 # mksquashfs (squashfs-tools); its tests extract Debian packages with dpkg.
+# minc --qemu boots qemu-system-x86 and ermine-breeder packs its initramfs
+# with cpio.
 DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsdutils ca-certificates user-mode-linux \
   attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support debootstrap uidmap sshfs \
-  strace squashfs-tools
+  strace squashfs-tools qemu-system-x86 cpio
 NODE_MAJOR := 24
 # --cross is tested with Debian's arm64 busybox, run by qemu-user through binfmt_misc.
 FOREIGN_ARCH := arm64
@@ -129,4 +131,4 @@ uninstall:
 	for f in $(INSTALL_LIBEXEC); do rm -f $(DESTDIR)$(LIBEXECDIR)/$$f; done
 
 clean:
-	rm -f .build-stamp $(MANPAGES) $(addprefix bin/,$(FRONTENDS)) $(addprefix libexec/,$(BACKENDS))
+	rm -f .build-stamp $(MANPAGES) $(addprefix bin/,$(FRONTENDS)) bin/ermine-breeder $(addprefix libexec/,$(BACKENDS))

@@ -196,6 +196,7 @@ function planFrom(args: ParsedArgs): Plan {
   checkLimits(settings);
   setNetwork(args, settings);
   setCrossArch(args, settings);
+  setVirtualMachine(args, settings);
   return {
     settings, command, image, container, userGiven: has(args, "user"),
     keep: has(args, "keep") || tempdir !== undefined || image !== undefined,
@@ -309,6 +310,21 @@ function setCrossArch(args: ParsedArgs, settings: Settings): void {
   if (!/^enabled$/m.test(text) || !interpreter) throw usageError(`--cross ${given}: qemu-${arch} is disabled in binfmt_misc; run: update-binfmts --enable qemu-${arch}`);
   if (!existsSync(interpreter)) throw usageError(`--cross ${given}: the interpreter ${interpreter} is missing; run: ${fix}`);
   settings.MINC_CROSS_QEMU = interpreter;
+}
+
+/**
+ * --qemu, --um: the container runs in a guest kernel (minc-moult). The
+ * guest runs the host's own programs, so it must be of the host's arch
+ * (or user-mode Linux); it has no network yet.
+ */
+function setVirtualMachine(args: ParsedArgs, settings: Settings): void {
+  const vm = has(args, "um") ? "um" : has(args, "qemu") ? "qemu" : "";
+  if (!vm) return;
+  if (has(args, "qemu") && has(args, "um")) throw usageError("--qemu and --um: choose one");
+  if (settings.MINC_NETNS) throw usageError(`--${vm}: networking (--net, --port) is not supported in a virtual machine yet`);
+  if (settings.MINC_CROSS_QEMU) throw usageError(`--${vm} with --cross ${settings.MINC_ARCH}: a guest of another arch is not supported yet (it runs the host's Node.js)`);
+  settings.MINC_QEMU = "1";
+  if (vm === "um") settings.MINC_ARCH = "um";
 }
 
 function ftraceScript(given: string | undefined): string {

@@ -52,8 +52,8 @@ export const MINC_OPTIONS: readonly OptionSpec[] = [
   { long: "cross", arg: "ARCH", help: "Run a rootfs of another arch with qemu-user (binfmt_misc)", group: "special" },
   { long: "arch", arg: "ARCH", help: "Same as --cross", group: "special" },
   { long: "nopriv", arg: "DIR", help: "Run as an ordinary user (user namespace) with DIR as the rootdir", group: "special" },
-  { long: "qemu", help: "Run the container in a qemu virtual machine", group: "special", later: "#8" },
-  { long: "um", help: "Run the container in user-mode Linux", group: "special", later: "#8" },
+  { long: "qemu", help: "Run the container in a qemu virtual machine (ermine kernel; MINC_QEMU_ACCEL=kvm|tcg)", group: "special" },
+  { long: "um", help: "Run the container in user-mode Linux (ermine kernel)", group: "special" },
   { long: "ftrace", arg: "SCRIPT", help: "Set the ftrace pid filter to the container and run SCRIPT (sh, in the tracing dir) to set it up", group: "special" },
   { long: "debug", help: "Print every step of the boot as shell lines on stderr", group: "container" },
 ];

@@ -11,6 +11,7 @@ import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, symlink, touch, writeFile } from "../lib/run.ts";
+import { userTerminal } from "../lib/terminal.ts";
 import { phase, step } from "../lib/trace.ts";
 
 const env = process.env;
@@ -131,19 +132,6 @@ function hideMtab(): void {
   symlink("/proc/mounts", mtab);
 }
 
-/** The terminal the user runs minc on, if any of stdin, stdout or stderr is one. */
-function terminal(): string | undefined {
-  for (const fd of [0, 1, 2]) {
-    try {
-      const target = readlinkSync(`/proc/self/fd/${fd}`);
-      if (/^\/dev\/(pts\/\d+|tty\w*|console)$/.test(target)) return target;
-    } catch {
-      // closed
-    }
-  }
-  return undefined;
-}
-
 const DEVICES = ["null", "zero", "full", "random", "urandom", "tty"];
 
 function prepareDev(): void {
@@ -156,7 +144,7 @@ function prepareDev(): void {
   }
   freshDev(dev);
   mkdirs(`${dev}/pts`);
-  const tty = terminal();
+  const tty = userTerminal();
   if (tty) {
     step("Bind the user's terminal as the container's /dev/console");
     touch(`${dev}/console`);
@@ -256,6 +244,13 @@ function userBinds(): void {
   }
 }
 
+/** --qemu, --um: the rest of the boot happens inside the guest, which minc-moult boots on this root. */
+function moultIntoVm(command: string[]): never {
+  userBinds();
+  step("Hand over to minc-moult, which boots a virtual machine on this root (the guest's minc does the rest)");
+  return exec([backend("minc-moult"), ...command]);
+}
+
 function diveIn(command: string[]): never {
   step("Hand over to minc-leash, which dives into the new root");
   return exec([backend("minc-leash"), rootdir, ...command]);
@@ -272,12 +267,14 @@ main(() => {
   mountsTogether(() => {
     bindResolvers();
     bindCrossQemu();
+    if (env.MINC_QEMU) return; // the guest's own minc makes the rest, inside the VM
     hideMtab();
     prepareDev();
     prepareProc();
     prepareSys();
     prepareTmp();
   });
+  if (env.MINC_QEMU) moultIntoVm(process.argv.slice(2));
   userBinds();
   diveIn(process.argv.slice(2));
 });

@@ -27,7 +27,7 @@ describe("bad input", { skip }, () => {
     ["a --user name the rootfs does not know", () => ["-r", rootfs(), "--user", "nobody-here", "id"], /no user nobody-here/],
     ["a bad --name", () => ["-r", rootfs(), "--name", "a b", "true"], /--name/],
     ["a bad --cpu mask", () => ["-r", rootfs(), "-c", "xyz", "true"], /--cpu/],
-    ["an option of a later issue", () => ["--qemu", "true"], /not implemented yet/],
+    ["--qemu with --um", () => ["--qemu", "--um", "true"], /--qemu and --um: choose one/],
     ["-t with a directory that does not exist", () => ["-t", "/no/such/dir", "true"], /no such directory/],
   ];
   for (const [what, args, message] of cases) {

@@ -1,0 +1,82 @@
+// minc-moult: phase 5 of a boot in a virtual machine (minc --qemu, --um).
+//
+// minc-core has mounted the layered root on the host, in the container's
+// mount namespace, and execs this instead of minc-leash. Here the container
+// moults into a kernel of its own: write run.sh, the guest's minc command
+// line, into the working directory, boot qemu-system-ARCH or user-mode Linux
+// with the ermine kernel and initramfs and that directory shared, and wait.
+// Inside, the guest's init runs run.sh, so the guest's minc repeats the boot
+// on the shared root in direct mode (the overlay stays on the host side).
+// The guest's exit status comes back through a file in the shared
+// directory and becomes ours. As PID 1 of the container's namespaces we
+// take the VM with us if minc's waiter kills us (^C, a signal).
+import { existsSync, readFileSync } from "node:fs";
+import { isatty } from "node:tty";
+import { enterCages, openCages } from "../lib/cage.ts";
+import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_SHARE, projectDir, terminalSize } from "../lib/ermine.ts";
+import { MincError, main, usageError } from "../lib/fail.ts";
+import { writeFile } from "../lib/run.ts";
+import { phase, quote, quoteAll, step } from "../lib/trace.ts";
+
+const env = process.env;
+const tmpdir = env.MINC_TMPDIR ?? "";
+
+/** The name the host gave the container (minc-core set it in our UTS namespace). */
+function containerName(): string {
+  return readFileSync("/proc/sys/kernel/hostname", "utf8").trim();
+}
+
+/** The guest's minc options: the same container, on the shared root, in direct mode. */
+function guestOptions(): string[] {
+  step("The guest's minc boots the same container on the shared root; the host mounted the overlay, so the guest uses it directly (-D)");
+  const opts = ["-r", `${GUEST_SHARE}/root`, "--name", containerName(), "-D"];
+  if (env.MINC_DEBUG) opts.push("--debug");
+  if (env.MINC_USE_DEV) opts.push("--usedev");
+  if (env.MINC_MNT_DEBUGFS) opts.push("--debugfs");
+  if (env.MINC_PIVOT === "1") opts.push("--pivot");
+  if (env.MINC_USERSPEC) opts.push("--user", env.MINC_USERSPEC);
+  if (env.MINC_DROPCAPS) opts.push("--nocaps", env.MINC_DROPCAPS);
+  return opts;
+}
+
+/** stty lines for the guest's console: the user's terminal size, or no echo and no CR where there is no terminal. */
+function consoleSetup(): string[] {
+  const lines: string[] = [];
+  const size = terminalSize();
+  if (size) lines.push(`stty rows ${size[0]} cols ${size[1]}`);
+  if (!isatty(0)) lines.push("stty -echo");
+  if (!isatty(1)) lines.push("stty -onlcr");
+  if (env.TERM) lines.push(`export TERM=${quote(env.TERM)}`);
+  return lines;
+}
+
+function writeRunScript(command: string[]): void {
+  const minc = `${projectDir()}/bin/minc`;
+  if (!existsSync(minc)) throw new MincError(`${minc}: missing (the guest runs the host's minc; run make)`);
+  step("Write run.sh: the guest's init runs it on the console, chrooted into the host's / (read-only)");
+  writeFile(`${tmpdir}/run.sh`, [
+    "#!/bin/sh",
+    ...consoleSetup(),
+    `exec ${quoteAll([minc, ...guestOptions(), ...(command.length ? ["--", ...command] : [])])}`,
+  ].join("\n") + "\n");
+}
+
+/** $MINC_VM_TIMEOUT: seconds after which the VM is killed (default: no limit). */
+function timeoutSeconds(): number {
+  const given = env.MINC_VM_TIMEOUT ?? "";
+  if (given === "") return 0;
+  if (!/^\d+$/.test(given)) throw usageError(`MINC_VM_TIMEOUT=${given}: seconds`);
+  return Number(given);
+}
+
+main(() => {
+  phase(5);
+  if (!tmpdir) throw new MincError("MINC_TMPDIR must be set (run minc --qemu or --um)");
+  const guest = guestArch(env.MINC_ARCH ?? "x86_64");
+  const dir = ermineDir();
+  checkGuest(guest, dir);
+  writeRunScript(process.argv.slice(2));
+  // The resource limits hold for the whole VM.
+  enterCages(openCages(env));
+  return bootGuest(guest, dir, { share: tmpdir, timeoutSeconds: timeoutSeconds(), ownPidNamespace: false });
+});
