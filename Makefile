@@ -6,7 +6,7 @@ LIBEXECDIR ?= $(PREFIX)/libexec
 MANDIR ?= $(PREFIX)/share/man/man1
 COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 
-FRONTENDS := minc marten polecat
+FRONTENDS := minc marten polecat ermine-breeder
 BACKENDS := $(patsubst libexec/%.ts,%,$(wildcard libexec/minc-*.ts))
 MINIMUM_BACKENDS := minc-exec minc-core minc-coat minc-leash minc-cage
 SCRIPTS := minc-waiter.sh minc-fork.sh
@@ -47,7 +47,7 @@ all: build man
 
 # Man pages from the same definitions as --help (lib/man.ts): minc's option
 # table, and the built marten's and polecat's yargs --help.
-MANPAGES := docs/minc.1 docs/marten.1 docs/polecat.1
+MANPAGES := docs/minc.1 docs/marten.1 docs/polecat.1 docs/ermine-breeder.1
 man: docs/minc.1
 docs/minc.1: .build-stamp lib/man.ts docs/gen-man.ts
 	node docs/gen-man.ts
@@ -131,4 +131,4 @@ uninstall:
 	for f in $(INSTALL_LIBEXEC); do rm -f $(DESTDIR)$(LIBEXECDIR)/$$f; done
 
 clean:
-	rm -f .build-stamp $(MANPAGES) $(addprefix bin/,$(FRONTENDS)) bin/ermine-breeder $(addprefix libexec/,$(BACKENDS))
+	rm -f .build-stamp $(MANPAGES) $(addprefix bin/,$(FRONTENDS)) $(addprefix libexec/,$(BACKENDS))

@@ -1,5 +1,6 @@
 // make completion: write samples/completion/mincs.bash from minc's option
-// table and the built marten's and polecat's --help (lib/completion.ts).
+// table and the built marten's, polecat's and ermine-breeder's --help
+// (lib/completion.ts).
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { DOC_REPO } from "../lib/boot-doc.ts";
@@ -16,5 +17,5 @@ const marten = help("marten");
 const martenCommands: Record<string, string> = {};
 for (const c of yargsCommands(marten)) martenCommands[c] = help("marten", c);
 const out = process.argv[2] ?? `${DOC_REPO}/samples/completion/mincs.bash`;
-writeFileSync(out, bashCompletion({ marten, martenCommands, polecat: help("polecat") }));
+writeFileSync(out, bashCompletion({ marten, martenCommands, polecat: help("polecat"), breeder: help("ermine-breeder") }));
 console.log(`wrote ${out}`);

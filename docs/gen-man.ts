@@ -1,6 +1,6 @@
-// make man: write docs/minc.1, docs/marten.1 and docs/polecat.1 from the
-// definitions --help prints (lib/man.ts); marten's and polecat's come from
-// the built programs' --help.
+// make man: write docs/minc.1, docs/marten.1, docs/polecat.1 and
+// docs/ermine-breeder.1 from the definitions --help prints (lib/man.ts); all
+// but minc's come from the built programs' --help.
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { DOC_REPO } from "../lib/boot-doc.ts";
@@ -31,4 +31,14 @@ writeFileSync(`${outDir}/polecat.1`, yargsManPage("polecat", help("polecat"), {}
   ".br", "polecat \\-s samples/polecat/httpd \\-o httpd.sh ROOTFS",
   ".SH SEE ALSO", "\\fBminc\\fR(1), \\fBmarten\\fR(1), \\fBstrace\\fR(1), \\fBmksquashfs\\fR(1)",
 ]));
-console.log(`wrote ${outDir}/minc.1 marten.1 polecat.1`);
+const breeder = help("ermine-breeder");
+const breederSubs: Record<string, string> = {};
+for (const c of yargsCommands(breeder)) breederSubs[c] = help("ermine-breeder", c);
+writeFileSync(`${outDir}/ermine-breeder.1`, yargsManPage("ermine-breeder", breeder, breederSubs, [
+  ".SH FILES", ".TP", "\\fIlibexec/ermine/vmlinuz.ARCH\\fR, \\fIlibexec/ermine/initramfs.ARCH\\fR",
+  "The kernel and initramfs minc \\-\\-qemu and \\-\\-um boot (DESTDIR in a config file moves them).",
+  ".SH EXAMPLES", "ermine\\-breeder build; minc \\-\\-qemu \\-r ROOTFS uname \\-r",
+  ".br", "ermine\\-breeder build \\-\\-arch um",
+  ".SH SEE ALSO", "\\fBminc\\fR(1), \\fBqemu\\-system\\-x86_64\\fR(1)",
+]));
+console.log(`wrote ${outDir}/minc.1 marten.1 polecat.1 ermine-breeder.1`);

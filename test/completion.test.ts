@@ -50,12 +50,13 @@ describe("bash completion", { skip: hasBash ? false : "bash is not installed" },
   });
   after(() => rmSync(store, { recursive: true, force: true }));
 
-  test("is registered for the three commands", () => {
-    const r = spawnSync("bash", ["--norc", "-c", `source ${FILE}; complete -p minc marten polecat`], { encoding: "utf8" });
+  test("is registered for the four commands", () => {
+    const r = spawnSync("bash", ["--norc", "-c", `source ${FILE}; complete -p minc marten polecat ermine-breeder`], { encoding: "utf8" });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /-F _minc minc/);
     assert.match(r.stdout, /-F _marten marten/);
     assert.match(r.stdout, /-F _polecat polecat/);
+    assert.match(r.stdout, /-F _ermine_breeder ermine-breeder/);
   });
 
   test("minc --ro<TAB> completes to --rootdir; every option of the table is offered", () => {
@@ -90,6 +91,11 @@ describe("bash completion", { skip: hasBash ? false : "bash is not installed" },
 
   test("polecat options", () => {
     assert.deepEqual(complete("polecat --ig"), ["--ignore-state"]);
+  });
+
+  test("ermine-breeder: commands and arches", () => {
+    assert.deepEqual(complete("ermine-breeder te"), ["testrun"]);
+    assert.deepEqual(complete("ermine-breeder build --arch u"), ["um"]);
   });
 
   test("the file is what docs/gen-completion.ts makes now (make completion)", () => {

@@ -18,7 +18,7 @@ describe("installing", { skip }, () => {
     try {
       const i = sh(`make install PREFIX=${prefix}`);
       assert.equal(i.status, 0, i.out);
-      assert.deepEqual(readdirSync(`${prefix}/bin`).sort(), ["marten", "minc", "polecat"]);
+      assert.deepEqual(readdirSync(`${prefix}/bin`).sort(), ["ermine-breeder", "marten", "minc", "polecat"]);
       assert.ok(existsSync(`${prefix}/libexec/minc-core`) && existsSync(`${prefix}/libexec/minc-waiter.sh`));
       const r = spawnSync(`${prefix}/bin/minc`, ["-r", rootfs(), "sh", "-c", "echo $$"], { encoding: "utf8", env: cleanEnv(), cwd: "/" });
       assert.equal(r.status, 0, r.stderr);

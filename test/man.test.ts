@@ -20,7 +20,7 @@ test("minc.1 lists every option of the table, with its argument and help", () =>
   }
 });
 
-test("gen-man writes the three pages; minc.1 is mincManPage()", () => {
+test("gen-man writes the four pages; minc.1 is mincManPage()", () => {
   const dir = mkdtempSync(`${tmpdir()}/man-`);
   try {
     const r = spawnSync("node", [`${REPO}/docs/gen-man.ts`, dir], { encoding: "utf8" });
@@ -32,13 +32,14 @@ test("gen-man writes the three pages; minc.1 is mincManPage()", () => {
     }
     assert.match(marten, /\\-\\-insecure/);
     assert.match(readFileSync(`${dir}/polecat.1`, "utf8"), /\\-\\-ignore\\-state/);
+    assert.match(readFileSync(`${dir}/ermine-breeder.1`, "utf8"), /\\-\\-rebuild/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
 test("man -l renders them", { skip: hasMan ? false : "man is not installed" }, () => {
-  for (const page of ["minc", "marten", "polecat"]) {
+  for (const page of ["minc", "marten", "polecat", "ermine-breeder"]) {
     const r = spawnSync("man", ["-l", `${REPO}/docs/${page}.1`], { encoding: "utf8", env: { ...process.env, MANWIDTH: "80", MANPAGER: "cat", PAGER: "cat" } });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`^${page.toUpperCase()}\\(1\\)`, "m"));
