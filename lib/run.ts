@@ -35,7 +35,7 @@ function runQueuedMounts(): void {
   queue.targets = [];
   const r = spawnSync("/bin/sh", ["-c", script], { stdio: ["ignore", "inherit", "inherit"] });
   if (r.error) throw new MincError(`cannot run /bin/sh: ${r.error.message}`);
-  if (r.status !== 0) throw new MincError("a mount of the new root failed (see above)");
+  if (r.status !== 0) throw new MincError("preparing the new root failed (see above)");
 }
 
 /** Before a file operation at path: run the queued mounts it may lie under. */
@@ -79,10 +79,16 @@ export function capture(argv: readonly string[], show = true): string {
 
 export function mount(...args: string[]): void {
   if (!queue) return run(["mount", ...args]);
-  const line = quoteAll(["mount", ...args]);
+  runTogether(["mount", ...args]);
+  queue.targets.push(args[args.length - 1]);
+}
+
+/** Run a command with the mounts of mountsTogether() if it is open (in order with them), else now. */
+export function runTogether(argv: readonly string[]): void {
+  if (!queue) return run(argv);
+  const line = quoteAll(argv);
   shown(line);
   queue.lines.push(line);
-  queue.targets.push(args[args.length - 1]);
 }
 
 export function bindMount(source: string, target: string): void {

@@ -10,7 +10,7 @@ import { basename, dirname } from "node:path";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
-import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, symlink, touch, writeFile } from "../lib/run.ts";
+import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, runTogether, symlink, touch, writeFile } from "../lib/run.ts";
 import { userTerminal } from "../lib/terminal.ts";
 import { phase, step } from "../lib/trace.ts";
 
@@ -44,8 +44,7 @@ function setHostname(): void {
 }
 
 function makeMountsPrivate(): void {
-  step("Make every mount private, so nothing mounted here shows on the host");
-  mount("--make-rprivate", "/");
+  step("(Every mount is private already, so nothing mounted here shows on the host: unshare --propagation private did it)");
   step("Keep mount(8) from writing /etc/mtab");
   exportVar("LIBMOUNT_MTAB", "/proc/mounts");
 }
@@ -157,18 +156,32 @@ function prepareDev(): void {
   const ttyGroup = nopriv && !ttyGroupMapped() ? "" : ",gid=5";
   mount("-t", "devpts", "-o", `newinstance,ptmxmode=0666,mode=0620${ttyGroup},nosuid,noexec`, "devpts", `${dev}/pts`);
   symlink("pts/ptmx", `${dev}/ptmx`);
-  step("Bind the fundamental device files");
-  for (const d of DEVICES) {
-    if (!existsSync(`/dev/${d}`)) continue;
-    touch(`${dev}/${d}`);
-    bindMount(`/dev/${d}`, `${dev}/${d}`);
-  }
+  fundamentalDevices(dev);
   symlink("/proc/self/fd", `${dev}/fd`);
   ["stdin", "stdout", "stderr"].forEach((name, fd) => symlink(`/proc/self/fd/${fd}`, `${dev}/${name}`));
   step("POSIX message queues and shared memory of the container's own IPC namespace");
   mkdirs(`${dev}/mqueue`, `${dev}/shm`);
   mount("-t", "mqueue", "-o", "nosuid,nodev,noexec", "mqueue", `${dev}/mqueue`);
   mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "shm", `${dev}/shm`);
+}
+
+/**
+ * null, zero, full, random, urandom, tty. cp -a copies a device node as a
+ * node: one cp makes them all, where MINCS bound each (a mount each). In a
+ * user namespace (--nopriv) no device node may be made: bind them there.
+ */
+function fundamentalDevices(dev: string): void {
+  const present = DEVICES.filter((d) => existsSync(`/dev/${d}`));
+  if (!nopriv) {
+    step("Make the fundamental device nodes, as the host's");
+    runTogether(["cp", "-a", ...present.map((d) => `/dev/${d}`), `${dev}/`]);
+    return;
+  }
+  step("Bind the fundamental device files (a user namespace may not make device nodes)");
+  for (const d of present) {
+    touch(`${dev}/${d}`);
+    bindMount(`/dev/${d}`, `${dev}/${d}`);
+  }
 }
 
 /**

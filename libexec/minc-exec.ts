@@ -193,8 +193,8 @@ function namespacesCommand(command: string[]): string[] {
   step("Prepare cleanup: the pid file goes when the container ends");
   onExit(tmpdir, `rm -f ${quote(pidfile)}`);
   // Not `unshare --fork`: see minc-fork.sh for why it forks PID 1 instead.
-  let argv = ["unshare", ...userNamespace(), "-iump", "/bin/sh", backend("minc-fork.sh"), backend("minc-core"), ...command];
-  step("Enter new IPC, UTS, mount and PID namespaces; minc-fork.sh starts minc-core there as PID 1 and waits for it");
+  let argv = ["unshare", ...userNamespace(), "-iump", "--propagation", "private", "/bin/sh", backend("minc-fork.sh"), backend("minc-core"), ...command];
+  step("Enter new IPC, UTS, mount and PID namespaces, every mount made private (nothing mounted inside shows on the host); minc-fork.sh starts minc-core there as PID 1 and waits for it");
   if (env.MINC_NETNS) {
     step(`... in the network namespace ${env.MINC_NETNS}`);
     argv = ["nsenter", `--net=/var/run/netns/${env.MINC_NETNS}`, ...argv];

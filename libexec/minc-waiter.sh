@@ -61,7 +61,9 @@ cleanup_cages() { # DIR...: remove cgroups once the container's last process has
 
 cleanup() {
   [ -f "$registered" ] || return 0
-  chain=$(sed -n '1!G;h;$p' "$registered")   # last registered, first undone
+  chain=
+  while IFS= read -r line; do chain="$line
+$chain"; done < "$registered"   # last registered, first undone
   rm -f "$registered" "$tmpdir/waiter"
   eval "$chain"
 }
