@@ -139,7 +139,9 @@ mount -t sysfs sysfs /host/sys
 mount -t devtmpfs devtmpfs /host/dev
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /host/dev/pts
-for d in /host/run /host/tmp /host/dev/shm; do mount -t tmpfs -o mode=1777 tmpfs $d; done
+# Writable: /run (the guest minc's working dirs, the share's mountpoint) and /dev/shm.
+# Not /tmp: the host's /tmp may hold minc itself or its rootfs, which the guest must see.
+for d in /host/run /host/dev/shm; do mount -t tmpfs -o mode=1777 tmpfs $d; done
 mkdir -p /host${GUEST_SHARE}
 if [ -n "$share" ]; then
   mount -t hostfs -o "$share" hostfs /host${GUEST_SHARE} || fail "cannot mount the shared directory $share (hostfs)"

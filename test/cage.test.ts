@@ -1,21 +1,15 @@
 // Resource limits with cgroups (minc-cage): real limits on real containers.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { limitsOf, parseSize, sharesToWeight, swapOnly, v1Settings, v2Settings } from "../lib/cage.ts";
-import { MINC, cannotBoot, cleanEnv, leftovers, minc, rootfs, runtimeDirs, sleep } from "./helpers.ts";
+import { MINC, cages, cannotBoot, cleanEnv, leftovers, minc, rootfs, runtimeDirs, sleep } from "./helpers.ts";
 
 const V1 = "/sys/fs/cgroup";
 const v1Missing = ["memory", "cpu", "pids"].filter((c) => !existsSync(`${V1}/${c}/cgroup.procs`));
 const skip = cannotBoot() ?? (v1Missing.length ? `needs cgroup v1 ${v1Missing.join(", ")} (tested on v2 in the UML test)` : undefined);
 
-function cages(): string[] {
-  return ["memory", "cpu", "pids"].flatMap((c) => {
-    const dir = `${V1}/${c}/mincs`;
-    return existsSync(dir) ? readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => `${dir}/${d.name}`) : [];
-  });
-}
 const cagesBefore = new Set(cages());
 const newCages = (): string[] => cages().filter((c) => !cagesBefore.has(c));
 

@@ -1,7 +1,7 @@
 // Shared by the tests: the built programs, the busybox rootfs fixture, and
 // the check that a container left nothing behind on the host.
 import { spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -93,4 +93,26 @@ export async function settled(check: () => string[], ms = 2000): Promise<string[
     found = check();
   }
   return found;
+}
+
+function shOut(cmd: string): string {
+  return spawnSync("sh", ["-c", cmd], { encoding: "utf8" }).stdout ?? "";
+}
+
+/** What a container may leave in the host's network: netns, veths, leases, tagged rules. */
+export function netLeftovers(): string[] {
+  return [
+    ...shOut("ip netns list").split("\n").filter((l) => /^minc\d+/.test(l)),
+    ...shOut("ip -o link").split("\n").filter((l) => /mincv/.test(l)),
+    ...(existsSync("/var/run/minc.lease") ? readFileSync("/var/run/minc.lease", "utf8").split("\n").filter((l) => / minc\d+ /.test(l)) : []),
+    ...shOut("iptables-save 2>/dev/null").split("\n").filter((l) => /minc:minc\d+/.test(l)),
+  ];
+}
+
+/** The containers' cgroups ("cages") under the v1 hierarchies. */
+export function cages(): string[] {
+  return ["memory", "cpu", "pids"].flatMap((c) => {
+    const dir = `/sys/fs/cgroup/${c}/mincs`;
+    return existsSync(dir) ? readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => `${dir}/${d.name}`) : [];
+  });
 }

@@ -2,25 +2,13 @@
 // Traffic goes only to 127.0.0.1 and to addresses of namespaces made here.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { MINC, cannotBoot, cleanEnv, leftovers, minc, rootfs, settled, sleep } from "./helpers.ts";
+import { MINC, cannotBoot, cleanEnv, leftovers, minc, netLeftovers, rootfs, settled, sleep } from "./helpers.ts";
 
 const missing = ["ip", "iptables", "nsenter"].filter((t) => spawnSync("sh", ["-c", `command -v ${t}`]).status !== 0);
 const skip = cannotBoot() ?? (missing.length ? `needs ${missing.join(", ")}` : undefined);
 
-function sh(cmd: string): string {
-  return spawnSync("sh", ["-c", cmd], { encoding: "utf8" }).stdout;
-}
-/** What a container may leave in the host's network: netns, veths, leases, tagged rules. */
-function netLeftovers(): string[] {
-  return [
-    ...sh("ip netns list").split("\n").filter((l) => /^minc\d+/.test(l)),
-    ...sh("ip -o link").split("\n").filter((l) => /mincv/.test(l)),
-    ...(existsSync("/var/run/minc.lease") ? readFileSync("/var/run/minc.lease", "utf8").split("\n").filter((l) => / minc\d+ /.test(l)) : []),
-    ...sh("iptables-save 2>/dev/null").split("\n").filter((l) => /minc:minc\d+/.test(l)),
-  ];
-}
 const before = new Set(netLeftovers());
 
 describe("networking", { skip }, () => {
