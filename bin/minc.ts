@@ -14,7 +14,7 @@ import { onExit } from "../lib/cleanup.ts";
 import { parsePortMap } from "../lib/dens.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
-import { MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
+import { mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
 import { exec, findInPath, removeFile } from "../lib/run.ts";
 import { farm, isStoreName } from "../lib/store.ts";
 import { shellOf } from "../lib/rootfs.ts";
@@ -83,15 +83,6 @@ function has(args: ParsedArgs, name: string): boolean {
   return args.values.has(name);
 }
 
-/** Options of later issues are parsed, listed in --help, and refused clearly. */
-function refuseUnbuilt(args: ParsedArgs): void {
-  for (const o of MINC_OPTIONS) {
-    if (o.later && has(args, o.long)) {
-      throw usageError(`--${o.long} is not implemented yet (issue ${o.later})`);
-    }
-  }
-}
-
 function existingDir(what: string, dir: string): string {
   if (!existsSync(dir)) throw usageError(`${what} ${dir}: no such directory`);
   if (!statSync(dir).isDirectory()) throw usageError(`${what} ${dir}: not a directory`);
@@ -144,7 +135,6 @@ function checked(value: string | undefined, pattern: RegExp, what: string): stri
 }
 
 function planFrom(args: ParsedArgs): Plan {
-  refuseUnbuilt(args);
   const basedir = rootdirOf(args);
   const image = one(args, "rootdir") === basedir && isStoreName(basedir) ? basedir : undefined;
   const tempdir = one(args, "tempdir");

@@ -39,8 +39,7 @@ export function mincManPage(): string {
   for (const [group, title] of Object.entries(OPTION_GROUPS)) {
     out.push(`.SH ${title.toUpperCase()}`);
     for (const o of MINC_OPTIONS.filter((x) => x.group === group)) {
-      const note = o.later ? ` (not implemented yet, issue ${o.later})` : "";
-      out.push(".TP", optionTag(o), roff(o.help + note));
+      out.push(".TP", optionTag(o), roff(o.help));
     }
   }
   out.push(

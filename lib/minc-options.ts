@@ -1,5 +1,5 @@
-// minc's options: one table that the parser, --help (and later the man page
-// and shell completion) all read, so they cannot disagree.
+// minc's options: one table that the parser, --help, the man page and the
+// shell completion all read, so they cannot disagree.
 //
 // The parser walks the arguments like MINCS's while/case loop: options first,
 // and the first word that is not an option starts the user's command, which
@@ -17,8 +17,6 @@ export interface OptionSpec {
   optionalArg?: (next: string) => boolean;
   help: string;
   group: "container" | "limits" | "network" | "special";
-  /** Set when the option is parsed but built by a later issue. */
-  later?: string;
 }
 
 export const MINC_OPTIONS: readonly OptionSpec[] = [
@@ -123,8 +121,7 @@ export function mincUsage(): string {
     out.push("", `${title}:`);
     for (const o of MINC_OPTIONS.filter((x) => x.group === group)) {
       const names = (o.short ? `-${o.short}, ` : "    ") + `--${o.long}` + (o.arg ? (o.optionalArg ? ` [${o.arg}]` : ` ${o.arg}`) : "");
-      const note = o.later ? ` (not implemented yet, ${o.later})` : "";
-      out.push(`  ${names.padEnd(34)} ${o.help}${note}`);
+      out.push(`  ${names.padEnd(34)} ${o.help}`);
     }
   }
   return out.join("\n") + "\n";
