@@ -69,7 +69,8 @@ $chain"; done < "$registered"   # last registered, first undone
 }
 
 running() { # PID: not gone, nor a zombie (a slow reaper may hold it for a second)
-  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 1   # (builtins only: no fork)
+  state=${stat##*) }
   [ "${state%% *}" != Z ]
 }
 
