@@ -84,13 +84,14 @@ function pull(ref: string, o: PullOptions): number {
     fs.mkdirSync(layout);
     step(`Download ${ref} into ${layout} as an OCI image layout`);
     // Layers the store has already (by their ChainIDs) are not downloaded again.
-    const env: Env = { MINC_ARCH: o.arch, MINC_PULL_INSECURE: o.insecure ? "1" : undefined, MINC_PULL_USER: o.user, MINC_PULL_HAVE: store.images };
+    // Each layer is unpacked as soon as it is here, while the others download; the import takes those.
+    const env: Env = { MINC_ARCH: o.arch, MINC_PULL_INSECURE: o.insecure ? "1" : undefined, MINC_PULL_USER: o.user, MINC_PULL_HAVE: store.images, MINC_PULL_UNPACK: "1" };
     const masked: Env = { ...env, MINC_PULL_USER: o.user?.replace(/:.*$/, ":***") };
     // What it prints (the manifest's digest) goes to stderr: marten pull prints the image's id.
     const s = runBackend("minc-smuggler", [ref, layout], env, masked, true);
     if (s !== 0) return s;
     step(`Import it as ${name}`);
-    return runBackend("minc-farm", ["import", layout], { MINC_IMPORT_NAME: name, MINC_ARCH: o.arch });
+    return runBackend("minc-farm", ["import", layout], { MINC_IMPORT_NAME: name, MINC_ARCH: o.arch, MINC_IMPORT_UNPACKED: "1" });
   } finally {
     removeTree(stage);
   }

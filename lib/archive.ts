@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { MincError, usageError, warn } from "./fail.ts";
 import { chainId, checkName, isName, removeTree, type StagedLayer, type Store } from "./farm.ts";
-import { decompress, digestLayer, normalizeDigest, StreamDigests, unpackLayer, walkTar, type UnpackResult } from "./layer.ts";
+import { decompress, digestLayer, normalizeDigest, StreamDigests, unpackedDir, unpackLayer, walkTar, type UnpackResult } from "./layer.ts";
 import { pool } from "./pool.ts";
 import { resolveInRoot } from "./paths.ts";
 import { run } from "./run.ts";
@@ -480,6 +480,25 @@ export interface ImportOptions {
   name?: string;
   /** Platform for OCI indexes (MINC_ARCH syntax). */
   arch?: string;
+  /**
+   * The layout is marten pull's, where minc-smuggler unpacked each layer as
+   * it came (MINC_PULL_UNPACK): take unpacked/HEX/ instead of unpacking the
+   * blob again. Never for a layout from elsewhere: its unpacked trees would
+   * be taken on trust.
+   */
+  preUnpacked?: boolean;
+}
+
+
+function takeUnpacked(src: Source, file: string, dest: string): UnpackResult | undefined {
+  if (!(src instanceof DirSource)) return undefined;
+  const dir = unpackedDir(src.label, file);
+  if (dir === undefined || !fs.existsSync(`${dir}/result.json`)) return undefined;
+  const result = JSON.parse(fs.readFileSync(`${dir}/result.json`, "utf8")) as UnpackResult;
+  shown(`mv ${quote(`${dir}/root`)} ${quote(dest)}`);
+  fs.mkdirSync(posix.dirname(dest), { recursive: true });
+  fs.renameSync(`${dir}/root`, dest);
+  return result;
 }
 
 interface Blob {
@@ -547,7 +566,11 @@ async function importPlans(store: Store, src: Source, plans: ImagePlan[], stage:
     const first = b.jobs[0];
     const what = `${first.plan.label}: layer ${first.layer.label}`;
     try {
-      if (b.unpack) {
+      const early = b.unpack && opts.preUnpacked ? takeUnpacked(src, file, `${b.dir}/root`) : undefined;
+      if (early) {
+        step(`Layer ${first.index + 1}/${first.plan.layers.length} (${first.layer.label}) was unpacked as it came: take it`);
+        b.result = early;
+      } else if (b.unpack) {
         step(`Unpack layer ${first.index + 1}/${first.plan.layers.length} (${first.layer.label}) into ${b.dir}/root`);
         const r = await unpackLayer(data, `${b.dir}/root`, { diffId: first.layer.diffId });
         shown(`# ${r.entries} entries, ${r.compression}, ${r.diffId}`);

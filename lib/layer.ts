@@ -29,6 +29,8 @@ export interface UnpackOptions {
   diffId?: string;
   /** How the input is compressed; "auto" (the default) looks at its first bytes. */
   compression?: Compression | "auto";
+  /** The input's sha256 ("sha256:HEX"), checked already as it downloaded: not computed again. */
+  digest?: string;
 }
 
 export interface UnpackResult {
@@ -55,7 +57,11 @@ export function sniff(head: Buffer): Compression | "xz" | "bzip2" {
 
 /** Digests and sizes of a stream, as given and uncompressed. */
 export class StreamDigests {
-  readonly given: Hash = createHash("sha256");
+  /** Undefined when the input's digest is known already (a blob checked as it downloaded). */
+  readonly given: Hash | undefined;
+  constructor(hashGiven = true) {
+    this.given = hashGiven ? createHash("sha256") : undefined;
+  }
   readonly plain: Hash = createHash("sha256");
   size = 0;
   plainSize = 0;
@@ -73,7 +79,7 @@ export async function* decompress(
     const r = await it.next();
     if (r.done) return undefined;
     const b = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
-    d.given.update(b);
+    d.given?.update(b);
     d.size += b.length;
     return b;
   };
@@ -101,7 +107,9 @@ export async function* decompress(
   if (kind === "none") {
     out = raw();
   } else {
-    const z = kind === "gzip" ? createGunzip() : createZstdDecompress();
+    // Larger output chunks than zlib's 16 KiB: fewer trips through the hashes and the tar reader.
+    const chunkSize = 256 << 10;
+    const z = kind === "gzip" ? createGunzip({ chunkSize }) : createZstdDecompress({ chunkSize });
     pipeline(Readable.from(raw()), z).catch((e: Error) => z.destroy(e));
     out = z;
   }
@@ -403,7 +411,7 @@ class Unpacker {
 export async function unpackLayer(input: Readable | AsyncIterable<Buffer>, dest: string, opts: UnpackOptions = {}): Promise<UnpackResult> {
   const want = opts.diffId === undefined ? undefined : normalizeDigest(opts.diffId);
   fs.mkdirSync(dest, { recursive: true });
-  const d = new StreamDigests();
+  const d = new StreamDigests(opts.digest === undefined);
   const u = new Unpacker(dest);
   await walkTar(decompress(input, opts.compression ?? "auto", d), (e) => u.entry(e));
   u.finish();
@@ -413,7 +421,7 @@ export async function unpackLayer(input: Readable | AsyncIterable<Buffer>, dest:
   }
   return {
     diffId,
-    digest: `sha256:${d.given.digest("hex")}`,
+    digest: opts.digest ?? `sha256:${d.given!.digest("hex")}`,
     size: d.size,
     compression: d.compression,
     entries: u.entries,
@@ -426,7 +434,13 @@ export async function unpackLayer(input: Readable | AsyncIterable<Buffer>, dest:
 export async function digestLayer(input: Readable | AsyncIterable<Buffer>, compression: Compression | "auto" = "auto"): Promise<Pick<UnpackResult, "diffId" | "digest" | "size" | "compression">> {
   const d = new StreamDigests();
   for await (const chunk of decompress(input, compression, d)) void chunk;
-  return { diffId: `sha256:${d.plain.digest("hex")}`, digest: `sha256:${d.given.digest("hex")}`, size: d.size, compression: d.compression };
+  return { diffId: `sha256:${d.plain.digest("hex")}`, digest: `sha256:${d.given!.digest("hex")}`, size: d.size, compression: d.compression };
+}
+
+/** Where minc-smuggler unpacks blobs/sha256/HEX of an OCI layout as it comes: LAYOUT/unpacked/HEX/{root,result.json}. */
+export function unpackedDir(layout: string, blob: string): string | undefined {
+  const m = /^blobs\/sha256\/([0-9a-f]{64})$/.exec(blob);
+  return m ? `${layout}/unpacked/${m[1]}` : undefined;
 }
 
 /** "sha256:HEX" from "sha256:HEX" or "HEX"; anything else is an error. */

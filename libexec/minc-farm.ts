@@ -150,7 +150,9 @@ async function importPath(store: Store, path: string): Promise<void> {
     if (process.env.MINC_IMPORT_UUID || process.env.MINC_BASE_UUID) {
       throw usageError("MINC_IMPORT_UUID and MINC_BASE_UUID are for directories, not image archives");
     }
-    const ids = await importArchive(store, path, { name: envName(), arch: process.env.MINC_ARCH || undefined });
+    const ids = await importArchive(store, path, {
+      name: envName(), arch: process.env.MINC_ARCH || undefined, preUnpacked: process.env.MINC_IMPORT_UNPACKED === "1",
+    });
     for (const id of ids) out(id);
     return;
   }

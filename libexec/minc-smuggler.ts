@@ -16,12 +16,15 @@
 //   MINC_PULL_CACHE=DIR  blobs already in DIR/blobs/sha256 are not downloaded again; new ones are added
 //   MINC_PULL_HAVE=DIR   layers whose ChainID names a directory in DIR (an image store's images/,
 //                        as marten passes) are in the store already: they are not downloaded
+//   MINC_PULL_UNPACK=1   unpack each layer into DESTDIR/unpacked/HEX/ as soon as it is here, while
+//                        the others download (marten pull; minc-farm's import takes them)
 //   MINC_DEBUG=1         the trace: each step, each request as the curl line that does the same
-import { readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { createReadStream, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { copyFile, link, mkdir, rename } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { MincError, main, usageError, warn } from "../lib/fail.ts";
 import { chainId } from "../lib/farm.ts";
+import { unpackedDir, unpackLayer } from "../lib/layer.ts";
 import { formatReference, parseReference, type Reference } from "../lib/reference.ts";
 import {
   Progress, RegistryClient, checkImage, dockerConfigCredentials, formatBytes, formatPlatform, hasBlob, hostPlatform,
@@ -63,7 +66,7 @@ function checkDest(dest: string): void {
     throw usageError(`${dest}: ${(e as Error).message}`);
   }
   if (!st.isDirectory()) throw usageError(`${dest}: not a directory`);
-  const extra = readdirSync(dest).filter((n) => n !== "oci-layout" && n !== "index.json" && n !== "blobs");
+  const extra = readdirSync(dest).filter((n) => n !== "oci-layout" && n !== "index.json" && n !== "blobs" && n !== "unpacked");
   if (extra.length) throw usageError(`${dest} is neither empty nor an OCI image layout (it has ${extra.slice(0, 3).join(", ")}${extra.length > 3 ? ", ..." : ""})`);
 }
 
@@ -121,11 +124,23 @@ class Written {
     this.dirs.push(...missing);
   }
 
+  private trees: string[] = [];
+
+  /** A directory filled here (an unpacked layer): removed whole. */
+  tree(dir: string): void {
+    this.trees.push(dir);
+  }
+
   /** Remove every file written and every directory made, newest first. */
   undo(): void {
     const files = this.files.splice(0);
     const dirs = this.dirs.splice(0);
-    if (files.length || dirs.length) step("The pull failed: remove what it wrote");
+    const trees = this.trees.splice(0);
+    if (files.length || dirs.length || trees.length) step("The pull failed: remove what it wrote");
+    for (const t of trees) {
+      shown(`rm -rf ${quote(t)}`);
+      rmSync(t, { recursive: true, force: true });
+    }
     for (const f of files.reverse()) {
       shown(`rm -f ${quote(f)}`);
       try {
@@ -236,6 +251,32 @@ class Pull {
     }
   }
 
+  /** Layers being unpacked while others download (MINC_PULL_UNPACK). */
+  private readonly unpacking: Promise<void>[] = [];
+
+  /**
+   * MINC_PULL_UNPACK=1 (marten pull): unpack a layer into unpacked/HEX/ as
+   * soon as it is here, while the others still download, so that the
+   * import need not read it again (it still checks its digests).
+   */
+  private unpackEarly(d: Descriptor, label: string): void {
+    if (!process.env.MINC_PULL_UNPACK) return;
+    const dir = unpackedDir(this.s.dest, `blobs/sha256/${d.digest.slice(7)}`)!;
+    step(`${label}: unpack it into ${dir} while the others download`);
+    this.written.tree(dir);
+    // Its sha256 was checked as it downloaded; only the unpacked content's (the DiffID) is new.
+    this.unpacking.push(unpackLayer(createReadStream(blobPath(this.s.dest, d.digest), { highWaterMark: 1 << 20 }), `${dir}/root`, { digest: d.digest }).then((r) => {
+      writeFileSync(`${dir}/result.json`, `${JSON.stringify(r)}\n`);
+    }));
+  }
+
+  /** Every early unpack ended; the first failure, if any, is the pull's. */
+  private async unpacked(): Promise<void> {
+    const ends = await Promise.allSettled(this.unpacking);
+    const failed = ends.find((e) => e.status === "rejected");
+    if (failed) throw new MincError(`unpacking a layer failed: ${(failed.reason as Error).message}`);
+  }
+
   /** One blob into DESTDIR: already there, from the cache, or downloaded and checked. */
   private async blob(d: Descriptor, row: number, label: string): Promise<void> {
     const path = blobPath(this.s.dest, d.digest);
@@ -319,8 +360,12 @@ class Pull {
     const wanted = layers.filter((l) => !have.has(l.digest));
     const rows = wanted.map((l) => this.progress.add(`layer ${manifest.layers.indexOf(l) + 1}/${manifest.layers.length} ${short(l)}`, l.size));
     if (wanted.length) step(`Download the layers, ${PARALLEL} at a time, each checked for its size and sha256 as it comes`);
-    await pool(wanted.map((l, i) => [l, i] as const), PARALLEL, this.controller, ([l, i]) => this.blob(l, rows[i], `layer ${l.digest}`));
+    await pool(wanted.map((l, i) => [l, i] as const), PARALLEL, this.controller, async ([l, i]) => {
+      await this.blob(l, rows[i], `layer ${l.digest}`);
+      this.unpackEarly(l, `layer ${l.digest}`);
+    });
     this.progress.finish();
+    await this.unpacked();
 
     step("Write the layout's oci-layout and index.json (one manifest, named by its tag)");
     const layoutFile = join(dest, "oci-layout");

@@ -318,6 +318,22 @@ describe("marten", { skip }, () => {
     assert.equal(existsSync(`${store}/images/${bareId}/name`), false);
   });
 
+  test("unpacked/ trees in a layout are taken only from marten pull's own (MINC_IMPORT_UNPACKED)", async () => {
+    const layer = await tarOf([{ name: "real", data: "R\n" }]);
+    const d = sha(layer);
+    const files = ociLayout([{ blobs: [layer], mediaTypes: [TAR], config: configOf([d]) }], { refName: "docker.io/library/forged:1" });
+    const dir = `${tmp}/oci-forged`;
+    writeDir(files, dir);
+    // A tree claiming to be that blob unpacked, with other content.
+    mkdirSync(`${dir}/unpacked/${d}/root`, { recursive: true });
+    writeFileSync(`${dir}/unpacked/${d}/root/forged`, "F\n");
+    writeFileSync(`${dir}/unpacked/${d}/result.json`, JSON.stringify({ diffId: `sha256:${d}`, digest: `sha256:${d}`, size: layer.length, compression: "none", entries: 1, whiteouts: 0, opaques: 0 }));
+    const id = ok(marten(["import", dir]));
+    assert.equal(inOverlay("forged:1", "cat real; if [ -e forged ]; then echo FORGED; else echo clean; fi"), "R\nclean\n");
+    assert.equal(existsSync(`${dir}/unpacked/${d}/root/forged`), true, "the tree was not taken");
+    ok(marten(["rmi", id]));
+  });
+
   test("OCI tar with new layers, zstd-compressed as a whole", async () => {
     const layer = await tarOf([{ name: "z", data: "zstd archive\n" }]);
     const files = ociLayout([{ blobs: [gzipSync(layer)], mediaTypes: [GZ], config: configOf([sha(layer)]) }], { refName: "zarch:latest" });
