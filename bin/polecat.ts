@@ -6,7 +6,7 @@
 // used and the libraries they need; then write that tree as a squashfs or
 // tgz image, or (the default) as a sh header plus a squashfs that carries
 // its own minc runtime and boots the command wherever it is copied.
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, resolve } from "node:path";
 import { spawnSync } from "node:child_process";
@@ -203,6 +203,21 @@ function adjustDirs(build: BuildScript, upper: string): void {
   }
 }
 
+/**
+ * What the traced run deleted from the rootfs left overlay whiteouts (char
+ * devices 0/0) in the upper layer. In the image they would be device nodes
+ * (tgz) or hide nothing (the image is the only lower layer): drop them.
+ */
+function dropWhiteouts(upper: string): void {
+  const whiteouts = readdirSync(upper, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isCharacterDevice())
+    .map((e) => `${e.parentPath}/${e.name}`)
+    .filter((path) => lstatSync(path).rdev === 0);
+  if (whiteouts.length === 0) return;
+  step("Drop the overlay's whiteouts (what the traced run deleted): the image has no layer below to hide");
+  for (const path of whiteouts) removeFile(path);
+}
+
 function addRequiredFiles(upper: string): void {
   step("Add the files minc binds over: /etc/hosts and /etc/resolv.conf");
   const etc = resolveInRoot(upper, "/etc");
@@ -276,6 +291,7 @@ function build(plan: Plan, work: string): number {
   if (status !== 0) return status; // minc-trapper said why
   const upper = `${work}/storage`;
   if (script) adjustDirs(script, upper);
+  dropWhiteouts(upper);
   addRequiredFiles(upper);
   writeOutput(plan, command, upper, work);
   const size = capture(["du", "-sh", plan.output], false).split(/\s/)[0];

@@ -191,6 +191,13 @@ describe("polecat", { skip }, () => {
     assert.ok(tgz.includes("/bin/busybox") && !tgz.some((f) => f.startsWith("/opt/mincs")), tgz.join(" "));
   });
 
+  test("what the traced run deletes leaves no whiteout (a 0/0 device node) in the image", () => {
+    ok(polecat(["-f", "tgz", "-o", "rm.tgz", rootfs(), "sh", "-c", "rm /etc/group; ls /etc"]));
+    const long = ok(spawnSync("tar", ["tvzf", `${work}/rm.tgz`], { encoding: "utf8" })).stdout;
+    assert.doesNotMatch(long, /^c/m, long);
+    assert.ok(tgzList(`${work}/rm.tgz`).includes("/bin/busybox"));
+  });
+
   test("-s: install_command makes a file the command needs; MKDIRS and RMDIRS shape the image", () => {
     const script = `${work}/greet`;
     writeFileSync(script, [
