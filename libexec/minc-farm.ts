@@ -23,14 +23,14 @@
 // reads MINC_IMPORT_UUID, MINC_IMPORT_NAME and MINC_BASE_UUID as MINCS did;
 // of an archive MINC_IMPORT_NAME and MINC_ARCH (the platform to pick from a
 // multi-platform index).
-import { spawn, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { importArchive, isImageDir } from "../lib/archive.ts";
 import { MincError, mainAsync, usageError } from "../lib/fail.ts";
 import { chainId, checkName, isName, mountsUnder, removeTree, Store } from "../lib/farm.ts";
 import { backend } from "../lib/libexec.ts";
 import { runAsync } from "../lib/run.ts";
+import { treeDigest } from "../lib/tree.ts";
 import { quoteAll, shown, step } from "../lib/trace.ts";
 
 const USAGE = "usage: minc-farm lc|li|import PATH|commit COID|fork IMID|bind COID|unbind COID|rm COID|rmi IMID|" +
@@ -86,23 +86,6 @@ function listImages(store: Store): void {
 
 // ---- import and commit of directories ----
 
-/** sha256 of a tar stream of the directory (names sorted, numeric owners, xattrs; no atime, ctime or pid in it). */
-async function treeDigest(dir: string): Promise<string> {
-  const argv = ["tar", "--sort=name", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--format=posix",
-    "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime", "--warning=no-file-ignored", "-C", dir, "-cf", "-", "."];
-  shown(`${quoteAll(argv)} | sha256sum`);
-  const hash = createHash("sha256");
-  const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "inherit"] });
-  const exited = new Promise<number | null>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code) => resolve(code));
-  });
-  for await (const chunk of child.stdout) hash.update(chunk as Buffer);
-  const code = await exited;
-  if (code !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${code})`);
-  return `sha256:${hash.digest("hex")}`;
-}
-
 /**
  * Copy a directory into the store as one layer: staged, hashed, renamed in.
  * Its id is MINC_IMPORT_UUID, else the sha256 of its content (the ChainID
@@ -117,16 +100,19 @@ async function importTree(store: Store, source: string, opts: { id?: string; bas
   }
   const stage = store.makeStaging("import");
   try {
-    // Both read the same files: the copy in the kernel (copy_file_range), the digest here.
-    step(`Copy ${source} into the staging directory while its id is computed: the sha256 of its content (on its base)`);
-    const copied = runAsync(["cp", "-a", "--", source, `${stage}/root`]);
-    const digest = opts.id === undefined ? treeDigest(source) : undefined;
-    // Both end before anything else happens (the staging dir goes on a failure).
-    const [copy, hash] = await Promise.allSettled([copied, digest]);
-    shown("wait");
-    if (copy.status === "rejected") throw copy.reason;
-    if (hash.status === "rejected") throw hash.reason;
-    const id = opts.id ?? chainId(opts.base, hash.value!);
+    // Both read the same files: the copy in the kernel (copy_file_range), the digest here, at the same time.
+    step(`Copy ${source} into the staging directory while its id is computed: a sha256 over its tree (on its base)`);
+    // Settles with the copy's error, if any, rather than rejecting: it is awaited either way.
+    const copied = runAsync(["cp", "-a", "--", source, `${stage}/root`]).then(() => undefined, (e: unknown) => e);
+    let digest: string | undefined;
+    try {
+      digest = opts.id === undefined ? treeDigest(source) : undefined;
+    } finally {
+      shown("wait"); // the copy ends before anything else happens (the staging dir goes on a failure)
+      const failed = await copied;
+      if (failed) throw failed;
+    }
+    const id = opts.id ?? chainId(opts.base, digest!);
     if (store.hasImage(id)) process.stderr.write(`${source} (${id}) is already imported.\n`);
     return store.install([{ id, base: opts.base, dir: stage }], { name: opts.name });
   } finally {
