@@ -1,11 +1,13 @@
 // The pieces that need no container: option parsing, quoting, paths in a root.
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { describe, test } from "node:test";
 import { parseMincArgs } from "../lib/minc-options.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { userOf } from "../lib/rootfs.ts";
 import { quote, quoteAll } from "../lib/trace.ts";
+import { treeDigest } from "../lib/tree.ts";
 import { VERSION } from "../lib/version.ts";
 import { REPO } from "./helpers.ts";
 
@@ -87,4 +89,30 @@ describe("paths inside a rootfs", () => {
 
 test("the version is package.json's", () => {
   assert.equal(VERSION, JSON.parse(readFileSync(`${REPO}/package.json`, "utf8")).version);
+});
+
+test("an imported tree's id: the same tree, the same id; any change marten would store, another", () => {
+  const dir = mkdtempSync("/tmp/minc-tree-");
+  try {
+    const a = `${dir}/a`;
+    mkdirSync(`${a}/sub`, { recursive: true });
+    writeFileSync(`${a}/sub/f`, "content\n");
+    symlinkSync("sub/f", `${a}/link`);
+    linkSync(`${a}/sub/f`, `${a}/hard`);
+    const base = treeDigest(a);
+    assert.match(base, /^sha256:[0-9a-f]{64}$/);
+    spawnSync("cp", ["-a", a, `${dir}/b`]);
+    assert.equal(treeDigest(`${dir}/b`), base, "cp -a: the same times, links, modes and owners");
+    const changed = (what: string, change: () => void): void => {
+      change();
+      assert.notEqual(treeDigest(a), base, what);
+    };
+    changed("a file's mode", () => chmodSync(`${a}/sub/f`, 0o600));
+    chmodSync(`${a}/sub/f`, 0o644);
+    changed("an xattr", () => spawnSync("setfattr", ["-n", "user.mincs", "-v", "1", `${a}/sub/f`]));
+    spawnSync("setfattr", ["-x", "user.mincs", `${a}/sub/f`]);
+    changed("a file's bytes, same size", () => { const t = new Date(0); writeFileSync(`${a}/sub/f`, "CONTENT\n"); utimesSync(`${a}/sub/f`, t, t); });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
