@@ -189,9 +189,7 @@ function userNamespace(): string[] {
 /** The command that enters the new namespaces and starts minc-core there. */
 function namespacesCommand(command: string[]): string[] {
   const pidfile = `${tmpdir}/pid`;
-  if (existsSync(pidfile)) removeFile(pidfile); // left by a reused working directory
-  step("Prepare cleanup: the pid file goes when the container ends");
-  onExit(tmpdir, `rm -f ${quote(pidfile)}`);
+  if (existsSync(pidfile)) removeFile(pidfile); // left by a reused working directory (the waiter removes it at the end)
   // Not `unshare --fork`: see minc-fork.sh for why it forks PID 1 instead.
   let argv = ["unshare", ...userNamespace(), "-iump", "--propagation", "private", "/bin/sh", backend("minc-fork.sh"), backend("minc-core"), ...command];
   step("Enter new IPC, UTS, mount and PID namespaces, every mount made private (nothing mounted inside shows on the host); minc-fork.sh starts minc-core there as PID 1 and waits for it");

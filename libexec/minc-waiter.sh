@@ -12,7 +12,7 @@
 # 1), passes INT, TERM, HUP and QUIT on to the container's init, and when
 # the container ends, on success, failure or signal, runs the cleanup
 # chain TMPDIR/cleanup, last line first: what the backends registered
-# (minc-exec's pid file, minc-cage's cgroups, the network namespace) and,
+# (minc-cage's cgroups, the network namespace, an sshfs mount) and,
 # first registered and so last run, minc's own trap (remove TMPDIR). That
 # is the shell MINCS's `trap "$TRAPCMD" EXIT`.
 #
@@ -60,12 +60,14 @@ cleanup_cages() { # DIR...: remove cgroups once the container's last process has
 }
 
 cleanup() {
-  [ -f "$registered" ] || return 0
-  chain=
-  while IFS= read -r line; do chain="$line
+  if [ -f "$registered" ]; then
+    chain=
+    while IFS= read -r line; do chain="$line
 $chain"; done < "$registered"   # last registered, first undone
-  rm -f "$registered" "$tmpdir/waiter"
-  eval "$chain"
+    eval "$chain"
+  fi
+  # Our own files, where the chain kept the directory (-k, -t): one rm, none when it is gone.
+  [ ! -d "$tmpdir" ] || rm -f "$registered" "$tmpdir/waiter" "$pidfile"
 }
 
 running() { # PID: not gone, nor a zombie (a slow reaper may hold it for a second)
