@@ -178,8 +178,9 @@ function planFrom(args: ParsedArgs): Plan {
     MINC_SSHFS_PORT: "",
     MINC_SSHFS_PATH: "",
     MINC_FTRACE: ftraceScript(one(args, "ftrace")),
-    MINC_WORKDIR: "",
-    MINC_IMAGE_ENV: "",
+    // Given by a caller that resolved an image already (the guest of minc --qemu/--um); an image of the store sets them below.
+    MINC_WORKDIR: process.env.MINC_WORKDIR ?? "",
+    MINC_IMAGE_ENV: process.env.MINC_IMAGE_ENV ?? "",
   };
   checkPrivilege(args, settings);
   setRemoteRootdir(settings);

@@ -50,6 +50,14 @@ function consoleSetup(): string[] {
   return lines;
 }
 
+/** An image's environment and working directory (minc -r IMAGE), which the guest's minc takes from its own. */
+function imageSettings(): string[] {
+  const set = (["MINC_IMAGE_ENV", "MINC_WORKDIR"] as const).filter((k) => env[k]).map((k) => `${k}=${quote(env[k]!)}`);
+  if (set.length === 0) return [];
+  step("The image's environment and working directory go to the guest's minc");
+  return [`export ${set.join(" ")}`];
+}
+
 function writeRunScript(command: string[]): void {
   const minc = `${projectDir()}/bin/minc`;
   if (!existsSync(minc)) throw new MincError(`${minc}: missing (the guest runs the host's minc; run make)`);
@@ -57,6 +65,7 @@ function writeRunScript(command: string[]): void {
   writeFile(`${tmpdir}/run.sh`, [
     "#!/bin/sh",
     ...consoleSetup(),
+    ...imageSettings(),
     `exec ${quoteAll([minc, ...guestOptions(), ...(command.length ? ["--", ...command] : [])])}`,
   ].join("\n") + "\n");
 }

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, s
 import { release } from "node:os";
 import { after, before, describe, test } from "node:test";
 import { cannotBoot, cleanEnv, leftovers, minc, MINC, REPO, rootfs, sleep } from "./helpers.ts";
+import { buildImage, type FileEntry } from "./registry-fixture.ts";
 
 const BREEDER = `${REPO}/bin/ermine-breeder`;
 const CACHE = `${REPO}/test/.cache`;
@@ -102,6 +103,25 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
     console.log(`# minc --um: ${Date.now() - started} ms`);
     assert.equal(r.status, 3, r.stderr);
     assert.deepEqual(r.stdout.trim().split("\n"), [umlVersion(), "ermine-um"]);
+  });
+
+  test("minc --um -r IMAGE: the image's environment and working directory reach the command in the VM", { timeout: VM_MS }, () => {
+    const store = mkdtempSync("/tmp/minc-test-store-");
+    const layout = mkdtempSync("/tmp/minc-test-layout-");
+    try {
+      const layer: Record<string, FileEntry> = { "bin/busybox": { content: readFileSync(`${rootfs()}/bin/busybox`), mode: 0o755 }, "app/here": "" };
+      for (const applet of ["sh", "echo", "pwd", "ls", "umount", "mount"]) layer[`bin/${applet}`] = { symlink: "busybox" };
+      buildImage(layout, "1", { layers: [layer], config: { Env: ["GREETING=from-the-image", "PATH=/bin"], WorkingDir: "/app" } });
+      const env = { ...vmEnv(), MINCS_DIR: store };
+      const imported = spawnSync(`${REPO}/bin/marten`, ["import", layout, "--name", "vmapp:1"], { encoding: "utf8", env });
+      assert.equal(imported.status, 0, imported.stderr);
+      const r = minc(["--um", "-r", "vmapp:1", "sh", "-c", "echo $GREETING; pwd; ls"], { env, timeout: VM_MS });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(r.stdout.trim().split(/\r?\n/), ["from-the-image", "/app", "here"]);
+    } finally {
+      rmSync(store, { recursive: true, force: true });
+      rmSync(layout, { recursive: true, force: true });
+    }
   });
 
   test("minc --qemu: the rootfs's own file, on a kernel that is not the host's", { timeout: VM_MS }, () => {
