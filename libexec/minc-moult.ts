@@ -10,13 +10,13 @@
 // The guest's exit status comes back through a file in the shared
 // directory and becomes ours. As PID 1 of the container's namespaces we
 // take the VM with us if minc's waiter kills us (^C, a signal).
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
 import { isatty } from "node:tty";
 import { enterCages, openCages } from "../lib/cage.ts";
 import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_SHARE, projectDir, terminalSize } from "../lib/ermine.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { writeFile } from "../lib/run.ts";
-import { phase, quote, quoteAll, step } from "../lib/trace.ts";
+import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 
 const env = process.env;
 const tmpdir = env.MINC_TMPDIR ?? "";
@@ -58,15 +58,53 @@ function imageSettings(): string[] {
   return [`export ${set.join(" ")}`];
 }
 
+/**
+ * A stdin that is not a terminal (a pipe, a file) would reach the guest
+ * through its console, which never tells an end: a command reading it would
+ * wait for ever. So it is read to its end here and given to the guest's
+ * command as a file of the share.
+ */
+function stdinForGuest(): string | undefined {
+  if (isatty(0)) return undefined;
+  const file = `${tmpdir}/stdin`;
+  step("stdin is not a terminal: read it to its end and give it to the guest's command as a file (a VM console has no end of file)");
+  shown(`cat > ${quote(file)}`);
+  copyToEnd(0, file);
+  return `${GUEST_SHARE}/stdin`;
+}
+
+function copyToEnd(fd: number, file: string): void {
+  const out = openSync(file, "w");
+  const buf = Buffer.allocUnsafe(1 << 20);
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  try {
+    for (;;) {
+      let n: number;
+      try {
+        n = readSync(fd, buf, 0, buf.length, null);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EAGAIN") throw e;
+        Atomics.wait(pause, 0, 0, 10); // a non-blocking pipe with nothing yet
+        continue;
+      }
+      if (n === 0) return;
+      writeSync(out, buf, 0, n);
+    }
+  } finally {
+    closeSync(out);
+  }
+}
+
 function writeRunScript(command: string[]): void {
   const minc = `${projectDir()}/bin/minc`;
   if (!existsSync(minc)) throw new MincError(`${minc}: missing (the guest runs the host's minc; run make)`);
+  const stdin = stdinForGuest();
   step("Write run.sh: the guest's init runs it on the console, chrooted into the host's / (read-only)");
   writeFile(`${tmpdir}/run.sh`, [
     "#!/bin/sh",
     ...consoleSetup(),
     ...imageSettings(),
-    `exec ${quoteAll([minc, ...guestOptions(), ...(command.length ? ["--", ...command] : [])])}`,
+    `exec ${quoteAll([minc, ...guestOptions(), ...(command.length ? ["--", ...command] : [])])}${stdin ? ` < ${quote(stdin)}` : ""}`,
   ].join("\n") + "\n");
 }
 

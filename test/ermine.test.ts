@@ -43,12 +43,12 @@ function breeder(args: string[], timeout = VM_MS) {
 const vmEnv = () => cleanEnv({ MINC_ERMINE_DIR: DESTDIR, MINC_VM_TIMEOUT: "150" });
 
 /** Host processes of a VM booted for one of our containers (qemu or UML with a /var/run/mincPID- share). */
-function vmProcesses(): string[] {
+function vmProcesses(only = ""): string[] {
   const found: string[] = [];
   for (const pid of readdirSync("/proc").filter((n) => /^\d+$/.test(n))) {
     try {
       const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
-      if (/(qemu-system|vmlinuz\.um)/.test(cmd) && /\/var\/run\/minc\d+-/.test(cmd)) found.push(`${pid} ${cmd.slice(0, 80)}`);
+      if (/(qemu-system|vmlinuz\.um)/.test(cmd) && /\/var\/run\/minc\d+-/.test(cmd) && cmd.includes(only)) found.push(`${pid} ${cmd.slice(0, 80)}`);
     } catch {
       // gone
     }
@@ -124,6 +124,12 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
     }
   });
 
+  test("minc --um with a piped stdin: the command reads it to its end (a VM console has none)", { timeout: VM_MS }, () => {
+    const r = minc(["--um", "-r", rootfs(), "sh", "-c", "cat; echo done"], { env: vmEnv(), timeout: VM_MS, input: "line one\nline two\n" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split(/\r?\n/), ["line one", "line two", "done"]);
+  });
+
   test("minc --qemu: the rootfs's own file, on a kernel that is not the host's", { timeout: VM_MS }, () => {
     const started = Date.now();
     const r = minc(["--qemu", "-r", rootfs(), "sh", "-c", "cat /etc/passwd; uname -r"], { env: vmEnv(), timeout: VM_MS });
@@ -169,8 +175,10 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
   test("^C (SIGINT to minc) ends the qemu VM and the container: nothing left", { timeout: VM_MS }, async () => {
     const child = spawn(MINC, ["--qemu", "-r", rootfs(), "sleep", "100"], { env: vmEnv(), stdio: "ignore" });
     const ended = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-    for (let i = 0; i < 100 && vmProcesses().length === 0; i++) await sleep(100);
-    assert.notDeepEqual(vmProcesses(), [], "no VM started");
+    // This minc's VM (its share is /var/run/minc<PID>-...), not one of an earlier test still going.
+    const ours = (): string[] => vmProcesses(`/minc${child.pid}-`);
+    for (let i = 0; i < 100 && ours().length === 0; i++) await sleep(100);
+    assert.notDeepEqual(ours(), [], "no VM started");
     await sleep(1000);
     child.kill("SIGINT");
     assert.equal(await ended, 130);
