@@ -70,10 +70,15 @@ $chain"; done < "$registered"   # last registered, first undone
   [ ! -d "$tmpdir" ] || rm -f "$registered" "$tmpdir/waiter" "$pidfile"
 }
 
-running() { # PID: not gone, nor a zombie (a slow reaper may hold it for a second)
-  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 1   # (builtins only: no fork)
-  state=${stat##*) }
-  [ "${state%% *}" != Z ]
+running() { # PID: a thread of it is not gone, nor a zombie (a slow reaper may hold a zombie for a second)
+  # Every thread: a multi-threaded init (Node) shows its main thread as a
+  # zombie while another still ends the namespace's processes (a VM...).
+  for task in /proc/"$1"/task/*; do
+    { read -r stat < "$task/stat"; } 2>/dev/null || continue   # (builtins only: no fork)
+    state=${stat##*) }
+    [ "${state%% *}" = Z ] || return 0
+  done
+  return 1
 }
 
 if [ -n "$now" ]; then cleanup; exit 0; fi
