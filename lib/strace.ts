@@ -4,12 +4,18 @@
 // front of the chroot (capsh --chroot or chroot(1)): so what comes before
 // the chroot() call is the host loading capsh, and what comes after are
 // paths as the container sees them. A relative path is taken from the
-// process's working directory, which it inherits from its parent (clone,
-// fork, vfork) and changes with chdir().
+// directory strace prints beside its directory fd (-y; the host's view, the
+// root's path taken off), or else from the process's working directory,
+// which it inherits from its parent (clone, fork, vfork) and changes with
+// chdir().
 import { posix } from "node:path";
 
-/** The strace options: file syscalls, and the process creations that pass the working directory on. */
-export const STRACE_ARGS = ["-f", "-q", "-e", "trace=file,clone,clone3,fork,vfork"];
+/**
+ * The strace options: file syscalls, and the process creations that pass
+ * the working directory on; -y prints the directory behind a directory fd
+ * (as the host sees it), so a path relative to one can be placed too.
+ */
+export const STRACE_ARGS = ["-f", "-q", "-y", "-e", "trace=file,clone,clone3,fork,vfork"];
 
 const FORKS = new Set(["clone", "clone3", "fork", "vfork"]);
 /** Their first string is no path to copy: a link's target, or text. */
@@ -22,8 +28,8 @@ const CALL = /^(\w+)\((.*)$/;
 const RESUMED = /^<\.\.\. (\w+) resumed>/;
 const RESULT = /\)\s+=\s+(-?\d+)/;
 const STRING = /"((?:[^"\\]|\\.)*)"/;
-/** The arguments before the path: none, AT_FDCWD, or a directory fd (maybe decorated, 3</x>). */
-const BEFORE_PATH = /^(|AT_FDCWD, |\d+(<[^>]*>)?, )"/;
+/** The arguments before the path: none, AT_FDCWD, or a directory fd; with -y decorated with its directory (3</x>, AT_FDCWD</x>). */
+const BEFORE_PATH = /^(|(AT_FDCWD|\d+)(?:<([^>]*)>)?, )"/;
 
 const ESCAPES: Record<string, number> = { n: 10, t: 9, r: 13, v: 11, f: 12, a: 7, b: 8, '"': 34, "\\": 92 };
 
@@ -50,16 +56,28 @@ function result(text: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
+/** A directory as the host printed it (-y), as the container sees it: under the root it chrooted into. */
+function inside(hostPath: string, root: string): string | undefined {
+  const dir = posix.normalize(unescapeC(hostPath));
+  if (dir === root) return "/";
+  return dir.startsWith(`${root}/`) ? dir.slice(root.length) : undefined;
+}
+
 /** The path a file syscall names, absolute, or undefined when it names none we can place. */
-function pathOf(args: string, cwd: string): string | undefined {
+function pathOf(args: string, cwd: string, root: string): string | undefined {
   const before = BEFORE_PATH.exec(args);
   const quoted = STRING.exec(args);
   if (!before || !quoted || quoted.index !== before[0].length - 1) return undefined;
   const path = unescapeC(quoted[1]);
   if (path === "") return undefined;
   if (path.startsWith("/")) return posix.normalize(path);
-  // Relative to a directory fd: we do not know that directory.
-  if (before[1] !== "" && before[1] !== "AT_FDCWD, ") return undefined;
+  const [, , dirfd, shown] = before;
+  if (shown !== undefined) {
+    const dir = inside(shown, root);
+    return dir === undefined ? undefined : posix.join(dir, path);
+  }
+  // Relative to a directory fd strace did not name (no -y): we do not know that directory.
+  if (dirfd !== undefined && dirfd !== "AT_FDCWD") return undefined;
   return posix.join(cwd, path);
 }
 
@@ -72,7 +90,8 @@ export function tracedPaths(trace: string): string[] | undefined {
   const cwd = new Map<string, string>();
   const paths = new Set<string>();
   const forking: string[] = [];
-  let inside = false;
+  let chrooted = false;
+  let root = "/";
   for (const line of trace.split("\n")) {
     const m = LINE.exec(line);
     if (!m) continue;
@@ -85,10 +104,11 @@ export function tracedPaths(trace: string): string[] | undefined {
     if (!cwd.has(pid) && forking.length > 0) cwd.set(pid, cwd.get(forking[forking.length - 1]) ?? "/");
     const here = cwd.get(pid) ?? "/";
     if (name === "chroot") {
-      if (result(rest) === 0) { inside = true; cwd.set(pid, "/"); }
+      const into = call ? STRING.exec(call[2]) : null;
+      if (result(rest) === 0) { chrooted = true; cwd.set(pid, "/"); if (into) root = posix.normalize(unescapeC(into[1])); }
       continue;
     }
-    if (!inside) continue;
+    if (!chrooted) continue;
     if (FORKS.has(name)) {
       if (call && rest.endsWith("<unfinished ...>")) forking.push(pid);
       else if (resumed && forking.includes(pid)) forking.splice(forking.lastIndexOf(pid), 1);
@@ -97,10 +117,10 @@ export function tracedPaths(trace: string): string[] | undefined {
       continue;
     }
     if (!call || SKIPPED.has(name)) continue;
-    const path = pathOf(call[2], here);
+    const path = pathOf(call[2], here, root);
     if (path === undefined) continue;
     if (name === "chdir" && result(rest) === 0) cwd.set(pid, path);
     if (!MOUNTED.test(path)) paths.add(path);
   }
-  return inside ? [...paths] : undefined;
+  return chrooted ? [...paths] : undefined;
 }

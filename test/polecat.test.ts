@@ -311,6 +311,18 @@ describe("the trace and the ELF reader (no container)", () => {
     assert.equal(tracedPaths('10 openat(AT_FDCWD, "/etc/passwd", O_RDONLY) = 3'), undefined);
   });
 
+  test("with strace -y: a path relative to a directory fd is placed by the directory printed beside it", () => {
+    const trace = [
+      '10 chroot("/tmp/polecat-x/root") = 0',
+      '10 openat(AT_FDCWD</tmp/polecat-x/root>, "/usr/lib", O_RDONLY|O_DIRECTORY) = 3</tmp/polecat-x/root/usr/lib>',
+      '10 openat(3</tmp/polecat-x/root/usr/lib>, "libfoo.so.1", O_RDONLY|O_CLOEXEC) = 4</tmp/polecat-x/root/usr/lib/libfoo.so.1>',
+      '10 openat(AT_FDCWD</tmp/polecat-x/root/app>, "data/x", O_RDONLY) = 5</tmp/polecat-x/root/app/data/x>',
+      '10 newfstatat(6</elsewhere/on/the/host>, "secret", {st_mode=S_IFREG|0644, ...}, 0) = 0',
+      '10 openat(AT_FDCWD</tmp/polecat-x/root>, "etc/hostname", O_RDONLY) = 6</tmp/polecat-x/root/etc/hostname>',
+    ].join("\n");
+    assert.deepEqual(tracedPaths(trace), ["/usr/lib", "/usr/lib/libfoo.so.1", "/app/data/x", "/etc/hostname"]);
+  });
+
   test("readElf: the interpreter and DT_NEEDED of a dynamic program, none of a text file", () => {
     const sh = readElf(realpathSync("/bin/sh"));
     assert.ok(sh && sh.interpreter?.includes("ld-linux") && sh.needed.includes("libc.so.6"), JSON.stringify(sh));
