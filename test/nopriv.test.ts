@@ -36,9 +36,15 @@ function sh(cmd: string): string {
   return r.stdout;
 }
 
+/** Made by this test run (so removed by it at the end). */
+let madeUser = false;
+
 /** A test user with a range of subordinate ids. */
 function makeUser(): void {
-  if (spawnSync("id", [USER]).status !== 0) sh(`useradd --no-create-home --shell /bin/sh ${USER}`);
+  if (spawnSync("id", [USER]).status !== 0) {
+    sh(`useradd --no-create-home --shell /bin/sh ${USER}`);
+    madeUser = true;
+  }
   if (!new RegExp(`^${USER}:`, "m").test(readFileSync("/etc/subuid", { encoding: "utf8", flag: "a+" }))) {
     sh(`usermod --add-subuids 300000-365535 --add-subgids 300000-365535 ${USER}`);
   }
@@ -88,6 +94,8 @@ describe("--nopriv", { skip }, () => {
   });
   after(() => {
     if (home) rmSync(home, { recursive: true, force: true });
+    // userdel takes its /etc/subuid and /etc/subgid ranges too.
+    if (madeUser) sh(`userdel ${USER}`);
   });
 
   test("an ordinary user is root in the container, with /dev and /proc, the command as PID 1, and the rootfs untouched", () => {
