@@ -10,9 +10,9 @@ import { constants } from "node:os";
 import yargs from "yargs";
 import { checkReference, wantedPlatform } from "../lib/archive.ts";
 import { HandedOver, MincError, main, usageError } from "../lib/fail.ts";
-import { checkName, removeTree, Store } from "../lib/farm.ts";
+import { checkName, Store } from "../lib/farm.ts";
 import { backend } from "../lib/libexec.ts";
-import { exec, isExecutable } from "../lib/run.ts";
+import { exec, isExecutable, removeTree } from "../lib/run.ts";
 import { quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
 

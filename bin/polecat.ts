@@ -16,7 +16,7 @@ import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend, libexecDir } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { header, RUNTIME_BACKENDS, RUNTIME_DIR } from "../lib/polecat.ts";
-import { capture, findInPath, mkdirs, removeFile, run, touch, writeFileMkdir } from "../lib/run.ts";
+import { capture, findInPath, mkdirs, removeFile, removeTree, run, touch, writeFileMkdir } from "../lib/run.ts";
 import { farm, isStoreName } from "../lib/store.ts";
 import { quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
@@ -198,8 +198,7 @@ function adjustDirs(build: BuildScript, upper: string): void {
   for (const d of build.rmdirs) {
     const at = resolveInRoot(upper, d);
     if (at === upper) throw usageError(`RMDIRS ${d}: that is the whole image`);
-    shown(`rm -rf ${quote(at)}`);
-    rmSync(at, { recursive: true, force: true });
+    removeTree(at);
   }
 }
 

@@ -18,6 +18,7 @@ import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { MincError, usageError } from "./fail.ts";
 import { mounts } from "./mounts.ts";
+import { removeTree } from "./run.ts";
 import { quote, quoteAll, shown, step } from "./trace.ts";
 
 export const DEFAULT_DIR = "/var/lib/mincs";
@@ -535,14 +536,6 @@ function replaceShown(from: string, to: string): void {
   fs.renameSync(from, to);
 }
 
-/** rm -rf --one-file-system: never into a mount below the directory. */
-export function removeTree(dir: string): void {
-  if (!exists(dir)) return;
-  const argv = ["rm", "-rf", "--one-file-system", dir];
-  shown(quoteAll(argv));
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
-  if (r.error || r.status !== 0) throw new MincError(`cannot remove ${dir}`);
-}
 
 /** Mount points at or below dir. */
 export function mountsUnder(dir: string): string[] {

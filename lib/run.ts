@@ -129,10 +129,18 @@ export function removeFile(path: string): void {
   fs.rmSync(path, { force: true });
 }
 
-export function removeTree(path: string): void {
-  settle(path);
-  shown(`rm -rf ${quote(path)}`);
-  fs.rmSync(path, { recursive: true, force: true });
+/** rm -rf --one-file-system: never into a mount below the directory. */
+export function removeTree(dir: string): void {
+  settle(dir);
+  try {
+    fs.lstatSync(dir);
+  } catch {
+    return; // gone already
+  }
+  const argv = ["rm", "-rf", "--one-file-system", dir];
+  shown(quoteAll(argv));
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
+  if (r.error || r.status !== 0) throw new MincError(`cannot remove ${dir}`);
 }
 
 /** Write a file, shown as echo (one line) or printf (several). */

@@ -197,7 +197,7 @@ function freshDev(dev: string): void {
   }
   step("Make a fresh /dev, with only the harmless devices: --nopriv binds a directory of the working dir (devices do not open on a tmpfs of a user namespace)");
   const dir = `${tmpdir}/dev`;
-  if (existsSync(dir)) removeTree(dir); // from a last run with this working dir
+  removeTree(dir); // from a last run with this working dir, if any
   mkdirs(dir);
   bindMount(dir, dev);
 }

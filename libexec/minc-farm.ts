@@ -27,9 +27,9 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { importArchive, isImageDir } from "../lib/archive.ts";
 import { MincError, mainAsync, usageError } from "../lib/fail.ts";
-import { chainId, checkName, isName, mountsUnder, removeTree, Store } from "../lib/farm.ts";
+import { chainId, checkName, isName, mountsUnder, Store } from "../lib/farm.ts";
 import { backend } from "../lib/libexec.ts";
-import { runAsync } from "../lib/run.ts";
+import { removeTree, runAsync } from "../lib/run.ts";
 import { treeDigest } from "../lib/tree.ts";
 import { quoteAll, shown, step } from "../lib/trace.ts";
 

@@ -19,7 +19,7 @@
 //   MINC_PULL_UNPACK=1   unpack each layer into DESTDIR/unpacked/HEX/ as soon as it is here, while
 //                        the others download (marten pull; minc-farm's import takes them)
 //   MINC_DEBUG=1         the trace: each step, each request as the curl line that does the same
-import { createReadStream, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { createReadStream, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { copyFile, link, mkdir, rename } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { MincError, main, usageError, warn } from "../lib/fail.ts";
@@ -32,7 +32,7 @@ import {
   type Credentials, type Descriptor, type Platform,
 } from "../lib/registry.ts";
 import { pool } from "../lib/pool.ts";
-import { mkdirs, writeFile } from "../lib/run.ts";
+import { mkdirs, removeTree, writeFile } from "../lib/run.ts";
 import { progname, quote, shown, step, tracing } from "../lib/trace.ts";
 
 const USAGE = "usage: minc-smuggler [REGISTRY/]NAME[:TAG][@sha256:DIGEST] DESTDIR";
@@ -137,10 +137,7 @@ class Written {
     const dirs = this.dirs.splice(0);
     const trees = this.trees.splice(0);
     if (files.length || dirs.length || trees.length) step("The pull failed: remove what it wrote");
-    for (const t of trees) {
-      shown(`rm -rf ${quote(t)}`);
-      rmSync(t, { recursive: true, force: true });
-    }
+    for (const t of trees) removeTree(t);
     for (const f of files.reverse()) {
       shown(`rm -f ${quote(f)}`);
       try {
