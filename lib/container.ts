@@ -2,11 +2,12 @@
 // install stage, minc-trapper's traced run): the settings come from the
 // caller's environment, as the shell MINCS exported them. minc-exec does
 // phases 2 and 3 and becomes minc's waiter, which holds the cleanup chain
-// (pid file, cgroups) as it does for minc.
+// (cgroups, network) as it does for minc.
 import { spawnSync } from "node:child_process";
 import { constants } from "node:os";
 import { MincError } from "./fail.ts";
 import { backend } from "./libexec.ts";
+import { holdSignals } from "./signals.ts";
 import { quoteAll, shown } from "./trace.ts";
 
 /** The command's exit status (128+N if a signal ended it). */
@@ -21,5 +22,5 @@ export function runContainer(tmpdir: string, command: readonly string[], env: No
 
 /** Signals that stop the container (Ctrl-C reaches its processes too) must not stop us before we clean up. */
 export function outliveInterrupts(): void {
-  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, () => {});
+  holdSignals(["SIGINT", "SIGTERM", "SIGHUP"]);
 }

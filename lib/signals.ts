@@ -24,3 +24,8 @@ export function holdSignals(signals: readonly NodeJS.Signals[]): () => NodeJS.Si
   for (const sig of signals) process.on(sig, () => { first ??= sig; });
   return () => first;
 }
+
+/** Sleep without an event loop turn (for a synchronous program polling a file or a pipe). */
+export function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}

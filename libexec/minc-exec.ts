@@ -18,7 +18,7 @@ import { LIMIT_SETTINGS } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { capture, copyFile, exec, exportVar, findInPath, mkdirs, removeFile, run, writeFile } from "../lib/run.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
-import { holdSignals } from "../lib/signals.ts";
+import { holdSignals, sleepSync } from "../lib/signals.ts";
 import { userNamespaceOptions } from "../lib/userns.ts";
 
 const env = process.env;
@@ -229,10 +229,9 @@ function startInBackground(waiter: string[]): never {
     stdio: ["ignore", openSync(`${tmpdir}/log`, "a"), openSync(`${tmpdir}/debug`, "a")],
   }).unref();
   step("Return once it has taken over (it writes the waiter file), so minc's guard leaves the working directory to it");
-  const tick = new Int32Array(new SharedArrayBuffer(4));
   for (let waited = 0; !existsSync(`${tmpdir}/waiter`); waited += 5) {
     if (waited > 5000) throw new MincError("the container's waiter did not start in the background");
-    Atomics.wait(tick, 0, 0, 5);
+    sleepSync(5);
   }
   process.stdout.write(`Run container in background. See ${tmpdir}/log for output.\n`);
   process.exit(0);

@@ -16,6 +16,7 @@ import { enterCages, openCages } from "../lib/cage.ts";
 import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_SHARE, projectDir, terminalSize } from "../lib/ermine.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { writeFile } from "../lib/run.ts";
+import { sleepSync } from "../lib/signals.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 
 const env = process.env;
@@ -76,7 +77,6 @@ function stdinForGuest(): string | undefined {
 function copyToEnd(fd: number, file: string): void {
   const out = openSync(file, "w");
   const buf = Buffer.allocUnsafe(1 << 20);
-  const pause = new Int32Array(new SharedArrayBuffer(4));
   try {
     for (;;) {
       let n: number;
@@ -84,7 +84,7 @@ function copyToEnd(fd: number, file: string): void {
         n = readSync(fd, buf, 0, buf.length, null);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "EAGAIN") throw e;
-        Atomics.wait(pause, 0, 0, 10); // a non-blocking pipe with nothing yet
+        sleepSync(10); // a non-blocking pipe with nothing yet
         continue;
       }
       if (n === 0) return;
