@@ -18,13 +18,19 @@ import { VERSION } from "../lib/version.ts";
 
 type Env = Record<string, string | undefined>;
 
-/** Run a backend with extra variables; its exit status is ours (it printed its own error). */
-function runBackend(name: string, args: string[], env: Env = {}, shownEnv: Env = env, stdoutToStderr = false): number {
+/** A backend's command line, its environment (ours plus env), and how the trace shows it (with shownEnv). */
+function backendCall(name: string, args: string[], env: Env, shownEnv: Env = env): { argv: string[]; full: NodeJS.ProcessEnv; line: string } {
   const argv = [backend(name), ...args];
   const vars = Object.entries(shownEnv).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${quote(v!)} `).join("");
-  shown(`${vars}${quoteAll(argv)}`);
   const full: NodeJS.ProcessEnv = { ...process.env };
   for (const [k, v] of Object.entries(env)) if (v !== undefined) full[k] = v;
+  return { argv, full, line: `${vars}${quoteAll(argv)}` };
+}
+
+/** Run a backend with extra variables; its exit status is ours (it printed its own error). */
+function runBackend(name: string, args: string[], env: Env = {}, shownEnv: Env = env, stdoutToStderr = false): number {
+  const { argv, full, line } = backendCall(name, args, env, shownEnv);
+  shown(line);
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ["inherit", stdoutToStderr ? 2 : 1, 2], env: full });
   if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
   return r.status ?? 128 + (r.signal ? constants.signals[r.signal] : 0);
@@ -36,11 +42,8 @@ function runBackend(name: string, args: string[], env: Env = {}, shownEnv: Env =
  * another (about 40 ms); its exit status is marten's.
  */
 function farm(args: string[], env: Env = {}): never {
-  const argv = [backend("minc-farm"), ...args];
-  const full: NodeJS.ProcessEnv = { ...process.env };
-  for (const [k, v] of Object.entries(env)) if (v !== undefined) full[k] = v;
-  const vars = Object.entries(env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${quote(v!)} `).join("");
-  return exec(argv, full, `${vars}${quoteAll(argv)}`);
+  const { argv, full, line } = backendCall("minc-farm", args, env);
+  return exec(argv, full, line);
 }
 
 function list(cmd: "lc" | "li", long: boolean | undefined): number {
