@@ -30,6 +30,8 @@ export interface Source {
   read(name: string): Buffer;
   /** The given files (canonical names), each streamed once to each(), in the source's own order. */
   stream(names: readonly string[], each: (name: string, data: AsyncIterable<Buffer>) => Promise<void>): Promise<void>;
+  /** A layout directory only: the blob name as minc-smuggler unpacked it, moved to dest, and what unpacking it gave. */
+  takeUnpacked?(name: string, dest: string): UnpackResult | undefined;
 }
 
 /** An archive path: no leading "/" or "./", ".." resolved; undefined if it climbs out. */
@@ -81,6 +83,16 @@ class DirSource implements Source {
         s.destroy();
       }
     });
+  }
+
+  takeUnpacked(name: string, dest: string): UnpackResult | undefined {
+    const dir = unpackedDir(this.root, name);
+    if (dir === undefined || !fs.existsSync(`${dir}/result.json`)) return undefined;
+    const result = JSON.parse(fs.readFileSync(`${dir}/result.json`, "utf8")) as UnpackResult;
+    shown(`mv ${quote(`${dir}/root`)} ${quote(dest)}`);
+    fs.mkdirSync(posix.dirname(dest), { recursive: true });
+    fs.renameSync(`${dir}/root`, dest);
+    return result;
   }
 }
 
@@ -490,17 +502,6 @@ export interface ImportOptions {
 }
 
 
-function takeUnpacked(src: Source, file: string, dest: string): UnpackResult | undefined {
-  if (!(src instanceof DirSource)) return undefined;
-  const dir = unpackedDir(src.label, file);
-  if (dir === undefined || !fs.existsSync(`${dir}/result.json`)) return undefined;
-  const result = JSON.parse(fs.readFileSync(`${dir}/result.json`, "utf8")) as UnpackResult;
-  shown(`mv ${quote(`${dir}/root`)} ${quote(dest)}`);
-  fs.mkdirSync(posix.dirname(dest), { recursive: true });
-  fs.renameSync(`${dir}/root`, dest);
-  return result;
-}
-
 interface Blob {
   file: string;
   dir: string;
@@ -566,7 +567,7 @@ async function importPlans(store: Store, src: Source, plans: ImagePlan[], stage:
     const first = b.jobs[0];
     const what = `${first.plan.label}: layer ${first.layer.label}`;
     try {
-      const early = b.unpack && opts.preUnpacked ? takeUnpacked(src, file, `${b.dir}/root`) : undefined;
+      const early = b.unpack && opts.preUnpacked ? src.takeUnpacked?.(file, `${b.dir}/root`) : undefined;
       if (early) {
         step(`Layer ${first.index + 1}/${first.plan.layers.length} (${first.layer.label}) was unpacked as it came: take it`);
         b.result = early;

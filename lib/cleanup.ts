@@ -1,11 +1,13 @@
 // The cleanup chain of a running container: $MINC_TMPDIR/cleanup.
 //
-// Each backend that makes something outside the container (a cgroup, a pid
-// file) adds the command that undoes it here, before making it, so that no
-// end of the container can miss it. minc's waiter (libexec/minc-waiter.sh)
-// runs the lines last first when the container ends, like the shell
-// MINCS's growing TRAPCMD, and defines the helpers they may call
-// (cleanup_cages).
+// Each backend that makes something outside the container (a cgroup, a
+// network namespace, an sshfs mount) adds the command that undoes it here,
+// before making it, so that no end of the container can miss it; minc's own
+// trap (remove the working directory) is the first line. minc's waiter
+// (libexec/minc-waiter.sh) runs the lines last first when the container
+// ends, like the shell MINCS's growing TRAPCMD, and defines the helpers they
+// may call (cleanup_cages); before the waiter is in charge, minc-exec or the
+// guard runs them (minc-waiter.sh --cleanup, --guard).
 import { appendFileSync } from "node:fs";
 import { quote, shown } from "./trace.ts";
 

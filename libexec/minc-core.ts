@@ -43,7 +43,7 @@ function setHostname(): void {
   else writeFile("/proc/sys/kernel/hostname", `${name}\n`);
 }
 
-function makeMountsPrivate(): void {
+function mountsStayInside(): void {
   step("(Every mount is private already, so nothing mounted here shows on the host: unshare --propagation private did it)");
   step("Keep mount(8) from writing /etc/mtab");
   exportVar("LIBMOUNT_MTAB", "/proc/mounts");
@@ -274,7 +274,7 @@ main(() => {
   if (!tmpdir || !basedir) throw new MincError("MINC_TMPDIR and MINC_BASEDIR must be set (run minc)");
   recordPid();
   setHostname();
-  makeMountsPrivate();
+  mountsStayInside();
   mountRoot();
   // One sh runs these mounts, in this order, rather than one spawn from Node each.
   mountsTogether(() => {
