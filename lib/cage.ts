@@ -8,6 +8,7 @@
 // so that minc can refuse bad input before anything is made.
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { basename } from "node:path";
+import { recordCommand, writingDown } from "./bootscript.ts";
 import { usageError } from "./fail.ts";
 import { mounts, type Mount } from "./mounts.ts";
 import { quote, shown, step } from "./trace.ts";
@@ -184,7 +185,8 @@ export function writeCgroup(file: string, value: string): void {
 /** A cage's cgroup.procs, opened ahead: after pivot_root the host's cgroup fs is out of reach. */
 export interface CageDoor {
   file: string;
-  fd: number;
+  /** Not opened when the boot is written down ahead: the script, still outside the new root, writes the file itself. */
+  fd: number | undefined;
 }
 
 export function openCages(env: NodeJS.ProcessEnv): CageDoor[] {
@@ -192,7 +194,7 @@ export function openCages(env: NodeJS.ProcessEnv): CageDoor[] {
   if (!anyLimit(limits)) return [];
   const needed = controllersFor(limits);
   const cages = cagesOf(findHierarchy(needed), needed, containerId(env));
-  return cages.map((cage) => ({ file: `${cage}/cgroup.procs`, fd: openSync(`${cage}/cgroup.procs`, "w") }));
+  return cages.map((cage) => ({ file: `${cage}/cgroup.procs`, fd: writingDown() ? undefined : openSync(`${cage}/cgroup.procs`, "w") }));
 }
 
 /**
@@ -206,6 +208,10 @@ export function enterCages(doors: CageDoor[]): void {
   step("Step into the cage: from here on this process and all it starts count against the limits");
   for (const { file, fd } of doors) {
     shown(`echo 0 > ${quote(file)}`);
+    if (fd === undefined) {
+      recordCommand(`echo 0 > ${quote(file)}`);
+      continue;
+    }
     try {
       writeSync(fd, "0");
     } catch (e) {

@@ -1,10 +1,13 @@
 // Errors and the common start of every entrypoint.
 import { writeSync } from "node:fs";
+import { isNotWrittenDown } from "./bootscript.ts";
 import { resetSignals } from "./signals.ts";
 import { progname } from "./trace.ts";
 
 /** Exit status for bad input (options, names, paths), as the issue asks. */
 export const EXIT_USAGE = 2;
+/** minc-core --write-down: this boot must happen inside the new namespaces (see lib/bootscript.ts). */
+export const NOT_WRITTEN_DOWN = 3;
 /** Exit status when the boot itself fails (a mount refused, a tool missing). */
 export const EXIT_FAILURE = 1;
 
@@ -49,7 +52,7 @@ function checkNode(): void {
 /** Say what went wrong in one line (a stack only for our own bugs); return the exit status. */
 function report(e: unknown): number {
   if (e instanceof MincError) {
-    say(e.message);
+    if (e.message !== "") say(e.message); // (empty: the program that failed said why)
     return e.status;
   }
   say(`internal error: ${e instanceof Error ? e.stack : String(e)}`);
@@ -65,6 +68,7 @@ export function main(body: () => void | number): void {
     status = body() ?? 0;
   } catch (e) {
     if (e instanceof HandedOver) return;
+    if (isNotWrittenDown(e)) throw e; // for minc-core --write-down, which loaded us
     status = report(e);
   }
   process.exitCode = status;

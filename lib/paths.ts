@@ -5,8 +5,8 @@
 // kernel would follow such a link to the host's own files; so every path
 // inside the root is resolved here the way the container will see it:
 // links are followed, but "/" and ".." never leave the root.
-import { lstatSync, readlinkSync } from "node:fs";
 import { MincError } from "./fail.ts";
+import { lstatInRoot, readlinkInRoot } from "./rootview.ts";
 
 const MAX_LINKS = 40; // what the kernel allows in one lookup
 
@@ -20,11 +20,8 @@ export function resolveInRoot(root: string, path: string): string {
     if (name === "..") { done.pop(); continue; }
     const here = hostPath(root, [...done, name]);
     let target: string | undefined;
-    try {
-      if (lstatSync(here).isSymbolicLink()) target = readlinkSync(here);
-    } catch {
-      // Not there (yet): the rest is taken as written.
-    }
+    // Not there (yet): the rest is taken as written.
+    if (lstatInRoot(here)?.isSymbolicLink()) target = readlinkInRoot(here);
     if (target === undefined) { done.push(name); continue; }
     if (++links > MAX_LINKS) throw new MincError(`too many symbolic links in ${path} inside ${root}`);
     if (target.startsWith("/")) done.length = 0;
@@ -40,10 +37,5 @@ function hostPath(root: string, parts: string[]): string {
 
 /** True if the path exists inside the root (following links inside it). */
 export function existsInRoot(root: string, path: string): boolean {
-  try {
-    lstatSync(resolveInRoot(root, path));
-    return true;
-  } catch {
-    return false;
-  }
+  return lstatInRoot(resolveInRoot(root, path)) !== undefined;
 }

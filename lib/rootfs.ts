@@ -1,13 +1,12 @@
 // Facts about a container's rootfs that more than one backend needs.
-import { readFileSync } from "node:fs";
 import { usageError } from "./fail.ts";
 import { resolveInRoot } from "./paths.ts";
-import { isExecutable } from "./run.ts";
+import { isExecutableInRoot, readFileInRoot } from "./rootview.ts";
 
 /** The shell to run when no command is given: $SHELL if the rootfs has it, else /bin/sh. */
 export function shellOf(root: string): string | undefined {
   const wanted = [process.env.SHELL, "/bin/sh"].filter((s): s is string => !!s && s.startsWith("/"));
-  return wanted.find((sh) => isExecutable(resolveInRoot(root, sh)));
+  return wanted.find((sh) => isExecutableInRoot(resolveInRoot(root, sh)));
 }
 
 export interface User {
@@ -17,7 +16,7 @@ export interface User {
 
 function table(root: string, file: string): string[][] {
   try {
-    return readFileSync(resolveInRoot(root, file), "utf8").split("\n").map((l) => l.split(":"));
+    return readFileInRoot(resolveInRoot(root, file)).split("\n").map((l) => l.split(":"));
   } catch {
     return [];
   }

@@ -4,10 +4,12 @@
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { dirname } from "node:path";
+import { inNewRoot, notWrittenDown, recordCommand, recordMount, recordRaw, writingDown } from "./bootscript.ts";
 import { HandedOver, MincError } from "./fail.ts";
 import { libexecDir } from "./libexec.ts";
+import { viewMount, viewRemove } from "./rootview.ts";
 import { resetSignals } from "./signals.ts";
-import { quote, quoteAll, shown } from "./trace.ts";
+import { quote, quoteAll, shown, step } from "./trace.ts";
 
 /**
  * Mounts queued by mountsTogether(): they run in one sh, in order, instead
@@ -48,6 +50,7 @@ export function run(argv: readonly string[]): void {
   runQueuedMounts();
   shown(quoteAll(argv));
   if (argv[0].startsWith("/") && isNodeBackend(argv[0])) return runInstead(argv);
+  if (writingDown()) return recordCommand(quoteAll(argv));
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
   if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
   if (r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${r.status ?? r.signal})`);
@@ -78,6 +81,7 @@ export function capture(argv: readonly string[], show = true): string {
 }
 
 export function mount(...args: string[]): void {
+  if (writingDown()) return writeDownMount(args);
   if (!queue) return run(["mount", ...args]);
   runTogether(["mount", ...args]);
   queue.targets.push(args[args.length - 1]);
@@ -85,10 +89,36 @@ export function mount(...args: string[]): void {
 
 /** Run a command with the mounts of mountsTogether() if it is open (in order with them), else now. */
 export function runTogether(argv: readonly string[]): void {
+  if (writingDown()) {
+    // Written down, it waits only for the mounts on the paths it names.
+    shown(quoteAll(argv));
+    return recordCommand(quoteAll(argv), argv.filter((a) => a.startsWith("/")));
+  }
   if (!queue) return run(argv);
   const line = quoteAll(argv);
   shown(line);
   queue.lines.push(line);
+}
+
+/** A mount for the written-down boot (lib/bootscript.ts); the root's view learns what it will show there. */
+function writeDownMount(args: readonly string[]): void {
+  const line = quoteAll(["mount", ...args]);
+  shown(line);
+  if (!recordMount(args)) recordCommand(line);
+  const places = args.filter((a, i) => !a.startsWith("-") && args[i - 1] !== "-t" && args[i - 1] !== "-o");
+  const bind = args.includes("--bind") || args.some((a, i) => args[i - 1] === "-o" && a.split(",").includes("bind"));
+  viewMount(places[places.length - 1], bind ? places[0] : undefined);
+}
+
+/**
+ * While the boot is written down, is this write for the script (in the new
+ * root, or anywhere but the working dir, /proc/sys/kernel/hostname say)?
+ * The working dir's own files are written at once.
+ */
+function deferred(path: string): boolean {
+  if (!writingDown()) return false;
+  const workdir = process.env.MINC_TMPDIR;
+  return inNewRoot(path) || !workdir || !(path === workdir || path.startsWith(`${workdir}/`));
 }
 
 export function bindMount(source: string, target: string): void {
@@ -102,36 +132,45 @@ export function bindMountReadonly(source: string, target: string, extra = ""): v
 
 export function exportVar(name: string, value: string): void {
   shown(`export ${name}=${quote(value)}`);
+  if (writingDown()) recordRaw(`export ${name}=${quote(value)}`);
   process.env[name] = value;
 }
 
 export function mkdirs(...dirs: string[]): void {
   for (const d of dirs) settle(d);
   shown(`mkdir -p ${quoteAll(dirs)}`);
+  if (dirs.some(deferred)) return recordCommand(`mkdir -p ${quoteAll(dirs)}`, dirs);
   for (const d of dirs) fs.mkdirSync(d, { recursive: true });
 }
 
 export function touch(file: string): void {
   settle(file);
   shown(`touch ${quote(file)}`);
+  if (deferred(file)) return recordCommand(`: >> ${quote(file)}`, [file]); // (touch, without a process)
   fs.closeSync(fs.openSync(file, "a"));
 }
 
 export function symlink(target: string, path: string): void {
   settle(path);
   shown(`ln -s ${quote(target)} ${quote(path)}`);
+  if (deferred(path)) return recordCommand(`ln -s ${quote(target)} ${quote(path)}`, [path]);
   fs.symlinkSync(target, path);
 }
 
 export function removeFile(path: string): void {
   settle(path);
   shown(`rm -f ${quote(path)}`);
+  if (deferred(path)) {
+    viewRemove(path);
+    return recordCommand(`rm -f ${quote(path)}`, [path]);
+  }
   fs.rmSync(path, { force: true });
 }
 
 /** rm -rf --one-file-system: never into a mount below the directory. */
 export function removeTree(dir: string): void {
   settle(dir);
+  if (deferred(dir)) return run(["rm", "-rf", "--one-file-system", dir]);
   try {
     fs.lstatSync(dir);
   } catch {
@@ -147,8 +186,9 @@ export function removeTree(dir: string): void {
 export function writeFile(path: string, content: string): void {
   settle(path);
   const lines = content.replace(/\n$/, "").split("\n");
-  if (lines.length === 1) shown(`echo ${quote(lines[0])} > ${quote(path)}`);
-  else shown(`printf '%s\\n' ${quoteAll(lines)} > ${quote(path)}`);
+  const line = lines.length === 1 ? `echo ${quote(lines[0])} > ${quote(path)}` : `printf '%s\\n' ${quoteAll(lines)} > ${quote(path)}`;
+  shown(line);
+  if (deferred(path)) return recordCommand(line, [path]);
   fs.writeFileSync(path, content);
 }
 
@@ -183,8 +223,9 @@ export function isExecutable(path: string): boolean {
  * Node process stays behind.
  */
 export function exec(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, shownAs?: string): never {
-  if (shownAs !== "") shown(shownAs ?? `exec ${quoteAll(argv)}`);
   const file = findInPath(argv[0], env.PATH);
+  if (file && writingDown() && !isNodeBackend(file)) writeDownExec(file, argv, env);
+  if (shownAs !== "") shown(shownAs ?? `exec ${quoteAll(argv)}`);
   // execve aborts the whole process when it fails, so check first.
   if (!file) throw new MincError(`${argv[0]}: command not found or not executable`, 127);
   if (isNodeBackend(file)) loadInstead(file, argv, env);
@@ -193,6 +234,39 @@ export function exec(argv: readonly string[], env: NodeJS.ProcessEnv = process.e
   for (const [k, v] of Object.entries(env)) if (v !== undefined) clean[k] = v;
   process.execve!(file, [...argv], clean);
   throw new MincError("execve returned"); // not reached
+}
+
+/**
+ * The written-down boot ends by exec, with the environment the next program
+ * gets. The script's sh is a background job of minc's waiter, started with
+ * INT and QUIT ignored for good (sh cannot undo that, Node could), so env
+ * gives them back their default action on the way.
+ */
+function writeDownExec(file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
+  const reset = defaultSignals();
+  step("(INT and QUIT are ignored in this sh, a background job of the waiter: env gives the command their default action)");
+  const line = quoteAll([...reset, file, ...argv.slice(1)]);
+  shown(`exec ${line}`);
+  const gone = Object.keys(process.env).filter((k) => env[k] === undefined).sort();
+  if (gone.length > 0) recordRaw(`unset ${gone.join(" ")}`);
+  for (const [k, v] of Object.entries(env)) {
+    if (v !== undefined && process.env[k] !== v) recordRaw(`export ${k}=${quote(v)}`);
+  }
+  recordRaw(`exec ${line}`);
+  throw new HandedOver();
+}
+
+/** env --default-signal (GNU coreutils 8.31 and later; busybox's env has not got it: then minc-core boots inside itself). */
+function defaultSignals(): string[] {
+  const env = findInPath("env");
+  let knows = false;
+  try {
+    knows = !!env && fs.readFileSync(env).includes("default-signal"); // (its --help text is in the program; no process to ask)
+  } catch {
+    // unreadable: as if it did not know
+  }
+  if (!knows) throw notWrittenDown("this env(1) cannot give INT and QUIT their default action back (--default-signal)");
+  return [env!, "--default-signal=INT,QUIT"];
 }
 
 /** One of our own Node bundles in libexec/ (where this one is, or beside the bin/ it is in). */
@@ -226,11 +300,12 @@ function loadInstead(file: string, argv: readonly string[], env: NodeJS.ProcessE
 /**
  * Run a Node backend of ours to its end inside this Node, like a function
  * call, instead of starting Node again (~20 ms): the same arguments and
- * environment, the same exit status. The backends are synchronous and end
- * by returning from main(), never by process.exit.
+ * environment (what it exports stays its own), the same exit status. The
+ * backends are synchronous and end by returning from main(), never by
+ * process.exit.
  */
 function runInstead(argv: readonly string[]): void {
-  const saved = { argv: process.argv, exitCode: process.exitCode };
+  const saved = { argv: process.argv, exitCode: process.exitCode, env: { ...process.env } };
   process.argv = [process.argv[0], argv[0], ...argv.slice(1)];
   process.exitCode = 0;
   try {
@@ -239,6 +314,8 @@ function runInstead(argv: readonly string[]): void {
     const status = process.exitCode;
     process.argv = saved.argv;
     process.exitCode = saved.exitCode;
+    for (const k of Object.keys(process.env)) if (!(k in saved.env)) delete process.env[k];
+    Object.assign(process.env, saved.env);
     if (status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${status})`, Number(status) || 1);
   }
 }
@@ -246,5 +323,6 @@ function runInstead(argv: readonly string[]): void {
 export function copyFile(from: string, to: string): void {
   settle(to);
   shown(`cp ${quote(from)} ${quote(to)}`);
+  if (deferred(to)) return recordCommand(`cp ${quote(from)} ${quote(to)}`, [to]);
   fs.copyFileSync(from, to);
 }

@@ -6,6 +6,7 @@
 // pasted into a root shell) to follow one container's boot.
 import { writeSync } from "node:fs";
 import { basename } from "node:path";
+import { flushWrittenDown, recordTrace, writingDown } from "./bootscript.ts";
 
 /** The five phases of a boot, as the MINCS talk names them. */
 export const PHASES = [
@@ -27,11 +28,14 @@ export function progname(): string {
 }
 
 function say(line: string): void {
-  if (tracing()) writeSync(2, line + "\n");
+  if (!tracing()) return;
+  if (writingDown()) recordTrace(line); // printed when the written-down boot gets there
+  else writeSync(2, line + "\n");
 }
 
 /** Head a phase; each program heads the phases it prints in. */
 export function phase(n: 1 | 2 | 3 | 4 | 5): void {
+  if (writingDown()) flushWrittenDown(); // the last phase's mounts are made before this one starts
   say(`# ==== ${progname()}: phase ${n}/5: ${PHASES[n]} ====`);
 }
 

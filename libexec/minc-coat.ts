@@ -10,6 +10,8 @@
 import { existsSync, statSync } from "node:fs";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { mounts } from "../lib/mounts.ts";
+import { writingDown } from "../lib/bootscript.ts";
+import { viewRoot } from "../lib/rootview.ts";
 import { bindMount, mkdirs, mount, run } from "../lib/run.ts";
 import { phase, step } from "../lib/trace.ts";
 
@@ -28,7 +30,10 @@ function bind(tmpdir: string, basedir: string | undefined): void {
   const work = `${tmpdir}/work`;
   step("Working sub-directories: root is the mountpoint, storage the upper layer, work is overlayfs's scratch");
   mkdirs(root, upper, work);
-  if (process.env.MINC_DIRECT) {
+  const direct = !!process.env.MINC_DIRECT;
+  // Written down ahead, the root is not mounted until the script runs: until then, look at what it will show.
+  if (writingDown()) viewRoot(root, direct ? [basedir] : [upper, ...basedir.split(":")]);
+  if (direct) {
     step("Direct mode: bind the rootdir itself as the root");
     bindMount(basedir, root);
     return;

@@ -1,18 +1,29 @@
 // minc-core: phase 4 of the boot, "prepare the new root".
 //
-// Runs as PID 1 of the new namespaces. Records its PID as the host sees it,
-// names the container, mounts the layered root with minc-coat, and builds
-// the root's /dev, /proc, /sys and /tmp and the user's binds, then execs
-// minc-leash to dive in. Everything mounted here lives in the container's
-// private mount namespace and disappears with it.
-import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
+//   minc-core [COMMAND [ARG...]]                     boot, as PID 1 of the new namespaces
+//   minc-core --write-down SCRIPT [COMMAND [ARG...]] write that boot down ahead, for sh
+//
+// Records its PID as the host sees it, names the container, mounts the
+// layered root with minc-coat, and builds the root's /dev, /proc, /sys and
+// /tmp and the user's binds, then execs minc-leash to dive in. Everything
+// mounted here lives in the container's private mount namespace and
+// disappears with it.
+//
+// minc-exec runs it with --write-down first, before the namespaces exist:
+// the same steps then become SCRIPT (lib/bootscript.ts), which sh runs as
+// PID 1 instead, so that no Node has to start in there. A boot that must
+// look inside the namespaces (--nopriv, a VM, --ftrace, -B, pivot_root)
+// exits NOT_WRITTEN_DOWN and minc-core boots there itself.
+import { existsSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { basename, dirname } from "node:path";
-import { MincError, main, usageError } from "../lib/fail.ts";
+import { abandonWritingDown, finishWritingDown, isNotWrittenDown, notWrittenDown, recordRaw, startWritingDown, writingDown } from "../lib/bootscript.ts";
+import { HandedOver, MincError, NOT_WRITTEN_DOWN, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
+import { closeView, lstatInRoot } from "../lib/rootview.ts";
 import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, runTogether, symlink, touch, writeFile } from "../lib/run.ts";
 import { userTerminal } from "../lib/terminal.ts";
-import { phase, step } from "../lib/trace.ts";
+import { phase, quote, step, tracing } from "../lib/trace.ts";
 
 const env = process.env;
 const tmpdir = env.MINC_TMPDIR ?? "";
@@ -23,9 +34,19 @@ const rootdir = `${tmpdir}/root`;
 
 function recordPid(): void {
   step("Record our PID as the host sees it: /proc is still the host's, so /proc/self tells it (here we are PID 1)");
+  if (writingDown()) return recordPidWhenRun();
   const pid = readlinkSync("/proc/self");
   exportVar("MINC_PID", pid);
   writeFile(`${tmpdir}/pid`, `${pid}\n`);
+}
+
+/** The PID is known only when the script runs: sh reads it from the first field of /proc/self/stat. */
+function recordPidWhenRun(): void {
+  const pidfile = quote(`${tmpdir}/pid`);
+  recordRaw("read -r MINC_PID _ < /proc/self/stat; export MINC_PID");
+  if (tracing()) recordRaw(`printf '+ export MINC_PID=%s\\n+ echo %s > %s\\n' "$MINC_PID" "$MINC_PID" ${pidfile} >&2`);
+  recordRaw(`echo "$MINC_PID" > ${pidfile}`);
+  process.env.MINC_PID = "(known when the script runs)"; // so minc-leash washes it out
 }
 
 function setHostname(): void {
@@ -62,7 +83,7 @@ function mountRoot(): void {
 function mountpoint(path: string, kind: "dir" | "file"): string | undefined {
   const at = resolvedOrReplaced(path);
   if (at === undefined) return undefined;
-  if (existsSync(at)) return at;
+  if (lstatInRoot(at)) return at;
   if (direct) {
     step(`(${path} does not exist in the rootdir and direct mode does not create it: skipped)`);
     return undefined;
@@ -70,7 +91,7 @@ function mountpoint(path: string, kind: "dir" | "file"): string | undefined {
   try {
     if (kind === "dir") mkdirs(at);
     else {
-      if (!existsSync(dirname(at))) mkdirs(dirname(at));
+      if (!lstatInRoot(dirname(at))) mkdirs(dirname(at));
       touch(at);
     }
   } catch (e) {
@@ -123,9 +144,8 @@ function bindCrossQemu(): void {
 function hideMtab(): void {
   if (direct) return;
   const mtab = `${resolveInRoot(rootdir, "/etc")}/mtab`;
-  let stat;
-  try { stat = lstatSync(mtab); } catch { return; }
-  if (stat.isSymbolicLink()) return;
+  const stat = lstatInRoot(mtab);
+  if (!stat || stat.isSymbolicLink()) return;
   step("Show the container's own mounts as /etc/mtab");
   removeFile(mtab);
   symlink("/proc/mounts", mtab);
@@ -142,11 +162,11 @@ function prepareDev(): void {
     return;
   }
   freshDev(dev);
-  mkdirs(`${dev}/pts`);
   const tty = userTerminal();
+  fillDev(dev, devSkeleton(!!tty));
+  if (nopriv) bindDevices(dev);
   if (tty) {
     step("Bind the user's terminal as the container's /dev/console");
-    touch(`${dev}/console`);
     bindMount(tty, `${dev}/console`);
   } else {
     step("(No terminal on stdin, stdout or stderr: no /dev/console)");
@@ -155,30 +175,49 @@ function prepareDev(): void {
   // gid 5 (tty) may not exist in a user namespace that maps only root.
   const ttyGroup = nopriv && !ttyGroupMapped() ? "" : ",gid=5";
   mount("-t", "devpts", "-o", `newinstance,ptmxmode=0666,mode=0620${ttyGroup},nosuid,noexec`, "devpts", `${dev}/pts`);
-  symlink("pts/ptmx", `${dev}/ptmx`);
-  fundamentalDevices(dev);
-  symlink("/proc/self/fd", `${dev}/fd`);
-  ["stdin", "stdout", "stderr"].forEach((name, fd) => symlink(`/proc/self/fd/${fd}`, `${dev}/${name}`));
   step("POSIX message queues and shared memory of the container's own IPC namespace");
-  mkdirs(`${dev}/mqueue`, `${dev}/shm`);
   mount("-t", "mqueue", "-o", "nosuid,nodev,noexec", "mqueue", `${dev}/mqueue`);
   mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "shm", `${dev}/shm`);
 }
 
 /**
- * null, zero, full, random, urandom, tty. cp -a copies a device node as a
- * node: one cp makes them all, where MINCS bound each (a mount each). In a
- * user namespace (--nopriv) no device node may be made: bind them there.
+ * What every /dev has besides devices: the mountpoints pts, mqueue and shm
+ * (and console when there is a terminal to bind), ptmx into the container's
+ * devpts, fd and stdin, stdout, stderr into /proc/self/fd. Made once in the
+ * working dir, so that one cp puts them all in place.
  */
-function fundamentalDevices(dev: string): void {
-  const present = DEVICES.filter((d) => existsSync(`/dev/${d}`));
-  if (!nopriv) {
-    step("Make the fundamental device nodes, as the host's");
-    runTogether(["cp", "-a", ...present.map((d) => `/dev/${d}`), `${dev}/`]);
-    return;
+function devSkeleton(console: boolean): string[] {
+  const skeleton = `${tmpdir}/dev.skel`;
+  const links: [string, string][] = [
+    ["ptmx", "pts/ptmx"], ["fd", "/proc/self/fd"],
+    ["stdin", "/proc/self/fd/0"], ["stdout", "/proc/self/fd/1"], ["stderr", "/proc/self/fd/2"],
+  ];
+  const entries = ["pts", "mqueue", "shm", ...links.map(([name]) => name), ...(console ? ["console"] : [])];
+  if (!entries.every((e) => lstatInRoot(`${skeleton}/${e}`))) {
+    step("The rest of /dev, made once in the working dir: mountpoints, and links into devpts and /proc/self/fd");
+    removeTree(skeleton); // a part left by an earlier run, if any
+    mkdirs(`${skeleton}/pts`, `${skeleton}/mqueue`, `${skeleton}/shm`);
+    for (const [name, target] of links) symlink(target, `${skeleton}/${name}`);
+    if (console) touch(`${skeleton}/console`);
   }
+  return entries.map((e) => `${skeleton}/${e}`);
+}
+
+/**
+ * null, zero, full, random, urandom, tty and the skeleton, by one cp -a: it
+ * copies a device node as a node and a link as a link, where MINCS bound
+ * each device (a mount each). In a user namespace (--nopriv) no device node
+ * may be made: they are bound there (bindDevices).
+ */
+function fillDev(dev: string, skeleton: string[]): void {
+  const devices = nopriv ? [] : DEVICES.filter((d) => existsSync(`/dev/${d}`)).map((d) => `/dev/${d}`);
+  step(nopriv ? "Put the rest of /dev in place" : "Make the fundamental device nodes, as the host's, and put the rest of /dev in place");
+  runTogether(["cp", "-a", ...devices, ...skeleton, `${dev}/`]);
+}
+
+function bindDevices(dev: string): void {
   step("Bind the fundamental device files (a user namespace may not make device nodes)");
-  for (const d of present) {
+  for (const d of DEVICES.filter((d) => existsSync(`/dev/${d}`))) {
     touch(`${dev}/${d}`);
     bindMount(`/dev/${d}`, `${dev}/${d}`);
   }
@@ -269,9 +308,8 @@ function diveIn(command: string[]): never {
   return exec([backend("minc-leash"), rootdir, ...command]);
 }
 
-main(() => {
+function boot(command: string[]): void {
   phase(4);
-  if (!tmpdir || !basedir) throw new MincError("MINC_TMPDIR and MINC_BASEDIR must be set (run minc)");
   recordPid();
   setHostname();
   mountsStayInside();
@@ -287,7 +325,55 @@ main(() => {
     prepareSys();
     prepareTmp();
   });
-  if (env.MINC_QEMU) moultIntoVm(process.argv.slice(2));
+  if (env.MINC_QEMU) moultIntoVm(command);
   userBinds();
-  diveIn(process.argv.slice(2));
+  diveIn(command);
+}
+
+/** What only minc-core in the new namespaces can do: there, it looks and acts as it goes. */
+function refuseWhatNeedsTheInside(): void {
+  const inside: [unknown, string][] = [
+    [nopriv, "--nopriv maps its ids in a user namespace that does not exist yet"],
+    [env.MINC_QEMU, "a virtual machine boots on the root"],
+    [env.MINC_FTRACE, "--ftrace points ftrace at minc-core's own PID"],
+    [env.MINC_BACKGROUND, "-B gives the container other stdio than minc's"],
+  ];
+  const why = inside.find(([asked]) => asked);
+  if (why) throw notWrittenDown(why[1]);
+}
+
+/**
+ * --write-down SCRIPT: the same boot, each step written down (lib/bootscript.ts).
+ * It ends where minc-leash execs the command: the script's last line.
+ */
+function writeDown(script: string, command: string[]): number {
+  startWritingDown(script, rootdir, tracing());
+  try {
+    refuseWhatNeedsTheInside();
+    boot(command);
+    throw new MincError("the boot ended without diving into the root");
+  } catch (e) {
+    if (e instanceof HandedOver) {
+      if (process.exitCode) return Number(process.exitCode); // minc-leash said why
+      finishWritingDown();
+      return 0;
+    }
+    if (!isNotWrittenDown(e)) throw e;
+    abandonWritingDown();
+    step(`(This boot is not written down ahead: ${(e as Error).message}. minc-core boots in the new namespaces itself.)`);
+    return NOT_WRITTEN_DOWN;
+  } finally {
+    abandonWritingDown();
+    closeView();
+  }
+}
+
+main(() => {
+  if (!tmpdir || !basedir) throw new MincError("MINC_TMPDIR and MINC_BASEDIR must be set (run minc)");
+  const args = process.argv.slice(2);
+  if (args[0] === "--write-down") {
+    if (!args[1]) throw usageError("usage: minc-core --write-down SCRIPT [COMMAND [ARG...]]");
+    return writeDown(args[1], args.slice(2));
+  }
+  boot(args);
 });

@@ -12,7 +12,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { constants, hostname, networkInterfaces } from "node:os";
-import { MincError, mainAsync } from "../lib/fail.ts";
+import { MincError, NOT_WRITTEN_DOWN, mainAsync } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { LIMIT_SETTINGS } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
@@ -190,9 +190,10 @@ function userNamespace(): string[] {
 function namespacesCommand(command: string[]): string[] {
   const pidfile = `${tmpdir}/pid`;
   if (existsSync(pidfile)) removeFile(pidfile); // left by a reused working directory (the waiter removes it at the end)
+  const core = bootOfTheNewRoot(command);
   // Not `unshare --fork`: see minc-fork.sh for why it forks PID 1 instead.
-  let argv = ["unshare", ...userNamespace(), "-iump", "--propagation", "private", "/bin/sh", backend("minc-fork.sh"), backend("minc-core"), ...command];
-  step("Enter new IPC, UTS, mount and PID namespaces, every mount made private (nothing mounted inside shows on the host); minc-fork.sh starts minc-core there as PID 1 and waits for it");
+  let argv = ["unshare", ...userNamespace(), "-iump", "--propagation", "private", "/bin/sh", backend("minc-fork.sh"), ...core];
+  step(`Enter new IPC, UTS, mount and PID namespaces, every mount made private (nothing mounted inside shows on the host); minc-fork.sh starts ${core.length > 0 && core[0] === "/bin/sh" ? "minc-core's script" : "minc-core"} there as PID 1 and waits for it`);
   if (env.MINC_NETNS) {
     step(`... in the network namespace ${env.MINC_NETNS}`);
     argv = ["nsenter", `--net=/var/run/netns/${env.MINC_NETNS}`, ...argv];
@@ -202,6 +203,25 @@ function namespacesCommand(command: string[]): string[] {
     argv = ["setpriv", "--pdeathsig", "KILL", ...argv];
   }
   return argv;
+}
+
+/**
+ * Phase 4 is minc-core's. Rather than start Node again in the new
+ * namespaces, minc-core writes its steps down first, in this Node, as a
+ * script that sh runs there (lib/bootscript.ts); a boot that must look
+ * inside them as it goes is left to minc-core itself.
+ */
+function bootOfTheNewRoot(command: string[]): string[] {
+  const script = `${tmpdir}/minc-core.sh`;
+  step("minc-core writes the boot of the new root down ahead, as a script for sh: no Node has to start in the new namespaces");
+  try {
+    run([backend("minc-core"), "--write-down", script, ...command]);
+    return ["/bin/sh", script];
+  } catch (e) {
+    if (!(e instanceof MincError)) throw e;
+    if (e.status !== NOT_WRITTEN_DOWN) throw new MincError("", e.status); // minc-core (or minc-leash) said why
+    return [backend("minc-core"), ...command];
+  }
 }
 
 function runningInBackground(): boolean {

@@ -14,7 +14,9 @@ import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { shellOf, userOf, type User } from "../lib/rootfs.ts";
-import { capture, exec, isExecutable, run } from "../lib/run.ts";
+import { notWrittenDown, writingDown } from "../lib/bootscript.ts";
+import { isExecutableInRoot } from "../lib/rootview.ts";
+import { capture, exec, run } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 
 const env = process.env;
@@ -113,7 +115,7 @@ function findCapsh(): Capsh | undefined {
 /** The shell capsh will start in the new root to exec the command. */
 function capshShell(rootdir: string, capsh: Capsh): string | undefined {
   const candidates = capsh.shellOption ? ["/bin/sh", "/bin/bash"] : ["/bin/bash"];
-  return candidates.find((sh) => isExecutable(resolveInRoot(rootdir, sh)));
+  return candidates.find((sh) => isExecutableInRoot(resolveInRoot(rootdir, sh)));
 }
 
 function diveWithCapsh(rootdir: string, capsh: Capsh, command: string[], user: User | undefined, cage: CageDoor[]): never {
@@ -155,7 +157,8 @@ function diveWithChroot(rootdir: string, command: string[], user: User | undefin
 }
 
 function diveWithPivot(rootdir: string, command: string[], user: User | undefined, cage: CageDoor[]): never {
-  const umountInside = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"].some((d) => isExecutable(resolveInRoot(rootdir, `${d}/umount`)));
+  if (writingDown()) throw notWrittenDown("pivot_root changes this process's own root and ids");
+  const umountInside = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"].some((d) => isExecutableInRoot(resolveInRoot(rootdir, `${d}/umount`)));
   if (!umountInside) {
     throw new MincError("pivot_root needs umount inside the rootfs to detach the old root, and there is none");
   }

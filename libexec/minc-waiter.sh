@@ -27,7 +27,8 @@
 #   as if the signal had killed it.
 # - A signal during the boot stops it the same way: before minc-core wrote
 #   TMPDIR/pid, or while init is still one of the Node backends of libexec/
-#   (Node catches TERM in its first milliseconds and would lose it).
+#   (Node catches TERM in its first milliseconds and would lose it) or the
+#   sh running the boot minc-core wrote down (TMPDIR/minc-core.sh).
 #
 # --guard: before the waiter exists, minc itself (Node, with minc-exec
 # loaded into it) makes the working directory and runs phases 2 and 3.
@@ -106,9 +107,9 @@ stop_container() { # SIGNAL-NUMBER
 }
 
 
-booting() { # PID: is it still a backend of ours (node libexec/minc-...)?
+booting() { # PID: is it still a backend of ours (node libexec/minc-..., or sh running minc-core's script)?
   program=$( { tr '\0' '\n' < "/proc/$1/cmdline"; } 2>/dev/null | sed -n 2p)   # (it may be gone)
-  case $program in "$libexec"/minc-*) return 0 ;; esac
+  case $program in "$libexec"/minc-*|"$tmpdir"/minc-core.sh) return 0 ;; esac
   return 1
 }
 

@@ -23,13 +23,14 @@ describe("the --debug trace", { skip }, () => {
       new RegExp(`^\\+ mktemp -d /var/run/minc\\d+-XXXXXX$`),
       new RegExp(`^\\+ echo 'rm -rf --one-file-system ${tmpdir}' >> ${tmpdir}/cleanup$`),
       new RegExp(`^\\+ exec \\S+/libexec/minc-exec ps$`),
-      new RegExp(`^\\+ exec /bin/sh \\S+/libexec/minc-waiter.sh ${tmpdir} (setpriv --pdeathsig KILL )?unshare -iump --propagation private /bin/sh \\S+/libexec/minc-fork.sh \\S+/libexec/minc-core ps$`),
+      new RegExp(`^\\+ \\S+/libexec/minc-core --write-down ${tmpdir}/minc-core.sh ps$`),
+      new RegExp(`^\\+ exec /bin/sh \\S+/libexec/minc-waiter.sh ${tmpdir} (setpriv --pdeathsig KILL )?unshare -iump --propagation private /bin/sh \\S+/libexec/minc-fork.sh /bin/sh ${tmpdir}/minc-core.sh$`),
       new RegExp(`^\\+ echo \\d+ > ${tmpdir}/pid$`),
       new RegExp(`^\\+ echo traced > /proc/sys/kernel/hostname$`),
       new RegExp(`^\\+ mount -t overlay -o lowerdir=${rootfs()},upperdir=${tmpdir}/storage,workdir=${tmpdir}/work overlay ${tmpdir}/root$`),
       new RegExp(`^\\+ mount -t proc -o nosuid,nodev,noexec proc ${tmpdir}/root/proc$`),
       new RegExp(`^\\+ exec \\S+/libexec/minc-leash ${tmpdir}/root ps$`),
-      new RegExp(`^\\+ exec \\S*capsh --chroot=${tmpdir}/root --drop=cap_sys_chroot (--shell=/bin/sh )?-- -c 'exec "\\$0" "\\$@"' ps$`),
+      new RegExp(`^\\+ exec \\S+/env --default-signal=INT,QUIT \\S*capsh --chroot=${tmpdir}/root --drop=cap_sys_chroot (--shell=/bin/sh )?-- -c 'exec "\\$0" "\\$@"' ps$`),
     ];
     let at = 0;
     for (const re of expect) {

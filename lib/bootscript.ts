@@ -1,0 +1,170 @@
+// minc-core's boot, written down ahead as a script for sh.
+//
+// Starting Node inside the new namespaces costs about 20 ms, more than
+// everything minc-core does there. So minc-exec, before it enters them, runs
+// minc-core (and minc-leash after it) inside minc's own Node in "write
+// down" mode: their steps run as usual, but each command, mount and write
+// under the new root becomes a line of TMPDIR/minc-core.sh instead of being
+// done, and their --debug trace becomes lines that print it when the script
+// runs. minc-fork.sh then starts `sh minc-core.sh` as PID 1, and the boot
+// inside is all plain commands, as in the shell MINCS.
+// - Questions about the root are answered by lib/rootview.ts: it is not
+//   mounted yet.
+// - Work outside the root (the working dir's files) is done at once.
+// - Mounts in a row are written to an fstab and made by one `mount -a`.
+// - A step that cannot be written down (it needs to look inside the new
+//   namespaces) throws notWrittenDown(): minc-exec then starts minc-core
+//   itself in them, as before.
+import { writeFileSync } from "node:fs";
+
+interface Script {
+  file: string;
+  /** --debug: the script prints the trace as it goes. */
+  tracing: boolean;
+  root: string;
+  lines: string[];
+  trace: string[];
+  /** Mounts not made yet: their fstab lines, and where. */
+  mounts: { entry: string; target: string }[];
+  fstabs: number;
+}
+
+// Shared by every bundle loaded into this Node (each has its own copy of this module).
+const KEY = Symbol.for("mincs.bootscript");
+const shared = globalThis as unknown as { [KEY]?: Script };
+
+const HEAD = [
+  "# The boot of the new root, written down ahead by minc-core (lib/bootscript.ts);",
+  "# minc-fork.sh runs it as PID 1 of the new namespaces.",
+  "fail() { printf 'minc-core: %s\\n' \"$1\" >&2; exit 1; }",
+];
+
+export function startWritingDown(file: string, root: string, tracing: boolean): void {
+  shared[KEY] = { file, tracing, root, lines: [...HEAD], trace: [], mounts: [], fstabs: 0 };
+}
+
+export function writingDown(): boolean {
+  return shared[KEY] !== undefined;
+}
+
+/** Write the script out; false if nothing was being written down. */
+export function finishWritingDown(): boolean {
+  const script = shared[KEY];
+  if (!script) return false;
+  flush(script);
+  writeFileSync(script.file, script.lines.join("\n") + "\n");
+  delete shared[KEY];
+  return true;
+}
+
+export function abandonWritingDown(): void {
+  delete shared[KEY];
+}
+
+/** True for a path in the new root (below its mountpoint), which only the script may touch. */
+export function inNewRoot(path: string): boolean {
+  const root = shared[KEY]?.root;
+  return root !== undefined && path.startsWith(`${root}/`);
+}
+
+/** A line of the --debug trace, printed when the script gets there. */
+export function recordTrace(line: string): void {
+  shared[KEY]!.trace.push(line);
+}
+
+/**
+ * A command; its failure stops the boot. With the paths it works on, it
+ * waits only for the pending mounts on or under them, so the mounts before
+ * and after it can still be made together.
+ */
+export function recordCommand(line: string, paths?: readonly string[]): void {
+  recordRaw(`${line} || fail ${shellQuote(`failed: ${line}`)}`, paths);
+}
+
+/** A line of sh as it is (see recordCommand for paths). */
+export function recordRaw(line: string, paths?: readonly string[]): void {
+  const script = shared[KEY]!;
+  flush(script, paths);
+  script.lines.push(line);
+}
+
+/** mount(8)'s arguments; false if they do not fit an fstab line (then record the command). */
+export function recordMount(args: readonly string[]): boolean {
+  const entry = fstabEntry(args);
+  if (!entry) return false;
+  const script = shared[KEY]!;
+  flushTrace(script);
+  script.mounts.push({ entry, target: args[args.length - 1] });
+  return true;
+}
+
+/** At a phase's end: its mounts are made before the next phase's trace. */
+export function flushWrittenDown(): void {
+  const script = shared[KEY];
+  if (script) flush(script);
+}
+
+/** Make the pending mounts (those that paths wait for, or all), by one mount -a. */
+function flush(script: Script, paths?: readonly string[]): void {
+  flushTrace(script);
+  const n = paths ? lastCovering(script.mounts, paths) + 1 : script.mounts.length;
+  if (n === 0) return;
+  const fstab = `${script.file.replace(/\.sh$/, "")}.fstab${++script.fstabs}`;
+  writeFileSync(fstab, script.mounts.slice(0, n).map((m) => m.entry).join("\n") + "\n");
+  script.mounts = script.mounts.slice(n);
+  if (n > 1 && script.tracing) script.trace.push(`# (${n} of the mounts above are made together, by one mount(8): mount -a -T ${fstab})`);
+  flushTrace(script);
+  script.lines.push(`mount -a -T ${shellQuote(fstab)} || fail ${shellQuote(`failed: the mounts of ${fstab}`)}`);
+}
+
+/** The last pending mount on, over or under one of the paths; -1 if none. */
+function lastCovering(mounts: readonly { target: string }[], paths: readonly string[]): number {
+  const related = (a: string, b: string): boolean => a === b || a.startsWith(`${b}/`) || b.startsWith(`${a}/`);
+  for (let i = mounts.length - 1; i >= 0; i--) {
+    if (paths.some((p) => related(p.replace(/\/+$/, ""), mounts[i].target))) return i;
+  }
+  return -1;
+}
+
+function flushTrace(script: Script): void {
+  if (script.trace.length === 0) return;
+  script.lines.push(`printf '%s\\n' ${script.trace.map(shellQuote).join(" ")} >&2`);
+  script.trace = [];
+}
+
+/** mount [-t TYPE] [-o OPTIONS] [--bind] SOURCE TARGET as fstab's six fields. */
+function fstabEntry(args: readonly string[]): string | undefined {
+  let type = "none";
+  const options: string[] = [];
+  const places: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "-t" && i + 1 < args.length) type = args[++i];
+    else if (a === "-o" && i + 1 < args.length) options.push(...args[++i].split(","));
+    else if (a === "--bind") options.unshift("bind");
+    else if (a.startsWith("-")) return undefined;
+    else places.push(a);
+  }
+  if (places.length !== 2 || options.includes("noauto")) return undefined;
+  return [fstabField(places[0]), fstabField(places[1]), fstabField(type), fstabField(options.length > 0 ? options.join(",") : "defaults"), "0", "0"].join(" ");
+}
+
+/** fstab separates fields by blanks: spaces and the like are written in octal, as getmntent(3) reads them. */
+function fstabField(text: string): string {
+  return text.replace(/[\\\s]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`);
+}
+
+function shellQuote(word: string): string {
+  return "'" + word.replace(/'/g, "'\\''") + "'";
+}
+
+/** Thrown by a step that cannot be written down ahead; it crosses bundles, so it is known by its name. */
+export function notWrittenDown(reason: string): Error {
+  const e = new Error(reason);
+  e.name = "NotWrittenDown";
+  return e;
+}
+
+export function isNotWrittenDown(e: unknown): boolean {
+  return e instanceof Error && e.name === "NotWrittenDown";
+}
