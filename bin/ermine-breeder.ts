@@ -26,7 +26,8 @@ import { basename, resolve } from "node:path";
 import yargs from "yargs";
 import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_MODULES, guestInit, hostGuestArch, initramfsOf, kernelOf, type GuestArch } from "../lib/ermine.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
-import { capture, copyFile, findInPath, mkdirs, run } from "../lib/run.ts";
+import { capture, copyFile, mkdirs, run } from "../lib/run.ts";
+import { needTool } from "../lib/tools.ts";
 import { quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
 
@@ -76,10 +77,6 @@ function runIn(dir: string, argv: string[]): void {
   shown(`(cd ${quote(dir)} && ${quoteAll(argv)})`);
   const r = spawnSync(argv[0], argv.slice(1), { cwd: dir, stdio: ["ignore", "inherit", "inherit"] });
   if (r.error || r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} in ${dir} (${r.error?.message ?? `exit ${r.status}`})`);
-}
-
-function need(tool: string, pkg: string): void {
-  if (!findInPath(tool)) throw new MincError(`${tool}: not found (apt-get install ${pkg})`);
 }
 
 function fresh(dir: string): string {
@@ -230,7 +227,7 @@ function kconfigFragment(file: string): Map<string, string> {
 }
 
 function kernelFromSource(config: Config, guest: GuestArch, work: string, kernel: string): void {
-  need("make", "make"); need("gcc", "gcc"); need("flex", "flex"); need("bison", "bison"); need("bc", "bc");
+  needTool("make", "make"); needTool("gcc", "gcc"); needTool("flex", "flex"); needTool("bison", "bison"); needTool("bc", "bc");
   step(`Build the kernel from ${config.LINUX_URL}`);
   const src = fetchSource(config, config.LINUX_URL, `${work}/linux`);
   const out = `${work}/linux-build`;
@@ -277,7 +274,7 @@ function writeInit(rootfs: string): void {
 }
 
 function pack(rootfs: string, initramfs: string): void {
-  need("cpio", "cpio");
+  needTool("cpio", "cpio");
   step("Pack it as a gzipped newc cpio archive");
   const tmp = `${initramfs}.tmp`;
   const line = `cd ${quote(rootfs)} && find . | cpio -o -H newc --quiet | gzip -9 > ${quote(tmp)}`;

@@ -16,8 +16,9 @@ import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend, libexecDir } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { header, RUNTIME_BACKENDS, RUNTIME_DIR } from "../lib/polecat.ts";
-import { capture, findInPath, mkdirs, removeFile, removeTree, run, touch, writeFileMkdir } from "../lib/run.ts";
+import { capture, mkdirs, removeFile, removeTree, run, touch, writeFileMkdir } from "../lib/run.ts";
 import { farm, isStoreName } from "../lib/store.ts";
+import { needTool } from "../lib/tools.ts";
 import { quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
 
@@ -240,10 +241,6 @@ function packRuntime(upper: string): void {
     copyFileSync(from, to);
   }
   run(["chmod", "-R", "a+rX,u+w", `${upper}${RUNTIME_DIR}`]);
-}
-
-function needTool(tool: string, pkg: string): void {
-  if (!findInPath(tool)) throw new MincError(`needs ${tool} to write the image (apt-get install ${pkg})`);
 }
 
 function makeSquashfs(upper: string, out: string): void {

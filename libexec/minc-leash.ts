@@ -7,8 +7,7 @@
 // out) and any --nocaps; without capsh (or with --pivot), pivot_root into it
 // and detach the old root altogether. Either way the MINC_* variables are
 // washed out and the command replaces this process, so it is PID 1.
-import { statSync } from "node:fs";
-import whichSync from "which";
+import { readFileSync, statSync } from "node:fs";
 import { enterCages, openCages, type CageDoor } from "../lib/cage.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
@@ -16,7 +15,7 @@ import { resolveInRoot } from "../lib/paths.ts";
 import { shellOf, userOf, type User } from "../lib/rootfs.ts";
 import { notWrittenDown, writingDown } from "../lib/bootscript.ts";
 import { isExecutableInRoot } from "../lib/rootview.ts";
-import { capture, exec, run } from "../lib/run.ts";
+import { capture, exec, findInPath, run } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 
 const env = process.env;
@@ -102,14 +101,30 @@ function findCapsh(): Capsh | undefined {
     step("--pivot: use pivot_root, not capsh");
     return undefined;
   }
-  const path = whichSync.sync("capsh", { nothrow: true });
+  const path = findInPath("capsh");
   if (!path) {
     step("No capsh here: fall back to pivot_root");
     return undefined;
   }
   step("Ask capsh how it can start a command (--exec is not in Debian's capsh; --shell is)");
-  const help = capture([path, "--help"]);
-  return { path, exec: /^\s*--exec\b/m.test(help), shellOption: /^\s*--shell=/m.test(help) };
+  const help = helpInProgram(path) ?? capture([path, "--help"]);
+  return { path, exec: /(^|\0)\s*--exec\b/m.test(help), shellOption: /(^|\0)\s*--shell=/m.test(help) };
+}
+
+/**
+ * capsh keeps its option names and --help text in the program as strings;
+ * reading them there costs no process. Undefined if they are not found
+ * (a wrapper script, a packed program): then capsh --help is asked.
+ */
+function helpInProgram(path: string): string | undefined {
+  try {
+    const text = readFileSync(path, "latin1");
+    if (!/\0\s*--chroot=/.test(text)) return undefined;
+    step("(its option names are strings in the program: read them there)");
+    return text;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The shell capsh will start in the new root to exec the command. */
