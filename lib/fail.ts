@@ -1,6 +1,7 @@
 // Errors and the common start of every entrypoint.
 import { writeSync } from "node:fs";
 import { isNotWrittenDown } from "./bootscript.ts";
+import { useCompileCache } from "./compilecache.ts";
 import { resetSignals } from "./signals.ts";
 import { progname } from "./trace.ts";
 
@@ -62,6 +63,7 @@ function report(e: unknown): number {
 /** Run an entrypoint's body; turn MincErrors into one line and an exit status. */
 export function main(body: () => void | number): void {
   checkNode();
+  useCompileCache();
   resetSignals(["SIGINT", "SIGTERM", "SIGQUIT"]);
   let status: number;
   try {

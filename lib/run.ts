@@ -8,6 +8,7 @@ import { inNewRoot, notWrittenDown, recordCommand, recordMount, recordRaw, writi
 import { HandedOver, MincError } from "./fail.ts";
 import { libexecDir } from "./libexec.ts";
 import { viewMount, viewRemove } from "./rootview.ts";
+import { flushCompileCache } from "./compilecache.ts";
 import { resetSignals } from "./signals.ts";
 import { quote, quoteAll, shown, step } from "./trace.ts";
 
@@ -230,6 +231,7 @@ export function exec(argv: readonly string[], env: NodeJS.ProcessEnv = process.e
   if (!file) throw new MincError(`${argv[0]}: command not found or not executable`, 127);
   if (isNodeBackend(file)) loadInstead(file, argv, env);
   resetSignals(["SIGPIPE", "SIGXFSZ"]);
+  flushCompileCache();
   const clean: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined) clean[k] = v;
   process.execve!(file, [...argv], clean);
