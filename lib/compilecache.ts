@@ -2,25 +2,25 @@
 //
 // Each boot loads minc-exec, minc-core, minc-coat and minc-leash into minc's
 // Node, and compiling them costs a few milliseconds every time. Node can keep
-// the compiled code on disk (module.enableCompileCache) and check it against
+// the compiled code on disk (enableCompileCache) and check it against
 // the source on the next load. Compiled code is code: it is only used from a
 // directory that root alone can write, and only by root.
-import * as fs from "node:fs";
-import * as module from "node:module";
+import { lstatSync, mkdirSync, statSync } from "node:fs";
+import { enableCompileCache, flushCompileCache as flushToDisk, getCompileCacheDir } from "node:module";
 
 const DIR = "/var/cache/mincs/node-compile-cache";
 
 export function useCompileCache(): void {
-  if (process.geteuid?.() !== 0) return;
+  if (process.geteuid?.() !== 0 || getCompileCacheDir?.()) return; // (on already, for a backend loaded into this Node)
   try {
-    fs.mkdirSync(DIR, { recursive: true, mode: 0o700 });
+    mkdirSync(DIR, { recursive: true, mode: 0o700 });
     for (let dir = DIR; dir !== "/"; dir = dir.slice(0, dir.lastIndexOf("/")) || "/") {
-      const st = fs.lstatSync(dir);
+      const st = lstatSync(dir);
       // Not a symlink, root's, and no one else may write it.
       if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0) return;
     }
-    if ((fs.statSync(DIR).mode & 0o077) !== 0) return;
-    module.enableCompileCache(DIR);
+    if ((statSync(DIR).mode & 0o077) !== 0) return;
+    enableCompileCache(DIR);
   } catch {
     // no cache: only slower
   }
@@ -28,5 +28,5 @@ export function useCompileCache(): void {
 
 /** Before execve: what was compiled is written now, as no exit handler runs. */
 export function flushCompileCache(): void {
-  module.flushCompileCache?.();
+  flushToDisk?.();
 }

@@ -11,7 +11,7 @@
 // Node cannot read; the boot script guards every mountpoint it relies on,
 // so a plan misled by one still mounts on a directory that is there.
 // Without a view, every question goes to the filesystem itself.
-import * as fs from "node:fs";
+import { accessSync, constants, lstatSync, readFileSync, readlinkSync, statSync, type Stats } from "node:fs";
 
 interface View {
   root: string;
@@ -69,16 +69,16 @@ function candidates(path: string, before?: number): string[] {
   return view.layers.map((layer) => layer + rest);
 }
 
-function isWhiteout(s: fs.Stats): boolean {
+function isWhiteout(s: Stats): boolean {
   return s.isCharacterDevice() && s.rdev === 0;
 }
 
 /** Where path is found: the first layer that has it, unless a whiteout hides it. */
-function found(path: string): { at: string; stat: fs.Stats } | undefined {
+function found(path: string): { at: string; stat: Stats } | undefined {
   const view = shared[KEY];
   if (view?.removed.has(path)) return undefined;
   for (const at of candidates(path)) {
-    const stat = fs.lstatSync(at, { throwIfNoEntry: false });
+    const stat = lstatSync(at, { throwIfNoEntry: false });
     if (!stat) continue;
     if (view && isWhiteout(stat) && at !== path) return undefined;
     return { at, stat };
@@ -86,20 +86,20 @@ function found(path: string): { at: string; stat: fs.Stats } | undefined {
   return undefined;
 }
 
-export function lstatInRoot(path: string): fs.Stats | undefined {
+export function lstatInRoot(path: string): Stats | undefined {
   return found(path)?.stat;
 }
 
 export function readlinkInRoot(path: string): string {
   const f = found(path);
   if (!f) throw Object.assign(new Error(`${path}: no such file`), { code: "ENOENT" });
-  return fs.readlinkSync(f.at);
+  return readlinkSync(f.at);
 }
 
 export function readFileInRoot(path: string): string {
   const f = found(path);
   if (!f) throw Object.assign(new Error(`${path}: no such file`), { code: "ENOENT" });
-  return fs.readFileSync(f.at, "utf8");
+  return readFileSync(f.at, "utf8");
 }
 
 /** An executable file (not following a last symlink: resolve the path first). */
@@ -108,8 +108,8 @@ export function isExecutableInRoot(path: string): boolean {
   if (!f) return false;
   if (f.at === path) {
     try {
-      fs.accessSync(path, fs.constants.X_OK);
-      return fs.statSync(path).isFile();
+      accessSync(path, constants.X_OK);
+      return statSync(path).isFile();
     } catch {
       return false;
     }

@@ -2,7 +2,7 @@
 // does the same thing. Backends use these instead of calling child_process
 // or fs directly, so nothing they do escapes the --debug trace.
 import { spawn, spawnSync } from "node:child_process";
-import * as fs from "node:fs";
+import { accessSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { inNewRoot, notWrittenDown, recordCommand, recordMount, recordRaw, writingDown } from "./bootscript.ts";
 import { HandedOver, MincError } from "./fail.ts";
@@ -141,21 +141,21 @@ export function mkdirs(...dirs: string[]): void {
   for (const d of dirs) settle(d);
   shown(`mkdir -p ${quoteAll(dirs)}`);
   if (dirs.some(deferred)) return recordCommand(`mkdir -p ${quoteAll(dirs)}`, dirs);
-  for (const d of dirs) fs.mkdirSync(d, { recursive: true });
+  for (const d of dirs) mkdirSync(d, { recursive: true });
 }
 
 export function touch(file: string): void {
   settle(file);
   shown(`touch ${quote(file)}`);
   if (deferred(file)) return recordCommand(`: >> ${quote(file)}`, [file]); // (touch, without a process)
-  fs.closeSync(fs.openSync(file, "a"));
+  closeSync(openSync(file, "a"));
 }
 
 export function symlink(target: string, path: string): void {
   settle(path);
   shown(`ln -s ${quote(target)} ${quote(path)}`);
   if (deferred(path)) return recordCommand(`ln -s ${quote(target)} ${quote(path)}`, [path]);
-  fs.symlinkSync(target, path);
+  symlinkSync(target, path);
 }
 
 export function removeFile(path: string): void {
@@ -165,7 +165,7 @@ export function removeFile(path: string): void {
     viewRemove(path);
     return recordCommand(`rm -f ${quote(path)}`, [path]);
   }
-  fs.rmSync(path, { force: true });
+  rmSync(path, { force: true });
 }
 
 /** rm -rf --one-file-system: never into a mount below the directory. */
@@ -173,7 +173,7 @@ export function removeTree(dir: string): void {
   settle(dir);
   if (deferred(dir)) return run(["rm", "-rf", "--one-file-system", dir]);
   try {
-    fs.lstatSync(dir);
+    lstatSync(dir);
   } catch {
     return; // gone already
   }
@@ -190,12 +190,12 @@ export function writeFile(path: string, content: string): void {
   const line = lines.length === 1 ? `echo ${quote(lines[0])} > ${quote(path)}` : `printf '%s\\n' ${quoteAll(lines)} > ${quote(path)}`;
   shown(line);
   if (deferred(path)) return recordCommand(line, [path]);
-  fs.writeFileSync(path, content);
+  writeFileSync(path, content);
 }
 
 /** Write a file into a directory that may not exist yet. */
 export function writeFileMkdir(path: string, content: string): void {
-  if (!fs.existsSync(dirname(path))) mkdirs(dirname(path));
+  if (!existsSync(dirname(path))) mkdirs(dirname(path));
   writeFile(path, content);
 }
 
@@ -211,8 +211,8 @@ export function findInPath(cmd: string, path = process.env.PATH ?? "/usr/sbin:/u
 
 export function isExecutable(path: string): boolean {
   try {
-    fs.accessSync(path, fs.constants.X_OK);
-    return fs.statSync(path).isFile();
+    accessSync(path, constants.X_OK);
+    return statSync(path).isFile();
   } catch {
     return false;
   }
@@ -263,7 +263,7 @@ function defaultSignals(): string[] {
   const env = findInPath("env");
   let knows = false;
   try {
-    knows = !!env && fs.readFileSync(env).includes("default-signal"); // (its --help text is in the program; no process to ask)
+    knows = !!env && readFileSync(env).includes("default-signal"); // (its --help text is in the program; no process to ask)
   } catch {
     // unreadable: as if it did not know
   }
@@ -275,11 +275,11 @@ function defaultSignals(): string[] {
 function isNodeBackend(file: string): boolean {
   if (dirname(file) !== libexecDir()) return false;
   const head = Buffer.alloc(20);
-  const fd = fs.openSync(file, "r");
+  const fd = openSync(file, "r");
   try {
-    fs.readSync(fd, head, 0, head.length, 0);
+    readSync(fd, head, 0, head.length, 0);
   } finally {
-    fs.closeSync(fd);
+    closeSync(fd);
   }
   return head.toString("latin1").startsWith("#!/usr/bin/env node");
 }
@@ -326,5 +326,5 @@ export function copyFile(from: string, to: string): void {
   settle(to);
   shown(`cp ${quote(from)} ${quote(to)}`);
   if (deferred(to)) return recordCommand(`cp ${quote(from)} ${quote(to)}`, [to]);
-  fs.copyFileSync(from, to);
+  copyFileSync(from, to);
 }
