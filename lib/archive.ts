@@ -10,14 +10,14 @@ import * as fs from "node:fs";
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { MincError, usageError, warn } from "./fail.ts";
-import { chainId, checkName, isName, type StagedLayer, type Store } from "./farm.ts";
+import { chainId, checkName, type StagedLayer, type Store } from "./farm.ts";
 import { decompress, digestLayer, normalizeDigest, StreamDigests, unpackedDir, unpackLayer, walkTar, type UnpackResult } from "./layer.ts";
 import { pool } from "./pool.ts";
 import { resolveInRoot } from "./paths.ts";
 import { removeTree, run } from "./run.ts";
 import { quote, shown, step } from "./trace.ts";
-import { hostPlatform, parseArch, type Platform } from "./platform.ts";
-import { parseReference } from "./reference.ts";
+import { wantedPlatform } from "./platform.ts";
+import { nameFromReference } from "./reference.ts";
 
 // ---- where the files of an archive come from ----
 
@@ -268,27 +268,6 @@ function sha256(buf: Buffer): string {
   return `sha256:${createHash("sha256").update(buf).digest("hex")}`;
 }
 
-/** The store name of a reference: its repository's last component, and :TAG unless the tag is latest. */
-export function nameFromReference(ref: string): string | undefined {
-  const at = ref.indexOf("@");
-  const noDigest = at < 0 ? ref : ref.slice(0, at);
-  const slash = noDigest.lastIndexOf("/");
-  const colon = noDigest.lastIndexOf(":");
-  const [repo, tag] = colon > slash ? [noDigest.slice(0, colon), noDigest.slice(colon + 1)] : [noDigest, ""];
-  const last = repo.slice(repo.lastIndexOf("/") + 1);
-  if (!last) return undefined;
-  const name = tag && tag !== "latest" ? `${last}:${tag}` : last;
-  return isName(name) ? name : undefined;
-}
-
-/** Check a [REGISTRY/]NAME[:TAG|@DIGEST] reference (bad input: exit 2); returns its store name. */
-export function checkReference(ref: string): string {
-  parseReference(ref);
-  const name = nameFromReference(ref);
-  if (name === undefined) throw usageError(`image reference ${JSON.stringify(ref)} gives no name for the store`);
-  return name;
-}
-
 interface Descriptor {
   mediaType?: string;
   digest: string;
@@ -380,11 +359,6 @@ function legacyPlans(src: Source): ImagePlan[] {
 
 const INDEX_TYPES = ["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
 const MANIFEST_TYPES = ["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
-
-/** The platform an image is picked for: MINC_ARCH (ARCH, ARCH/VARIANT or OS/ARCH[/VARIANT]) or the host's. */
-export function wantedPlatform(arch = process.env.MINC_ARCH): Platform {
-  return arch ? parseArch(arch) : hostPlatform();
-}
 
 function platformName(p: Descriptor["platform"]): string {
   return [p?.os ?? "?", p?.architecture ?? "?", p?.variant].filter(Boolean).join("/");

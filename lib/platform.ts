@@ -44,3 +44,8 @@ export function hostPlatform(): Platform {
 export function formatPlatform(p: Platform): string {
   return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
 }
+
+/** The platform an image is picked for: MINC_ARCH (ARCH, ARCH/VARIANT or OS/ARCH[/VARIANT]) or the host's. */
+export function wantedPlatform(arch = process.env.MINC_ARCH): Platform {
+  return arch ? parseArch(arch) : hostPlatform();
+}

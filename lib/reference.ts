@@ -6,6 +6,7 @@
 // the first component names a registry only when it has a `.` or a `:` or
 // is `localhost` (127.0.0.1:5000/x, ghcr.io/org/x, [::1]:5000/x).
 import { usageError } from "./fail.ts";
+import { isName } from "./farm.ts";
 
 export const DOCKER_HUB = "docker.io";
 /** Where docker.io's registry API really answers. */
@@ -115,4 +116,25 @@ export function parseReference(input: string): Reference {
 /** The full form: docker.io/library/alpine:latest, ghcr.io/o/x@sha256:... */
 export function formatReference(ref: Reference): string {
   return `${ref.domain}/${ref.repository}${ref.tag ? `:${ref.tag}` : ""}${ref.digest ? `@${ref.digest}` : ""}`;
+}
+
+/** The store name of a reference: its repository's last component, and :TAG unless the tag is latest. */
+export function nameFromReference(ref: string): string | undefined {
+  const at = ref.indexOf("@");
+  const noDigest = at < 0 ? ref : ref.slice(0, at);
+  const slash = noDigest.lastIndexOf("/");
+  const colon = noDigest.lastIndexOf(":");
+  const [repo, tag] = colon > slash ? [noDigest.slice(0, colon), noDigest.slice(colon + 1)] : [noDigest, ""];
+  const last = repo.slice(repo.lastIndexOf("/") + 1);
+  if (!last) return undefined;
+  const name = tag && tag !== "latest" ? `${last}:${tag}` : last;
+  return isName(name) ? name : undefined;
+}
+
+/** Check a [REGISTRY/]NAME[:TAG|@DIGEST] reference (bad input: exit 2); returns its store name. */
+export function checkReference(ref: string): string {
+  parseReference(ref);
+  const name = nameFromReference(ref);
+  if (name === undefined) throw usageError(`image reference ${JSON.stringify(ref)} gives no name for the store`);
+  return name;
 }
