@@ -129,6 +129,9 @@ uninstall:
 	-[ -n "$(DESTDIR)" ] || [ "$(STOP_DENS)" != 1 ] || [ ! -x $(LIBEXECDIR)/minc-dens ] || $(LIBEXECDIR)/minc-dens stop
 	for f in $(INSTALL_BIN); do rm -f $(DESTDIR)$(BINDIR)/$$f $(DESTDIR)$(MANDIR)/$$f.1 $(DESTDIR)$(COMPLETIONDIR)/$$f; done
 	for f in $(INSTALL_LIBEXEC); do rm -f $(DESTDIR)$(LIBEXECDIR)/$$f; done
+	# V8's compiled code of the backends (lib/compilecache.ts): only a cache, made again when needed.
+	[ -n "$(DESTDIR)" ] || rm -rf /var/cache/mincs/node-compile-cache
+	-[ -n "$(DESTDIR)" ] || rmdir /var/cache/mincs 2>/dev/null
 
 clean:
 	rm -f .build-stamp $(MANPAGES) $(addprefix bin/,$(FRONTENDS)) $(addprefix libexec/,$(BACKENDS))
