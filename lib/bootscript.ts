@@ -24,8 +24,10 @@ interface Script {
   root: string;
   lines: string[];
   trace: string[];
-  /** Mounts not made yet: their fstab lines, and where. */
-  mounts: { entry: string; target: string }[];
+  /** Mounts not made yet: their fstab lines, where, and what kind of mountpoint they need. */
+  mounts: { entry: string; target: string; kind: "dir" | "file" }[];
+  /** May the script make a mountpoint that is not there after all (an overlay's root; not --direct)? */
+  remake: boolean;
   fstabs: number;
 }
 
@@ -39,8 +41,8 @@ const HEAD = [
   "fail() { printf 'minc-core: %s\\n' \"$1\" >&2; exit 1; }",
 ];
 
-export function startWritingDown(file: string, root: string, tracing: boolean): void {
-  shared[KEY] = { file, tracing, root, lines: [...HEAD], trace: [], mounts: [], fstabs: 0 };
+export function startWritingDown(file: string, root: string, o: { tracing: boolean; remake: boolean }): void {
+  shared[KEY] = { file, tracing: o.tracing, remake: o.remake, root, lines: [...HEAD], trace: [], mounts: [], fstabs: 0 };
 }
 
 export function writingDown(): boolean {
@@ -89,12 +91,12 @@ export function recordRaw(line: string, paths?: readonly string[]): void {
 }
 
 /** mount(8)'s arguments; false if they do not fit an fstab line (then record the command). */
-export function recordMount(args: readonly string[]): boolean {
+export function recordMount(args: readonly string[], kind: "dir" | "file"): boolean {
   const entry = fstabEntry(args);
   if (!entry) return false;
   const script = shared[KEY]!;
   flushTrace(script);
-  script.mounts.push({ entry, target: args[args.length - 1] });
+  script.mounts.push({ entry, target: args[args.length - 1], kind });
   return true;
 }
 
@@ -110,11 +112,36 @@ function flush(script: Script, paths?: readonly string[]): void {
   const n = paths ? lastCovering(script.mounts, paths) + 1 : script.mounts.length;
   if (n === 0) return;
   const fstab = `${script.file.replace(/\.sh$/, "")}.fstab${++script.fstabs}`;
-  writeFileSync(fstab, script.mounts.slice(0, n).map((m) => m.entry).join("\n") + "\n");
+  const batch = script.mounts.slice(0, n);
+  writeFileSync(fstab, batch.map((m) => m.entry).join("\n") + "\n");
   script.mounts = script.mounts.slice(n);
   if (n > 1 && script.tracing) script.trace.push(`# (${n} of the mounts above are made together, by one mount(8): mount -a -T ${fstab})`);
   flushTrace(script);
-  script.lines.push(`mount -a -T ${shellQuote(fstab)} || fail ${shellQuote(`failed: the mounts of ${fstab}`)}`);
+  const mountAll = `mount -a -T ${shellQuote(fstab)}`;
+  const failed = `fail ${shellQuote(`failed: the mounts of ${fstab}`)}`;
+  const remade = remakeMountpoints(script, batch);
+  if (remade === "") script.lines.push(`${mountAll} || ${failed}`);
+  else script.lines.push(`${mountAll} 2>/dev/null || { ${remade} ${mountAll}; } || ${failed}`);
+}
+
+/**
+ * What makes the batch's mountpoints in the new root, should one not be
+ * there after all: the root's view cannot read overlayfs's opaque-directory
+ * xattr, so under a directory a higher layer made opaque it may have seen a
+ * file of a lower one. Then the mounts are tried once more (mount -a skips
+ * those it made); as minc-core booting inside would have, the mountpoint is
+ * made in the upper layer. Nothing runs when every mount works.
+ */
+function remakeMountpoints(script: Script, batch: Script["mounts"]): string {
+  if (!script.remake) return "";
+  const steps = batch.filter((m) => m.target.startsWith(`${script.root}/`)).map(({ target, kind }) => {
+    const t = shellQuote(target);
+    const make = kind === "dir" ? `mkdir -p ${t}` : `{ mkdir -p ${shellQuote(target.slice(0, target.lastIndexOf("/")))} && : >> ${t}; }`;
+    return `[ -e ${t} ] || ${make};`;
+  });
+  if (steps.length === 0) return "";
+  const note = script.tracing ? "printf '%s\\n' '# (a mountpoint the plan saw in a lower layer is hidden by an opaque directory above: made now)' >&2; " : "";
+  return `${note}${steps.join(" ")}`;
 }
 
 /** The last pending mount on, over or under one of the paths; -1 if none. */

@@ -8,8 +8,9 @@
 // layer, a whiteout (a 0:0 character device) hiding what lies below, and
 // what the plan itself mounts on the root (a fresh tmpfs or proc is empty,
 // a bind shows its source). Overlayfs keeps opaque directories in an xattr
-// Node cannot read; the boot script guards every mountpoint it relies on,
-// so a plan misled by one still mounts on a directory that is there.
+// Node cannot read, so under one the view may see a lower layer's file that
+// is hidden; should a mount then miss its mountpoint, the script makes it
+// and mounts again (lib/bootscript.ts).
 // Without a view, every question goes to the filesystem itself.
 import { accessSync, constants, lstatSync, readFileSync, readlinkSync, statSync, type Stats } from "node:fs";
 

@@ -105,9 +105,10 @@ export function runTogether(argv: readonly string[]): void {
 function writeDownMount(args: readonly string[]): void {
   const line = quoteAll(["mount", ...args]);
   shown(line);
-  if (!recordMount(args)) recordCommand(line);
   const places = args.filter((a, i) => !a.startsWith("-") && args[i - 1] !== "-t" && args[i - 1] !== "-o");
   const bind = args.includes("--bind") || args.some((a, i) => args[i - 1] === "-o" && a.split(",").includes("bind"));
+  const onFile = bind && !!statSync(places[0], { throwIfNoEntry: false })?.isFile(); // a file is bound onto a file
+  if (!recordMount(args, onFile ? "file" : "dir")) recordCommand(line);
   viewMount(places[places.length - 1], bind ? places[0] : undefined);
 }
 

@@ -347,7 +347,7 @@ function refuseWhatNeedsTheInside(): void {
  * It ends where minc-leash execs the command: the script's last line.
  */
 function writeDown(script: string, command: string[]): number {
-  startWritingDown(script, rootdir, tracing());
+  startWritingDown(script, rootdir, { tracing: tracing(), remake: !direct });
   try {
     refuseWhatNeedsTheInside();
     boot(command);

@@ -70,4 +70,23 @@ describe("the boot written down ahead", { skip }, () => {
       rmSync(work, { recursive: true, force: true });
     }
   });
+
+  test("a file it saw in a lower layer under a directory an upper layer made opaque: the mountpoint is made when the mount misses it", () => {
+    const copy = mkdtempSync("/tmp/minc-test-opaque-");
+    const work = mkdtempSync("/tmp/minc-test-work-");
+    try {
+      cpSync(rootfs(), copy, { recursive: true, verbatimSymlinks: true });
+      writeFileSync(`${copy}/etc/hosts`, "# the rootfs's own\n");
+      // /etc removed and made again: overlayfs marks it opaque (an xattr) in the upper layer, hiding the rootfs's /etc/hosts.
+      const first = minc(["-r", copy, "-t", work, "sh", "-c", "umount /etc/hosts /etc/resolv.conf && rm -rf /etc && mkdir /etc && echo remade"]);
+      assert.equal(first.status, 0, first.stderr);
+      assert.equal(first.stdout, "remade\n");
+      const second = minc(["-r", copy, "-t", work, "--name", "opaque", "sh", "-c", "grep -q opaque /etc/hosts && echo own-hosts; ls /etc"]);
+      assert.equal(second.status, 0, second.stderr);
+      assert.equal(second.stdout, "own-hosts\nhosts\nresolv.conf\n");
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
 });
