@@ -141,7 +141,8 @@ function remakeMountpoints(script: Script, batch: Script["mounts"]): string {
   });
   if (steps.length === 0) return "";
   const note = script.tracing ? "printf '%s\\n' '# (a mountpoint the plan saw in a lower layer is hidden by an opaque directory above: made now)' >&2; " : "";
-  return `${note}${steps.join(" ")}`;
+  // (Only while the working dir is there: mkdir -p must not make it again after a cleanup.)
+  return `[ -d ${shellQuote(script.root)} ] && { ${note}${steps.join(" ")} } &&`;
 }
 
 /** The last pending mount on, over or under one of the paths; -1 if none. */

@@ -18,11 +18,14 @@ import { LIMIT_SETTINGS } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { capture, copyFile, exec, exportVar, findInPath, mkdirs, removeFile, run, writeFile } from "../lib/run.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
-import { holdSignals, sleepSync } from "../lib/signals.ts";
+import { holdSignals, releaseSignals, sleepSync } from "../lib/signals.ts";
 import { userNamespaceOptions } from "../lib/userns.ts";
 
 const env = process.env;
 const tmpdir = env.MINC_TMPDIR ?? "";
+
+/** The signals minc holds until the waiter takes over (see mainAsync below). */
+const HELD: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
 
 function ensureSettings(): void {
   if (!env.MINC_BASEDIR) throw new MincError("MINC_BASEDIR is not set (run minc, not minc-exec)");
@@ -237,6 +240,7 @@ function runningInBackground(): boolean {
 function handOverToWaiter(command: string[]): never {
   const waiter = ["/bin/sh", backend("minc-waiter.sh"), tmpdir, ...command];
   if (runningInBackground()) return startInBackground(waiter);
+  releaseSignals(HELD); // first thing after the last look at the held signals: see releaseSignals
   step("minc becomes its waiter, a small sh that starts the container, relays signals to it and cleans up after it");
   return exec(waiter);
 }
@@ -275,7 +279,7 @@ function signalsDelivered(): Promise<void> {
 
 mainAsync(async () => {
   // Stopping half way would leave what phases 2 and 3 made; stop at the end instead.
-  const held = holdSignals(["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"]);
+  const held = holdSignals(HELD);
   try {
     ensureSettings();
     mountRemoteRootdir();

@@ -102,8 +102,17 @@ sigmask() { # FIELD PID: the low 32 bits of a signal mask in /proc/PID/status
 
 stop_container() { # SIGNAL-NUMBER
   forced=$1
+  # Before it wrote its pid file, PID 1 is known as minc-fork.sh's child:
+  # the cleanup must wait for it too, or its last writes race the rm -rf.
+  [ -n "$init" ] || init=$(first_child "$child")
   [ -z "$init" ] || kill -KILL "$init" 2>/dev/null
   if [ -n "$child" ]; then kill -KILL "$child" 2>/dev/null; else pending=$1; fi
+}
+
+first_child() { # PID: its first child, if it has one (builtins only)
+  [ -n "$1" ] || return 0
+  { read -r kids < "/proc/$1/task/$1/children"; } 2>/dev/null || return 0
+  echo "${kids%% *}"
 }
 
 
@@ -141,6 +150,14 @@ done
 
 if [ -n "$forced" ]; then
   status=$((128 + forced))
+  # A PID 1 forked just before minc-fork.sh was killed may not be tied to it
+  # yet (setpriv's pdeathsig comes after the fork): it says who it is in the
+  # pid file, its first step. Stopped here, it cannot boot on unseen.
+  if [ -z "$init" ]; then
+    sleep 0.05
+    init=$(cat "$pidfile" 2>/dev/null) || init=
+    [ -z "$init" ] || kill -KILL "$init" 2>/dev/null
+  fi
   # minc-fork.sh is gone at once; let the container's processes go before cleanup.
   n=0
   while [ -n "$init" ] && running "$init" && [ $n -lt 100 ]; do
