@@ -13,7 +13,7 @@
 #   bwrap        bubblewrap with its own /proc and /dev (skipped if absent)
 #   shell MINCS  $MINCS_SHELL_DIR/minc, only if that variable names a checkout
 #                of the original shell MINCS (github mhiramat/mincs)
-# "ours / X = 4.1x" means minc takes 4.1 times as long as X to run /bin/true.
+# "ours / X = 4.10x" means minc takes 4.1 times as long as X to run /bin/true.
 # Then it prints the resident memory (VmRSS) of the host-side processes that
 # wait while a container runs `sleep 3` (minc's waiter and unshare; not the
 # container's own processes, which live in another PID namespace).
@@ -92,7 +92,7 @@ lines = []
 for name, _ in cmds:
     if name == "ours": ratio = ""
     elif name == "--debug": ratio = f"--debug / plain = {med[name] / med['ours']:.2f}x"
-    else: ratio = f"ours / {name} = {med['ours'] / med[name]:.1f}x"
+    else: ratio = f"ours / {name} = {med['ours'] / med[name]:.2f}x"
     if ratio: lines.append(ratio)
     print(f"{name:<12} {med[name]:8.2f} {min(wall[name]):7.2f} {max(wall[name]):7.2f} {mcpu[name]:7.2f}  {ratio}".rstrip())
 print(f"\nours CPU (user+sys, median) = {mcpu['ours']:.1f} ms of {med['ours']:.1f} ms wall")
