@@ -14,7 +14,7 @@
 // PID 1 instead, so that no Node has to start in there. A boot that must
 // look inside the namespaces (--nopriv, a VM, --ftrace, -B, pivot_root)
 // exits NOT_WRITTEN_DOWN and minc-core boots there itself.
-import { existsSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { basename, dirname } from "node:path";
 import { abandonWritingDown, finishWritingDown, isNotWrittenDown, notWrittenDown, recordRaw, startWritingDown, writingDown } from "../lib/bootscript.ts";
 import { HandedOver, MincError, NOT_WRITTEN_DOWN, main, usageError } from "../lib/fail.ts";
@@ -193,7 +193,7 @@ function devSkeleton(console: boolean): string[] {
     ["stdin", "/proc/self/fd/0"], ["stdout", "/proc/self/fd/1"], ["stderr", "/proc/self/fd/2"],
   ];
   const entries = ["pts", "mqueue", "shm", ...links.map(([name]) => name), ...(console ? ["console"] : [])];
-  if (!entries.every((e) => lstatInRoot(`${skeleton}/${e}`))) {
+  if (!entries.every((e) => lstatSync(`${skeleton}/${e}`, { throwIfNoEntry: false }))) {
     step("The rest of /dev, made once in the working dir: mountpoints, and links into devpts and /proc/self/fd");
     removeTree(skeleton); // a part left by an earlier run, if any
     mkdirs(`${skeleton}/pts`, `${skeleton}/mqueue`, `${skeleton}/shm`);
