@@ -196,7 +196,7 @@ function namespacesCommand(command: string[]): string[] {
   const core = bootOfTheNewRoot(command);
   // Not `unshare --fork`: see minc-fork.sh for why it forks PID 1 instead.
   let argv = ["unshare", ...userNamespace(), "-iump", "--propagation", "private", "/bin/sh", backend("minc-fork.sh"), ...core];
-  step(`Enter new IPC, UTS, mount and PID namespaces, every mount made private (nothing mounted inside shows on the host); minc-fork.sh starts ${core.length > 0 && core[0] === "/bin/sh" ? "minc-core's script" : "minc-core"} there as PID 1 and waits for it`);
+  step(`Enter new IPC, UTS, mount and PID namespaces, every mount made private (nothing mounted inside shows on the host); minc-fork.sh starts ${core[0] === "/bin/sh" ? "minc-core's script" : "minc-core"} there as PID 1 and waits for it`);
   if (env.MINC_NETNS) {
     step(`... in the network namespace ${env.MINC_NETNS}`);
     argv = ["nsenter", `--net=/var/run/netns/${env.MINC_NETNS}`, ...argv];
