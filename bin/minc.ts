@@ -19,7 +19,6 @@ import { exec, findInPath, removeFile } from "../lib/run.ts";
 import { farm, isStoreName } from "../lib/store.ts";
 import { shellOf } from "../lib/rootfs.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
-import { holdSignals } from "../lib/signals.ts";
 import { subordinateIds, unprivilegedOverlay } from "../lib/userns.ts";
 import { VERSION } from "../lib/version.ts";
 
@@ -395,7 +394,7 @@ function runtimeDir(settings: Settings): string {
 }
 
 /** mktemp -d ${XDG_RUNTIME_DIR:-/var/run}/minc$$-XXXXXX */
-function makeWorkingDir(plan: Plan): void {
+function makeWorkingDir(plan: Plan, guard: Guard): void {
   if (plan.image || plan.container) return;
   if (plan.tempdirGiven) {
     step(`Reuse the working directory ${plan.settings.MINC_TMPDIR}`);
@@ -404,6 +403,7 @@ function makeWorkingDir(plan: Plan): void {
   step("Make a working directory for this container");
   const where = runtimeDir(plan.settings);
   const template = `${where}/minc${process.pid}-`;
+  guard.made(template);
   shown(`mktemp -d ${template}XXXXXX`);
   let dir: string;
   try {
@@ -427,18 +427,30 @@ function forgetLastRun(dir: string): void {
 
 /**
  * Until its waiter takes over at the end of phase 3, minc is Node: should
- * it die at once (SIGKILL, a crash), a guard (minc-waiter.sh --guard) runs
- * the cleanup chain. (Other signals and failures minc-exec handles itself.)
- * It starts before the working directory exists and is told its name on
- * its stdin, so no moment is left where a directory is made and unguarded.
+ * it die (a signal, SIGKILL, a crash), a guard (minc-waiter.sh --guard)
+ * runs the cleanup chain. (Failures minc-exec handles itself, and signals
+ * too while phases 2 and 3 make a cage or a network.) It starts before the
+ * working directory exists and is told on its stdin the mktemp template,
+ * then the directory's name, so no moment is left where a directory is made
+ * and unguarded.
  */
-function startGuard(): (dir: string) => void {
+interface Guard {
+  /** minc is about to make its working directory with this mktemp template (then XXXXXX). */
+  made(template: string): void;
+  /** The working directory, made or given. */
+  dir(dir: string): void;
+}
+
+function startGuard(): Guard {
   step("Guard the boot: should minc die before its waiter takes over, the guard runs the cleanup chain");
   const argv = ["/bin/sh", backend("minc-waiter.sh"), "--guard", String(process.pid)];
   shown(`${quoteAll(argv.slice(0, 3))} "$$" &   # (told the working dir on a pipe from minc; acts when minc exits or execs)`);
   const guard = spawn(argv[0], argv.slice(1), { detached: true, stdio: ["pipe", "ignore", "inherit"] });
   guard.unref();
-  return (dir) => { guard.stdin.write(`${dir}\n`); };
+  return {
+    made: (template) => { guard.stdin.write(`made ${template}\n`); },
+    dir: (dir) => { guard.stdin.write(`dir ${dir}\n`); },
+  };
 }
 
 /**
@@ -469,16 +481,14 @@ main(() => {
   if (has(args, "help")) { process.stdout.write(mincUsage()); return 0; }
   if (has(args, "version")) { process.stdout.write(`minc (MINCS in TypeScript) ${VERSION}\n`); return 0; }
   if (has(args, "debug")) process.env.MINC_DEBUG = "1";
-  // Held until minc-exec, in this same Node, has the boot in a state to stop (end of phase 3).
-  holdSignals(["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"]);
   const plan = planFrom(args);
 
   phase(1);
   if (plan.image || plan.container) useStore(plan);
   exportSettings(plan.settings);
   const guard = startGuard();
-  makeWorkingDir(plan);
-  guard(plan.settings.MINC_TMPDIR);
+  makeWorkingDir(plan, guard);
+  guard.dir(plan.settings.MINC_TMPDIR);
   forgetLastRun(plan.settings.MINC_TMPDIR);
   trapExit(plan);
   step("Go on with minc-exec; it is loaded into this Node (the next program, not another start of Node)");

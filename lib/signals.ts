@@ -6,8 +6,15 @@
 // new namespaces minc-core would "handle" a TERM and then drop it, and an
 // ignored signal stays ignored across execve into the user's command.
 // Adding and removing a listener leaves the default action (SIG_DFL).
+const RESET = Symbol.for("mincs.signals-reset");
+
 export function resetSignals(signals: readonly NodeJS.Signals[]): void {
   const noop = (): void => {};
+  // Once per process: a backend loaded into this Node finds them reset, and
+  // each reset catches the signal for a moment (and would lose one then).
+  const done = (globalThis as { [RESET]?: Set<string> })[RESET] ??= new Set();
+  signals = signals.filter((sig) => !done.has(sig));
+  for (const sig of signals) done.add(sig);
   for (const sig of signals) {
     process.on(sig, noop);
     process.off(sig, noop);

@@ -14,7 +14,7 @@ import { existsSync, openSync, readFileSync, statSync, writeFileSync } from "nod
 import { constants, hostname, networkInterfaces } from "node:os";
 import { MincError, NOT_WRITTEN_DOWN, mainAsync } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
-import { LIMIT_SETTINGS } from "../lib/cage.ts";
+import { anyLimit, LIMIT_SETTINGS, limitsOf } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { capture, copyFile, exec, exportVar, findInPath, mkdirs, removeFile, run, writeFile } from "../lib/run.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
@@ -277,9 +277,21 @@ function signalsDelivered(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
+/**
+ * Does this boot make what a signal must not interrupt half way: a cage, a
+ * network namespace, an sshfs mount (each a process to run, and a chain
+ * entry to write before it)? Then the signals are held to the end of phase
+ * 3. Otherwise there is only the working dir, and a signal may end minc at
+ * once: the guard runs the chain. (Node can only hold a signal by catching
+ * it, and one it catches just before an exec is lost.)
+ */
+function makesMoreThanTheWorkingDir(): boolean {
+  return !!(env.MINC_NETNS || env.MINC_SSHFS_HOST || anyLimit(limitsOf(env)));
+}
+
 mainAsync(async () => {
   // Stopping half way would leave what phases 2 and 3 made; stop at the end instead.
-  const held = holdSignals(HELD);
+  const held = makesMoreThanTheWorkingDir() ? holdSignals(HELD) : () => undefined;
   try {
     ensureSettings();
     mountRemoteRootdir();

@@ -32,18 +32,23 @@
 #
 # --guard: before the waiter exists, minc itself (Node, with minc-exec
 # loaded into it) makes the working directory and runs phases 2 and 3.
-# minc holds INT, TERM, HUP and QUIT from its start to the end of phase 3,
-# when minc-exec stops the boot and cleans up itself (--cleanup), as on a
-# failure; but SIGKILL or a crash ends Node at once. So before making
-# TMPDIR, minc starts this guard with a pipe as its stdin and writes
-# TMPDIR's name into it once made. The pipe closes when minc exits or
-# execs the waiter; the guard then waits until either the waiter has
-# written TMPDIR/waiter (handed over: nothing to do) or minc's PID is gone
-# (died: run the cleanup chain; a chain run already is not run twice).
+# When those make a cage, a network namespace or an sshfs mount, minc
+# holds INT, TERM, HUP and QUIT until the end of phase 3 and then stops
+# the boot and cleans up itself (--cleanup), as on a failure; otherwise,
+# and on SIGKILL or a crash, a signal ends Node at once. So minc starts
+# this guard first, with a pipe as its stdin, and tells it on that pipe
+# "made TEMPLATE" before it makes TMPDIR with mktemp (TEMPLATE then
+# XXXXXX) and "dir TMPDIR" once it has one. The pipe closes when minc
+# exits or execs the waiter; the guard then waits until either the waiter
+# has written TMPDIR/waiter (handed over: nothing to do) or minc's PID is
+# gone (died: run the cleanup chain, which removes a made TMPDIR; one that
+# died before it wrote the chain is removed by the guard; a chain run
+# already is not run twice).
 
 guard= now=
+made=
 case $1 in
-  --guard) guard=$2; shift 2; read -r tmpdir || exit 0; set -- "$tmpdir" ;;
+  --guard) guard=$2; shift 2; set -- "" ;;
   --cleanup) now=1; shift ;;
 esac
 tmpdir=$1
@@ -86,9 +91,21 @@ if [ -n "$now" ]; then cleanup; exit 0; fi
 
 if [ -n "$guard" ]; then
   trap '' INT TERM HUP QUIT   # minc's signals are minc's; this guard acts on its end
-  while read -r _; do :; done
+  while read -r what name; do
+    case $what in made) made=$name ;; dir) tmpdir=$name ;; esac
+  done
+  if [ -z "$tmpdir" ]; then
+    # minc died between its mktemp and telling the name: only an empty directory can be there.
+    [ -z "$made" ] || for dir in "$made"??????; do [ ! -d "$dir" ] || rmdir "$dir" 2>/dev/null; done
+    exit 0
+  fi
+  pidfile=$tmpdir/pid registered=$tmpdir/cleanup
   while [ ! -e "$tmpdir/waiter" ] && running "$guard"; do sleep 0.01; done
-  [ -e "$tmpdir/waiter" ] || cleanup
+  [ ! -e "$tmpdir/waiter" ] || exit 0
+  had_chain=; [ ! -s "$registered" ] || had_chain=1   # (made, but empty: minc died in the write of its first line)
+  cleanup
+  # A directory minc made, before it wrote the chain that removes it.
+  case $tmpdir in "$made"??????) [ -n "$had_chain" ] || rm -rf --one-file-system "$tmpdir" ;; esac
   exit 0
 fi
 
