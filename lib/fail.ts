@@ -64,7 +64,9 @@ function report(e: unknown): number {
 export function main(body: () => void | number): void {
   checkNode();
   useCompileCache();
-  resetSignals(["SIGINT", "SIGTERM", "SIGQUIT"]);
+  // An ignored QUIT (a background job of sh) would stay ignored in the container; INT and
+  // TERM are Node's own until an exec resets them (minc-core, as PID 1, resets them itself).
+  resetSignals(["SIGQUIT"]);
   let status: number;
   try {
     status = body() ?? 0;

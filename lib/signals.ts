@@ -2,10 +2,11 @@
 //
 // Node catches SIGINT and SIGTERM (to restore the terminal, then re-raise)
 // and ignores SIGPIPE and SIGXFSZ; a background job of sh may start us with
-// SIGQUIT ignored. Neither suits the boot: as PID 1 of the
-// new namespaces minc-core would "handle" a TERM and then drop it, and an
-// ignored signal stays ignored across execve into the user's command.
-// Adding and removing a listener leaves the default action (SIG_DFL).
+// SIGQUIT ignored. Neither suits the boot: as PID 1 of the new namespaces
+// minc-core would "handle" a TERM and then drop it (so it resets INT and
+// TERM), and an ignored signal stays ignored across execve into the user's
+// command (so every program resets QUIT, and exec() PIPE and XFSZ). Adding
+// and removing a listener leaves the default action (SIG_DFL).
 const RESET = Symbol.for("mincs.signals-reset");
 
 export function resetSignals(signals: readonly NodeJS.Signals[]): void {

@@ -22,6 +22,7 @@ import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { closeView, lstatInRoot } from "../lib/rootview.ts";
 import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, runTogether, symlink, touch, writeFile } from "../lib/run.ts";
+import { resetSignals } from "../lib/signals.ts";
 import { userTerminal } from "../lib/terminal.ts";
 import { phase, quote, step, tracing } from "../lib/trace.ts";
 
@@ -375,5 +376,7 @@ main(() => {
     if (!args[1]) throw usageError("usage: minc-core --write-down SCRIPT [COMMAND [ARG...]]");
     return writeDown(args[1], args.slice(2));
   }
+  // As PID 1 of its namespace, Node would "handle" INT and TERM (reset the terminal, raise again) and so drop them.
+  resetSignals(["SIGINT", "SIGTERM"]);
   boot(args);
 });
