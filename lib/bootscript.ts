@@ -16,6 +16,7 @@
 //   namespaces) throws notWrittenDown(): minc-exec then starts minc-core
 //   itself in them, as before.
 import { writeFileSync } from "node:fs";
+import { quote } from "./quote.ts";
 
 interface Script {
   file: string;
@@ -49,14 +50,13 @@ export function writingDown(): boolean {
   return shared[KEY] !== undefined;
 }
 
-/** Write the script out; false if nothing was being written down. */
-export function finishWritingDown(): boolean {
+/** Write the script out (the last pending mounts first). */
+export function finishWritingDown(): void {
   const script = shared[KEY];
-  if (!script) return false;
+  if (!script) return;
   flush(script);
   writeFileSync(script.file, script.lines.join("\n") + "\n");
   delete shared[KEY];
-  return true;
 }
 
 export function abandonWritingDown(): void {
@@ -80,7 +80,7 @@ export function recordTrace(line: string): void {
  * and after it can still be made together.
  */
 export function recordCommand(line: string, paths?: readonly string[]): void {
-  recordRaw(`${line} || fail ${shellQuote(`failed: ${line}`)}`, paths);
+  recordRaw(`${line} || fail ${quote(`failed: ${line}`)}`, paths);
 }
 
 /** A line of sh as it is (see recordCommand for paths). */
@@ -90,17 +90,16 @@ export function recordRaw(line: string, paths?: readonly string[]): void {
   script.lines.push(line);
 }
 
-/** mount(8)'s arguments; false if they do not fit an fstab line (then record the command). */
-export function recordMount(args: readonly string[], kind: "dir" | "file"): boolean {
-  const entry = fstabEntry(args);
-  if (!entry) return false;
+/** A mount for the fstab of the next mount -a; false if it does not fit one (then record the command). */
+export function recordMount(m: MountArgs, kind: "dir" | "file"): boolean {
+  if (m.options.includes("noauto")) return false;
   const script = shared[KEY]!;
   flushTrace(script);
-  script.mounts.push({ entry, target: args[args.length - 1], kind });
+  script.mounts.push({ entry: fstabEntry(m), target: m.target, kind });
   return true;
 }
 
-/** At a phase's end: its mounts are made before the next phase's trace. */
+/** At a phase's end: its mounts are made before the next phase's trace (nothing when not writing down). */
 export function flushWrittenDown(): void {
   const script = shared[KEY];
   if (script) flush(script);
@@ -117,8 +116,8 @@ function flush(script: Script, paths?: readonly string[]): void {
   script.mounts = script.mounts.slice(n);
   if (n > 1 && script.tracing) script.trace.push(`# (${n} of the mounts above are made together, by one mount(8): mount -a -T ${fstab})`);
   flushTrace(script);
-  const mountAll = `mount -a -T ${shellQuote(fstab)}`;
-  const failed = `fail ${shellQuote(`failed: the mounts of ${fstab}`)}`;
+  const mountAll = `mount -a -T ${quote(fstab)}`;
+  const failed = `fail ${quote(`failed: the mounts of ${fstab}`)}`;
   const remade = remakeMountpoints(script, batch);
   if (remade === "") script.lines.push(`${mountAll} || ${failed}`);
   else script.lines.push(`${mountAll} 2>/dev/null || { ${remade} ${mountAll}; } || ${failed}`);
@@ -135,14 +134,14 @@ function flush(script: Script, paths?: readonly string[]): void {
 function remakeMountpoints(script: Script, batch: Script["mounts"]): string {
   if (!script.remake) return "";
   const steps = batch.filter((m) => m.target.startsWith(`${script.root}/`)).map(({ target, kind }) => {
-    const t = shellQuote(target);
-    const make = kind === "dir" ? `mkdir -p ${t}` : `{ mkdir -p ${shellQuote(target.slice(0, target.lastIndexOf("/")))} && : >> ${t}; }`;
+    const t = quote(target);
+    const make = kind === "dir" ? `mkdir -p ${t}` : `{ mkdir -p ${quote(target.slice(0, target.lastIndexOf("/")))} && : >> ${t}; }`;
     return `[ -e ${t} ] || ${make};`;
   });
   if (steps.length === 0) return "";
   const note = script.tracing ? "printf '%s\\n' '# (a mountpoint the plan saw in a lower layer is hidden by an opaque directory above: made now)' >&2; " : "";
   // (Only while the working dir is there: mkdir -p must not make it again after a cleanup.)
-  return `[ -d ${shellQuote(script.root)} ] && { ${note}${steps.join(" ")} } &&`;
+  return `[ -d ${quote(script.root)} ] && { ${note}${steps.join(" ")} } &&`;
 }
 
 /** The last pending mount on, over or under one of the paths; -1 if none. */
@@ -156,12 +155,19 @@ function lastCovering(mounts: readonly { target: string }[], paths: readonly str
 
 function flushTrace(script: Script): void {
   if (script.trace.length === 0) return;
-  script.lines.push(`printf '%s\\n' ${script.trace.map(shellQuote).join(" ")} >&2`);
+  script.lines.push(`printf '%s\\n' ${script.trace.map(quote).join(" ")} >&2`);
   script.trace = [];
 }
 
-/** mount [-t TYPE] [-o OPTIONS] [--bind] SOURCE TARGET as fstab's six fields. */
-function fstabEntry(args: readonly string[]): string | undefined {
+export interface MountArgs {
+  type: string;
+  options: string[];
+  source: string;
+  target: string;
+}
+
+/** mount [-t TYPE] [-o OPTIONS] [--bind] SOURCE TARGET; undefined for any other form. */
+export function parseMount(args: readonly string[]): MountArgs | undefined {
   let type = "none";
   const options: string[] = [];
   const places: string[] = [];
@@ -173,17 +179,18 @@ function fstabEntry(args: readonly string[]): string | undefined {
     else if (a.startsWith("-")) return undefined;
     else places.push(a);
   }
-  if (places.length !== 2 || options.includes("noauto")) return undefined;
-  return [fstabField(places[0]), fstabField(places[1]), fstabField(type), fstabField(options.length > 0 ? options.join(",") : "defaults"), "0", "0"].join(" ");
+  if (places.length !== 2) return undefined;
+  return { type, options, source: places[0], target: places[1] };
+}
+
+/** fstab's six fields. */
+function fstabEntry(m: MountArgs): string {
+  return [fstabField(m.source), fstabField(m.target), fstabField(m.type), fstabField(m.options.length > 0 ? m.options.join(",") : "defaults"), "0", "0"].join(" ");
 }
 
 /** fstab separates fields by blanks: spaces and the like are written in octal, as getmntent(3) reads them. */
 function fstabField(text: string): string {
   return text.replace(/[\\\s]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`);
-}
-
-function shellQuote(word: string): string {
-  return "'" + word.replace(/'/g, "'\\''") + "'";
 }
 
 /** Thrown by a step that cannot be written down ahead; it crosses bundles, so it is known by its name. */

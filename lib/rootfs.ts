@@ -1,7 +1,8 @@
 // Facts about a container's rootfs that more than one backend needs.
 import { usageError } from "./fail.ts";
 import { resolveInRoot } from "./paths.ts";
-import { isExecutableInRoot, readFileInRoot } from "./rootview.ts";
+import { foundInRoot, readFileInRoot } from "./rootview.ts";
+import { isExecutable } from "./run.ts";
 
 /** The shell to run when no command is given: $SHELL if the rootfs has it, else /bin/sh. */
 export function shellOf(root: string): string | undefined {
@@ -46,4 +47,16 @@ export function userOf(root: string, spec: string): User {
     gid = Number(g[2]);
   }
   return { uid, gid };
+}
+
+/**
+ * An executable file in the root (resolve the path first: a last symlink is
+ * not followed). In a layer of the root's view, before the root is mounted,
+ * by its mode bits (root may run a file with any of them set).
+ */
+export function isExecutableInRoot(path: string): boolean {
+  const f = foundInRoot(path);
+  if (!f) return false;
+  if (f.at === path) return isExecutable(path);
+  return f.stat.isFile() && (f.stat.mode & 0o111) !== 0;
 }

@@ -12,7 +12,7 @@
 // is hidden; should a mount then miss its mountpoint, the script makes it
 // and mounts again (lib/bootscript.ts).
 // Without a view, every question goes to the filesystem itself.
-import { accessSync, constants, lstatSync, readFileSync, readlinkSync, statSync, type Stats } from "node:fs";
+import { lstatSync, readFileSync, readlinkSync, type Stats } from "node:fs";
 
 interface View {
   root: string;
@@ -74,8 +74,8 @@ function isWhiteout(s: Stats): boolean {
   return s.isCharacterDevice() && s.rdev === 0;
 }
 
-/** Where path is found: the first layer that has it, unless a whiteout hides it. */
-function found(path: string): { at: string; stat: Stats } | undefined {
+/** Where path is found: the host path of the first layer that has it, and its lstat; undefined if absent or whited out. */
+export function foundInRoot(path: string): { at: string; stat: Stats } | undefined {
   const view = shared[KEY];
   if (view?.removed.has(path)) return undefined;
   for (const at of candidates(path)) {
@@ -88,32 +88,19 @@ function found(path: string): { at: string; stat: Stats } | undefined {
 }
 
 export function lstatInRoot(path: string): Stats | undefined {
-  return found(path)?.stat;
+  return foundInRoot(path)?.stat;
 }
 
 export function readlinkInRoot(path: string): string {
-  const f = found(path);
-  if (!f) throw Object.assign(new Error(`${path}: no such file`), { code: "ENOENT" });
-  return readlinkSync(f.at);
+  return readlinkSync(existing(path));
 }
 
 export function readFileInRoot(path: string): string {
-  const f = found(path);
-  if (!f) throw Object.assign(new Error(`${path}: no such file`), { code: "ENOENT" });
-  return readFileSync(f.at, "utf8");
+  return readFileSync(existing(path), "utf8");
 }
 
-/** An executable file (not following a last symlink: resolve the path first). */
-export function isExecutableInRoot(path: string): boolean {
-  const f = found(path);
-  if (!f) return false;
-  if (f.at === path) {
-    try {
-      accessSync(path, constants.X_OK);
-      return statSync(path).isFile();
-    } catch {
-      return false;
-    }
-  }
-  return f.stat.isFile() && (f.stat.mode & 0o111) !== 0;
+function existing(path: string): string {
+  const f = foundInRoot(path);
+  if (!f) throw Object.assign(new Error(`${path}: no such file`), { code: "ENOENT" });
+  return f.at;
 }

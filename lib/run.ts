@@ -4,7 +4,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { accessSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { inNewRoot, notWrittenDown, recordCommand, recordMount, recordRaw, writingDown } from "./bootscript.ts";
+import { inNewRoot, notWrittenDown, parseMount, recordCommand, recordMount, recordRaw, writingDown } from "./bootscript.ts";
 import { HandedOver, MincError } from "./fail.ts";
 import { libexecDir } from "./libexec.ts";
 import { viewMount, viewRemove } from "./rootview.ts";
@@ -105,11 +105,11 @@ export function runTogether(argv: readonly string[]): void {
 function writeDownMount(args: readonly string[]): void {
   const line = quoteAll(["mount", ...args]);
   shown(line);
-  const places = args.filter((a, i) => !a.startsWith("-") && args[i - 1] !== "-t" && args[i - 1] !== "-o");
-  const bind = args.includes("--bind") || args.some((a, i) => args[i - 1] === "-o" && a.split(",").includes("bind"));
-  const onFile = bind && !!statSync(places[0], { throwIfNoEntry: false })?.isFile(); // a file is bound onto a file
-  if (!recordMount(args, onFile ? "file" : "dir")) recordCommand(line);
-  viewMount(places[places.length - 1], bind ? places[0] : undefined);
+  const m = parseMount(args);
+  const bind = !!m?.options.includes("bind");
+  const onFile = bind && !!statSync(m!.source, { throwIfNoEntry: false })?.isFile(); // a file is bound onto a file
+  if (!m || !recordMount(m, onFile ? "file" : "dir")) recordCommand(line);
+  if (m) viewMount(m.target, bind ? m.source : undefined);
 }
 
 /**
@@ -226,11 +226,12 @@ export function isExecutable(path: string): boolean {
  */
 export function exec(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, shownAs?: string): never {
   const file = findInPath(argv[0], env.PATH);
-  if (file && writingDown() && !isNodeBackend(file)) writeDownExec(file, argv, env);
+  const ours = !!file && isNodeBackend(file);
+  if (file && writingDown() && !ours) writeDownExec(file, argv, env);
   if (shownAs !== "") shown(shownAs ?? `exec ${quoteAll(argv)}`);
   // execve aborts the whole process when it fails, so check first.
   if (!file) throw new MincError(`${argv[0]}: command not found or not executable`, 127);
-  if (isNodeBackend(file)) loadInstead(file, argv, env);
+  if (ours) loadInstead(file, argv, env);
   resetSignals(["SIGPIPE", "SIGXFSZ"]);
   flushCompileCache();
   const clean: Record<string, string> = {};
@@ -262,14 +263,23 @@ function writeDownExec(file: string, argv: readonly string[], env: NodeJS.Proces
 /** env --default-signal (GNU coreutils 8.31 and later; busybox's env has not got it: then minc-core boots inside itself). */
 function defaultSignals(): string[] {
   const env = findInPath("env");
-  let knows = false;
-  try {
-    knows = !!env && readFileSync(env).includes("default-signal"); // (its --help text is in the program; no process to ask)
-  } catch {
-    // unreadable: as if it did not know
+  if (!env || !stringsOf(env)?.includes("default-signal")) {
+    throw notWrittenDown("this env(1) cannot give INT and QUIT their default action back (--default-signal)");
   }
-  if (!knows) throw notWrittenDown("this env(1) cannot give INT and QUIT their default action back (--default-signal)");
-  return [env!, "--default-signal=INT,QUIT"];
+  return [env, "--default-signal=INT,QUIT"];
+}
+
+/**
+ * A program's bytes as text, to look for its option names: a program keeps
+ * them and its --help text as strings, and reading them costs no process
+ * (asking it --help does). Undefined if it cannot be read.
+ */
+export function stringsOf(program: string): string | undefined {
+  try {
+    return readFileSync(program, "latin1");
+  } catch {
+    return undefined;
+  }
 }
 
 /** One of our own Node bundles in libexec/ (where this one is, or beside the bin/ it is in). */

@@ -35,7 +35,7 @@ function say(line: string): void {
 
 /** Head a phase; each program heads the phases it prints in. */
 export function phase(n: 1 | 2 | 3 | 4 | 5): void {
-  if (writingDown()) flushWrittenDown(); // the last phase's mounts are made before this one starts
+  flushWrittenDown(); // written down, the last phase's mounts are made before this one starts
   say(`# ==== ${progname()}: phase ${n}/5: ${PHASES[n]} ====`);
 }
 
@@ -49,14 +49,5 @@ export function shown(line: string): void {
   say(`+ ${line}`);
 }
 
-const SAFE = /^[A-Za-z0-9_@%+=:,./-]+$/;
-
-/** Quote one word for sh, only where needed, so lines stay readable. */
-export function quote(word: string): string {
-  if (word !== "" && SAFE.test(word)) return word;
-  return "'" + word.replace(/'/g, "'\\''") + "'";
-}
-
-export function quoteAll(words: readonly string[]): string {
-  return words.map(quote).join(" ");
-}
+// (Quoting lives in lib/quote.ts, which lib/bootscript.ts uses too.)
+export { quote, quoteAll } from "./quote.ts";

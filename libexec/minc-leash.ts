@@ -7,15 +7,14 @@
 // out) and any --nocaps; without capsh (or with --pivot), pivot_root into it
 // and detach the old root altogether. Either way the MINC_* variables are
 // washed out and the command replaces this process, so it is PID 1.
-import { readFileSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { enterCages, openCages, type CageDoor } from "../lib/cage.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
-import { shellOf, userOf, type User } from "../lib/rootfs.ts";
+import { isExecutableInRoot, shellOf, userOf, type User } from "../lib/rootfs.ts";
 import { notWrittenDown, writingDown } from "../lib/bootscript.ts";
-import { isExecutableInRoot } from "../lib/rootview.ts";
-import { capture, exec, findInPath, run } from "../lib/run.ts";
+import { capture, exec, findInPath, run, stringsOf } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 
 const env = process.env;
@@ -112,19 +111,15 @@ function findCapsh(): Capsh | undefined {
 }
 
 /**
- * capsh keeps its option names and --help text in the program as strings;
- * reading them there costs no process. Undefined if they are not found
- * (a wrapper script, a packed program): then capsh --help is asked.
+ * capsh's option names, read from the program (lib/run.ts stringsOf).
+ * Undefined if they are not found there (a wrapper script, a packed
+ * program): then capsh --help is asked.
  */
 function helpInProgram(path: string): string | undefined {
-  try {
-    const text = readFileSync(path, "latin1");
-    if (!/\0\s*--chroot=/.test(text)) return undefined;
-    step("(its option names are strings in the program: read them there)");
-    return text;
-  } catch {
-    return undefined;
-  }
+  const text = stringsOf(path);
+  if (text === undefined || !/\0\s*--chroot=/.test(text)) return undefined;
+  step("(its option names are strings in the program: read them there)");
+  return text;
 }
 
 /** The shell capsh will start in the new root to exec the command. */
