@@ -4,12 +4,13 @@
 // run as a program for every operation; pulling is libexec/minc-smuggler,
 // which downloads and verifies an image into a directory as an OCI image
 // layout, which minc-farm then imports.
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import { constants } from "node:os";
 import yargs from "yargs";
-import { HandedOver, MincError, main, usageError } from "../lib/fail.ts";
+import { HandedOver, MincError, main, settleLater, usageError } from "../lib/fail.ts";
 import { checkName, Store } from "../lib/farm.ts";
+import { stopOnInterrupt } from "../lib/interrupt.ts";
 import { wantedPlatform } from "../lib/platform.ts";
 import { checkReference } from "../lib/reference.ts";
 import { backend } from "../lib/libexec.ts";
@@ -28,13 +29,20 @@ function backendCall(name: string, args: string[], env: Env, shownEnv: Env = env
   return { argv, full, line: `${vars}${quoteAll(argv)}` };
 }
 
-/** Run a backend with extra variables; its exit status is ours (it printed its own error). */
-function runBackend(name: string, args: string[], env: Env = {}, shownEnv: Env = env, stdoutToStderr = false): number {
+/**
+ * Run a backend with extra variables; its exit status is ours (it printed its
+ * own error). It runs asynchronously, so that a signal that interrupts marten
+ * reaches it too and marten cleans up once it has ended (lib/interrupt.ts).
+ */
+function runBackend(name: string, args: string[], env: Env = {}, shownEnv: Env = env, stdoutToStderr = false): Promise<number> {
   const { argv, full, line } = backendCall(name, args, env, shownEnv);
   shown(line);
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["inherit", stdoutToStderr ? 2 : 1, 2], env: full });
-  if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
-  return r.status ?? 128 + (r.signal ? constants.signals[r.signal] : 0);
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { stdio: ["inherit", stdoutToStderr ? 2 : 1, 2], env: full });
+    stopOnInterrupt(child);
+    child.on("error", (e) => reject(new MincError(`cannot run ${argv[0]}: ${e.message}`)));
+    child.on("close", (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0)));
+  });
 }
 
 /**
@@ -70,7 +78,7 @@ interface PullOptions {
  * empty directory in the store's staging area) as an OCI image layout;
  * minc-farm imports it from there. The staging directory goes either way.
  */
-function pull(ref: string, o: PullOptions): number {
+async function pull(ref: string, o: PullOptions): Promise<number> {
   const refName = checkReference(ref);
   const name = o.name === undefined ? refName : checkName(o.name, "--name");
   if (o.arch !== undefined) wantedPlatform(o.arch);
@@ -92,10 +100,10 @@ function pull(ref: string, o: PullOptions): number {
     const env: Env = { MINC_ARCH: o.arch, MINC_PULL_INSECURE: o.insecure ? "1" : undefined, MINC_PULL_USER: o.user, MINC_PULL_HAVE: store.images, MINC_PULL_UNPACK: "1" };
     const masked: Env = { ...env, MINC_PULL_USER: o.user?.replace(/:.*$/, ":***") };
     // What it prints (the manifest's digest) goes to stderr: marten pull prints the image's id.
-    const s = runBackend("minc-smuggler", [ref, layout], env, masked, true);
+    const s = await runBackend("minc-smuggler", [ref, layout], env, masked, true);
     if (s !== 0) return s;
     step(`Import it as ${name}`);
-    return runBackend("minc-farm", ["import", layout], { MINC_IMPORT_NAME: name, MINC_ARCH: o.arch, MINC_IMPORT_UNPACKED: "1" });
+    return await runBackend("minc-farm", ["import", layout], { MINC_IMPORT_NAME: name, MINC_ARCH: o.arch, MINC_IMPORT_UNPACKED: "1" });
   } finally {
     removeTree(stage);
   }
@@ -108,6 +116,7 @@ function rename(cmd: "rename" | "renamei", id: string, name: string): number {
 
 main(() => {
   let status = 0;
+  let pulled: Promise<number> | undefined; // (pull is the one command that works asynchronously)
   const str = (v: unknown): string => String(v);
   const opt = (v: unknown): string | undefined => (v === undefined ? undefined : String(v));
   yargs(process.argv.slice(2))
@@ -135,7 +144,7 @@ main(() => {
         .option("insecure", { type: "boolean", describe: "Allow plain HTTP to the registry" })
         .option("user", { type: "string", describe: "USER:PASSWORD for the registry" })
         .option("name", { type: "string", describe: "Name the image (default: NAME[:TAG])" }),
-      (a) => { status = pull(str(a.image), { arch: opt(a.arch), insecure: a.insecure as boolean | undefined, user: opt(a.user), name: opt(a.name) }); })
+      (a) => { pulled = pull(str(a.image), { arch: opt(a.arch), insecure: a.insecure as boolean | undefined, user: opt(a.user), name: opt(a.name) }); })
     .command("commit <id>", "Commit a container's changes to a new image", {}, (a) => { status = farm(["commit", str(a.id)]); })
     .command("rename <id> <name>", "Rename a container", {}, (a) => { status = rename("rename", str(a.id), str(a.name)); })
     .command("renamei <id> <name>", "Rename an image", {}, (a) => { status = rename("renamei", str(a.id), str(a.name)); })
@@ -144,5 +153,6 @@ main(() => {
     .alias("h", "help")
     .fail((msg, err) => { throw err instanceof MincError || err instanceof HandedOver ? err : usageError(err?.message ?? msg); })
     .parseSync();
+  if (pulled) settleLater(pulled);
   return status;
 });

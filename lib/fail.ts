@@ -78,12 +78,17 @@ export function main(body: () => void | number): void {
   process.exitCode = status;
 }
 
+/** The exit status is this work's, when it is done (for a main() body that goes on asynchronously). */
+export function settleLater(work: Promise<number | void>): void {
+  work.then((status) => { process.exitCode = status ?? 0; }, (e: unknown) => {
+    if (!(e instanceof HandedOver)) process.exitCode = report(e);
+  });
+}
+
 /** main() for a body that works asynchronously (downloads, streams). */
 export function mainAsync(body: () => Promise<number | void>): void {
   main(() => {
-    body().then((status) => { process.exitCode = status ?? 0; }, (e: unknown) => {
-      if (!(e instanceof HandedOver)) process.exitCode = report(e);
-    });
+    settleLater(body());
     return 0;
   });
 }

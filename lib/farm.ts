@@ -17,6 +17,7 @@ import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { MincError, usageError } from "./fail.ts";
+import { removeOnInterrupt } from "./interrupt.ts";
 import { mounts } from "./mounts.ts";
 import { removeTree } from "./run.ts";
 import { quote, quoteAll, shown, step } from "./trace.ts";
@@ -315,6 +316,7 @@ export class Store {
   makeStaging(tag = ""): string {
     this.ensure();
     const dir = `${this.staging}/${process.pid}-${tag ? `${tag}-` : ""}${randomBytes(6).toString("hex")}`;
+    removeOnInterrupt(dir); // (before it exists: a signal from here on is caught)
     shown(`mkdir ${quote(dir)}`);
     fs.mkdirSync(dir);
     return dir;

@@ -6,6 +6,7 @@ import { accessSync, closeSync, constants, copyFileSync, existsSync, lstatSync, 
 import { dirname } from "node:path";
 import { inNewRoot, notWrittenDown, parseMount, recordCommand, recordMount, recordRaw, writingDown } from "./bootscript.ts";
 import { HandedOver, MincError } from "./fail.ts";
+import { stopOnInterrupt } from "./interrupt.ts";
 import { libexecDir } from "./libexec.ts";
 import { viewMount, viewRemove } from "./rootview.ts";
 import { flushCompileCache } from "./compilecache.ts";
@@ -57,12 +58,17 @@ export function run(argv: readonly string[]): void {
   if (r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${r.status ?? r.signal})`);
 }
 
-/** Run a command to its end, without blocking this process (so other work can go on meanwhile). */
+/**
+ * Run a command to its end, without blocking this process (so other work can
+ * go on meanwhile). Should this program be interrupted, the command gets the
+ * signal too, and ends first (lib/interrupt.ts).
+ */
 export function runAsync(argv: readonly string[]): Promise<void> {
   runQueuedMounts();
   shown(`${quoteAll(argv)} &`);
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
+    stopOnInterrupt(child);
     child.on("error", (e) => reject(new MincError(`cannot run ${argv[0]}: ${e.message}`)));
     child.on("close", (code, signal) => {
       if (code === 0) resolve();

@@ -3,10 +3,11 @@
 // a store laid out by the shell MINCS.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { alive, chainId, checkName, mincsDirFromConfig, sameName, storeDir } from "../lib/farm.ts";
-import { REPO, rootfs } from "./helpers.ts";
+import { REPO, rootfs, sleep } from "./helpers.ts";
 
 const FARM = `${REPO}/libexec/minc-farm`;
 const skip = process.getuid?.() !== 0 ? "needs root (overlay mounts, owners, device nodes)" : undefined;
@@ -236,6 +237,29 @@ describe("minc-farm", { skip }, () => {
     farm(["import", dir]);
     assert.deepEqual(readdirSync(`${store}/.staging`), [`${process.pid}-import-0123456789ab`], "a live process's staging directory must stay");
     rmSync(mine, { recursive: true });
+  });
+
+  test("marten import interrupted by INT, TERM or HUP mid-copy: its cp ends, no staging directory, no image", async () => {
+    const big = `${tmp}/big`;
+    mkdirSync(big);
+    // 128 MB: the copy and the digest take well over 100 ms, the signal comes within a few.
+    for (let i = 0; i < 16; i++) writeFileSync(`${big}/f${i}`, randomBytes(8 << 20));
+    const images = readdirSync(`${store}/images`).sort();
+    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+      const child = spawn(`${REPO}/bin/marten`, ["import", big], { env: env(), stdio: ["ignore", "pipe", "pipe"] });
+      let stderr = "";
+      child.stderr.on("data", (c: Buffer) => { stderr += c; });
+      const ended = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on("close", (code, signal) => resolve([code, signal])));
+      while (readdirSync(`${store}/.staging`).length === 0) await sleep(1);
+      child.kill(sig);
+      const [code, signal] = await ended;
+      assert.equal(signal, sig, `${sig}: exit ${code}: ${stderr}`);
+      assert.match(stderr, new RegExp(`interrupted by ${sig}; nothing kept`));
+      assert.deepEqual(readdirSync(`${store}/.staging`), [], sig);
+      assert.deepEqual(readdirSync(`${store}/images`).sort(), images, `${sig}: no image went in`);
+      const copies = spawnSync("pgrep", ["-f", `cp -a -- ${big}`], { encoding: "utf8" }).stdout;
+      assert.equal(copies, "", `${sig}: the copy still runs`);
+    }
   });
 
   test("--debug (MINC_DEBUG=1) shows each step and command", () => {

@@ -1,11 +1,12 @@
 // Images end to end: marten pull from a registry on 127.0.0.1 and marten
 // import, then minc -r IMAGE and minc -t CONTAINER on the image store.
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, cpSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, cpSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { REPO, cannotBoot, cleanEnv, leftovers, rootfs, type Run } from "./helpers.ts";
-import { buildImage, cannotRunRegistry, push, scratch, startRegistry, stopAll, type FileEntry, type Registry } from "./registry-fixture.ts";
+import { REPO, cannotBoot, cleanEnv, leftovers, rootfs, sleep, type Run } from "./helpers.ts";
+import { buildImage, cannotRunRegistry, push, scratch, startFront, startRegistry, stopAll, type FileEntry, type Registry } from "./registry-fixture.ts";
 
 const skip = cannotBoot() ?? cannotRunRegistry();
 if (skip) console.log(`# skipping the image tests: ${skip}`);
@@ -111,6 +112,33 @@ describe("images", { skip }, () => {
       assert.equal(r.stdout, "imported\n");
     } finally {
       rmSync(dir, { recursive: true });
+    }
+  });
+
+  test("marten pull interrupted mid-download (TERM to marten alone): minc-smuggler ends, no staging directory, no image", async () => {
+    const layout = scratch("minc-test-layout-");
+    const image = buildImage(layout, "3", { layers: [busyboxLayer(), { "data/big": randomBytes(4 << 20) }], config: { Cmd: ["true"] } });
+    await push(layout, "3", `${registry!.host}/library/stalled:3`);
+    const front = await startFront(registry!, { stallBlob: image.layers[1].digest });
+    try {
+      const images = readdirSync(`${store}/images`).sort();
+      const child = spawn(`${REPO}/bin/marten`, ["pull", `${front.host}/library/stalled:3`], { env: env(), stdio: ["ignore", "pipe", "pipe"] });
+      let stderr = "";
+      const stalled = new Promise<void>((resolve) => child.stderr.on("data", (c: Buffer) => {
+        stderr += c;
+        if (stderr.includes(`${image.layers[1].digest.slice(0, 19)}: downloading`)) resolve();
+      }));
+      const ended = new Promise<NodeJS.Signals | null>((resolve) => child.on("close", (_code, signal) => resolve(signal)));
+      await stalled;
+      await sleep(200); // (the half it sends is written)
+      child.kill("SIGTERM");
+      assert.equal(await ended, "SIGTERM", stderr);
+      assert.match(stderr, /marten: interrupted by SIGTERM; nothing kept/);
+      assert.deepEqual(readdirSync(`${store}/.staging`), []);
+      assert.deepEqual(readdirSync(`${store}/images`).sort(), images);
+      assert.equal(spawnSync("pgrep", ["-f", `minc-smuggler ${front.host}`], { encoding: "utf8" }).stdout, "", "minc-smuggler still runs");
+    } finally {
+      await front.stop();
     }
   });
 
