@@ -432,7 +432,9 @@ function forgetLastRun(dir: string): void {
  * too while phases 2 and 3 make a cage or a network.) It starts before the
  * working directory exists and is told on its stdin the mktemp template,
  * then the directory's name, so no moment is left where a directory is made
- * and unguarded.
+ * and unguarded. After the handover it stays for a waiter in the foreground
+ * (minc itself, its parent, so setpriv --pdeathsig tells it when that ends):
+ * should the waiter be SIGKILLed, the guard runs the cleanup chain instead.
  */
 interface Guard {
   /** minc is about to make its working directory with this mktemp template (then XXXXXX). */
@@ -442,9 +444,13 @@ interface Guard {
 }
 
 function startGuard(): Guard {
-  step("Guard the boot: should minc die before its waiter takes over, the guard runs the cleanup chain");
-  const argv = ["/bin/sh", backend("minc-waiter.sh"), "--guard", String(process.pid)];
-  shown(`${quoteAll(argv.slice(0, 3))} "$$" &   # (told the working dir on a pipe from minc; acts when minc exits or execs)`);
+  step("Guard the container: should minc or its waiter die before they have cleaned up (a signal in the boot, SIGKILL), the guard runs the cleanup chain");
+  const setpriv = !!findInPath("setpriv");
+  // WINCH: its default action is to ignore it, so one that came before the guard's trap is set does no harm.
+  const tied = setpriv ? ["setpriv", "--pdeathsig", "WINCH"] : [];
+  const argv = [...tied, "/bin/sh", backend("minc-waiter.sh"), "--guard", String(process.pid), ...(setpriv ? ["tied"] : [])];
+  const shownArgv = quoteAll(argv).replace(` ${process.pid}`, () => ' "$$"');
+  shown(`${shownArgv} &   # (told the working dir on a pipe from minc; acts when minc, then its waiter, ends)`);
   const guard = spawn(argv[0], argv.slice(1), { detached: true, stdio: ["pipe", "ignore", "inherit"] });
   guard.unref();
   return {

@@ -1,9 +1,9 @@
-# minc-waiter: the one host-side process (besides unshare) that stays while
-# a container runs. It is plain sh, not Node, so a running container costs
-# the host about a megabyte, like the shell MINCS.
+# minc-waiter: the host-side process that waits while a container runs,
+# with minc's guard (both run this script). It is plain sh, not Node, so a
+# running container costs the host a few megabytes, like the shell MINCS.
 #
 #   sh minc-waiter.sh TMPDIR COMMAND...      wait for the container
-#   sh minc-waiter.sh --guard PID            guard minc's boot (see below)
+#   sh minc-waiter.sh --guard PID [tied]     guard minc's boot (see below)
 #   sh minc-waiter.sh --cleanup TMPDIR       run the cleanup chain now
 #
 # minc (with minc-exec loaded into the same Node) execs it at the end of
@@ -40,15 +40,19 @@
 # "made TEMPLATE" before it makes TMPDIR with mktemp (TEMPLATE then
 # XXXXXX) and "dir TMPDIR" once it has one. The pipe closes when minc
 # exits or execs the waiter; the guard then waits until either the waiter
-# has written TMPDIR/waiter (handed over: nothing to do) or minc's PID is
-# gone (died: run the cleanup chain, which removes a made TMPDIR; one that
-# died before it wrote the chain is removed by the guard; a chain run
-# already is not run twice).
+# has written TMPDIR/waiter (handed over) or minc's PID is gone (died: run
+# the cleanup chain, which removes a made TMPDIR; one that died before it
+# wrote the chain is removed by the guard; a chain run already is not run
+# twice). Handed over to a waiter in the foreground (minc's own PID, the
+# guard's parent), the guard stays until the waiter ends, which setpriv
+# --pdeathsig tells it with a WINCH: if it ended without running the chain
+# (SIGKILL), the guard runs it. A waiter in the background (-B) is on its
+# own, as in the shell MINCS.
 
 guard= now=
 made=
 case $1 in
-  --guard) guard=$2; shift 2; set -- "" ;;
+  --guard) guard=$2 tied=${3:-}; shift 2; set -- "" ;;   # (tied: started by setpriv --pdeathsig WINCH)
   --cleanup) now=1; shift ;;
 esac
 tmpdir=$1
@@ -101,7 +105,35 @@ if [ -n "$guard" ]; then
   fi
   pidfile=$tmpdir/pid registered=$tmpdir/cleanup
   while [ ! -e "$tmpdir/waiter" ] && running "$guard"; do sleep 0.01; done
-  [ ! -e "$tmpdir/waiter" ] || exit 0
+  if [ -e "$tmpdir/waiter" ]; then
+    # Handed over. A waiter in the background is not minc, and without
+    # setpriv nothing would tell us of its end: nothing more to do then.
+    { read -r waiter < "$tmpdir/waiter"; } 2>/dev/null || waiter=
+    [ "$waiter" = "$guard" ] && [ -n "$tied" ] || exit 0
+    # A waiter in the foreground is minc, our parent: setpriv --pdeathsig
+    # sends WINCH when it ends. sh blocks only in a read or in a wait for a
+    # child: a sleep, which the trap ends (KILL: TERM is ignored here, and so
+    # in the sleep). The flag catches a WINCH that comes before the wait.
+    # (A FIFO to read would have to be made in the working directory, where
+    # it could race the chain's rm -rf of a container that ends at once.)
+    gone= nap=
+    trap 'gone=1; [ -z "$nap" ] || kill -KILL "$nap" 2>/dev/null' WINCH
+    while [ -z "$gone" ] && running "$guard"; do
+      sleep 600 < /dev/null > /dev/null 2>&1 &   # (short: one a killed guard leaves ends soon)
+      nap=$!
+      [ -n "$gone" ] || wait "$nap"
+      kill -KILL "$nap" 2>/dev/null
+    done
+    # It ran the chain (which removed the directory, or its own files with -k
+    # and -t), unless it was SIGKILLed: then run it here, once the container
+    # (killed with it by setpriv --pdeathsig) is gone.
+    [ -e "$registered" ] || exit 0
+    { read -r init < "$pidfile"; } 2>/dev/null || init=
+    n=0
+    while [ -n "$init" ] && running "$init" && [ $n -lt 100 ]; do sleep 0.02; n=$((n + 1)); done
+    cleanup
+    exit 0
+  fi
   had_chain=; [ ! -s "$registered" ] || had_chain=1   # (made, but empty: minc died in the write of its first line)
   cleanup
   # A directory minc made, before it wrote the chain that removes it.

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { MINC, cannotBoot, cleanEnv, leftovers, rootfs, runtimeDirs, settled, sleep } from "./helpers.ts";
+import { MINC, cages, cannotBoot, cleanEnv, leftovers, netLeftovers, rootfs, runtimeDirs, settled, sleep } from "./helpers.ts";
 
 const skip = cannotBoot();
 
@@ -59,23 +59,38 @@ describe("signals", { skip }, () => {
     }
   });
 
-  test("SIGKILL of minc during the boot: its guard cleans up (working dir, network namespace)", async () => {
+  test("SIGKILL of minc during the boot and after it: its guard cleans up (working dir, network namespace)", async () => {
     const netns = (): string[] => spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout.split("\n").filter((l) => /^minc\d+/.test(l));
-    for (let delay = 0; delay <= 150; delay += 15) {
+    for (let delay = 0; delay <= 210; delay += 15) {
       const child = spawn(MINC, ["--net", "-r", rootfs(), "sleep", "60"], { env: cleanEnv(), stdio: "ignore" });
       const mine = (): string[] => [...runtimeDirs(), ...netns()].filter((x) => x.includes(`minc${child.pid}`));
       await sleep(delay);
-      const dir = runtimeDirs().find((d) => d.includes(`/minc${child.pid}-`));
-      const handedOver = dir !== undefined && existsSync(`${dir}/waiter`);
       child.kill("SIGKILL");
       await new Promise((res) => child.on("exit", res));
-      if (handedOver) {
-        // A SIGKILLed waiter is beyond any cleanup, as for the shell MINCS: its container dies (pdeathsig); tidy up by hand.
-        await sleep(200);
-        spawnSync("sh", ["-c", `ip netns del minc${child.pid}; rm -rf --one-file-system ${dir}`]);
-        break;
-      }
       assert.deepEqual(await settled(mine), [], `after ${delay} ms`);
     }
+  });
+
+  const netTools = ["ip", "iptables", "nsenter"].every((t) => spawnSync("sh", ["-c", `command -v ${t}`]).status === 0);
+  const v1 = ["memory", "pids"].every((c) => existsSync(`/sys/fs/cgroup/${c}/cgroup.procs`));
+  const why = !netTools ? "needs ip, iptables, nsenter" : !v1 ? "needs cgroup v1 memory and pids" : undefined;
+  test("SIGKILL of minc while its container runs: the guard runs the cleanup chain (cage, network, port map, working dir)", { skip: why }, async () => {
+    const netBefore = new Set(netLeftovers());
+    const cagesBefore = new Set(cages());
+    const made = (): string[] => [...leftovers(), ...netLeftovers().filter((x) => !netBefore.has(x)), ...cages().filter((c) => !cagesBefore.has(c))];
+    const child = spawn(MINC, ["--mem-limit", "64M", "--pid-max", "50", "--net", "dens", "-p", "18089:80", "-r", rootfs(), "sh", "-c", "echo ready; exec sleep 60"],
+      { env: cleanEnv(), stdio: ["ignore", "pipe", "inherit"] });
+    let stdout = "";
+    child.stdout.on("data", (d) => { stdout += d; });
+    for (let t = 0; t < 5000 && !stdout.includes("ready"); t += 20) await sleep(20);
+    assert.match(stdout, /ready/);
+    const running = made();
+    for (const what of [/\/var\/run\/minc\d+-/, /mincv/, /minc:minc\d+/, /\/mincs\/minc\d+/]) {
+      assert.ok(running.some((x) => what.test(x)), `while it runs: ${what} in ${running.join(", ")}`);
+    }
+    child.kill("SIGKILL");
+    await new Promise((res) => child.on("exit", res));
+    assert.deepEqual(await settled(made), []);
+    assert.equal(spawnSync("pgrep", ["-f", "sleep 60$"]).status, 1, "the container's command still runs");
   });
 });
