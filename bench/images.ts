@@ -2,7 +2,8 @@
 //
 //   node bench/images.ts [-n RUNS]     (root; a local docker-registry and skopeo)
 //
-// 1. `marten import DIR` of a ~200 MB rootfs against `cp -a DIR`.
+// 1. `marten import DIR` of a ~200 MB rootfs against `cp -a DIR`, and against
+//    the shell MINCS's marten if MINCS_SHELL_DIR names a checkout of it.
 // 2. `marten pull` of a ~200 MB, 5-layer image from a registry on 127.0.0.1
 //    against `skopeo copy docker://... dir:D` followed by `tar -xzf` of each
 //    layer (what a pull must at least do).
@@ -53,16 +54,26 @@ function benchImport(work: string): void {
   cpSync(rootfs, src, { recursive: true, verbatimSymlinks: true });
   mkdirSync(`${src}/data`);
   for (const [name, data] of Object.entries(randomFiles(50, 4 * MB))) writeFileSync(`${src}/${name}`, data);
-  const ours: number[] = [], cp: number[] = [];
-  for (let i = 0; i < runs; i++) {
+  const shellMarten = process.env.MINCS_SHELL_DIR ? `${process.env.MINCS_SHELL_DIR}/marten` : undefined;
+  const ours: number[] = [], cp: number[] = [], shell: number[] = [];
+  // Each starts with no dirty page of the one before (sync, untimed): the time of a
+  // 200 MB copy on ext4 otherwise varies from one to four times with the writeback.
+  const intoStore = (marten: string, times: number[]): void => {
     const store = mkdtempSync(`${work}/store-`);
-    ours.push(timed(() => sh([`${REPO}/bin/marten`, "import", src], { ...process.env, MINCS_DIR: store })));
+    sh(["sync"]);
+    times.push(timed(() => sh([marten, "import", src], { ...process.env, MINCS_DIR: store })));
     rmSync(store, { recursive: true });
+  };
+  for (let i = 0; i < runs; i++) {
+    intoStore(`${REPO}/bin/marten`, ours);
     const dest = `${work}/copy`;
+    sh(["sync"]);
     cp.push(timed(() => sh(["cp", "-a", src, dest])));
     rmSync(dest, { recursive: true });
+    if (shellMarten) intoStore(shellMarten, shell);
   }
   report("import DIR (200 MB)", ours, cp, "cp -a");
+  if (shellMarten) report("import DIR (200 MB)", ours, shell, "shell MINCS");
 }
 
 async function benchPull(work: string): Promise<void> {
