@@ -450,8 +450,9 @@ function startGuard(): Guard {
   const tied = setpriv ? ["setpriv", "--pdeathsig", "WINCH"] : [];
   const argv = [...tied, "/bin/sh", backend("minc-waiter.sh"), "--guard", String(process.pid), ...(setpriv ? ["tied"] : [])];
   const shownArgv = quoteAll(argv).replace(` ${process.pid}`, () => ' "$$"');
-  shown(`${shownArgv} &   # (told the working dir on a pipe from minc; acts when minc, then its waiter, ends)`);
-  const guard = spawn(argv[0], argv.slice(1), { detached: true, stdio: ["pipe", "ignore", "inherit"] });
+  shown(`(cd / && exec ${shownArgv}) &   # (told the working dir on a pipe from minc; acts when minc, then its waiter, ends)`);
+  // In /: it may outlive minc (by a moment, or by the cleanup after a SIGKILL), and must not keep the user's directory busy.
+  const guard = spawn(argv[0], argv.slice(1), { detached: true, cwd: "/", stdio: ["pipe", "ignore", "inherit"] });
   guard.unref();
   return {
     made: (template) => { guard.stdin.write(`made ${template}\n`); },

@@ -1,7 +1,7 @@
 // Signals to minc reach the container, and nothing is left afterwards.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { MINC, cages, cannotBoot, cleanEnv, leftovers, netLeftovers, rootfs, runtimeDirs, settled, sleep } from "./helpers.ts";
 
@@ -68,6 +68,33 @@ describe("signals", { skip }, () => {
       child.kill("SIGKILL");
       await new Promise((res) => child.on("exit", res));
       assert.deepEqual(await settled(mine), [], `after ${delay} ms`);
+    }
+  });
+
+  test("the guard does not keep the user's directory busy: a umount right after minc ends, or is SIGKILLed, works", async () => {
+    const dir = mkdtempSync("/tmp/minc-test-cwd-");
+    const umountNow = (what: string): void => {
+      const u = spawnSync("umount", [dir], { encoding: "utf8" });
+      assert.equal(u.status, 0, `${what}: ${u.stderr}`);
+    };
+    try {
+      for (let i = 0; i < 5; i++) {
+        assert.equal(spawnSync("mount", ["-t", "tmpfs", "tmpfs", dir]).status, 0);
+        assert.equal(spawnSync(MINC, ["-r", rootfs(), "true"], { cwd: dir, env: cleanEnv(), stdio: "ignore" }).status, 0);
+        umountNow(`run ${i}`);
+      }
+      assert.equal(spawnSync("mount", ["-t", "tmpfs", "tmpfs", dir]).status, 0);
+      const child = spawn(MINC, ["-r", rootfs(), "sh", "-c", "echo ready; exec sleep 60"], { cwd: dir, env: cleanEnv(), stdio: ["ignore", "pipe", "ignore"] });
+      let stdout = "";
+      child.stdout.on("data", (d) => { stdout += d; });
+      for (let t = 0; t < 5000 && !stdout.includes("ready"); t += 20) await sleep(20);
+      child.kill("SIGKILL");
+      await new Promise((res) => child.on("exit", res));
+      umountNow("after SIGKILL");
+      assert.deepEqual(await settled(leftovers), []);
+    } finally {
+      spawnSync("umount", [dir]);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
