@@ -13,6 +13,16 @@
 # waiter relays them), hands the real stdin over (a background job would get
 # /dev/null), and ties PID 1's life to its own with setpriv --pdeathsig.
 
+# minc's waiter starts us (through setpriv --pdeathsig KILL, unshare...) and
+# passes its pid. setpriv ties us to it only after the fork: a waiter
+# SIGKILLed in between leaves us to another parent, with nothing to stop the
+# container or clean up after it. Then do not start it.
+if [ -n "${MINC_WAITER_PID:-}" ] && [ "$PPID" != "$MINC_WAITER_PID" ]; then
+  echo "minc-fork: minc's waiter is gone; the container is not started" >&2
+  exit 1
+fi
+unset MINC_WAITER_PID
+
 trap '' INT QUIT TERM HUP
 tie=
 command -v setpriv >/dev/null 2>&1 && tie="setpriv --pdeathsig KILL"

@@ -187,7 +187,7 @@ trap 'relay QUIT 3' QUIT
 echo $$ > "$tmpdir/waiter"
 
 exec 3<&0
-"$@" <&3 3<&- &
+MINC_WAITER_PID=$$ "$@" <&3 3<&- &   # (minc-fork.sh checks it is still our child)
 child=$!
 exec 3<&-
 [ -z "$pending" ] || stop_container "$pending"   # a signal came before $child was known

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { MINC, cages, cannotBoot, cleanEnv, leftovers, netLeftovers, rootfs, runtimeDirs, settled, sleep } from "./helpers.ts";
+import { MINC, REPO, cages, cannotBoot, cleanEnv, leftovers, netLeftovers, rootfs, runtimeDirs, settled, sleep } from "./helpers.ts";
 
 const skip = cannotBoot();
 
@@ -62,13 +62,26 @@ describe("signals", { skip }, () => {
   test("SIGKILL of minc during the boot and after it: its guard cleans up (working dir, network namespace)", async () => {
     const netns = (): string[] => spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout.split("\n").filter((l) => /^minc\d+/.test(l));
     for (let delay = 0; delay <= 210; delay += 15) {
-      const child = spawn(MINC, ["--net", "-r", rootfs(), "sleep", "60"], { env: cleanEnv(), stdio: "ignore" });
+      const child = spawn(MINC, ["--net", "-r", rootfs(), "sleep", "59.3"], { env: cleanEnv(), stdio: "ignore" });
       const mine = (): string[] => [...runtimeDirs(), ...netns()].filter((x) => x.includes(`minc${child.pid}`));
       await sleep(delay);
       child.kill("SIGKILL");
       await new Promise((res) => child.on("exit", res));
       assert.deepEqual(await settled(mine), [], `after ${delay} ms`);
+      assert.equal(spawnSync("pgrep", ["-f", "sleep 59.3"]).status, 1, `after ${delay} ms: the container runs on`);
     }
+  });
+
+  test("minc-fork.sh does not start a container whose waiter is gone (SIGKILLed before setpriv tied the two)", () => {
+    const fork = `${REPO}/libexec/minc-fork.sh`;
+    const orphaned = spawnSync("sh", [fork, "echo", "started"], { encoding: "utf8", env: { ...cleanEnv(), MINC_WAITER_PID: "1" } });
+    assert.equal(orphaned.status, 1);
+    assert.equal(orphaned.stdout, "");
+    assert.match(orphaned.stderr, /waiter is gone; the container is not started/);
+    // Its parent here is the sh that passes its own pid, as the waiter does; the variable goes no further.
+    const tied = spawnSync("sh", ["-c", `MINC_WAITER_PID=$$ sh ${fork} sh -c 'echo started "\${MINC_WAITER_PID-unset}"'`], { encoding: "utf8", env: cleanEnv() });
+    assert.equal(tied.status, 0, tied.stderr);
+    assert.equal(tied.stdout, "started unset\n");
   });
 
   test("the guard does not keep the user's directory busy: a umount right after minc ends, or is SIGKILLed, works", async () => {
@@ -105,7 +118,7 @@ describe("signals", { skip }, () => {
     const netBefore = new Set(netLeftovers());
     const cagesBefore = new Set(cages());
     const made = (): string[] => [...leftovers(), ...netLeftovers().filter((x) => !netBefore.has(x)), ...cages().filter((c) => !cagesBefore.has(c))];
-    const child = spawn(MINC, ["--mem-limit", "64M", "--pid-max", "50", "--net", "dens", "-p", "18089:80", "-r", rootfs(), "sh", "-c", "echo ready; exec sleep 60"],
+    const child = spawn(MINC, ["--mem-limit", "64M", "--pid-max", "50", "--net", "dens", "-p", "18089:80", "-r", rootfs(), "sh", "-c", "echo ready; exec sleep 58.9"],
       { env: cleanEnv(), stdio: ["ignore", "pipe", "inherit"] });
     let stdout = "";
     child.stdout.on("data", (d) => { stdout += d; });
@@ -118,6 +131,6 @@ describe("signals", { skip }, () => {
     child.kill("SIGKILL");
     await new Promise((res) => child.on("exit", res));
     assert.deepEqual(await settled(made), []);
-    assert.equal(spawnSync("pgrep", ["-f", "sleep 60$"]).status, 1, "the container's command still runs");
+    assert.equal(spawnSync("pgrep", ["-f", "sleep 58.9"]).status, 1, "the container's command still runs");
   });
 });
