@@ -5,8 +5,9 @@
 // Makes the cgroups that the MINC_* limits ask for (MINC_MEM_LIMIT,
 // MINC_MEM_SWAP, MINC_MEM_KMEM, MINC_CPU_SHARES, MINC_CPU_QUOTA,
 // MINC_PID_MAX), writes the limits, and prints the command that removes
-// them (PID is the caller's, as in MINCS). The removal is put in the cleanup
-// chain ($MINC_TMPDIR/cleanup) before anything is made.
+// them (PID is the caller's, as in MINCS, and must be our parent's). The
+// removal is put in the cleanup chain ($MINC_TMPDIR/cleanup) before anything
+// is made.
 //
 // The container steps into its cage at the very end of the boot, when
 // minc-leash moves itself in right before it becomes the user's command
@@ -85,8 +86,18 @@ function prepare(): void {
   process.stdout.write(`${cleanup}\n`);
 }
 
+/**
+ * minc runs us through setpriv --pdeathsig KILL, which ties us to it only
+ * after the fork: a minc SIGKILLed in between leaves us to another parent,
+ * and a cage made then would outlive the cleanup that minc's guard runs.
+ */
+function checkCaller(pid: number): void {
+  if (process.ppid !== pid) throw new MincError(`the caller (PID ${pid}) is not our parent any more: no cage made`);
+}
+
 main(() => {
   const [cmd, pid] = process.argv.slice(2);
   if (cmd !== "--prepare" || !/^\d+$/.test(pid ?? "")) throw new MincError("usage: minc-cage --prepare PID", 2);
+  checkCaller(Number(pid));
   prepare();
 });

@@ -1,10 +1,10 @@
 // Resource limits with cgroups (minc-cage): real limits on real containers.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { limitsOf, parseSize, sharesToWeight, swapOnly, v1Settings, v2Settings } from "../lib/cage.ts";
-import { MINC, cages, cannotBoot, cleanEnv, leftovers, minc, rootfs, runtimeDirs, sleep } from "./helpers.ts";
+import { MINC, REPO, cages, cannotBoot, cleanEnv, leftovers, minc, rootfs, runtimeDirs, sleep } from "./helpers.ts";
 
 const V1 = "/sys/fs/cgroup";
 const v1Missing = ["memory", "cpu", "pids"].filter((c) => !existsSync(`${V1}/${c}/cgroup.procs`));
@@ -78,6 +78,19 @@ describe("cgroup v1 limits", { skip }, () => {
       assert.equal(r.stderr.trim().split("\n").length, 1);
     }
     assert.deepEqual(newCages(), []);
+  });
+
+  test("minc-cage makes no cage for a caller that is gone (minc SIGKILLed before setpriv tied the two)", () => {
+    const tmp = mkdtempSync("/tmp/minc-test-cage-");
+    try {
+      const r = spawnSync(`${REPO}/libexec/minc-cage`, ["--prepare", "1"], { encoding: "utf8", env: { ...cleanEnv(), MINC_MEM_LIMIT: "64M", MINC_TMPDIR: tmp } });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /caller \(PID 1\) is not our parent any more: no cage made/);
+      assert.ok(!existsSync(`${tmp}/cleanup`), "nothing registered");
+      assert.deepEqual(newCages(), []);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });
 
