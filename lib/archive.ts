@@ -195,34 +195,6 @@ class TarSource implements Source {
   }
 }
 
-/** A directory holding an image (an OCI layout or an unpacked docker save), not a rootfs. */
-export function isImageDir(dir: string): boolean {
-  const file = (n: string): boolean => {
-    try {
-      return fs.statSync(`${dir}/${n}`).isFile();
-    } catch {
-      return false;
-    }
-  };
-  if (file("oci-layout")) return true;
-  const json = (n: string): unknown => {
-    try {
-      return JSON.parse(fs.readFileSync(`${dir}/${n}`, "utf8"));
-    } catch {
-      return undefined;
-    }
-  };
-  if (file("manifest.json")) {
-    const m = json("manifest.json");
-    if (Array.isArray(m) && m.every((x) => typeof x === "object" && x && "Layers" in x)) return true;
-  }
-  if (file("repositories")) {
-    const r = json("repositories");
-    if (r && typeof r === "object" && !Array.isArray(r)) return true;
-  }
-  return false;
-}
-
 export async function openSource(path: string): Promise<Source> {
   let st: fs.Stats;
   try {

@@ -14,13 +14,16 @@
 // hold open). A staging directory whose process is gone is removed by the
 // next run, so an interrupted import leaves no image.
 import { spawnSync } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { MincError, usageError } from "./fail.ts";
 import { removeOnInterrupt } from "./interrupt.ts";
 import { mounts } from "./mounts.ts";
 import { removeTree } from "./run.ts";
 import { quote, quoteAll, shown, step } from "./trace.ts";
+
+// node:crypto is loaded when first used: listing the store (marten li, lc)
+// needs none of it, and it is some 20 of Node's internal modules to load.
+const crypto = (): typeof import("node:crypto") => process.getBuiltinModule("node:crypto");
 
 export const DEFAULT_DIR = "/var/lib/mincs";
 export const CONFIG_FILE = "/etc/mincs.conf";
@@ -94,11 +97,11 @@ export function chainId(parent: string | undefined, diffId: string): string {
   const diff = diffId.startsWith("sha256:") ? diffId : `sha256:${diffId}`;
   if (!/^sha256:[0-9a-f]{64}$/.test(diff)) throw new MincError(`not a sha256 digest: ${diffId}`);
   if (parent === undefined) return diff.slice(7);
-  return createHash("sha256").update(`sha256:${parent} ${diff}`).digest("hex");
+  return crypto().createHash("sha256").update(`sha256:${parent} ${diff}`).digest("hex");
 }
 
 export function randomId(): string {
-  return randomBytes(32).toString("hex");
+  return crypto().randomBytes(32).toString("hex");
 }
 
 /** True if the process exists and is not a zombie (one of another user counts). */
@@ -315,7 +318,7 @@ export class Store {
   /** A new staging directory, $MINCS_DIR/.staging/<pid>-<random>. */
   makeStaging(tag = ""): string {
     this.ensure();
-    const dir = `${this.staging}/${process.pid}-${tag ? `${tag}-` : ""}${randomBytes(6).toString("hex")}`;
+    const dir = `${this.staging}/${process.pid}-${tag ? `${tag}-` : ""}${crypto().randomBytes(6).toString("hex")}`;
     removeOnInterrupt(dir); // (before it exists: a signal from here on is caught)
     shown(`mkdir ${quote(dir)}`);
     fs.mkdirSync(dir);
@@ -335,7 +338,7 @@ export class Store {
       if (!m || alive(Number(m[1]))) continue;
       step(`Remove the staging directory of process ${m[1]}, which is gone`);
       // Renamed first, so that two runs never remove it at once.
-      const trash = `${this.staging}/${process.pid}-stale-${randomBytes(6).toString("hex")}`;
+      const trash = `${this.staging}/${process.pid}-stale-${crypto().randomBytes(6).toString("hex")}`;
       try {
         fs.renameSync(`${this.staging}/${n}`, trash);
       } catch {
@@ -503,7 +506,7 @@ export class Store {
   /** Out of the store at once (a rename), removed after the lock is released. */
   private toTrash(dir: string): string {
     fs.mkdirSync(this.staging, { recursive: true });
-    const trash = `${this.staging}/${process.pid}-rm-${randomBytes(6).toString("hex")}`;
+    const trash = `${this.staging}/${process.pid}-rm-${crypto().randomBytes(6).toString("hex")}`;
     shown(`mv ${quote(dir)} ${quote(trash)}`);
     fs.renameSync(dir, trash);
     return trash;

@@ -3,7 +3,7 @@
 // directly is one copy of their bytes instead of three (into the pipe, out
 // of it, into the hash), and no tar process competes with the copy that
 // runs at the same time (cp -a).
-import { createHash } from "node:crypto";
+import type { Hash } from "node:crypto";
 import * as fs from "node:fs";
 import { resolve } from "node:path";
 import { capture, findInPath } from "./run.ts";
@@ -47,7 +47,7 @@ function typeOf(st: fs.BigIntStats): string {
 export function treeDigest(given: string): string {
   const dir = resolve(given);
   const xattrs = xattrsOf(dir);
-  const hash = createHash("sha256");
+  const hash = process.getBuiltinModule("node:crypto").createHash("sha256"); // (loaded here, not by each command of minc-farm)
   const firstLink = new Map<string, string>();
   const buf = Buffer.allocUnsafe(CHUNK);
   const entry = (path: string, full: string): void => {
@@ -69,7 +69,7 @@ export function treeDigest(given: string): string {
   return `sha256:${hash.digest("hex")}`;
 }
 
-function hashFile(path: string, hash: ReturnType<typeof createHash>, buf: Buffer): void {
+function hashFile(path: string, hash: Hash, buf: Buffer): void {
   const fd = fs.openSync(path, "r");
   try {
     for (let n; (n = fs.readSync(fd, buf, 0, CHUNK, null)) > 0;) hash.update(buf.subarray(0, n));

@@ -25,7 +25,7 @@
 // multi-platform index).
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import { importArchive, isImageDir } from "../lib/archive.ts";
+import { isImageDir } from "../lib/imagedir.ts";
 import { MincError, mainAsync, usageError } from "../lib/fail.ts";
 import { chainId, checkName, isName, mountsUnder, Store } from "../lib/farm.ts";
 import { backend } from "../lib/libexec.ts";
@@ -138,6 +138,8 @@ async function importPath(store: Store, path: string): Promise<void> {
     if (process.env.MINC_IMPORT_UUID || process.env.MINC_BASE_UUID) {
       throw usageError("MINC_IMPORT_UUID and MINC_BASE_UUID are for directories, not image archives");
     }
+    // Loaded only here: its tar reader and decompressors cost every other command's start.
+    const { importArchive } = await import("../lib/archive.ts");
     const ids = await importArchive(store, path, {
       name: envName(), arch: process.env.MINC_ARCH || undefined, preUnpacked: process.env.MINC_IMPORT_UNPACKED === "1",
     });
