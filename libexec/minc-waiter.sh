@@ -4,6 +4,7 @@
 #
 #   sh minc-waiter.sh TMPDIR COMMAND...      wait for the container
 #   sh minc-waiter.sh --guard PID [tied]     guard minc's boot (see below)
+#   sh minc-waiter.sh --watch TMPDIR PID     the same for a waiter in the background
 #   sh minc-waiter.sh --cleanup TMPDIR       run the cleanup chain now
 #
 # minc (with minc-exec loaded into the same Node) execs it at the end of
@@ -46,13 +47,15 @@
 # twice). Handed over to a waiter in the foreground (minc's own PID, the
 # guard's parent), the guard stays until the waiter ends, which setpriv
 # --pdeathsig tells it with a WINCH: if it ended without running the chain
-# (SIGKILL), the guard runs it. A waiter in the background (-B) is on its
-# own, as in the shell MINCS.
+# (SIGKILL), the guard runs it. A waiter in the background (-B) is not
+# minc: it starts a watcher of its own (--watch, under setpriv --pdeathsig
+# WINCH too), which does the same for it.
 
-guard= now=
+guard= now= watch=
 made=
 case $1 in
   --guard) guard=$2 tied=${3:-}; shift 2; set -- "" ;;   # (tied: started by setpriv --pdeathsig WINCH)
+  --watch) watch=1 guard=$3; shift ;;   # TMPDIR PID: the waiter of a -B container, our parent
   --cleanup) now=1; shift ;;
 esac
 tmpdir=$1
@@ -91,7 +94,43 @@ running() { # PID: a thread of it is not gone, nor a zombie (a slow reaper may h
   return 1
 }
 
+until_waiter_ends() {
+  # The waiter is our parent (minc, which became it in the foreground; or,
+  # with -B, the waiter that started us), and setpriv --pdeathsig sends WINCH
+  # when it ends. sh blocks only in a read or in a wait for a child: a sleep,
+  # which the trap ends (KILL: TERM is ignored here, and so in the sleep).
+  # The flag catches a WINCH that comes before the wait. (A FIFO to read
+  # would have to be made in the working directory, where it could race the
+  # chain's rm -rf of a container that ends at once.)
+  gone= nap=
+  trap 'gone=1; [ -z "$nap" ] || kill -KILL "$nap" 2>/dev/null' WINCH
+  while [ -z "$gone" ] && running "$guard"; do
+    sleep 600 < /dev/null > /dev/null 2>&1 &   # (short: one a killed guard leaves ends soon)
+    nap=$!
+    [ -n "$gone" ] || wait "$nap"
+    kill -KILL "$nap" 2>/dev/null
+  done
+}
+
+clean_after_waiter() {
+  # It ran the chain (which removed the directory, or its own files with -k
+  # and -t), unless it was SIGKILLed: then run it here, once the container
+  # (killed with it by setpriv --pdeathsig) is gone.
+  [ -e "$registered" ] || exit 0
+  { read -r init < "$pidfile"; } 2>/dev/null || init=
+  n=0
+  while [ -n "$init" ] && running "$init" && [ $n -lt 100 ]; do sleep 0.02; n=$((n + 1)); done
+  cleanup
+  exit 0
+}
+
 if [ -n "$now" ]; then cleanup; exit 0; fi
+
+if [ -n "$watch" ]; then
+  trap '' INT TERM HUP QUIT   # the waiter's signals are the waiter's; this acts on its end
+  until_waiter_ends
+  clean_after_waiter
+fi
 
 if [ -n "$guard" ]; then
   trap '' INT TERM HUP QUIT   # minc's signals are minc's; this guard acts on its end
@@ -106,33 +145,13 @@ if [ -n "$guard" ]; then
   pidfile=$tmpdir/pid registered=$tmpdir/cleanup
   while [ ! -e "$tmpdir/waiter" ] && running "$guard"; do sleep 0.01; done
   if [ -e "$tmpdir/waiter" ]; then
-    # Handed over. A waiter in the background is not minc, and without
-    # setpriv nothing would tell us of its end: nothing more to do then.
+    # Handed over. A waiter in the background is not minc (it has a watcher
+    # of its own), and without setpriv nothing would tell us of its end:
+    # nothing more to do then.
     { read -r waiter < "$tmpdir/waiter"; } 2>/dev/null || waiter=
     [ "$waiter" = "$guard" ] && [ -n "$tied" ] || exit 0
-    # A waiter in the foreground is minc, our parent: setpriv --pdeathsig
-    # sends WINCH when it ends. sh blocks only in a read or in a wait for a
-    # child: a sleep, which the trap ends (KILL: TERM is ignored here, and so
-    # in the sleep). The flag catches a WINCH that comes before the wait.
-    # (A FIFO to read would have to be made in the working directory, where
-    # it could race the chain's rm -rf of a container that ends at once.)
-    gone= nap=
-    trap 'gone=1; [ -z "$nap" ] || kill -KILL "$nap" 2>/dev/null' WINCH
-    while [ -z "$gone" ] && running "$guard"; do
-      sleep 600 < /dev/null > /dev/null 2>&1 &   # (short: one a killed guard leaves ends soon)
-      nap=$!
-      [ -n "$gone" ] || wait "$nap"
-      kill -KILL "$nap" 2>/dev/null
-    done
-    # It ran the chain (which removed the directory, or its own files with -k
-    # and -t), unless it was SIGKILLed: then run it here, once the container
-    # (killed with it by setpriv --pdeathsig) is gone.
-    [ -e "$registered" ] || exit 0
-    { read -r init < "$pidfile"; } 2>/dev/null || init=
-    n=0
-    while [ -n "$init" ] && running "$init" && [ $n -lt 100 ]; do sleep 0.02; n=$((n + 1)); done
-    cleanup
-    exit 0
+    until_waiter_ends
+    clean_after_waiter
   fi
   had_chain=; [ ! -s "$registered" ] || had_chain=1   # (made, but empty: minc died in the write of its first line)
   cleanup
@@ -185,6 +204,11 @@ trap 'relay HUP 1' HUP
 trap 'relay QUIT 3' QUIT
 # In charge from here (every trap is set): minc's guard may go.
 echo $$ > "$tmpdir/waiter"
+# In the background (-B) minc has left: a watcher of our own runs the chain
+# should we be SIGKILLed (in the foreground, minc's guard does).
+if [ -n "${MINC_BACKGROUND:-}" ] && command -v setpriv > /dev/null 2>&1; then
+  (cd / && exec setpriv --pdeathsig WINCH /bin/sh "$0" --watch "$tmpdir" "$$" < /dev/null > /dev/null) &
+fi
 
 exec 3<&0
 MINC_WAITER_PID=$$ "$@" <&3 3<&- &   # (minc-fork.sh checks it is still our child)

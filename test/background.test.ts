@@ -1,5 +1,6 @@
 // -B: minc returns at once; the container runs on and cleans up after itself.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { cannotBoot, leftovers, minc, rootfs, sleep } from "./helpers.ts";
@@ -37,6 +38,20 @@ describe("background mode", { skip }, () => {
     assert.match(seen, /from-the-background/);
     assert.match(seen, /^\s*1 sh$/m);
     assert.ok(await gone(dir, 5000), `${dir} was not removed`);
+  });
+
+  test("-B: a waiter SIGKILLed while its container runs is cleaned up after by its watcher", async () => {
+    const r = minc(["-B", "-r", rootfs(), "sleep", "58.7"]);
+    assert.equal(r.status, 0, r.stderr);
+    const dir = /See (\S+)\/log for output/.exec(r.stdout)?.[1];
+    assert.ok(dir, r.stdout);
+    for (let t = 0; t < 5000 && !existsSync(`${dir}/pid`); t += 20) await sleep(20);
+    const waiter = Number(readFileSync(`${dir}/waiter`, "utf8"));
+    process.kill(waiter, "SIGKILL");
+    assert.ok(await gone(dir, 5000), `${dir} was not removed`);
+    await sleep(200);
+    assert.equal(spawnSync("pgrep", ["-f", "sleep 58.7"]).status, 1, "the container runs on");
+    assert.equal(spawnSync("pgrep", ["-f", `minc-waiter.sh --watch ${dir}`]).status, 1, "the watcher stays");
   });
 
   test("-B -k keeps the log", async () => {
