@@ -448,9 +448,10 @@ function startGuard(): Guard {
   const setpriv = !!findInPath("setpriv");
   // WINCH: its default action is to ignore it, so one that came before the guard's trap is set does no harm.
   const tied = setpriv ? ["setpriv", "--pdeathsig", "WINCH"] : [];
-  const argv = [...tied, "/bin/sh", backend("minc-waiter.sh"), "--guard", String(process.pid), ...(setpriv ? ["tied"] : [])];
-  const shownArgv = quoteAll(argv).replace(` ${process.pid}`, () => ' "$$"');
-  shown(`(cd / && exec ${shownArgv}) &   # (told the working dir on a pipe from minc; acts when minc, then its waiter, ends)`);
+  const head = [...tied, "/bin/sh", backend("minc-waiter.sh"), "--guard"];
+  const tail = setpriv ? ["tied"] : [];
+  const argv = [...head, String(process.pid), ...tail];
+  shown(`(cd / && exec ${quoteAll(head)} "$$"${tail.map((a) => ` ${quote(a)}`).join("")}) &   # (told the working dir on a pipe from minc; acts when minc, then its waiter, ends)`);
   // In /: it may outlive minc (by a moment, or by the cleanup after a SIGKILL), and must not keep the user's directory busy.
   const guard = spawn(argv[0], argv.slice(1), { detached: true, cwd: "/", stdio: ["pipe", "ignore", "inherit"] });
   guard.unref();

@@ -15,7 +15,7 @@ import { decompress, digestLayer, normalizeDigest, StreamDigests, unpackedDir, u
 import { pool } from "./pool.ts";
 import { resolveInRoot } from "./paths.ts";
 import { removeTree, run } from "./run.ts";
-import { letSignalsIn } from "./interrupt.ts";
+import { signalsDelivered } from "./signals.ts";
 import { quote, shown, step } from "./trace.ts";
 import { wantedPlatform } from "./platform.ts";
 import { nameFromReference } from "./reference.ts";
@@ -573,7 +573,7 @@ async function importPlans(store: Store, src: Source, plans: ImagePlan[], stage:
     });
     images.push({ layers, plan, config: plan.config(diffIds) });
   }
-  await letSignalsIn();
+  await signalsDelivered(); // (a signal that came while unpacking acts before the images go in)
   const tops: string[] = [];
   for (const { layers, plan, config } of images) {
     const name = opts.name ?? plan.name;

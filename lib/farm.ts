@@ -100,8 +100,12 @@ export function chainId(parent: string | undefined, diffId: string): string {
   return crypto().createHash("sha256").update(`sha256:${parent} ${diff}`).digest("hex");
 }
 
+function randomHex(bytes: number): string {
+  return crypto().randomBytes(bytes).toString("hex");
+}
+
 export function randomId(): string {
-  return crypto().randomBytes(32).toString("hex");
+  return randomHex(32);
 }
 
 /** True if the process exists and is not a zombie (one of another user counts). */
@@ -318,7 +322,7 @@ export class Store {
   /** A new staging directory, $MINCS_DIR/.staging/<pid>-<random>. */
   makeStaging(tag = ""): string {
     this.ensure();
-    const dir = `${this.staging}/${process.pid}-${tag ? `${tag}-` : ""}${crypto().randomBytes(6).toString("hex")}`;
+    const dir = `${this.staging}/${process.pid}-${tag ? `${tag}-` : ""}${randomHex(6)}`;
     removeOnInterrupt(dir); // (before it exists: a signal from here on is caught)
     shown(`mkdir ${quote(dir)}`);
     fs.mkdirSync(dir);
@@ -338,7 +342,7 @@ export class Store {
       if (!m || alive(Number(m[1]))) continue;
       step(`Remove the staging directory of process ${m[1]}, which is gone`);
       // Renamed first, so that two runs never remove it at once.
-      const trash = `${this.staging}/${process.pid}-stale-${crypto().randomBytes(6).toString("hex")}`;
+      const trash = `${this.staging}/${process.pid}-stale-${randomHex(6)}`;
       try {
         fs.renameSync(`${this.staging}/${n}`, trash);
       } catch {
@@ -506,7 +510,7 @@ export class Store {
   /** Out of the store at once (a rename), removed after the lock is released. */
   private toTrash(dir: string): string {
     fs.mkdirSync(this.staging, { recursive: true });
-    const trash = `${this.staging}/${process.pid}-rm-${crypto().randomBytes(6).toString("hex")}`;
+    const trash = `${this.staging}/${process.pid}-rm-${randomHex(6)}`;
     shown(`mv ${quote(dir)} ${quote(trash)}`);
     fs.renameSync(dir, trash);
     return trash;

@@ -12,11 +12,13 @@
 //
 // Node acts on a signal at the next turn of its event loop: a synchronous
 // step (spawnSync, a digest) finishes first, so long steps run their
-// children asynchronously.
+// children asynchronously, and an import lets a signal that came during its
+// digest act (signalsDelivered) before the store takes the image.
 import type { ChildProcess } from "node:child_process";
 import { existsSync, writeSync } from "node:fs";
 import { constants } from "node:os";
 import { removeTree } from "./run.ts";
+import { releaseSignals } from "./signals.ts";
 import { progname, step } from "./trace.ts";
 
 const SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
@@ -55,14 +57,6 @@ export function stopOnInterrupt(child: ChildProcess): void {
   if (u.caught) child.kill(u.caught);
 }
 
-/**
- * Let a signal that came during synchronous work act now, before the store
- * takes the result: Node tells it only at the next turn of its event loop.
- */
-export function letSignalsIn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
 function interrupted(sig: NodeJS.Signals): void {
   const u = undo();
   if (u.caught) return;
@@ -86,7 +80,7 @@ function leave(u: Undo): void {
     writeSync(2, `${progname()}: interrupted by ${sig}; nothing kept\n`);
   }
   // End by the signal itself, as without a handler, so that a shell running us sees it.
-  for (const s of SIGNALS) process.removeAllListeners(s);
+  releaseSignals(SIGNALS);
   process.kill(process.pid, sig);
   process.exit(128 + constants.signals[sig]);
 }

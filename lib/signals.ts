@@ -47,6 +47,14 @@ export function releaseSignals(signals: readonly NodeJS.Signals[]): void {
   for (const sig of signals) process.removeAllListeners(sig);
 }
 
+/**
+ * Let the signals that came during synchronous work act now: Node tells its
+ * listeners of them only at the next turn of its event loop.
+ */
+export function signalsDelivered(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Sleep without an event loop turn (for a synchronous program polling a file or a pipe). */
 export function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);

@@ -18,7 +18,7 @@ import { anyLimit, LIMIT_SETTINGS, limitsOf } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { capture, copyFile, exec, exportVar, findInPath, mkdirs, removeFile, run, writeFile } from "../lib/run.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
-import { holdSignals, releaseSignals, sleepSync } from "../lib/signals.ts";
+import { holdSignals, releaseSignals, signalsDelivered, sleepSync } from "../lib/signals.ts";
 import { userNamespaceOptions } from "../lib/userns.ts";
 
 const env = process.env;
@@ -270,11 +270,6 @@ function cleanUpNow(): void {
   const argv = ["/bin/sh", backend("minc-waiter.sh"), "--cleanup", tmpdir];
   shown(quoteAll(argv));
   spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
-}
-
-/** Signals that came during the synchronous work are delivered once the event loop turns. */
-function signalsDelivered(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /**

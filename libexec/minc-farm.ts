@@ -30,7 +30,7 @@ import { MincError, mainAsync, usageError } from "../lib/fail.ts";
 import { chainId, checkName, isName, mountsUnder, Store } from "../lib/farm.ts";
 import { backend } from "../lib/libexec.ts";
 import { removeTree, runAsync } from "../lib/run.ts";
-import { letSignalsIn } from "../lib/interrupt.ts";
+import { signalsDelivered } from "../lib/signals.ts";
 import { treeDigest } from "../lib/tree.ts";
 import { quoteAll, shown, step } from "../lib/trace.ts";
 
@@ -113,7 +113,7 @@ async function importTree(store: Store, source: string, opts: { id?: string; bas
       const failed = await copied;
       if (failed) throw failed;
     }
-    await letSignalsIn();
+    await signalsDelivered(); // (a signal that came during the digest acts before the image goes in)
     const id = opts.id ?? chainId(opts.base, digest!);
     if (store.hasImage(id)) process.stderr.write(`${source} (${id}) is already imported.\n`);
     return store.install([{ id, base: opts.base, dir: stage }], { name: opts.name });

@@ -94,6 +94,11 @@ running() { # PID: a thread of it is not gone, nor a zombie (a slow reaper may h
   return 1
 }
 
+until_gone() { # PID: wait (2 s at most) for the container's init to be gone before a cleanup
+  n=0
+  while [ -n "$1" ] && running "$1" && [ $n -lt 100 ]; do sleep 0.02; n=$((n + 1)); done
+}
+
 until_waiter_ends() {
   # The waiter is our parent (minc, which became it in the foreground; or,
   # with -B, the waiter that started us), and setpriv --pdeathsig sends WINCH
@@ -118,8 +123,7 @@ clean_after_waiter() {
   # (killed with it by setpriv --pdeathsig) is gone.
   [ -e "$registered" ] || exit 0
   { read -r init < "$pidfile"; } 2>/dev/null || init=
-  n=0
-  while [ -n "$init" ] && running "$init" && [ $n -lt 100 ]; do sleep 0.02; n=$((n + 1)); done
+  until_gone "$init"
   cleanup
   exit 0
 }
@@ -232,9 +236,6 @@ if [ -n "$forced" ]; then
     [ -z "$init" ] || kill -KILL "$init" 2>/dev/null
   fi
   # minc-fork.sh is gone at once; let the container's processes go before cleanup.
-  n=0
-  while [ -n "$init" ] && running "$init" && [ $n -lt 100 ]; do
-    sleep 0.02; n=$((n + 1))
-  done
+  until_gone "$init"
 fi
 exit "$status"
