@@ -6,10 +6,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { after, before, describe, test } from "node:test";
 import { MINC_OPTIONS } from "../lib/minc-options.ts";
-import { REPO } from "./helpers.ts";
+import { REPO, hasTool } from "./helpers.ts";
 
 const FILE = `${REPO}/samples/completion/mincs.bash`;
-const hasBash = spawnSync("sh", ["-c", "command -v bash"]).status === 0;
+const hasBash = hasTool("bash");
 
 function complete(line: string, env: NodeJS.ProcessEnv = {}): string[] {
   // line ends where TAB is pressed; a trailing space starts an empty word.

@@ -13,7 +13,7 @@ import {
   parseListing, parsePortMap, portRules, release, rulesOf, splitRule, tagOf, vethName, type Lease,
 } from "../lib/dens.ts";
 import { MincError } from "../lib/fail.ts";
-import { REPO, rootfs, sleep } from "./helpers.ts";
+import { REPO, hasTool, rootfs, sleep } from "./helpers.ts";
 
 const DENS = `${REPO}/libexec/minc-dens`;
 const NODE = process.execPath;
@@ -137,13 +137,9 @@ describe("iptables rules", () => {
 
 // ---- the real thing ----
 
-function has(cmd: string): boolean {
-  return spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0;
-}
-
 function cannotNet(): string | undefined {
   if (process.getuid?.() !== 0) return "needs root";
-  for (const tool of ["ip", "iptables", "iptables-save", "flock"]) if (!has(tool)) return `needs ${tool}`;
+  for (const tool of ["ip", "iptables", "iptables-save", "flock"]) if (!hasTool(tool)) return `needs ${tool}`;
   if (!existsSync(DENS)) return `needs ${DENS} (run node build.mjs)`;
   return undefined;
 }
@@ -538,7 +534,7 @@ describe("minc-dens on the host", { skip }, () => {
   });
 });
 
-describe("minc-dens with iptables-legacy", { skip: skip ?? (has("iptables-legacy") ? undefined : "needs iptables-legacy") }, () => {
+describe("minc-dens with iptables-legacy", { skip: skip ?? (hasTool("iptables-legacy") ? undefined : "needs iptables-legacy") }, () => {
   const env = { MINC_DENS_IPTABLES: "iptables-legacy" };
   after(() => cleanUp("iptables-legacy"));
 

@@ -6,7 +6,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { release } from "node:os";
 import { after, before, describe, test } from "node:test";
-import { cannotBoot, cleanEnv, leftovers, minc, MINC, REPO, rootfs, sleep } from "./helpers.ts";
+import { cannotBoot, cleanEnv, hasTool, leftovers, minc, MINC, REPO, rootfs, sleep } from "./helpers.ts";
 import { buildImage, type FileEntry } from "./registry-fixture.ts";
 
 const BREEDER = `${REPO}/bin/ermine-breeder`;
@@ -18,7 +18,7 @@ function missing(): string | undefined {
   const boot = cannotBoot();
   if (boot) return boot;
   for (const [tool, pkg] of [["qemu-system-x86_64", "qemu-system-x86"], ["cpio", "cpio"], ["linux.uml", "user-mode-linux"], ["apt-get", "apt"]]) {
-    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `needs ${tool} (apt-get install ${pkg})`;
+    if (!hasTool(tool)) return `needs ${tool} (apt-get install ${pkg})`;
   }
   if (process.arch !== "x64") return "the package mode is tested on x86_64";
   return undefined;

@@ -68,11 +68,16 @@ export function leftovers(): string[] {
   return hostState().filter((x) => !before.has(x));
 }
 
+/** Is this program in PATH? */
+export function hasTool(tool: string): boolean {
+  return spawnSync("sh", ["-c", `command -v ${tool}`]).status === 0;
+}
+
 /** Why this machine cannot run the container tests, or undefined if it can. */
 export function cannotBoot(): string | undefined {
   if (process.getuid?.() !== 0) return "needs root";
   for (const tool of ["unshare", "mount", "capsh"]) {
-    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `needs ${tool}`;
+    if (!hasTool(tool)) return `needs ${tool}`;
   }
   return undefined;
 }

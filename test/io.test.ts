@@ -3,11 +3,11 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { MINC, cannotBoot, cleanEnv, leftovers, minc, rootfs } from "./helpers.ts";
+import { MINC, cannotBoot, cleanEnv, hasTool, leftovers, minc, rootfs } from "./helpers.ts";
 import { quoteAll } from "../lib/trace.ts";
 
 const skip = cannotBoot();
-const noScript = spawnSync("sh", ["-c", "command -v script"]).status !== 0 ? "needs script (bsdutils)" : undefined;
+const noScript = !hasTool("script") ? "needs script (bsdutils)" : undefined;
 
 describe("input and output", { skip }, () => {
   after(() => assert.deepEqual(leftovers(), [], "a container left something behind"));

@@ -6,9 +6,9 @@ import { tmpdir } from "node:os";
 import { test } from "node:test";
 import { mincManPage } from "../lib/man.ts";
 import { MINC_OPTIONS } from "../lib/minc-options.ts";
-import { REPO } from "./helpers.ts";
+import { REPO, hasTool } from "./helpers.ts";
 
-const hasMan = spawnSync("sh", ["-c", "command -v man"]).status === 0;
+const hasMan = hasTool("man");
 
 test("minc.1 lists every option of the table, with its argument and help", () => {
   const page = mincManPage();

@@ -4,9 +4,9 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { MINC, cannotBoot, cleanEnv, leftovers, minc, netLeftovers, rootfs, settled, sleep } from "./helpers.ts";
+import { MINC, cannotBoot, cleanEnv, hasTool, leftovers, minc, netLeftovers, rootfs, settled, sleep } from "./helpers.ts";
 
-const missing = ["ip", "iptables", "nsenter"].filter((t) => spawnSync("sh", ["-c", `command -v ${t}`]).status !== 0);
+const missing = ["ip", "iptables", "nsenter"].filter((t) => !hasTool(t));
 const skip = cannotBoot() ?? (missing.length ? `needs ${missing.join(", ")}` : undefined);
 
 const before = new Set(netLeftovers());

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { REPO, cannotBoot, rootfs, sleep } from "./helpers.ts";
+import { REPO, cannotBoot, hasTool, rootfs, sleep } from "./helpers.ts";
 
 const USER = "mincs-nopriv";
 const BACKENDS = ["minc-exec", "minc-core", "minc-coat", "minc-leash", "minc-cage", "minc-waiter.sh", "minc-fork.sh"];
@@ -17,7 +17,7 @@ function why(): string | undefined {
   const boot = cannotBoot();
   if (boot) return boot;
   for (const tool of ["useradd", "usermod", "runuser", "newuidmap"]) {
-    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `needs ${tool} (apt-get install passwd util-linux uidmap)`;
+    if (!hasTool(tool)) return `needs ${tool} (apt-get install passwd util-linux uidmap)`;
   }
   if (Number(readFileSync("/proc/sys/user/max_user_namespaces", "utf8")) === 0) return "user namespaces are disabled";
   return undefined;

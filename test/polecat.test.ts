@@ -7,14 +7,14 @@ import { createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { readElf } from "../lib/elf.ts";
 import { tracedPaths } from "../lib/strace.ts";
-import { REPO, cannotBoot, cleanEnv, leftovers, rootfs, sleep } from "./helpers.ts";
+import { REPO, cannotBoot, cleanEnv, hasTool, leftovers, rootfs, sleep } from "./helpers.ts";
 
 const POLECAT = `${REPO}/bin/polecat`;
 const CACHE = `${REPO}/test/.cache`;
 
 function missingTool(): string | undefined {
   for (const [tool, pkg] of [["strace", "strace"], ["mksquashfs", "squashfs-tools"], ["unsquashfs", "squashfs-tools"]]) {
-    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `needs ${tool} (apt-get install ${pkg}; make deps installs it)`;
+    if (!hasTool(tool)) return `needs ${tool} (apt-get install ${pkg}; make deps installs it)`;
   }
   return undefined;
 }

@@ -3,9 +3,9 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { describe, test } from "node:test";
-import { REPO, cannotBoot, leftovers, minc } from "./helpers.ts";
+import { REPO, cannotBoot, hasTool, leftovers, minc } from "./helpers.ts";
 
-const skip = cannotBoot() ?? (spawnSync("sh", ["-c", "command -v debootstrap"]).status !== 0 ? "needs debootstrap (make deps installs it)" : undefined);
+const skip = cannotBoot() ?? (!hasTool("debootstrap") ? "needs debootstrap (make deps installs it)" : undefined);
 if (skip) console.log(`# skipping the sample tests: ${skip}`);
 
 describe("samples", { skip }, () => {

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { MINC, REPO, cages, cannotBoot, cleanEnv, leftovers, netLeftovers, rootfs, runtimeDirs, settled, sleep } from "./helpers.ts";
+import { MINC, REPO, cages, cannotBoot, cleanEnv, hasTool, leftovers, netLeftovers, rootfs, runtimeDirs, settled, sleep } from "./helpers.ts";
 
 const skip = cannotBoot();
 
@@ -111,7 +111,7 @@ describe("signals", { skip }, () => {
     }
   });
 
-  const netTools = ["ip", "iptables", "nsenter"].every((t) => spawnSync("sh", ["-c", `command -v ${t}`]).status === 0);
+  const netTools = ["ip", "iptables", "nsenter"].every(hasTool);
   const v1 = ["memory", "pids"].every((c) => existsSync(`/sys/fs/cgroup/${c}/cgroup.procs`));
   const why = !netTools ? "needs ip, iptables, nsenter" : !v1 ? "needs cgroup v1 memory and pids" : undefined;
   test("SIGKILL of minc while its container runs: the guard runs the cleanup chain (cage, network, port map, working dir)", { skip: why }, async () => {

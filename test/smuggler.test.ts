@@ -10,7 +10,7 @@ import { after, before, describe, test } from "node:test";
 import { gunzipSync, zstdDecompressSync } from "node:zlib";
 import { formatReference, parseReference } from "../lib/reference.ts";
 import { Progress, dockerConfigCredentials, parseArch, parseChallenges, parseManifest, pickPlatform, schemesFor, type Descriptor } from "../lib/registry.ts";
-import { REPO } from "./helpers.ts";
+import { REPO, hasTool } from "./helpers.ts";
 import {
   DOCKER_LIST, DOCKER_MANIFEST, OCI_MANIFEST, buildImage, buildIndex, cannotRunRegistry, freePort, push, scratch, sha256, startFront,
   startRegistry, stopAll, type BuiltImage, type BuiltIndex, type LayerSpec, type Registry,
@@ -537,7 +537,7 @@ describe("pulling from a registry on 127.0.0.1", { skip }, () => {
     assert.doesNotMatch(r.stderr, /\x1b\[/);
   });
 
-  test("progress: redrawn in place on a terminal", { skip: spawnSync("sh", ["-c", "command -v script"]).status !== 0 && "needs script (bsdutils)" }, async () => {
+  test("progress: redrawn in place on a terminal", { skip: !hasTool("script") && "needs script (bsdutils)" }, async () => {
     const d = dest();
     const log = join(work, "tty.log");
     // script(1) runs the pull on a terminal of its own and keeps what it showed.

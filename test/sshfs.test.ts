@@ -8,14 +8,14 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { once } from "node:events";
 import { after, before, describe, test } from "node:test";
-import { cannotBoot, cleanEnv, leftovers, minc, rootfs, sleep } from "./helpers.ts";
+import { cannotBoot, cleanEnv, hasTool, leftovers, minc, rootfs, sleep } from "./helpers.ts";
 
 function why(): string | undefined {
   const boot = cannotBoot();
   if (boot) return boot;
   if (!existsSync("/usr/sbin/sshd")) return "needs sshd (apt-get install openssh-server)";
   for (const tool of ["sshfs", "ssh-keygen"]) {
-    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `needs ${tool} (apt-get install sshfs openssh-client)`;
+    if (!hasTool(tool)) return `needs ${tool} (apt-get install sshfs openssh-client)`;
   }
   if (!existsSync("/dev/fuse")) return "needs /dev/fuse";
   return undefined;
