@@ -3,7 +3,9 @@
 //   node bench/images.ts [-n RUNS]     (root; a local docker-registry and skopeo)
 //
 // 1. `marten import DIR` of a ~200 MB rootfs against `cp -a DIR`, and against
-//    the shell MINCS's marten if MINCS_SHELL_DIR names a checkout of it.
+//    the shell MINCS's marten if MINCS_SHELL_DIR names a checkout of it. Two
+//    floors against `cp -a` too: a Node program that only runs `cp -a`, and
+//    the directory's id (its sha256, lib/tree.ts) computed alone.
 // 2. `marten pull` of a ~200 MB, 5-layer image from a registry on 127.0.0.1
 //    against `skopeo copy docker://... dir:D` followed by `tar -xzf` of each
 //    layer (what a pull must at least do).
@@ -14,6 +16,7 @@ import { randomBytes } from "node:crypto";
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { treeDigest } from "../lib/tree.ts";
 import { buildImage, cannotRunRegistry, push, startRegistry, stopAll } from "../test/registry-fixture.ts";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -36,9 +39,9 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-function report(name: string, ours: number[], base: number[], baseName: string): void {
+function report(name: string, ours: number[], base: number[], baseName: string, label = "ours"): void {
   const o = median(ours), b = median(base);
-  console.log(`${name.padEnd(22)} ours ${o.toFixed(0).padStart(6)} ms   ${baseName} ${b.toFixed(0).padStart(6)} ms   ratio ${(o / b).toFixed(2)}x`);
+  console.log(`${name.padEnd(22)} ${label} ${o.toFixed(0).padStart(6)} ms   ${baseName} ${b.toFixed(0).padStart(6)} ms   ratio ${(o / b).toFixed(2)}x`);
 }
 
 /** Files of random (incompressible) data: the worst case for every tool alike. */
@@ -48,6 +51,9 @@ function randomFiles(count: number, size: number): Record<string, Buffer> {
   return files;
 }
 
+/** A Node program that only runs cp -a: Node's start plus the copy. */
+const NODE_CP = `require("node:child_process").spawnSync("cp", ["-a", process.argv[1], process.argv[2]])`;
+
 function benchImport(work: string): void {
   const rootfs = spawnSync(`${REPO}/samples/scripts/busybox-rootfs.sh`, [`${REPO}/test/.cache/rootfs`], { encoding: "utf8" }).stdout.trim();
   const src = `${work}/rootfs`;
@@ -55,7 +61,7 @@ function benchImport(work: string): void {
   mkdirSync(`${src}/data`);
   for (const [name, data] of Object.entries(randomFiles(50, 4 * MB))) writeFileSync(`${src}/${name}`, data);
   const shellMarten = process.env.MINCS_SHELL_DIR ? `${process.env.MINCS_SHELL_DIR}/marten` : undefined;
-  const ours: number[] = [], cp: number[] = [], shell: number[] = [];
+  const ours: number[] = [], cp: number[] = [], shell: number[] = [], nodeCp: number[] = [], digest: number[] = [];
   // Each starts with no dirty page of the one before (sync, untimed): the time of a
   // 200 MB copy on ext4 otherwise varies from one to four times with the writeback.
   const intoStore = (marten: string, times: number[]): void => {
@@ -71,9 +77,17 @@ function benchImport(work: string): void {
     cp.push(timed(() => sh(["cp", "-a", src, dest])));
     rmSync(dest, { recursive: true });
     if (shellMarten) intoStore(shellMarten, shell);
+    // Two floors: the least any Node importer that copies with cp -a can take
+    // (Node's own start, then the same copy), and the content id alone.
+    sh(["sync"]);
+    nodeCp.push(timed(() => sh([process.execPath, "-e", NODE_CP, src, dest])));
+    rmSync(dest, { recursive: true });
+    digest.push(timed(() => treeDigest(src)));
   }
   report("import DIR (200 MB)", ours, cp, "cp -a");
   if (shellMarten) report("import DIR (200 MB)", ours, shell, "shell MINCS");
+  report("import DIR (200 MB)", nodeCp, cp, "cp -a", "floor 1: node running cp -a");
+  report("import DIR (200 MB)", digest, cp, "cp -a", "floor 2: the id alone");
 }
 
 async function benchPull(work: string): Promise<void> {
