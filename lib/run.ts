@@ -77,11 +77,20 @@ export function runAsync(argv: readonly string[]): Promise<void> {
   });
 }
 
-/** Run a command and return what it printed. */
-export function capture(argv: readonly string[], show = true): string {
+/**
+ * Run a command and return what it printed. `show`: false to show nothing,
+ * or the line to show instead of the command's own (one that names our
+ * PID as "$$", say, so that it works pasted into a shell).
+ */
+export function capture(argv: readonly string[], show: boolean | string = true): string {
+  return captureBytes(argv, show).toString("utf8");
+}
+
+/** capture(), as bytes: for output that holds file names, which need not be UTF-8. */
+export function captureBytes(argv: readonly string[], show: boolean | string = true): Buffer {
   runQueuedMounts();
-  if (show) shown(quoteAll(argv));
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+  if (show !== false) shown(show === true ? quoteAll(argv) : show);
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 30 });
   if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
   if (r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${r.status ?? r.signal})`);
   return r.stdout;

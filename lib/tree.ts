@@ -3,26 +3,51 @@
 // directly is one copy of their bytes instead of three (into the pipe, out
 // of it, into the hash), and no tar process competes with the copy that
 // runs at the same time (cp -a).
+//
+// Names below the top are bytes: a file name need not be UTF-8 (Latin-1's
+// "caf\xe9" is a valid name), and as a string it would become another name.
 import type { Hash } from "node:crypto";
 import * as fs from "node:fs";
 import { resolve } from "node:path";
-import { capture, findInPath } from "./run.ts";
+import { captureBytes, findInPath } from "./run.ts";
 import { step } from "./trace.ts";
 
 const CHUNK = 1 << 20;
+const SLASH = Buffer.from("/");
 
-/** Extended attributes by absolute path, as getfattr dumps them (hex values). */
+/** getfattr writes a "# file:" name with its control bytes and "\" as \ooo, other bytes as they are. */
+function unescapeOctal(text: Buffer): Buffer {
+  const bytes: number[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const digits = text.toString("latin1", i + 1, i + 4);
+    if (text[i] === 0x5c && /^[0-7]{3}$/.test(digits)) {
+      bytes.push(parseInt(digits, 8));
+      i += 3;
+    } else {
+      bytes.push(text[i]);
+    }
+  }
+  return Buffer.from(bytes);
+}
+
+/** A path's bytes as a map key. */
+const key = (path: Buffer): string => path.toString("latin1");
+
+/** Extended attributes by absolute path (see key()), as getfattr dumps them (hex values). */
 function xattrsOf(dir: string): Map<string, string> {
   const found = new Map<string, string>();
   if (!findInPath("getfattr")) {
     step("(no getfattr here: extended attributes are left out of the digest)");
     return found;
   }
-  const dump = capture(["getfattr", "-R", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names", dir]);
+  const dump = captureBytes(["getfattr", "-R", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names", dir]);
   let file = "";
-  for (const line of dump.split("\n")) {
-    if (line.startsWith("# file: ")) file = line.slice(8);
-    else if (line !== "" && file) found.set(file, `${found.get(file) ?? ""}${line};`);
+  for (let start = 0; start < dump.length;) {
+    const end = dump.indexOf(0x0a, start) < 0 ? dump.length : dump.indexOf(0x0a, start);
+    const line = dump.subarray(start, end);
+    start = end + 1;
+    if (line.toString("latin1", 0, 8) === "# file: ") file = key(unescapeOctal(line.subarray(8)));
+    else if (line.length > 0 && file) found.set(file, `${found.get(file) ?? ""}${line.toString("latin1")};`);
   }
   return found;
 }
@@ -38,38 +63,58 @@ function typeOf(st: fs.BigIntStats): string {
 }
 
 /**
+ * A name in the digest: as JSON text when it is UTF-8 (which keeps the ids
+ * of such trees what they were), else its bytes in hex (which no JSON text
+ * can be mistaken for: that starts with a quote).
+ */
+function nameText(name: Buffer): string {
+  const text = name.toString("utf8");
+  return Buffer.from(text, "utf8").equals(name) ? JSON.stringify(text) : `x${name.toString("hex")}`;
+}
+
+/** Names in the order of their UTF-8 text (as ids always had it), then of their bytes. */
+function byName(a: Buffer, b: Buffer): number {
+  const x = a.toString("utf8"), y = b.toString("utf8");
+  return x < y ? -1 : x > y ? 1 : Buffer.compare(a, b);
+}
+
+/**
  * sha256 of a directory: every entry in name order, depth first, as one
  * line of its path, type, mode, owner, size, mtime, device number, link
  * target (a symlink's, or the first path of a hard link) and xattrs, then a
  * regular file's bytes. The same tree gives the same id; anything marten
- * would store differently gives another.
+ * would store differently gives another. A symlink given as the directory
+ * is followed, as cp -a is given its target.
  */
 export function treeDigest(given: string): string {
-  const dir = resolve(given);
+  const dir = fs.realpathSync(resolve(given));
   const xattrs = xattrsOf(dir);
   const hash = process.getBuiltinModule("node:crypto").createHash("sha256"); // (loaded here, not by each command of minc-farm)
-  const firstLink = new Map<string, string>();
+  const firstLink = new Map<string, Buffer>();
   const buf = Buffer.allocUnsafe(CHUNK);
-  const entry = (path: string, full: string): void => {
+  const entry = (path: Buffer, full: Buffer): void => {
     const st = fs.lstatSync(full, { bigint: true });
     let type = typeOf(st);
-    let link = st.isSymbolicLink() ? fs.readlinkSync(full) : "";
+    let link: Buffer = st.isSymbolicLink() ? fs.readlinkSync(full, { encoding: "buffer" }) : Buffer.alloc(0);
     if (type === "f" && st.nlink > 1n) {
-      const key = `${st.dev}:${st.ino}`;
-      const first = firstLink.get(key);
-      if (first === undefined) firstLink.set(key, path);
+      const inode = `${st.dev}:${st.ino}`;
+      const first = firstLink.get(inode);
+      if (first === undefined) firstLink.set(inode, path);
       else [type, link] = ["h", first];
     }
-    const meta = [type, st.mode.toString(8), `${st.uid}:${st.gid}`, st.size, st.mtimeNs, st.rdev, JSON.stringify(path), JSON.stringify(link), xattrs.get(full) ?? ""];
+    const meta = [type, st.mode.toString(8), `${st.uid}:${st.gid}`, st.size, st.mtimeNs, st.rdev, nameText(path), nameText(link), xattrs.get(key(full)) ?? ""];
     hash.update(`${meta.join(" ")}\n`);
     if (type === "f") hashFile(full, hash, buf);
-    else if (type === "d") for (const name of fs.readdirSync(full).sort()) entry(`${path === "/" ? "" : path}/${name}`, `${full === "/" ? "" : full}/${name}`);
+    else if (type === "d") {
+      const below = (at: Buffer, name: Buffer): Buffer => Buffer.concat(at.equals(SLASH) ? [SLASH, name] : [at, SLASH, name]);
+      for (const name of fs.readdirSync(full, { encoding: "buffer" }).sort(byName)) entry(below(path, name), below(full, name));
+    }
   };
-  entry("/", dir);
+  entry(SLASH, Buffer.from(dir));
   return `sha256:${hash.digest("hex")}`;
 }
 
-function hashFile(path: string, hash: Hash, buf: Buffer): void {
+function hashFile(path: Buffer, hash: Hash, buf: Buffer): void {
   const fd = fs.openSync(path, "r");
   try {
     for (let n; (n = fs.readSync(fd, buf, 0, CHUNK, null)) > 0;) hash.update(buf.subarray(0, n));

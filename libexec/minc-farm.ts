@@ -150,7 +150,8 @@ async function importPath(store: Store, path: string): Promise<void> {
   const given = process.env.MINC_IMPORT_UUID;
   if (given && !/^[0-9a-f]{64}$/.test(given)) throw usageError(`MINC_IMPORT_UUID ${JSON.stringify(given)} is not an id (64 hex digits)`);
   const base = process.env.MINC_BASE_UUID ? store.resolveImage(process.env.MINC_BASE_UUID) : undefined;
-  out(await importTree(store, path, { id: given || undefined, base, name: envName() }));
+  // A symlink to the rootfs is followed: cp -a would copy the link itself.
+  out(await importTree(store, fs.realpathSync(path), { id: given || undefined, base, name: envName() }));
 }
 
 async function commit(store: Store, ref: string): Promise<void> {

@@ -106,6 +106,27 @@ describe("minc-farm", { skip }, () => {
     assert.equal(readdirSync(`${store}/images`).length, 1);
   });
 
+  test("import of a symlink to a tree, with or without a slash: the tree, by its content; names that are not UTF-8 kept as bytes", () => {
+    const tree = `${tmp}/odd-tree`;
+    mkdirSync(tree);
+    const latin1 = (name: string): Buffer => Buffer.from(`${tree}/${name}`, "latin1");
+    writeFileSync(latin1("caf\xe9"), "e acute\n");
+    writeFileSync(latin1("caf\xe8"), "e grave\n");
+    symlinkSync(tree, `${tmp}/odd-link`);
+    const id = farm(["import", `${tmp}/odd-link`]);
+    assert.match(id, HEX64);
+    const names = readdirSync(`${store}/images/${id}/root`, { encoding: "buffer" }).map((n) => n.toString("latin1")).sort();
+    assert.deepEqual(names, ["caf\xe8", "caf\xe9"], "both names, byte for byte");
+    const again = farmRun(["import", `${tmp}/odd-link/`]);
+    assert.equal(again.stdout.trim(), id, "the same content through the link, with a slash");
+    assert.match(again.stderr, /is already imported/);
+    writeFileSync(`${tree}/new`, "");
+    const changed = farm(["import", `${tmp}/odd-link/`]);
+    assert.notEqual(changed, id, "a change of the tree behind the link is a new image");
+    assert.ok(existsSync(`${store}/images/${changed}/root/new`));
+    for (const image of [id, changed]) farm(["rmi", image]);
+  });
+
   test("MINC_IMPORT_UUID and MINC_BASE_UUID, as MINCS's marten set them", () => {
     const extra = `${tmp}/extra`;
     mkdirSync(`${extra}/etc`, { recursive: true });

@@ -107,6 +107,16 @@ test("an imported tree's id: the same tree, the same id; any change marten would
       change();
       assert.notEqual(treeDigest(a), base, what);
     };
+    // Two trees that differ only in the bytes of a name that is not UTF-8 (both read as "caf\ufffd").
+    const latin1Tree = (name: string): string => {
+      const t = new Date(0), tree = `${dir}/${name.charCodeAt(3).toString(16)}`;
+      mkdirSync(tree);
+      writeFileSync(Buffer.from(`${tree}/${name}`, "latin1"), "");
+      utimesSync(Buffer.from(`${tree}/${name}`, "latin1"), t, t);
+      utimesSync(tree, t, t);
+      return treeDigest(tree);
+    };
+    assert.notEqual(latin1Tree("caf\xe9"), latin1Tree("caf\xe8"), "names as bytes");
     changed("a file's mode", () => chmodSync(`${a}/sub/f`, 0o600));
     chmodSync(`${a}/sub/f`, 0o644);
     changed("an xattr", () => spawnSync("setfattr", ["-n", "user.mincs", "-v", "1", `${a}/sub/f`]));
