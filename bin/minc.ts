@@ -7,15 +7,16 @@
 // MINCS's `trap "$TRAPCMD" EXIT`, so no Node process stays resident while
 // the container runs.
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { basename, resolve } from "node:path";
 import { anyLimit, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { parsePortMap } from "../lib/dens.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
+import { checkLayerPath } from "../lib/layerpath.ts";
 import { backend } from "../lib/libexec.ts";
 import { mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
-import { exec, findInPath, removeFile } from "../lib/run.ts";
+import { exec, findInPath, makeTempDir, removeFile } from "../lib/run.ts";
 import { farm, isStoreName } from "../lib/store.ts";
 import { shellOf } from "../lib/rootfs.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
@@ -96,9 +97,7 @@ function rootdirOf(args: ParsedArgs): string {
   if (nopriv === undefined && isStoreName(given)) return given; // an image: resolved by minc-farm in phase 1
   if (nopriv === undefined && given.startsWith("sshfs://")) return given; // mounted by minc-exec
   const dir = existingDir("rootdir", given);
-  // overlayfs takes its layers as "lowerdir=A:B,...": these would be misread.
-  if (/[:,\s]/.test(dir)) throw usageError(`rootdir ${dir}: a path with ':', ',' or blanks cannot be an overlay layer`);
-  return dir;
+  return checkLayerPath("rootdir", dir);
 }
 
 /** -b HOSTPATH[:PATH]: kept in MINC_RWBIND as "HOST:PATH HOST:PATH ..." like MINCS. */
@@ -404,10 +403,9 @@ function makeWorkingDir(plan: Plan, guard: Guard): void {
   const where = runtimeDir(plan.settings);
   const template = `${where}/minc${process.pid}-`;
   guard.made(template);
-  shown(`mktemp -d ${template}XXXXXX`);
   let dir: string;
   try {
-    dir = mkdtempSync(template);
+    dir = makeTempDir(template);
   } catch (e) {
     throw new MincError(`cannot make a working directory in ${where}: ${(e as Error).message}`);
   }

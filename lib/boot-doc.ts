@@ -86,7 +86,6 @@ export function normalise(trace: string, e: BootEnv): string {
   t = t.replace(/\bmincv[0-9a-f]{8}\b/g, "mincv<hash>");
   t = t.replace(/MINC_PID=\d+/g, "MINC_PID=<pid>");
   t = t.replace(/^\+ echo \d+ > (\S+\/pid)$/gm, "+ echo <pid> > $1");
-  t = t.replace(/--prepare \d+/g, "--prepare <pid>");
   t = t.replace(/MINC_ARCH=\S+/g, "MINC_ARCH=<arch>");
   t = t.replace(/\b192\.168\.139\.(?!0\b|1\b|255\b)\d+\b/g, "192.168.139.<lease>");
   t = t.replace(/nameserver [0-9a-fA-F.:]+/g, "nameserver <host-resolver>");

@@ -9,10 +9,12 @@
 // may call (cleanup_cages); before the waiter is in charge, minc-exec or the
 // guard runs them (minc-waiter.sh --cleanup, --guard).
 import { appendFileSync } from "node:fs";
+import { printfLines } from "./run.ts";
 import { quote, shown } from "./trace.ts";
 
 export function onExit(tmpdir: string, command: string): void {
   const file = `${tmpdir}/cleanup`;
-  shown(`echo ${quote(command)} >> ${quote(file)}`);
-  appendFileSync(file, `${command}\n`);
+  const line = `${command}\n`;
+  shown(`${printfLines(line)} >> ${quote(file)}`);
+  appendFileSync(file, line);
 }

@@ -16,6 +16,7 @@
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { MincError, usageError } from "./fail.ts";
+import { checkLayerPath } from "./layerpath.ts";
 import { removeOnInterrupt } from "./interrupt.ts";
 import { mounts } from "./mounts.ts";
 import { removeTree } from "./run.ts";
@@ -78,7 +79,7 @@ export function storeDir(env: NodeJS.ProcessEnv = process.env, conf = CONFIG_FIL
     dir = mincsDirFromConfig(text) ?? DEFAULT_DIR;
   }
   if (!dir.startsWith("/")) throw usageError(`MINCS_DIR ${dir}: must be an absolute path`);
-  if (/[\s:,]/.test(dir)) throw usageError(`MINCS_DIR ${dir}: a path with ':', ',' or blanks cannot hold overlay layers`);
+  checkLayerPath("MINCS_DIR", dir, "hold overlay layers");
   return dir.replace(/\/+$/, "") || "/";
 }
 

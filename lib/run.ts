@@ -2,7 +2,7 @@
 // does the same thing. Backends use these instead of calling child_process
 // or fs directly, so nothing they do escapes the --debug trace.
 import { spawn, spawnSync } from "node:child_process";
-import { accessSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { accessSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { inNewRoot, notWrittenDown, parseMount, recordCommand, recordMount, recordRaw, writingDown } from "./bootscript.ts";
 import { HandedOver, MincError } from "./fail.ts";
@@ -199,14 +199,31 @@ export function removeTree(dir: string): void {
   if (r.error || r.status !== 0) throw new MincError(`cannot remove ${dir}`);
 }
 
-/** Write a file, shown as echo (one line) or printf (several). */
+/** Write a file, shown as a printf of its lines (sh's echo would read backslashes in them). */
 export function writeFile(path: string, content: string): void {
   settle(path);
-  const lines = content.replace(/\n$/, "").split("\n");
-  const line = lines.length === 1 ? `echo ${quote(lines[0])} > ${quote(path)}` : `printf '%s\\n' ${quoteAll(lines)} > ${quote(path)}`;
+  const line = `${printfLines(content)} > ${quote(path)}`;
   shown(line);
   if (deferred(path)) return recordCommand(line, [path]);
   writeFileSync(path, content);
+}
+
+/** The shell line that prints this text byte for byte (sh's echo would read backslashes in it). */
+export function printfLines(content: string): string {
+  const lines = content.replace(/\n$/, "").split("\n");
+  // printf reuses its format for every argument; without a last newline, one "%s" per line says where they go.
+  const format = content.endsWith("\n") ? "%s\\n" : `${"%s\\n".repeat(lines.length - 1)}%s`;
+  return `printf '${format}' ${quoteAll(lines)}`;
+}
+
+/**
+ * mktemp -d PREFIXXXXXXX, shown as the mkdir of the name it chose: pasted,
+ * the trace then makes the directory its next lines name.
+ */
+export function makeTempDir(prefix: string): string {
+  const dir = mkdtempSync(prefix);
+  shown(`mkdir -m 700 ${quote(dir)}   # (a new name, as mktemp -d ${quote(`${prefix}XXXXXX`)} makes one)`);
+  return dir;
 }
 
 /** Write a file into a directory that may not exist yet. */

@@ -160,7 +160,8 @@ function plugIntoDens(netns: string): string {
 function setCpuMask(): void {
   if (!env.MINC_CPUMASK) return;
   step("Limit the CPUs this process and so the whole container may run on");
-  capture(["taskset", "-ap", env.MINC_CPUMASK, String(process.pid)]);
+  const argv = ["taskset", "-ap", env.MINC_CPUMASK];
+  capture([...argv, String(process.pid)], `${quoteAll(argv)} "$$"`); // ($$: pasted, the shell that runs the boot)
 }
 
 /** minc-cage makes the cgroups asked for and registers their removal; minc-leash steps in. */
@@ -172,7 +173,8 @@ function prepareCage(): void {
   step('Make a "cage" of cgroups for the container (minc-leash steps into it at the end of the boot)');
   // setpriv: minc-cage dies with us, so a signal to minc cannot leave it making cages afterwards.
   const tied = findInPath("setpriv") ? ["setpriv", "--pdeathsig", "KILL"] : [];
-  capture([...tied, backend("minc-cage"), "--prepare", String(process.pid)]);
+  const argv = [...tied, backend("minc-cage"), "--prepare"];
+  capture([...argv, String(process.pid)], `${quoteAll(argv)} "$$"`); // (minc-cage checks that the PID is its parent's)
 }
 
 /**

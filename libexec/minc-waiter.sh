@@ -63,6 +63,17 @@ shift
 pidfile=$tmpdir/pid registered=$tmpdir/cleanup libexec=${0%/*}
 forced= init= child= pending=
 
+say() { # LINE: into the --debug trace
+  [ -z "${MINC_DEBUG:-}" ] || printf '%s\n' "$*" >&2
+}
+
+quoted() { # WORD: quoted for the trace as minc quotes (only with --debug: sed is a fork)
+  case $1 in
+    ''|*[!A-Za-z0-9_./:=@%+,-]*) printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")" ;;
+    *) printf '%s' "$1" ;;
+  esac
+}
+
 cleanup_cages() { # DIR...: remove cgroups once the container's last process has left them
   for cage in "$@"; do
     n=0
@@ -73,14 +84,22 @@ cleanup_cages() { # DIR...: remove cgroups once the container's last process has
 }
 
 cleanup() {
+  say "# ==== minc-waiter: the container has ended: undo the boot, last registered first ===="
   if [ -f "$registered" ]; then
     chain=
     while IFS= read -r line; do chain="$line
 $chain"; done < "$registered"   # last registered, first undone
+    if [ -n "${MINC_DEBUG:-}" ]; then
+      say "# (the lines of $(quoted "$registered"); cleanup_cages is minc-waiter.sh's: rmdir, retried while the cgroup empties)"
+      printf '%s' "$chain" | while IFS= read -r line; do say "+ $line"; done
+    fi
     eval "$chain"
   fi
   # Our own files, where the chain kept the directory (-k, -t): one rm, none when it is gone.
-  [ ! -d "$tmpdir" ] || rm -f "$registered" "$tmpdir/waiter" "$pidfile"
+  if [ -d "$tmpdir" ]; then
+    [ -z "${MINC_DEBUG:-}" ] || say "+ rm -f $(quoted "$registered") $(quoted "$tmpdir/waiter") $(quoted "$pidfile")"
+    rm -f "$registered" "$tmpdir/waiter" "$pidfile"
+  fi
 }
 
 running() { # PID: a thread of it is not gone, nor a zombie (a slow reaper may hold a zombie for a second)
@@ -207,6 +226,11 @@ trap 'relay TERM 15' TERM
 trap 'relay HUP 1' HUP
 trap 'relay QUIT 3' QUIT
 # In charge from here (every trap is set): minc's guard may go.
+if [ -n "${MINC_DEBUG:-}" ]; then
+  say "# ==== minc-waiter: wait for the container, pass signals on to it, undo the boot when it ends ===="
+  say "# Say the waiter is in charge (minc's guard, which watched the boot, may go)"
+  say "+ echo \"\$\$\" > $(quoted "$tmpdir/waiter")"
+fi
 echo $$ > "$tmpdir/waiter"
 # In the background (-B) minc has left: a watcher of our own runs the chain
 # should we be SIGKILLed (in the foreground, minc's guard does).

@@ -1,6 +1,6 @@
 // Bad input: one line on stderr, exit 2, nothing left behind.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { cannotBoot, leftovers, minc, rootfs } from "./helpers.ts";
 
@@ -8,7 +8,10 @@ const skip = cannotBoot();
 
 describe("bad input", { skip }, () => {
   let empty = "";
-  before(() => { empty = mkdtempSync("/tmp/minc-test-empty-"); });
+  before(() => {
+    empty = mkdtempSync("/tmp/minc-test-empty-");
+    for (const odd of ['q"uote', "back\\slash"]) mkdirSync(`${empty}/${odd}`);
+  });
   after(() => {
     rmSync(empty, { recursive: true });
     assert.deepEqual(leftovers(), [], "a failed start left something behind");
@@ -20,6 +23,8 @@ describe("bad input", { skip }, () => {
     ["an option argument that is another option", () => ["--name", "--debug", "ls"], /not valid|needs an argument/],
     ["a rootdir that does not exist", () => ["-r", "/no/such/rootfs", "ls"], /rootdir \/no\/such\/rootfs: no such directory/],
     ["a rootdir that is a file", () => ["-r", "/etc/hostname", "ls"], /not a directory/],
+    ["a rootdir with a quote, which mount reads as quoting", () => ["-r", `${empty}/q"uote`, "ls"], /cannot be an overlay layer/],
+    ["a rootdir with a backslash, which overlayfs reads as an escape", () => ["-r", `${empty}/back\\slash`, "ls"], /cannot be an overlay layer/],
     ["a bind source that does not exist", () => ["-r", rootfs(), "-b", "/no/such/file:/x", "ls"], /bind source/],
     ["a bind target that is not absolute", () => ["-r", rootfs(), "-b", "/etc/hostname:x", "ls"], /must be an absolute path/],
     ["an empty command with no shell in the rootfs", () => ["-r", empty], /no shell/],

@@ -1,5 +1,6 @@
 // The --debug trace of a real boot: phases, programs and the key lines.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { after, describe, test } from "node:test";
 import { cannotBoot, leftovers, minc, rootfs } from "./helpers.ts";
 
@@ -14,23 +15,26 @@ describe("the --debug trace", { skip }, () => {
     const lines = r.stderr.trim().split("\n");
     assert.ok(lines.every((l) => l.startsWith("# ") || l.startsWith("+ ")), `not a trace line:\n${lines.filter((l) => !/^[#+] /.test(l)).join("\n")}`);
 
-    const heads = lines.filter((l) => l.startsWith("# ==== ")).map((l) => /# ==== (\S+): phase (\d)\/5/.exec(l)!.slice(1, 3).join(" "));
-    assert.deepEqual(heads, ["minc 1", "minc-exec 2", "minc-exec 3", "minc-core 4", "minc-coat 4", "minc-leash 5"]);
+    const heads = lines.filter((l) => l.startsWith("# ==== ")).map((l) => /# ==== (\S+): (?:phase (\d)\/5)?/.exec(l)!.slice(1, 3).join(" ").trim());
+    assert.deepEqual(heads, ["minc 1", "minc-exec 2", "minc-exec 3", "minc-waiter", "minc-core 4", "minc-coat 4", "minc-leash 5", "minc-waiter"]);
 
     const tmpdir = /^\+ export MINC_TMPDIR=(\/var\/run\/minc\d+-\w{6})$/m.exec(r.stderr)?.[1];
     assert.ok(tmpdir, "no MINC_TMPDIR line");
     const expect = [
-      new RegExp(`^\\+ mktemp -d /var/run/minc\\d+-XXXXXX$`),
-      new RegExp(`^\\+ echo 'rm -rf --one-file-system ${tmpdir}' >> ${tmpdir}/cleanup$`),
+      new RegExp(`^\\+ mkdir -m 700 ${tmpdir} +# \\(a new name, as mktemp -d /var/run/minc\\d+-XXXXXX makes one\\)$`),
+      new RegExp(`^\\+ printf '%s\\\\n' 'rm -rf --one-file-system ${tmpdir}' >> ${tmpdir}/cleanup$`),
       new RegExp(`^\\+ exec \\S+/libexec/minc-exec ps$`),
       new RegExp(`^\\+ \\S+/libexec/minc-core --write-down ${tmpdir}/minc-core.sh ps$`),
       new RegExp(`^\\+ exec /bin/sh \\S+/libexec/minc-waiter.sh ${tmpdir} (setpriv --pdeathsig KILL )?unshare -iump --propagation private /bin/sh \\S+/libexec/minc-fork.sh /bin/sh ${tmpdir}/minc-core.sh$`),
+      new RegExp(`^\\+ echo "\\$\\$" > ${tmpdir}/waiter$`),
       new RegExp(`^\\+ echo \\d+ > ${tmpdir}/pid$`),
-      new RegExp(`^\\+ echo traced > /proc/sys/kernel/hostname$`),
+      new RegExp(`^\\+ (echo|printf '%s\\\\n') traced > /proc/sys/kernel/hostname$`),
       new RegExp(`^\\+ mount -t overlay -o lowerdir=${rootfs()},upperdir=${tmpdir}/storage,workdir=${tmpdir}/work overlay ${tmpdir}/root$`),
       new RegExp(`^\\+ mount -t proc -o nosuid,nodev,noexec proc ${tmpdir}/root/proc$`),
       new RegExp(`^\\+ exec \\S+/libexec/minc-leash ${tmpdir}/root ps$`),
       new RegExp(`^\\+ exec \\S+/env --default-signal=INT,QUIT \\S*capsh --chroot=${tmpdir}/root --drop=cap_sys_chroot (--shell=/bin/sh )?-- -c 'exec "\\$0" "\\$@"' ps$`),
+      new RegExp(`^# ==== minc-waiter: the container has ended`),
+      new RegExp(`^\\+ rm -rf --one-file-system ${tmpdir}$`),
     ];
     let at = 0;
     for (const re of expect) {
@@ -42,6 +46,17 @@ describe("the --debug trace", { skip }, () => {
     assert.ok(lines[0].startsWith("# ==== minc:"));
     // The command's own output is not mixed into the trace.
     assert.match(r.stdout, /^\s*PID/);
+  });
+
+  test("pasted into sh, the trace boots the same container and cleans up after it", () => {
+    // Phase 1 is minc's own lines; its exec of minc-exec then does the rest again, as in the boot.
+    const traced = minc(["--debug", "-r", rootfs(), "--name", "pasted", "/bin/sh", "-c", "echo \"in $(hostname) as $$\""]);
+    assert.equal(traced.status, 0, traced.stderr);
+    const script = traced.stderr.split("\n").filter((l) => l.startsWith("+ ")).map((l) => l.slice(2)).join("\n");
+    const pasted = spawnSync("sh", ["-c", script], { encoding: "utf8", timeout: 60_000 });
+    assert.equal(pasted.status, 0, pasted.stderr);
+    assert.equal(pasted.stdout, "in pasted as 1\n");
+    assert.equal(traced.stdout, pasted.stdout);
   });
 
   test("the trace of a pivot_root boot shows pivot_root and the detach", () => {

@@ -6,6 +6,7 @@ import { describe, test } from "node:test";
 import { parseMincArgs } from "../lib/minc-options.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { userOf } from "../lib/rootfs.ts";
+import { printfLines } from "../lib/run.ts";
 import { quote, quoteAll } from "../lib/trace.ts";
 import { treeDigest } from "../lib/tree.ts";
 import { VERSION } from "../lib/version.ts";
@@ -89,6 +90,13 @@ describe("paths inside a rootfs", () => {
 
 test("the version is package.json's", () => {
   assert.equal(VERSION, JSON.parse(readFileSync(`${REPO}/package.json`, "utf8")).version);
+});
+
+test("a file write as the trace shows it prints the same bytes when sh runs it (backslashes, quotes, several lines)", () => {
+  for (const content of ["plain\n", "a\\tb\\c \\\\ %s '\"$x`\n", "two\nlines\n", "no newline at the end", "two lines,\nno newline at the end"]) {
+    const r = spawnSync("sh", ["-c", printfLines(content)], { encoding: "utf8" });
+    assert.equal(r.stdout, content, JSON.stringify(content));
+  }
 });
 
 test("an imported tree's id: the same tree, the same id; any change marten would store, another", () => {
