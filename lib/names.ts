@@ -9,6 +9,10 @@ const ID = /^[0-9a-f]{64}$/;
 const HEX = /^[0-9a-f]{1,64}$/;
 /** Names of images and containers: no "/", no leading "." or "-", a sane charset. */
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,254}$/;
+/** A name, or one "/"-separated part of a name that the shell MINCS stored. */
+const REF_PART = /^[A-Za-z0-9_][A-Za-z0-9_.:@+-]*$/;
+/** The longest Docker reference: a repository of 255 characters, ":" and a tag of 128. */
+const REF_MAX = 384;
 
 export function isId(s: string): boolean {
   return ID.test(s);
@@ -42,9 +46,14 @@ export function checkName(name: string, what = "name"): string {
   return name;
 }
 
-/** What may be looked up: an id, an id prefix, or a name (in the syntax of names, whatever the store holds). */
+/**
+ * What may be looked up: an id, an id prefix, or a name. A name as this
+ * port stores it, or one that the shell MINCS stored with "/" in it (its
+ * docker import named an image after the archive's repository: library/bbx,
+ * registry:5000/a/b): no empty part, no leading "/", no "." or ".." part.
+ */
 export function isRef(ref: string): boolean {
-  return HEX.test(ref) || (NAME.test(ref) && !ref.includes(".."));
+  return HEX.test(ref) || (ref.length <= REF_MAX && !ref.includes("..") && ref.split("/").every((p) => REF_PART.test(p)));
 }
 
 /** A reference to an image or container, checked (bad input: exit 2). */

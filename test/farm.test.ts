@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { alive, chainId, mincsDirFromConfig, storeDir } from "../lib/farm.ts";
-import { checkName, sameName } from "../lib/names.ts";
+import { checkName, checkRef, isRef, sameName } from "../lib/names.ts";
 import { REPO, rootfs, sleep } from "./helpers.ts";
 
 const FARM = `${REPO}/libexec/minc-farm`;
@@ -409,6 +409,17 @@ describe("the store's pieces", () => {
     const id = "0123456789abcdef".repeat(4);
     for (const bad of [id, `${id}:latest`, `${id}:v1`]) assert.throws(() => checkName(bad), /64 hex digits are an id/);
     for (const good of [id.slice(0, 63), `${id}x`, "cafe", `x:${id}`]) assert.equal(checkName(good), good);
+  });
+
+  test("references: ids, id starts, names, and names with / as the shell MINCS stored them; nothing path-like", () => {
+    for (const good of ["cafe", "a".repeat(64), "alpine:3.20", "library/bbx", "library/bbx:latest", "registry:5000/a/b", "localhost/x:t"]) {
+      assert.ok(isRef(good), good);
+      assert.equal(checkRef(good, "image"), good);
+    }
+    for (const bad of ["", "/x", "/library/bbx", "./x", "../x", "x/..", "a/../b", "a//b", "x/", "a/.b", "a/-b", "a b", `a/${"b".repeat(400)}`]) {
+      assert.ok(!isRef(bad), bad);
+      assert.throws(() => checkRef(bad, "image"), /no image given|not a valid name or id/);
+    }
   });
 
   test("a process that is gone is not alive; this one is", () => {

@@ -544,6 +544,25 @@ describe("marten", { skip }, () => {
     assert.equal(readFileSync(`${store}/images/${victim}/name`, "utf8"), "victim\n");
   });
 
+  test("names with / that the shell MINCS stored (library/bbx) are found by rmi, tag and the rest; no path-like reference is", async () => {
+    const layer = await tarOf([{ name: "bbx", data: "bbx\n" }]);
+    const id = ok(marten(["import", file("bbx.tar", await archiveOf(dockerSave([layer], configOf([sha(layer)]))))]));
+    const nameFile = `${store}/images/${id}/name`;
+    writeFileSync(nameFile, "library/bbx\n"); // as the shell marten's import of a docker save named it
+    assert.match(ok(marten(["li"])), new RegExp(`^${id.slice(0, 12)}\\t\\S+\\tlibrary/bbx$`, "m"));
+    assert.equal(farm(["pull", "library/bbx"]), id);
+    assert.equal(farm(["imagestack", "library/bbx:latest"]), `${store}/images/${id}/root`);
+    for (const bad of ["/library/bbx", "./library/bbx", "library/../bbx", "library//bbx", "../images"]) {
+      fails(marten(["rmi", bad]), 2, /is not a valid name or id/);
+    }
+    fails(marten(["tag", "library/bbx", "library/other"]), 2, /name "library\/other" is not valid/);
+    ok(marten(["tag", "library/bbx", "bbx"]));
+    assert.equal(readFileSync(nameFile, "utf8"), "bbx\n");
+    writeFileSync(nameFile, "library/bbx\n");
+    ok(marten(["rmi", "library/bbx"]));
+    assert.equal(existsSync(`${store}/images/${id}`), false);
+  });
+
   test("bad input: one line, exit 2", () => {
     fails(marten([]), 2, /needs a command/);
     fails(marten(["bogus"]), 2, /Unknown argument|Unknown command/);
