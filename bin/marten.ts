@@ -9,10 +9,11 @@ import * as fs from "node:fs";
 import { constants } from "node:os";
 import yargs from "yargs";
 import { HandedOver, MincError, main, settleLater, usageError } from "../lib/fail.ts";
-import { checkName, Store } from "../lib/farm.ts";
+import { Store } from "../lib/farm.ts";
 import { stopOnInterrupt } from "../lib/interrupt.ts";
 import { wantedPlatform } from "../lib/platform.ts";
-import { checkReference } from "../lib/reference.ts";
+import { checkName } from "../lib/names.ts";
+import { checkReference, parseReference } from "../lib/reference.ts";
 import { backend } from "../lib/libexec.ts";
 import { exec, isExecutable, removeTree } from "../lib/run.ts";
 import { quote, quoteAll, shown, step } from "../lib/trace.ts";
@@ -77,10 +78,14 @@ interface PullOptions {
  * pull: minc-smuggler REF DIR downloads and verifies the image into DIR (an
  * empty directory in the store's staging area) as an OCI image layout;
  * minc-farm imports it from there. The staging directory goes either way.
+ * Without --name, the layout names the image after REF (its io.mincs.ref
+ * annotation), as an archive's tag does: one the store cannot take (the
+ * start of an id in it) is left out with a warning, not refused after the
+ * download. A REF that gives no valid name at all is refused before it.
  */
 async function pull(ref: string, o: PullOptions): Promise<number> {
-  const refName = checkReference(ref);
-  const name = o.name === undefined ? refName : checkName(o.name, "--name");
+  parseReference(ref);
+  const name = o.name === undefined ? checkReference(ref) : checkName(o.name, "--name");
   if (o.arch !== undefined) wantedPlatform(o.arch);
   if (o.user !== undefined && !/^[^:\s]+:.*$/.test(o.user)) throw usageError("--user takes USER:PASSWORD");
   const smuggler = backend("minc-smuggler");
@@ -88,6 +93,7 @@ async function pull(ref: string, o: PullOptions): Promise<number> {
     throw new MincError(`marten pull needs ${smuggler}, the registry client, which is not installed (not built yet)`);
   }
   const store = new Store().ensure();
+  if (o.name !== undefined) store.checkNameFor("image", o.name); // (before the download)
   store.cleanStaleStaging();
   const stage = store.makeStaging("pull");
   try {
@@ -103,7 +109,7 @@ async function pull(ref: string, o: PullOptions): Promise<number> {
     const s = await runBackend("minc-smuggler", [ref, layout], env, masked, true);
     if (s !== 0) return s;
     step(`Import it as ${name}`);
-    return await runBackend("minc-farm", ["import", layout], { MINC_IMPORT_NAME: name, MINC_ARCH: o.arch, MINC_IMPORT_UNPACKED: "1" });
+    return await runBackend("minc-farm", ["import", layout], { MINC_IMPORT_NAME: o.name, MINC_ARCH: o.arch, MINC_IMPORT_UNPACKED: "1" });
   } finally {
     removeTree(stage);
   }

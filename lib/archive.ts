@@ -10,7 +10,8 @@ import * as fs from "node:fs";
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { MincError, usageError, warn } from "./fail.ts";
-import { chainId, checkName, type StagedLayer, type Store } from "./farm.ts";
+import { chainId, type StagedLayer, type Store } from "./farm.ts";
+import { checkName } from "./names.ts";
 import { decompress, digestLayer, normalizeDigest, StreamDigests, unpackedDir, unpackLayer, walkTar, type UnpackResult } from "./layer.ts";
 import { pool } from "./pool.ts";
 import { resolveInRoot } from "./paths.ts";
@@ -223,6 +224,7 @@ export interface LayerPlan {
 
 export interface ImagePlan {
   label: string;
+  /** The name its archive gives it (from its tag); one the store cannot take is left out. */
   name?: string;
   layers: LayerPlan[];
   /** The config to keep, given the layers' DiffIDs. */
@@ -465,7 +467,7 @@ interface Blob {
  * were unpacked and verified; a failure leaves the store as it was.
  */
 export async function importArchive(store: Store, path: string, opts: ImportOptions = {}): Promise<string[]> {
-  if (opts.name !== undefined) checkName(opts.name);
+  if (opts.name !== undefined) store.checkNameFor("image", checkName(opts.name));
   store.ensure();
   store.cleanStaleStaging();
   step(`Read the image archive ${path}`);
@@ -578,7 +580,7 @@ async function importPlans(store: Store, src: Source, plans: ImagePlan[], stage:
   for (const { layers, plan, config } of images) {
     const name = opts.name ?? plan.name;
     step(`Put the image's ${layers.length} layers in the store${name ? ` as ${name}` : ""}`);
-    tops.push(store.install(layers, { name, config }));
+    tops.push(store.install(layers, { name: opts.name, defaultName: plan.name, config }));
   }
   return tops;
 }

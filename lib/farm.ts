@@ -15,10 +15,11 @@
 // next run, so an interrupted import leaves no image.
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import { MincError, usageError } from "./fail.ts";
+import { MincError, usageError, warn } from "./fail.ts";
 import { checkLayerPath } from "./layerpath.ts";
 import { removeOnInterrupt } from "./interrupt.ts";
 import { mounts } from "./mounts.ts";
+import { checkName, checkRef, isId, isIdPrefix, plainName, sameName, whyNotName } from "./names.ts";
 import { removeTree } from "./run.ts";
 import { quote, quoteAll, shown, step } from "./trace.ts";
 
@@ -28,40 +29,6 @@ const crypto = (): typeof import("node:crypto") => process.getBuiltinModule("nod
 
 export const DEFAULT_DIR = "/var/lib/mincs";
 export const CONFIG_FILE = "/etc/mincs.conf";
-
-const ID = /^[0-9a-f]{64}$/;
-const HEX = /^[0-9a-f]{1,64}$/;
-/** Names of images and containers: no "/", no leading "." or "-", a sane charset. */
-const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,254}$/;
-
-export function isId(s: string): boolean {
-  return ID.test(s);
-}
-
-export function isName(s: string): boolean {
-  return NAME.test(s) && !s.includes("..");
-}
-
-/** A name to be stored: refused (exit 2) unless it is a valid name. */
-export function checkName(name: string, what = "name"): string {
-  if (!isName(name)) {
-    throw usageError(`${what} ${JSON.stringify(name)} is not valid (letters, digits and _.:@+-, not starting with . or -, no ..)`);
-  }
-  return name;
-}
-
-/** A reference to an image or container: a name, an id or an id prefix. */
-export function checkRef(ref: string | undefined, what: string): string {
-  if (ref === undefined || ref === "") throw usageError(`no ${what} given`);
-  if (!isName(ref) && !HEX.test(ref)) throw usageError(`${what} ${JSON.stringify(ref)} is not a valid name or id`);
-  return ref;
-}
-
-/** "alpine" and "alpine:latest" are the same name. */
-export function sameName(a: string, b: string): boolean {
-  const plain = (n: string): string => n.replace(/:latest$/, "");
-  return plain(a) === plain(b);
-}
 
 /**
  * The store's root: $MINCS_DIR, else MINCS_DIR=... from /etc/mincs.conf
@@ -160,7 +127,14 @@ export interface StagedLayer {
 
 /** What the top layer of an image carries besides its files. */
 export interface ImageMeta {
+  /** The name the user gave: one the store cannot take is refused (exit 2). */
   name?: string;
+  /**
+   * The name the image comes with, when none is given: its archive's tag, the
+   * hostname of the container committed. Nobody chose it for this store, so
+   * one the store cannot take is left out, with a warning.
+   */
+  defaultName?: string;
   config?: Buffer;
 }
 
@@ -251,20 +225,38 @@ export class Store {
   }
 
   /**
-   * A name, a name given as NAME:latest (or NAME for NAME:latest), or a
-   * unique id prefix, to the full id. Nothing found, or an ambiguous
-   * prefix, is an error.
+   * A reference to the full id. An id is itself, whatever names say (a
+   * name cannot be an id, but a store of the shell MINCS may have one). Else
+   * a name (NAME:latest for NAME, and the reverse) or a unique id prefix;
+   * a name that is also the start of another id is ambiguous, never settled
+   * in favour of either: a name that the store did not refuse (one stored by
+   * the shell MINCS, or one that a later id starts with) would otherwise take
+   * the place of an image given by its short id. Nothing found is an error.
    */
   resolve(kind: Kind, ref: string): string {
     checkRef(ref, kind);
     const ids = this.ids(kind);
-    const byName = (n: string): string[] => ids.filter((id) => this.nameOf(kind, id) === n);
-    let hits = byName(ref);
-    if (hits.length === 0) hits = ids.filter((id) => { const n = this.nameOf(kind, id); return n !== undefined && sameName(n, ref); });
-    if (hits.length === 0 && HEX.test(ref)) hits = ids.filter((id) => id.startsWith(ref));
+    if (isId(ref)) {
+      if (ids.includes(ref)) return ref;
+      throw new MincError(`no such ${kind}: ${ref}`);
+    }
+    const named = this.named(kind, ids, ref);
+    const started = isIdPrefix(ref) ? ids.filter((id) => id.startsWith(ref)) : [];
+    const hits = [...new Set([...named, ...started])];
     if (hits.length === 1) return hits[0];
-    if (hits.length > 1) throw new MincError(`${kind} ${ref} is ambiguous: it matches ${hits.join(", ")}`);
-    throw new MincError(`no such ${kind}: ${ref}`);
+    if (hits.length === 0) throw new MincError(`no such ${kind}: ${ref}`);
+    if (named.length > 0 && started.length > 0) {
+      throw new MincError(`${kind} ${ref} is ambiguous: it is the name of ${named.join(", ")} and the start of the id of ${started.join(", ")}; give the full id`);
+    }
+    throw new MincError(`${kind} ${ref} is ambiguous: it matches ${hits.join(", ")}`);
+  }
+
+  /** The ids of the kind named ref: those of that very name, else of the same name (NAME is NAME:latest). */
+  private named(kind: Kind, ids: string[], ref: string): string[] {
+    const names = new Map(ids.map((id) => [id, this.nameOf(kind, id)]));
+    const exact = ids.filter((id) => names.get(id) === ref);
+    if (exact.length > 0) return exact;
+    return ids.filter((id) => { const n = names.get(id); return n !== undefined && sameName(n, ref); });
   }
 
   resolveImage(ref: string): string {
@@ -393,12 +385,13 @@ export class Store {
       if (!exists(`${l.dir}/storage`)) symlinkShown("root", `${l.dir}/storage`);
       if (l.base !== undefined) writeShown(`${l.dir}/baseid`, `${l.base}\n`);
     }
-    if (top.dir) {
-      if (meta.config !== undefined) writeShown(`${top.dir}/config.json`, meta.config);
-      if (meta.name !== undefined) writeShown(`${top.dir}/name`, `${meta.name}\n`);
-    }
+    if (top.dir && meta.config !== undefined) writeShown(`${top.dir}/config.json`, meta.config);
     return this.withLock(() => {
-      if (meta.name !== undefined) this.takeName(top.id, meta.name);
+      const name = this.admitName(meta, layers.map((l) => l.id));
+      if (name !== undefined) {
+        this.takeName(top.id, name);
+        if (top.dir) writeShown(`${top.dir}/name`, `${name}\n`);
+      }
       let topWasThere = false;
       for (const l of layers) {
         const target = this.imageDir(l.id);
@@ -422,10 +415,51 @@ export class Store {
           writeShown(`${target}/.config.json.${process.pid}`, meta.config);
           replaceShown(`${target}/.config.json.${process.pid}`, `${target}/config.json`);
         }
-        if (meta.name !== undefined) writeShown(`${target}/name`, `${meta.name}\n`);
+        if (name !== undefined) writeShown(`${target}/name`, `${name}\n`);
       }
       return top.id;
     });
+  }
+
+  /**
+   * The name an image being installed takes (call under the lock): the given
+   * one, refused if the store cannot take it; else its default one, left out
+   * with a warning if the store cannot take it. newIds are its layers' ids.
+   */
+  private admitName(meta: ImageMeta, newIds: readonly string[]): string | undefined {
+    if (meta.name !== undefined) return this.checkNameFor("image", meta.name, newIds);
+    if (meta.defaultName === undefined) return undefined;
+    const why = this.whyNameRefused("image", meta.defaultName, newIds);
+    if (why === undefined) return meta.defaultName;
+    warn(`${why}; image ${newIds[newIds.length - 1].slice(0, 12)} is stored without it`);
+    return undefined;
+  }
+
+  /**
+   * A name for an image or a container of the store, refused (exit 2) if it
+   * cannot take it. Not under the lock: an early check, before a download or
+   * an unpack, of what the change itself checks again.
+   */
+  checkNameFor(kind: Kind, name: string, newIds: readonly string[] = []): string {
+    const why = this.whyNameRefused(kind, name, newIds);
+    if (why !== undefined) throw usageError(why);
+    return name;
+  }
+
+  /**
+   * Why an image or a container cannot take this name in this store (call
+   * under the lock); undefined if it can. Besides what no name may be: the
+   * start of an id of the kind (with newIds, those about to come in). As the
+   * shell MINCS's marten tag refused a name that already stood for
+   * something, and so that a name never stands where a short id is meant.
+   */
+  private whyNameRefused(kind: Kind, name: string, newIds: readonly string[] = []): string | undefined {
+    const why = whyNotName(name);
+    if (why !== undefined) return why;
+    const plain = plainName(name);
+    if (!isIdPrefix(plain)) return undefined;
+    const started = [...this.ids(kind), ...newIds].find((id) => id.startsWith(plain));
+    return started === undefined ? undefined : `name ${JSON.stringify(name)} is the start of the id of ${kind} ${started}: a name may not be an id or the start of one`;
   }
 
   /** The name leaves every other image that has it (call under the lock). */
@@ -438,30 +472,27 @@ export class Store {
     }
   }
 
-  /** Name an image, refused if another image has the name (call under the lock). */
-  private nameImage(id: string, name: string): void {
-    for (const other of this.listImages()) {
-      const n = this.imageName(other);
-      if (other !== id && n !== undefined && sameName(n, name)) throw usageError(`${name} is already used by image ${other}`);
-    }
-    writeShown(`${this.imageDir(id)}/name`, `${name}\n`);
-  }
-
-  /** marten renamei/tag: refused if another image has the name. */
+  /** marten renamei/tag: refused if another image has the name, or the store cannot take it. */
   renameImage(ref: string, name: string): string {
     checkName(name);
     return this.withLock(() => {
       const id = this.resolveImage(ref);
-      this.nameImage(id, name);
+      this.checkNameFor("image", name);
+      for (const other of this.listImages()) {
+        const n = this.imageName(other);
+        if (other !== id && n !== undefined && sameName(n, name)) throw usageError(`${name} is already used by image ${other}`);
+      }
+      writeShown(`${this.imageDir(id)}/name`, `${name}\n`);
       return id;
     });
   }
 
-  /** marten rename: a container's name is its utsname (its hostname). */
+  /** marten rename: a container's name is its utsname (its hostname); refused as an image's name is. */
   renameContainer(ref: string, name: string): string {
     checkName(name);
     return this.withLock(() => {
       const id = this.resolveContainer(ref);
+      this.checkNameFor("container", name);
       for (const other of this.listContainers()) {
         if (other !== id && this.containerName(other) === name) throw usageError(`${name} is already used by container ${other}`);
       }

@@ -6,7 +6,7 @@
 // the first component names a registry only when it has a `.` or a `:` or
 // is `localhost` (127.0.0.1:5000/x, ghcr.io/org/x, [::1]:5000/x).
 import { usageError } from "./fail.ts";
-import { isName } from "./farm.ts";
+import { isId, whyNotName } from "./names.ts";
 
 export const DOCKER_HUB = "docker.io";
 /** Where docker.io's registry API really answers. */
@@ -64,6 +64,7 @@ export function hostOf(domainAndPort: string): string {
 export function parseReference(input: string): Reference {
   const bad = (why: string) => usageError(`invalid reference ${JSON.stringify(input)}: ${why}`);
   if (input === "") throw bad("empty");
+  if (isId(input)) throw bad("64 hex digits are an image id, not a repository name");
   if (/\s/.test(input)) throw bad("contains white space");
 
   let rest = input;
@@ -118,7 +119,11 @@ export function formatReference(ref: Reference): string {
   return `${ref.domain}/${ref.repository}${ref.tag ? `:${ref.tag}` : ""}${ref.digest ? `@${ref.digest}` : ""}`;
 }
 
-/** The store name of a reference: its repository's last component, and :TAG unless the tag is latest. */
+/**
+ * The store name of a reference: its repository's last component, and :TAG
+ * unless the tag is latest. Not checked: the store checks it (it may be no
+ * valid name, or the start of an id in the store).
+ */
 export function nameFromReference(ref: string): string | undefined {
   const at = ref.indexOf("@");
   const noDigest = at < 0 ? ref : ref.slice(0, at);
@@ -127,14 +132,14 @@ export function nameFromReference(ref: string): string | undefined {
   const [repo, tag] = colon > slash ? [noDigest.slice(0, colon), noDigest.slice(colon + 1)] : [noDigest, ""];
   const last = repo.slice(repo.lastIndexOf("/") + 1);
   if (!last) return undefined;
-  const name = tag && tag !== "latest" ? `${last}:${tag}` : last;
-  return isName(name) ? name : undefined;
+  return tag && tag !== "latest" ? `${last}:${tag}` : last;
 }
 
 /** Check a [REGISTRY/]NAME[:TAG|@DIGEST] reference (bad input: exit 2); returns its store name. */
 export function checkReference(ref: string): string {
   parseReference(ref);
   const name = nameFromReference(ref);
-  if (name === undefined) throw usageError(`image reference ${JSON.stringify(ref)} gives no name for the store`);
+  const why = name === undefined ? "it has no name" : whyNotName(name);
+  if (name === undefined || why !== undefined) throw usageError(`image reference ${JSON.stringify(ref)} gives no name for the store (${why}): give --name`);
   return name;
 }

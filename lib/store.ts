@@ -4,13 +4,16 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { usageError } from "./fail.ts";
 import { backend } from "./libexec.ts";
+import { isRef } from "./names.ts";
 import { quoteAll, shown } from "./trace.ts";
 
-/** A name or id of the image store, as opposed to a path (store names have no "/"). */
-const STORE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:@-]*$/;
-
+/**
+ * A name or id of the image store, as opposed to a path: what is not there
+ * as a file and reads as a reference (library/bbx, as the shell MINCS named
+ * images, is one; /x, ./x and ../x are not).
+ */
 export function isStoreName(given: string): boolean {
-  return !existsSync(given) && STORE_NAME.test(given);
+  return !existsSync(given) && isRef(given);
 }
 
 /** Ask minc-farm; what it cannot find is the user's bad input, told in its own words. */

@@ -18,7 +18,9 @@
 //   minc-farm rename COID NAME        name a container (its utsname)
 //   minc-farm renamei|tag IMID NAME   name an image
 //
-// IDs are names, ids or unique id prefixes. The store is $MINCS_DIR (or
+// IDs are ids, names or unique id prefixes: a full id is always that id, and
+// a name that is also the start of another id is ambiguous (an error). A
+// NAME may be neither an id nor the start of one. The store is $MINCS_DIR (or
 // MINCS_DIR in /etc/mincs.conf, or /var/lib/mincs). import of a directory
 // reads MINC_IMPORT_UUID, MINC_IMPORT_NAME and MINC_BASE_UUID as MINCS did;
 // of an archive MINC_IMPORT_NAME and MINC_ARCH (the platform to pick from a
@@ -27,7 +29,8 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { isImageDir } from "../lib/imagedir.ts";
 import { MincError, mainAsync, usageError } from "../lib/fail.ts";
-import { chainId, checkName, isName, mountsUnder, Store } from "../lib/farm.ts";
+import { chainId, type ImageMeta, mountsUnder, Store } from "../lib/farm.ts";
+import { checkName, isId } from "../lib/names.ts";
 import { backend } from "../lib/libexec.ts";
 import { removeTree, runAsync } from "../lib/run.ts";
 import { signalsDelivered } from "../lib/signals.ts";
@@ -92,11 +95,11 @@ function listImages(store: Store): void {
  * Its id is MINC_IMPORT_UUID, else the sha256 of its content (the ChainID
  * of it on its base, when it has one).
  */
-async function importTree(store: Store, source: string, opts: { id?: string; base?: string; name?: string }): Promise<string> {
+async function importTree(store: Store, source: string, opts: { id?: string; base?: string }, meta: ImageMeta): Promise<string> {
   store.cleanStaleStaging();
   if (opts.id !== undefined && store.hasImage(opts.id)) {
     process.stderr.write(`${source} (${opts.id}) is already imported.\n`);
-    store.install([{ id: opts.id, base: opts.base ?? store.baseOf(opts.id), dir: "" }], { name: opts.name });
+    store.install([{ id: opts.id, base: opts.base ?? store.baseOf(opts.id), dir: "" }], meta);
     return opts.id;
   }
   const stage = store.makeStaging("import");
@@ -116,15 +119,16 @@ async function importTree(store: Store, source: string, opts: { id?: string; bas
     await signalsDelivered(); // (a signal that came during the digest acts before the image goes in)
     const id = opts.id ?? chainId(opts.base, digest!);
     if (store.hasImage(id)) process.stderr.write(`${source} (${id}) is already imported.\n`);
-    return store.install([{ id, base: opts.base, dir: stage }], { name: opts.name });
+    return store.install([{ id, base: opts.base, dir: stage }], meta);
   } finally {
     removeTree(stage);
   }
 }
 
-function envName(): string | undefined {
+/** MINC_IMPORT_NAME, checked before anything is copied or unpacked. */
+function envName(store: Store): string | undefined {
   const n = process.env.MINC_IMPORT_NAME;
-  return n ? checkName(n, "MINC_IMPORT_NAME") : undefined;
+  return n ? store.checkNameFor("image", checkName(n, "MINC_IMPORT_NAME")) : undefined;
 }
 
 async function importPath(store: Store, path: string): Promise<void> {
@@ -141,28 +145,27 @@ async function importPath(store: Store, path: string): Promise<void> {
     // Loaded only here: its tar reader and decompressors cost every other command's start.
     const { importArchive } = await import("../lib/archive.ts");
     const ids = await importArchive(store, path, {
-      name: envName(), arch: process.env.MINC_ARCH || undefined, preUnpacked: process.env.MINC_IMPORT_UNPACKED === "1",
+      name: envName(store), arch: process.env.MINC_ARCH || undefined, preUnpacked: process.env.MINC_IMPORT_UNPACKED === "1",
     });
     for (const id of ids) out(id);
     return;
   }
   if (!st.isDirectory()) throw usageError(`${path}: not a directory or an archive`);
   const given = process.env.MINC_IMPORT_UUID;
-  if (given && !/^[0-9a-f]{64}$/.test(given)) throw usageError(`MINC_IMPORT_UUID ${JSON.stringify(given)} is not an id (64 hex digits)`);
+  if (given && !isId(given)) throw usageError(`MINC_IMPORT_UUID ${JSON.stringify(given)} is not an id (64 hex digits)`);
   const base = process.env.MINC_BASE_UUID ? store.resolveImage(process.env.MINC_BASE_UUID) : undefined;
   // A symlink to the rootfs is followed: cp -a would copy the link itself.
-  out(await importTree(store, fs.realpathSync(path), { id: given || undefined, base, name: envName() }));
+  out(await importTree(store, fs.realpathSync(path), { id: given || undefined, base }, { name: envName(store) }));
 }
 
 async function commit(store: Store, ref: string): Promise<void> {
   const id = store.resolveContainer(ref);
   const dir = store.containerDir(id);
   if (!fs.existsSync(`${dir}/storage`)) throw new MincError(`container ${id} has no storage yet (it never ran)`);
-  const utsname = store.containerName(id);
-  const name = envName() ?? (utsname && isName(utsname) ? utsname : undefined);
   const base = store.containerBase(id);
   store.layers(base);
-  out(await importTree(store, `${dir}/storage`, { base, name }));
+  // Named after the container's hostname, as MINCS did, unless that cannot be an image's name.
+  out(await importTree(store, `${dir}/storage`, { base }, { name: envName(store), defaultName: store.containerName(id) }));
 }
 
 // ---- mounts ----

@@ -6,7 +6,8 @@ import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { alive, chainId, checkName, mincsDirFromConfig, sameName, storeDir } from "../lib/farm.ts";
+import { alive, chainId, mincsDirFromConfig, storeDir } from "../lib/farm.ts";
+import { checkName, checkRef, isRef, sameName } from "../lib/names.ts";
 import { REPO, rootfs, sleep } from "./helpers.ts";
 
 const FARM = `${REPO}/libexec/minc-farm`;
@@ -205,6 +206,56 @@ describe("minc-farm", { skip }, () => {
     fails(farmRun(["pull", "cafe"]), 1, /no such image: cafe/);
   });
 
+  test("a name never stands for another id: ids and id starts are refused as names; a full id is that image, a name that starts an id is ambiguous", () => {
+    const ids = `${tmp}/ids-store`;
+    const dirOf = (content: string): string => {
+      const d = mkdtempSync(`${tmp}/content-`);
+      writeFileSync(`${d}/x`, content);
+      return d;
+    };
+    const a = farm(["import", dirOf("a")], { MINC_IMPORT_NAME: "keepme" }, ids);
+    const b = farm(["import", dirOf("b")], {}, ids);
+    const c = dirOf("c");
+    fails(farmRun(["renamei", "keepme", b], {}, ids), 2, /name "[0-9a-f]{64}" is not valid: 64 hex digits are an id/);
+    fails(farmRun(["renamei", "keepme", `${b}:latest`], {}, ids), 2, /64 hex digits are an id/);
+    fails(farmRun(["renamei", "keepme", b.slice(0, 12)], {}, ids), 2, new RegExp(`is the start of the id of image ${b}`));
+    fails(farmRun(["renamei", b, `${a.slice(0, 5)}:latest`], {}, ids), 2, new RegExp(`is the start of the id of image ${a}`));
+    fails(farmRun(["import", c], { MINC_IMPORT_NAME: b.slice(0, 7) }, ids), 2, new RegExp(`is the start of the id of image ${b}`));
+    assert.deepEqual(readdirSync(`${ids}/images`).sort(), [a, b].sort(), "a refused name imports nothing");
+    farm(["renamei", b, `${a.slice(0, 5)}:v1`], {}, ids); // (not NAME:latest: no reference means it)
+    assert.equal(farm(["pull", a.slice(0, 5)], {}, ids), a);
+
+    // Names as a shell MINCS or an older store may hold them.
+    writeFileSync(`${ids}/images/${a}/name`, `${b}\n`);
+    assert.equal(farm(["pull", b], {}, ids), b, "a full id is that image, whatever names say");
+    writeFileSync(`${ids}/images/${a}/name`, `${b.slice(0, 12)}\n`);
+    const amb = farmRun(["idir", b.slice(0, 12)], {}, ids);
+    fails(amb, 1, new RegExp(`image ${b.slice(0, 12)} is ambiguous: it is the name of ${a} and the start of the id of ${b}`));
+    farm(["rmi", b], {}, ids);
+    assert.deepEqual(readdirSync(`${ids}/images`), [a], "rmi of B's id removed B, not the image named after it");
+    assert.equal(farm(["pull", b.slice(0, 12)], {}, ids), a, "with B gone, the name is unambiguous");
+
+    // Containers alike.
+    const c1 = farm(["fork", a], {}, ids);
+    const c2 = farm(["fork", a], {}, ids);
+    fails(farmRun(["rename", c1, c2], {}, ids), 2, /64 hex digits are an id/);
+    fails(farmRun(["rename", c1, c2.slice(0, 12)], {}, ids), 2, new RegExp(`is the start of the id of container ${c2}`));
+    writeFileSync(`${ids}/containers/${c1}/utsname`, `${c2}\n`);
+    assert.equal(farm(["dir", c2], {}, ids), `${ids}/containers/${c2}`);
+    farm(["rm", c2], {}, ids);
+    assert.deepEqual(readdirSync(`${ids}/containers`), [c1], "rm of c2's id removed c2, not the container named after it");
+
+    // A commit is named after the container's hostname, unless that is the start of an image id.
+    writeFileSync(`${ids}/containers/${c1}/utsname`, `${a.slice(0, 6)}\n`);
+    mkdirSync(`${ids}/containers/${c1}/storage`);
+    writeFileSync(`${ids}/containers/${c1}/storage/new`, "new\n");
+    const r = farmRun(["commit", c1], {}, ids);
+    assert.equal(r.status, 0, r.stderr);
+    const img = r.stdout.trim();
+    assert.match(r.stderr, new RegExp(`^minc-farm: warning: name "${a.slice(0, 6)}" is the start of the id of image ${a}.*; image ${img.slice(0, 12)} is stored without it\n$`));
+    assert.equal(existsSync(`${ids}/images/${img}/name`), false);
+  });
+
   test("rm refuses a running container, rmi an image something depends on", () => {
     const c = farm(["fork", "busybox"]);
     writeFileSync(`${store}/containers/${c}/pid`, `${process.pid}\n`);
@@ -373,6 +424,23 @@ describe("the store's pieces", () => {
     for (const bad of ["", "a/b", "..", "a..b", ".hidden", "-opt", "a b", "x\n", "é"]) assert.throws(() => checkName(bad), /not valid/);
     assert.ok(sameName("alpine", "alpine:latest"));
     assert.ok(!sameName("alpine", "alpine:3"));
+  });
+
+  test("names are never ids (64 hex digits before an optional :TAG, as Docker refuses); a shorter hex name is syntax-valid", () => {
+    const id = "0123456789abcdef".repeat(4);
+    for (const bad of [id, `${id}:latest`, `${id}:v1`]) assert.throws(() => checkName(bad), /64 hex digits are an id/);
+    for (const good of [id.slice(0, 63), `${id}x`, "cafe", `x:${id}`]) assert.equal(checkName(good), good);
+  });
+
+  test("references: ids, id starts, names, and names with / as the shell MINCS stored them; nothing path-like", () => {
+    for (const good of ["cafe", "a".repeat(64), "alpine:3.20", "library/bbx", "library/bbx:latest", "registry:5000/a/b", "localhost/x:t"]) {
+      assert.ok(isRef(good), good);
+      assert.equal(checkRef(good, "image"), good);
+    }
+    for (const bad of ["", "/x", "/library/bbx", "./x", "../x", "x/..", "a/../b", "a//b", "x/", "a/.b", "a/-b", "a b", `a/${"b".repeat(400)}`]) {
+      assert.ok(!isRef(bad), bad);
+      assert.throws(() => checkRef(bad, "image"), /no image given|not a valid name or id/);
+    }
   });
 
   test("a process that is gone is not alive; this one is", () => {

@@ -115,6 +115,21 @@ describe("images", { skip }, () => {
     }
   });
 
+  test("minc -r library/bbx: an image that the shell MINCS named after its repository runs", () => {
+    const i = run("marten", ["import", rootfs()]);
+    assert.equal(i.status, 0, i.stderr);
+    const id = i.stdout.trim();
+    writeFileSync(`${store}/images/${id}/name`, "library/bbx\n"); // as the shell marten's import of a docker save named it
+    const r = run("minc", ["-r", "library/bbx", "sh", "-c", "echo ran"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "ran\n");
+    const before = run("marten", ["lc"]).stdout;
+    const missing = run("minc", ["-r", "library/none", "true"]);
+    assert.equal(missing.status, 2, missing.stderr);
+    assert.match(missing.stderr, /no such image: library\/none/);
+    assert.equal(run("marten", ["lc"]).stdout, before);
+  });
+
   test("marten pull interrupted mid-download (TERM to marten alone): minc-smuggler ends, no staging directory, no image", async () => {
     const layout = scratch("minc-test-layout-");
     const image = buildImage(layout, "3", { layers: [busyboxLayer(), { "data/big": randomBytes(4 << 20) }], config: { Cmd: ["true"] } });

@@ -117,8 +117,11 @@ const TAR = "application/vnd.oci.image.layer.v1.tar";
 const GZ = "application/vnd.oci.image.layer.v1.tar+gzip";
 const ZST = "application/vnd.oci.image.layer.v1.tar+zstd";
 
-/** An OCI image layout: one image, or (nested=true) an index of several platforms, as skopeo --all writes. */
-function ociLayout(images: OciImage[], opts: { refName?: string; nested?: boolean; attestation?: boolean } = {}): Files {
+/**
+ * An OCI image layout: one image, or (nested=true) an index of several platforms, as skopeo --all writes.
+ * ref is the full reference that minc-smuggler writes as io.mincs.ref.
+ */
+function ociLayout(images: OciImage[], opts: { refName?: string; ref?: string; nested?: boolean; attestation?: boolean } = {}): Files {
   const files: Files = new Map();
   const blob = (b: Buffer): { digest: string; size: number } => {
     files.set(`blobs/sha256/${sha(b)}`, b);
@@ -132,7 +135,8 @@ function ociLayout(images: OciImage[], opts: { refName?: string; nested?: boolea
     }));
     return { mediaType: OCI_MANIFEST, ...blob(manifest), ...(img.platform ? { platform: img.platform } : {}) };
   });
-  const annotations = opts.refName ? { "org.opencontainers.image.ref.name": opts.refName } : undefined;
+  const named = { ...(opts.refName ? { "org.opencontainers.image.ref.name": opts.refName } : {}), ...(opts.ref ? { "io.mincs.ref": opts.ref } : {}) };
+  const annotations = Object.keys(named).length ? named : undefined;
   let top: unknown[] = descs;
   if (opts.attestation) {
     const att = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: blob(Buffer.from("{}")), layers: [] }));
@@ -494,6 +498,71 @@ describe("marten", { skip }, () => {
     assert.equal(existsSync(`${store}/images/${l1}`), true);
   });
 
+  test("a name never takes an id's place: tag to an id or id start is refused, rmi ID removes that very image", async () => {
+    const dir = `${tmp}/keepme`;
+    mkdirSync(dir);
+    writeFileSync(`${dir}/kept`, "kept\n");
+    const a = ok(marten(["import", dir, "--name", "keepme"]));
+    const layer = await tarOf([{ name: "b", data: "B\n" }]);
+    const b = ok(marten(["import", file("b.tar", await archiveOf(dockerSave([layer], configOf([sha(layer)]))))]));
+    fails(marten(["tag", "keepme", b]), 2, /name "[0-9a-f]{64}" is not valid: 64 hex digits are an id/);
+    fails(marten(["tag", "keepme", b.slice(0, 12)]), 2, new RegExp(`name "${b.slice(0, 12)}" is the start of the id of image ${b}`));
+    fails(marten(["rename", "keepme", b]), 2, /64 hex digits are an id/);
+    const before = snapshot();
+    fails(marten(["import", file("b2.tar", await archiveOf(dockerSave([layer], configOf([sha(layer)])))), "--name", a.slice(0, 8)]), 2, /is the start of the id of image/);
+    assert.equal(snapshot(), before, "a refused --name imports nothing");
+    ok(marten(["rmi", b]));
+    assert.equal(existsSync(`${store}/images/${b}`), false);
+    assert.equal(farm(["pull", "keepme"]), a);
+  });
+
+  test("an archive whose tag is another image's id or short id: imported unnamed, with a warning; the id still finds its own image", async () => {
+    const dir = `${tmp}/victim`;
+    mkdirSync(dir);
+    writeFileSync(`${dir}/victim`, "victim\n");
+    const victim = ok(marten(["import", dir, "--name", "victim"]));
+    const short = victim.slice(0, 12);
+    const archives: [string, Files][] = [];
+    for (const tag of [`${short}:latest`, short, `${victim}:latest`]) {
+      const layer = await tarOf([{ name: "evil", data: `${tag}\n` }]);
+      archives.push([tag, dockerSave([layer], configOf([sha(layer)]), tag)]);
+    }
+    const oci = await tarOf([{ name: "evil", data: "oci\n" }]);
+    archives.push([short, ociLayout([{ blobs: [oci], mediaTypes: [TAR], config: configOf([sha(oci)]) }], { ref: `evil.example/x/${short}` })]);
+    for (const [tag, files] of archives) {
+      const r = marten(["import", file("evil.tar", await archiveOf(files))]);
+      assert.equal(r.status, 0, r.stderr);
+      const evil = r.stdout.trim();
+      assert.notEqual(evil, victim);
+      const name = JSON.stringify(tag.replace(/:latest$/, ""));
+      assert.match(r.stderr, new RegExp(`^minc-farm: warning: name ${name} (is the start of the id of image ${victim}|is not valid: 64 hex digits are an id).*; image ${evil.slice(0, 12)} is stored without it\n$`));
+      assert.equal(existsSync(`${store}/images/${evil}/name`), false, tag);
+      assert.equal(farm(["idir", short]), `${store}/images/${victim}`);
+      assert.equal(farm(["pull", victim]), victim);
+      ok(marten(["rmi", evil]));
+    }
+    assert.equal(readFileSync(`${store}/images/${victim}/name`, "utf8"), "victim\n");
+  });
+
+  test("names with / that the shell MINCS stored (library/bbx) are found by rmi, tag and the rest; no path-like reference is", async () => {
+    const layer = await tarOf([{ name: "bbx", data: "bbx\n" }]);
+    const id = ok(marten(["import", file("bbx.tar", await archiveOf(dockerSave([layer], configOf([sha(layer)]))))]));
+    const nameFile = `${store}/images/${id}/name`;
+    writeFileSync(nameFile, "library/bbx\n"); // as the shell marten's import of a docker save named it
+    assert.match(ok(marten(["li"])), new RegExp(`^${id.slice(0, 12)}\\t\\S+\\tlibrary/bbx$`, "m"));
+    assert.equal(farm(["pull", "library/bbx"]), id);
+    assert.equal(farm(["imagestack", "library/bbx:latest"]), `${store}/images/${id}/root`);
+    for (const bad of ["/library/bbx", "./library/bbx", "library/../bbx", "library//bbx", "../images"]) {
+      fails(marten(["rmi", bad]), 2, /is not a valid name or id/);
+    }
+    fails(marten(["tag", "library/bbx", "library/other"]), 2, /name "library\/other" is not valid/);
+    ok(marten(["tag", "library/bbx", "bbx"]));
+    assert.equal(readFileSync(nameFile, "utf8"), "bbx\n");
+    writeFileSync(nameFile, "library/bbx\n");
+    ok(marten(["rmi", "library/bbx"]));
+    assert.equal(existsSync(`${store}/images/${id}`), false);
+  });
+
   test("bad input: one line, exit 2", () => {
     fails(marten([]), 2, /needs a command/);
     fails(marten(["bogus"]), 2, /Unknown argument|Unknown command/);
@@ -504,6 +573,8 @@ describe("marten", { skip }, () => {
     fails(marten(["pull", "alpine:bad tag"]), 2, /bad tag/);
     fails(marten(["pull", "alpine@sha256:1234"]), 2, /digest/);
     fails(marten(["pull", "alpine", "--user", "nopassword"]), 2, /USER:PASSWORD/);
+    fails(marten(["pull", "0123456789abcdef".repeat(4)]), 2, /64 hex digits are an image id/);
+    fails(marten(["pull", `org/${"0123456789abcdef".repeat(4)}`]), 2, /gives no name for the store .*64 hex digits are an id.*give --name/);
     fails(marten(["rmi", "../../etc"]), 2, /not a valid name or id/);
     const help = marten(["--help"]);
     assert.equal(help.status, 0);
@@ -534,7 +605,7 @@ describe("marten", { skip }, () => {
 
     test("minc-smuggler REF DIR fills DIR with an OCI layout, which is imported and named after REF", async () => {
       const layer = await tarOf([{ name: "pulled", data: "from the registry\n" }]);
-      const files = ociLayout([{ blobs: [gzipSync(layer)], mediaTypes: [GZ], config: configOf([sha(layer)]) }]);
+      const files = ociLayout([{ blobs: [gzipSync(layer)], mediaTypes: [GZ], config: configOf([sha(layer)]) }], { refName: "2.0", ref: "registry.example:5000/team/app:2.0" });
       const source = `${tmp}/registry-layout`;
       writeDir(files, source);
       const log = `${tmp}/smuggler.log`;
@@ -554,6 +625,10 @@ describe("marten", { skip }, () => {
       // The password is not in the trace.
       const traced = marten(["--debug", "pull", "other/app"], {}, `${prefix}/bin/marten`);
       assert.doesNotMatch(traced.stderr, /secret/);
+      // A --name the store cannot take is refused before the download.
+      rmSync(log);
+      fails(marten(["pull", "other/app", "--name", id.slice(0, 8)], {}, `${prefix}/bin/marten`), 2, new RegExp(`is the start of the id of image ${id}`));
+      assert.equal(existsSync(log), false, "minc-smuggler ran");
     });
 
     test("a failed download imports nothing and leaves no staging directory", () => {

@@ -60,6 +60,7 @@ describe("references", () => {
     ["_x", /name component/],
     ["bad_host:5000/x", /registry/],
     [`a/${"b".repeat(260)}`, /longer than 255/],
+    ["0123456789abcdef".repeat(4), /64 hex digits are an image id/],
   ];
   test("plain HTTP only on the loopback, or with MINC_PULL_INSECURE", () => {
     for (const local of ["127.0.0.1:5000", "localhost", "localhost:80", "[::1]:5000"]) assert.deepEqual(schemesFor(local, false), ["https", "http"], local);
