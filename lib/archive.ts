@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { MincError, usageError, warn } from "./fail.ts";
 import { chainId, checkName, type StagedLayer, type Store } from "./farm.ts";
-import { decompress, digestLayer, normalizeDigest, StreamDigests, unpackedDir, unpackLayer, walkTar, type UnpackResult } from "./layer.ts";
+import { decompress, digestLayer, entryText, normalizeDigest, StreamDigests, unpackedDir, unpackLayer, walkTar, type UnpackResult } from "./layer.ts";
 import { pool } from "./pool.ts";
 import { resolveInRoot } from "./paths.ts";
 import { removeTree, run } from "./run.ts";
@@ -131,7 +131,7 @@ class TarSource implements Source {
     try {
       await walkTar(decompress(createReadStream(file), "auto", d), async (entry) => {
         const h = entry.header;
-        const n = archiveName(h.name);
+        const n = archiveName(entryText(h, "name"));
         const here = ordinal++;
         if (n === undefined) return;
         const rec: TarRecord = { ordinal: here, type: "other", size: h.size ?? 0 };
@@ -145,10 +145,10 @@ class TarSource implements Source {
           }
         } else if (h.type === "symlink") {
           rec.type = "symlink";
-          rec.link = archiveName(h.linkname ?? "", posix.dirname(n));
+          rec.link = archiveName(entryText(h, "linkname"), posix.dirname(n));
         } else if (h.type === "link") {
           rec.type = "link";
-          rec.link = archiveName(h.linkname ?? "");
+          rec.link = archiveName(entryText(h, "linkname"));
         }
         src.records.set(n, rec);
       });

@@ -9,7 +9,6 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { dirname } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gzipSync, zstdCompressSync } from "node:zlib";
-import tar from "tar-stream";
 import { REPO } from "./helpers.ts";
 import { makeTar, T0, type E } from "./tar.ts";
 
@@ -40,25 +39,10 @@ async function archiveOf(files: Files): Promise<Buffer> {
   }
   for (const d of [...dirs].sort()) entries.push({ name: `${d}/`, type: "directory" });
   for (const [name, v] of [...files.entries()].sort()) {
-    if (Buffer.isBuffer(v)) entries.push({ name });
+    if (Buffer.isBuffer(v)) entries.push({ name, data: v });
     else entries.push({ name, type: "symlink", linkname: v.symlink });
   }
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  pack.on("data", (c: unknown) => chunks.push(c as Buffer));
-  const done = new Promise<void>((resolve, reject) => { pack.on("end", resolve); pack.on("error", reject); });
-  for (const e of entries) {
-    const v = e.type === undefined ? files.get(e.name) as Buffer : undefined;
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null): void => (err ? reject(err) : resolve());
-      const header = { name: e.name, type: e.type ?? "file", linkname: e.linkname, mode: e.type === "directory" ? 0o755 : 0o644, mtime: T0 };
-      if (v) pack.entry(header, v, cb);
-      else pack.entry(header, cb);
-    });
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
+  return makeTar(entries);
 }
 
 function writeDir(files: Files, dir: string): void {
