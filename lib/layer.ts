@@ -11,6 +11,8 @@
 // - OCI/AUFS whiteouts become overlayfs ones: ".wh.NAME" a 0/0 character
 //   device NAME, ".wh..wh..opq" the trusted.overlay.opaque=y xattr on its
 //   directory (set with setfattr, from Debian's attr package);
+// - a file that cannot be written (a full disk, a name too long) is an error
+//   that says so, not a broken archive;
 // - the sha256 of the uncompressed stream (the layer's DiffID) and of the
 //   stream as given (the blob's digest) are computed; a DiffID that differs
 //   from the expected one is an error, and the caller discards the directory.
@@ -20,7 +22,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import tar, { type Header } from "tar-stream";
-import { MincError } from "./fail.ts";
+import { MincError, systemErrorText } from "./fail.ts";
 import { findInPath, run } from "./run.ts";
 import { quote, shown } from "./trace.ts";
 
@@ -123,7 +125,8 @@ export async function* decompress(
     }
   } catch (e) {
     if (e instanceof MincError) throw e;
-    throw new MincError(`cannot decompress (${kind}): ${(e as Error).message}`);
+    const why = systemErrorText(e); // (the input could not be read: not a decompression failure)
+    throw new MincError(why !== undefined ? `cannot read the layer: ${why}` : `cannot decompress (${kind}): ${(e as Error).message}`);
   }
 }
 
@@ -213,11 +216,15 @@ export async function walkTar(chunks: AsyncIterable<Buffer>, each: (entry: Entry
   }
   if (handlerError !== undefined || iterError !== undefined) extract.destroy();
   await feeding;
-  // Our own refusals first; else what broke the stream (truncation, corruption).
-  const err = handlerError instanceof MincError ? handlerError : (feedError ?? handlerError ?? iterError);
+  // The handler's own failure first: a refusal, or a file it could not write
+  // (a full disk, a name too long); the stream it broke off then fails too,
+  // only because of it ("Premature close"). Else what broke the stream
+  // (truncation, corruption), which an entry's data being read fails with too.
+  const handlerFailed = handlerError instanceof MincError || systemErrorText(handlerError) !== undefined;
+  const err = handlerFailed ? handlerError : (feedError ?? handlerError ?? iterError);
   if (err === undefined) return;
   if (err instanceof MincError) throw err;
-  throw new MincError(`not a valid tar archive: ${(err as Error).message ?? String(err)}`);
+  throw new MincError(systemErrorText(err) ?? `not a valid tar archive: ${(err as Error).message ?? String(err)}`);
 }
 
 /** The components of an entry's path (its bytes, see BYTES); absolute paths and ".." are refused. */
@@ -344,9 +351,20 @@ class Unpacker {
     return false;
   }
 
+  /** Unpack one entry; a file it cannot write (a full disk, a name too long) is said so, with its name. */
   async entry(entry: Entry): Promise<void> {
+    const name = entryBytes(entry.header, "name");
+    try {
+      await this.place(entry, name);
+    } catch (e) {
+      const why = systemErrorText(e);
+      if (why !== undefined) throw new MincError(`cannot unpack ${JSON.stringify(text(name))}: ${why}`);
+      throw e;
+    }
+  }
+
+  private async place(entry: Entry, name: string): Promise<void> {
     const h = entry.header;
-    const name = entryBytes(h, "name");
     const pax = paxOf(h);
     const parts = entryParts(name);
     this.entries++;

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync } from "node:fs";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { gzipSync, zstdCompressSync } from "node:zlib";
@@ -220,6 +220,32 @@ describe("unpacking a layer", { skip }, () => {
     assert.ok(at > 0, "no pax path record");
     latin1("\xe9\xe9").copy(layer, at + "path=pax-caf".length);
     await assert.rejects(unpackLayer(Readable.from([layer]), fresh()), /pax path that is not UTF-8/);
+  });
+
+  test("a name too long for the file system is said so (ENAMETOOLONG), not taken for a broken archive", async () => {
+    const layer = await makeTar([{ name: `dir/${"n".repeat(300)}`, data: "x" }]);
+    await assert.rejects(unpackLayer(Readable.from([layer]), fresh()), (e: Error) => {
+      assert.match(e.message, /cannot unpack "dir\/n+": name too long \(ENAMETOOLONG\)/);
+      assert.doesNotMatch(e.message, /not a valid tar|Premature close/);
+      return true;
+    });
+  });
+
+  test("a full disk is said so (ENOSPC), not taken for a broken archive", async (t) => {
+    const small = `${tmp}/small${n++}`;
+    mkdirSync(small);
+    if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", small]).status !== 0) return t.skip("cannot mount a tmpfs");
+    try {
+      const layer = await makeTar([{ name: "big", data: Buffer.alloc(1 << 20, 7) }, { name: "after", data: "y" }]);
+      await assert.rejects(unpackLayer(Readable.from([gzipSync(layer)]), `${small}/layer`), (e: Error) => {
+        assert.match(e.message, /cannot unpack "big": no space left on device \(ENOSPC\)/);
+        assert.doesNotMatch(e.message, /not a valid tar|Premature close|decompress/);
+        return true;
+      });
+    } finally {
+      spawnSync("umount", [small]);
+      rmdirSync(small);
+    }
   });
 
   test("entry paths: ./ prefixes are fine, .. and absolute ones are not", () => {
