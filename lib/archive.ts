@@ -12,7 +12,7 @@ import { posix } from "node:path";
 import { MincError, usageError, warn } from "./fail.ts";
 import { chainId, type StagedLayer, type Store } from "./farm.ts";
 import { checkName } from "./names.ts";
-import { decompress, digestLayer, normalizeDigest, StreamDigests, unpackedDir, unpackLayer, walkTar, type UnpackResult } from "./layer.ts";
+import { decompress, digestLayer, entryText, normalizeDigest, StreamDigests, unpackedDir, unpackLayer, walkTar, type UnpackResult } from "./layer.ts";
 import { pool } from "./pool.ts";
 import { resolveInRoot } from "./paths.ts";
 import { removeTree, run } from "./run.ts";
@@ -20,6 +20,7 @@ import { signalsDelivered } from "./signals.ts";
 import { quote, shown, step } from "./trace.ts";
 import { wantedPlatform } from "./platform.ts";
 import { nameFromReference } from "./reference.ts";
+import { checkShape, type Shape } from "./shape.ts";
 
 // ---- where the files of an archive come from ----
 
@@ -132,7 +133,7 @@ class TarSource implements Source {
     try {
       await walkTar(decompress(createReadStream(file), "auto", d), async (entry) => {
         const h = entry.header;
-        const n = archiveName(h.name);
+        const n = archiveName(entryText(h, "name"));
         const here = ordinal++;
         if (n === undefined) return;
         const rec: TarRecord = { ordinal: here, type: "other", size: h.size ?? 0 };
@@ -146,10 +147,10 @@ class TarSource implements Source {
           }
         } else if (h.type === "symlink") {
           rec.type = "symlink";
-          rec.link = archiveName(h.linkname ?? "", posix.dirname(n));
+          rec.link = archiveName(entryText(h, "linkname"), posix.dirname(n));
         } else if (h.type === "link") {
           rec.type = "link";
-          rec.link = archiveName(h.linkname ?? "");
+          rec.link = archiveName(entryText(h, "linkname"));
         }
         src.records.set(n, rec);
       });
@@ -231,12 +232,15 @@ export interface ImagePlan {
   config(diffIds: readonly string[]): Buffer | undefined;
 }
 
-function parseJson<T>(buf: Buffer, what: string): T {
+/** A JSON document of the archive, of the shape its readers rely on. */
+function readJson<T>(buf: Buffer, shape: Shape, what: string): T {
+  let value: unknown;
   try {
-    return JSON.parse(buf.toString("utf8")) as T;
+    value = JSON.parse(buf.toString("utf8"));
   } catch (e) {
     throw new MincError(`${what} is not valid JSON: ${(e as Error).message}`);
   }
+  return checkShape<T>(value, shape, what);
 }
 
 function sha256(buf: Buffer): string {
@@ -251,17 +255,25 @@ interface Descriptor {
   annotations?: Record<string, string>;
 }
 
+const DESCRIPTOR: Shape = {
+  "mediaType?": "string",
+  digest: "string",
+  "size?": "number",
+  "platform?": { "os?": "string", "architecture?": "string", "variant?": "string" },
+  "annotations?": { "*": "string" },
+};
+
 interface ImageConfig {
-  rootfs?: { type?: string; diff_ids?: string[] };
+  rootfs?: { type?: string; diff_ids?: string[] | null } | null;
 }
+
+const IMAGE_CONFIG: Shape = { "rootfs?": { "diff_ids?": ["string"] } };
 
 function checkDiffIds(config: ImageConfig, layers: number, what: string): string[] | undefined {
   const ids = config.rootfs?.diff_ids;
-  if (ids === undefined) return undefined;
-  if (!Array.isArray(ids) || ids.length !== layers) {
-    throw new MincError(`${what}: the config lists ${Array.isArray(ids) ? ids.length : "no"} diff_ids for ${layers} layers`);
-  }
-  return ids.map((d) => normalizeDigest(String(d)));
+  if (ids === undefined || ids === null) return undefined;
+  if (ids.length !== layers) throw new MincError(`${what}: the config lists ${ids.length} diff_ids for ${layers} layers`);
+  return ids.map(normalizeDigest);
 }
 
 /** The digest a docker-save file name carries (blobs/sha256/HEX, HEX.json), if any. */
@@ -276,15 +288,16 @@ function verifyBuffer(buf: Buffer, digest: string | undefined, size: number | un
   return buf;
 }
 
+const DOCKER_MANIFEST: Shape = [{ Config: "string", Layers: ["string"], "RepoTags?": ["string"] }];
+
 /** docker save, the current format: manifest.json lists each image's config and layers. */
 function dockerPlans(src: Source): ImagePlan[] {
-  const manifest = parseJson<{ Config?: string; RepoTags?: string[] | null; Layers?: string[] }[]>(src.read("manifest.json"), "manifest.json");
-  if (!Array.isArray(manifest) || manifest.length === 0) throw new MincError(`${src.label}: manifest.json lists no image`);
+  const manifest = readJson<{ Config: string; RepoTags?: string[] | null; Layers: string[] }[]>(src.read("manifest.json"), DOCKER_MANIFEST, `${src.label}: manifest.json`);
+  if (manifest.length === 0) throw new MincError(`${src.label}: manifest.json lists no image`);
   return manifest.map((m, n) => {
     const label = `${src.label}: image ${n + 1}`;
-    if (typeof m.Config !== "string" || !Array.isArray(m.Layers)) throw new MincError(`${label}: manifest.json has no Config or Layers`);
     const raw = verifyBuffer(src.read(m.Config), digestInName(m.Config), undefined, `${label}: config ${m.Config}`);
-    const diffIds = checkDiffIds(parseJson<ImageConfig>(raw, `${label}: config`), m.Layers.length, label);
+    const diffIds = checkDiffIds(readJson<ImageConfig>(raw, IMAGE_CONFIG, `${label}: config`), m.Layers.length, label);
     const tag = m.RepoTags?.[0];
     return {
       label,
@@ -295,13 +308,17 @@ function dockerPlans(src: Source): ImagePlan[] {
   });
 }
 
+/** repositories: repository -> tag -> the id of its top layer. */
+const LEGACY_REPOSITORIES: Shape = { "*": { "*": "string" } };
+const LEGACY_LAYER: Shape = { "parent?": "string" };
+
 /** docker save, the old format: repositories names the top layer; each <id>/json names its parent. */
 function legacyPlans(src: Source): ImagePlan[] {
-  const repos = parseJson<Record<string, Record<string, string>>>(src.read("repositories"), "repositories");
+  const repos = readJson<Record<string, Record<string, string>>>(src.read("repositories"), LEGACY_REPOSITORIES, `${src.label}: repositories`);
   const plans: ImagePlan[] = [];
   const seen = new Set<string>();
-  for (const [repo, tags] of Object.entries(repos ?? {})) {
-    for (const [tag, top] of Object.entries(tags ?? {})) {
+  for (const [repo, tags] of Object.entries(repos)) {
+    for (const [tag, top] of Object.entries(tags)) {
       if (!/^[0-9a-f]{64}$/.test(top)) throw new MincError(`${src.label}: repositories: ${repo}:${tag} has a bad id ${JSON.stringify(top)}`);
       if (seen.has(top)) continue;
       seen.add(top);
@@ -309,7 +326,7 @@ function legacyPlans(src: Source): ImagePlan[] {
       let topJson: Record<string, unknown> = {};
       for (let id: string | undefined = top; id; ) {
         if (!/^[0-9a-f]{64}$/.test(id) || chain.includes(id)) throw new MincError(`${src.label}: bad parent chain at ${id}`);
-        const json: Record<string, unknown> = parseJson<Record<string, unknown>>(src.read(`${id}/json`), `${id}/json`);
+        const json: Record<string, unknown> = readJson<Record<string, unknown>>(src.read(`${id}/json`), LEGACY_LAYER, `${src.label}: ${id}/json`);
         if (id === top) topJson = json;
         chain.unshift(id);
         id = typeof json.parent === "string" && json.parent ? json.parent : undefined;
@@ -335,6 +352,13 @@ function legacyPlans(src: Source): ImagePlan[] {
 const INDEX_TYPES = ["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
 const MANIFEST_TYPES = ["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
 
+interface IndexOrManifest {
+  mediaType?: string;
+  manifests?: Descriptor[];
+  config?: Descriptor;
+  layers?: Descriptor[];
+}
+
 function platformName(p: Descriptor["platform"]): string {
   return [p?.os ?? "?", p?.architecture ?? "?", p?.variant].filter(Boolean).join("/");
 }
@@ -357,18 +381,21 @@ function refNameOf(d: Descriptor): string | undefined {
   return nameFromReference(ref);
 }
 
+const OCI_LAYOUT: Shape = { imageLayoutVersion: "string" };
+/** An image index (index.json, a nested one) or an image manifest: kindOf() tells which. */
+const INDEX_OR_MANIFEST: Shape = { "mediaType?": "string", "manifests?": [DESCRIPTOR], "config?": DESCRIPTOR, "layers?": [DESCRIPTOR] };
+
 /** OCI image layout: index.json, through nested indexes, to the manifest for the platform. */
 function ociPlans(src: Source, arch?: string): ImagePlan[] {
-  const layout = parseJson<{ imageLayoutVersion?: string }>(src.read("oci-layout"), "oci-layout");
-  if (!layout?.imageLayoutVersion) throw new MincError(`${src.label}: oci-layout has no imageLayoutVersion`);
+  readJson(src.read("oci-layout"), OCI_LAYOUT, `${src.label}: oci-layout`);
   const want = wantedPlatform(arch);
   const blob = (d: Descriptor, what: string): Buffer => {
-    const digest = normalizeDigest(String(d.digest));
+    const digest = normalizeDigest(d.digest);
     const file = src.canonical(`blobs/sha256/${digest.slice(7)}`);
     if (file === undefined) throw new MincError(`${src.label}: ${what} ${digest} is missing`);
     return verifyBuffer(src.read(file), digest, d.size, `${src.label}: ${what} ${digest}`);
   };
-  const kindOf = (d: Descriptor, body: { mediaType?: string; manifests?: unknown; layers?: unknown }): "index" | "manifest" => {
+  const kindOf = (d: Descriptor, body: IndexOrManifest): "index" | "manifest" => {
     const t = d.mediaType ?? body.mediaType;
     if (t && INDEX_TYPES.includes(t)) return "index";
     if (t && MANIFEST_TYPES.includes(t)) return "manifest";
@@ -376,7 +403,7 @@ function ociPlans(src: Source, arch?: string): ImagePlan[] {
     if (Array.isArray(body.layers)) return "manifest";
     throw new MincError(`${src.label}: ${d.digest} is neither an image index nor a manifest (${t ?? "no media type"})`);
   };
-  const picks: { desc: Descriptor; body: Record<string, unknown>; name?: string }[] = [];
+  const picks: { desc: Descriptor; body: IndexOrManifest; name?: string }[] = [];
   const choose = (entries: Descriptor[]): Descriptor => {
     const ok = entries.filter((e) => (e.platform?.os ?? "linux") === want.os && e.platform?.architecture === want.architecture &&
       (want.variant === undefined || e.platform?.variant === undefined || e.platform.variant === want.variant));
@@ -389,9 +416,9 @@ function ociPlans(src: Source, arch?: string): ImagePlan[] {
     }
     return ok.find((e) => e.platform?.variant === want.variant) ?? ok[0];
   };
-  const walk = (index: { manifests?: Descriptor[] }, name: string | undefined, depth: number): void => {
+  const walk = (index: IndexOrManifest, name: string | undefined, depth: number): void => {
     if (depth > 4) throw new MincError(`${src.label}: image indexes nested too deep`);
-    const entries = (Array.isArray(index.manifests) ? index.manifests : []).filter((e) => e && typeof e.digest === "string" && !isAttestation(e));
+    const entries = (index.manifests ?? []).filter((e) => !isAttestation(e));
     if (entries.length === 0) throw new MincError(`${src.label}: the image index lists no image`);
     // Entries with platforms are one image for several platforms: take ours.
     // Without, each entry of the top index is an image (several tags).
@@ -401,24 +428,23 @@ function ociPlans(src: Source, arch?: string): ImagePlan[] {
     else if (depth === 0 || entries.length === 1) list = entries;
     else throw new MincError(`${src.label}: an image index lists ${entries.length} manifests and no platforms`);
     for (const e of list) {
-      const body = parseJson<Record<string, unknown>>(blob(e, "manifest"), `manifest ${e.digest}`);
+      const body = readJson<IndexOrManifest>(blob(e, "manifest"), INDEX_OR_MANIFEST, `${src.label}: manifest ${e.digest}`);
       const own = refNameOf(e) ?? name;
-      if (kindOf(e, body) === "index") walk(body as { manifests?: Descriptor[] }, own, depth + 1);
+      if (kindOf(e, body) === "index") walk(body, own, depth + 1);
       else picks.push({ desc: e, body, name: own });
     }
   };
-  walk(parseJson<{ manifests?: Descriptor[] }>(src.read("index.json"), "index.json"), undefined, 0);
-  return picks.map(({ desc, body, name }) => {
+  walk(readJson<IndexOrManifest>(src.read("index.json"), INDEX_OR_MANIFEST, `${src.label}: index.json`), undefined, 0);
+  return picks.map(({ desc, body: manifest, name }) => {
     const label = `${src.label}: manifest ${desc.digest}`;
-    const manifest = body as { config?: Descriptor; layers?: Descriptor[] };
-    if (!manifest.config || !Array.isArray(manifest.layers)) throw new MincError(`${label} has no config or layers`);
+    if (!manifest.config || !manifest.layers) throw new MincError(`${label} has no config or layers`);
     const raw = blob(manifest.config, "config");
-    const diffIds = checkDiffIds(parseJson<ImageConfig>(raw, `${label}: config`), manifest.layers.length, label);
+    const diffIds = checkDiffIds(readJson<ImageConfig>(raw, IMAGE_CONFIG, `${label}: config`), manifest.layers.length, label);
     return {
       label,
       name,
       layers: manifest.layers.map((l, i) => {
-        const digest = normalizeDigest(String(l.digest));
+        const digest = normalizeDigest(l.digest);
         return { file: src.canonical(`blobs/sha256/${digest.slice(7)}`), label: `blobs/sha256/${digest.slice(7)}`, digest, size: l.size, diffId: diffIds?.[i] };
       }),
       config: () => raw,

@@ -1,5 +1,6 @@
 // Errors and the common start of every entrypoint.
 import { writeSync } from "node:fs";
+import { getSystemErrorMessage } from "node:util";
 import { isNotWrittenDown } from "./bootscript.ts";
 import { useCompileCache } from "./compilecache.ts";
 import { resetSignals } from "./signals.ts";
@@ -30,6 +31,16 @@ export class HandedOver extends Error {}
 /** Bad input from the user. */
 export function usageError(message: string): MincError {
   return new MincError(message, EXIT_USAGE);
+}
+
+/**
+ * What a failed system call says, as "no space left on device (ENOSPC)"; or
+ * undefined when e is not one (a bug of ours, a stream cut short, a zlib error).
+ */
+export function systemErrorText(e: unknown): string | undefined {
+  const err = e as NodeJS.ErrnoException | undefined;
+  if (typeof err?.errno !== "number" || typeof err.code !== "string" || !err.syscall) return undefined;
+  return `${getSystemErrorMessage(err.errno)} (${err.code})`;
 }
 
 function say(line: string): void {

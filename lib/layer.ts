@@ -1,6 +1,7 @@
 // Unpacking an image layer (a tar, plain, gzip or zstd) into a directory,
 // safely, in the form overlayfs stacks:
 //
+// - names are kept as the archive's bytes, UTF-8 or not (see BYTES);
 // - entries with an absolute path or a ".." component abort the unpack;
 //   parents are resolved without following symlinks (a symlink unpacked
 //   earlier never leads a later entry out of the layer), hardlinks must point
@@ -10,6 +11,8 @@
 // - OCI/AUFS whiteouts become overlayfs ones: ".wh.NAME" a 0/0 character
 //   device NAME, ".wh..wh..opq" the trusted.overlay.opaque=y xattr on its
 //   directory (set with setfattr, from Debian's attr package);
+// - a file that cannot be written (a full disk, a name too long) is an error
+//   that says so, not a broken archive;
 // - the sha256 of the uncompressed stream (the layer's DiffID) and of the
 //   stream as given (the blob's digest) are computed; a DiffID that differs
 //   from the expected one is an error, and the caller discards the directory.
@@ -19,8 +22,9 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import tar, { type Header } from "tar-stream";
-import { MincError } from "./fail.ts";
+import { MincError, systemErrorText } from "./fail.ts";
 import { findInPath, run } from "./run.ts";
+import { quote, shown } from "./trace.ts";
 
 export type Compression = "gzip" | "zstd" | "none";
 
@@ -121,14 +125,68 @@ export async function* decompress(
     }
   } catch (e) {
     if (e instanceof MincError) throw e;
-    throw new MincError(`cannot decompress (${kind}): ${(e as Error).message}`);
+    const why = systemErrorText(e); // (the input could not be read: not a decompression failure)
+    throw new MincError(why !== undefined ? `cannot read the layer: ${why}` : `cannot decompress (${kind}): ${(e as Error).message}`);
   }
 }
 
-/** An entry of a tar being read: its header, and its data to read (or leave). */
+/**
+ * An entry of a tar being read: its header, and its data to read (or leave).
+ * The header's name and linkname are the archive's bytes, one character per
+ * byte (see BYTES): read them with entryBytes() or entryText().
+ */
 export interface Entry extends AsyncIterable<Buffer> {
   header: Header;
   resume(): unknown;
+}
+
+/**
+ * Entry names are kept as the archive's bytes, one character per byte
+ * ("latin1" strings), from the tar reader to the file system, as GNU tar and
+ * Docker keep them: a name that is not UTF-8 (café in latin-1) is unpacked
+ * as exactly its bytes, not as U+FFFD (two such names would become one
+ * file). They become Buffers at each file system call, and text (UTF-8) only
+ * in messages.
+ */
+const BYTES = "latin1";
+
+function fsPath(bytes: string): Buffer {
+  return Buffer.from(bytes, BYTES);
+}
+
+/** A byte name as text, for messages. */
+function text(bytes: string): string {
+  return Buffer.from(bytes, BYTES).toString("utf8");
+}
+
+interface PaxHeaders {
+  [key: string]: string;
+}
+
+const PAX_KEY = { name: "path", linkname: "linkpath" } as const;
+
+function paxOf(h: Header): PaxHeaders {
+  return ((h as { pax?: PaxHeaders | null }).pax ?? {}) as PaxHeaders;
+}
+
+/**
+ * An entry's path or link target as its bytes (see BYTES). tar-stream
+ * decodes pax records (path, linkpath) as UTF-8 whatever they hold: those
+ * are encoded back, and one that was not UTF-8 (U+FFFD now) is refused, as
+ * its bytes are lost.
+ */
+export function entryBytes(h: Header, field: "name" | "linkname"): string {
+  const pax = paxOf(h)[PAX_KEY[field]];
+  if (!pax) return h[field] ?? "";
+  if (pax.includes("\uFFFD")) {
+    throw new MincError(`refused: entry ${JSON.stringify(pax)} has a pax ${PAX_KEY[field]} that is not UTF-8 (its bytes cannot be kept)`);
+  }
+  return Buffer.from(pax, "utf8").toString(BYTES);
+}
+
+/** An entry's path or link target as text, for names that JSON documents give (manifest.json, blobs/sha256/...). */
+export function entryText(h: Header, field: "name" | "linkname"): string {
+  return paxOf(h)[PAX_KEY[field]] || text(h[field] ?? "");
 }
 
 /**
@@ -137,7 +195,8 @@ export interface Entry extends AsyncIterable<Buffer> {
  * stream is read, padding included, so that its digests are complete.
  */
 export async function walkTar(chunks: AsyncIterable<Buffer>, each: (entry: Entry) => Promise<void>): Promise<void> {
-  const extract = tar.extract();
+  // (filenameEncoding is an option of tar-stream's that its own types leave out)
+  const extract = tar.extract({ filenameEncoding: BYTES } as Parameters<typeof tar.extract>[0]);
   let feedError: unknown;
   const feeding = pipeline(Readable.from(chunks), extract).catch((e: unknown) => { feedError = e; });
   let handlerError: unknown;
@@ -157,19 +216,23 @@ export async function walkTar(chunks: AsyncIterable<Buffer>, each: (entry: Entry
   }
   if (handlerError !== undefined || iterError !== undefined) extract.destroy();
   await feeding;
-  // Our own refusals first; else what broke the stream (truncation, corruption).
-  const err = handlerError instanceof MincError ? handlerError : (feedError ?? handlerError ?? iterError);
+  // The handler's own failure first: a refusal, or a file it could not write
+  // (a full disk, a name too long); the stream it broke off then fails too,
+  // only because of it ("Premature close"). Else what broke the stream
+  // (truncation, corruption), which an entry's data being read fails with too.
+  const handlerFailed = handlerError instanceof MincError || systemErrorText(handlerError) !== undefined;
+  const err = handlerFailed ? handlerError : (feedError ?? handlerError ?? iterError);
   if (err === undefined) return;
   if (err instanceof MincError) throw err;
-  throw new MincError(`not a valid tar archive: ${(err as Error).message ?? String(err)}`);
+  throw new MincError(systemErrorText(err) ?? `not a valid tar archive: ${(err as Error).message ?? String(err)}`);
 }
 
-/** The components of an entry's path; absolute paths and ".." are refused. */
+/** The components of an entry's path (its bytes, see BYTES); absolute paths and ".." are refused. */
 export function entryParts(name: string): string[] {
-  if (name.startsWith("/")) throw new MincError(`refused: entry ${JSON.stringify(name)} has an absolute path`);
+  if (name.startsWith("/")) throw new MincError(`refused: entry ${JSON.stringify(text(name))} has an absolute path`);
   const parts = name.split("/").filter((p) => p !== "" && p !== ".");
-  if (parts.includes("..")) throw new MincError(`refused: entry ${JSON.stringify(name)} has a ".." component`);
-  if (name.includes("\0")) throw new MincError(`refused: entry ${JSON.stringify(name)} has a NUL byte`);
+  if (parts.includes("..")) throw new MincError(`refused: entry ${JSON.stringify(text(name))} has a ".." component`);
+  if (name.includes("\0")) throw new MincError(`refused: entry ${JSON.stringify(text(name))} has a NUL byte`);
   return parts;
 }
 
@@ -177,10 +240,6 @@ const OPAQUE = ".wh..wh..opq";
 const WH = ".wh.";
 /** xattrs of an archive that are set on the files; trusted.* (overlayfs's own) and the like never are. */
 const XATTR_ALLOWED = /^(user\.|security\.capability$)/;
-
-interface PaxHeaders {
-  [key: string]: string;
-}
 
 function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException)?.code;
@@ -190,7 +249,7 @@ function errno(e: unknown): string | undefined {
 // round trip through libuv's thread pool costs tens; the data still streams.
 function lstatOrUndefined(path: string): fs.Stats | undefined {
   try {
-    return fs.lstatSync(path);
+    return fs.lstatSync(fsPath(path));
   } catch (e) {
     if (errno(e) === "ENOENT") return undefined;
     throw e;
@@ -201,15 +260,31 @@ function isWhiteoutDevice(st: fs.Stats): boolean {
   return st.isCharacterDevice() && st.rdev === 0;
 }
 
-/** Node cannot set xattrs: setfattr, of Debian's attr package, does. */
-function setfattr(args: string[]): void {
+/** Bytes as getfattr --dump writes names: octal escapes for all but a few plain characters. */
+function dumpQuoted(bytes: Buffer): string {
+  let out = "";
+  for (const b of bytes) {
+    const c = String.fromCharCode(b);
+    out += /[A-Za-z0-9._\/+:@,-]/.test(c) ? c : `\\${b.toString(8).padStart(3, "0")}`;
+  }
+  return out;
+}
+
+/**
+ * Set extended attributes (name, hex value) on path itself (-h: a symlink's
+ * own). Node cannot set xattrs: setfattr, of Debian's attr package, does,
+ * reading a getfattr dump on stdin, as an argument could not carry a path
+ * that is not UTF-8.
+ */
+function setXattrs(path: string, attrs: readonly (readonly [string, string])[]): void {
   if (!findInPath("setfattr")) throw new MincError("setfattr is needed to set extended attributes (opaque directories): apt-get install attr");
-  run(["setfattr", ...args]);
+  const dump = [`# file: ${dumpQuoted(fsPath(path))}`, ...attrs.map(([name, hex]) => `${dumpQuoted(Buffer.from(name))}=0x${hex}`)];
+  run(["setfattr", "-h", "--restore=-"], `${dump.join("\n")}\n`);
 }
 
 /** A new file (never through a link: O_EXCL) with the entry's data. */
 async function writeData(data: AsyncIterable<Buffer>, path: string): Promise<void> {
-  const fd = fs.openSync(path, "wx", 0o600);
+  const fd = fs.openSync(fsPath(path), "wx", 0o600);
   try {
     for await (const chunk of data) {
       for (let off = 0; off < chunk.length; ) off += fs.writeSync(fd, chunk, off, chunk.length - off);
@@ -220,6 +295,9 @@ async function writeData(data: AsyncIterable<Buffer>, path: string): Promise<voi
 }
 
 class Unpacker {
+  /** The layer's root, as given (text), for the commands that run here. */
+  private readonly root: string;
+  /** The same, as bytes: every path below is bytes (see BYTES). */
   readonly dest: string;
   /** Directories of the layer known to be real directories (no symlink on the way). */
   private readonly dirs = new Set<string>();
@@ -231,7 +309,8 @@ class Unpacker {
   opaques = 0;
 
   constructor(dest: string) {
-    this.dest = dest.replace(/\/+$/, "");
+    this.root = dest.replace(/\/+$/, "");
+    this.dest = Buffer.from(this.root).toString(BYTES);
     this.dirs.add(this.dest);
   }
 
@@ -246,14 +325,14 @@ class Unpacker {
       if (this.dirs.has(p)) continue;
       const st = lstatOrUndefined(p);
       if (st === undefined) {
-        fs.mkdirSync(p, { mode: 0o755 });
+        fs.mkdirSync(fsPath(p), { mode: 0o755 });
       } else if (st.isSymbolicLink()) {
-        throw new MincError(`refused: entry ${JSON.stringify(what)} goes through the symbolic link ${parts.slice(0, i).join("/")}`);
+        throw new MincError(`refused: entry ${JSON.stringify(text(what))} goes through the symbolic link ${text(parts.slice(0, i).join("/"))}`);
       } else if (isWhiteoutDevice(st)) {
-        fs.unlinkSync(p);
-        fs.mkdirSync(p, { mode: 0o755 });
+        fs.unlinkSync(fsPath(p));
+        fs.mkdirSync(fsPath(p), { mode: 0o755 });
       } else if (!st.isDirectory()) {
-        throw new MincError(`refused: entry ${JSON.stringify(what)}: ${parts.slice(0, i).join("/")} is not a directory`);
+        throw new MincError(`refused: entry ${JSON.stringify(text(what))}: ${text(parts.slice(0, i).join("/"))} is not a directory`);
       }
       this.dirs.add(p);
     }
@@ -265,21 +344,33 @@ class Unpacker {
     if (st === undefined) return false;
     if (dir && st.isDirectory()) return true;
     if (path === this.dest) throw new MincError("refused: an entry replaces the layer's root directory");
-    fs.rmSync(path, { recursive: true, force: true });
+    fs.rmSync(fsPath(path), { recursive: true, force: true });
     this.dirs.clear();
     this.dirs.add(this.dest);
     this.times = this.times.filter((t) => t.path !== path && !t.path.startsWith(`${path}/`));
     return false;
   }
 
+  /** Unpack one entry; a file it cannot write (a full disk, a name too long) is said so, with its name. */
   async entry(entry: Entry): Promise<void> {
+    const name = entryBytes(entry.header, "name");
+    try {
+      await this.place(entry, name);
+    } catch (e) {
+      const why = systemErrorText(e);
+      if (why !== undefined) throw new MincError(`cannot unpack ${JSON.stringify(text(name))}: ${why}`);
+      throw e;
+    }
+  }
+
+  private async place(entry: Entry, name: string): Promise<void> {
     const h = entry.header;
-    const pax = ((h as { pax?: PaxHeaders | null }).pax ?? {}) as PaxHeaders;
-    const parts = entryParts(h.name);
+    const pax = paxOf(h);
+    const parts = entryParts(name);
     this.entries++;
     const base = parts[parts.length - 1] ?? "";
-    if (base.startsWith(WH)) return this.whiteout(parts, h.name);
-    this.parents(parts, h.name);
+    if (base.startsWith(WH)) return this.whiteout(parts, name);
+    this.parents(parts, name);
     const path = this.path(parts);
     const uid = pax.uid !== undefined ? Number(pax.uid) : (h.uid ?? 0);
     const gid = pax.gid !== undefined ? Number(pax.gid) : (h.gid ?? 0);
@@ -292,28 +383,29 @@ class Unpacker {
         await writeData(entry, path);
         break;
       case "directory":
-        if (!this.clear(path, true)) fs.mkdirSync(path, { mode: 0o700 });
+        if (!this.clear(path, true)) fs.mkdirSync(fsPath(path), { mode: 0o700 });
         this.dirs.add(path);
         this.owner(path, uid, gid);
-        fs.chmodSync(path, mode);
+        fs.chmodSync(fsPath(path), mode);
         this.xattrs(path, pax);
         this.times.push({ path, mtime });
         return;
       case "symlink":
         this.clear(path, false);
-        fs.symlinkSync(h.linkname ?? "", path);
+        fs.symlinkSync(fsPath(entryBytes(h, "linkname")), fsPath(path));
         this.owner(path, uid, gid);
-        fs.lutimesSync(path, mtime, mtime);
+        fs.lutimesSync(fsPath(path), mtime, mtime);
         return;
       case "link": {
-        const target = this.linkTarget(h.linkname ?? "", h.name);
-        this.checkParents(target, h.name);
+        const linkname = entryBytes(h, "linkname");
+        const target = this.linkTarget(linkname, name);
+        this.checkParents(target, name);
         const st = lstatOrUndefined(this.path(target));
-        if (st === undefined) throw new MincError(`refused: hardlink ${JSON.stringify(h.name)} points at ${JSON.stringify(h.linkname)}, which is not in the layer`);
-        if (st.isDirectory()) throw new MincError(`refused: hardlink ${JSON.stringify(h.name)} points at a directory`);
+        if (st === undefined) throw new MincError(`refused: hardlink ${JSON.stringify(text(name))} points at ${JSON.stringify(text(linkname))}, which is not in the layer`);
+        if (st.isDirectory()) throw new MincError(`refused: hardlink ${JSON.stringify(text(name))} points at a directory`);
         if (this.path(target) === path) return;
         this.clear(path, false);
-        fs.linkSync(this.path(target), path);
+        fs.linkSync(fsPath(this.path(target)), fsPath(path));
         return;
       }
       case "character-device":
@@ -321,23 +413,40 @@ class Unpacker {
       case "fifo": {
         this.clear(path, false);
         const kind = h.type === "fifo" ? ["p"] : [h.type === "block-device" ? "b" : "c", String(h.devmajor ?? 0), String(h.devminor ?? 0)];
-        run(["mknod", "-m", mode.toString(8), path, ...kind]);
+        this.mknod(path, ["-m", mode.toString(8)], kind);
         break;
       }
       default:
-        throw new MincError(`refused: entry ${JSON.stringify(h.name)} has an unsupported type (${h.type ?? "unknown"})`);
+        throw new MincError(`refused: entry ${JSON.stringify(text(name))} has an unsupported type (${h.type ?? "unknown"})`);
     }
     this.owner(path, uid, gid);
-    fs.chmodSync(path, mode); // after chown, which clears set-id bits
+    fs.chmodSync(fsPath(path), mode); // after chown, which clears set-id bits
     this.xattrs(path, pax);
-    fs.lutimesSync(path, mtime, mtime);
+    fs.lutimesSync(fsPath(path), mtime, mtime);
+  }
+
+  /**
+   * A device, fifo or whiteout at path. mknod(1) takes its path as an
+   * argument, which cannot carry bytes that are not UTF-8: the node is made
+   * under a plain name in the layer's root, then renamed into place.
+   */
+  private mknod(path: string, options: string[], kind: string[]): void {
+    const made = `${this.root}/.minc-mknod-${process.pid}`;
+    run(["mknod", ...options, made, ...kind]);
+    shown(`mv ${quote(made)} ${quote(text(path))}`);
+    try {
+      fs.renameSync(made, fsPath(path));
+    } catch (e) {
+      fs.rmSync(made, { force: true });
+      throw e;
+    }
   }
 
   private linkTarget(linkname: string, name: string): string[] {
     try {
       return entryParts(linkname);
     } catch {
-      throw new MincError(`refused: hardlink ${JSON.stringify(name)} points outside the layer (${JSON.stringify(linkname)})`);
+      throw new MincError(`refused: hardlink ${JSON.stringify(text(name))} points outside the layer (${JSON.stringify(text(linkname))})`);
     }
   }
 
@@ -347,16 +456,16 @@ class Unpacker {
       const p = this.path(parts.slice(0, i));
       if (this.dirs.has(p)) continue;
       const st = lstatOrUndefined(p);
-      if (st === undefined) throw new MincError(`refused: hardlink ${JSON.stringify(what)} points at ${parts.join("/")}, which is not in the layer`);
+      if (st === undefined) throw new MincError(`refused: hardlink ${JSON.stringify(text(what))} points at ${text(parts.join("/"))}, which is not in the layer`);
       if (!st.isDirectory()) {
-        throw new MincError(`refused: hardlink ${JSON.stringify(what)} points through ${parts.slice(0, i).join("/")}, not a directory of the layer`);
+        throw new MincError(`refused: hardlink ${JSON.stringify(text(what))} points through ${text(parts.slice(0, i).join("/"))}, not a directory of the layer`);
       }
       this.dirs.add(p);
     }
   }
 
   private owner(path: string, uid: number, gid: number): void {
-    if (this.isRoot) fs.lchownSync(path, uid, gid);
+    if (this.isRoot) fs.lchownSync(fsPath(path), uid, gid);
   }
 
   private async whiteout(parts: string[], name: string): Promise<void> {
@@ -365,22 +474,23 @@ class Unpacker {
     if (base === OPAQUE) {
       // The directory hides what lower layers have in it.
       this.parents(parts, name);
-      setfattr(["-n", "trusted.overlay.opaque", "-v", "y", this.path(dirParts)]);
+      setXattrs(this.path(dirParts), [["trusted.overlay.opaque", Buffer.from("y").toString("hex")]]);
       this.opaques++;
       return;
     }
     if (base.startsWith(`${WH}${WH}`)) return; // AUFS's own bookkeeping (.wh..wh.plnk, ...)
     const hidden = base.slice(WH.length);
-    if (hidden === "" || hidden === "." || hidden === "..") throw new MincError(`refused: bad whiteout ${JSON.stringify(name)}`);
+    if (hidden === "" || hidden === "." || hidden === "..") throw new MincError(`refused: bad whiteout ${JSON.stringify(text(name))}`);
     const target = [...dirParts, hidden];
     this.parents(target, name);
     // A whiteout hides the lower layers' file; this layer's own stays.
     if (lstatOrUndefined(this.path(target))) return;
-    run(["mknod", this.path(target), "c", "0", "0"]);
+    this.mknod(this.path(target), [], ["c", "0", "0"]);
     this.whiteouts++;
   }
 
   private xattrs(path: string, pax: PaxHeaders): void {
+    const attrs: [string, string][] = [];
     for (const [key, value] of Object.entries(pax)) {
       let name: string;
       let hex: string;
@@ -395,15 +505,15 @@ class Unpacker {
       } else {
         continue;
       }
-      if (!XATTR_ALLOWED.test(name)) continue;
-      setfattr(["-h", "-n", name, "-v", `0x${hex}`, path]);
+      if (XATTR_ALLOWED.test(name)) attrs.push([name, hex]);
     }
+    if (attrs.length) setXattrs(path, attrs);
   }
 
   /** Directory mtimes, deepest first, once nothing more is written into them. */
   finish(): void {
     const byDepth = [...this.times].sort((a, b) => b.path.split("/").length - a.path.split("/").length);
-    for (const t of byDepth) fs.lutimesSync(t.path, t.mtime, t.mtime);
+    for (const t of byDepth) fs.lutimesSync(fsPath(t.path), t.mtime, t.mtime);
   }
 }
 

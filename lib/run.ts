@@ -47,13 +47,14 @@ function settle(path: string): void {
   if (queue?.targets.some((t) => path === t || path.startsWith(`${t}/`))) runQueuedMounts();
 }
 
-/** Run a command to its end; a non-zero exit is a MincError. */
-export function run(argv: readonly string[]): void {
+/** Run a command to its end, with input on its stdin if given (shown as a here-document); a non-zero exit is a MincError. */
+export function run(argv: readonly string[], input?: string): void {
   runQueuedMounts();
-  shown(quoteAll(argv));
-  if (argv[0].startsWith("/") && isNodeBackend(argv[0])) return runInstead(argv);
-  if (writingDown()) return recordCommand(quoteAll(argv));
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
+  const line = input === undefined ? quoteAll(argv) : `${quoteAll(argv)} <<'EOF'\n${input.replace(/\n?$/, "\n")}EOF`;
+  shown(line);
+  if (input === undefined && argv[0].startsWith("/") && isNodeBackend(argv[0])) return runInstead(argv);
+  if (writingDown()) return recordCommand(line);
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: [input === undefined ? "ignore" : "pipe", "inherit", "inherit"], input });
   if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
   if (r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${r.status ?? r.signal})`);
 }

@@ -248,8 +248,8 @@ class Pull {
     }
   }
 
-  /** Layers being unpacked while others download (MINC_PULL_UNPACK). */
-  private readonly unpacking: Promise<void>[] = [];
+  /** Layers being unpacked while others download (MINC_PULL_UNPACK), each ending with its error, if any. */
+  private readonly unpacking: Promise<Error | undefined>[] = [];
 
   /**
    * MINC_PULL_UNPACK=1 (marten pull): unpack a layer into unpacked/HEX/ as
@@ -260,18 +260,31 @@ class Pull {
     if (!process.env.MINC_PULL_UNPACK) return;
     const dir = unpackedDir(this.s.dest, `blobs/sha256/${d.digest.slice(7)}`)!;
     step(`${label}: unpack it into ${dir} while the others download`);
+    this.written.mkdirs(dir); // (unpacked/ too: a failed pull leaves no DESTDIR/unpacked)
     this.written.tree(dir);
     // Its sha256 was checked as it downloaded; only the unpacked content's (the DiffID) is new.
-    this.unpacking.push(unpackLayer(createReadStream(blobPath(this.s.dest, d.digest), { highWaterMark: 1 << 20 }), `${dir}/root`, { digest: d.digest }).then((r) => {
+    // The pull's signal stops it when the pull fails or is interrupted.
+    const blob = createReadStream(blobPath(this.s.dest, d.digest), { highWaterMark: 1 << 20, signal: this.controller.signal });
+    const done = unpackLayer(blob, `${dir}/root`, { digest: d.digest }).then((r) => {
       writeFileSync(`${dir}/result.json`, `${JSON.stringify(r)}\n`);
-    }));
+    });
+    this.unpacking.push(done.then(() => undefined, (e: Error) => e));
   }
 
   /** Every early unpack ended; the first failure, if any, is the pull's. */
   private async unpacked(): Promise<void> {
-    const ends = await Promise.allSettled(this.unpacking);
-    const failed = ends.find((e) => e.status === "rejected");
-    if (failed) throw new MincError(`unpacking a layer failed: ${(failed.reason as Error).message}`);
+    const failed = (await Promise.all(this.unpacking)).find((e) => e !== undefined);
+    if (failed) throw new MincError(`unpacking a layer failed: ${failed.message}`);
+  }
+
+  /**
+   * The pull failed: what still runs (an early unpack, writing into a
+   * directory that undo() is about to remove) is stopped, and has ended
+   * when this returns.
+   */
+  async stop(): Promise<void> {
+    this.controller.abort();
+    await Promise.all(this.unpacking);
   }
 
   /** One blob into DESTDIR: already there, from the cache, or downloaded and checked. */
@@ -472,7 +485,8 @@ main(() => {
   }
   pull.run().then((digest) => {
     process.stdout.write(`${digest}\n`);
-  }, (e: unknown) => {
+  }, async (e: unknown) => {
+    await pull.stop();
     pull.progress.finish();
     pull.written.undo();
     let message: string;

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync } from "node:fs";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { gzipSync, zstdCompressSync } from "node:zlib";
@@ -15,10 +15,16 @@ if (skip) console.log(`# layer tests skipped: ${skip}`);
 
 const sha = (b: Buffer): string => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
-function getfattr(path: string, name: string): string | undefined {
-  const r = spawnSync("getfattr", ["-h", "--only-values", "-n", name, path], { encoding: "utf8" });
+function getfattr(path: string | Buffer, name: string): string | undefined {
+  // (a path that is not UTF-8 goes through the shell's printf, as an argument from here could not carry it)
+  const arg = typeof path === "string" ? path : `$(printf '${[...path].map((b) => `\\${b.toString(8).padStart(3, "0")}`).join("")}')`;
+  const r = spawnSync("sh", ["-c", `getfattr -h --only-values -n "$1" "${arg}"`, "sh", name], { encoding: "utf8" });
   return r.status === 0 ? r.stdout : undefined;
 }
+
+const latin1 = (s: string): Buffer => Buffer.from(s, "latin1");
+/** The names in dir, as bytes (latin1 strings: one character per byte), sorted. */
+const byteNames = (dir: string | Buffer): string[] => readdirSync(dir, { encoding: "buffer" }).map((b) => b.toString("latin1")).sort();
 
 describe("unpacking a layer", { skip }, () => {
   let tmp = "";
@@ -134,6 +140,7 @@ describe("unpacking a layer", { skip }, () => {
     const cases: [string, (outside: string) => E[], RegExp][] = [
       ["a ../ path", () => [{ name: "ok", data: "" }, { name: "../escape", data: "pwned" }], /"\.\." component/],
       ["a ../ path deeper down", () => [{ name: "a/b/../../../escape", data: "pwned" }], /"\.\." component/],
+      ["a ../ path among bytes that are not UTF-8", () => [{ name: latin1("\xe9/../../escape"), data: "pwned" }], /"\.\." component/],
       ["an absolute path", (o) => [{ name: `${o}/escape`, data: "pwned" }], /absolute path/],
       ["a file through a symlink to outside", (o) => [{ name: "evil", type: "symlink", linkname: o }, { name: "evil/escape", data: "pwned" }], /symbolic link evil/],
       ["a file through a relative symlink up", () => [{ name: "up", type: "symlink", linkname: "../.." }, { name: "up/escape", data: "pwned" }], /symbolic link up/],
@@ -159,6 +166,85 @@ describe("unpacking a layer", { skip }, () => {
         assert.deepEqual(readdirSync(base).sort(), ["layer", "outside"]);
         assert.equal(readFileSync(`${outside}/target`, "utf8"), "secret\n");
       });
+    }
+  });
+
+  test("names are kept as their bytes: two latin-1 names are two files, a UTF-8 name is kept too", async () => {
+    const layer = await makeTar([
+      { name: latin1("caf\xe9"), data: "e acute\n" },
+      { name: latin1("caf\xe8"), data: "e grave\n" },
+      { name: "utf8-pax-\u00e9t\u00e9", data: "pax\n" }, // (tar-stream writes non-ASCII names in a pax header, as UTF-8)
+      { name: Buffer.from("utf8-ustar-\u00e9t\u00e9"), data: "ustar\n" },
+    ]);
+    const dest = fresh();
+    const r = await unpackLayer(Readable.from([layer]), dest);
+    assert.equal(r.entries, 4);
+    assert.deepEqual(byteNames(dest), ["caf\xe8", "caf\xe9", Buffer.from("utf8-pax-\u00e9t\u00e9").toString("latin1"), Buffer.from("utf8-ustar-\u00e9t\u00e9").toString("latin1")].sort());
+    assert.equal(readFileSync(Buffer.concat([Buffer.from(`${dest}/`), latin1("caf\xe9")]), "utf8"), "e acute\n");
+    assert.equal(readFileSync(Buffer.concat([Buffer.from(`${dest}/`), latin1("caf\xe8")]), "utf8"), "e grave\n");
+    assert.equal(readFileSync(`${dest}/utf8-pax-\u00e9t\u00e9`, "utf8"), "pax\n");
+    assert.equal(readFileSync(`${dest}/utf8-ustar-\u00e9t\u00e9`, "utf8"), "ustar\n");
+  });
+
+  test("names that are not UTF-8 work for directories, links, fifos, whiteouts and opaque directories (an xattr)", async () => {
+    const layer = await makeTar([
+      { name: latin1("d\xe9/"), type: "directory", mode: 0o750 },
+      { name: latin1("d\xe9/f\xe9"), data: "data\n" },
+      { name: latin1("d\xe9/hard\xe9"), type: "link", linkname: latin1("d\xe9/f\xe9") },
+      { name: latin1("sym\xe9"), type: "symlink", linkname: latin1("d\xe9/f\xe9") },
+      { name: latin1("fifo\xe9"), type: "fifo" },
+      { name: latin1(".wh.gone\xe9"), data: "" },
+      { name: latin1("o\xe9/.wh..wh..opq"), data: "" },
+    ]);
+    const dest = fresh();
+    const r = await unpackLayer(Readable.from([layer]), dest);
+    assert.equal(r.whiteouts, 1);
+    assert.equal(r.opaques, 1);
+    const at = (name: string): Buffer => Buffer.concat([Buffer.from(`${dest}/`), latin1(name)]);
+    assert.deepEqual(byteNames(dest), ["d\xe9", "fifo\xe9", "gone\xe9", "o\xe9", "sym\xe9"]);
+    assert.deepEqual(byteNames(at("d\xe9")), ["f\xe9", "hard\xe9"]);
+    assert.equal(lstatSync(at("d\xe9")).mode & 0o7777, 0o750);
+    assert.equal(lstatSync(at("d\xe9/hard\xe9")).ino, lstatSync(at("d\xe9/f\xe9")).ino);
+    assert.deepEqual(readlinkSync(at("sym\xe9"), { encoding: "buffer" }), latin1("d\xe9/f\xe9"));
+    assert.ok(lstatSync(at("fifo\xe9")).isFIFO());
+    const gone = lstatSync(at("gone\xe9"));
+    assert.ok(gone.isCharacterDevice() && gone.rdev === 0, "not a whiteout");
+    assert.equal(getfattr(at("o\xe9"), "trusted.overlay.opaque"), "y");
+    assert.deepEqual(readdirSync(dest).filter((n) => n.startsWith(".minc-")), [], "a temporary name was left");
+  });
+
+  test("a pax path that is not UTF-8 is refused: tar-stream cannot give its bytes", async () => {
+    const layer = await makeTar([{ name: "pax-caf\u00e9", data: "x" }]);
+    // The pax record says path=pax-caf\xc3\xa9: make it path=pax-caf\xe9\xe9, as long, and not UTF-8.
+    const at = layer.indexOf(Buffer.from("path=pax-caf\u00e9"));
+    assert.ok(at > 0, "no pax path record");
+    latin1("\xe9\xe9").copy(layer, at + "path=pax-caf".length);
+    await assert.rejects(unpackLayer(Readable.from([layer]), fresh()), /pax path that is not UTF-8/);
+  });
+
+  test("a name too long for the file system is said so (ENAMETOOLONG), not taken for a broken archive", async () => {
+    const layer = await makeTar([{ name: `dir/${"n".repeat(300)}`, data: "x" }]);
+    await assert.rejects(unpackLayer(Readable.from([layer]), fresh()), (e: Error) => {
+      assert.match(e.message, /cannot unpack "dir\/n+": name too long \(ENAMETOOLONG\)/);
+      assert.doesNotMatch(e.message, /not a valid tar|Premature close/);
+      return true;
+    });
+  });
+
+  test("a full disk is said so (ENOSPC), not taken for a broken archive", async (t) => {
+    const small = `${tmp}/small${n++}`;
+    mkdirSync(small);
+    if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", small]).status !== 0) return t.skip("cannot mount a tmpfs");
+    try {
+      const layer = await makeTar([{ name: "big", data: Buffer.alloc(1 << 20, 7) }, { name: "after", data: "y" }]);
+      await assert.rejects(unpackLayer(Readable.from([gzipSync(layer)]), `${small}/layer`), (e: Error) => {
+        assert.match(e.message, /cannot unpack "big": no space left on device \(ENOSPC\)/);
+        assert.doesNotMatch(e.message, /not a valid tar|Premature close|decompress/);
+        return true;
+      });
+    } finally {
+      spawnSync("umount", [small]);
+      rmdirSync(small);
     }
   });
 

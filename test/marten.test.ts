@@ -9,7 +9,6 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { dirname } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gzipSync, zstdCompressSync } from "node:zlib";
-import tar from "tar-stream";
 import { REPO } from "./helpers.ts";
 import { makeTar, T0, type E } from "./tar.ts";
 
@@ -40,25 +39,10 @@ async function archiveOf(files: Files): Promise<Buffer> {
   }
   for (const d of [...dirs].sort()) entries.push({ name: `${d}/`, type: "directory" });
   for (const [name, v] of [...files.entries()].sort()) {
-    if (Buffer.isBuffer(v)) entries.push({ name });
+    if (Buffer.isBuffer(v)) entries.push({ name, data: v });
     else entries.push({ name, type: "symlink", linkname: v.symlink });
   }
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  pack.on("data", (c: unknown) => chunks.push(c as Buffer));
-  const done = new Promise<void>((resolve, reject) => { pack.on("end", resolve); pack.on("error", reject); });
-  for (const e of entries) {
-    const v = e.type === undefined ? files.get(e.name) as Buffer : undefined;
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null): void => (err ? reject(err) : resolve());
-      const header = { name: e.name, type: e.type ?? "file", linkname: e.linkname, mode: e.type === "directory" ? 0o755 : 0o644, mtime: T0 };
-      if (v) pack.entry(header, v, cb);
-      else pack.entry(header, cb);
-    });
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
+  return makeTar(entries);
 }
 
 function writeDir(files: Files, dir: string): void {
@@ -406,6 +390,47 @@ describe("marten", { skip }, () => {
       files.set(`blobs/sha256/${sha(gzipSync(layer))}`, evil);
       fails(marten(["import", file("tampered.tar", await archiveOf(files))]), 1, /digest|diff_id/);
       assert.equal(snapshot(), before);
+    });
+
+    describe("malformed JSON: one clear line naming where, nothing stored", () => {
+      const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v));
+      const edit = (files: Files, name: string, change: (v: any) => unknown): Files => {
+        files.set(name, json(change(JSON.parse(String(files.get(name))))));
+        return files;
+      };
+      const docker = (config = configOf([sha(base)])): Files => dockerSave([base], config, "malformed:1");
+      const oci = (config = configOf([sha(base)])): Files => ociLayout([{ blobs: [base], mediaTypes: [TAR], config }]);
+      const cases: [string, () => Files, RegExp][] = [
+        ["manifest.json: an image that is null", () => edit(docker(), "manifest.json", () => [null]), /manifest\.json: \[0\] is null, not an object/],
+        ["manifest.json: a layer that is a number", () => edit(docker(), "manifest.json", ([m]) => [{ ...m, Layers: [1] }]), /manifest\.json: \[0\]\.Layers\[0\] is a number, not a string/],
+        ["manifest.json: no Layers", () => edit(docker(), "manifest.json", ([m]) => [{ Config: m.Config }]), /manifest\.json: \[0\] has no Layers/],
+        ["manifest.json: a tag that is a number", () => edit(docker(), "manifest.json", ([m]) => [{ ...m, RepoTags: [5] }]), /manifest\.json: \[0\]\.RepoTags\[0\] is a number, not a string/],
+        ["manifest.json: RepoTags that is a string (not read as a list of letters)", () => edit(docker(), "manifest.json", ([m]) => [{ ...m, RepoTags: "abc" }]), /manifest\.json: \[0\]\.RepoTags is a string, not a list/],
+        ["a docker config that is null", () => docker(json(null)), /image 1: config is null, not an object/],
+        ["index.json that is null", () => edit(oci(), "index.json", () => null), /index\.json is null, not an object/],
+        ["an OCI manifest that is null", () => {
+          const files = oci();
+          files.set(`blobs/sha256/${sha("null")}`, json(null));
+          return edit(files, "index.json", (i) => ({ ...i, manifests: [{ mediaType: OCI_MANIFEST, digest: `sha256:${sha("null")}`, size: 4 }] }));
+        }, /manifest sha256:[0-9a-f]{64} is null, not an object/],
+        ["an OCI config that is null", () => oci(json(null)), /config is null, not an object/],
+        ["an annotation that is a number", () => edit(oci(), "index.json", (i) => ({ ...i, manifests: [{ ...i.manifests[0], annotations: { "io.containerd.image.name": 5 } }] })),
+          /index\.json: manifests\[0\]\.annotations\["io\.containerd\.image\.name"\] is a number, not a string/],
+        ["an old-format <id>/json that is null", () => {
+          const files = dockerSaveOld([base], "old", "1");
+          files.set([...files.keys()].find((k) => k.endsWith("/json"))!, json(null));
+          return files;
+        }, /[0-9a-f]{64}\/json is null, not an object/],
+      ];
+      for (const [what, files, message] of cases) {
+        test(what, async () => {
+          const before = snapshot();
+          const r = marten(["import", file("malformed.tar", await archiveOf(files()))]);
+          fails(r, 1, message);
+          assert.doesNotMatch(r.stderr, /internal error/);
+          assert.equal(snapshot(), before);
+        });
+      }
     });
 
     test("a truncated archive, and one that is no archive", async () => {

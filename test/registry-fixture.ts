@@ -552,6 +552,8 @@ export interface FrontOptions {
   redirectBlobs?: boolean;
   /** Send the first half of this blob, then nothing more (the connection stays open). */
   stallBlob?: string;
+  /** Answer this blob's GET only once `until` has resolved (a download that ends when the test says). */
+  holdBlob?: { digest: string; until: Promise<void> };
 }
 
 function forward(target: string, req: IncomingMessage, res: ServerResponse, path: string, alter?: (body: Buffer) => Buffer): void {
@@ -611,8 +613,13 @@ export async function startFront(registry: { url: string }, opts: FrontOptions =
     cdn = { host: `127.0.0.1:${port}`, port, requests: cdnRequests };
   }
 
+  const held = opts.holdBlob;
   const server = createServer((req, res) => {
     seen(req, requests);
+    if (held && req.method === "GET" && BLOB.exec(req.url ?? "")?.[2] === held.digest) void held.until.then(() => answer(req, res));
+    else answer(req, res);
+  });
+  const answer = (req: IncomingMessage, res: ServerResponse): void => {
     const path = req.url ?? "/";
     if (opts.basicAuth) {
       const expected = `Basic ${Buffer.from(`${opts.basicAuth.user}:${opts.basicAuth.password}`).toString("base64")}`;
@@ -649,7 +656,7 @@ export async function startFront(registry: { url: string }, opts: FrontOptions =
         }
       : undefined;
     forward(target, req, res, path, alter);
-  });
+  };
   const port = await listen(server);
   return track<Front>({
     host: `127.0.0.1:${port}`, port, requests, cdn,

@@ -4,6 +4,7 @@
 // Nothing here talks to any host but 127.0.0.1.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -13,7 +14,7 @@ import { Progress, dockerConfigCredentials, parseArch, parseChallenges, parseMan
 import { REPO, hasTool } from "./helpers.ts";
 import {
   DOCKER_LIST, DOCKER_MANIFEST, OCI_MANIFEST, buildImage, buildIndex, cannotRunRegistry, freePort, push, scratch, sha256, startFront,
-  startRegistry, stopAll, type BuiltImage, type BuiltIndex, type LayerSpec, type Registry,
+  startRegistry, stopAll, type BuiltImage, type BuiltIndex, type FileEntry, type LayerSpec, type Registry,
 } from "./registry-fixture.ts";
 
 const SMUGGLER = `${REPO}/libexec/minc-smuggler`;
@@ -476,6 +477,31 @@ describe("pulling from a registry on 127.0.0.1", { skip }, () => {
       r = await smuggle([`${front.host}/library/oci:v1`, empty]);
       assert.equal(r.status, 1, r.stderr);
       assertUntouched(empty, true);
+      await front.stop();
+    }
+  });
+
+  test("a layer that fails its digest while another is being unpacked (MINC_PULL_UNPACK): its error alone, nothing left", async () => {
+    // Many files: the first layer takes a while to unpack, and the corrupt one comes only once that has begun.
+    const many: Record<string, FileEntry> = {};
+    for (let i = 0; i < 8000; i++) many[`d${i % 50}/f${i}`] = randomBytes(256);
+    const image = buildImage(layout, "race", { layers: [many, { "etc/late": "late\n" }] });
+    await push(layout, "race", `${reg.host}/library/race:1`);
+    const [first, late] = image.layers;
+    let release = (): void => {};
+    const front = await startFront(reg, { corruptBlob: late.digest, holdBlob: { digest: late.digest, until: new Promise((r) => { release = r; }) } });
+    try {
+      const d = dest();
+      const r = await smuggle([`${front.host}/library/race:1`, d], { MINC_PULL_UNPACK: "1" }, (text) => {
+        if (text.includes(`${first.digest.slice(0, 19)}: done`)) release(); // (its unpack starts as it is done)
+      });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`minc-smuggler: layer ${late.digest}: digest mismatch`));
+      assert.doesNotMatch(r.stderr, /Premature close|internal error|^\s+at /m);
+      assert.equal(r.stderr.split("\n").filter((l) => l.startsWith("minc-smuggler:")).length, 1, r.stderr);
+      assertUntouched(d, false);
+    } finally {
+      release();
       await front.stop();
     }
   });

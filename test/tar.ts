@@ -3,10 +3,11 @@
 import tar from "tar-stream";
 
 export interface E {
-  name: string;
+  /** A Buffer: these exact bytes in the ustar header (100 at most), UTF-8 or not. */
+  name: string | Buffer;
   type?: "file" | "directory" | "symlink" | "link" | "character-device" | "block-device" | "fifo";
   data?: string | Buffer;
-  linkname?: string;
+  linkname?: string | Buffer;
   mode?: number;
   uid?: number;
   gid?: number;
@@ -24,10 +25,19 @@ export async function makeTar(entries: E[]): Promise<Buffer> {
   const chunks: Buffer[] = [];
   pack.on("data", (c: unknown) => chunks.push(c as Buffer));
   const done = new Promise<void>((resolve, reject) => { pack.on("end", resolve); pack.on("error", reject); });
+  // tar-stream writes names as UTF-8 (a pax record when not ASCII): raw names go in as placeholders, patched after.
+  const raw = new Map<string, Buffer>();
+  const placeholder = (n: string | Buffer | undefined): string | undefined => {
+    if (!Buffer.isBuffer(n)) return n;
+    const p = `raw-name-${raw.size}`;
+    raw.set(p, n);
+    return p;
+  };
   for (const e of entries) {
+    if (Buffer.isBuffer(e.name) && e.pax) throw new Error("makeTar: a raw name cannot have pax records (tar-stream would write its placeholder as a pax path)");
     const type = e.type ?? "file";
     const header = {
-      name: e.name, type, linkname: e.linkname, mode: e.mode ?? (type === "directory" ? 0o755 : 0o644),
+      name: placeholder(e.name)!, type, linkname: placeholder(e.linkname), mode: e.mode ?? (type === "directory" ? 0o755 : 0o644),
       uid: e.uid ?? 0, gid: e.gid ?? 0, mtime: e.mtime ?? T0, devmajor: e.devmajor, devminor: e.devminor, pax: e.pax,
     };
     await new Promise<void>((resolve, reject) => {
@@ -38,5 +48,34 @@ export async function makeTar(entries: E[]): Promise<Buffer> {
   }
   pack.finalize();
   await done;
-  return Buffer.concat(chunks);
+  return withRawNames(Buffer.concat(chunks), raw);
+}
+
+const BLOCK = 512;
+
+/** Put the raw names in place of their placeholders, in the ustar name and linkname fields (checksums made again). */
+function withRawNames(archive: Buffer, raw: Map<string, Buffer>): Buffer {
+  if (raw.size === 0) return archive;
+  const field = (h: Buffer, at: number, len: number): Buffer => {
+    const f = h.subarray(at, at + len);
+    const end = f.indexOf(0);
+    return end < 0 ? f : f.subarray(0, end);
+  };
+  for (let off = 0; off + BLOCK <= archive.length; ) {
+    const h = archive.subarray(off, off + BLOCK);
+    if (h.every((b) => b === 0)) break;
+    for (const [at, len] of [[0, 100], [157, 100]]) {
+      const bytes = raw.get(field(h, at, len).toString("latin1"));
+      if (bytes === undefined) continue;
+      if (bytes.length > len) throw new Error("a raw name is longer than its ustar field");
+      h.fill(0, at, at + len);
+      bytes.copy(h, at);
+    }
+    h.fill(0x20, 148, 156);
+    const sum = h.reduce((a, b) => a + b, 0);
+    h.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "latin1");
+    const size = parseInt(field(h, 124, 12).toString("latin1").trim() || "0", 8);
+    off += BLOCK + Math.ceil(size / BLOCK) * BLOCK;
+  }
+  return archive;
 }
