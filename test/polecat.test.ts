@@ -279,6 +279,35 @@ describe("polecat", { skip }, () => {
     }
   });
 
+  test("the packed file runs with stdin closed (the command reads /dev/null) and piped", () => {
+    ok(polecat(["-o", "cat.sh", rootfs(), "cat"]));
+    const closed = spawnSync("/bin/sh", ["-c", 'exec 0<&-; exec "$0"', `${work}/cat.sh`], { encoding: "utf8", env: cleanEnv(), cwd: "/", timeout: 60_000 });
+    assert.equal(closed.status, 0, closed.stderr);
+    assert.equal(closed.stdout, "");
+    const piped = spawnSync(`${work}/cat.sh`, [], { encoding: "utf8", input: "piped\n", env: cleanEnv(), cwd: "/", timeout: 60_000 });
+    assert.equal(piped.stdout, "piped\n", piped.stderr);
+    assert.deepEqual(ourLeftovers(), []);
+  });
+
+  test("the packed file: Node's warnings (from NODE_OPTIONS) do not break it; a failing header leaves no /tmp/polecat-run-*", () => {
+    ok(polecat(["-o", "hello.sh", rootfs(), "echo", "hello"]));
+    const options = { NODE_OPTIONS: "--experimental-loader=data:text/javascript," };
+    const warns = spawnSync("node", ["-e", ""], { encoding: "utf8", env: cleanEnv(options) });
+    assert.match(warns.stderr, /Warning/, "this NODE_OPTIONS makes Node print nothing: the test proves nothing");
+    const r = spawnSync(`${work}/hello.sh`, ["there"], { encoding: "utf8", input: "", env: cleanEnv(options), cwd: "/", timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "hello there\n");
+    assert.deepEqual(ourLeftovers(), []);
+
+    // Cut short: the header itself fails, and says why in one line.
+    writeFileSync(`${work}/cut.sh`, readFileSync(`${work}/hello.sh`).subarray(0, 4000), { mode: 0o755 });
+    const cut = spawnSync(`${work}/cut.sh`, [], { encoding: "utf8", input: "", env: cleanEnv(options), cwd: "/", timeout: 60_000 });
+    assert.equal(cut.status, 2, cut.stderr);
+    assert.match(cut.stderr, /^cut\.sh: .*cut\.sh is cut short: its image is missing$/m);
+    assert.doesNotMatch(cut.stderr, /Warning/);
+    assert.deepEqual(ourLeftovers(), []);
+  });
+
   test("-t DIR: the working directory is used and kept, its storage/ is the image", () => {
     const dir = `${work}/keep`;
     mkdirSync(dir);
