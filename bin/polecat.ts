@@ -116,7 +116,6 @@ function existingFile(what: string, file: string): string {
 /** The settings the backends read, and nothing of the caller's own MINC_* (the shell MINCS's exports). */
 function exportSettings(plan: Plan, work: string): void {
   step("Export the settings the backends read (and drop any other MINC_* of the caller)");
-  for (const k of Object.keys(process.env)) if (k.startsWith("MINC_")) delete process.env[k];
   const settings: Record<string, string> = {
     MINC_BASEDIR: plan.basedir,
     MINC_TMPDIR: work,
@@ -124,7 +123,11 @@ function exportSettings(plan: Plan, work: string): void {
     MINC_PIVOT: "0",
     ...(plan.debug ? { MINC_DEBUG: "1" } : {}),
   };
+  const dropped = Object.keys(process.env).filter((k) => k.startsWith("MINC_") && !(k in settings));
+  // Shown while MINC_DEBUG, which turns the trace on, is still set.
+  if (dropped.length > 0) shown(`unset ${dropped.join(" ")}`);
   shown(`export ${Object.entries(settings).map(([k, v]) => `${k}=${quote(v)}`).join(" ")}`);
+  for (const k of dropped) delete process.env[k];
   Object.assign(process.env, settings);
 }
 

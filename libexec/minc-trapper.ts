@@ -114,13 +114,19 @@ function copyMetadata(from: Stats, to: string): void {
   }
 }
 
+/** A directory of the view made in the upper layer, its contents left out (cp -a would copy them). */
+function copyDir(from: string, to: string, st: Stats): void {
+  shown(`mkdir ${quote(to)} && chown --reference=${quote(from)} ${quote(to)} && chmod --reference=${quote(from)} ${quote(to)} && touch -r ${quote(from)} ${quote(to)}`);
+  mkdirSync(to);
+  copyMetadata(st, to);
+}
+
 /** The directories down to rel (a path with no links in it), made in the upper layer as they are in the view. */
 function ensureDirs(job: Job, parts: string[]): void {
   for (let i = 1; i <= parts.length; i++) {
     const rel = parts.slice(0, i).join("/");
     if (existsSync(`${job.upper}/${rel}`)) continue;
-    mkdirSync(`${job.upper}/${rel}`);
-    copyMetadata(lstatSync(`${job.view}/${rel}`), `${job.upper}/${rel}`);
+    copyDir(`${job.view}/${rel}`, `${job.upper}/${rel}`, lstatSync(`${job.view}/${rel}`));
   }
 }
 
@@ -135,12 +141,13 @@ function copyEntry(job: Job, parts: string[], st: Stats): void {
   } catch {
     // to copy
   }
+  // From the view (the root the command saw), not from the host's path of the same name.
   const from = `${job.view}/${rel}`;
+  if (st.isDirectory()) return copyDir(from, to, st);
+  if (!st.isSymbolicLink() && !st.isFile()) return; // devices, fifos, sockets: minc makes its own /dev
+  shown(`cp -a ${quote(from)} ${quote(to)}`);
   if (st.isSymbolicLink()) symlinkSync(readlinkSync(from), to);
-  else if (st.isDirectory()) mkdirSync(to);
-  else if (st.isFile()) copyFileSync(from, to);
-  else return; // devices, fifos, sockets: minc makes its own /dev
-  shown(`cp -a --parents ${quote(`/${rel}`)} ${quote(job.upper)}`);
+  else copyFileSync(from, to);
   copyMetadata(st, to);
 }
 
@@ -241,7 +248,9 @@ function makeMountpoints(job: Job): void {
     const at = resolveInRoot(job.upper, dir);
     if (!existsSync(at)) mkdirs(at);
   }
-  chmodSync(resolveInRoot(job.upper, "tmp"), 0o1777);
+  const tmp = resolveInRoot(job.upper, "tmp");
+  shown(`chmod 1777 ${quote(tmp)}`);
+  chmodSync(tmp, 0o1777);
 }
 
 main(() => {

@@ -279,6 +279,19 @@ describe("polecat", { skip }, () => {
     }
   });
 
+  test("--debug: the settings' export, and copies from the root the command saw", () => {
+    const r = ok(polecat(["--debug", "-o", "dbg.sh", rootfs(), "/bin/echo", "hi"]));
+    const lines = r.stderr.trim().split("\n");
+    assert.ok(lines.every((l) => l.startsWith("# ") || l.startsWith("+ ")), `not a trace line:\n${lines.filter((l) => !/^[#+] /.test(l)).join("\n")}`);
+    const tmp = /^\+ export MINC_BASEDIR=\S+ MINC_TMPDIR=(\S+) MINC_IGNORE_STATE=0 MINC_PIVOT=0 MINC_DEBUG=1$/m.exec(r.stderr)?.[1];
+    assert.ok(tmp, `no export of the settings:\n${r.stderr}`);
+    const copies = lines.filter((l) => l.startsWith("+ cp -a ") && !l.includes("/dev/null"));
+    assert.ok(copies.length > 0 && copies.some((l) => l.endsWith("/storage/bin/busybox")), copies.join("\n"));
+    for (const line of copies) assert.match(line, new RegExp(`^\\+ cp -a ${tmp}/root(/\\S+) ${tmp}/storage\\1$`));
+    assert.match(r.stderr, new RegExp(`^\\+ chmod 1777 ${tmp}/storage/tmp$`, "m"));
+    assert.equal(runPacked(`${work}/dbg.sh`).stdout, "hi\n");
+  });
+
   test("the packed file runs with stdin closed (the command reads /dev/null) and piped", () => {
     ok(polecat(["-o", "cat.sh", rootfs(), "cat"]));
     const closed = spawnSync("/bin/sh", ["-c", 'exec 0<&-; exec "$0"', `${work}/cat.sh`], { encoding: "utf8", env: cleanEnv(), cwd: "/", timeout: 60_000 });
