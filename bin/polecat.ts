@@ -6,7 +6,8 @@
 // used and the libraries they need; then write that tree as a squashfs or
 // tgz image, or (the default) as a sh header plus a squashfs that carries
 // its own minc runtime and boots the command wherever it is copied.
-import { copyFileSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { basename, dirname, resolve } from "node:path";
 import { spawnSync } from "node:child_process";
@@ -16,7 +17,7 @@ import { MincError, main, usageError } from "../lib/fail.ts";
 import { backend, libexecDir } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { header, RUNTIME_BACKENDS, RUNTIME_DIR } from "../lib/polecat.ts";
-import { capture, mkdirs, removeFile, removeTree, run, touch, writeFileMkdir } from "../lib/run.ts";
+import { capture, mkdirs, removeFile, removeTree, run, touch, writeFile, writeFileMkdir } from "../lib/run.ts";
 import { farm, isStoreName } from "../lib/store.ts";
 import { needTool } from "../lib/tools.ts";
 import { quote, quoteAll, shown, step } from "../lib/trace.ts";
@@ -54,7 +55,7 @@ function parse(argv: string[]) {
       "adds the shared libraries they need, and writes them as one file: by default a sh script that boots\n" +
       "COMMAND in a container on any host with root, sh, mount, unshare and Node.js 24 (arguments given to it\n" +
       "are appended to COMMAND; its exit status is COMMAND's). Stop a server with Ctrl-C after its test run.")
-    .option("output", { alias: "o", type: "string", describe: "Output file (default polecat-out.FORMAT: polecat-out.sh, ...)" })
+    .option("output", { alias: "o", type: "string", describe: "Output file (default polecat-out.FORMAT: polecat-out.sh, ...); its directory is made if missing" })
     .option("format", { alias: "f", type: "string", choices: FORMATS, describe: "sh (self-executable), squashfs or sfs, tgz (just the image)" })
     .option("script", { alias: "s", type: "string", describe: "Build script: sets COMMAND, MKDIRS, RMDIRS and defines install_command, run in the container before tracing" })
     .option("tempdir", { alias: "t", type: "string", describe: "Working directory to use and keep (its storage/ is the image)" })
@@ -85,27 +86,70 @@ function basedirOf(given: string): string {
   return farm("imagestack", given);
 }
 
-function planFrom(argv: string[]): Plan {
-  const args = parse(argv);
+function planFrom(args: ReturnType<typeof parse>): Plan {
   const words = args._.map(String);
   if (words.length === 0) throw usageError("ROOTDIR or IMAGE missing (polecat --help)");
   const [given, ...rest] = words;
   const command = rest[0] === "--" ? rest.slice(1) : rest;
   const format = (args.format ?? "sh") as Format;
   if (args.output === "") throw usageError("--output needs a file name");
+  const output = checkOutput(resolve(args.output ?? `polecat-out.${format}`));
   const script = args.script === undefined ? undefined : existingFile("--script", args.script);
   if (!script && command.length === 0) throw usageError("no COMMAND given (and no --script that sets it)");
   const tempdir = args.tempdir === undefined ? undefined : existingDir("--tempdir", args.tempdir);
   return {
     basedir: basedirOf(given),
     command,
-    output: resolve(args.output ?? `polecat-out.${format}`),
+    output,
     format,
     script,
     tempdir,
     ignoreState: !!args["ignore-state"],
     debug: !!args.debug,
   };
+}
+
+/**
+ * An output path that cannot be written fails now, not after the traced
+ * run (which a server's test run may have made long): it must not be a
+ * directory, and what of its directory exists must be directories.
+ */
+function checkOutput(output: string): string {
+  const st = statSync(output, { throwIfNoEntry: false });
+  if (st?.isDirectory()) throw usageError(`--output ${output}: is a directory`);
+  if (st && !st.isFile()) throw usageError(`--output ${output}: not a regular file`);
+  let dir = dirname(output);
+  while (!existsSync(dir)) dir = dirname(dir);
+  if (!statSync(dir).isDirectory()) throw usageError(`--output ${output}: ${dir} is not a directory`);
+  return output;
+}
+
+/**
+ * The file the output is written as, then renamed over it: a new one of
+ * our own beside it, made exclusively (set -C), so that builds to the same
+ * output never share one, and a failed build leaves no half file. Making it
+ * is the last check of the output path (a read-only or virtual filesystem
+ * such as /proc cannot hold it).
+ */
+function claimOutput(output: string): string {
+  step(`Claim the output: a partial file of our own beside ${output}, renamed over it when done`);
+  const dir = dirname(output);
+  try {
+    if (!existsSync(dir)) mkdirs(dir);
+    for (;;) {
+      const partial = `${dir}/.${basename(output)}.${randomBytes(3).toString("hex")}.partial`;
+      try {
+        closeSync(openSync(partial, "wx"));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "EEXIST") continue;
+        throw e;
+      }
+      shown(`(set -C; : > ${quote(partial)})`);
+      return partial;
+    }
+  } catch (e) {
+    throw usageError(`--output ${output}: cannot write a file in ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
 }
 
 function existingFile(what: string, file: string): string {
@@ -251,36 +295,30 @@ function makeSquashfs(upper: string, out: string): void {
   run(["mksquashfs", upper, out, "-noappend", "-no-progress", "-quiet"]);
 }
 
-/** Written next to the output, then renamed: a failed build leaves no half file. */
-function writeOutput(plan: Plan, command: string[], upper: string, work: string): void {
-  const dir = dirname(plan.output);
-  if (!existsSync(dir)) mkdirs(dir);
-  const partial = `${dir}/.${basename(plan.output)}.partial`;
-  try {
-    if (plan.format === "tgz") {
-      step("Write the image as a gzipped tar");
-      run(["tar", "-C", upper, "--numeric-owner", "-czf", partial, "."]);
-    } else if (plan.format !== "sh") {
-      step("Write the image as a squashfs");
-      makeSquashfs(upper, partial);
-    } else {
-      packRuntime(upper);
-      step("Write the sh header and the squashfs image after it");
-      const image = `${work}/image.sfs`;
-      makeSquashfs(upper, image);
-      writeFileSync(partial, header(command, statSync(image).size), { mode: 0o755 });
-      shown(`cat ${quote(image)} >> ${quote(partial)}`);
-      writeFileSync(partial, readFileSync(image), { flag: "a" });
-      removeFile(image);
-    }
-    shown(`mv ${quote(partial)} ${quote(plan.output)}`);
-    renameSync(partial, plan.output);
-  } finally {
-    if (existsSync(partial)) rmSync(partial);
+/** Into the partial file claimed beside the output, then renamed over it. */
+function writeOutput(plan: Plan, command: string[], upper: string, work: string, partial: string): void {
+  if (plan.format === "tgz") {
+    step("Write the image as a gzipped tar");
+    run(["tar", "-C", upper, "--numeric-owner", "-czf", partial, "."]);
+  } else if (plan.format !== "sh") {
+    step("Write the image as a squashfs");
+    makeSquashfs(upper, partial);
+  } else {
+    packRuntime(upper);
+    step("Write the sh header and the squashfs image after it");
+    const image = `${work}/image.sfs`;
+    makeSquashfs(upper, image);
+    writeFile(partial, header(command, statSync(image).size));
+    run(["chmod", "a+x", partial]);
+    shown(`cat ${quote(image)} >> ${quote(partial)}`);
+    writeFileSync(partial, readFileSync(image), { flag: "a" });
+    removeFile(image);
   }
+  shown(`mv ${quote(partial)} ${quote(plan.output)}`);
+  renameSync(partial, plan.output);
 }
 
-function build(plan: Plan, work: string): number {
+function build(plan: Plan, work: string, partial: string): number {
   exportSettings(plan, work);
   const script = plan.script ? readBuildScript(plan.script) : undefined;
   const command = plan.command.length > 0 ? plan.command : script?.command ?? [];
@@ -292,20 +330,26 @@ function build(plan: Plan, work: string): number {
   if (script) adjustDirs(script, upper);
   dropWhiteouts(upper);
   addRequiredFiles(upper);
-  writeOutput(plan, command, upper, work);
+  writeOutput(plan, command, upper, work, partial);
   const size = capture(["du", "-sh", plan.output], false).split(/\s/)[0];
   process.stdout.write(`done: ${plan.output} (${size})\n`);
   return 0;
 }
 
 main(() => {
-  const plan = planFrom(process.argv.slice(2));
-  if (plan.debug) process.env.MINC_DEBUG = "1";
+  const args = parse(process.argv.slice(2));
+  if (args.debug) process.env.MINC_DEBUG = "1";
+  const plan = planFrom(args);
   outliveInterrupts();
-  const work = makeWorkingDir(plan);
+  const partial = claimOutput(plan.output);
   try {
-    return build(plan, work);
+    const work = makeWorkingDir(plan);
+    try {
+      return build(plan, work, partial);
+    } finally {
+      removeWorkingDir(plan, work);
+    }
   } finally {
-    removeWorkingDir(plan, work);
+    if (existsSync(partial)) removeFile(partial);
   }
 });

@@ -27,6 +27,8 @@ writeFileSync(`${outDir}/polecat.1`, yargsManPage("polecat", help("polecat"), {}
   "Inside the image of a self-executable file: the packed minc and the backends that boot it.",
   ".TP", "\\fI/tmp/polecat\\-XXXXXX\\fR",
   "polecat's working directory (storage/ is the image); a running file mounts its image on /tmp/polecat\\-run\\-XXXXXX/image.",
+  ".TP", "\\fIOUTPUT\\fR's directory, \\fI.NAME.XXXXXX.partial\\fR",
+  "The output while it is written (claimed before anything runs, renamed over the output when done; gone if the build fails).",
   ".SH EXAMPLES", "polecat \\-o ps.sh ROOTFS ps; ./ps.sh",
   ".br", "polecat \\-s samples/polecat/httpd \\-o httpd.sh ROOTFS",
   ".SH SEE ALSO", "\\fBminc\\fR(1), \\fBmarten\\fR(1), \\fBstrace\\fR(1), \\fBmksquashfs\\fR(1)",

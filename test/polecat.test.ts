@@ -124,7 +124,13 @@ function startGroup(file: string, args: string[], env: NodeJS.ProcessEnv) {
   child.stdout.on("data", (d) => { out += d; });
   child.stderr.on("data", (d) => { out += d; });
   const done = new Promise<number | null>((res) => child.on("close", (code) => res(code)));
-  return { interrupt: () => process.kill(-child.pid!, "SIGINT"), done, output: () => out };
+  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.on("close", (code, signal) => res({ code, signal })));
+  return { interrupt: () => process.kill(-child.pid!, "SIGINT"), done, ended, output: () => out };
+}
+
+/** The partial files polecat writes its output as, in a directory. */
+function partials(dir: string): string[] {
+  return readdirSync(dir).filter((n) => n.endsWith(".partial"));
 }
 
 describe("polecat", { skip }, () => {
@@ -279,7 +285,26 @@ describe("polecat", { skip }, () => {
     }
   });
 
-  test("--debug: the settings' export, and copies from the root the command saw", () => {
+  test("--output that cannot be written (a directory, /proc, under a regular file): exit 2 before any container starts", () => {
+    writeFileSync(`${work}/plain-file`, "");
+    mkdirSync(`${work}/a-dir`, { recursive: true });
+    const cases: [string, RegExp][] = [
+      ["a-dir", /--output .*a-dir: is a directory/],
+      ["/proc/x.sh", /--output \/proc\/x\.sh: cannot write a file in \/proc/],
+      ["plain-file/x.sh", /--output .*plain-file\/x\.sh: .*plain-file is not a directory/],
+    ];
+    for (const [output, message] of cases) {
+      const r = polecat(["--debug", "-o", output, rootfs(), "sleep", "30"]);
+      assert.equal(r.status, 2, `${output}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.split("\n").filter((l) => /^polecat: /.test(l)).length, 1, r.stderr);
+      assert.doesNotMatch(r.stderr, /minc-trapper|minc-exec|internal error/, `${output}: something ran:\n${r.stderr}`);
+    }
+    assert.deepEqual(partials(work), []);
+    assert.deepEqual(ourLeftovers(), []);
+  });
+
+  test("--debug: the settings' export, copies from the root the command saw, a replayable header write", () => {
     const r = ok(polecat(["--debug", "-o", "dbg.sh", rootfs(), "/bin/echo", "hi"]));
     const lines = r.stderr.trim().split("\n");
     assert.ok(lines.every((l) => l.startsWith("# ") || l.startsWith("+ ")), `not a trace line:\n${lines.filter((l) => !/^[#+] /.test(l)).join("\n")}`);
@@ -289,6 +314,20 @@ describe("polecat", { skip }, () => {
     assert.ok(copies.length > 0 && copies.some((l) => l.endsWith("/storage/bin/busybox")), copies.join("\n"));
     for (const line of copies) assert.match(line, new RegExp(`^\\+ cp -a ${tmp}/root(/\\S+) ${tmp}/storage\\1$`));
     assert.match(r.stderr, new RegExp(`^\\+ chmod 1777 ${tmp}/storage/tmp$`, "m"));
+
+    const partial = /^\+ \(set -C; : > (\S+\.partial)\)$/m.exec(r.stderr)?.[1];
+    assert.ok(partial?.startsWith(`${work}/.dbg.sh.`), `no partial file made:\n${r.stderr}`);
+    const write = lines.find((l) => l.startsWith("+ printf ") && l.endsWith(` > ${partial}`));
+    assert.ok(write, "the header's write is not shown");
+    const at = (l: string | undefined) => lines.indexOf(l!);
+    assert.ok(at(write) < at(lines.find((l) => l === `+ cat ${tmp}/image.sfs >> ${partial}`)), "the image is appended before the header is written");
+    assert.ok(lines.includes(`+ mv ${partial} ${work}/dbg.sh`));
+    // Pasted, the write makes the header the file has.
+    const replayed = `${work}/replayed-header`;
+    const sh = spawnSync("/bin/sh", ["-c", write!.slice(2, -partial!.length) + replayed], { encoding: "utf8" });
+    assert.equal(sh.status, 0, sh.stderr);
+    const header = readFileSync(replayed);
+    assert.ok(header.length > 500 && readFileSync(`${work}/dbg.sh`).subarray(0, header.length).equals(header), "the shown write does not make the file's header");
     assert.equal(runPacked(`${work}/dbg.sh`).stdout, "hi\n");
   });
 
@@ -319,6 +358,23 @@ describe("polecat", { skip }, () => {
     assert.match(cut.stderr, /^cut\.sh: .*cut\.sh is cut short: its image is missing$/m);
     assert.doesNotMatch(cut.stderr, /Warning/);
     assert.deepEqual(ourLeftovers(), []);
+  });
+
+  test("two builds to one output at once: each writes its own partial file, the output is one whole image", async () => {
+    writeFileSync(`${work}/.same.sh.partial`, "another program's"); // (the name polecat used to share)
+    const builds = ["A", "B"].map((word) => startGroup(POLECAT, ["-o", "same.sh", rootfs(), "sh", "-c", `sleep 1; echo ${word}`], {}));
+    const ends = await Promise.all(builds.map((b) => b.ended));
+    for (const [i, end] of ends.entries()) {
+      const out = builds[i].output();
+      assert.ok(end.code === 0 || (end.code === 1 && !/internal error/.test(out)), `build ${i}: ${JSON.stringify(end)}\n${out}`);
+    }
+    assert.ok(ends.some((e) => e.code === 0), "no build made the output");
+    const r = runPacked(`${work}/same.sh`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^[AB]\n$/);
+    assert.ok(packedList(`${work}/same.sh`).includes("/bin/busybox"));
+    assert.deepEqual(partials(work), [".same.sh.partial"], "a partial file was left, or another's removed");
+    rmSync(`${work}/.same.sh.partial`);
   });
 
   test("-t DIR: the working directory is used and kept, its storage/ is the image", () => {
