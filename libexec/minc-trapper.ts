@@ -13,10 +13,17 @@
 //
 // MINC_IGNORE_STATE=1 takes a failing command as it is; a command stopped
 // with Ctrl-C (exit 130: a server, after its test run) is always taken.
+//
+// Signals: a Ctrl-C at the terminal (INT to the whole process group, the
+// container too) ends the test run. TERM, HUP, and an INT sent to
+// minc-trapper alone (as polecat passes one on), are passed on to the
+// traced command (strace, in front of it, leaves them to it), and
+// minc-trapper ends by the signal, copying nothing (lib/interrupt.ts).
 import { chmodSync, copyFileSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, type Stats } from "node:fs";
-import { outliveInterrupts, runContainer } from "../lib/container.ts";
+import { runContainer } from "../lib/container.ts";
 import { readElf } from "../lib/elf.ts";
-import { MincError, main, usageError, warn } from "../lib/fail.ts";
+import { MincError, mainAsync, usageError, warn } from "../lib/fail.ts";
+import { catchInterrupts, spareGroupInterrupts } from "../lib/interrupt.ts";
 import { findLibrary, ldSoConfDirs } from "../lib/ldso.ts";
 import { existsInRoot, resolveInRoot } from "../lib/paths.ts";
 import { findInPath, mkdirs, mount, removeFile, run } from "../lib/run.ts";
@@ -63,18 +70,19 @@ function traceFileOf(job: Job): string {
   return `${job.tmpdir}/trace`;
 }
 
-function runTraced(job: Job): void {
+async function runTraced(job: Job): Promise<void> {
   const strace = findInPath("strace");
   if (!strace) throw new MincError("needs strace on this host to trace the command (apt-get install strace)");
   step("Run the command once in a container, strace in front of its chroot (MINC_DEBUG_PREFIX); Ctrl-C ends a server's test run");
   mkdirs(job.upper);
   const prefix = [strace, ...STRACE_ARGS, "-o", traceFileOf(job)];
   if (prefix.some((w) => /\s/.test(w))) throw usageError(`${job.tmpdir}: a working directory with blanks cannot hold the trace`);
-  outliveInterrupts();
-  const status = runContainer(job.tmpdir, job.command, {
-    ...env, MINC_BASEDIR: job.basedir, MINC_TMPDIR: job.tmpdir, MINC_DEBUG_PREFIX: prefix.join(" "),
-  });
-  checkStatus(status);
+  const unspare = spareGroupInterrupts();
+  try {
+    checkStatus(await runContainer(job.tmpdir, job.command, { MINC_BASEDIR: job.basedir, MINC_DEBUG_PREFIX: prefix.join(" ") }));
+  } finally {
+    unspare();
+  }
 }
 
 function checkStatus(status: number): void {
@@ -253,9 +261,10 @@ function makeMountpoints(job: Job): void {
   chmodSync(tmp, 0o1777);
 }
 
-main(() => {
+mainAsync(async () => {
   const job = jobOf(process.argv.slice(2));
-  runTraced(job);
+  catchInterrupts();
+  await runTraced(job);
   mountView(job);
   try {
     copyTraced(job, tracedFiles(job));

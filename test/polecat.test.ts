@@ -4,10 +4,11 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { constants } from "node:os";
 import { after, before, describe, test } from "node:test";
 import { readElf } from "../lib/elf.ts";
 import { tracedPaths } from "../lib/strace.ts";
-import { REPO, cannotBoot, cleanEnv, hasTool, leftovers, rootfs, sleep } from "./helpers.ts";
+import { REPO, cannotBoot, cleanEnv, hasTool, leftovers, rootfs, settled, sleep } from "./helpers.ts";
 
 const POLECAT = `${REPO}/bin/polecat`;
 const CACHE = `${REPO}/test/.cache`;
@@ -117,7 +118,7 @@ async function fetchText(url: string, deadline: number): Promise<string> {
   }
 }
 
-/** Start a program in its own process group; Ctrl-C it (SIGINT to the group) later. */
+/** Start a program in its own process group; Ctrl-C it (SIGINT to the group) later, or signal it alone. */
 function startGroup(file: string, args: string[], env: NodeJS.ProcessEnv) {
   const child = spawn(file, args, { detached: true, env: cleanEnv(env), cwd: work, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
@@ -125,7 +126,16 @@ function startGroup(file: string, args: string[], env: NodeJS.ProcessEnv) {
   child.stderr.on("data", (d) => { out += d; });
   const done = new Promise<number | null>((res) => child.on("close", (code) => res(code)));
   const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.on("close", (code, signal) => res({ code, signal })));
-  return { interrupt: () => process.kill(-child.pid!, "SIGINT"), done, ended, output: () => out };
+  return { interrupt: () => process.kill(-child.pid!, "SIGINT"), signal: (sig: NodeJS.Signals) => child.kill(sig), done, ended, output: () => out };
+}
+
+/** Wait until the output shows this line (a command that says it has started). */
+async function untilPrinted(output: () => string, line: RegExp, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!line.test(output())) {
+    if (Date.now() > deadline) throw new Error(`not printed within ${ms} ms: ${line}\n${output()}`);
+    await sleep(50);
+  }
 }
 
 /** The partial files polecat writes its output as, in a directory. */
@@ -304,12 +314,13 @@ describe("polecat", { skip }, () => {
     assert.deepEqual(ourLeftovers(), []);
   });
 
-  test("--debug: the settings' export, copies from the root the command saw, a replayable header write", () => {
+  test("--debug: the settings' export, the environment minc-exec gets, copies from the root the command saw, a replayable header write", () => {
     const r = ok(polecat(["--debug", "-o", "dbg.sh", rootfs(), "/bin/echo", "hi"]));
     const lines = r.stderr.trim().split("\n");
     assert.ok(lines.every((l) => l.startsWith("# ") || l.startsWith("+ ")), `not a trace line:\n${lines.filter((l) => !/^[#+] /.test(l)).join("\n")}`);
     const tmp = /^\+ export MINC_BASEDIR=\S+ MINC_TMPDIR=(\S+) MINC_IGNORE_STATE=0 MINC_PIVOT=0 MINC_DEBUG=1$/m.exec(r.stderr)?.[1];
     assert.ok(tmp, `no export of the settings:\n${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`^\\+ MINC_TMPDIR=${tmp} MINC_BASEDIR=${rootfs()} MINC_DEBUG_PREFIX='\\S*strace [^']* -o ${tmp}/trace' \\S+/libexec/minc-exec /bin/echo hi$`, "m"));
     const copies = lines.filter((l) => l.startsWith("+ cp -a ") && !l.includes("/dev/null"));
     assert.ok(copies.length > 0 && copies.some((l) => l.endsWith("/storage/bin/busybox")), copies.join("\n"));
     for (const line of copies) assert.match(line, new RegExp(`^\\+ cp -a ${tmp}/root(/\\S+) ${tmp}/storage\\1$`));
@@ -376,6 +387,28 @@ describe("polecat", { skip }, () => {
     assert.deepEqual(partials(work), [".same.sh.partial"], "a partial file was left, or another's removed");
     rmSync(`${work}/.same.sh.partial`);
   });
+
+  for (const [sig, alone] of [["SIGTERM", "polecat"], ["SIGHUP", "polecat"], ["SIGINT", "polecat alone (not a Ctrl-C of the group)"]] as const) {
+    test(`${sig} to ${alone} during the traced run: the container stops, no output, nothing left, polecat ends by ${sig}`, async () => {
+      const t0 = Date.now();
+      const build = startGroup(POLECAT, ["-o", "stopped.sh", rootfs(), "sh", "-c", 'echo "st""arted"; exec sleep 60'], {});
+      try {
+        await untilPrinted(build.output, /^started$/m);
+      } catch (e) {
+        build.interrupt();
+        throw e;
+      }
+      build.signal(sig);
+      const end = await build.ended;
+      assert.ok(end.signal === sig || end.code === 128 + constants.signals[sig], `${JSON.stringify(end)}\n${build.output()}`);
+      assert.ok(Date.now() - t0 < 30_000, "polecat waited for the command to end by itself");
+      assert.match(build.output(), new RegExp(`^polecat: interrupted by ${sig}; nothing kept$`, "m"));
+      assert.doesNotMatch(build.output(), /^done:/m);
+      assert.equal(existsSync(`${work}/stopped.sh`), false);
+      assert.deepEqual(partials(work), []);
+      assert.deepEqual(await settled(ourLeftovers), []);
+    });
+  }
 
   test("-t DIR: the working directory is used and kept, its storage/ is the image", () => {
     const dir = `${work}/keep`;
