@@ -6,17 +6,27 @@
 // used and the libraries they need; then write that tree as a squashfs or
 // tgz image, or (the default) as a sh header plus a squashfs that carries
 // its own minc runtime and boots the command wherever it is copied.
-import { copyFileSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+//
+// Signals: a Ctrl-C at the terminal during the traced run (INT to the whole
+// process group, the container too) ends the command's test run, and what
+// it used is packed. TERM, HUP, an INT sent to polecat alone, and any of
+// them at another time, abort the build: the running stage (the container,
+// through minc-trapper; mksquashfs) gets the signal, the partial output and
+// the working directory go, and polecat ends by the signal (lib/interrupt.ts).
+import { closeSync, copyFileSync, existsSync, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { basename, dirname, resolve } from "node:path";
 import { spawnSync } from "node:child_process";
 import yargs from "yargs";
-import { outliveInterrupts, runContainer } from "../lib/container.ts";
-import { MincError, main, usageError } from "../lib/fail.ts";
+import { runContainer } from "../lib/container.ts";
+import { MincError, mainAsync, usageError } from "../lib/fail.ts";
+import { catchInterrupts, removeOnInterrupt, runStoppable, spareGroupInterrupts } from "../lib/interrupt.ts";
 import { backend, libexecDir } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { header, RUNTIME_BACKENDS, RUNTIME_DIR } from "../lib/polecat.ts";
-import { capture, mkdirs, removeFile, removeTree, run, touch, writeFileMkdir } from "../lib/run.ts";
+import { capture, mkdirs, removeFile, removeTree, run, touch, writeFile, writeFileMkdir } from "../lib/run.ts";
+import { signalsDelivered } from "../lib/signals.ts";
 import { farm, isStoreName } from "../lib/store.ts";
 import { needTool } from "../lib/tools.ts";
 import { quote, quoteAll, shown, step } from "../lib/trace.ts";
@@ -53,8 +63,9 @@ function parse(argv: string[]) {
       "Runs COMMAND once in a container over ROOTDIR (or an image of the store), traces the files it uses,\n" +
       "adds the shared libraries they need, and writes them as one file: by default a sh script that boots\n" +
       "COMMAND in a container on any host with root, sh, mount, unshare and Node.js 24 (arguments given to it\n" +
-      "are appended to COMMAND; its exit status is COMMAND's). Stop a server with Ctrl-C after its test run.")
-    .option("output", { alias: "o", type: "string", describe: "Output file (default polecat-out.FORMAT: polecat-out.sh, ...)" })
+      "are appended to COMMAND; its exit status is COMMAND's). Stop a server with Ctrl-C after its test run;\n" +
+      "TERM, HUP or an INT sent to polecat alone abort the build, and leave nothing.")
+    .option("output", { alias: "o", type: "string", describe: "Output file (default polecat-out.FORMAT: polecat-out.sh, ...); its directory is made if missing" })
     .option("format", { alias: "f", type: "string", choices: FORMATS, describe: "sh (self-executable), squashfs or sfs, tgz (just the image)" })
     .option("script", { alias: "s", type: "string", describe: "Build script: sets COMMAND, MKDIRS, RMDIRS and defines install_command, run in the container before tracing" })
     .option("tempdir", { alias: "t", type: "string", describe: "Working directory to use and keep (its storage/ is the image)" })
@@ -85,27 +96,71 @@ function basedirOf(given: string): string {
   return farm("imagestack", given);
 }
 
-function planFrom(argv: string[]): Plan {
-  const args = parse(argv);
+function planFrom(args: ReturnType<typeof parse>): Plan {
   const words = args._.map(String);
   if (words.length === 0) throw usageError("ROOTDIR or IMAGE missing (polecat --help)");
   const [given, ...rest] = words;
   const command = rest[0] === "--" ? rest.slice(1) : rest;
   const format = (args.format ?? "sh") as Format;
   if (args.output === "") throw usageError("--output needs a file name");
+  const output = checkOutput(resolve(args.output ?? `polecat-out.${format}`));
   const script = args.script === undefined ? undefined : existingFile("--script", args.script);
   if (!script && command.length === 0) throw usageError("no COMMAND given (and no --script that sets it)");
   const tempdir = args.tempdir === undefined ? undefined : existingDir("--tempdir", args.tempdir);
   return {
     basedir: basedirOf(given),
     command,
-    output: resolve(args.output ?? `polecat-out.${format}`),
+    output,
     format,
     script,
     tempdir,
     ignoreState: !!args["ignore-state"],
     debug: !!args.debug,
   };
+}
+
+/**
+ * An output path that cannot be written fails now, not after the traced
+ * run (which a server's test run may have made long): it must not be a
+ * directory, and what of its directory exists must be directories.
+ */
+function checkOutput(output: string): string {
+  const st = statSync(output, { throwIfNoEntry: false });
+  if (st?.isDirectory()) throw usageError(`--output ${output}: is a directory`);
+  if (st && !st.isFile()) throw usageError(`--output ${output}: not a regular file`);
+  let dir = dirname(output);
+  while (!existsSync(dir)) dir = dirname(dir);
+  if (!statSync(dir).isDirectory()) throw usageError(`--output ${output}: ${dir} is not a directory`);
+  return output;
+}
+
+/**
+ * The file the output is written as, then renamed over it: a new one of
+ * our own beside it, made exclusively (set -C), so that builds to the same
+ * output never share one, and a failed build leaves no half file. Making it
+ * is the last check of the output path (a read-only or virtual filesystem
+ * such as /proc cannot hold it).
+ */
+function claimOutput(output: string): string {
+  step(`Claim the output: a partial file of our own beside ${output}, renamed over it when done`);
+  const dir = dirname(output);
+  try {
+    if (!existsSync(dir)) mkdirs(dir);
+    for (;;) {
+      const partial = `${dir}/.${basename(output)}.${randomBytes(3).toString("hex")}.partial`;
+      try {
+        closeSync(openSync(partial, "wx"));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "EEXIST") continue;
+        throw e;
+      }
+      removeOnInterrupt(partial);
+      shown(`(set -C; : > ${quote(partial)})`);
+      return partial;
+    }
+  } catch (e) {
+    throw usageError(`--output ${output}: cannot write a file in ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
 }
 
 function existingFile(what: string, file: string): string {
@@ -116,7 +171,6 @@ function existingFile(what: string, file: string): string {
 /** The settings the backends read, and nothing of the caller's own MINC_* (the shell MINCS's exports). */
 function exportSettings(plan: Plan, work: string): void {
   step("Export the settings the backends read (and drop any other MINC_* of the caller)");
-  for (const k of Object.keys(process.env)) if (k.startsWith("MINC_")) delete process.env[k];
   const settings: Record<string, string> = {
     MINC_BASEDIR: plan.basedir,
     MINC_TMPDIR: work,
@@ -124,7 +178,11 @@ function exportSettings(plan: Plan, work: string): void {
     MINC_PIVOT: "0",
     ...(plan.debug ? { MINC_DEBUG: "1" } : {}),
   };
+  const dropped = Object.keys(process.env).filter((k) => k.startsWith("MINC_") && !(k in settings));
+  // Shown while MINC_DEBUG, which turns the trace on, is still set.
+  if (dropped.length > 0) shown(`unset ${dropped.join(" ")}`);
   shown(`export ${Object.entries(settings).map(([k, v]) => `${k}=${quote(v)}`).join(" ")}`);
+  for (const k of dropped) delete process.env[k];
   Object.assign(process.env, settings);
 }
 
@@ -135,6 +193,7 @@ function makeWorkingDir(plan: Plan): string {
   }
   step("Make a working directory; it goes when polecat ends");
   const dir = mkdtempSync(`${tmpdir()}/polecat-`);
+  removeOnInterrupt(dir);
   shown(`mktemp -d ${tmpdir()}/polecat-XXXXXX  # ${dir}`);
   return checkLayerPath("working directory", dir);
 }
@@ -172,24 +231,31 @@ function stage(what: string): void {
 }
 
 /** Stage 1 of a build script: install_command runs in the container; what it writes lands in the upper layer. */
-function installStage(script: string, work: string): void {
+async function installStage(script: string, work: string): Promise<void> {
   stage("Installation stage: install_command runs in a container over the rootfs");
   const upper = `${work}/storage`;
   writeFileMkdir(`${upper}/.polecat/build-script`, readFileSync(script, "utf8"));
-  const status = runContainer(work, ["/bin/sh", "-c", "set -e; . /.polecat/build-script; install_command"], process.env);
+  const status = await runContainer(work, ["/bin/sh", "-c", "set -e; . /.polecat/build-script; install_command"]);
   rmSync(`${upper}/.polecat`, { recursive: true, force: true });
   shown(`rm -rf ${quote(`${upper}/.polecat`)}`);
   if (status !== 0) throw new MincError(`install_command failed (exit ${status})`);
 }
 
-/** Stage 2: minc-trapper runs the command traced and collects what it used. */
-function traceStage(plan: Plan, command: string[], work: string): number {
+/**
+ * Stage 2: minc-trapper runs the command traced and collects what it used.
+ * A Ctrl-C of the whole group reaches the container and minc-trapper too:
+ * the end of the test run, no interruption here.
+ */
+async function traceStage(plan: Plan, command: string[], work: string): Promise<number> {
   stage(`Testing stage: ${quoteAll(command)} runs once, traced (stop a server with Ctrl-C after its test run)`);
   const argv = [backend("minc-trapper"), "-r", plan.basedir, work, ...command];
   shown(quoteAll(argv));
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: "inherit" });
-  if (r.error) throw new MincError(`cannot run minc-trapper: ${r.error.message}`);
-  return r.status ?? 1;
+  const unspare = spareGroupInterrupts();
+  try {
+    return await runStoppable(argv);
+  } finally {
+    unspare();
+  }
 }
 
 /** MKDIRS and RMDIRS, inside the image (links resolved inside it, never the image's root itself). */
@@ -243,66 +309,78 @@ function packRuntime(upper: string): void {
   run(["chmod", "-R", "a+rX,u+w", `${upper}${RUNTIME_DIR}`]);
 }
 
-function makeSquashfs(upper: string, out: string): void {
+/**
+ * A tool run to its end, stopped with us should polecat be interrupted
+ * (mksquashfs of a large tree takes a while). Shown as a command in the
+ * foreground (not lib/run.ts runAsync's "&"): nothing else runs meanwhile.
+ */
+async function runTool(argv: string[]): Promise<void> {
+  shown(quoteAll(argv));
+  const status = await runStoppable(argv, { stdio: ["ignore", "inherit", "inherit"] });
+  if (status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${status})`);
+}
+
+async function makeSquashfs(upper: string, out: string): Promise<void> {
   needTool("mksquashfs", "squashfs-tools");
-  run(["mksquashfs", upper, out, "-noappend", "-no-progress", "-quiet"]);
+  await runTool(["mksquashfs", upper, out, "-noappend", "-no-progress", "-quiet"]);
 }
 
-/** Written next to the output, then renamed: a failed build leaves no half file. */
-function writeOutput(plan: Plan, command: string[], upper: string, work: string): void {
-  const dir = dirname(plan.output);
-  if (!existsSync(dir)) mkdirs(dir);
-  const partial = `${dir}/.${basename(plan.output)}.partial`;
-  try {
-    if (plan.format === "tgz") {
-      step("Write the image as a gzipped tar");
-      run(["tar", "-C", upper, "--numeric-owner", "-czf", partial, "."]);
-    } else if (plan.format !== "sh") {
-      step("Write the image as a squashfs");
-      makeSquashfs(upper, partial);
-    } else {
-      packRuntime(upper);
-      step("Write the sh header and the squashfs image after it");
-      const image = `${work}/image.sfs`;
-      makeSquashfs(upper, image);
-      writeFileSync(partial, header(command, statSync(image).size), { mode: 0o755 });
-      shown(`cat ${quote(image)} >> ${quote(partial)}`);
-      writeFileSync(partial, readFileSync(image), { flag: "a" });
-      removeFile(image);
-    }
-    shown(`mv ${quote(partial)} ${quote(plan.output)}`);
-    renameSync(partial, plan.output);
-  } finally {
-    if (existsSync(partial)) rmSync(partial);
+/** Into the partial file claimed beside the output, then renamed over it. */
+async function writeOutput(plan: Plan, command: string[], upper: string, work: string, partial: string): Promise<void> {
+  if (plan.format === "tgz") {
+    step("Write the image as a gzipped tar");
+    await runTool(["tar", "-C", upper, "--numeric-owner", "-czf", partial, "."]);
+  } else if (plan.format !== "sh") {
+    step("Write the image as a squashfs");
+    await makeSquashfs(upper, partial);
+  } else {
+    packRuntime(upper);
+    step("Write the sh header and the squashfs image after it");
+    const image = `${work}/image.sfs`;
+    await makeSquashfs(upper, image);
+    writeFile(partial, header(command, statSync(image).size));
+    run(["chmod", "a+x", partial]);
+    shown(`cat ${quote(image)} >> ${quote(partial)}`);
+    writeFileSync(partial, readFileSync(image), { flag: "a" });
+    removeFile(image);
   }
+  await signalsDelivered(); // (a signal that came meanwhile acts before the output is there)
+  shown(`mv ${quote(partial)} ${quote(plan.output)}`);
+  renameSync(partial, plan.output);
 }
 
-function build(plan: Plan, work: string): number {
+async function build(plan: Plan, work: string, partial: string): Promise<number> {
   exportSettings(plan, work);
   const script = plan.script ? readBuildScript(plan.script) : undefined;
   const command = plan.command.length > 0 ? plan.command : script?.command ?? [];
   if (command.length === 0) throw usageError(`build script ${plan.script}: COMMAND is empty`);
-  if (plan.script) installStage(plan.script, work);
-  const status = traceStage(plan, command, work);
-  if (status !== 0) return status; // minc-trapper said why
+  if (plan.script) await installStage(plan.script, work);
+  const status = await traceStage(plan, command, work);
+  if (status !== 0) return status; // minc-trapper said why (or a signal ended it)
   const upper = `${work}/storage`;
   if (script) adjustDirs(script, upper);
   dropWhiteouts(upper);
   addRequiredFiles(upper);
-  writeOutput(plan, command, upper, work);
+  await writeOutput(plan, command, upper, work, partial);
   const size = capture(["du", "-sh", plan.output], false).split(/\s/)[0];
   process.stdout.write(`done: ${plan.output} (${size})\n`);
   return 0;
 }
 
-main(() => {
-  const plan = planFrom(process.argv.slice(2));
-  if (plan.debug) process.env.MINC_DEBUG = "1";
-  outliveInterrupts();
-  const work = makeWorkingDir(plan);
+mainAsync(async () => {
+  const args = parse(process.argv.slice(2));
+  if (args.debug) process.env.MINC_DEBUG = "1";
+  const plan = planFrom(args);
+  catchInterrupts();
+  const partial = claimOutput(plan.output);
   try {
-    return build(plan, work);
+    const work = makeWorkingDir(plan);
+    try {
+      return await build(plan, work, partial);
+    } finally {
+      removeWorkingDir(plan, work);
+    }
   } finally {
-    removeWorkingDir(plan, work);
+    if (existsSync(partial)) removeFile(partial);
   }
 });

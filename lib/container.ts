@@ -3,24 +3,55 @@
 // caller's environment, as the shell MINCS exported them. minc-exec does
 // phases 2 and 3 and becomes minc's waiter, which holds the cleanup chain
 // (cgroups, network) as it does for minc.
-import { spawnSync } from "node:child_process";
-import { constants } from "node:os";
-import { MincError } from "./fail.ts";
+//
+// It runs without blocking the caller's Node, so that a signal acts while
+// the container runs: the caller is interrupted (lib/interrupt.ts; it must
+// catchInterrupts() first), and the container gets the signal.
+import { readFileSync, realpathSync } from "node:fs";
+import { runStoppable, type PassOn } from "./interrupt.ts";
 import { backend } from "./libexec.ts";
-import { holdSignals } from "./signals.ts";
-import { quoteAll, shown } from "./trace.ts";
+import { quote, quoteAll, shown } from "./trace.ts";
 
-/** The command's exit status (128+N if a signal ended it). */
-export function runContainer(tmpdir: string, command: readonly string[], env: NodeJS.ProcessEnv): number {
+/**
+ * The command's exit status (128+N if a signal ended it). settings are
+ * MINC_* values for this container on top of the caller's environment; the
+ * trace line names them, and MINC_TMPDIR, so that pasted it does the same.
+ */
+export function runContainer(tmpdir: string, command: readonly string[], settings: Record<string, string> = {}): Promise<number> {
   const argv = [backend("minc-exec"), ...command];
-  shown(quoteAll(argv));
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: "inherit", env: { ...env, MINC_TMPDIR: tmpdir } });
-  if (r.error) throw new MincError(`cannot run a container: ${r.error.message}`);
-  if (r.signal) return 128 + (constants.signals[r.signal] ?? 0);
-  return r.status ?? 1;
+  const given = { MINC_TMPDIR: tmpdir, ...settings };
+  shown([...Object.entries(given).map(([k, v]) => `${k}=${quote(v)}`), quoteAll(argv)].join(" "));
+  const tracer = settings.MINC_DEBUG_PREFIX?.split(/\s+/).find((w) => w !== "");
+  return runStoppable(argv, { env: { ...process.env, ...given } }, tracer ? passOnPastTracer(tmpdir, tracer) : undefined);
 }
 
-/** Signals that stop the container (Ctrl-C reaches its processes too) must not stop us before we clean up. */
-export function outliveInterrupts(): void {
-  holdSignals(["SIGINT", "SIGTERM", "SIGHUP"]);
+/**
+ * minc-exec, which becomes minc's waiter, passes a signal on to the
+ * container's init, or stops a boot under way (minc-waiter.sh relay). But
+ * a tracer in front of the command (MINC_DEBUG_PREFIX: minc-trapper's
+ * strace -o) is the init once booted, and ignores INT, TERM and HUP, which
+ * it leaves to the command it traces: then the command gets the signal.
+ */
+function passOnPastTracer(tmpdir: string, tracer: string): PassOn {
+  return (sig, waiter) => {
+    const command = tracedCommand(tmpdir, tracer);
+    if (command === undefined) return void waiter.kill(sig);
+    try {
+      process.kill(command, sig);
+    } catch {
+      // gone meanwhile: the container ends anyway
+    }
+  };
+}
+
+/** The tracer's child, once the container's init (its PID in TMPDIR/pid) is the tracer. */
+function tracedCommand(tmpdir: string, tracer: string): number | undefined {
+  try {
+    const init = readFileSync(`${tmpdir}/pid`, "utf8").trim();
+    if (realpathSync(`/proc/${init}/exe`) !== realpathSync(tracer)) return undefined; // still booting
+    const [child] = readFileSync(`/proc/${init}/task/${init}/children`, "utf8").trim().split(" ");
+    return child ? Number(child) : undefined;
+  } catch {
+    return undefined; // not booted yet, or gone
+  }
 }

@@ -13,10 +13,17 @@
 //
 // MINC_IGNORE_STATE=1 takes a failing command as it is; a command stopped
 // with Ctrl-C (exit 130: a server, after its test run) is always taken.
+//
+// Signals: a Ctrl-C at the terminal (INT to the whole process group, the
+// container too) ends the test run. TERM, HUP, and an INT sent to
+// minc-trapper alone (as polecat passes one on), are passed on to the
+// traced command (strace, in front of it, leaves them to it), and
+// minc-trapper ends by the signal, copying nothing (lib/interrupt.ts).
 import { chmodSync, copyFileSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, type Stats } from "node:fs";
-import { outliveInterrupts, runContainer } from "../lib/container.ts";
+import { runContainer } from "../lib/container.ts";
 import { readElf } from "../lib/elf.ts";
-import { MincError, main, usageError, warn } from "../lib/fail.ts";
+import { MincError, mainAsync, usageError, warn } from "../lib/fail.ts";
+import { catchInterrupts, spareGroupInterrupts } from "../lib/interrupt.ts";
 import { findLibrary, ldSoConfDirs } from "../lib/ldso.ts";
 import { existsInRoot, resolveInRoot } from "../lib/paths.ts";
 import { findInPath, mkdirs, mount, removeFile, run } from "../lib/run.ts";
@@ -63,18 +70,19 @@ function traceFileOf(job: Job): string {
   return `${job.tmpdir}/trace`;
 }
 
-function runTraced(job: Job): void {
+async function runTraced(job: Job): Promise<void> {
   const strace = findInPath("strace");
   if (!strace) throw new MincError("needs strace on this host to trace the command (apt-get install strace)");
   step("Run the command once in a container, strace in front of its chroot (MINC_DEBUG_PREFIX); Ctrl-C ends a server's test run");
   mkdirs(job.upper);
   const prefix = [strace, ...STRACE_ARGS, "-o", traceFileOf(job)];
   if (prefix.some((w) => /\s/.test(w))) throw usageError(`${job.tmpdir}: a working directory with blanks cannot hold the trace`);
-  outliveInterrupts();
-  const status = runContainer(job.tmpdir, job.command, {
-    ...env, MINC_BASEDIR: job.basedir, MINC_TMPDIR: job.tmpdir, MINC_DEBUG_PREFIX: prefix.join(" "),
-  });
-  checkStatus(status);
+  const unspare = spareGroupInterrupts();
+  try {
+    checkStatus(await runContainer(job.tmpdir, job.command, { MINC_BASEDIR: job.basedir, MINC_DEBUG_PREFIX: prefix.join(" ") }));
+  } finally {
+    unspare();
+  }
 }
 
 function checkStatus(status: number): void {
@@ -114,13 +122,19 @@ function copyMetadata(from: Stats, to: string): void {
   }
 }
 
+/** A directory of the view made in the upper layer, its contents left out (cp -a would copy them). */
+function copyDir(from: string, to: string, st: Stats): void {
+  shown(`mkdir ${quote(to)} && chown --reference=${quote(from)} ${quote(to)} && chmod --reference=${quote(from)} ${quote(to)} && touch -r ${quote(from)} ${quote(to)}`);
+  mkdirSync(to);
+  copyMetadata(st, to);
+}
+
 /** The directories down to rel (a path with no links in it), made in the upper layer as they are in the view. */
 function ensureDirs(job: Job, parts: string[]): void {
   for (let i = 1; i <= parts.length; i++) {
     const rel = parts.slice(0, i).join("/");
     if (existsSync(`${job.upper}/${rel}`)) continue;
-    mkdirSync(`${job.upper}/${rel}`);
-    copyMetadata(lstatSync(`${job.view}/${rel}`), `${job.upper}/${rel}`);
+    copyDir(`${job.view}/${rel}`, `${job.upper}/${rel}`, lstatSync(`${job.view}/${rel}`));
   }
 }
 
@@ -135,12 +149,13 @@ function copyEntry(job: Job, parts: string[], st: Stats): void {
   } catch {
     // to copy
   }
+  // From the view (the root the command saw), not from the host's path of the same name.
   const from = `${job.view}/${rel}`;
+  if (st.isDirectory()) return copyDir(from, to, st);
+  if (!st.isSymbolicLink() && !st.isFile()) return; // devices, fifos, sockets: minc makes its own /dev
+  shown(`cp -a ${quote(from)} ${quote(to)}`);
   if (st.isSymbolicLink()) symlinkSync(readlinkSync(from), to);
-  else if (st.isDirectory()) mkdirSync(to);
-  else if (st.isFile()) copyFileSync(from, to);
-  else return; // devices, fifos, sockets: minc makes its own /dev
-  shown(`cp -a --parents ${quote(`/${rel}`)} ${quote(job.upper)}`);
+  else copyFileSync(from, to);
   copyMetadata(st, to);
 }
 
@@ -241,12 +256,15 @@ function makeMountpoints(job: Job): void {
     const at = resolveInRoot(job.upper, dir);
     if (!existsSync(at)) mkdirs(at);
   }
-  chmodSync(resolveInRoot(job.upper, "tmp"), 0o1777);
+  const tmp = resolveInRoot(job.upper, "tmp");
+  shown(`chmod 1777 ${quote(tmp)}`);
+  chmodSync(tmp, 0o1777);
 }
 
-main(() => {
+mainAsync(async () => {
   const job = jobOf(process.argv.slice(2));
-  runTraced(job);
+  catchInterrupts();
+  await runTraced(job);
   mountView(job);
   try {
     copyTraced(job, tracedFiles(job));

@@ -4,10 +4,11 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { constants } from "node:os";
 import { after, before, describe, test } from "node:test";
 import { readElf } from "../lib/elf.ts";
 import { tracedPaths } from "../lib/strace.ts";
-import { REPO, cannotBoot, cleanEnv, hasTool, leftovers, rootfs, sleep } from "./helpers.ts";
+import { REPO, cannotBoot, cleanEnv, hasTool, leftovers, rootfs, settled, sleep } from "./helpers.ts";
 
 const POLECAT = `${REPO}/bin/polecat`;
 const CACHE = `${REPO}/test/.cache`;
@@ -117,14 +118,29 @@ async function fetchText(url: string, deadline: number): Promise<string> {
   }
 }
 
-/** Start a program in its own process group; Ctrl-C it (SIGINT to the group) later. */
+/** Start a program in its own process group; Ctrl-C it (SIGINT to the group) later, or signal it alone. */
 function startGroup(file: string, args: string[], env: NodeJS.ProcessEnv) {
   const child = spawn(file, args, { detached: true, env: cleanEnv(env), cwd: work, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   child.stdout.on("data", (d) => { out += d; });
   child.stderr.on("data", (d) => { out += d; });
   const done = new Promise<number | null>((res) => child.on("close", (code) => res(code)));
-  return { interrupt: () => process.kill(-child.pid!, "SIGINT"), done, output: () => out };
+  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.on("close", (code, signal) => res({ code, signal })));
+  return { interrupt: () => process.kill(-child.pid!, "SIGINT"), signal: (sig: NodeJS.Signals) => child.kill(sig), done, ended, output: () => out };
+}
+
+/** Wait until the output shows this line (a command that says it has started). */
+async function untilPrinted(output: () => string, line: RegExp, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!line.test(output())) {
+    if (Date.now() > deadline) throw new Error(`not printed within ${ms} ms: ${line}\n${output()}`);
+    await sleep(50);
+  }
+}
+
+/** The partial files polecat writes its output as, in a directory. */
+function partials(dir: string): string[] {
+  return readdirSync(dir).filter((n) => n.endsWith(".partial"));
 }
 
 describe("polecat", { skip }, () => {
@@ -278,6 +294,121 @@ describe("polecat", { skip }, () => {
       assert.deepEqual(ourLeftovers(), [], args.join(" "));
     }
   });
+
+  test("--output that cannot be written (a directory, /proc, under a regular file): exit 2 before any container starts", () => {
+    writeFileSync(`${work}/plain-file`, "");
+    mkdirSync(`${work}/a-dir`, { recursive: true });
+    const cases: [string, RegExp][] = [
+      ["a-dir", /--output .*a-dir: is a directory/],
+      ["/proc/x.sh", /--output \/proc\/x\.sh: cannot write a file in \/proc/],
+      ["plain-file/x.sh", /--output .*plain-file\/x\.sh: .*plain-file is not a directory/],
+    ];
+    for (const [output, message] of cases) {
+      const r = polecat(["--debug", "-o", output, rootfs(), "sleep", "30"]);
+      assert.equal(r.status, 2, `${output}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.split("\n").filter((l) => /^polecat: /.test(l)).length, 1, r.stderr);
+      assert.doesNotMatch(r.stderr, /minc-trapper|minc-exec|internal error/, `${output}: something ran:\n${r.stderr}`);
+    }
+    assert.deepEqual(partials(work), []);
+    assert.deepEqual(ourLeftovers(), []);
+  });
+
+  test("--debug: the settings' export, the environment minc-exec gets, copies from the root the command saw, a replayable header write", () => {
+    const r = ok(polecat(["--debug", "-o", "dbg.sh", rootfs(), "/bin/echo", "hi"]));
+    const lines = r.stderr.trim().split("\n");
+    assert.ok(lines.every((l) => l.startsWith("# ") || l.startsWith("+ ")), `not a trace line:\n${lines.filter((l) => !/^[#+] /.test(l)).join("\n")}`);
+    const tmp = /^\+ export MINC_BASEDIR=\S+ MINC_TMPDIR=(\S+) MINC_IGNORE_STATE=0 MINC_PIVOT=0 MINC_DEBUG=1$/m.exec(r.stderr)?.[1];
+    assert.ok(tmp, `no export of the settings:\n${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`^\\+ MINC_TMPDIR=${tmp} MINC_BASEDIR=${rootfs()} MINC_DEBUG_PREFIX='\\S*strace [^']* -o ${tmp}/trace' \\S+/libexec/minc-exec /bin/echo hi$`, "m"));
+    const copies = lines.filter((l) => l.startsWith("+ cp -a ") && !l.includes("/dev/null"));
+    assert.ok(copies.length > 0 && copies.some((l) => l.endsWith("/storage/bin/busybox")), copies.join("\n"));
+    for (const line of copies) assert.match(line, new RegExp(`^\\+ cp -a ${tmp}/root(/\\S+) ${tmp}/storage\\1$`));
+    assert.match(r.stderr, new RegExp(`^\\+ chmod 1777 ${tmp}/storage/tmp$`, "m"));
+
+    const partial = /^\+ \(set -C; : > (\S+\.partial)\)$/m.exec(r.stderr)?.[1];
+    assert.ok(partial?.startsWith(`${work}/.dbg.sh.`), `no partial file made:\n${r.stderr}`);
+    const write = lines.find((l) => l.startsWith("+ printf ") && l.endsWith(` > ${partial}`));
+    assert.ok(write, "the header's write is not shown");
+    const at = (l: string | undefined) => lines.indexOf(l!);
+    assert.ok(at(write) < at(lines.find((l) => l === `+ cat ${tmp}/image.sfs >> ${partial}`)), "the image is appended before the header is written");
+    assert.ok(lines.includes(`+ mv ${partial} ${work}/dbg.sh`));
+    // Pasted, the write makes the header the file has.
+    const replayed = `${work}/replayed-header`;
+    const sh = spawnSync("/bin/sh", ["-c", write!.slice(2, -partial!.length) + replayed], { encoding: "utf8" });
+    assert.equal(sh.status, 0, sh.stderr);
+    const header = readFileSync(replayed);
+    assert.ok(header.length > 500 && readFileSync(`${work}/dbg.sh`).subarray(0, header.length).equals(header), "the shown write does not make the file's header");
+    assert.equal(runPacked(`${work}/dbg.sh`).stdout, "hi\n");
+  });
+
+  test("the packed file runs with stdin closed (the command reads /dev/null) and piped", () => {
+    ok(polecat(["-o", "cat.sh", rootfs(), "cat"]));
+    const closed = spawnSync("/bin/sh", ["-c", 'exec 0<&-; exec "$0"', `${work}/cat.sh`], { encoding: "utf8", env: cleanEnv(), cwd: "/", timeout: 60_000 });
+    assert.equal(closed.status, 0, closed.stderr);
+    assert.equal(closed.stdout, "");
+    const piped = spawnSync(`${work}/cat.sh`, [], { encoding: "utf8", input: "piped\n", env: cleanEnv(), cwd: "/", timeout: 60_000 });
+    assert.equal(piped.stdout, "piped\n", piped.stderr);
+    assert.deepEqual(ourLeftovers(), []);
+  });
+
+  test("the packed file: Node's warnings (from NODE_OPTIONS) do not break it; a failing header leaves no /tmp/polecat-run-*", () => {
+    ok(polecat(["-o", "hello.sh", rootfs(), "echo", "hello"]));
+    const options = { NODE_OPTIONS: "--experimental-loader=data:text/javascript," };
+    const warns = spawnSync("node", ["-e", ""], { encoding: "utf8", env: cleanEnv(options) });
+    assert.match(warns.stderr, /Warning/, "this NODE_OPTIONS makes Node print nothing: the test proves nothing");
+    const r = spawnSync(`${work}/hello.sh`, ["there"], { encoding: "utf8", input: "", env: cleanEnv(options), cwd: "/", timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "hello there\n");
+    assert.deepEqual(ourLeftovers(), []);
+
+    // Cut short: the header itself fails, and says why in one line.
+    writeFileSync(`${work}/cut.sh`, readFileSync(`${work}/hello.sh`).subarray(0, 4000), { mode: 0o755 });
+    const cut = spawnSync(`${work}/cut.sh`, [], { encoding: "utf8", input: "", env: cleanEnv(options), cwd: "/", timeout: 60_000 });
+    assert.equal(cut.status, 2, cut.stderr);
+    assert.match(cut.stderr, /^cut\.sh: .*cut\.sh is cut short: its image is missing$/m);
+    assert.doesNotMatch(cut.stderr, /Warning/);
+    assert.deepEqual(ourLeftovers(), []);
+  });
+
+  test("two builds to one output at once: each writes its own partial file, the output is one whole image", async () => {
+    writeFileSync(`${work}/.same.sh.partial`, "another program's"); // (the name polecat used to share)
+    const builds = ["A", "B"].map((word) => startGroup(POLECAT, ["-o", "same.sh", rootfs(), "sh", "-c", `sleep 1; echo ${word}`], {}));
+    const ends = await Promise.all(builds.map((b) => b.ended));
+    for (const [i, end] of ends.entries()) {
+      const out = builds[i].output();
+      assert.ok(end.code === 0 || (end.code === 1 && !/internal error/.test(out)), `build ${i}: ${JSON.stringify(end)}\n${out}`);
+    }
+    assert.ok(ends.some((e) => e.code === 0), "no build made the output");
+    const r = runPacked(`${work}/same.sh`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^[AB]\n$/);
+    assert.ok(packedList(`${work}/same.sh`).includes("/bin/busybox"));
+    assert.deepEqual(partials(work), [".same.sh.partial"], "a partial file was left, or another's removed");
+    rmSync(`${work}/.same.sh.partial`);
+  });
+
+  for (const [sig, alone] of [["SIGTERM", "polecat"], ["SIGHUP", "polecat"], ["SIGINT", "polecat alone (not a Ctrl-C of the group)"]] as const) {
+    test(`${sig} to ${alone} during the traced run: the container stops, no output, nothing left, polecat ends by ${sig}`, async () => {
+      const t0 = Date.now();
+      const build = startGroup(POLECAT, ["-o", "stopped.sh", rootfs(), "sh", "-c", 'echo "st""arted"; exec sleep 60'], {});
+      try {
+        await untilPrinted(build.output, /^started$/m);
+      } catch (e) {
+        build.interrupt();
+        throw e;
+      }
+      build.signal(sig);
+      const end = await build.ended;
+      assert.ok(end.signal === sig || end.code === 128 + constants.signals[sig], `${JSON.stringify(end)}\n${build.output()}`);
+      assert.ok(Date.now() - t0 < 30_000, "polecat waited for the command to end by itself");
+      assert.match(build.output(), new RegExp(`^polecat: interrupted by ${sig}; nothing kept$`, "m"));
+      assert.doesNotMatch(build.output(), /^done:/m);
+      assert.equal(existsSync(`${work}/stopped.sh`), false);
+      assert.deepEqual(partials(work), []);
+      assert.deepEqual(await settled(ourLeftovers), []);
+    });
+  }
 
   test("-t DIR: the working directory is used and kept, its storage/ is the image", () => {
     const dir = `${work}/keep`;
