@@ -13,7 +13,7 @@ import { anyLimit, controllersFor, findHierarchy, limitsOf } from "../lib/cage.t
 import { onExit } from "../lib/cleanup.ts";
 import { parsePortMap } from "../lib/dens.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
-import { checkLayerPath } from "../lib/layerpath.ts";
+import { checkLayerPath, existingDir } from "../lib/layerpath.ts";
 import { backend } from "../lib/libexec.ts";
 import { mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
 import { exec, findInPath, makeTempDir, removeFile } from "../lib/run.ts";
@@ -81,12 +81,6 @@ function one(args: ParsedArgs, name: string): string | undefined {
 
 function has(args: ParsedArgs, name: string): boolean {
   return args.values.has(name);
-}
-
-function existingDir(what: string, dir: string): string {
-  if (!existsSync(dir)) throw usageError(`${what} ${dir}: no such directory`);
-  if (!statSync(dir).isDirectory()) throw usageError(`${what} ${dir}: not a directory`);
-  return realpathSync(dir);
 }
 
 function rootdirOf(args: ParsedArgs): string {

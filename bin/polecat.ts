@@ -13,7 +13,7 @@
 // them at another time, abort the build: the running stage (the container,
 // through minc-trapper; mksquashfs) gets the signal, the partial output and
 // the working directory go, and polecat ends by the signal (lib/interrupt.ts).
-import { closeSync, copyFileSync, existsSync, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { basename, dirname, resolve } from "node:path";
@@ -21,11 +21,12 @@ import { spawnSync } from "node:child_process";
 import yargs from "yargs";
 import { runContainer } from "../lib/container.ts";
 import { MincError, mainAsync, usageError } from "../lib/fail.ts";
+import { checkLayerPath, existingDir } from "../lib/layerpath.ts";
 import { catchInterrupts, removeOnInterrupt, runStoppable, spareGroupInterrupts } from "../lib/interrupt.ts";
 import { backend, libexecDir } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { header, RUNTIME_BACKENDS, RUNTIME_DIR } from "../lib/polecat.ts";
-import { capture, mkdirs, removeFile, removeTree, run, touch, writeFile, writeFileMkdir } from "../lib/run.ts";
+import { capture, makeTempDir, mkdirs, removeFile, removeTree, run, touch, writeFile, writeFileMkdir } from "../lib/run.ts";
 import { signalsDelivered } from "../lib/signals.ts";
 import { farm, isStoreName } from "../lib/store.ts";
 import { needTool } from "../lib/tools.ts";
@@ -76,21 +77,13 @@ function parse(argv: string[]) {
     .parseSync();
 }
 
-/** overlayfs takes its layers as "lowerdir=A:B,...": such paths would be misread. */
-function checkLayerPath(what: string, dir: string): string {
-  if (/[:,\s]/.test(dir)) throw usageError(`${what} ${dir}: a path with ':', ',' or blanks cannot be an overlay layer`);
-  return dir;
-}
-
-function existingDir(what: string, dir: string): string {
-  if (!existsSync(dir)) throw usageError(`${what} ${dir}: no such directory`);
-  if (!statSync(dir).isDirectory()) throw usageError(`${what} ${dir}: not a directory`);
-  return checkLayerPath(what, realpathSync(dir));
+function existingLayerDir(what: string, dir: string): string {
+  return checkLayerPath(what, existingDir(what, dir));
 }
 
 /** A directory, or the name of an image of the store (its layers, through minc-farm). */
 function basedirOf(given: string): string {
-  if (!isStoreName(given)) return existingDir("rootdir", given);
+  if (!isStoreName(given)) return existingLayerDir("rootdir", given);
   step(`${given} is no directory: take the image of that name from the store, its layers top first`);
   farm("pull", given);
   return farm("imagestack", given);
@@ -106,7 +99,7 @@ function planFrom(args: ReturnType<typeof parse>): Plan {
   const output = checkOutput(resolve(args.output ?? `polecat-out.${format}`));
   const script = args.script === undefined ? undefined : existingFile("--script", args.script);
   if (!script && command.length === 0) throw usageError("no COMMAND given (and no --script that sets it)");
-  const tempdir = args.tempdir === undefined ? undefined : existingDir("--tempdir", args.tempdir);
+  const tempdir = args.tempdir === undefined ? undefined : existingLayerDir("--tempdir", args.tempdir);
   return {
     basedir: basedirOf(given),
     command,
@@ -192,10 +185,9 @@ function makeWorkingDir(plan: Plan): string {
     return plan.tempdir;
   }
   step("Make a working directory; it goes when polecat ends");
-  const dir = mkdtempSync(`${tmpdir()}/polecat-`);
+  const dir = makeTempDir(checkLayerPath("working directory", `${tmpdir()}/polecat-`));
   removeOnInterrupt(dir);
-  shown(`mktemp -d ${tmpdir()}/polecat-XXXXXX  # ${dir}`);
-  return checkLayerPath("working directory", dir);
+  return dir;
 }
 
 function removeWorkingDir(plan: Plan, work: string): void {
