@@ -7,7 +7,7 @@
 // MINCS's `trap "$TRAPCMD" EXIT`, so no Node process stays resident while
 // the container runs.
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { accessSync, constants, existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { basename, resolve } from "node:path";
 import { anyLimit, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
@@ -104,6 +104,8 @@ function bindsOf(args: ParsedArgs): string[] {
     const inside = colon < 0 ? abs : spec.slice(colon + 1);
     if (!inside.startsWith("/")) throw usageError(`bind target ${inside}: must be an absolute path`);
     if (/\s/.test(abs + inside)) throw usageError(`bind ${spec}: paths with blanks are not supported`);
+    // (not docker's HOST:PATH:ro, which would bind read-write at "PATH:ro")
+    if (inside.includes(":")) throw usageError(`bind ${spec}: one ":" between HOSTPATH and PATH (no options; binds are read-write)`);
     return `${abs}:${inside}`;
   });
 }
@@ -126,6 +128,53 @@ function checked(value: string | undefined, pattern: RegExp, what: string): stri
   return value;
 }
 
+/**
+ * -t DIR: the working directory to use, made writable by us. Its storage
+ * and work become overlayfs's upperdir and workdir, whose mount options
+ * split at "," and read "\\" as an escape.
+ */
+function workingDirOf(given: string): string {
+  const dir = existingDir("tempdir", given);
+  if (/[,\\]/.test(dir)) throw usageError(`tempdir ${dir}: a path with ',' or '\\' cannot hold an overlay's upper layer`);
+  try {
+    accessSync(dir, constants.W_OK);
+  } catch (e) {
+    throw usageError(`tempdir ${dir}: not writable (${(e as NodeJS.ErrnoException).code})`);
+  }
+  return dir;
+}
+
+/** --cpu MASK: hex, and naming at least one CPU this host has online (taskset refuses it late otherwise). */
+function cpuMaskOf(given: string | undefined): string {
+  const mask = checked(given, /^(0x)?[0-9a-fA-F]*[1-9a-fA-F][0-9a-fA-F]*$/, "--cpu MASK (hex, not zero)");
+  if (mask === "") return "";
+  const online = onlineCpus();
+  const bits = BigInt(`0x${mask.replace(/^0x/, "")}`);
+  if (online !== undefined && !online.some((cpu) => (bits >> BigInt(cpu)) & 1n)) {
+    throw usageError(`--cpu ${mask}: no CPU of this mask is online here (online: ${readOnline()})`);
+  }
+  return mask;
+}
+
+/** /sys/devices/system/cpu/online as it reads ("0-3,6"). */
+function readOnline(): string {
+  return readFileSync("/sys/devices/system/cpu/online", "utf8").trim();
+}
+
+/** The numbers of the online CPUs, or undefined if the kernel does not say. */
+function onlineCpus(): number[] | undefined {
+  let text: string;
+  try {
+    text = readOnline();
+  } catch {
+    return undefined;
+  }
+  return text.split(",").flatMap((range) => {
+    const [from, to = from] = range.split("-").map(Number);
+    return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+  });
+}
+
 function planFrom(args: ParsedArgs): Plan {
   const basedir = rootdirOf(args);
   const image = one(args, "rootdir") === basedir && isStoreName(basedir) ? basedir : undefined;
@@ -140,10 +189,10 @@ function planFrom(args: ParsedArgs): Plan {
   const settings: Settings = {
     MINC_DEBUG: has(args, "debug") ? "1" : "",
     MINC_BASEDIR: basedir,
-    MINC_TMPDIR: tempdir === undefined || container ? "" : existingDir("tempdir", tempdir),
+    MINC_TMPDIR: tempdir === undefined || container ? "" : workingDirOf(tempdir),
     MINC_RWBIND: binds.join(" "),
     MINC_OPT_PTY: "",
-    MINC_CPUMASK: checked(one(args, "cpu"), /^(0x)?[0-9a-fA-F]*[1-9a-fA-F][0-9a-fA-F]*$/, "--cpu MASK (hex, not zero)"),
+    MINC_CPUMASK: cpuMaskOf(one(args, "cpu")),
     MINC_NETNS: "",
     MINC_NETMODE: "",
     MINC_USE_DEV: has(args, "usedev") ? "1" : "",

@@ -61,8 +61,14 @@ function checkNode(): void {
   }
 }
 
+/** Exit status of a write to a pipe whose reader is gone: a shell command's, killed by SIGPIPE. */
+const EXIT_PIPE = 128 + 13;
+
 /** Say what went wrong in one line (a stack only for our own bugs); return the exit status. */
 function report(e: unknown): number {
+  // The reader is gone (minc SIGKILLed while minc-dens answers, `marten li | head -1`):
+  // nobody is left to tell, as sh's commands end by SIGPIPE without a word.
+  if ((e as NodeJS.ErrnoException | undefined)?.code === "EPIPE") return EXIT_PIPE;
   if (e instanceof MincError) {
     if (e.message !== "") say(e.message); // (empty: the program that failed said why)
     return e.status;

@@ -45,7 +45,8 @@ function recordPid(): void {
 function recordPidWhenRun(): void {
   const pidfile = quote(`${tmpdir}/pid`);
   recordRaw("read -r MINC_PID _ < /proc/self/stat; export MINC_PID");
-  if (tracing()) recordRaw(`printf '+ export MINC_PID=%s\\n+ echo %s > %s\\n' "$MINC_PID" "$MINC_PID" ${pidfile} >&2`);
+  // (the trace shows the path quoted as the other lines do: quoted once more here, for sh to print it so)
+  if (tracing()) recordRaw(`printf '+ export MINC_PID=%s\\n+ echo %s > %s\\n' "$MINC_PID" "$MINC_PID" ${quote(pidfile)} >&2`);
   recordRaw(`echo "$MINC_PID" > ${pidfile}`);
   process.env.MINC_PID = "(known when the script runs)"; // so minc-leash washes it out
 }

@@ -48,7 +48,7 @@
 // dies (the kernel then releases it: no stale lock is ever left). That is
 // the shell's `exec 3>>LOCK; flock 3` without a second Node process.
 import { spawnSync } from "node:child_process";
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import { BRIDGE, CHAINS, GATEWAY, OWN_CHAINS, SUBNET, allocate, chainsIn, checkContainerIp, checkId, checkNetns, formatLeases, formatPortMap, hookRules, hooksIn, mappedPorts, parseLeases, parseListing, parsePortMap, portRules, release, ruleArgv, rulesOf, sharedRules, tag, vethName, type Lease, type PortMap, type Rule, type Table } from "../lib/dens.ts";
 import { MincError, main, usageError, warn } from "../lib/fail.ts";
 import { capture, removeFile, run, writeFile } from "../lib/run.ts";
@@ -285,7 +285,7 @@ function add(netns: string, id: string): void {
     }
     return ip;
   });
-  process.stdout.write(`${ip}\n`);
+  writeSync(1, `${ip}\n`); // (synchronous: an EPIPE, minc gone, is then an error main() handles)
 }
 
 /** Undo add and map. Each part is tried even if another fails: this runs from a cleanup chain. */

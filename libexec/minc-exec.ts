@@ -306,11 +306,21 @@ mainAsync(async () => {
     await signalsDelivered();
     const signal = held();
     if (!signal) return handOverToWaiter(command);
-    step(`${signal} came during the boot: stop here`);
-    cleanUpNow();
-    return 128 + constants.signals[signal];
+    return stopFor(signal);
   } catch (e) {
+    // A Ctrl-C reaches the whole process group: minc-cage or minc-dens may die of the very
+    // signal we hold, and fail this step. That is the signal's stop, not a failure.
+    await signalsDelivered();
+    const signal = held();
+    if (signal) return stopFor(signal);
     if (existsSync(tmpdir)) cleanUpNow();
     throw e;
   }
 });
+
+/** A held signal came during the boot: undo it and end as that signal would have. */
+function stopFor(signal: NodeJS.Signals): number {
+  step(`${signal} came during the boot: stop here`);
+  if (existsSync(tmpdir)) cleanUpNow();
+  return 128 + constants.signals[signal];
+}

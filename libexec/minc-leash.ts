@@ -173,7 +173,7 @@ function diveWithPivot(rootdir: string, command: string[], user: User | undefine
     throw new MincError("pivot_root needs umount inside the rootfs to detach the old root, and there is none");
   }
   step("Swap the roots: the new root becomes / and the old one is stacked on top of it");
-  shown(`cd ${rootdir}`);
+  shown(`cd ${quote(rootdir)}`);
   process.chdir(rootdir);
   run(["pivot_root", ".", "."]);
   step("Detach the old root (this umount is the rootfs's own: the host's is gone)");

@@ -1,16 +1,24 @@
 // Bad input: one line on stderr, exit 2, nothing left behind.
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { cannotBoot, leftovers, minc, rootfs } from "./helpers.ts";
 
 const skip = cannotBoot();
 
+/** A --cpu mask with only the bit above the highest online CPU. */
+function beyondOnlineCpus(): string {
+  const online = readFileSync("/sys/devices/system/cpu/online", "utf8").trim();
+  const highest = Math.max(...online.split(/[,-]/).map(Number));
+  return (1n << BigInt(highest + 1)).toString(16);
+}
+
 describe("bad input", { skip }, () => {
   let empty = "";
   before(() => {
     empty = mkdtempSync("/tmp/minc-test-empty-");
-    for (const odd of ['q"uote', "back\\slash"]) mkdirSync(`${empty}/${odd}`);
+    for (const odd of ['q"uote', "back\\slash", "a,b"]) mkdirSync(`${empty}/${odd}`);
   });
   after(() => {
     rmSync(empty, { recursive: true });
@@ -34,6 +42,9 @@ describe("bad input", { skip }, () => {
     ["a bad --cpu mask", () => ["-r", rootfs(), "-c", "xyz", "true"], /--cpu/],
     ["--qemu with --um", () => ["--qemu", "--um", "true"], /--qemu and --um: choose one/],
     ["-t with a directory that does not exist", () => ["-t", "/no/such/dir", "true"], /no such directory/],
+    ["-t with a directory whose path has a comma (an overlay option separator)", () => ["-r", rootfs(), "-t", `${empty}/a,b`, "true"], /cannot hold an overlay's upper layer/],
+    ["a bind with docker's :ro, which would bind read-write", () => ["-r", rootfs(), "-b", `${empty}:/mnt:ro`, "true"], /one ":" between HOSTPATH and PATH/],
+    ["a --cpu mask of CPUs this host does not have", () => ["-r", rootfs(), "--cpu", beyondOnlineCpus(), "true"], /no CPU of this mask is online/],
   ];
   for (const [what, args, message] of cases) {
     test(`${what}: exit 2 and one line`, () => {
@@ -44,6 +55,22 @@ describe("bad input", { skip }, () => {
       assert.deepEqual(leftovers(), []);
     });
   }
+
+  test("-t with a directory on a read-only mount: exit 2 and one line, before anything is written", () => {
+    const ro = `${empty}/ro`;
+    mkdirSync(ro);
+    spawnSync("mount", ["--bind", ro, ro]);
+    try {
+      spawnSync("mount", ["-o", "remount,bind,ro", ro]);
+      const r = minc(["-r", rootfs(), "-t", ro, "true"]);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /tempdir .*: not writable \(EROFS\)/);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    } finally {
+      spawnSync("umount", ["-l", ro]);
+    }
+    assert.deepEqual(leftovers(), []);
+  });
 
   test("a command that does not exist in the rootfs: exit 127", () => {
     const r = minc(["-r", rootfs(), "/no/such/command"]);

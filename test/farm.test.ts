@@ -99,6 +99,11 @@ describe("minc-farm", { skip }, () => {
     assert.deepEqual(readdirSync(`${store}/.staging`), []);
   });
 
+  test("a reader that is gone (minc SIGKILLed, `| head`): no word on stderr, exit 141 as sh's commands by SIGPIPE", () => {
+    const r = spawnSync("sh", ["-c", `(${FARM} li; echo "status $?" >&2) | (exec 0<&-; sleep 0.3)`], { encoding: "utf8", env: env() });
+    assert.equal(r.stderr, "status 141\n");
+  });
+
   test("import of the same content again: the same id, nothing new", () => {
     const r = farmRun(["import", rootfs()]);
     assert.equal(r.status, 0, r.stderr);

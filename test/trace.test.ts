@@ -1,6 +1,7 @@
 // The --debug trace of a real boot: phases, programs and the key lines.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { cannotBoot, leftovers, minc, rootfs } from "./helpers.ts";
 
@@ -57,6 +58,20 @@ describe("the --debug trace", { skip }, () => {
     assert.equal(pasted.status, 0, pasted.stderr);
     assert.equal(pasted.stdout, "in pasted as 1\n");
     assert.equal(traced.stdout, pasted.stdout);
+  });
+
+  test("every '+ ' line is valid sh, with a working dir whose path has a quote and a blank (plain and --pivot)", () => {
+    const dir = mkdtempSync("/tmp/minc-test-it's a dir-");
+    try {
+      for (const extra of [[], ["--pivot"]]) {
+        const r = minc(["--debug", ...extra, "-r", rootfs(), "-t", dir, "true"]);
+        assert.equal(r.status, 0, r.stderr);
+        const bad = r.stderr.split("\n").filter((l) => l.startsWith("+ ")).filter((l) => spawnSync("sh", ["-n", "-c", l.slice(2)]).status !== 0);
+        assert.deepEqual(bad, [], `not valid sh (${extra.join(" ") || "plain"})`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("the trace of a pivot_root boot shows pivot_root and the detach", () => {
