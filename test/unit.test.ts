@@ -45,6 +45,15 @@ describe("shell quoting in the trace", () => {
     assert.equal(quote("it's"), "'it'\\''s'");
     assert.equal(quoteAll(["sh", "-c", "exit 3"]), "sh -c 'exit 3'");
   });
+
+  test("every word pastes back as itself; one with a newline inside stays on one line", () => {
+    const words = ["plain", "", "a b", "it's", "$HOME `id` \\ \"q\"", "two\nlines", "it's\n$x\n\nthree", "ends with a newline\n", "\nstarts with one"];
+    for (const word of words) {
+      const r = spawnSync("sh", ["-c", `printf %s ${quote(word)}`], { encoding: "utf8" });
+      assert.equal(r.stdout, word, JSON.stringify(word));
+    }
+    assert.ok(!quote("two\nlines").includes("\n"), "one line");
+  });
 });
 
 describe("paths inside a rootfs", () => {
