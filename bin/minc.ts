@@ -9,7 +9,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { basename, resolve } from "node:path";
-import { anyLimit, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
+import { anyLimit, cageDirs, checkCagesFree, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
 import { claimWorkingDir } from "../lib/claim.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { parsePortMap } from "../lib/dens.ts";
@@ -412,12 +412,15 @@ function makeWorkingDir(plan: Plan, guard: Guard): void {
 /**
  * A working directory that exists already (-t DIR, a container of the
  * store) is claimed before anything in it changes: refused while another
- * container uses it. Returns the claim's lock (lib/claim.ts).
+ * container uses it, and so are its cages, should another container's
+ * processes be in them. Returns the claim's lock (lib/claim.ts).
  */
 function claimGivenDir(plan: Plan): number | undefined {
   const dir = plan.settings.MINC_TMPDIR;
   if (!dir) return undefined; // made below: new, so no one else's
-  return claimWorkingDir(dir, plan.container ? `container ${plan.container}` : `tempdir ${dir}`);
+  const lock = claimWorkingDir(dir, plan.container ? `container ${plan.container}` : `tempdir ${dir}`);
+  checkCagesFree(cageDirs(plan.settings as unknown as NodeJS.ProcessEnv));
+  return lock;
 }
 
 /** A reused working directory: forget the cleanup chain and the waiter of its last run (claimed: that run is over). */
