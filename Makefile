@@ -23,8 +23,9 @@ endif
 
 TESTS ?= test/*.test.ts
 
-# What minc runs (unshare, mount, pivot_root, taskset: util-linux; capsh:
-# libcap2-bin; ip: iproute2; iptables; setfattr for image whiteouts: attr)
+# What minc runs (unshare, mount, pivot_root, taskset, setpriv, flock:
+# util-linux; capsh: libcap2-bin; ip: iproute2; iptables; setfattr for image
+# whiteouts: attr)
 # and what the tests use (script: bsdutils; user-mode-linux: a guest with a
 # real cgroup v2 hierarchy; a local registry to pull from: docker-registry,
 # skopeo, htpasswd from apache2-utils, openssl for its token server; zstd

@@ -9,7 +9,8 @@
 import { spawn } from "node:child_process";
 import { accessSync, constants, existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { basename, resolve } from "node:path";
-import { anyLimit, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
+import { anyLimit, cageDirs, checkCagesFree, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
+import { claimWorkingDir } from "../lib/claim.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { parsePortMap } from "../lib/dens.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
@@ -457,7 +458,21 @@ function makeWorkingDir(plan: Plan, guard: Guard): void {
   process.env.MINC_TMPDIR = dir;
 }
 
-/** A reused working directory: forget the cleanup chain and the waiter of its last run. */
+/**
+ * A working directory that exists already (-t DIR, a container of the
+ * store) is claimed before anything in it changes: refused while another
+ * container uses it, and so are its cages, should another container's
+ * processes be in them. Returns the claim's lock (lib/claim.ts).
+ */
+function claimGivenDir(plan: Plan): number | undefined {
+  const dir = plan.settings.MINC_TMPDIR;
+  if (!dir) return undefined; // made below: new, so no one else's
+  const lock = claimWorkingDir(dir, plan.container ? `container ${plan.container}` : `tempdir ${dir}`);
+  checkCagesFree(cageDirs(plan.settings as unknown as NodeJS.ProcessEnv));
+  return lock;
+}
+
+/** A reused working directory: forget the cleanup chain and the waiter of its last run (claimed: that run is over). */
 function forgetLastRun(dir: string): void {
   for (const file of ["cleanup", "waiter"]) {
     if (!existsSync(`${dir}/${file}`)) continue;
@@ -476,6 +491,9 @@ function forgetLastRun(dir: string): void {
  * and unguarded. After the handover it stays for a waiter in the foreground
  * (minc itself, its parent, so setpriv --pdeathsig tells it when that ends):
  * should the waiter be SIGKILLed, the guard runs the cleanup chain instead.
+ * Meanwhile it holds the working directory's lock (lib/claim.ts): a claim
+ * minc made is passed to it as fd 9, so that the lock is held without a gap
+ * when minc execs its waiter, which takes one of its own.
  */
 interface Guard {
   /** minc is about to make its working directory with this mktemp template (then XXXXXX). */
@@ -484,8 +502,8 @@ interface Guard {
   dir(dir: string): void;
 }
 
-function startGuard(): Guard {
-  step("Guard the container: should minc or its waiter die before they have cleaned up (a signal in the boot, SIGKILL), the guard runs the cleanup chain");
+function startGuard(lock: number | undefined): Guard {
+  step("Guard the container: should minc or its waiter die before they have cleaned up (a signal in the boot, SIGKILL), the guard runs the cleanup chain; it holds the working directory's lock meanwhile");
   const setpriv = !!findInPath("setpriv");
   // WINCH: its default action is to ignore it, so one that came before the guard's trap is set does no harm.
   const tied = setpriv ? ["setpriv", "--pdeathsig", "WINCH"] : [];
@@ -494,11 +512,13 @@ function startGuard(): Guard {
   const argv = [...head, String(process.pid), ...tail];
   shown(`(cd / && exec ${quoteAll(head)} "$$"${tail.map((a) => ` ${quote(a)}`).join("")}) &   # (told the working dir on a pipe from minc; acts when minc, then its waiter, ends)`);
   // In /: it may outlive minc (by a moment, or by the cleanup after a SIGKILL), and must not keep the user's directory busy.
-  const guard = spawn(argv[0], argv.slice(1), { detached: true, cwd: "/", stdio: ["pipe", "ignore", "inherit"] });
+  const claim = lock === undefined ? [] : [...Array<"ignore">(6).fill("ignore"), lock]; // (as fd 9)
+  const guard = spawn(argv[0], argv.slice(1), { detached: true, cwd: "/", stdio: ["pipe", "ignore", "inherit", ...claim] });
   guard.unref();
+  const tell = guard.stdin!; // ("pipe")
   return {
-    made: (template) => { guard.stdin.write(`made ${template}\n`); },
-    dir: (dir) => { guard.stdin.write(`dir ${dir}\n`); },
+    made: (template) => { tell.write(`made ${template}\n`); },
+    dir: (dir) => { tell.write(`dir ${dir}\n`); },
   };
 }
 
@@ -534,8 +554,9 @@ main(() => {
 
   phase(1);
   if (plan.image || plan.container) useStore(plan);
+  const lock = claimGivenDir(plan);
   exportSettings(plan.settings);
-  const guard = startGuard();
+  const guard = startGuard(lock);
   makeWorkingDir(plan, guard);
   guard.dir(plan.settings.MINC_TMPDIR);
   forgetLastRun(plan.settings.MINC_TMPDIR);

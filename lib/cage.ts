@@ -10,8 +10,9 @@ import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync
 import { basename } from "node:path";
 import { recordCommand, writingDown } from "./bootscript.ts";
 import { usageError } from "./fail.ts";
+import { shortHash } from "./hash.ts";
 import { mounts, type Mount } from "./mounts.ts";
-import { quote, shown, step } from "./trace.ts";
+import { quote, quoteAll, shown, step } from "./trace.ts";
 
 export interface Limits {
   memLimit?: number; // bytes
@@ -156,20 +157,54 @@ export function findHierarchy(needed: Controller[]): Hierarchy {
   throw usageError(`no cgroup hierarchy has the ${missing.join(", ")} controller${missing.length > 1 ? "s" : ""} these limits need`);
 }
 
-/** The cage directories of a container id (the working directory's name). */
+/** The cage directories of a container id. */
 export function cagesOf(h: Hierarchy, needed: Controller[], id: string): string[] {
   if (h.version === 2) return [`${h.root}/mincs/${id}`];
   return needed.map((c) => `${h.roots[c]}/mincs/${id}`);
 }
 
-/** The container's id, as the cages are named: its working directory's name. */
+/** The names minc and marten give working directories: mktemp's minc<PID>-XXXXXX, a store container's id. */
+const MADE_NAME = /^(minc\d+-[A-Za-z0-9]{6}|[0-9a-f]{64})$/;
+
+/**
+ * The container's id, as its cages are named. MINCS named them after the
+ * working directory; the names minc and marten make are unique, and kept
+ * as they are. A directory given with -t may share its name with another
+ * (~/a/work, ~/b/work: the two would share one cage) or have one that is
+ * no good in a cgroup path: its name made safe, and a hash of its path.
+ */
 export function containerId(env: NodeJS.ProcessEnv): string {
-  const tmpdir = env.MINC_TMPDIR ?? "";
-  const id = basename(tmpdir);
-  if (!existsSync(tmpdir) || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(id)) {
-    throw usageError(`MINC_TMPDIR ${tmpdir || "(unset)"} is not a working directory`);
+  const tmpdir = env.MINC_TMPDIR;
+  if (!tmpdir) throw usageError("MINC_TMPDIR is not set (run minc)");
+  const name = basename(tmpdir);
+  if (MADE_NAME.test(name)) return name;
+  const safe = name.replace(/[^A-Za-z0-9_-]+/g, "_").replace(/^[_-]+|[_-]+$/g, "").slice(0, 32) || "tempdir";
+  return `${safe}-${shortHash(tmpdir)}`;
+}
+
+/** The cages the MINC_* limits ask for, none without limits. */
+export function cageDirs(env: NodeJS.ProcessEnv): string[] {
+  const limits = limitsOf(env);
+  if (!anyLimit(limits)) return [];
+  const needed = controllersFor(limits);
+  return cagesOf(findHierarchy(needed), needed, containerId(env));
+}
+
+function hasProcesses(cage: string): boolean {
+  try {
+    return readFileSync(`${cage}/cgroup.procs`, "utf8").trim() !== "";
+  } catch {
+    return false; // not made yet
   }
-  return id;
+}
+
+/** A cage that has processes already is another container's: its limits are not ours to write. */
+export function checkCagesFree(cages: string[]): void {
+  if (cages.length === 0) return;
+  step("A cage that has processes in it already is another container's: refused");
+  shown(`! grep -qs . ${quoteAll(cages.map((c) => `${c}/cgroup.procs`))}`);
+  const taken = cages.find(hasProcesses);
+  if (taken) throw usageError(`the cgroup ${taken} has another container's processes in it: its limits are left as they are`);
 }
 
 /** Write one cgroup file; the kernel's refusal is the user's bad input. */
@@ -190,11 +225,7 @@ export interface CageDoor {
 }
 
 export function openCages(env: NodeJS.ProcessEnv): CageDoor[] {
-  const limits = limitsOf(env);
-  if (!anyLimit(limits)) return [];
-  const needed = controllersFor(limits);
-  const cages = cagesOf(findHierarchy(needed), needed, containerId(env));
-  return cages.map((cage) => ({ file: `${cage}/cgroup.procs`, fd: writingDown() ? undefined : openSync(`${cage}/cgroup.procs`, "w") }));
+  return cageDirs(env).map((cage) => ({ file: `${cage}/cgroup.procs`, fd: writingDown() ? undefined : openSync(`${cage}/cgroup.procs`, "w") }));
 }
 
 /**

@@ -3,6 +3,7 @@
 // chains): names, port maps, leases and rule specs, with no side effects so
 // that they can be unit-tested. libexec/minc-dens.ts runs the commands.
 import { MincError, usageError } from "./fail.ts";
+import { shortHash } from "./hash.ts";
 
 /** The bridge every dens container is plugged into, and its network. */
 export const BRIDGE = "mincbr0";
@@ -58,23 +59,13 @@ export function checkContainerIp(ip: string | undefined): string {
   return `${NET_PREFIX}.${host}`;
 }
 
-/** FNV-1a, 32 bits: a short stable hash so that a name can be derived from an id. */
-function fnv1a(text: string): number {
-  let h = 0x811c9dc5;
-  for (const byte of new TextEncoder().encode(text)) {
-    h ^= byte;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
-
 /**
  * The host end of a container's veth pair. Interface names have at most 15
  * characters and ids may be longer, so the name is "mincv" and a hash of the
  * id: `del` finds it again from the id alone, without remembering anything.
  */
 export function vethName(id: string): string {
-  return `mincv${fnv1a(id).toString(16).padStart(8, "0")}`;
+  return `mincv${shortHash(id)}`;
 }
 
 /** The comment that tags every rule of one container, so that `del` finds them all. */

@@ -23,7 +23,7 @@ export const MINC_OPTIONS: readonly OptionSpec[] = [
   { long: "help", short: "h", help: "Show this help", group: "container" },
   { long: "version", help: "Show the version", group: "container" },
   { long: "keep", short: "k", help: "Keep the temporary directory", group: "container" },
-  { long: "tempdir", short: "t", arg: "DIR", help: "Use DIR as the working directory (implies -k); reuse it to see earlier writes", group: "container" },
+  { long: "tempdir", short: "t", arg: "DIR", help: "Use DIR as the working directory (implies -k); reuse it to see earlier writes (not while another container uses it)", group: "container" },
   { long: "direct", short: "D", help: "Use the rootdir itself, no overlay (the rootdir is never written by minc)", group: "container" },
   { long: "rootdir", short: "r", arg: "DIR", help: "Use DIR as the lower layer of the root instead of /", group: "container" },
   { long: "bind", short: "b", arg: "HOSTPATH[:PATH]", help: "Bind HOSTPATH to PATH (absolute) in the container; repeatable", group: "container" },

@@ -16,7 +16,7 @@
 // limits: --pid-max 5 would keep Node from even starting its threads.
 import { existsSync, readFileSync, rmdirSync } from "node:fs";
 import { MincError, main, usageError, warn } from "../lib/fail.ts";
-import { anyLimit, cagesOf, containerId, controllersFor, findHierarchy, limitsOf, v1Settings, v2Settings, writeCgroup, type Controller, type Hierarchy, type Limits, type Setting } from "../lib/cage.ts";
+import { anyLimit, cagesOf, checkCagesFree, containerId, controllersFor, findHierarchy, limitsOf, v1Settings, v2Settings, writeCgroup, type Controller, type Hierarchy, type Limits, type Setting } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { mkdirs } from "../lib/run.ts";
 import { phase, quoteAll, step } from "../lib/trace.ts";
@@ -71,6 +71,7 @@ function prepare(): void {
   const hierarchy = findHierarchy(needed);
   step(`Use ${hierarchy.reason}`);
   const cages = cagesOf(hierarchy, needed, containerId(env));
+  checkCagesFree(cages); // (before its removal is registered: another's cage is not ours to remove)
   const cleanup = `cleanup_cages ${quoteAll(cages)}`;
   step("Register the cage's removal before making it");
   if (env.MINC_TMPDIR) onExit(env.MINC_TMPDIR, cleanup);

@@ -50,6 +50,12 @@
 # (SIGKILL), the guard runs it. A waiter in the background (-B) is not
 # minc: it starts a watcher of its own (--watch, under setpriv --pdeathsig
 # WINCH too), which does the same for it.
+#
+# The working directory is one container's at a time (lib/claim.ts): the
+# guard, from the moment it is told the directory, and the waiter, for its
+# whole life, hold TMPDIR/lock shared (fd 9), and so does the watcher, which
+# inherits the waiter's; another minc refuses the directory while any of
+# them holds it. The container is not given fd 9, nor is a sleep.
 
 guard= now= watch=
 made=
@@ -72,6 +78,14 @@ quoted() { # WORD: quoted for the trace as minc quotes (only with --debug: sed i
     ''|*[!A-Za-z0-9_./:=@%+,-]*) printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")" ;;
     *) printf '%s' "$1" ;;
   esac
+}
+
+hold_dir() { # DIR: hold its lock (shared) on fd 9 while we, or what inherits fd 9, live
+  command -v flock > /dev/null 2>&1 || return 0
+  # Taken on fd 8 first: a claim of minc's that fd 9 may hold goes only once ours is held.
+  { command exec 8>> "$1/lock"; } 2> /dev/null || return 0   # (gone: nothing left to hold)
+  flock -s 8
+  exec 9>&8 8>&-
 }
 
 cleanup_cages() { # DIR...: remove cgroups once the container's last process has left them
@@ -129,7 +143,7 @@ until_waiter_ends() {
   gone= nap=
   trap 'gone=1; [ -z "$nap" ] || kill -KILL "$nap" 2>/dev/null' WINCH
   while [ -z "$gone" ] && running "$guard"; do
-    sleep 600 < /dev/null > /dev/null 2>&1 &   # (short: one a killed guard leaves ends soon)
+    sleep 600 < /dev/null > /dev/null 2>&1 9>&- &   # (without the lock: a killed guard's sleep must not keep it)
     nap=$!
     [ -n "$gone" ] || wait "$nap"
     kill -KILL "$nap" 2>/dev/null
@@ -158,7 +172,7 @@ fi
 if [ -n "$guard" ]; then
   trap '' INT TERM HUP QUIT   # minc's signals are minc's; this guard acts on its end
   while read -r what name; do
-    case $what in made) made=$name ;; dir) tmpdir=$name ;; esac
+    case $what in made) made=$name ;; dir) tmpdir=$name; hold_dir "$tmpdir" ;; esac
   done
   if [ -z "$tmpdir" ]; then
     # minc died between its mktemp and telling the name: only an empty directory can be there.
@@ -228,6 +242,11 @@ trap 'relay QUIT 3' QUIT
 # In charge from here (every trap is set): minc's guard may go.
 if [ -n "${MINC_DEBUG:-}" ]; then
   say "# ==== minc-waiter: wait for the container, pass signals on to it, undo the boot when it ends ===="
+  say "# Hold the working directory's lock to the end of the cleanup: another minc refuses the directory meanwhile (the container does not get it)"
+  say "+ exec 9>> $(quoted "$tmpdir/lock") && flock -s 9"
+fi
+hold_dir "$tmpdir"
+if [ -n "${MINC_DEBUG:-}" ]; then
   say "# Say the waiter is in charge (minc's guard, which watched the boot, may go)"
   say "+ echo \"\$\$\" > $(quoted "$tmpdir/waiter")"
 fi
@@ -239,7 +258,7 @@ if [ -n "${MINC_BACKGROUND:-}" ] && command -v setpriv > /dev/null 2>&1; then
 fi
 
 exec 3<&0
-MINC_WAITER_PID=$$ "$@" <&3 3<&- &   # (minc-fork.sh checks it is still our child)
+MINC_WAITER_PID=$$ "$@" <&3 3<&- 9>&- &   # (minc-fork.sh checks it is still our child)
 child=$!
 exec 3<&-
 [ -z "$pending" ] || stop_container "$pending"   # a signal came before $child was known

@@ -1,10 +1,10 @@
 // Resource limits with cgroups (minc-cage): real limits on real containers.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { limitsOf, parseSize, sharesToWeight, swapOnly, v1Settings, v2Settings } from "../lib/cage.ts";
-import { MINC, REPO, cages, cannotBoot, cleanEnv, leftovers, minc, rootfs, runtimeDirs, sleep } from "./helpers.ts";
+import { containerId, limitsOf, parseSize, sharesToWeight, swapOnly, v1Settings, v2Settings } from "../lib/cage.ts";
+import { MINC, REPO, cages, cannotBoot, cleanEnv, leftovers, minc, rootfs, runtimeDirs, sleep, until } from "./helpers.ts";
 
 const V1 = "/sys/fs/cgroup";
 const v1Missing = ["memory", "cpu", "pids"].filter((c) => !existsSync(`${V1}/${c}/cgroup.procs`));
@@ -12,6 +12,10 @@ const skip = cannotBoot() ?? (v1Missing.length ? `needs cgroup v1 ${v1Missing.jo
 
 const cagesBefore = new Set(cages());
 const newCages = (): string[] => cages().filter((c) => !cagesBefore.has(c));
+
+/** The pids cage of a container whose working directory is DIR (as minc names it: by its real path). */
+const pidsCage = (dir: string): string => `${V1}/pids/mincs/${containerId({ MINC_TMPDIR: realpathSync(dir) })}`;
+const SHOW_CAGE = "sed -n 's/^[0-9]*:pids://p' /proc/self/cgroup";
 
 describe("cgroup v1 limits", { skip }, () => {
   after(() => {
@@ -62,6 +66,73 @@ describe("cgroup v1 limits", { skip }, () => {
     assert.deepEqual(newCages(), []);
   });
 
+  test("two -t directories of the same name get cages of their own, each with its own limit", async () => {
+    const base = mkdtempSync("/tmp/minc-test-cage-");
+    const [a, b] = [`${base}/x/ct`, `${base}/y/ct`];
+    for (const d of [a, b]) mkdirSync(d, { recursive: true });
+    const first = spawn(MINC, ["--pid-max", "100", "-r", rootfs(), "-t", a, "sh", "-c", "echo ready; sleep 30"], { env: cleanEnv(), stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    first.stdout.on("data", (d) => { out += d; });
+    const ended = new Promise<void>((res) => first.on("exit", () => res()));
+    try {
+      assert.notEqual(pidsCage(a), pidsCage(b));
+      assert.ok(await until(() => out.includes("ready"), 5000), "the first container did not start");
+      assert.equal(readFileSync(`${pidsCage(a)}/pids.max`, "utf8").trim(), "100");
+      const started = Date.now();
+      const second = minc(["--pid-max", "5", "-r", rootfs(), "-t", b, "sh", "-c", `${SHOW_CAGE}; for i in 1 2 3 4 5 6 7; do sleep 0.2 & done; wait`]);
+      const took = Date.now() - started;
+      assert.equal(second.stdout.split("\n")[0], pidsCage(b).slice(`${V1}/pids`.length));
+      assert.match(second.stderr, /can't fork|Resource temporarily unavailable/, "the second container's own limit");
+      assert.ok(took < 2000, `the second container took ${took} ms to end (a cage shared with a running container cannot be removed)`);
+      assert.equal(readFileSync(`${pidsCage(a)}/pids.max`, "utf8").trim(), "100", "the first container's limit was overwritten");
+      assert.ok(readFileSync(`${pidsCage(a)}/cgroup.procs`, "utf8").split("\n").includes(readFileSync(`${a}/pid`, "utf8").trim()));
+    } finally {
+      first.kill("SIGTERM");
+      await ended;
+      rmSync(base, { recursive: true });
+    }
+    assert.ok(await until(() => newCages().length === 0, 2000), `cages left: ${newCages().join(" ")}`);
+  });
+
+  test("a -t directory of any name (_ct, 'my ct') can have limits: its cage gets a safe name", () => {
+    const base = mkdtempSync("/tmp/minc-test-cage-");
+    try {
+      for (const [name, id] of [["_ct", /^ct-[0-9a-f]{8}$/], ["my ct", /^my_ct-[0-9a-f]{8}$/]] as const) {
+        const dir = `${base}/${name}`;
+        mkdirSync(dir);
+        const r = minc(["--pid-max", "10", "-r", rootfs(), "-t", dir, "sh", "-c", SHOW_CAGE]);
+        assert.equal(r.status, 0, r.stderr);
+        assert.equal(r.stdout, `${pidsCage(dir).slice(`${V1}/pids`.length)}\n`);
+        assert.match(pidsCage(dir).split("/").pop()!, id);
+      }
+    } finally {
+      rmSync(base, { recursive: true });
+    }
+    assert.deepEqual(newCages(), []);
+  });
+
+  test("a cage with another container's processes in it is refused (exit 2, one line), its limit left as it is", async () => {
+    const dir = mkdtempSync("/tmp/minc-test-cage-");
+    const cage = pidsCage(dir);
+    mkdirSync(cage, { recursive: true });
+    writeFileSync(`${cage}/pids.max`, "77");
+    const squatter = spawn("sleep", ["30"], { stdio: "ignore" });
+    const gone = new Promise<void>((res) => squatter.on("exit", () => res()));
+    try {
+      writeFileSync(`${cage}/cgroup.procs`, String(squatter.pid));
+      const r = minc(["--pid-max", "5", "-r", rootfs(), "-t", dir, "true"]);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /^minc: the cgroup \S+ has another container's processes in it: its limits are left as they are\n$/);
+      assert.equal(readFileSync(`${cage}/pids.max`, "utf8").trim(), "77");
+      assert.deepEqual(readdirSync(dir).filter((f) => f !== "lock"), [], "the refused minc wrote into the directory");
+    } finally {
+      squatter.kill();
+      await gone;
+      await until(() => { try { rmdirSync(cage); return true; } catch { return false; } }, 2000);
+      rmSync(dir, { recursive: true });
+    }
+  });
+
   test("bad limits: one line, exit 2, nothing made", () => {
     for (const [args, msg] of [
       [["--mem-limit", "64X"], /not a size/],
@@ -101,6 +172,18 @@ describe("limit values for cgroup v1 and v2", () => {
     assert.equal(parseSize("--mem-limit", "64M"), 64 * 1024 ** 2);
     assert.equal(parseSize("--mem-limit", "2G"), 2 * 1024 ** 3);
     assert.throws(() => parseSize("--mem-limit", "1.5G"), /not a size/);
+  });
+  test("cage ids: the names minc and marten make are kept; a -t directory's is made safe, and unique by its path", () => {
+    assert.equal(containerId({ MINC_TMPDIR: "/var/run/minc123-AbC9eF" }), "minc123-AbC9eF");
+    assert.equal(containerId({ MINC_TMPDIR: `/var/lib/mincs/containers/${"0f".repeat(32)}` }), "0f".repeat(32));
+    const [a, b] = [containerId({ MINC_TMPDIR: "/a/ct" }), containerId({ MINC_TMPDIR: "/b/ct" })];
+    assert.match(a, /^ct-[0-9a-f]{8}$/);
+    assert.notEqual(a, b);
+    assert.equal(containerId({ MINC_TMPDIR: "/a/ct" }), a, "the same directory, the same cage (minc-cage and minc-leash agree)");
+    assert.match(containerId({ MINC_TMPDIR: "/x/_ct" }), /^ct-[0-9a-f]{8}$/);
+    assert.match(containerId({ MINC_TMPDIR: "/x/my ct" }), /^my_ct-[0-9a-f]{8}$/);
+    assert.match(containerId({ MINC_TMPDIR: "/x/...." }), /^tempdir-[0-9a-f]{8}$/);
+    assert.throws(() => containerId({}), /MINC_TMPDIR is not set/);
   });
   test("cpu.shares maps to cpu.weight like the OCI runtimes", () => {
     assert.equal(sharesToWeight(2), 1);

@@ -100,6 +100,15 @@ export async function settled(check: () => string[], ms = 2000): Promise<string[
   return found;
 }
 
+/** Whether cond() came true within `ms` (polled). */
+export async function until(cond: () => boolean, ms: number): Promise<boolean> {
+  for (let t = 0; t < ms; t += 25) {
+    if (cond()) return true;
+    await sleep(25);
+  }
+  return cond();
+}
+
 function shOut(cmd: string): string {
   return spawnSync("sh", ["-c", cmd], { encoding: "utf8" }).stdout ?? "";
 }

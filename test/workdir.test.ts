@@ -1,11 +1,73 @@
 // The working directory: removed, kept (-k), reused (-t), and --direct.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { cannotBoot, leftovers, minc, rootfs, runtimeDirs } from "./helpers.ts";
+import { vethName } from "../lib/dens.ts";
+import { REPO, cages, cannotBoot, cleanEnv, hasTool, leftovers, minc, rootfs, runtimeDirs, until } from "./helpers.ts";
 
 const skip = cannotBoot();
+const noFlock = hasTool("flock") ? undefined : "needs flock";
+const densMissing = ["ip", "iptables", "iptables-save"].filter((t) => !hasTool(t));
+const noDens = densMissing.length ? `needs ${densMissing.join(", ")}` : !existsSync("/sys/fs/cgroup/pids/cgroup.procs") ? "needs the cgroup v1 pids controller" : undefined;
+if (noDens) console.log(`# skipping the -t test on a -n dens --pid-max container: ${noDens}`);
+
+/** What a container's files say, to see that a refused minc changed none of them. */
+function snapshot(dir: string): Record<string, string> {
+  const files: Record<string, string> = {};
+  for (const name of ["cleanup", "waiter", "pid", "hosts", "resolv.conf", "settings", "minc-core.sh"]) {
+    files[name] = existsSync(`${dir}/${name}`) ? readFileSync(`${dir}/${name}`, "utf8") : "(none)";
+  }
+  return files;
+}
+
+/** What the host has of the container of a working directory minc made: "netns: ...", "veth: ...", "lease: ...", "rule: ...", "cage: ...". */
+function hostTraces(dir: string): string[] {
+  const netns = /\/(minc\d+)-/.exec(dir)![1]; // (minc's PID names the netns and dens's id)
+  const sh = (cmd: string): string[] => (spawnSync("sh", ["-c", cmd], { encoding: "utf8" }).stdout ?? "").split("\n").filter((l) => l);
+  const id = dir.split("/").pop()!;
+  const tagged = (kind: string, lines: string[]): string[] => lines.map((l) => `${kind}: ${l}`);
+  return [
+    ...tagged("netns", sh("ip netns list").filter((l) => l.split(" ")[0] === netns)),
+    ...tagged("veth", sh(`ip -o link show ${vethName(netns)} 2>/dev/null`)),
+    ...tagged("lease", existsSync("/var/run/minc.lease") ? readFileSync("/var/run/minc.lease", "utf8").split("\n").filter((l) => l.split(" ").includes(netns)) : []),
+    ...tagged("rule", sh("iptables-save 2>/dev/null").filter((l) => l.includes(`minc:${netns} `))),
+    ...tagged("cage", cages().filter((c) => c.endsWith(`/${id}`))),
+  ];
+}
+
+/**
+ * A -B -k container runs; minc -t on its directory is refused with one
+ * line and exit 2, touching none of its files; the container then ends and
+ * its cleanup chain undoes everything (its -k hint in the debug file shows
+ * the chain ran).
+ */
+async function refusedWhileRunning(options: string[]): Promise<void> {
+  const r = minc(["-B", "-k", "-r", rootfs(), ...options, "sleep", "3"]);
+  assert.equal(r.status, 0, r.stderr);
+  const dir = /See (\S+)\/log for output/.exec(r.stdout)![1];
+  try {
+    assert.ok(await until(() => existsSync(`${dir}/pid`), 5000), "the container did not start");
+    const traces = hostTraces(dir);
+    const before = snapshot(dir);
+    const second = minc(["-r", rootfs(), "-t", dir, "echo", "second"]);
+    assert.equal(second.status, 2, second.stderr);
+    assert.match(second.stderr, /^minc: tempdir \S+: in use by a running container \(its waiter is PID \d+\)\n$/);
+    assert.equal(second.stdout, "");
+    assert.deepEqual(snapshot(dir), before, "the refused minc changed the running container's files");
+    if (options.includes("dens")) {
+      const kinds = new Set(traces.map((t) => t.split(":")[0]));
+      assert.deepEqual(["netns", "veth", "lease", "cage"].filter((k) => !kinds.has(k)), [], `missing on the host while it runs: ${traces.join("; ")}`);
+    }
+    assert.ok(await until(() => !existsSync(`${dir}/waiter`), 8000), "the container did not end");
+    assert.ok(await until(() => hostTraces(dir).length === 0, 3000), `left on the host: ${hostTraces(dir).join("; ")}`);
+    assert.match(readFileSync(`${dir}/debug`, "utf8"), /To reuse this, run: minc/, "the cleanup chain did not run");
+    assert.deepEqual(["cleanup", "pid", "waiter"].filter((f) => existsSync(`${dir}/${f}`)), []);
+  } finally {
+    await until(() => !existsSync(`${dir}/waiter`), 8000);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 describe("the working directory", { skip }, () => {
   after(() => assert.deepEqual(leftovers(), [], "a container left something behind"));
@@ -44,6 +106,64 @@ describe("the working directory", { skip }, () => {
       assert.equal(r.stdout.trim(), "first");
     } finally {
       rmSync(tmpdir, { recursive: true });
+    }
+  });
+
+  test("-t on the directory of a running container: refused, exit 2, one line; the container still cleans up after itself", async () => {
+    await refusedWhileRunning([]);
+  });
+
+  test("-t on a running -n dens --pid-max container's directory: its netns, lease, rules and cage still go when it ends", { skip: noDens }, async () => {
+    await refusedWhileRunning(["-n", "dens", "--pid-max", "30"]);
+  });
+
+  test("-t on a directory whose lock another holds (a container starting or being cleaned up): refused after a grace, nothing written", { skip: noFlock }, async () => {
+    const tmpdir = mkdtempSync("/tmp/minc-test-t-");
+    const holder = spawn("flock", ["-s", `${tmpdir}/lock`, "sleep", "30"], { stdio: "ignore" });
+    try {
+      assert.ok(await until(() => existsSync(`${tmpdir}/lock`), 2000));
+      const started = Date.now();
+      const r = minc(["-r", rootfs(), "-t", tmpdir, "true"]);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /^minc: tempdir \S+: in use by another container \(starting, or being cleaned up\)\n$/);
+      assert.ok(Date.now() - started >= 1900, "refused before the grace for an ending container");
+      assert.deepEqual(readdirSync(tmpdir), ["lock"]);
+    } finally {
+      holder.kill();
+      rmSync(tmpdir, { recursive: true });
+    }
+  });
+
+  test("-t: a stale waiter file (its PID another program's now) does not keep the directory", () => {
+    const tmpdir = mkdtempSync("/tmp/minc-test-t-");
+    try {
+      writeFileSync(`${tmpdir}/waiter`, `${process.pid}\n`);
+      const r = minc(["-r", rootfs(), "-t", tmpdir, "echo", "mine"]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, "mine\n");
+    } finally {
+      rmSync(tmpdir, { recursive: true });
+    }
+  });
+
+  test("-t ID of a running container of the store: refused", async () => {
+    const store = mkdtempSync("/tmp/minc-test-store-");
+    const env = cleanEnv({ MINCS_DIR: store });
+    try {
+      const i = spawnSync(`${REPO}/bin/marten`, ["import", rootfs(), "--name", "claimed"], { encoding: "utf8", env });
+      assert.equal(i.status, 0, i.stderr);
+      const b = minc(["-B", "-r", "claimed", "sleep", "3"], { env });
+      assert.equal(b.status, 0, b.stderr);
+      const id = /^([0-9a-f]{64})$/m.exec(b.stderr)![1];
+      const dir = `${store}/containers/${id}`;
+      assert.ok(await until(() => existsSync(`${dir}/pid`), 5000), "the container did not start");
+      const r = minc(["-t", id.slice(0, 12), "true"], { env });
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, new RegExp(`^minc: container ${id.slice(0, 12)}: in use by a running container \\(its waiter is PID \\d+\\)\n$`));
+      assert.ok(await until(() => !existsSync(`${dir}/waiter`), 8000), "the container did not end");
+      assert.equal(minc(["-t", id.slice(0, 12), "true"], { env }).status, 0, "the ended container's directory is free again");
+    } finally {
+      rmSync(store, { recursive: true, force: true });
     }
   });
 
