@@ -133,7 +133,7 @@ class TarSource implements Source {
     try {
       await walkTar(decompress(createReadStream(file), "auto", d), async (entry) => {
         const h = entry.header;
-        const n = archiveName(entryText(h, "name"));
+        const n = archiveName(entryText(entry, "name"));
         const here = ordinal++;
         if (n === undefined) return;
         const rec: TarRecord = { ordinal: here, type: "other", size: h.size ?? 0 };
@@ -147,10 +147,10 @@ class TarSource implements Source {
           }
         } else if (h.type === "symlink") {
           rec.type = "symlink";
-          rec.link = archiveName(entryText(h, "linkname"), posix.dirname(n));
+          rec.link = archiveName(entryText(entry, "linkname"), posix.dirname(n));
         } else if (h.type === "link") {
           rec.type = "link";
-          rec.link = archiveName(entryText(h, "linkname"));
+          rec.link = archiveName(entryText(entry, "linkname"));
         }
         src.records.set(n, rec);
       });

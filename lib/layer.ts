@@ -7,7 +7,8 @@
 //   earlier never leads a later entry out of the layer), hardlinks must point
 //   at a file of the layer itself;
 // - owners, modes, mtimes, symlinks, hardlinks, devices, fifos and (from
-//   pax headers) user.* and security.capability xattrs are kept;
+//   pax headers, as their bytes: see lib/pax.ts) user.* and
+//   security.capability xattrs are kept;
 // - OCI/AUFS whiteouts become overlayfs ones: ".wh.NAME" a 0/0 character
 //   device NAME, ".wh..wh..opq" the trusted.overlay.opaque=y xattr on its
 //   directory (set with setfattr, from Debian's attr package);
@@ -21,8 +22,9 @@ import * as fs from "node:fs";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createZstdDecompress } from "node:zlib";
-import tar, { type Header } from "tar-stream";
+import tar, { type Extract, type Header } from "tar-stream";
 import { MincError, systemErrorText } from "./fail.ts";
+import { PaxReader, type PaxRecords } from "./pax.ts";
 import { findInPath, run } from "./run.ts";
 import { quote, shown } from "./trace.ts";
 
@@ -131,12 +133,15 @@ export async function* decompress(
 }
 
 /**
- * An entry of a tar being read: its header, and its data to read (or leave).
- * The header's name and linkname are the archive's bytes, one character per
- * byte (see BYTES): read them with entryBytes() or entryText().
+ * An entry of a tar being read: its header, its pax records as bytes, and
+ * its data to read (or leave). Its name and link target are read with
+ * entryBytes() or entryText(): the header's are the ustar (or GNU) fields as
+ * bytes (see BYTES), which a pax path or linkpath replaces.
  */
 export interface Entry extends AsyncIterable<Buffer> {
   header: Header;
+  /** The pax records that apply to it (global ones included), values as bytes: see lib/pax.ts. */
+  pax: PaxRecords;
   resume(): unknown;
 }
 
@@ -159,34 +164,41 @@ function text(bytes: string): string {
   return Buffer.from(bytes, BYTES).toString("utf8");
 }
 
-interface PaxHeaders {
-  [key: string]: string;
-}
-
 const PAX_KEY = { name: "path", linkname: "linkpath" } as const;
 
-function paxOf(h: Header): PaxHeaders {
-  return ((h as { pax?: PaxHeaders | null }).pax ?? {}) as PaxHeaders;
+/** A pax record's value; an empty one is none (the header's field stands, as in GNU tar and Go). */
+function paxValue(pax: PaxRecords, key: string): Buffer | undefined {
+  const v = pax.get(key);
+  return v?.length ? v : undefined;
 }
 
 /**
- * An entry's path or link target as its bytes (see BYTES). tar-stream
- * decodes pax records (path, linkpath) as UTF-8 whatever they hold: those
- * are encoded back, and one that was not UTF-8 (U+FFFD now) is refused, as
- * its bytes are lost.
+ * An entry's path or link target as its bytes (see BYTES): the pax record's
+ * bytes, UTF-8 or not, else the header's field. (tar-stream's header.name
+ * holds the pax path decoded as UTF-8, which has lost any other bytes.)
  */
-export function entryBytes(h: Header, field: "name" | "linkname"): string {
-  const pax = paxOf(h)[PAX_KEY[field]];
-  if (!pax) return h[field] ?? "";
-  if (pax.includes("\uFFFD")) {
-    throw new MincError(`refused: entry ${JSON.stringify(pax)} has a pax ${PAX_KEY[field]} that is not UTF-8 (its bytes cannot be kept)`);
-  }
-  return Buffer.from(pax, "utf8").toString(BYTES);
+export function entryBytes(e: Pick<Entry, "header" | "pax">, field: "name" | "linkname"): string {
+  const pax = paxValue(e.pax, PAX_KEY[field]);
+  return pax !== undefined ? pax.toString(BYTES) : (e.header[field] ?? "");
 }
 
 /** An entry's path or link target as text, for names that JSON documents give (manifest.json, blobs/sha256/...). */
-export function entryText(h: Header, field: "name" | "linkname"): string {
-  return paxOf(h)[PAX_KEY[field]] || text(h[field] ?? "");
+export function entryText(e: Pick<Entry, "header" | "pax">, field: "name" | "linkname"): string {
+  return text(entryBytes(e, field));
+}
+
+/** The decimal numbers of pax records: ids, and seconds with a fraction. */
+const PAX_NUMBER = { uid: /^[0-9]{1,10}$/, gid: /^[0-9]{1,10}$/, mtime: /^-?[0-9]{1,15}(\.[0-9]*)?$/ } as const;
+
+/** A number the pax records give (the entry's, for messages, is name), if they give it. */
+function paxNumber(pax: PaxRecords, key: keyof typeof PAX_NUMBER, name: string): number | undefined {
+  const v = paxValue(pax, key)?.toString("latin1");
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!PAX_NUMBER[key].test(v) || (key !== "mtime" && n > 0xffffffff)) {
+    throw new MincError(`refused: entry ${JSON.stringify(text(name))} has a bad pax ${key} (${JSON.stringify(v)})`);
+  }
+  return n;
 }
 
 /**
@@ -197,19 +209,21 @@ export function entryText(h: Header, field: "name" | "linkname"): string {
 export async function walkTar(chunks: AsyncIterable<Buffer>, each: (entry: Entry) => Promise<void>): Promise<void> {
   // (filenameEncoding is an option of tar-stream's that its own types leave out)
   const extract = tar.extract({ filenameEncoding: BYTES } as Parameters<typeof tar.extract>[0]);
+  // The pax records as bytes, read from the same stream on its way in.
+  const paxReader = new PaxReader();
   let feedError: unknown;
-  const feeding = pipeline(Readable.from(chunks), extract).catch((e: unknown) => { feedError = e; });
+  const feeding = pipeline(Readable.from(paxReader.watch(chunks)), extract).catch((e: unknown) => { feedError = e; });
   let handlerError: unknown;
   let iterError: unknown;
   try {
-    for await (const entry of extract) {
+    for await (const stream of extract) {
       try {
-        await each(entry as unknown as Entry);
+        await each(withPax(stream, paxReader));
       } catch (e) {
         handlerError = e;
         break;
       }
-      entry.resume();
+      stream.resume();
     }
   } catch (e) {
     iterError = e;
@@ -225,6 +239,16 @@ export async function walkTar(chunks: AsyncIterable<Buffer>, each: (entry: Entry
   if (err === undefined) return;
   if (err instanceof MincError) throw err;
   throw new MincError(systemErrorText(err) ?? `not a valid tar archive: ${(err as Error).message ?? String(err)}`);
+}
+
+/** An entry as tar-stream gives it. */
+type TarStream = Extract extends AsyncIterable<infer S> ? S : never;
+
+/** tar-stream's entry with its pax records, paired by where its data starts (which its types leave out). */
+function withPax(stream: TarStream, paxReader: PaxReader): Entry {
+  const header = stream.header;
+  const pax = paxReader.take((header as Header & { byteOffset: number }).byteOffset);
+  return { header, pax, resume: () => stream.resume(), [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() as AsyncIterator<Buffer> };
 }
 
 /** The components of an entry's path (its bytes, see BYTES); absolute paths and ".." are refused. */
@@ -271,14 +295,14 @@ function dumpQuoted(bytes: Buffer): string {
 }
 
 /**
- * Set extended attributes (name, hex value) on path itself (-h: a symlink's
- * own). Node cannot set xattrs: setfattr, of Debian's attr package, does,
- * reading a getfattr dump on stdin, as an argument could not carry a path
- * that is not UTF-8.
+ * Set extended attributes (name as bytes, hex value) on path itself (-h: a
+ * symlink's own). Node cannot set xattrs: setfattr, of Debian's attr
+ * package, does, reading a getfattr dump on stdin, as an argument could not
+ * carry a path that is not UTF-8.
  */
 function setXattrs(path: string, attrs: readonly (readonly [string, string])[]): void {
   if (!findInPath("setfattr")) throw new MincError("setfattr is needed to set extended attributes (opaque directories): apt-get install attr");
-  const dump = [`# file: ${dumpQuoted(fsPath(path))}`, ...attrs.map(([name, hex]) => `${dumpQuoted(Buffer.from(name))}=0x${hex}`)];
+  const dump = [`# file: ${dumpQuoted(fsPath(path))}`, ...attrs.map(([name, hex]) => `${dumpQuoted(fsPath(name))}=0x${hex}`)];
   run(["setfattr", "-h", "--restore=-"], `${dump.join("\n")}\n`);
 }
 
@@ -292,6 +316,25 @@ async function writeData(data: AsyncIterable<Buffer>, path: string): Promise<voi
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * The xattr a pax record gives (its name as bytes, see BYTES; its value in
+ * hex), if it gives one: "SCHILY.xattr.NAME=VALUE" (GNU tar, Go, star: the
+ * value as its bytes, binary ones such as security.capability included), or
+ * "LIBARCHIVE.xattr.NAME=BASE64" (bsdtar: the name %-escaped).
+ */
+function paxXattr(key: string, value: Buffer): [string, string] | undefined {
+  if (key.startsWith("SCHILY.xattr.")) return [key.slice("SCHILY.xattr.".length), value.toString("hex")];
+  if (key.startsWith("LIBARCHIVE.xattr.")) {
+    return [percentDecoded(key.slice("LIBARCHIVE.xattr.".length)), Buffer.from(value.toString("latin1"), "base64").toString("hex")];
+  }
+  return undefined;
+}
+
+/** %XX escapes undone, byte by byte (decodeURIComponent would insist on UTF-8). */
+function percentDecoded(bytes: string): string {
+  return bytes.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
 }
 
 class Unpacker {
@@ -353,7 +396,7 @@ class Unpacker {
 
   /** Unpack one entry; a file it cannot write (a full disk, a name too long) is said so, with its name. */
   async entry(entry: Entry): Promise<void> {
-    const name = entryBytes(entry.header, "name");
+    const name = entryBytes(entry, "name");
     try {
       await this.place(entry, name);
     } catch (e) {
@@ -365,17 +408,18 @@ class Unpacker {
 
   private async place(entry: Entry, name: string): Promise<void> {
     const h = entry.header;
-    const pax = paxOf(h);
+    const pax = entry.pax;
     const parts = entryParts(name);
     this.entries++;
     const base = parts[parts.length - 1] ?? "";
     if (base.startsWith(WH)) return this.whiteout(parts, name);
     this.parents(parts, name);
     const path = this.path(parts);
-    const uid = pax.uid !== undefined ? Number(pax.uid) : (h.uid ?? 0);
-    const gid = pax.gid !== undefined ? Number(pax.gid) : (h.gid ?? 0);
+    const uid = paxNumber(pax, "uid", name) ?? h.uid ?? 0;
+    const gid = paxNumber(pax, "gid", name) ?? h.gid ?? 0;
     const mode = (h.mode ?? 0o644) & 0o7777;
-    const mtime = pax.mtime !== undefined ? new Date(Number(pax.mtime) * 1000) : (h.mtime ?? new Date(0));
+    const paxMtime = paxNumber(pax, "mtime", name);
+    const mtime = paxMtime !== undefined ? new Date(paxMtime * 1000) : (h.mtime ?? new Date(0));
     switch (h.type) {
       case "file":
       case "contiguous-file":
@@ -392,12 +436,12 @@ class Unpacker {
         return;
       case "symlink":
         this.clear(path, false);
-        fs.symlinkSync(fsPath(entryBytes(h, "linkname")), fsPath(path));
+        fs.symlinkSync(fsPath(entryBytes(entry, "linkname")), fsPath(path));
         this.owner(path, uid, gid);
         fs.lutimesSync(fsPath(path), mtime, mtime);
         return;
       case "link": {
-        const linkname = entryBytes(h, "linkname");
+        const linkname = entryBytes(entry, "linkname");
         const target = this.linkTarget(linkname, name);
         this.checkParents(target, name);
         const st = lstatOrUndefined(this.path(target));
@@ -489,23 +533,11 @@ class Unpacker {
     this.whiteouts++;
   }
 
-  private xattrs(path: string, pax: PaxHeaders): void {
+  private xattrs(path: string, pax: PaxRecords): void {
     const attrs: [string, string][] = [];
-    for (const [key, value] of Object.entries(pax)) {
-      let name: string;
-      let hex: string;
-      if (key.startsWith("SCHILY.xattr.")) {
-        name = key.slice("SCHILY.xattr.".length);
-        // tar-stream decodes pax values as UTF-8: a binary value is lost, and skipped.
-        if (value.includes("\uFFFD")) continue;
-        hex = Buffer.from(value, "utf8").toString("hex");
-      } else if (key.startsWith("LIBARCHIVE.xattr.")) {
-        name = decodeURIComponent(key.slice("LIBARCHIVE.xattr.".length));
-        hex = Buffer.from(value, "base64").toString("hex");
-      } else {
-        continue;
-      }
-      if (XATTR_ALLOWED.test(name)) attrs.push([name, hex]);
+    for (const [key, value] of pax) {
+      const xattr = paxXattr(key, value);
+      if (xattr !== undefined && XATTR_ALLOWED.test(xattr[0])) attrs.push(xattr);
     }
     if (attrs.length) setXattrs(path, attrs);
   }

@@ -3,12 +3,13 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { gzipSync, zstdCompressSync } from "node:zlib";
-import { entryParts, sniff, unpackLayer } from "../lib/layer.ts";
-import { makeTar, T0, type E } from "./tar.ts";
+import { entryBytes, entryParts, sniff, unpackLayer, walkTar } from "../lib/layer.ts";
+import { parsePaxRecords, PaxReader } from "../lib/pax.ts";
+import { makeTar, paxRecords, T0, type E } from "./tar.ts";
 
 const skip = process.getuid?.() !== 0 ? "needs root (owners, device nodes, trusted.* xattrs)" : undefined;
 if (skip) console.log(`# layer tests skipped: ${skip}`);
@@ -22,7 +23,31 @@ function getfattr(path: string | Buffer, name: string): string | undefined {
   return r.status === 0 ? r.stdout : undefined;
 }
 
+/** An xattr's value in hex, as getfattr -e hex gives it ("0x..."). */
+function getfattrHex(path: string | Buffer, name: string): string | undefined {
+  const arg = typeof path === "string" ? path : `$(printf '${[...path].map((b) => `\\${b.toString(8).padStart(3, "0")}`).join("")}')`;
+  const r = spawnSync("sh", ["-c", `getfattr -h -e hex -n "$1" "${arg}"`, "sh", name], { encoding: "utf8" });
+  return r.status === 0 ? /=(0x[0-9a-f]*)$/m.exec(r.stdout)?.[1] : undefined;
+}
+
+const hasCommand = (name: string): boolean => spawnSync("sh", ["-c", `command -v ${name}`]).status === 0;
+
+/**
+ * security.capability xattrs as the kernel stores them, made with `setcap
+ * CAPS F; getfattr -n security.capability -e hex F` (vfs_cap_data revision
+ * 2, effective, then the permitted bits): cap_net_raw+ep (ping's, 1 << 13),
+ * which happens to be valid UTF-8 (its bytes are all below 0x80), and
+ * cap_setuid+ep (newuidmap's where it is not set-uid, 1 << 7), which is not:
+ * tar-stream's text lost it.
+ */
+const CAP_NET_RAW = Buffer.from("0100000200200000000000000000000000000000", "hex");
+const CAP_SETUID = Buffer.from("0100000280000000000000000000000000000000", "hex");
+
 const latin1 = (s: string): Buffer => Buffer.from(s, "latin1");
+/** A pax header ('x') for the next entry, with these records (or these bytes). */
+const paxHeader = (records: Record<string, string | Buffer> | Buffer): E => ({ name: "", type: "pax-header", data: Buffer.isBuffer(records) ? records : paxRecords(records) });
+/** A global pax header ('g'), for all the entries after it. */
+const globalHeader = (records: Record<string, string | Buffer>): E => ({ name: "", type: "pax-global-header", data: paxRecords(records) });
 /** The names in dir, as bytes (latin1 strings: one character per byte), sorted. */
 const byteNames = (dir: string | Buffer): string[] => readdirSync(dir, { encoding: "buffer" }).map((b) => b.toString("latin1")).sort();
 
@@ -151,6 +176,11 @@ describe("unpacking a layer", { skip }, () => {
       ["a hardlink to an absolute path", () => [{ name: "escape", type: "link", linkname: "/etc/passwd" }], /points outside the layer/],
       ["a hardlink through a symlink", (o) => [{ name: "evil", type: "symlink", linkname: o }, { name: "escape", type: "link", linkname: "evil/target" }], /points through evil/],
       ["a hardlink to nothing of the layer", () => [{ name: "escape", type: "link", linkname: "etc/shadow" }], /not in the layer/],
+      ["a ../ pax path that is not UTF-8", () => [paxHeader({ path: latin1("\xe9/../../escape") }), { name: "innocent", data: "pwned" }], /"\.\." component/],
+      ["an absolute pax path", (o) => [paxHeader({ path: latin1(`${o}/escape\xe9`) }), { name: "innocent", data: "pwned" }], /absolute path/],
+      ["a pax path through a symlink", (o) => [{ name: "evil", type: "symlink", linkname: o }, paxHeader({ path: latin1("evil/escape\xe9") }), { name: "innocent", data: "pwned" }], /symbolic link evil/],
+      ["a hardlink whose pax linkpath goes up", () => [paxHeader({ linkpath: latin1("\xe9/../../../etc/passwd") }), { name: "escape", type: "link", linkname: "innocent" }], /points outside the layer/],
+      ["a global pax path that goes up", () => [globalHeader({ path: "../escape" }), { name: "innocent", data: "pwned" }], /"\.\." component/],
     ];
     for (const [what, entries, message] of cases) {
       test(what, async () => {
@@ -213,13 +243,135 @@ describe("unpacking a layer", { skip }, () => {
     assert.deepEqual(readdirSync(dest).filter((n) => n.startsWith(".minc-")), [], "a temporary name was left");
   });
 
-  test("a pax path that is not UTF-8 is refused: tar-stream cannot give its bytes", async () => {
-    const layer = await makeTar([{ name: "pax-caf\u00e9", data: "x" }]);
-    // The pax record says path=pax-caf\xc3\xa9: make it path=pax-caf\xe9\xe9, as long, and not UTF-8.
-    const at = layer.indexOf(Buffer.from("path=pax-caf\u00e9"));
-    assert.ok(at > 0, "no pax path record");
-    latin1("\xe9\xe9").copy(layer, at + "path=pax-caf".length);
-    await assert.rejects(unpackLayer(Readable.from([layer]), fresh()), /pax path that is not UTF-8/);
+  test("a pax path or linkpath that is not UTF-8 is kept as its bytes (Go's archive/tar writes them)", async () => {
+    const layer = await makeTar([
+      paxHeader({ path: latin1("pax-caf\xe9") }),
+      { name: "ustar-name", data: "latin-1\n" },
+      paxHeader({ path: latin1("pax-sym\xe9"), linkpath: latin1("pax-caf\xe9") }),
+      { name: "ustar-sym", type: "symlink", linkname: "ustar-target" },
+      paxHeader({ path: latin1("pax-hard\xe9"), linkpath: latin1("pax-caf\xe9") }),
+      { name: "ustar-hard", type: "link", linkname: "ustar-name" },
+    ]);
+    const dest = fresh();
+    const r = await unpackLayer(Readable.from([layer]), dest);
+    assert.equal(r.entries, 3);
+    const at = (name: string): Buffer => Buffer.concat([Buffer.from(`${dest}/`), latin1(name)]);
+    assert.deepEqual(byteNames(dest), ["pax-caf\xe9", "pax-hard\xe9", "pax-sym\xe9"]);
+    assert.equal(readFileSync(at("pax-caf\xe9"), "utf8"), "latin-1\n");
+    assert.deepEqual(readlinkSync(at("pax-sym\xe9"), { encoding: "buffer" }), latin1("pax-caf\xe9"));
+    assert.equal(lstatSync(at("pax-hard\xe9")).ino, lstatSync(at("pax-caf\xe9")).ino);
+  });
+
+  test("binary xattrs of pax headers are kept as their bytes: file capabilities (security.capability)", async () => {
+    const layer = await makeTar([
+      { name: "bin/", type: "directory" },
+      paxHeader({ "SCHILY.xattr.security.capability": CAP_NET_RAW, "SCHILY.xattr.user.bin": latin1("\xff\x00\xfe") }),
+      { name: "bin/ping", data: "#!/bin/sh\n", mode: 0o755, uid: 1, gid: 2 },
+      paxHeader({ "SCHILY.xattr.security.capability": CAP_SETUID }),
+      { name: "bin/newuidmap", data: "#!/bin/sh\n", mode: 0o755 },
+      // bsdtar's form: the value in base64, the name %-escaped.
+      paxHeader({ "LIBARCHIVE.xattr.security.capability": CAP_SETUID.toString("base64"), "LIBARCHIVE.xattr.user.a%3Db%E9": Buffer.from("v").toString("base64") }),
+      { name: "bin/newgidmap", data: "#!/bin/sh\n", mode: 0o755 },
+    ]);
+    const dest = fresh();
+    await unpackLayer(Readable.from([layer]), dest);
+    for (const [file, cap, shown] of [["bin/ping", CAP_NET_RAW, /cap_net_raw=ep/], ["bin/newuidmap", CAP_SETUID, /cap_setuid=ep/], ["bin/newgidmap", CAP_SETUID, /cap_setuid=ep/]] as const) {
+      assert.equal(getfattrHex(`${dest}/${file}`, "security.capability"), `0x${cap.toString("hex")}`, file);
+      if (hasCommand("getcap")) assert.match(execFileSync("getcap", [`${dest}/${file}`], { encoding: "utf8" }), shown, file);
+    }
+    assert.equal(lstatSync(`${dest}/bin/ping`).uid, 1, "the capability is set after the owner (chown drops it)");
+    assert.equal(getfattrHex(`${dest}/bin/ping`, "user.bin"), "0xff00fe");
+    const dump = execFileSync("getfattr", ["--absolute-names", "-d", "-m", "^user\\.", `${dest}/bin/newgidmap`], { encoding: "latin1" });
+    assert.match(dump, /^user\.a\\075b\xe9="v"$/m, "the %-escaped name is its bytes (getfattr escapes the =)");
+  });
+
+  test("file capabilities written by GNU tar (--xattrs, posix format) are kept", async (t) => {
+    if (!hasCommand("setcap")) return t.skip("no setcap (libcap2-bin)");
+    const src = `${tmp}/gnutar${n++}`;
+    mkdirSync(`${src}/bin`, { recursive: true });
+    writeFileSync(`${src}/bin/ping`, "#!/bin/sh\n", { mode: 0o755 });
+    writeFileSync(`${src}/bin/newuidmap`, "#!/bin/sh\n", { mode: 0o755 });
+    execFileSync("setcap", ["cap_net_raw+ep", `${src}/bin/ping`]);
+    execFileSync("setcap", ["cap_setuid+ep", `${src}/bin/newuidmap`]);
+    const layer = execFileSync("tar", ["--format=posix", "--xattrs", "--xattrs-include=*", "-C", src, "-cf", "-", "bin"], { maxBuffer: 1 << 20 });
+    assert.ok(layer.includes("SCHILY.xattr.security.capability="), "GNU tar wrote no capability record");
+    const dest = fresh();
+    await unpackLayer(Readable.from([layer]), dest);
+    assert.equal(getfattrHex(`${dest}/bin/ping`, "security.capability"), `0x${CAP_NET_RAW.toString("hex")}`);
+    assert.equal(getfattrHex(`${dest}/bin/newuidmap`, "security.capability"), `0x${CAP_SETUID.toString("hex")}`);
+    assert.equal(lstatSync(`${dest}/bin/ping`).mtimeMs, Math.floor(lstatSync(`${src}/bin/ping`).mtimeMs), "a pax mtime with a fraction (to the millisecond)");
+  });
+
+  test("a global pax header ('g') applies to all the entries after it; an entry's own records win", async () => {
+    const layer = await makeTar([
+      { name: "before", data: "0" },
+      globalHeader({ "SCHILY.xattr.user.global": "everyone", uid: "4242", mtime: "1234567890.5" }),
+      { name: "a", data: "1", uid: 7 },
+      { name: "b", data: "2", pax: { "SCHILY.xattr.user.global": "b's own", uid: "77" } },
+      globalHeader({ "SCHILY.xattr.user.global": "" }), // (an empty value removes a global record)
+      { name: "c", data: "3" },
+    ]);
+    const dest = fresh();
+    const r = await unpackLayer(Readable.from([layer]), dest);
+    assert.equal(r.entries, 4);
+    assert.equal(getfattr(`${dest}/before`, "user.global"), undefined);
+    assert.equal(getfattr(`${dest}/a`, "user.global"), "everyone");
+    assert.equal(getfattr(`${dest}/b`, "user.global"), "b's own");
+    assert.equal(getfattr(`${dest}/c`, "user.global"), undefined);
+    assert.deepEqual(["before", "a", "b", "c"].map((f) => lstatSync(`${dest}/${f}`).uid), [0, 4242, 77, 4242]);
+    assert.equal(lstatSync(`${dest}/a`).mtimeMs, 1_234_567_890_500);
+    assert.equal(lstatSync(`${dest}/before`).mtimeMs, T0.getTime());
+    assert.deepEqual(["before", "a", "b", "c"].map((f) => readFileSync(`${dest}/${f}`, "utf8")), ["0", "1", "2", "3"]);
+  });
+
+  test("a malformed pax record (a wrong length) is an error, not a wrong name", async () => {
+    for (const [records, why] of [
+      ["99 path=x\n", /length 99 runs past the end/],
+      ["11 path=abc\n", /length 11 does not end it at a newline/],
+      ["13 path=abc\n", /length 13 (runs past|does not end)/],
+      ["path=abc\n", /no length/],
+      ["8 pathx\n", /no KEY=/],
+      ["12 path=abc\n0 x\n", /does not end it at a newline|no length/],
+    ] as const) {
+      const dest = fresh();
+      const layer = await makeTar([{ name: "first", data: "1" }, paxHeader(Buffer.from(records)), { name: "f", data: "x" }]);
+      await assert.rejects(unpackLayer(Readable.from([layer]), dest), (e: Error) => {
+        assert.match(e.message, /^not a valid tar archive: bad pax record in the header at byte 1024/, records);
+        assert.match(e.message, why, records);
+        return true;
+      });
+      assert.deepEqual(readdirSync(dest).filter((f) => f !== "first"), [], records);
+    }
+    const badUid = await makeTar([paxHeader({ uid: "0x10" }), { name: "f", data: "x" }]);
+    await assert.rejects(unpackLayer(Readable.from([badUid]), fresh()), /entry "f" has a bad pax uid \("0x10"\)/);
+  });
+
+  test("a big layer streams: its data is on disk before the input ends; headers split across chunks", async () => {
+    const MiB = 1 << 20;
+    const size = 64 * MiB;
+    // The headers of one big file (a pax header before it), its size patched in: the data comes after.
+    const head = await makeTar([paxHeader({ "SCHILY.xattr.user.big": "yes", path: latin1("big\xe9") }), { name: "big", data: "" }]);
+    const big = 1024; // its ustar header, after the pax header and its records
+    assert.equal(head.toString("latin1", big, big + 4), "big\0");
+    head.write(`${size.toString(8).padStart(11, "0")}\0`, big + 124, "latin1");
+    head.fill(0x20, big + 148, big + 156);
+    head.write(`${head.subarray(big, big + 512).reduce((a, b) => a + b, 0).toString(8).padStart(6, "0")}\0 `, big + 148, "latin1");
+    const dest = fresh();
+    const file = Buffer.concat([Buffer.from(`${dest}/`), latin1("big\xe9")]);
+    let onDisk = -1;
+    async function* input(): AsyncGenerator<Buffer> {
+      for (let at = 0; at < big + 512; at += 100) yield head.subarray(at, Math.min(at + 100, big + 512));
+      const chunk = Buffer.alloc(MiB, 7);
+      for (let i = 0; i < size / MiB; i++) {
+        if (i === size / MiB - 1) onDisk = statSync(file).size;
+        yield chunk;
+      }
+      yield Buffer.alloc(1024);
+    }
+    await unpackLayer(input(), dest);
+    assert.equal(statSync(file).size, size);
+    assert.ok(onDisk >= size / 2, `only ${onDisk} bytes were on disk before the last chunk came`);
+    assert.equal(getfattr(file, "user.big"), "yes");
   });
 
   test("a name too long for the file system is said so (ENAMETOOLONG), not taken for a broken archive", async () => {
@@ -253,5 +405,85 @@ describe("unpacking a layer", { skip }, () => {
     assert.deepEqual(entryParts("./"), []);
     assert.throws(() => entryParts("a/../b"), /\.\./);
     assert.throws(() => entryParts("/a"), /absolute/);
+  });
+});
+
+describe("pax records as bytes (lib/pax.ts)", () => {
+  test("records: LEN KEY=VALUE, values as bytes (newlines, '=' and bytes that are not UTF-8 in them)", () => {
+    const r = parsePaxRecords(paxRecords({ path: latin1("caf\xe9"), "SCHILY.xattr.user.x": latin1("a=b\nc\xff\x00"), empty: "" }));
+    assert.deepEqual([...r.keys()], ["path", "SCHILY.xattr.user.x", "empty"]);
+    assert.deepEqual(r.get("path"), latin1("caf\xe9"));
+    assert.deepEqual(r.get("SCHILY.xattr.user.x"), latin1("a=b\nc\xff\x00"));
+    assert.deepEqual(r.get("empty"), Buffer.alloc(0));
+    assert.throws(() => parsePaxRecords(Buffer.from("0 \n")), /bad pax record/);
+    assert.throws(() => parsePaxRecords(Buffer.from("5 =x\n")), /no KEY=/);
+  });
+
+  test("chunks pass through untouched, and any split of the stream gives each entry the same records", async () => {
+    const layer = await makeTar([
+      globalHeader({ comment: "global", "SCHILY.xattr.user.g": latin1("\xfe") }),
+      { name: "d/", type: "directory" },
+      paxHeader({ path: latin1("d/caf\xe9"), "SCHILY.xattr.security.capability": CAP_NET_RAW }),
+      { name: "placeholder", data: "x".repeat(1000) },
+      { name: `long/${"n".repeat(200)}`, data: "tar-stream's own pax path" },
+      { name: "s", type: "symlink", linkname: `${"t".repeat(150)}` },
+      { name: "empty", data: "" },
+    ]);
+    const seen = async (pieces: Buffer[]): Promise<string[]> => {
+      const out: string[] = [];
+      await walkTar((async function* () { yield* pieces; })(), async (e) => {
+        const records = [...e.pax].map(([k, v]) => `${k}=${v.toString("hex")}`).join(",");
+        out.push(`${entryBytes(e, "name")} -> ${entryBytes(e, "linkname")} [${records}]`);
+      });
+      return out;
+    };
+    const whole = await seen([layer]);
+    assert.equal(whole.length, 5);
+    assert.equal(whole[1], `d/caf\xe9 ->  [comment=${Buffer.from("global").toString("hex")},SCHILY.xattr.user.g=fe,path=${latin1("d/caf\xe9").toString("hex")},SCHILY.xattr.security.capability=${CAP_NET_RAW.toString("hex")}]`);
+    for (const step of [1, 7, 100, 511, 513, 1500]) {
+      const pieces: Buffer[] = [];
+      for (let at = 0; at < layer.length; at += step) pieces.push(layer.subarray(at, at + step));
+      assert.deepEqual(await seen(pieces), whole, `in pieces of ${step} bytes`);
+    }
+    const reader = new PaxReader();
+    const chunks = [layer.subarray(0, 700), layer.subarray(700)];
+    const out: Buffer[] = [];
+    for await (const c of reader.watch((async function* () { yield* chunks; })())) out.push(c);
+    assert.ok(out.length === 2 && out[0] === chunks[0] && out[1] === chunks[1], "the chunks were not passed on as they came");
+  });
+
+  test("GNU tar's long names ('L', 'K') are not entries; sizes in base-256 are read", async () => {
+    const src = mkdtempSync("/tmp/minc-test-pax-");
+    try {
+      const long = "n".repeat(150);
+      writeFileSync(`${src}/${long}`, "long");
+      execFileSync("ln", ["-s", "t".repeat(150), `${src}/sym`]);
+      const gnu = execFileSync("tar", ["--format=gnu", "-C", src, "-cf", "-", long, "sym"]);
+      const names: string[] = [];
+      await walkTar(Readable.from([gnu]), async (e) => { names.push(`${entryBytes(e, "name")} -> ${entryBytes(e, "linkname")} ${e.pax.size}`); });
+      assert.deepEqual(names, [`${long} ->  0`, `sym -> ${"t".repeat(150)} 0`]);
+    } finally {
+      rmSync(src, { recursive: true, force: true });
+    }
+    // An entry of 8 GiB and more (base-256 size): its data is counted past, the next header found.
+    const layer = await makeTar([{ name: "huge", data: "" }, paxHeader({ path: "after" }), { name: "next", data: "" }]);
+    const size = 2 ** 33 + 5;
+    layer[124] = 0x80;
+    layer.fill(0, 125, 136);
+    layer.writeUIntBE(size, 130, 6);
+    layer.fill(0x20, 148, 156);
+    layer.write(`${layer.subarray(0, 512).reduce((a, b) => a + b, 0).toString(8).padStart(6, "0")}\0 `, 148, "latin1");
+    const reader = new PaxReader();
+    const data = Buffer.alloc(64 << 20);
+    const padded = Math.ceil(size / 512) * 512;
+    async function* input(): AsyncGenerator<Buffer> {
+      yield layer.subarray(0, 512);
+      for (let left = padded; left > 0; left -= data.length) yield data.subarray(0, Math.min(left, data.length));
+      yield layer.subarray(512);
+    }
+    for await (const c of reader.watch(input())) void c;
+    assert.equal(reader.take(512).size, 0);
+    assert.deepEqual(reader.take(512 + padded + 512 + 512 + 512).get("path"), Buffer.from("after"));
+    assert.throws(() => reader.take(12345), /out of step/);
   });
 });
