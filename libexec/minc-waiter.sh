@@ -135,19 +135,34 @@ until_gone() { # PID: wait (2 s at most) for the container's init to be gone bef
 until_waiter_ends() {
   # The waiter is our parent (minc, which became it in the foreground; or,
   # with -B, the waiter that started us), and setpriv --pdeathsig sends WINCH
-  # when it ends. sh blocks only in a read or in a wait for a child: a sleep,
-  # which the trap ends (KILL: TERM is ignored here, and so in the sleep).
-  # The flag catches a WINCH that comes before the wait. (A FIFO to read
-  # would have to be made in the working directory, where it could race the
-  # chain's rm -rf of a container that ends at once.)
-  gone= nap=
-  trap 'gone=1; [ -z "$nap" ] || kill -KILL "$nap" 2>/dev/null' WINCH
+  # when it ends. sh blocks only in a read or in a wait for a child. A read,
+  # of a FIFO that only the trap writes to, keeps no process of its own (a
+  # sleep would: 2 MB more while the container runs). The trap's byte wakes
+  # a read under way, or the next one: a WINCH between the check and the
+  # read is not lost. Should the FIFO not be made (the container ended at
+  # once and its chain removed the directory), a sleep stands in, which the
+  # trap ends (KILL: TERM is ignored here, and so in the sleep).
+  gone= nap= wake=
+  ! wake_on_signal || wake=1
+  trap 'gone=1; [ -z "$wake" ] || echo >&7; [ -z "$nap" ] || kill -KILL "$nap" 2>/dev/null' WINCH
   while [ -z "$gone" ] && running "$guard"; do
-    sleep 600 < /dev/null > /dev/null 2>&1 9>&- &   # (without the lock: a killed guard's sleep must not keep it)
+    if [ -n "$wake" ]; then
+      read -r _ <&7 || :
+      continue
+    fi
+    sleep 600 < /dev/null > /dev/null 2>&1 7>&- 9>&- &   # (without the lock: a killed guard's sleep must not keep it)
     nap=$!
     [ -n "$gone" ] || wait "$nap"
     kill -KILL "$nap" 2>/dev/null
   done
+  exec 7<&-
+}
+
+wake_on_signal() { # fd 7: a pipe of our own, read and written (no EOF), with no name left in the file system
+  fifo=$tmpdir/.wake-$$
+  mkfifo -m 600 "$fifo" 2>/dev/null || return 1
+  exec 7<> "$fifo"
+  rm -f "$fifo"
 }
 
 clean_after_waiter() {
@@ -155,10 +170,21 @@ clean_after_waiter() {
   # and -t), unless it was SIGKILLed: then run it here, once the container
   # (killed with it by setpriv --pdeathsig) is gone.
   [ -e "$registered" ] || exit 0
-  { read -r init < "$pidfile"; } 2>/dev/null || init=
+  stop_untied_init
   until_gone "$init"
   cleanup
   exit 0
+}
+
+stop_untied_init() {
+  # minc-fork.sh forks the container's init, which setpriv then ties to it:
+  # an init forked just before the waiter's SIGKILL took minc-fork.sh with it
+  # outlives both, untied, as PID 1 of its own namespace. It says who it is
+  # in the pid file, its first step (a moment to write it, if need be).
+  { read -r init < "$pidfile"; } 2>/dev/null || { sleep 0.05; { read -r init < "$pidfile"; } 2>/dev/null; } || init=
+  [ -n "$init" ] && running "$init" || return 0
+  # (our pid file's, in a PID namespace not ours: a container's init, not a PID used again)
+  [ /proc/"$init"/ns/pid -ef /proc/$$/ns/pid ] || kill -KILL "$init" 2>/dev/null
 }
 
 if [ -n "$now" ]; then cleanup; exit 0; fi

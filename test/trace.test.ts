@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { cannotBoot, leftovers, minc, rootfs } from "./helpers.ts";
+import { cannotBoot, leftovers, minc, rootfs, sleep } from "./helpers.ts";
 
 const skip = cannotBoot();
 
@@ -49,11 +49,15 @@ describe("the --debug trace", { skip }, () => {
     assert.match(r.stdout, /^\s*PID/);
   });
 
-  test("pasted into sh, the trace boots the same container and cleans up after it", () => {
+  test("pasted into sh, the trace boots the same container and cleans up after it", async () => {
     // Phase 1 is minc's own lines; its exec of minc-exec then does the rest again, as in the boot.
     const traced = minc(["--debug", "-r", rootfs(), "--name", "pasted", "/bin/sh", "-c", "echo \"in $(hostname) as $$\""]);
     assert.equal(traced.status, 0, traced.stderr);
     const script = traced.stderr.split("\n").filter((l) => l.startsWith("+ ")).map((l) => l.slice(2)).join("\n");
+    // The pasted lines make the same directory again: the traced run's guard must be gone first,
+    // or it would take the new cleanup chain for its own (as no run but a pasted trace can do).
+    const pid = /^\+ export MINC_TMPDIR=\/var\/run\/minc(\d+)-/m.exec(traced.stderr)![1];
+    for (let t = 0; t < 2000 && spawnSync("pgrep", ["-f", `minc-waiter.sh --guard ${pid} `]).status === 0; t += 20) await sleep(20);
     const pasted = spawnSync("sh", ["-c", script], { encoding: "utf8", timeout: 60_000 });
     assert.equal(pasted.status, 0, pasted.stderr);
     assert.equal(pasted.stdout, "in pasted as 1\n");
