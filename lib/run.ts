@@ -54,7 +54,7 @@ export function run(argv: readonly string[], input?: string): void {
   shown(line);
   if (input === undefined && argv[0].startsWith("/") && isNodeBackend(argv[0])) return runInstead(argv);
   if (writingDown()) return recordCommand(line);
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: [input === undefined ? "ignore" : "pipe", "inherit", "inherit"], input });
+  const r = spawnSync(program(argv[0]), argv.slice(1), { stdio: [input === undefined ? "ignore" : "pipe", "inherit", "inherit"], input });
   if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
   if (r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${r.status ?? r.signal})`);
 }
@@ -68,7 +68,7 @@ export function runAsync(argv: readonly string[]): Promise<void> {
   runQueuedMounts();
   shown(`${quoteAll(argv)} &`);
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
+    const child = spawn(program(argv[0]), argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
     stopOnInterrupt(child);
     child.on("error", (e) => reject(new MincError(`cannot run ${argv[0]}: ${e.message}`)));
     child.on("close", (code, signal) => {
@@ -91,7 +91,7 @@ export function capture(argv: readonly string[], show: boolean | string = true):
 export function captureBytes(argv: readonly string[], show: boolean | string = true): Buffer {
   runQueuedMounts();
   if (show !== false) shown(show === true ? quoteAll(argv) : show);
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 30 });
+  const r = spawnSync(program(argv[0]), argv.slice(1), { stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 30 });
   if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
   if (r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${r.status ?? r.signal})`);
   return r.stdout;
@@ -233,8 +233,25 @@ export function writeFileMkdir(path: string, content: string): void {
   writeFile(path, content);
 }
 
-/** Look a command up in PATH as the shell's exec would. */
-export function findInPath(cmd: string, path = process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin"): string | undefined {
+/**
+ * The host's administration tools (pivot_root, capsh, chroot, ip, iptables)
+ * are in the sbin directories, which an ordinary user's PATH on Debian does
+ * not have (minc --nopriv): they are looked for there too, after PATH.
+ */
+const SBIN = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
+
+function withSbin(path: string): string {
+  const dirs = path.split(":");
+  return [...dirs, ...SBIN.filter((d) => !dirs.includes(d))].join(":");
+}
+
+/** argv[0] as spawn gets it: found in PATH or sbin (see SBIN), else as given (spawn then says it is missing). */
+function program(cmd: string): string {
+  return cmd.includes("/") ? cmd : findInPath(cmd) ?? cmd;
+}
+
+/** Look a command up in PATH (and sbin, for the host's own tools) as the shell's exec would. */
+export function findInPath(cmd: string, path = withSbin(process.env.PATH ?? "/usr/bin:/bin")): string | undefined {
   if (cmd.includes("/")) return isExecutable(cmd) ? cmd : undefined;
   for (const dir of path.split(":")) {
     const candidate = `${dir || "."}/${cmd}`;

@@ -30,10 +30,21 @@ function rangeOf(file: string, name: string, id: number): IdRange | undefined {
   return undefined;
 }
 
+/** The caller's name and uid; a uid with no passwd entry (docker run -u 1234, CI jobs) has only its number. */
+function caller(): { username: string; uid: number } {
+  try {
+    const { username, uid } = userInfo();
+    return { username, uid };
+  } catch {
+    const uid = process.getuid!();
+    return { username: String(uid), uid };
+  }
+}
+
 /** The subordinate uid and gid ranges the caller may map, if the helpers are there too. */
 export function subordinateIds(): { uids: IdRange; gids: IdRange } | undefined {
   if (!findInPath("newuidmap") || !findInPath("newgidmap")) return undefined;
-  const me = userInfo();
+  const me = caller();
   const uids = rangeOf("/etc/subuid", me.username, me.uid);
   const gids = rangeOf("/etc/subgid", me.username, me.uid);
   return uids && gids ? { uids, gids } : undefined;

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
+import { dirname } from "node:path";
 import { REPO, cannotBoot, hasTool, rootfs, sleep } from "./helpers.ts";
 
 const USER = "mincs-nopriv";
@@ -143,6 +144,22 @@ describe("--nopriv", { skip }, () => {
     });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^\/dev\/console\r?\nto-console\r?\n/);
+  });
+
+  test("an ordinary user's PATH (no sbin, where pivot_root and capsh are) is enough", () => {
+    const r = spawnSync("runuser", ["-u", USER, "--", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${dir}/tmp`, `PATH=${dirname(process.execPath)}:/usr/bin:/bin`,
+      minc, "--nopriv", `${dir}/rootfs`, "echo", "found"], { encoding: "utf8", cwd: "/", input: "", timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "found\n");
+  });
+
+  test("a uid with no passwd entry (docker run -u 4321) runs, without subordinate ids", () => {
+    const tmp = mkdtempSync(`${home}/nobody-`);
+    sh(`chown 4321 ${tmp}`);
+    const r = spawnSync("setpriv", ["--reuid=4321", "--regid=4321", "--clear-groups", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${tmp}`, minc, "--nopriv", `${dir}/rootfs`, "id", "-u"],
+      { encoding: "utf8", cwd: "/", input: "", timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "0\n", "root in the container");
   });
 
   test("SIGTERM ends it with 143 and nothing is left", async () => {
