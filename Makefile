@@ -25,19 +25,21 @@ TESTS ?= test/*.test.ts
 
 # What minc runs (unshare, mount, pivot_root, taskset, setpriv, flock:
 # util-linux; capsh: libcap2-bin; ip: iproute2; iptables; setfattr for image
-# whiteouts: attr)
-# and what the tests use (script: bsdutils; user-mode-linux: a guest with a
-# real cgroup v2 hierarchy; a local registry to pull from: docker-registry,
-# skopeo, htpasswd from apache2-utils, openssl for its token server; zstd
-# layers; newuidmap for --nopriv's subordinate ids: uidmap; -r sshfs://:
-# sshfs; busybox-static is fetched by samples/scripts/busybox-rootfs.sh).
-# polecat traces the command with strace and writes its image with
-# mksquashfs (squashfs-tools); its tests extract Debian packages with dpkg.
-# minc --qemu boots qemu-system-x86 and ermine-breeder packs its initramfs
-# with cpio.
+# whiteouts: attr; zstd layers; newuidmap for --nopriv's subordinate ids:
+# uidmap; -r sshfs://: sshfs; --cross: qemu-user-static, binfmt-support;
+# --um: user-mode-linux; --qemu: qemu-system-x86). polecat traces the command
+# with strace and writes its image with mksquashfs (squashfs-tools);
+# ermine-breeder packs its initramfs with cpio.
 DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsdutils ca-certificates user-mode-linux \
-  attr docker-registry skopeo apache2-utils openssl zstd qemu-user-static binfmt-support debootstrap uidmap sshfs \
-  strace squashfs-tools qemu-system-x86 cpio
+  attr zstd qemu-user-static binfmt-support debootstrap uidmap sshfs strace squashfs-tools qemu-system-x86 cpio
+# What only the tests use, with make test-deps: a local registry to pull from
+# (docker-registry, skopeo, htpasswd from apache2-utils, openssl for its token
+# server) and an sshd for the sshfs test (busybox-static is fetched by
+# samples/scripts/busybox-rootfs.sh; the tests' script(1) is bsdutils).
+TEST_DEB_PACKAGES := docker-registry skopeo apache2-utils openssl openssh-server
+# Their system services, which Debian would start and enable on install
+# (the registry on :5000 on every interface): the tests run their own.
+TEST_SERVICES := docker-registry ssh
 NODE_MAJOR := 24
 # --cross is tested with Debian's arm64 busybox, run by qemu-user through binfmt_misc.
 FOREIGN_ARCH := arm64
@@ -81,16 +83,16 @@ deps:
 	npm ci
 	@touch node_modules/.package-lock.json
 
-# What only the tests need and a user's machine should not get with deps:
-# an sshd for the sshfs test (which runs its own, on 127.0.0.1 with its own
-# config). Debian would start and enable the system's ssh service on
-# install; a policy-rc.d keeps it from starting, and it is disabled.
+# What only the tests need and a user's machine should not get with deps
+# (TEST_DEB_PACKAGES). A policy-rc.d keeps their services from starting while
+# they install, and they are disabled.
 test-deps: deps
-	@if ! dpkg -s openssh-server >/dev/null 2>&1; then \
+	@missing=$$(for p in $(TEST_DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
 	  guard=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1; }; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server; rc=$$?; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; rc=$$?; \
 	  [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; \
-	  systemctl disable ssh >/dev/null 2>&1 || true; \
+	  for s in $(TEST_SERVICES); do systemctl disable $$s >/dev/null 2>&1 || true; done; \
 	  exit $$rc; \
 	fi
 
@@ -115,12 +117,27 @@ test: build man typecheck
 bench: build
 	bench/start.sh
 
+# The installed bundles and completion learn where they were installed (the
+# placeholders of lib/libexec.ts), as the shell install.sh fixed LIBEXEC=:
+# then a symlinked minc, or a LIBEXECDIR elsewhere, finds its backends.
+RECORD_DIRS = sed -i -e 's|@MINCS_LIBEXECDIR@|$(LIBEXECDIR)|g' -e 's|@MINCS_BINDIR@|$(BINDIR)|g'
+# The VM kernels and initramfses (ermine-breeder build) that minc --qemu/--um
+# boot, when there are some (they are built, not in the repository).
+ERMINE_FILES = vmlinuz.* initramfs.*
+# Where make install takes them from (ermine-breeder build's DESTDIR).
+ERMINE_SRC ?= libexec/ermine
+
 install: build man
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(COMPLETIONDIR)
-	for f in $(INSTALL_BIN); do install -m 755 bin/$$f $(DESTDIR)$(BINDIR)/$$f; done
+	for f in $(INSTALL_BIN); do install -m 755 bin/$$f $(DESTDIR)$(BINDIR)/$$f && $(RECORD_DIRS) $(DESTDIR)$(BINDIR)/$$f; done
 	for f in $(INSTALL_BIN); do install -m 644 docs/$$f.1 $(DESTDIR)$(MANDIR)/$$f.1; done
-	for f in $(INSTALL_BIN); do install -m 644 samples/completion/mincs.bash $(DESTDIR)$(COMPLETIONDIR)/$$f; done
-	for f in $(INSTALL_LIBEXEC); do install -m 755 libexec/$$f $(DESTDIR)$(LIBEXECDIR)/$$f; done
+	for f in $(INSTALL_BIN); do install -m 644 samples/completion/mincs.bash $(DESTDIR)$(COMPLETIONDIR)/$$f && $(RECORD_DIRS) $(DESTDIR)$(COMPLETIONDIR)/$$f; done
+	for f in $(INSTALL_LIBEXEC); do install -m 755 libexec/$$f $(DESTDIR)$(LIBEXECDIR)/$$f && $(RECORD_DIRS) $(DESTDIR)$(LIBEXECDIR)/$$f; done
+ifneq ($(MINIMUM),1)
+	@# (cp keeps each file's mode: the UML kernel is a program, the others are not.)
+	cd $(ERMINE_SRC) 2>/dev/null || exit 0; set -- $(ERMINE_FILES); [ -e "$$1" ] || exit 0; \
+	  install -d $(DESTDIR)$(LIBEXECDIR)/ermine && cp --preserve=mode -- "$$@" $(DESTDIR)$(LIBEXECDIR)/ermine/
+endif
 
 # Like install.sh --uninstall, take the dens network down first (bridge,
 # rules) -- not when uninstalling from a staging DESTDIR, nor with STOP_DENS=0
@@ -130,6 +147,8 @@ uninstall:
 	-[ -n "$(DESTDIR)" ] || [ "$(STOP_DENS)" != 1 ] || [ ! -x $(LIBEXECDIR)/minc-dens ] || $(LIBEXECDIR)/minc-dens stop
 	for f in $(INSTALL_BIN); do rm -f $(DESTDIR)$(BINDIR)/$$f $(DESTDIR)$(MANDIR)/$$f.1 $(DESTDIR)$(COMPLETIONDIR)/$$f; done
 	for f in $(INSTALL_LIBEXEC); do rm -f $(DESTDIR)$(LIBEXECDIR)/$$f; done
+	@# The kernels too, installed or built there by an installed ermine-breeder; the directory is ours.
+	cd $(DESTDIR)$(LIBEXECDIR)/ermine 2>/dev/null || exit 0; rm -f $(ERMINE_FILES); cd / && rmdir $(DESTDIR)$(LIBEXECDIR)/ermine 2>/dev/null || true
 	# V8's compiled code of the backends (lib/compilecache.ts): only a cache, made again when needed.
 	[ -n "$(DESTDIR)" ] || rm -rf /var/cache/mincs/node-compile-cache
 	-[ -n "$(DESTDIR)" ] || rmdir /var/cache/mincs 2>/dev/null

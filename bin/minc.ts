@@ -15,8 +15,8 @@ import { onExit } from "../lib/cleanup.ts";
 import { parsePortMap } from "../lib/dens.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { checkLayerPath, existingDir } from "../lib/layerpath.ts";
-import { backend } from "../lib/libexec.ts";
-import { mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
+import { backend, checkBackends } from "../lib/libexec.ts";
+import { CROSS_ARCHES, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
 import { exec, findInPath, makeTempDir, removeFile } from "../lib/run.ts";
 import { farm, isStoreName } from "../lib/store.ts";
 import { shellOf } from "../lib/rootfs.ts";
@@ -305,19 +305,10 @@ function setNetwork(args: ParsedArgs, settings: Settings): void {
   settings.MINC_PORT_MAP = ports.join(" ");
 }
 
-/** qemu's names for the arches MINCS knew, and the usual aliases. */
-const QEMU_ARCH: Record<string, string> = {
-  amd64: "x86_64", x86_64: "x86_64",
-  arm: "arm", armv7l: "arm", armel: "arm", armhf: "arm",
-  arm64: "aarch64", aarch64: "aarch64",
-  ppc64: "ppc64le", ppc64le: "ppc64le", ppc64el: "ppc64le",
-  riscv64: "riscv64", s390x: "s390x",
-};
-
 const BINFMT = "/proc/sys/fs/binfmt_misc";
 
 function hostArch(): string {
-  return QEMU_ARCH[process.arch === "x64" ? "x86_64" : process.arch] ?? process.arch;
+  return CROSS_ARCHES[process.arch === "x64" ? "x86_64" : process.arch] ?? process.arch;
 }
 
 /**
@@ -328,8 +319,8 @@ function hostArch(): string {
 function setCrossArch(args: ParsedArgs, settings: Settings): void {
   const given = one(args, "cross") ?? one(args, "arch");
   if (given === undefined) return;
-  const arch = QEMU_ARCH[given];
-  if (!arch) throw usageError(`--cross ${given}: unknown arch (one of ${Object.keys(QEMU_ARCH).join(", ")})`);
+  const arch = CROSS_ARCHES[given];
+  if (!arch) throw usageError(`--cross ${given}: unknown arch (one of ${Object.keys(CROSS_ARCHES).join(", ")})`);
   settings.MINC_ARCH = arch;
   if (arch === hostArch()) return; // the host's own: no qemu
   if (!existsSync(`${BINFMT}/status`)) {
@@ -545,6 +536,11 @@ function trapExit(plan: Plan): void {
   if (trap) onExit(dir, trap);
 }
 
+/** The backends phase 1 runs itself (the later phases check their own): the boot, its guard, and the store. */
+function neededBackends(plan: Plan): string[] {
+  return ["minc-exec", "minc-waiter.sh", ...(plan.image || plan.container ? ["minc-farm"] : [])];
+}
+
 main(() => {
   const args = parseMincArgs(process.argv.slice(2));
   if (has(args, "help")) { process.stdout.write(mincUsage()); return 0; }
@@ -553,6 +549,7 @@ main(() => {
   const plan = planFrom(args);
 
   phase(1);
+  checkBackends(neededBackends(plan));
   if (plan.image || plan.container) useStore(plan);
   const lock = claimGivenDir(plan);
   exportSettings(plan.settings);

@@ -23,7 +23,7 @@ import { runContainer } from "../lib/container.ts";
 import { MincError, mainAsync, usageError } from "../lib/fail.ts";
 import { checkLayerPath, existingDir } from "../lib/layerpath.ts";
 import { catchInterrupts, removeOnInterrupt, runStoppable, spareGroupInterrupts } from "../lib/interrupt.ts";
-import { backend, libexecDir } from "../lib/libexec.ts";
+import { backend, frontend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { header, RUNTIME_BACKENDS, RUNTIME_DIR } from "../lib/polecat.ts";
 import { capture, makeTempDir, mkdirs, removeFile, removeTree, run, touch, writeFile, writeFileMkdir } from "../lib/run.ts";
@@ -283,15 +283,10 @@ function addRequiredFiles(upper: string): void {
   for (const f of ["hosts", "resolv.conf"]) if (!existsSync(resolveInRoot(upper, `/etc/${f}`))) touch(`${etc}/${f}`);
 }
 
-/** The frontend minc, beside polecat (in the checkout and under $PREFIX alike). */
-function mincFrontend(): string {
-  return resolve(libexecDir(), "../bin/minc");
-}
-
 /** The sh format carries minc and its boot backends, so the target host needs only Node. */
 function packRuntime(upper: string): void {
   step(`Pack the minc runtime into the image at ${RUNTIME_DIR}`);
-  const files = [[mincFrontend(), `${upper}${RUNTIME_DIR}/bin/minc`], ...RUNTIME_BACKENDS.map((b) => [backend(b), `${upper}${RUNTIME_DIR}/libexec/${b}`])];
+  const files = [[frontend("minc"), `${upper}${RUNTIME_DIR}/bin/minc`], ...RUNTIME_BACKENDS.map((b) => [backend(b), `${upper}${RUNTIME_DIR}/libexec/${b}`])];
   mkdirs(`${upper}${RUNTIME_DIR}/bin`, `${upper}${RUNTIME_DIR}/libexec`);
   for (const [from, to] of files) {
     if (!existsSync(from)) throw new MincError(`cannot pack the runtime: ${from} is missing (run make)`);

@@ -16,6 +16,9 @@ function help(prog: string, ...args: string[]): string {
 const marten = help("marten");
 const martenCommands: Record<string, string> = {};
 for (const c of yargsCommands(marten)) martenCommands[c] = help("marten", c);
+const breeder = help("ermine-breeder");
+const breederCommands: Record<string, string> = {};
+for (const c of yargsCommands(breeder)) breederCommands[c] = help("ermine-breeder", c);
 const out = process.argv[2] ?? `${DOC_REPO}/samples/completion/mincs.bash`;
-writeFileSync(out, bashCompletion({ marten, martenCommands, polecat: help("polecat"), breeder: help("ermine-breeder") }));
+writeFileSync(out, bashCompletion({ marten, martenCommands, polecat: help("polecat"), breeder, breederCommands }));
 console.log(`wrote ${out}`);

@@ -14,7 +14,7 @@
 import { spawnSync } from "node:child_process";
 import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
-import { basename, dirname } from "node:path";
+import { basename } from "node:path";
 import { MincError, usageError } from "./fail.ts";
 import { libexecDir } from "./libexec.ts";
 import { findInPath } from "./run.ts";
@@ -325,7 +325,3 @@ export function bootGuest(guest: GuestArch, dir: string, opts: BootOptions): num
   return Number(status);
 }
 
-/** The project's top directory (bin/ and libexec/ beside each other). */
-export function projectDir(): string {
-  return dirname(libexecDir());
-}

@@ -56,6 +56,15 @@ export const MINC_OPTIONS: readonly OptionSpec[] = [
   { long: "debug", help: "Print every step of the boot as shell lines on stderr", group: "container" },
 ];
 
+/** --cross/--arch ARCH: qemu's names for the arches MINCS knew, and the usual aliases (the completion offers these). */
+export const CROSS_ARCHES: Readonly<Record<string, string>> = {
+  amd64: "x86_64", x86_64: "x86_64",
+  arm: "arm", armv7l: "arm", armel: "arm", armhf: "arm",
+  arm64: "aarch64", aarch64: "aarch64",
+  ppc64: "ppc64le", ppc64le: "ppc64le", ppc64el: "ppc64le",
+  riscv64: "riscv64", s390x: "s390x",
+};
+
 export interface ParsedArgs {
   /** Option values by long name; repeatable ones collect every value. */
   values: Map<string, string[]>;

@@ -19,6 +19,9 @@ const ARCHES: Record<string, [string, string?]> = {
   mips64le: ["mips64le"], loong64: ["loong64"],
 };
 
+/** The names marten's --arch and MINC_ARCH take (the completion offers these). */
+export const ARCH_NAMES: readonly string[] = Object.keys(ARCHES);
+
 /** MINC_ARCH (ARCH or ARCH/VARIANT, an optional linux/ before) as an OCI platform; unknown is a usage error. */
 export function parseArch(spec: string): Platform {
   const parts = spec.trim().toLowerCase().replace(/^linux\//, "").split("/");

@@ -13,8 +13,9 @@
 import { closeSync, existsSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
 import { isatty } from "node:tty";
 import { enterCages, openCages } from "../lib/cage.ts";
-import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_SHARE, projectDir, terminalSize } from "../lib/ermine.ts";
+import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_SHARE, terminalSize } from "../lib/ermine.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
+import { frontend } from "../lib/libexec.ts";
 import { writeFile } from "../lib/run.ts";
 import { sleepSync } from "../lib/signals.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
@@ -96,7 +97,7 @@ function copyToEnd(fd: number, file: string): void {
 }
 
 function writeRunScript(command: string[]): void {
-  const minc = `${projectDir()}/bin/minc`;
+  const minc = frontend("minc");
   if (!existsSync(minc)) throw new MincError(`${minc}: missing (the guest runs the host's minc; run make)`);
   const stdin = stdinForGuest();
   step("Write run.sh: the guest's init runs it on the console, chrooted into the host's / (read-only)");

@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { after, before, describe, test } from "node:test";
-import { MINC_OPTIONS } from "../lib/minc-options.ts";
+import { CROSS_ARCHES, MINC_OPTIONS } from "../lib/minc-options.ts";
 import { REPO, hasTool } from "./helpers.ts";
 
 const FILE = `${REPO}/samples/completion/mincs.bash`;
@@ -70,6 +70,10 @@ describe("bash completion", { skip: hasBash ? false : "bash is not installed" },
 
   test("minc option arguments: arches, net modes, images of the store (MINCS_DIR)", () => {
     assert.ok(complete("minc --cross aa").includes("aarch64"));
+    // Only what minc --cross takes (lib/minc-options.ts CROSS_ARCHES); marten --arch takes more.
+    assert.deepEqual(complete("minc --cross i"), []);
+    assert.deepEqual(Object.keys(CROSS_ARCHES).sort(), complete("minc --arch "));
+    assert.ok(complete("marten pull x --arch i").includes("i386"));
     assert.deepEqual(complete("minc --net d"), ["dens"]);
     assert.ok(complete("minc -r tiny", { MINCS_DIR: `${store}/mincs` }).includes("tinyimg"));
     assert.ok(!complete("minc -r tiny").includes("tinyimg"), "MINCS_DIR not respected");
@@ -96,6 +100,10 @@ describe("bash completion", { skip: hasBash ? false : "bash is not installed" },
   test("ermine-breeder: commands and arches", () => {
     assert.deepEqual(complete("ermine-breeder te"), ["testrun"]);
     assert.deepEqual(complete("ermine-breeder build --arch u"), ["um"]);
+    assert.deepEqual(complete("ermine-breeder build --re"), ["--rebuild", "--repack"]);
+    assert.deepEqual(complete("ermine-breeder --arch um testrun --ti"), ["--timeout"]);
+    assert.ok(complete("ermine-breeder testrun --").includes("--work"));
+    assert.ok(!complete("ermine-breeder build --").includes("--work"));
   });
 
   test("the file is what docs/gen-completion.ts makes now (make completion)", () => {

@@ -1,7 +1,7 @@
 // make install / install.sh put the programs under a PREFIX where they run.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { REPO, cannotBoot, cleanEnv, leftovers, rootfs } from "./helpers.ts";
 
@@ -46,5 +46,57 @@ describe("installing", { skip }, () => {
     } finally {
       rmSync(prefix, { recursive: true });
     }
+  });
+
+  test("make install LIBEXECDIR=... records it: minc runs through a symlink and directly; kernels installed and uninstalled", () => {
+    const prefix = mkdtempSync("/tmp/minc-test-prefix-");
+    const libexec = `${prefix}/lib/mincs`;
+    // Stand-ins for what ermine-breeder build makes (the UML kernel is a program).
+    const ermine = `${prefix}/built-ermine`;
+    mkdirSync(ermine);
+    writeFileSync(`${ermine}/vmlinuz.um`, "kernel", { mode: 0o755 });
+    writeFileSync(`${ermine}/initramfs.um`, "initramfs", { mode: 0o644 });
+    try {
+      const i = sh(`make install PREFIX=${prefix} LIBEXECDIR=${libexec} ERMINE_SRC=${ermine}`);
+      assert.equal(i.status, 0, i.out);
+      assert.ok(!existsSync(`${prefix}/libexec`));
+      assert.ok(existsSync(`${libexec}/minc-exec`) && existsSync(`${libexec}/ermine/vmlinuz.um`));
+      assert.equal(statSync(`${libexec}/ermine/vmlinuz.um`).mode & 0o777, 0o755);
+      assert.equal(statSync(`${libexec}/ermine/initramfs.um`).mode & 0o777, 0o644);
+      mkdirSync(`${prefix}/elsewhere`);
+      symlinkSync(`${prefix}/bin/minc`, `${prefix}/elsewhere/minc`);
+      for (const minc of [`${prefix}/elsewhere/minc`, `${prefix}/bin/minc`]) {
+        const r = spawnSync(minc, ["-r", rootfs(), "echo", "hi"], { encoding: "utf8", env: cleanEnv(), cwd: "/" });
+        assert.equal(r.status, 0, `${minc}: ${r.stderr}`);
+        assert.equal(r.stdout, "hi\n");
+      }
+      const m = spawnSync(`${prefix}/bin/marten`, ["li"], { encoding: "utf8", env: cleanEnv(), cwd: "/" });
+      assert.equal(m.status, 0, m.stderr);
+      const u = sh(`make uninstall PREFIX=${prefix} LIBEXECDIR=${libexec} STOP_DENS=0`);
+      assert.equal(u.status, 0, u.out);
+      assert.deepEqual(readdirSync(libexec), []);
+    } finally {
+      rmSync(prefix, { recursive: true });
+    }
+    assert.deepEqual(leftovers(), []);
+  });
+
+  test("a minc whose backends are missing says so in one line, exit 2, and makes nothing", () => {
+    const prefix = mkdtempSync("/tmp/minc-test-prefix-");
+    try {
+      mkdirSync(`${prefix}/bin`);
+      copyFileSync(`${REPO}/bin/minc`, `${prefix}/bin/minc`);
+      for (const root of [rootfs(), "someimage"]) {
+        const r = spawnSync(`${prefix}/bin/minc`, ["-r", root, "echo", "hi"], { encoding: "utf8", env: cleanEnv(), cwd: "/" });
+        assert.equal(r.status, 2, r.stderr);
+        assert.equal(r.stdout, "");
+        assert.match(r.stderr, /^minc: minc-exec, minc-waiter\.sh(, minc-farm)?: missing in \S+\/libexec .*\n$/);
+        assert.equal(r.stderr.split("\n").length, 2, r.stderr);
+        assert.deepEqual(readdirSync("/var/run").filter((f) => f.startsWith(`minc${r.pid}-`)), []);
+      }
+    } finally {
+      rmSync(prefix, { recursive: true });
+    }
+    assert.deepEqual(leftovers(), []);
   });
 });

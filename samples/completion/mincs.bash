@@ -4,17 +4,21 @@
 # Image and container names come from the store (${MINCS_DIR:-/var/lib/mincs})
 # through libexec/minc-farm.
 
-# The store's ids and names: $1 is li (images) or lc (containers).
+# The store's ids and names: $1 is li (images) or lc (containers). make install
+# writes its LIBEXECDIR below; a copy that was not installed looks beside minc.
 _mincs_store() {
-  local minc farm
-  minc=$(command -v minc 2>/dev/null) || return 0
-  minc=$(readlink -f -- "$minc")
-  farm=${minc%/*}/../libexec/minc-farm
+  local minc farm=@MINCS_LIBEXECDIR@/minc-farm
+  if [ "${farm#/}" = "$farm" ]; then
+    minc=$(command -v minc 2>/dev/null) || return 0
+    minc=$(readlink -f -- "$minc")
+    farm=${minc%/*}/../libexec/minc-farm
+  fi
   [ -x "$farm" ] || return 0
   "$farm" "$1" 2>/dev/null | awk -F'\t' 'NR > 1 { print $1; if ($NF != "" && NF > 2) print $NF }'
 }
 
-_mincs_arches="x86_64 amd64 aarch64 arm64 arm armhf i386 i686 ppc64le riscv64 s390x"
+_mincs_cross_arches="amd64 x86_64 arm armv7l armel armhf arm64 aarch64 ppc64 ppc64le ppc64el riscv64 s390x"
+_mincs_arches="386 amd64 x86_64 x86-64 x64 arm64 aarch64 arm armv7l armv7 armel armhf armv6l armv6 armv5l armv5 ppc64le riscv64 s390x i386 i686 ia32 mips64le loong64"
 
 _minc() {
   local cur prev i
@@ -41,7 +45,7 @@ _minc() {
   case $prev in
     -r|--rootdir) COMPREPLY=($(compgen -d -- "$cur") $(compgen -W "$(_mincs_store li)" -- "$cur")); return 0 ;;
     -t|--tempdir) COMPREPLY=($(compgen -d -- "$cur") $(compgen -W "$(_mincs_store lc)" -- "$cur")); return 0 ;;
-    --cross|--arch) COMPREPLY=($(compgen -W "$_mincs_arches" -- "$cur")); return 0 ;;
+    --cross|--arch) COMPREPLY=($(compgen -W "$_mincs_cross_arches" -- "$cur")); return 0 ;;
     -b|--bind|--ftrace) COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
     --nopriv) COMPREPLY=($(compgen -d -- "$cur")); return 0 ;;
     -n|--net) COMPREPLY=($(compgen -W "raw dens" -- "$cur")); [ -n "$cur" ] || return 0 ;;
@@ -120,17 +124,33 @@ _polecat() {
 }
 
 _ermine_breeder() {
-  local cur prev
+  local cur prev cmd i opts
   COMPREPLY=()
   cur=${COMP_WORDS[COMP_CWORD]}
   prev=${COMP_WORDS[COMP_CWORD-1]}
   case $prev in
     --arch) COMPREPLY=($(compgen -W "x86_64 um" -- "$cur")); return 0 ;;
     --config) COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+    --work) COMPREPLY=($(compgen -d -- "$cur")); return 0 ;;
+    --timeout) return 0 ;;
+  esac
+  cmd=
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    case ${COMP_WORDS[i]} in
+      --arch|--config|--work|--timeout) i=$((i + 1)) ;;
+      -*) ;;
+      *) cmd=${COMP_WORDS[i]}; break ;;
+    esac
+  done
+  case $cmd in
+    build) opts="--version --arch --config --debug --rebuild --repack -h --help" ;;
+    testrun) opts="--version --arch --config --debug --work --timeout -h --help" ;;
+    clean) opts="--version --arch --config --debug -h --help" ;;
+    *) opts="--version --arch --config --debug -h --help" ;;
   esac
   case $cur in
-    -*) COMPREPLY=($(compgen -W "--version --arch --config --debug -h --help" -- "$cur")) ;;
-    *) COMPREPLY=($(compgen -W "build testrun clean" -- "$cur")) ;;
+    -*) COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
+    *) [ -n "$cmd" ] || COMPREPLY=($(compgen -W "build testrun clean" -- "$cur")) ;;
   esac
   return 0
 }
