@@ -25,7 +25,7 @@ import { cpus } from "node:os";
 import { basename, resolve } from "node:path";
 import yargs from "yargs";
 import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_MODULES, guestInit, hostGuestArch, initramfsOf, kernelOf, type GuestArch } from "../lib/ermine.ts";
-import { MincError, main, usageError } from "../lib/fail.ts";
+import { MincError, main, settleLater, usageError } from "../lib/fail.ts";
 import { capture, copyFile, mkdirs, run } from "../lib/run.ts";
 import { needTool } from "../lib/tools.ts";
 import { quote, quoteAll, shown, step } from "../lib/trace.ts";
@@ -332,7 +332,7 @@ function clean(config: Config): number {
 }
 
 /** Boot the kernel and initramfs with DIR shared; the guest runs DIR/run.sh (or offers a console). */
-function testrun(guest: GuestArch, config: Config, work: string | undefined, timeout: number): number {
+function testrun(guest: GuestArch, config: Config, work: string | undefined, timeout: number): Promise<number> {
   const share = resolve(work ?? `${config.WORKDIR}/testrun`);
   if (!existsSync(share)) mkdirSync(share, { recursive: true });
   checkGuest(guest, config.DESTDIR);
@@ -356,7 +356,7 @@ main(() => {
     .command("testrun", "Boot them with DIR shared; the guest runs DIR/run.sh; its exit status is ours", (y) => y
       .option("work", { type: "string", describe: "The shared directory (default WORKDIR/testrun)" })
       .option("timeout", { type: "number", default: 0, describe: "Kill the guest after SECONDS (0: never)" }),
-    (a) => { status = testrun(guestArch(a.arch ?? hostGuestArch()), readConfig(a.config ?? []), a.work, a.timeout); })
+    (a) => { settleLater(testrun(guestArch(a.arch ?? hostGuestArch()), readConfig(a.config ?? []), a.work, a.timeout)); })
     .command("clean", "Remove the work dir", {}, (a) => { status = clean(readConfig((a.config as string[] | undefined) ?? [])); })
     .parseSync();
   return status;

@@ -13,10 +13,11 @@
 // holds only busybox and the modules that reach the shares.
 import { spawnSync } from "node:child_process";
 import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { constants as os, cpus } from "node:os";
 import { basename } from "node:path";
 import { MincError, usageError } from "./fail.ts";
 import { libexecDir } from "./libexec.ts";
+import { removeOnInterrupt, runStoppable } from "./interrupt.ts";
 import { findInPath } from "./run.ts";
 import { userTerminal } from "./terminal.ts";
 import { progname, quoteAll, shown, step, tracing } from "./trace.ts";
@@ -289,9 +290,10 @@ function umArgv(guest: GuestArch, dir: string, share: string): string[] {
 /**
  * Boot the guest with share as its working directory; return run.sh's exit
  * status. A guest that ends without one (crash, panic) or outlives the
- * timeout is an error.
+ * timeout is an error. Interrupted (INT, TERM, HUP), we stop the guest and
+ * end by that signal, leaving nothing (lib/interrupt.ts).
  */
-export function bootGuest(guest: GuestArch, dir: string, opts: BootOptions): number {
+export async function bootGuest(guest: GuestArch, dir: string, opts: BootOptions): Promise<number> {
   const exitFile = `${opts.share}/${EXIT_FILE}`;
   rmSync(exitFile, { force: true });
   let argv = guest.qemu ? qemuArgv(guest, dir, opts.share) : umArgv(guest, dir, opts.share);
@@ -306,20 +308,22 @@ export function bootGuest(guest: GuestArch, dir: string, opts: BootOptions): num
   const umStdout = tracing() ? 2 : "ignore";
   const stdio = guest.qemu ? ["inherit", "inherit", "inherit"] : ["inherit", umStdout, "inherit", 1];
   shown(guest.qemu ? quoteAll(argv) : `${quoteAll(argv)} 3>&1 >${tracing() ? "&2" : "/dev/null"}`);
+  const umlDir = `${opts.share}/.uml`;
+  if (!guest.qemu) removeOnInterrupt(umlDir);
   const started = Date.now();
-  const r = spawnSync(argv[0], argv.slice(1), {
-    stdio: stdio as ("inherit" | "ignore" | number)[],
-    timeout: opts.timeoutSeconds > 0 ? opts.timeoutSeconds * 1000 : undefined,
-    killSignal: "SIGKILL",
-  });
-  const timedOut = (r.error as NodeJS.ErrnoException | undefined)?.code === "ETIMEDOUT";
-  if (r.error && !timedOut) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
+  // SIGKILL, whatever the signal: unshare --fork ignores INT and TERM (its
+  // --kill-child then kills the guest), and UML, in a process group of its
+  // own, would miss a group's signal.
+  const timeout = opts.timeoutSeconds > 0 ? opts.timeoutSeconds * 1000 : undefined;
+  const code = await runStoppable(argv, { stdio: stdio as ("inherit" | "ignore" | number)[], timeout, killSignal: "SIGKILL" },
+    (_sig, child) => child.kill("SIGKILL"));
+  const timedOut = timeout !== undefined && code === 128 + os.signals.SIGKILL && Date.now() - started >= timeout;
   step(`(the guest ran ${((Date.now() - started) / 1000).toFixed(1)} s)`);
-  if (!guest.qemu) rmSync(`${opts.share}/.uml`, { recursive: true, force: true });
+  if (!guest.qemu) rmSync(umlDir, { recursive: true, force: true });
   if (timedOut) throw new MincError(`the virtual machine did not finish within ${opts.timeoutSeconds} s: killed`);
   const status = existsSync(exitFile) ? readFileSync(exitFile, "utf8").trim() : "";
   if (!/^\d+$/.test(status)) {
-    const how = r.signal ? `killed by ${r.signal}` : `exit ${r.status}`;
+    const how = code > 128 ? `killed by signal ${code - 128}` : `exit ${code}`;
     throw new MincError(`the virtual machine ended (${how}) without the command's exit status: it crashed or could not start run.sh`);
   }
   return Number(status);

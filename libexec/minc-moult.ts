@@ -14,7 +14,7 @@ import { closeSync, existsSync, openSync, readFileSync, readSync, writeSync } fr
 import { isatty } from "node:tty";
 import { enterCages, openCages } from "../lib/cage.ts";
 import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_SHARE, terminalSize } from "../lib/ermine.ts";
-import { MincError, main, usageError } from "../lib/fail.ts";
+import { MincError, mainAsync, usageError } from "../lib/fail.ts";
 import { frontend } from "../lib/libexec.ts";
 import { writeFile } from "../lib/run.ts";
 import { sleepSync } from "../lib/signals.ts";
@@ -117,7 +117,7 @@ function timeoutSeconds(): number {
   return Number(given);
 }
 
-main(() => {
+mainAsync(async () => {
   phase(5);
   if (!tmpdir) throw new MincError("MINC_TMPDIR must be set (run minc --qemu or --um)");
   const guest = guestArch(env.MINC_ARCH ?? "x86_64");

@@ -225,10 +225,13 @@ fi
 
 trap cleanup EXIT
 
-sigmask() { # FIELD PID: the low 32 bits of a signal mask in /proc/PID/status
-  m=$(sed -n "s/^$1:[[:space:]]*//p" "/proc/$2/status" 2>/dev/null)
-  m=${m#????????}
-  echo "${m:-0}"
+handles() { # PID NUMBER: does it catch or ignore that signal? (builtins only: polled)
+  # Fails when it does neither, and also when its status cannot be read (gone).
+  caught=
+  { while read -r field value; do
+      case $field in SigIgn:|SigCgt:) value=${value#????????}; caught=$(( ${caught:-0} | 0x$value )) ;; esac
+    done < "/proc/$1/status"; } 2>/dev/null   # (the low 32 bits: 16 hex digits may not fit sh's arithmetic)
+  [ -z "$caught" ] || [ $(( caught >> ($2 - 1) & 1 )) -eq 1 ]
 }
 
 stop_container() { # SIGNAL-NUMBER
@@ -256,9 +259,41 @@ booting() { # PID: is it still a backend of ours (node libexec/minc-..., or sh r
 relay() { # NAME NUMBER
   init=$(cat "$pidfile" 2>/dev/null) || init=
   if [ -z "$init" ] || booting "$init"; then stop_container "$2"; return 0; fi
-  mask=$(( 0x$(sigmask SigCgt "$init") | 0x$(sigmask SigIgn "$init") ))
+  if ! handles "$init" "$2"; then
+    kill -s "$1" "$init" 2>/dev/null && stop_container "$2"
+    return 0
+  fi
   kill -s "$1" "$init" 2>/dev/null || return 0
-  [ $(( mask >> ($2 - 1) & 1 )) -eq 1 ] || stop_container "$2"
+  until_default "$init" "$2" || stop_container "$2"
+}
+
+until_default() { # PID NUMBER: fails if, still alive, it comes to neither handle nor ignore the signal (2 s at most)
+  # An init that handles a signal may reset it to the default and raise it
+  # again, to die by it: qemu-user (--cross) for a guest with no handler,
+  # and many a C program that cleans up first. The kernel drops what PID 1
+  # sends itself, so it would wait for ever: give it that default action.
+  # An init that resets its handlers on its way out (sh does, before its
+  # exit) is not one: it is seen so twice, and not while it exits.
+  # A second signal meanwhile runs its own relay (a trap inside this one):
+  # the loop keeps nothing but counts, and ends once that one stopped it.
+  tries=0 unhandled=0
+  while [ $tries -lt 100 ] && [ -z "$forced" ]; do
+    # (the mask first, then alive: a dead init's status shows no handler)
+    if handles "$1" "$2"; then unhandled=0
+    elif ! exiting "$1"; then
+      unhandled=$((unhandled + 1))
+      [ $unhandled -lt 2 ] || return 1
+    fi
+    running "$1" || return 0
+    sleep 0.02
+    tries=$((tries + 1))
+  done
+}
+
+exiting() { # PID: has it begun to exit (PF_EXITING in the flags of its stat), or is it gone? (builtins only)
+  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
+  set -- ${stat##*) }   # state ppid pgrp session tty_nr tpgid flags ...
+  [ "$1" = Z ] || [ $(( $7 & 4 )) -ne 0 ]
 }
 
 trap 'relay INT 2' INT
@@ -293,6 +328,14 @@ while :; do
   status=$?
   kill -0 "$child" 2>/dev/null || break
 done
+# A trap's own commands (the relay's sleep) wait for children, and so may
+# reap ours while a signal interrupts that wait: the shell keeps its
+# status, which another wait reports (127: there was none to keep).
+if [ $status -gt 128 ]; then
+  wait "$child" 2>/dev/null
+  reaped=$?
+  [ $reaped -eq 127 ] || status=$reaped
+fi
 
 if [ -n "$forced" ]; then
   status=$((128 + forced))

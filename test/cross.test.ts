@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { after, describe, test } from "node:test";
-import { REPO, cannotBoot, leftovers, minc } from "./helpers.ts";
+import { REPO, cannotBoot, leftovers, minc, signalled } from "./helpers.ts";
 
 const BINFMT = "/proc/sys/fs/binfmt_misc";
 function cannotCross(): string | undefined {
@@ -32,6 +32,14 @@ describe("cross-arch containers", { skip }, () => {
     assert.deepEqual(r.stdout.trim().split("\n"), ["aarch64", "1", "1"]);
     const alias = minc(["--arch", "aarch64", "-r", arm64Rootfs(), "uname", "-m"]);
     assert.equal(alias.stdout, "aarch64\n");
+  });
+
+  test("SIGTERM ends a --cross container at once, exit 143, nothing left", async () => {
+    // PID 1 is qemu-user, which handles every signal and, for a guest with no
+    // handler, re-raises it on itself with the default action: dropped for PID 1.
+    const r = await signalled(["sh", "-c", "echo ready; exec sleep 30"], "SIGTERM", ["--cross", "arm64", "-r", arm64Rootfs()]);
+    assert.equal(r.status, 143);
+    assert.deepEqual(leftovers(), []);
   });
 
   test("an unknown arch, or one binfmt_misc does not know: exit 2 with how to fix it", () => {

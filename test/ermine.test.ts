@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
-import { release } from "node:os";
+import { constants, release } from "node:os";
 import { after, before, describe, test } from "node:test";
 import { cannotBoot, cleanEnv, hasTool, leftovers, minc, MINC, REPO, rootfs, sleep } from "./helpers.ts";
 import { buildImage, type FileEntry } from "./registry-fixture.ts";
@@ -91,6 +91,35 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
         assert.equal(r.status, 5, r.stderr);
         const kernel = /guest kernel (\S+)/.exec(r.stdout)?.[1];
         assert.ok(kernel && kernel !== release(), `not the guest's kernel: ${r.stdout}`);
+      }
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+
+  test("ermine-breeder testrun, interrupted (TERM, INT, timeout(1)), stops its VM: exit 128+N, nothing left", { timeout: VM_MS }, async () => {
+    const work = mkdtempSync("/tmp/ermine-testrun-");
+    // (a VM, or the unshare above it, with the work dir on its command line)
+    const vmOf = (): string[] => readdirSync("/proc").filter((n) => /^\d+$/.test(n)).filter((pid) => {
+      try { return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(work); } catch { return false; }
+    });
+    try {
+      writeFileSync(`${work}/run.sh`, "echo inguest; sleep 300; exit 42\n");
+      for (const [arch, how, status] of [["um", "SIGTERM", 143], ["x86_64", "SIGINT", 130], ["um", "timeout", 124]] as const) {
+        const args = ["testrun", "--arch", arch, "--config", config, "--work", work];
+        const child = how === "timeout" ? spawn("timeout", ["20", BREEDER, ...args], { env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] })
+          : spawn(BREEDER, args, { env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] });
+        let out = "";
+        child.stdout.on("data", (d) => { out += d; });
+        // (as a shell sees it: it ends by the signal itself)
+        const exited = new Promise<number | null>((res) => child.on("exit", (code, sig) => res(code ?? (sig ? 128 + constants.signals[sig] : null))));
+        for (let t = 0; t < 60_000 && !out.includes("inguest"); t += 100) await sleep(100);
+        assert.match(out, /inguest/, `${arch}: the guest did not start run.sh`);
+        if (how !== "timeout") child.kill(how);
+        assert.equal(await exited, status, `${arch} ${how}`);
+        await sleep(500);
+        assert.deepEqual(vmOf(), [], `${arch} ${how}: the VM is still running`);
+        assert.deepEqual(readdirSync(work), ["run.sh"], `${arch} ${how}: left in the work dir`);
       }
     } finally {
       rmSync(work, { recursive: true, force: true });

@@ -1,6 +1,7 @@
 // Shared by the tests: the built programs, the busybox rootfs fixture, and
 // the check that a container left nothing behind on the host.
-import { spawnSync, type SpawnSyncReturns } from "node:child_process";
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -129,4 +130,24 @@ export function cages(): string[] {
     const dir = `/sys/fs/cgroup/${c}/mincs`;
     return existsSync(dir) ? readdirSync(dir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => `${dir}/${d.name}`) : [];
   });
+}
+
+/** Start minc (OPTIONS: the busybox rootfs), wait until its container runs, send a signal, return exit status and output. */
+export async function signalled(command: string[], signal: NodeJS.Signals, options: string[] = ["-r", rootfs()]): Promise<{ status: number | null; stdout: string }> {
+  const before = new Set(runtimeDirs());
+  const child = spawn(MINC, [...options, ...command], { env: cleanEnv(), stdio: ["ignore", "pipe", "inherit"] });
+  let stdout = "";
+  child.stdout.on("data", (d) => { stdout += d; });
+  const exited = new Promise<number | null>((res) => child.on("exit", (code, sig) => res(code ?? (sig ? -1 : null))));
+  // Running means: the pid file exists and the command printed "ready".
+  for (let t = 0; t < 5000; t += 20) {
+    const dir = runtimeDirs().find((d) => !before.has(d));
+    if (dir && stdout.includes("ready")) break;
+    await sleep(20);
+  }
+  child.kill(signal);
+  const status = await Promise.race([exited, sleep(5000).then(() => "timeout" as const)]);
+  if (status === "timeout") { child.kill("SIGKILL"); assert.fail(`minc did not end after ${signal}`); }
+  await sleep(50);
+  return { status, stdout };
 }

@@ -3,29 +3,9 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { MINC, REPO, cages, cannotBoot, cleanEnv, hasTool, leftovers, netLeftovers, rootfs, runtimeDirs, settled, sleep } from "./helpers.ts";
+import { MINC, REPO, cages, cannotBoot, cleanEnv, hasTool, leftovers, netLeftovers, rootfs, runtimeDirs, settled, signalled, sleep } from "./helpers.ts";
 
 const skip = cannotBoot();
-
-/** Start minc, wait until its container runs, send a signal, return exit status and output. */
-async function signalled(command: string[], signal: NodeJS.Signals): Promise<{ status: number | null; stdout: string }> {
-  const before = new Set(runtimeDirs());
-  const child = spawn(MINC, ["-r", rootfs(), ...command], { env: cleanEnv(), stdio: ["ignore", "pipe", "inherit"] });
-  let stdout = "";
-  child.stdout.on("data", (d) => { stdout += d; });
-  const exited = new Promise<number | null>((res) => child.on("exit", (code, sig) => res(code ?? (sig ? -1 : null))));
-  // Running means: the pid file exists and the command printed "ready".
-  for (let t = 0; t < 5000; t += 20) {
-    const dir = runtimeDirs().find((d) => !before.has(d));
-    if (dir && stdout.includes("ready")) break;
-    await sleep(20);
-  }
-  child.kill(signal);
-  const status = await Promise.race([exited, sleep(5000).then(() => "timeout" as const)]);
-  if (status === "timeout") { child.kill("SIGKILL"); assert.fail(`minc did not end after ${signal}`); }
-  await sleep(50);
-  return { status, stdout };
-}
 
 describe("signals", { skip }, () => {
   after(() => assert.deepEqual(leftovers(), [], "a container left something behind"));
@@ -42,6 +22,13 @@ describe("signals", { skip }, () => {
     const r = await signalled(["sh", "-c", "trap 'echo caught; exit 7' TERM; echo ready; sleep 60 & wait"], "SIGTERM");
     assert.equal(r.status, 7);
     assert.match(r.stdout, /caught/);
+    assert.deepEqual(leftovers(), []);
+  });
+
+  test("a PID 1 that handles SIGTERM by re-raising it with the default action ends by it, exit 143", async () => {
+    // (the kernel drops what PID 1 sends itself: the waiter must see the handler go and give the default action)
+    const r = await signalled(["sh", "-c", "trap 'trap - TERM; kill -TERM $$' TERM; echo ready; while :; do sleep 0.1; done"], "SIGTERM");
+    assert.equal(r.status, 143);
     assert.deepEqual(leftovers(), []);
   });
 
