@@ -19,9 +19,25 @@ function recorded(dir: string): string | undefined {
   return dir.startsWith("/") ? resolve(dir) : undefined;
 }
 
-/** The directory of this program's real file. */
+const programDirs = new Map<string, string>();
+
+/**
+ * The directory of this program's real file, once per program (a backend
+ * loaded into this Node is another). After pivot_root the path is not there
+ * any more: then it is taken as it was given.
+ */
 function programDir(): string {
-  return dirname(realpathSync.native(process.argv[1]));
+  const program = process.argv[1];
+  let dir = programDirs.get(program);
+  if (dir === undefined) {
+    try {
+      dir = dirname(realpathSync.native(program));
+    } catch {
+      dir = dirname(resolve(program));
+    }
+    programDirs.set(program, dir);
+  }
+  return dir;
 }
 
 export function libexecDir(): string {
