@@ -12,10 +12,20 @@ function sh(cmd: string, env: NodeJS.ProcessEnv = {}): { status: number | null; 
   return { status: r.status, out: r.stdout + r.stderr };
 }
 
+/** A test in an install prefix of its own, removed after it; nothing may be left on the host either. */
+function inPrefix(body: (prefix: string) => void): void {
+  const prefix = mkdtempSync("/tmp/minc-test-prefix-");
+  try {
+    body(prefix);
+  } finally {
+    rmSync(prefix, { recursive: true });
+  }
+  assert.deepEqual(leftovers(), []);
+}
+
 describe("installing", { skip }, () => {
   test("make install PREFIX=... gives a minc that boots; make uninstall removes it", () => {
-    const prefix = mkdtempSync("/tmp/minc-test-prefix-");
-    try {
+    inPrefix((prefix) => {
       const i = sh(`make install PREFIX=${prefix}`);
       assert.equal(i.status, 0, i.out);
       assert.deepEqual(readdirSync(`${prefix}/bin`).sort(), ["ermine-breeder", "marten", "minc", "polecat"]);
@@ -26,10 +36,7 @@ describe("installing", { skip }, () => {
       const u = sh(`make uninstall PREFIX=${prefix} STOP_DENS=0`);
       assert.equal(u.status, 0, u.out);
       assert.deepEqual([...readdirSync(`${prefix}/bin`), ...readdirSync(`${prefix}/libexec`)], []);
-    } finally {
-      rmSync(prefix, { recursive: true });
-    }
-    assert.deepEqual(leftovers(), []);
+    });
   });
 
   test("install.sh --minimum installs minc and its boot backends only; --uninstall removes them", () => {
@@ -82,8 +89,7 @@ describe("installing", { skip }, () => {
   });
 
   test("a minc whose backends are missing says so in one line, exit 2, and makes nothing", () => {
-    const prefix = mkdtempSync("/tmp/minc-test-prefix-");
-    try {
+    inPrefix((prefix) => {
       mkdirSync(`${prefix}/bin`);
       copyFileSync(`${REPO}/bin/minc`, `${prefix}/bin/minc`);
       for (const root of [rootfs(), "someimage"]) {
@@ -94,9 +100,6 @@ describe("installing", { skip }, () => {
         assert.equal(r.stderr.split("\n").length, 2, r.stderr);
         assert.deepEqual(readdirSync("/var/run").filter((f) => f.startsWith(`minc${r.pid}-`)), []);
       }
-    } finally {
-      rmSync(prefix, { recursive: true });
-    }
-    assert.deepEqual(leftovers(), []);
+    });
   });
 });
