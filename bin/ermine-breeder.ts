@@ -334,6 +334,8 @@ function clean(config: Config): number {
 /** Boot the kernel and initramfs with DIR shared; the guest runs DIR/run.sh (or offers a console). */
 function testrun(guest: GuestArch, config: Config, work: string | undefined, timeout: number): Promise<number> {
   const share = resolve(work ?? `${config.WORKDIR}/testrun`);
+  // A --work given must be there: a typo would otherwise become a new, empty directory (and no run.sh).
+  if (work !== undefined && !existsSync(share)) throw usageError(`--work ${work}: no such directory`);
   if (!existsSync(share)) mkdirSync(share, { recursive: true });
   checkGuest(guest, config.DESTDIR);
   return bootGuest(guest, config.DESTDIR, { share, timeoutSeconds: timeout, ownPidNamespace: true });

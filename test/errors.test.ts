@@ -1,9 +1,9 @@
 // Bad input: one line on stderr, exit 2, nothing left behind.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { cannotBoot, leftovers, minc, rootfs } from "./helpers.ts";
+import { REPO, cannotBoot, leftovers, minc, rootfs } from "./helpers.ts";
 
 const skip = cannotBoot();
 
@@ -70,6 +70,14 @@ describe("bad input", { skip }, () => {
       spawnSync("umount", ["-l", ro]);
     }
     assert.deepEqual(leftovers(), []);
+  });
+
+  test("ermine-breeder testrun --work with a directory that does not exist: exit 2 and one line, nothing made", () => {
+    const work = `${empty}/no/such/work`;
+    const r = spawnSync(`${REPO}/bin/ermine-breeder`, ["testrun", "--work", work], { encoding: "utf8" });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /^ermine-breeder: --work .*: no such directory\n$/);
+    assert.ok(!existsSync(`${empty}/no`), "the typo became a directory");
   });
 
   test("a command that does not exist in the rootfs: exit 127", () => {
