@@ -4,13 +4,11 @@
 // run as a program for every operation; pulling is libexec/minc-smuggler,
 // which downloads and verifies an image into a directory as an OCI image
 // layout, which minc-farm then imports.
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
-import { constants } from "node:os";
 import yargs from "yargs";
 import { HandedOver, MincError, main, settleLater, usageError } from "../lib/fail.ts";
 import { Store } from "../lib/farm.ts";
-import { stopOnInterrupt } from "../lib/interrupt.ts";
+import { runStoppable } from "../lib/interrupt.ts";
 import { wantedPlatform } from "../lib/platform.ts";
 import { checkName } from "../lib/names.ts";
 import { checkReference, parseReference } from "../lib/reference.ts";
@@ -38,12 +36,7 @@ function backendCall(name: string, args: string[], env: Env, shownEnv: Env = env
 function runBackend(name: string, args: string[], env: Env = {}, shownEnv: Env = env, stdoutToStderr = false): Promise<number> {
   const { argv, full, line } = backendCall(name, args, env, shownEnv);
   shown(line);
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0], argv.slice(1), { stdio: ["inherit", stdoutToStderr ? 2 : 1, 2], env: full });
-    stopOnInterrupt(child);
-    child.on("error", (e) => reject(new MincError(`cannot run ${argv[0]}: ${e.message}`)));
-    child.on("close", (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0)));
-  });
+  return runStoppable(argv, { stdio: ["inherit", stdoutToStderr ? 2 : 1, 2], env: full });
 }
 
 /**
@@ -84,8 +77,12 @@ interface PullOptions {
  * download. A REF that gives no valid name at all is refused before it.
  */
 async function pull(ref: string, o: PullOptions): Promise<number> {
-  parseReference(ref);
-  const name = o.name === undefined ? checkReference(ref) : checkName(o.name, "--name");
+  let name: string;
+  if (o.name === undefined) name = checkReference(ref); // (which parses REF)
+  else {
+    parseReference(ref);
+    name = checkName(o.name, "--name");
+  }
   if (o.arch !== undefined) wantedPlatform(o.arch);
   if (o.user !== undefined && !/^[^:\s]+:.*$/.test(o.user)) throw usageError("--user takes USER:PASSWORD");
   const smuggler = backend("minc-smuggler");

@@ -149,28 +149,22 @@ function workingDirOf(given: string): string {
 function cpuMaskOf(given: string | undefined): string {
   const mask = checked(given, /^(0x)?[0-9a-fA-F]*[1-9a-fA-F][0-9a-fA-F]*$/, "--cpu MASK (hex, not zero)");
   if (mask === "") return "";
-  const online = onlineCpus();
+  let online: string;
+  try {
+    online = readFileSync("/sys/devices/system/cpu/online", "utf8").trim(); // ("0-3,6")
+  } catch {
+    return mask; // (the kernel does not say)
+  }
   const bits = BigInt(`0x${mask.replace(/^0x/, "")}`);
-  if (online !== undefined && !online.some((cpu) => (bits >> BigInt(cpu)) & 1n)) {
-    throw usageError(`--cpu ${mask}: no CPU of this mask is online here (online: ${readOnline()})`);
+  if (!cpusIn(online).some((cpu) => (bits >> BigInt(cpu)) & 1n)) {
+    throw usageError(`--cpu ${mask}: no CPU of this mask is online here (online: ${online})`);
   }
   return mask;
 }
 
-/** /sys/devices/system/cpu/online as it reads ("0-3,6"). */
-function readOnline(): string {
-  return readFileSync("/sys/devices/system/cpu/online", "utf8").trim();
-}
-
-/** The numbers of the online CPUs, or undefined if the kernel does not say. */
-function onlineCpus(): number[] | undefined {
-  let text: string;
-  try {
-    text = readOnline();
-  } catch {
-    return undefined;
-  }
-  return text.split(",").flatMap((range) => {
+/** The CPU numbers of a list as /sys/devices/system/cpu/online writes it ("0-3,6"). */
+function cpusIn(list: string): number[] {
+  return list.split(",").flatMap((range) => {
     const [from, to = from] = range.split("-").map(Number);
     return Array.from({ length: to - from + 1 }, (_, i) => from + i);
   });

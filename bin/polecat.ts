@@ -13,7 +13,7 @@
 // them at another time, abort the build: the running stage (the container,
 // through minc-trapper; mksquashfs) gets the signal, the partial output and
 // the working directory go, and polecat ends by the signal (lib/interrupt.ts).
-import { closeSync, copyFileSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, copyFileSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { basename, dirname, resolve } from "node:path";
@@ -326,7 +326,8 @@ async function writeOutput(plan: Plan, command: string[], upper: string, work: s
     const image = `${work}/image.sfs`;
     await makeSquashfs(upper, image);
     writeFile(partial, header(command, statSync(image).size));
-    run(["chmod", "a+x", partial]);
+    shown(`chmod a+x ${quote(partial)}`);
+    chmodSync(partial, statSync(partial).mode | 0o111);
     shown(`cat ${quote(image)} >> ${quote(partial)}`);
     writeFileSync(partial, readFileSync(image), { flag: "a" });
     removeFile(image);

@@ -11,7 +11,6 @@ import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { MincError, usageError, warn } from "./fail.ts";
 import { chainId, type StagedLayer, type Store } from "./farm.ts";
-import { checkName } from "./names.ts";
 import { decompress, digestLayer, entryText, normalizeDigest, StreamDigests, unpackedDir, unpackLayer, walkTar, type UnpackResult } from "./layer.ts";
 import { pool } from "./pool.ts";
 import { resolveInRoot } from "./paths.ts";
@@ -463,7 +462,7 @@ export function plansOf(src: Source, arch?: string): ImagePlan[] {
 // ---- into the store ----
 
 export interface ImportOptions {
-  /** Name the image this (rather than after the archive's tag). */
+  /** Name the image this (rather than after the archive's tag): checked by the caller (minc-farm's envName), and again when the store takes it. */
   name?: string;
   /** Platform for OCI indexes (MINC_ARCH syntax). */
   arch?: string;
@@ -493,7 +492,6 @@ interface Blob {
  * were unpacked and verified; a failure leaves the store as it was.
  */
 export async function importArchive(store: Store, path: string, opts: ImportOptions = {}): Promise<string[]> {
-  if (opts.name !== undefined) store.checkNameFor("image", checkName(opts.name));
   store.ensure();
   store.cleanStaleStaging();
   step(`Read the image archive ${path}`);

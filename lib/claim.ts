@@ -19,7 +19,7 @@ import { findInPath } from "./run.ts";
 import { quote, shown, step } from "./trace.ts";
 
 /** The lock file in a working directory (minc-waiter.sh names it too). */
-export const LOCK_FILE = "lock";
+const LOCK_FILE = "lock";
 
 /** flock's exit status (-E) when another holds the lock; its other failures mean this file system has no locks. */
 const HELD = 75;
@@ -81,7 +81,7 @@ function flock(fd: number, mode: string[]): number | null {
  * The PID in DIR/waiter, if that process is still the waiter of this
  * directory: a stale file's PID may be another program's by now.
  */
-export function liveWaiter(dir: string): number | undefined {
+function liveWaiter(dir: string): number | undefined {
   let pid: string;
   let argv: string[];
   try {

@@ -8,7 +8,7 @@
 // backend calling another.
 import { accessSync, constants, realpathSync } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
-import { MincError, EXIT_USAGE } from "./fail.ts";
+import { usageError } from "./fail.ts";
 
 // (Checked by their first character, not by equality, which sed would change too.)
 const INSTALLED_LIBEXECDIR = "@MINCS_LIBEXECDIR@";
@@ -70,6 +70,6 @@ export function checkBackends(names: readonly string[]): void {
     }
   });
   if (missing.length > 0) {
-    throw new MincError(`${missing.join(", ")}: missing in ${libexecDir()} (MINCS is not installed completely; run make install)`, EXIT_USAGE);
+    throw usageError(`${missing.join(", ")}: missing in ${libexecDir()} (MINCS is not installed completely; run make install)`);
   }
 }

@@ -43,7 +43,8 @@ function xattrsOf(dir: string): Map<string, string> {
   const dump = captureBytes(["getfattr", "-R", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names", dir]);
   let file = "";
   for (let start = 0; start < dump.length;) {
-    const end = dump.indexOf(0x0a, start) < 0 ? dump.length : dump.indexOf(0x0a, start);
+    let end = dump.indexOf(0x0a, start);
+    if (end < 0) end = dump.length;
     const line = dump.subarray(start, end);
     start = end + 1;
     if (line.toString("latin1", 0, 8) === "# file: ") file = key(unescapeOctal(line.subarray(8)));
@@ -72,10 +73,11 @@ function nameText(name: Buffer): string {
   return Buffer.from(text, "utf8").equals(name) ? JSON.stringify(text) : `x${name.toString("hex")}`;
 }
 
-/** Names in the order of their UTF-8 text (as ids always had it), then of their bytes. */
-function byName(a: Buffer, b: Buffer): number {
-  const x = a.toString("utf8"), y = b.toString("utf8");
-  return x < y ? -1 : x > y ? 1 : Buffer.compare(a, b);
+/** A directory's names in the order of their UTF-8 text (as ids always had it), then of their bytes; each decoded once. */
+function namesIn(dir: Buffer): Buffer[] {
+  const named = fs.readdirSync(dir, { encoding: "buffer" }).map((bytes) => ({ text: bytes.toString("utf8"), bytes }));
+  named.sort((a, b) => (a.text < b.text ? -1 : a.text > b.text ? 1 : Buffer.compare(a.bytes, b.bytes)));
+  return named.map((n) => n.bytes);
 }
 
 /**
@@ -107,7 +109,7 @@ export function treeDigest(given: string): string {
     if (type === "f") hashFile(full, hash, buf);
     else if (type === "d") {
       const below = (at: Buffer, name: Buffer): Buffer => Buffer.concat(at.equals(SLASH) ? [SLASH, name] : [at, SLASH, name]);
-      for (const name of fs.readdirSync(full, { encoding: "buffer" }).sort(byName)) entry(below(path, name), below(full, name));
+      for (const name of namesIn(full)) entry(below(path, name), below(full, name));
     }
   };
   entry(SLASH, Buffer.from(dir));

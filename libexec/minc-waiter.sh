@@ -127,6 +127,10 @@ running() { # PID: a thread of it is not gone, nor a zombie (a slow reaper may h
   return 1
 }
 
+read_init() { # init: the container's init, as its pid file says (empty before it wrote it)
+  { read -r init < "$pidfile"; } 2>/dev/null || init=
+}
+
 until_gone() { # PID: wait (2 s at most) for the container's init to be gone before a cleanup
   n=0
   while [ -n "$1" ] && running "$1" && [ $n -lt 100 ]; do sleep 0.02; n=$((n + 1)); done
@@ -181,7 +185,8 @@ stop_untied_init() {
   # an init forked just before the waiter's SIGKILL took minc-fork.sh with it
   # outlives both, untied, as PID 1 of its own namespace. It says who it is
   # in the pid file, its first step (a moment to write it, if need be).
-  { read -r init < "$pidfile"; } 2>/dev/null || { sleep 0.05; { read -r init < "$pidfile"; } 2>/dev/null; } || init=
+  read_init
+  [ -n "$init" ] || { sleep 0.05; read_init; }
   [ -n "$init" ] && running "$init" || return 0
   # (our pid file's, in a PID namespace not ours: a container's init, not a PID used again)
   [ /proc/"$init"/ns/pid -ef /proc/$$/ns/pid ] || kill -KILL "$init" 2>/dev/null
@@ -257,7 +262,7 @@ booting() { # PID: is it still a backend of ours (node libexec/minc-..., or sh r
 }
 
 relay() { # NAME NUMBER
-  init=$(cat "$pidfile" 2>/dev/null) || init=
+  read_init
   if [ -z "$init" ] || booting "$init"; then stop_container "$2"; return 0; fi
   if ! handles "$init" "$2"; then
     kill -s "$1" "$init" 2>/dev/null && stop_container "$2"
@@ -344,7 +349,7 @@ if [ -n "$forced" ]; then
   # pid file, its first step. Stopped here, it cannot boot on unseen.
   if [ -z "$init" ]; then
     sleep 0.05
-    init=$(cat "$pidfile" 2>/dev/null) || init=
+    read_init
     [ -z "$init" ] || kill -KILL "$init" 2>/dev/null
   fi
   # minc-fork.sh is gone at once; let the container's processes go before cleanup.
