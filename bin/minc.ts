@@ -374,7 +374,8 @@ function useStore(plan: Plan): void {
     step(`Make a new container from the image ${plan.image}`);
     image = plan.image!;
     id = farm("fork", image);
-    process.stderr.write(`${id}\n`);
+    // The first line on stdout, as the shell MINCS prints it: scripts do ID=$(minc -r IMAGE ...).
+    process.stdout.write(`${id}\n`);
   }
   step("The image's layers are the container's lower layers, top first");
   s.MINC_BASEDIR = farm("imagestack", image);
@@ -508,21 +509,39 @@ function startGuard(lock: number | undefined): Guard {
 }
 
 /**
+ * minc as the user called it, as the shell's $0 names it (./minc, or the
+ * path PATH found): the raw argument Node got its script from, which Node
+ * itself has made absolute in process.argv[1].
+ */
+function calledAs(): string {
+  try {
+    const raw = readFileSync("/proc/self/cmdline", "utf8").split("\0");
+    const script = raw[1 + process.execArgv.length];
+    if (script && resolve(script) === process.argv[1]) return script;
+  } catch {
+    // no /proc: the absolute path will do
+  }
+  return process.argv[1];
+}
+
+/**
  * What runs when the container ends: remove the directory, or say how to
- * reuse it. It is the first command of the cleanup chain, so the last run.
+ * reuse it (on stdout, where the shell MINCS says it and scripts read it:
+ * DIR=$(minc -k ... | grep reuse ...)). It is the first command of the
+ * cleanup chain, so the last run.
  */
 function trapExit(plan: Plan): void {
   const dir = plan.settings.MINC_TMPDIR;
   let trap = "";
   if (plan.image) {
     step("Trap the exit: the container stays in the store; say how to reuse it");
-    trap = `echo ${quote(`To reuse this, run: minc -t ${basename(dir).slice(0, 12)}`)} >&2`;
+    trap = `echo ${quote(`To reuse this, run: ${quote(calledAs())} -t ${basename(dir).slice(0, 12)}`)}`;
   } else if (plan.tempdirGiven) {
     step("A working directory given with -t is kept");
   } else if (plan.keep) {
     step("Trap the exit: keep the working directory and say how to reuse it");
-    const again = `minc -r ${quote(plan.settings.MINC_BASEDIR)} -t ${quote(dir)}`;
-    trap = `echo ${quote(`To reuse this, run: ${again}`)} >&2`;
+    const again = `${quote(calledAs())} -r ${quote(plan.settings.MINC_BASEDIR)} -t ${quote(dir)}`;
+    trap = `echo ${quote(`To reuse this, run: ${again}`)}`;
   } else {
     step("Trap the exit and remove the working directory");
     trap = `rm -rf --one-file-system ${quote(dir)}`;

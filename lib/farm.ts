@@ -19,7 +19,7 @@ import { MincError, usageError, warn } from "./fail.ts";
 import { checkLayerPath } from "./layerpath.ts";
 import { removeOnInterrupt } from "./interrupt.ts";
 import { mounts } from "./mounts.ts";
-import { checkName, checkRef, isId, isIdPrefix, plainName, sameName, whyNotName } from "./names.ts";
+import { checkName, checkRef, isId, isIdPrefix, isStoreId, plainName, sameName, whyNotName } from "./names.ts";
 import { removeTree } from "./run.ts";
 import { quote, quoteAll, shown, step } from "./trace.ts";
 
@@ -182,7 +182,7 @@ export class Store {
     } catch {
       return [];
     }
-    return names.filter((n) => isId(n) && isDir(`${dir}/${n}`)).sort();
+    return names.filter((n) => isStoreId(n) && isDir(`${dir}/${n}`)).sort();
   }
 
   listImages(): string[] {
@@ -194,7 +194,7 @@ export class Store {
   }
 
   hasImage(id: string): boolean {
-    return isId(id) && isDir(this.imageDir(id));
+    return isStoreId(id) && isDir(this.imageDir(id));
   }
 
   imageName(id: string): string | undefined {
@@ -209,14 +209,14 @@ export class Store {
   baseOf(id: string): string | undefined {
     const base = readTrimmed(`${this.imageDir(id)}/baseid`);
     if (!base) return undefined;
-    if (!isId(base)) throw new MincError(`image ${id}: its baseid ${JSON.stringify(base)} is not an id`);
+    if (!isStoreId(base)) throw new MincError(`image ${id}: its baseid ${JSON.stringify(base)} is not an id`);
     return base;
   }
 
   /** The image a container was forked from. */
   containerBase(id: string): string {
     const base = readTrimmed(`${this.containerDir(id)}/baseid`);
-    if (!base || !isId(base)) throw new MincError(`container ${id} has no valid baseid`);
+    if (!base || !isStoreId(base)) throw new MincError(`container ${id} has no valid baseid`);
     return base;
   }
 
@@ -236,10 +236,8 @@ export class Store {
   resolve(kind: Kind, ref: string): string {
     checkRef(ref, kind);
     const ids = this.ids(kind);
-    if (isId(ref)) {
-      if (ids.includes(ref)) return ref;
-      throw new MincError(`no such ${kind}: ${ref}`);
-    }
+    if (ids.includes(ref)) return ref;
+    if (isId(ref)) throw new MincError(`no such ${kind}: ${ref}`);
     const named = this.named(kind, ids, ref);
     const started = isIdPrefix(ref) ? ids.filter((id) => id.startsWith(ref)) : [];
     const hits = [...new Set([...named, ...started])];
@@ -379,7 +377,7 @@ export class Store {
     const top = layers[layers.length - 1];
     step("Complete each staged layer: the storage link, its base, and on the top layer the name and config");
     for (const l of layers) {
-      if (!isId(l.id) || (l.base !== undefined && !isId(l.base))) throw new MincError(`bad layer id ${l.id}`);
+      if (!isStoreId(l.id) || (l.base !== undefined && !isStoreId(l.base))) throw new MincError(`bad layer id ${l.id}`);
       if (!l.dir) continue; // in the store already
       if (!isDir(`${l.dir}/root`)) throw new MincError(`staged layer ${l.dir} has no root`);
       if (!exists(`${l.dir}/storage`)) symlinkShown("root", `${l.dir}/storage`);

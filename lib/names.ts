@@ -18,6 +18,24 @@ export function isId(s: string): boolean {
   return ID.test(s);
 }
 
+/**
+ * An id the shell MINCS's marten may have chosen (MINC_IMPORT_UUID takes
+ * any string there): one safe directory name, with no character that a
+ * reference gives a meaning (":" of a tag, "@" of a digest, "/").
+ */
+const GIVEN_ID = /^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}$/;
+
+/** Why the text cannot be a given id (MINC_IMPORT_UUID); undefined if it can. */
+export function whyNotGivenId(s: string): string | undefined {
+  if (isId(s) || (GIVEN_ID.test(s) && !s.includes(".."))) return undefined;
+  return `${JSON.stringify(s)} cannot be an id: it names a directory of the store, so letters, digits and _.+- only, not starting with . or -, no .., at most 255`;
+}
+
+/** An id of the store: the 64 hex digits it makes, or one given as MINC_IMPORT_UUID. */
+export function isStoreId(s: string): boolean {
+  return whyNotGivenId(s) === undefined;
+}
+
 /** An id or the start of one. */
 export function isIdPrefix(s: string): boolean {
   return HEX.test(s);

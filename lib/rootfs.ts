@@ -4,9 +4,18 @@ import { resolveInRoot } from "./paths.ts";
 import { foundInRoot, readFileInRoot } from "./rootview.ts";
 import { isExecutable } from "./run.ts";
 
-/** The shell to run when no command is given: $SHELL if the rootfs has it, else /bin/sh. */
+/**
+ * The shell to run when no command is given: $SHELL if the rootfs has it,
+ * else /bin/sh. A $SHELL that is a command name (SHELL=ps) runs as the
+ * shell MINCS runs it, found in the command's PATH inside the rootfs.
+ */
 export function shellOf(root: string): string | undefined {
-  const wanted = [process.env.SHELL, "/bin/sh"].filter((s): s is string => !!s && s.startsWith("/"));
+  const shell = process.env.SHELL;
+  if (shell && !shell.includes("/")) {
+    const dirs = (process.env.PATH || "/usr/sbin:/usr/bin:/sbin:/bin").split(":").filter((d) => d.startsWith("/"));
+    if (dirs.some((d) => isExecutableInRoot(resolveInRoot(root, `${d}/${shell}`)))) return shell;
+  }
+  const wanted = [shell, "/bin/sh"].filter((s): s is string => !!s && s.startsWith("/"));
   return wanted.find((sh) => isExecutableInRoot(resolveInRoot(root, sh)));
 }
 

@@ -30,7 +30,7 @@ import * as fs from "node:fs";
 import { isImageDir } from "../lib/imagedir.ts";
 import { MincError, mainAsync, usageError } from "../lib/fail.ts";
 import { chainId, type ImageMeta, mountsUnder, Store } from "../lib/farm.ts";
-import { checkName, isId } from "../lib/names.ts";
+import { checkName, whyNotGivenId } from "../lib/names.ts";
 import { backend } from "../lib/libexec.ts";
 import { removeTree, runAsync } from "../lib/run.ts";
 import { signalsDelivered } from "../lib/signals.ts";
@@ -152,7 +152,8 @@ async function importPath(store: Store, path: string): Promise<void> {
   }
   if (!st.isDirectory()) throw usageError(`${path}: not a directory or an archive`);
   const given = process.env.MINC_IMPORT_UUID;
-  if (given && !isId(given)) throw usageError(`MINC_IMPORT_UUID ${JSON.stringify(given)} is not an id (64 hex digits)`);
+  const bad = given ? whyNotGivenId(given) : undefined;
+  if (bad) throw usageError(`MINC_IMPORT_UUID ${bad}`);
   const base = process.env.MINC_BASE_UUID ? store.resolveImage(process.env.MINC_BASE_UUID) : undefined;
   // A symlink to the rootfs is followed: cp -a would copy the link itself.
   out(await importTree(store, fs.realpathSync(path), { id: given || undefined, base }, { name: envName(store) }));

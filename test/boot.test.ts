@@ -51,8 +51,8 @@ describe("minc boots a container", { skip }, () => {
     const r = minc(["-k", "sh", "-c", `cat /etc/os-release > /dev/null && echo written > ${marker}`]);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(existsSync(marker), false, "the write reached the host's /");
-    const tmpdir = /-t (\S+)/.exec(r.stderr)?.[1];
-    assert.ok(tmpdir, `no reuse hint in: ${r.stderr}`);
+    const tmpdir = /-t (\S+)/.exec(r.stdout)?.[1];
+    assert.ok(tmpdir, `no reuse hint in: ${r.stdout}`);
     try {
       assert.equal(readFileSync(`${tmpdir}/storage${marker}`, "utf8"), "written\n");
     } finally {

@@ -142,7 +142,15 @@ describe("minc-farm", { skip }, () => {
     assert.equal(readFileSync(`${store}/images/${id}/baseid`, "utf8"), `${busybox}\n`);
     assert.equal(farm(["imagestack", "layered:1"]), `${store}/images/${id}/root:${store}/images/${busybox}/root`);
     assert.equal(inOverlay("layered:1", "cat etc/motd; test -x bin/busybox && echo busybox-too"), "layered\nbusybox-too\n");
-    fails(farmRun(["import", extra], { MINC_IMPORT_UUID: "not-an-id" }), 2, /MINC_IMPORT_UUID/);
+    // Any id safe as a directory name, as MINCS's marten took any string; what is not is refused, saying why.
+    for (const bad of ["../evil", "a/b", ".hidden", "-x", "a:b", "a b", "x".repeat(256)]) {
+      fails(farmRun(["import", extra], { MINC_IMPORT_UUID: bad }), 2, /MINC_IMPORT_UUID .* cannot be an id: it names a directory of the store/);
+    }
+    assert.ok(!existsSync(`${store}/evil`) && !existsSync(`${store}/images/a`), "a refused id touched the store");
+    assert.equal(farm(["import", extra], { MINC_IMPORT_UUID: "my-rootfs_1.0", MINC_BASE_UUID: id }), "my-rootfs_1.0");
+    assert.equal(farm(["imagestack", "my-rootfs_1.0"]), `${store}/images/my-rootfs_1.0/root:${store}/images/${id}/root:${store}/images/${busybox}/root`);
+    assert.match(farm(["li"]), /^my-rootfs_1/m);
+    farm(["rmi", "my-rootfs_1.0"]);
     fails(farmRun(["import", extra], { MINC_IMPORT_NAME: "../evil" }), 2, /MINC_IMPORT_NAME "\.\.\/evil" is not valid/);
     fails(farmRun(["import", extra], { MINC_BASE_UUID: "nothing-here" }), 1, /no such image: nothing-here/);
   });

@@ -20,6 +20,19 @@ function run(program: string, args: string[]): Run {
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
+/**
+ * minc -r IMAGE's stdout, as the shell MINCS writes it for scripts
+ * (ID=$(minc -r IMAGE ...)): the new container's id first, then the
+ * command's output, then how to reuse the container.
+ */
+function inNew(r: Run): { id: string; out: string } {
+  assert.equal(r.status, 0, r.stderr);
+  const m = /^([0-9a-f]{64})\n([^]*)To reuse this, run: \S*\/minc -t ([0-9a-f]{12})\n$/.exec(r.stdout);
+  assert.ok(m, `not the id, the output, the reuse line: ${JSON.stringify(r.stdout)}`);
+  assert.equal(m[3], m[1].slice(0, 12));
+  return { id: m[1], out: m[2] };
+}
+
 /** A busybox userland as one layer: the static binary and the applets the tests use. */
 function busyboxLayer(): Record<string, FileEntry> {
   const layer: Record<string, FileEntry> = { "bin/busybox": { content: readFileSync(`${rootfs()}/bin/busybox`), mode: 0o755 } };
@@ -52,10 +65,9 @@ describe("images", { skip }, () => {
     assert.equal(p.status, 0, p.stderr);
     const li = run("marten", ["li"]);
     assert.match(li.stdout, /app:1/, li.stdout);
-    const r = run("minc", ["-r", "app:1"]);
-    assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.stdout, "entry:hello\n/app\n");
-    assert.match(r.stderr, /^[0-9a-f]{64}$/m, "the new container's id");
+    const r = inNew(run("minc", ["-r", "app:1"]));
+    assert.equal(r.out, "entry:hello\n/app\n");
+    assert.ok(existsSync(`${store}/containers/${r.id}`), "the id printed is not the new container's");
   });
 
   test("a second pull downloads no layer the store has; a Docker schema2 image pulls and runs too", async () => {
@@ -67,33 +79,24 @@ describe("images", { skip }, () => {
     buildImage(layout, "2", { layers: [busyboxLayer()], config: { Cmd: ["echo", "schema2"], Env: ["PATH=/bin"] } });
     await push(layout, "2", `${registry!.host}/library/old:2`, { format: "v2s2" });
     assert.equal(run("marten", ["pull", `${registry!.host}/library/old:2`]).status, 0);
-    const r = run("minc", ["-r", "old:2"]);
-    assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.stdout, "schema2\n");
+    assert.equal(inNew(run("minc", ["-r", "old:2"])).out, "schema2\n");
   });
 
   test("marten commit of a container that wrote a file: a new container of the committed image sees it", () => {
-    const first = run("minc", ["-r", "app:1", "--name", "committer", "sh", "-c", "echo committed > /app/made"]);
-    assert.equal(first.status, 0, first.stderr);
-    const id = /^([0-9a-f]{64})$/m.exec(first.stderr)![1];
+    const { id } = inNew(run("minc", ["-r", "app:1", "--name", "committer", "sh", "-c", "echo committed > /app/made"]));
     const c = run("marten", ["commit", id.slice(0, 12)]);
     assert.equal(c.status, 0, c.stderr);
     const image = c.stdout.trim().split("\n").pop()!;
-    const r = run("minc", ["-r", image.slice(0, 16), "cat", "/app/made"]);
-    assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.stdout, "committed\n");
+    assert.equal(inNew(run("minc", ["-r", image.slice(0, 16), "cat", "/app/made"])).out, "committed\n");
   });
 
   test("a whiteout deletes a lower file, an opaque directory hides the lower one", () => {
-    const r = run("minc", ["-r", "app:1", "sh", "-c", "test -e /etc/old && echo old-is-back; ls /data; cat /app/hello.txt"]);
-    assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.stdout, "b\nhi\n");
+    const r = inNew(run("minc", ["-r", "app:1", "sh", "-c", "test -e /etc/old && echo old-is-back; ls /data; cat /app/hello.txt"]));
+    assert.equal(r.out, "b\nhi\n");
   });
 
   test("minc -t CONTAINER reuses the container and sees its writes", () => {
-    const first = run("minc", ["-r", "app:1", "sh", "-c", "echo kept > /app/state"]);
-    assert.equal(first.status, 0, first.stderr);
-    const id = /^([0-9a-f]{64})$/m.exec(first.stderr)![1];
+    const { id } = inNew(run("minc", ["-r", "app:1", "sh", "-c", "echo kept > /app/state"]));
     const again = run("minc", ["-t", id.slice(0, 12), "cat", "/app/state"]);
     assert.equal(again.status, 0, again.stderr);
     assert.equal(again.stdout, "kept\n");
@@ -107,9 +110,7 @@ describe("images", { skip }, () => {
       writeFileSync(`${dir}/marker`, "imported\n");
       const i = run("marten", ["import", dir, "--name", "localimg"]);
       assert.equal(i.status, 0, i.stderr);
-      const r = run("minc", ["-r", "localimg", "cat", "/marker"]);
-      assert.equal(r.status, 0, r.stderr);
-      assert.equal(r.stdout, "imported\n");
+      assert.equal(inNew(run("minc", ["-r", "localimg", "cat", "/marker"])).out, "imported\n");
     } finally {
       rmSync(dir, { recursive: true });
     }
@@ -120,9 +121,7 @@ describe("images", { skip }, () => {
     assert.equal(i.status, 0, i.stderr);
     const id = i.stdout.trim();
     writeFileSync(`${store}/images/${id}/name`, "library/bbx\n"); // as the shell marten's import of a docker save named it
-    const r = run("minc", ["-r", "library/bbx", "sh", "-c", "echo ran"]);
-    assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.stdout, "ran\n");
+    assert.equal(inNew(run("minc", ["-r", "library/bbx", "sh", "-c", "echo ran"])).out, "ran\n");
     const before = run("marten", ["lc"]).stdout;
     const missing = run("minc", ["-r", "library/none", "true"]);
     assert.equal(missing.status, 2, missing.stderr);

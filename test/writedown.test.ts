@@ -27,7 +27,7 @@ describe("the boot written down ahead", { skip }, () => {
   test("makes the same container as minc-core booting inside: mounts, PID 1, hostname", async () => {
     const written = minc(["-k", "--name", "same", "-r", rootfs(), "sh", "-c", `${MOUNTS}; echo pid $$; hostname`]);
     assert.equal(written.status, 0, written.stderr);
-    const dir = /minc -r \S+ -t (\S+)/.exec(written.stderr)?.[1] ?? "";
+    const dir = /minc -r \S+ -t (\S+)/.exec(written.stdout)?.[1] ?? "";
     try {
       assert.ok(existsSync(`${dir}/minc-core.sh`), `no minc-core.sh in ${dir}: ${written.stderr}`);
       const script = readFileSync(`${dir}/minc-core.sh`, "utf8");
