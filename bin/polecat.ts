@@ -35,6 +35,8 @@ import { VERSION } from "../lib/version.ts";
 
 const FORMATS = ["sh", "squashfs", "sfs", "tgz"] as const;
 type Format = (typeof FORMATS)[number];
+/** The output's name without -o, as in the shell MINCS (and its usage). */
+const DEFAULT_OUTPUT = "polecat-out";
 
 interface Plan {
   /** The rootfs, or an image's layers "TOP:...:BOTTOM". */
@@ -66,7 +68,7 @@ function parse(argv: string[]) {
       "COMMAND in a container on any host with root, sh, mount, unshare and Node.js 24 (arguments given to it\n" +
       "are appended to COMMAND; its exit status is COMMAND's). Stop a server with Ctrl-C after its test run;\n" +
       "TERM, HUP or an INT sent to polecat alone abort the build, and leave nothing.")
-    .option("output", { alias: "o", type: "string", describe: "Output file (default polecat-out.FORMAT: polecat-out.sh, ...); its directory is made if missing" })
+    .option("output", { alias: "o", type: "string", describe: `Output file (default ${DEFAULT_OUTPUT}); -f tgz, sfs and squashfs add .tgz, .sfs, .squashfs to it (unless it ends so already); its directory is made if missing` })
     .option("format", { alias: "f", type: "string", choices: FORMATS, describe: "sh (self-executable), squashfs or sfs, tgz (just the image)" })
     .option("script", { alias: "s", type: "string", describe: "Build script: sets COMMAND, MKDIRS, RMDIRS and defines install_command, run in the container before tracing" })
     .option("tempdir", { alias: "t", type: "string", describe: "Working directory to use and keep (its storage/ is the image)" })
@@ -96,7 +98,7 @@ function planFrom(args: ReturnType<typeof parse>): Plan {
   const command = rest[0] === "--" ? rest.slice(1) : rest;
   const format = (args.format ?? "sh") as Format;
   if (args.output === "") throw usageError("--output needs a file name");
-  const output = checkOutput(resolve(args.output ?? `polecat-out.${format}`));
+  const output = checkOutput(outputName(args.output ?? DEFAULT_OUTPUT, format));
   const script = args.script === undefined ? undefined : existingFile("--script", args.script);
   if (!script && command.length === 0) throw usageError("no COMMAND given (and no --script that sets it)");
   const tempdir = args.tempdir === undefined ? undefined : existingLayerDir("--tempdir", args.tempdir);
@@ -110,6 +112,19 @@ function planFrom(args: ReturnType<typeof parse>): Plan {
     ignoreState: !!args["ignore-state"],
     debug: !!args.debug,
   };
+}
+
+/**
+ * The file written, as the shell MINCS names it: the sh format (a program)
+ * is NAME itself; an image is NAME.tgz, NAME.sfs or NAME.squashfs, named
+ * after the format as given. Unlike the shell MINCS (which makes
+ * ls.tgz.tgz of -o ls.tgz), a NAME that ends with that suffix already gets
+ * no second one.
+ */
+function outputName(given: string, format: Format): string {
+  const path = resolve(given);
+  if (format === "sh" || path.endsWith(`.${format}`)) return path;
+  return `${path}.${format}`;
 }
 
 /**

@@ -96,11 +96,19 @@ function checkStatus(status: number): void {
   }
 }
 
-/** The root as the command saw it, read-only: its writes (storage) over the rootfs. */
+/**
+ * The root as the command saw it, read-only: the container's own overlay
+ * again (storage as the upper layer over the rootfs), mounted ro. Not
+ * storage as a second lower layer: overlayfs refuses lower layers of which
+ * one lies inside another on the same filesystem ("overlapping lowerdir
+ * path", ELOOP), which the working directory is whenever the rootdir holds
+ * it (polecat's rootdir "/"); an upper layer inside a lower one it takes.
+ */
 function mountView(job: Job): void {
-  step("Mount the root as the command saw it, read-only, to copy from: storage over the rootfs");
-  mkdirs(job.view);
-  mount("-t", "overlay", "-o", `ro,lowerdir=${job.upper}:${job.basedir}`, "overlay", job.view);
+  step("Mount the root as the command saw it, read-only, to copy from: storage over the rootfs, as in the container");
+  const work = `${job.tmpdir}/work`;
+  mkdirs(job.view, work);
+  mount("-t", "overlay", "-o", `ro,lowerdir=${job.basedir},upperdir=${job.upper},workdir=${work}`, "overlay", job.view);
 }
 
 function unmountView(job: Job): void {
