@@ -43,8 +43,15 @@ for (const c of yargsCommands(breeder)) breederSubs[c] = help("ermine-breeder", 
 writeFileSync(`${outDir}/ermine-breeder.1`, yargsManPage("ermine-breeder", breeder, breederSubs, [
   ".SH FILES", ".TP", "\\fIlibexec/ermine/vmlinuz.ARCH\\fR, \\fIlibexec/ermine/initramfs.ARCH\\fR",
   "The kernel and initramfs minc \\-\\-qemu and \\-\\-um boot (DESTDIR in a config file moves them).",
+  ".TP", "\\fICONF_FILE\\fR of \\-\\-config, else \\fITOPDIR/ermine.config\\fR",
+  "A shell file, sourced by sh as MINCS's ermine\\-breeder sourced it (later files win; TOPDIR is the directory above libexec/).",
+  "It may set LINUX_URL (a source build), LINUX_BRANCH, BUSYBOX_URL, KCONFIG, FORCE_KCONFIG, BUILD_MOD, BUILD_NET, INCREMENTAL,",
+  "CHECK_WARN, LLVM_OPT, DESTDIR, WORKDIR, DLDIR, KERNEL_PACKAGE, BUSYBOX_PACKAGE, JOBS, CROSS_COMPILE and ARCH, and define",
+  "user_configure_kernel and user_configure_busybox, which a source build runs after make defconfig",
+  "(with kconfig_set, kconfig_string, kconfigs_y, kconfigs_n, kconfigs_m and merge_config, which edit $OUTDIR/.config).",
   ".SH EXAMPLES", "ermine\\-breeder build; minc \\-\\-qemu \\-r ROOTFS uname \\-r",
   ".br", "ermine\\-breeder build \\-\\-arch um",
+  ".br", "ermine\\-breeder testrun \\-\\-net \\-\\-cmdline \"loglevel=7\" \\-\\-work DIR   # DIR/run.sh runs in the guest",
   ".SH SEE ALSO", "\\fBminc\\fR(1), \\fBqemu\\-system\\-x86_64\\fR(1)",
 ]));
 console.log(`wrote ${outDir}/minc.1 marten.1 polecat.1 ermine-breeder.1`);

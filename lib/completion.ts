@@ -157,15 +157,15 @@ _ermine_breeder() {
   cur=\${COMP_WORDS[COMP_CWORD]}
   prev=\${COMP_WORDS[COMP_CWORD-1]}
   case $prev in
-    --arch) COMPREPLY=($(compgen -W "x86_64 um" -- "$cur")); return 0 ;;
-    --config) COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+    --arch) COMPREPLY=($(compgen -W "x86_64 um all" -- "$cur")); return 0 ;;
+    --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
     --work) COMPREPLY=($(compgen -d -- "$cur")); return 0 ;;
-    --timeout) return 0 ;;
+    --timeout|--cmdline) return 0 ;;
   esac
   cmd=
   for ((i = 1; i < COMP_CWORD; i++)); do
     case \${COMP_WORDS[i]} in
-      --arch|--config|--work|--timeout) i=$((i + 1)) ;;
+      --arch|--config|-c|--work|--timeout|--cmdline) i=$((i + 1)) ;;
       -*) ;;
       *) cmd=\${COMP_WORDS[i]}; break ;;
     esac

@@ -15,10 +15,11 @@ import { spawnSync } from "node:child_process";
 import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { constants as os, cpus } from "node:os";
 import { basename } from "node:path";
+import { GATEWAY } from "./dens.ts";
 import { MincError, usageError } from "./fail.ts";
-import { libexecDir } from "./libexec.ts";
-import { removeOnInterrupt, runStoppable } from "./interrupt.ts";
-import { findInPath } from "./run.ts";
+import { backend, libexecDir } from "./libexec.ts";
+import { removeOnInterrupt, runStoppable, undoOnInterrupt } from "./interrupt.ts";
+import { capture, findInPath, run } from "./run.ts";
 import { userTerminal } from "./terminal.ts";
 import { progname, quoteAll, shown, step, tracing } from "./trace.ts";
 
@@ -83,6 +84,12 @@ export const GUEST_MODULES = [
   "9pnet", "9pnet_virtio", "netfs", "fscache", "9p",
 ];
 
+/**
+ * The virtio network card's modules, for testrun --net: packed when the
+ * kernel has them as modules (a kernel with them built in needs none).
+ */
+export const GUEST_NET_MODULES = ["failover", "net_failover", "virtio_net"];
+
 /** Where the guest mounts the working directory, seen from the host's root it chroots into. */
 export const GUEST_SHARE = "/run/minc";
 
@@ -101,17 +108,20 @@ export function guestInit(): string {
 # Linux when the kernel command line names minc.share=PATH), runs run.sh from
 # there chrooted into the host's / with the console minc.console= as its
 # terminal, leaves run.sh's exit status in ${EXIT_FILE}, and powers off.
-# Without a run.sh it offers a shell on the console instead.
+# Without a run.sh it offers a shell on the console instead. An ip= on the
+# kernel command line, in the kernel's static form
+# (ip=ADDRESS::GATEWAY:NETMASK::DEVICE:...), configures that interface.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-console=console share=
+console=console share= netconf=
 for word in $(cat /proc/cmdline); do
   case $word in
     minc.console=*) console=\${word#*=} ;;
     minc.share=*) share=\${word#*=} ;;
+    ip=*) netconf=\${word#ip=} ;;
   esac
 done
 # init keeps no console open (see on_console); its own output goes to the
@@ -125,9 +135,28 @@ fail() { echo "ermine: $*"; echo "ermine: $*" >/dev/$console; }
 on_console() {
   setsid -c sh -c '"$@"; status=$?; exec </dev/null >/dev/null 2>&1; exit $status' on_console "$@" <>/dev/$console >&0 2>&0
 }
-for m in ${GUEST_MODULES.join(" ")}; do
+for m in ${[...GUEST_MODULES, ...GUEST_NET_MODULES].join(" ")}; do
   [ ! -f /lib/modules/$m.ko ] || insmod /lib/modules/$m.ko || fail "cannot load $m"
 done
+ifconfig lo 127.0.0.1 up
+if [ -n "$netconf" ]; then
+  IFS=: read -r addr server gw mask name dev rest <<END
+$netconf
+END
+  dev=\${dev:-eth0}
+  case $addr in
+    off|none|"") ;;
+    *.*.*.*)
+      if [ ! -e /sys/class/net/$dev ]; then
+        fail "ip=$netconf: no network device $dev (is virtio_net in the initramfs? ermine-breeder build --repack)"
+      elif ifconfig $dev $addr netmask \${mask:-255.255.255.0} up; then
+        [ -z "$gw" ] || route add default gw $gw || fail "cannot add the default route via $gw"
+      else
+        fail "cannot give $dev the address $addr"
+      fi ;;
+    *) fail "ip=$netconf: only the static form ADDRESS::GATEWAY:NETMASK::DEVICE is supported here" ;;
+  esac
+fi
 nine=trans=virtio,version=9p2000.L,msize=262144
 mkdir -p /host
 if [ -n "$share" ]; then
@@ -169,6 +198,12 @@ export interface BootOptions {
   timeoutSeconds: number;
   /** Run the guest in a PID namespace of its own, so that nothing of it outlives it (not needed inside minc's). */
   ownPidNamespace: boolean;
+  /** Words added to the kernel command line (testrun --cmdline). */
+  cmdline?: string[];
+  /** A network card on the dens network (testrun --net): see plugGuest. */
+  net?: GuestNet;
+  /** More options for qemu, after ours (testrun's trailing arguments). */
+  qemuOptions?: string[];
 }
 
 function ensureReadable(path: string, fix: string): void {
@@ -243,13 +278,16 @@ export function terminalSize(): [number, number] | undefined {
 }
 
 /** The kernel command line: quiet, kernel messages away from the console run.sh uses, unless tracing. */
-function kernelCommandLine(guest: GuestArch, extra: string[]): string[] {
+function kernelCommandLine(guest: GuestArch, extra: string[], opts: BootOptions): string[] {
   const kernelConsole = guest.qemu ? (guest.machine.includes("pc") ? "ttyS1" : guest.console) : "tty0";
   const log = tracing() ? [`console=${kernelConsole}`, "loglevel=7"] : ["console=tty0", "quiet", "loglevel=1"];
-  return ["rdinit=/init", "panic=-1", `minc.console=${guest.console}`, ...log, ...extra];
+  // (In the kernel's own ip= syntax, which the guest's init reads: Debian's kernel has no IP_PNP to do it.)
+  const net = opts.net ? [`ip=${opts.net.ip}::${GATEWAY}:255.255.255.0::eth0:off`] : [];
+  return ["rdinit=/init", "panic=-1", `minc.console=${guest.console}`, ...log, ...extra, ...net, ...(opts.cmdline ?? [])];
 }
 
-function qemuArgv(guest: GuestArch, dir: string, share: string): string[] {
+function qemuArgv(guest: GuestArch, dir: string, opts: BootOptions): string[] {
+  const share = opts.share;
   const kernel = kernelOf(dir, guest.arch);
   const accel = chooseAccel(guest, kernel);
   const cpus = Math.min(availableCpus(), guest.maxCpus ?? Infinity);
@@ -257,14 +295,17 @@ function qemuArgv(guest: GuestArch, dir: string, share: string): string[] {
   const stdio = ["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"];
   // With --debug on a pc, kernel messages go to a second serial port, shown on stderr.
   const klog = tracing() && guest.machine.includes("pc") ? ["-chardev", "file,id=klog,path=/dev/stderr", "-serial", "chardev:klog"] : [];
+  const nic = opts.net ? ["-netdev", `tap,id=net0,ifname=${opts.net.tap},script=no,downscript=no`,
+    "-device", `virtio-net-pci,netdev=net0,mac=${opts.net.mac}`] : ["-nic", "none"];
   return [
     `qemu-system-${guest.qemu}`, ...guest.machine, "-accel", accel, "-smp", String(cpus), "-m", "512",
     "-display", "none", "-vga", "none", "-monitor", "none", ...stdio, ...klog,
-    "-no-reboot", "-nic", "none", "-device", "virtio-rng-pci",
+    "-no-reboot", ...nic, "-device", "virtio-rng-pci",
     "-kernel", kernel, "-initrd", initramfsOf(dir, guest.arch),
-    "-append", kernelCommandLine(guest, []).join(" "),
+    "-append", kernelCommandLine(guest, [], opts).join(" "),
     "-virtfs", `local,id=minc,path=${share},security_model=none,mount_tag=minc,multidevs=remap`,
     "-virtfs", "local,id=minchost,path=/,security_model=none,mount_tag=minchost,multidevs=remap,readonly=on",
+    ...(opts.qemuOptions ?? []),
   ];
 }
 
@@ -277,13 +318,15 @@ function availableCpus(): number {
  * (fd 3); the kernel's own console and UML's early messages go nowhere, or
  * to stderr when tracing. Its run directory (umid) is in the shared dir.
  */
-function umArgv(guest: GuestArch, dir: string, share: string): string[] {
+function umArgv(guest: GuestArch, dir: string, opts: BootOptions): string[] {
+  const share = opts.share;
   if (/[\s,]/.test(share)) throw usageError(`${share}: a shared directory with blanks or commas cannot be a hostfs path`);
   return [
     kernelOf(dir, guest.arch), "mem=512M", `initrd=${initramfsOf(dir, guest.arch)}`,
     `umid=ermine-${basename(share)}`, `uml_dir=${share}/.uml`,
     tracing() ? "con0=null,fd:2" : "con0=null", "con1=fd:0,fd:3", "con=null", "ssl=null",
-    ...kernelCommandLine(guest, [`minc.share=${share}`]),
+    ...(opts.net ? [`eth0=tuntap,${opts.net.tap},${opts.net.mac}`] : []),
+    ...kernelCommandLine(guest, [`minc.share=${share}`], opts),
   ];
 }
 
@@ -296,10 +339,14 @@ function umArgv(guest: GuestArch, dir: string, share: string): string[] {
 export async function bootGuest(guest: GuestArch, dir: string, opts: BootOptions): Promise<number> {
   const exitFile = `${opts.share}/${EXIT_FILE}`;
   rmSync(exitFile, { force: true });
-  let argv = guest.qemu ? qemuArgv(guest, dir, opts.share) : umArgv(guest, dir, opts.share);
+  let argv = guest.qemu ? qemuArgv(guest, dir, opts) : umArgv(guest, dir, opts);
   if (opts.ownPidNamespace) {
     step("In a PID namespace of its own, so no helper of the guest outlives it");
     argv = ["unshare", "--pid", "--fork", "--kill-child", ...argv];
+  }
+  if (opts.net) {
+    step(`In the network namespace ${opts.net.netns}, where the other end of its network card, ${opts.net.tap}, is`);
+    argv = ["ip", "netns", "exec", opts.net.netns, ...argv];
   }
   step(guest.qemu ? `Boot qemu (${guest.arch}): the working directory is 9p tag minc, the host's / tag minchost (read-only)` :
     "Boot user-mode Linux: the working directory and the host's / (read-only) through hostfs");
@@ -329,3 +376,70 @@ export async function bootGuest(guest: GuestArch, dir: string, opts: BootOptions
   return Number(status);
 }
 
+
+/** A guest's place on the dens network (testrun --net). */
+export interface GuestNet {
+  /** A network namespace of its own, plugged into the bridge by minc-dens (also the id of its lease). */
+  netns: string;
+  /** Its address, leased by minc-dens; the guest's init gives it to eth0 (ip= on the kernel command line). */
+  ip: string;
+  /** The tap device in the netns that the VM's network card is. */
+  tap: string;
+  mac: string;
+}
+
+/**
+ * Plug a guest into the dens network as minc --net dens plugs a container:
+ * a network namespace of its own, plugged into the bridge by minc-dens (a
+ * veth pair with eth0 inside, a leased address, NAT). Inside it a bridge
+ * joins that eth0 and a tap device, the VM's network card, and the address
+ * moves from eth0 to the guest. The VM runs in the netns. unplug (called
+ * by an interruption too) removes it all.
+ */
+export function plugGuest(netns: string): { net: GuestNet; unplug: () => void } {
+  const dens = backend("minc-dens");
+  const undo = (): void => {
+    step(`Unplug the guest: its lease, veth and rules (minc-dens del), then ${netns} with its bridge and tap`);
+    let failure: unknown;
+    for (const part of [() => run([dens, "del", netns, netns]), () => run(["ip", "netns", "del", netns])]) {
+      try {
+        part();
+      } catch (e) {
+        failure ??= e;
+      }
+    }
+    if (failure) throw failure;
+  };
+  step(`Plug the guest into the dens network: a network namespace ${netns} of its own, plugged in by minc-dens`);
+  run(["ip", "netns", "add", netns]);
+  const forget = undoOnInterrupt(undo);
+  const unplug = (): void => {
+    forget();
+    undo();
+  };
+  try {
+    const ip = capture([dens, "add", netns, netns]).trim();
+    const tap = "tap0";
+    step(`In ${netns}: a bridge joins eth0 and the VM's tap device ${tap}, and the address ${ip} goes to the guest`);
+    const ipn = (...args: string[]): void => run(["ip", "-n", netns, ...args]);
+    ipn("addr", "flush", "dev", "eth0");
+    ipn("link", "add", "br0", "type", "bridge");
+    ipn("link", "set", "eth0", "master", "br0");
+    // The host's end is in hairpin mode (for port maps): it sends the guest's broadcasts back, and
+    // a bridge learning from them would put the guest's address behind eth0, and drop its replies.
+    ipn("link", "set", "eth0", "type", "bridge_slave", "learning", "off");
+    ipn("tuntap", "add", "dev", tap, "mode", "tap");
+    ipn("link", "set", tap, "master", "br0", "up");
+    ipn("link", "set", "br0", "up");
+    // One MAC address per lease: guests on the one bridge must not all have qemu's default.
+    const mac = `52:54:00:8b:00:${Number(ip.split(".")[3]).toString(16).padStart(2, "0")}`;
+    return { net: { netns, ip, tap, mac }, unplug };
+  } catch (e) {
+    try {
+      unplug();
+    } catch {
+      // (it said why; the first failure is the one to report)
+    }
+    throw e;
+  }
+}

@@ -36,6 +36,8 @@ export type PassOn = (sig: NodeJS.Signals, child: ChildProcess) => void;
 // On globalThis: minc-farm runs in marten's Node, from another bundle.
 interface Undo {
   stages: Set<string>;
+  /** What else an interruption undoes, last made first (a VM's network: lib/ermine.ts). */
+  actions?: Set<() => void>;
   children: Map<ChildProcess, PassOn>;
   caught?: NodeJS.Signals;
   /** While set: tells whether an INT reached the whole process group (see spareGroupInterrupts). */
@@ -63,6 +65,18 @@ export function catchInterrupts(): void {
 /** This staging directory goes if the program is interrupted (gone or moved into the store by then: nothing to undo). */
 export function removeOnInterrupt(stage: string): void {
   undo().stages.add(stage);
+}
+
+/**
+ * Run undo if the program is interrupted (after its children ended, before
+ * the staging directories go): for what was made outside them. The returned
+ * function takes it back, once it is undone the ordinary way.
+ */
+export function undoOnInterrupt(action: () => void): () => void {
+  const u = undo();
+  const actions = (u.actions ??= new Set());
+  actions.add(action);
+  return () => { actions.delete(action); };
 }
 
 /** This child gets the signal that interrupts the program, which waits for it to end. */
@@ -98,6 +112,13 @@ function interrupt(u: Undo, sig: NodeJS.Signals): void {
 
 function leave(u: Undo): void {
   const sig = u.caught!;
+  for (const action of [...(u.actions ?? [])].reverse()) {
+    try {
+      action();
+    } catch (e) {
+      writeSync(2, `${progname()}: ${e instanceof Error ? e.message : String(e)}\n`);
+    }
+  }
   const left = [...u.stages].filter((stage) => existsSync(stage));
   if (left.length > 0) {
     step(`Interrupted by ${sig}: remove the staging directories`);

@@ -100,7 +100,11 @@ describe("bash completion", { skip: hasBash ? false : "bash is not installed" },
   test("ermine-breeder: commands and arches", () => {
     assert.deepEqual(complete("ermine-breeder te"), ["testrun"]);
     assert.deepEqual(complete("ermine-breeder build --arch u"), ["um"]);
-    assert.deepEqual(complete("ermine-breeder build --re"), ["--rebuild", "--repack"]);
+    assert.deepEqual(complete("ermine-breeder build --re"), ["--rebuild", "--rebuild-kernel", "--repack"]);
+    assert.deepEqual(complete("ermine-breeder dist"), ["distclean"]);
+    assert.deepEqual(complete("ermine-breeder testrun --n"), ["--net"]);
+    assert.deepEqual(complete("ermine-breeder testrun --cmdline quiet --w"), ["--work"]);
+    assert.deepEqual(complete("ermine-breeder build --arch a"), ["all"]);
     assert.deepEqual(complete("ermine-breeder --arch um testrun --ti"), ["--timeout"]);
     assert.ok(complete("ermine-breeder testrun --").includes("--work"));
     assert.ok(!complete("ermine-breeder build --").includes("--work"));

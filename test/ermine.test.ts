@@ -3,10 +3,11 @@
 // machines: qemu runs under TCG where KVM cannot boot (10-20 s a run).
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { constants, release } from "node:os";
 import { after, before, describe, test } from "node:test";
-import { cannotBoot, cleanEnv, hasTool, leftovers, minc, MINC, REPO, rootfs, sleep } from "./helpers.ts";
+import { cannotBoot, cleanEnv, freePort, hasTool, leftovers, minc, MINC, REPO, rootfs, RUNDIR, sleep, start } from "./helpers.ts";
 import { buildImage, type FileEntry } from "./registry-fixture.ts";
 
 const BREEDER = `${REPO}/bin/ermine-breeder`;
@@ -42,13 +43,13 @@ function breeder(args: string[], timeout = VM_MS) {
 
 const vmEnv = () => cleanEnv({ MINC_ERMINE_DIR: DESTDIR, MINC_VM_TIMEOUT: "150" });
 
-/** Host processes of a VM booted for one of our containers (qemu or UML with a /var/run/mincPID- share). */
+/** Host processes of a VM booted for one of our containers (qemu or UML with a RUNDIR/mincPID- share). */
 function vmProcesses(only = ""): string[] {
   const found: string[] = [];
   for (const pid of readdirSync("/proc").filter((n) => /^\d+$/.test(n))) {
     try {
       const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
-      if (/(qemu-system|vmlinuz\.um)/.test(cmd) && /\/var\/run\/minc\d+-/.test(cmd) && cmd.includes(only)) found.push(`${pid} ${cmd.slice(0, 80)}`);
+      if (/(qemu-system|vmlinuz\.um)/.test(cmd) && cmd.includes(`${RUNDIR}/minc`) && cmd.includes(only)) found.push(`${pid} ${cmd.slice(0, 80)}`);
     } catch {
       // gone
     }
@@ -175,7 +176,7 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
     const r = minc(["--debug", "--um", "-r", rootfs(), "true"], { env: vmEnv(), timeout: VM_MS });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /^# ==== minc-moult: phase 5\/5/m);
-    assert.match(r.stderr, /^\+ printf .* > \/var\/run\/minc\d+-\w+\/run\.sh$/m);
+    assert.match(r.stderr, new RegExp(`^\\+ printf .* > ${RUNDIR}/minc\\d+-\\w+/run\\.sh$`, "m"));
     assert.match(r.stderr, /^\+ \S+\/vmlinuz\.um mem=\S+ initrd=\S+initramfs\.um .*minc\.share=/m);
   });
 
@@ -204,7 +205,7 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
   test("^C (SIGINT to minc) ends the qemu VM and the container: nothing left", { timeout: VM_MS }, async () => {
     const child = spawn(MINC, ["--qemu", "-r", rootfs(), "sleep", "100"], { env: vmEnv(), stdio: "ignore" });
     const ended = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-    // This minc's VM (its share is /var/run/minc<PID>-...), not one of an earlier test still going.
+    // This minc's VM (its share is RUNDIR/minc<PID>-...), not one of an earlier test still going.
     const ours = (): string[] => vmProcesses(`/minc${child.pid}-`);
     for (let i = 0; i < 100 && ours().length === 0; i++) await sleep(100);
     assert.notDeepEqual(ours(), [], "no VM started");
@@ -228,5 +229,292 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
     assert.equal(r.status, 1);
     assert.match(r.stderr, /vmlinuz\.um: missing; run: ermine-breeder build --arch um/);
     assert.equal(existsSync("/nonexistent"), false);
+  });
+});
+
+// ---- As MINCS's scripts call it (issue 18): its commands, options and shell config files ----
+
+/** A directory of the test's own, removed at the end. */
+function scratch(name: string): string {
+  return mkdtempSync(`/tmp/ermine-${name}-`);
+}
+
+/** gzip -dc INITRAMFS | cpio -i --to-stdout FILE */
+function fromInitramfs(initramfs: string, file: string): string {
+  return spawnSync("sh", ["-c", 'gzip -dc "$1" | cpio -i --quiet --to-stdout "$2"', "sh", initramfs, file], { encoding: "utf8" }).stdout;
+}
+
+/**
+ * Stand-ins for a kernel tree (a git repository, branch ermine-test) and a
+ * busybox tree: Makefiles with the targets ermine-breeder calls, whose
+ * "kernel" and "busybox" are the .config they were built with and the make
+ * variables they saw. And flex and bison that do nothing, which a real
+ * kernel build needs and these trees do not.
+ */
+function fakeSources(dir: string): { gitUrl: string; busybox: string; bin: string } {
+  const linux = `${dir}/linux`;
+  const busybox = `${dir}/busybox`;
+  const bin = `${dir}/bin`;
+  for (const d of [linux, busybox, bin]) mkdirSync(d);
+  writeFileSync(`${linux}/Makefile`, [
+    "O ?= .",
+    "defconfig:",
+    '\tprintf "CONFIG_FROM_DEFCONFIG=y\\n# CONFIG_HOOKED is not set\\nCONFIG_OVERLAY_FS=n\\n" > $(O)/.config',
+    "olddefconfig:",
+    '\techo "# olddefconfig ARCH=$(ARCH)" >> $(O)/.config',
+    "bzImage:",
+    "\tmkdir -p $(O)/arch/x86/boot",
+    '\t{ cat $(O)/.config; echo "make: LLVM=$(LLVM) W=$(W)"; } > $(O)/arch/x86/boot/bzImage',
+    "",
+  ].join("\n"));
+  writeFileSync(`${busybox}/Makefile`, "defconfig:\n\techo CONFIG_FROM_DEFCONFIG=y > .config\nbusybox:\n\tcp .config busybox\n");
+  for (const tool of ["flex", "bison"]) writeFileSync(`${bin}/${tool}`, "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+  const git = (...args: string[]) => {
+    const r = spawnSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+  };
+  git("init", "-q", "-b", "ermine-test", linux);
+  git("-C", linux, "add", "Makefile");
+  git("-C", linux, "commit", "-q", "-m", "a stand-in kernel tree");
+  git("clone", "-q", "--bare", linux, `${dir}/fake-linux.git`);
+  rmSync(linux, { recursive: true });
+  return { gitUrl: `file://${dir}/fake-linux.git`, busybox, bin };
+}
+
+/** ermine-breeder run asynchronously, so that this process can answer the guest meanwhile. */
+function breederAsync(args: string[]) {
+  return start(BREEDER, args, { env: cleanEnv() });
+}
+
+/** What a testrun --net may leave on the host: its netns, its lease. */
+function netLeft(): string[] {
+  const netns = spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout.split("\n").filter((l) => l.startsWith("ermine-testrun-"));
+  const lease = existsSync("/var/run/minc.lease") ? readFileSync("/var/run/minc.lease", "utf8").split("\n").filter((l) => l.includes("ermine-testrun-")) : [];
+  return [...netns, ...lease];
+}
+
+describe("ermine-breeder as the shell MINCS's scripts call it", { skip }, () => {
+  let config: string;
+  before(() => { config = configFile(); });
+  after(() => {
+    assert.deepEqual(vmProcesses(), [], "a virtual machine is still running");
+    assert.deepEqual(netLeft(), [], "a testrun --net left its network");
+  });
+
+  test("no command means build; --config is a shell file, sourced: its variables and $TOPDIR take effect", () => {
+    const dir = scratch("config");
+    try {
+      // Quoting, arithmetic and variables of the shell; -c as MINCS's short option; ARCH from the config.
+      writeFileSync(`${dir}/my.conf`, [
+        "# as a MINCS config: shell",
+        `top="${dir}"`,
+        'DESTDIR="$top/dest dir"',
+        'WORKDIR="$top/work"',
+        `DLDIR=${CACHE}/ermine-download`,
+        "JOBS=$((1 + 1))",
+        "ARCH=um",
+        'echo "sourced with TOPDIR=$TOPDIR"',
+        "user_configure_kernel() { kconfigs_y HOOKED; }",
+        "",
+      ].join("\n"));
+      const r = breeder(["-c", `${dir}/my.conf`]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`^sourced with TOPDIR=${REPO}$`, "m"));
+      assert.equal(readFileSync(`${dir}/dest dir/vmlinuz.um`).equals(readFileSync("/usr/bin/linux.uml")), true);
+      assert.ok(statSync(`${dir}/dest dir/initramfs.um`).size > 100_000);
+      assert.ok(existsSync(`${dir}/work/um`), "not built in the config's WORKDIR");
+      // A hook a build from packages has no place for is said, not silently dropped.
+      assert.match(r.stderr, /^ermine-breeder: notice: not used: user_configure_kernel: .*Debian's/m);
+
+      // No arguments at all: TOPDIR/ermine.config, as MINCS read it (TOPDIR: above libexec/, here a copy of the program).
+      const top = `${dir}/top`;
+      for (const d of ["bin", "libexec"]) mkdirSync(`${top}/${d}`, { recursive: true });
+      copyFileSync(BREEDER, `${top}/bin/ermine-breeder`);
+      chmodSync(`${top}/bin/ermine-breeder`, 0o755);
+      writeFileSync(`${top}/ermine.config`, `ARCH=um\nWORKDIR="$TOPDIR/work"\nDLDIR=${CACHE}/ermine-download\n`);
+      const bare = spawnSync(`${top}/bin/ermine-breeder`, [], { encoding: "utf8", env: cleanEnv(), timeout: VM_MS });
+      assert.equal(bare.status, 0, bare.stderr);
+      assert.deepEqual(readdirSync(`${top}/libexec/ermine`).sort(), ["initramfs.um", "vmlinuz.um"]);
+      assert.ok(existsSync(`${top}/work/um`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a bad config: one line and exit 2, whether missing or failing as sh sources it", () => {
+    const dir = scratch("badconfig");
+    try {
+      const missing = breeder(["build", "--config", `${dir}/nothere`]);
+      assert.equal(missing.status, 2);
+      assert.equal(missing.stderr, `ermine-breeder: --config ${dir}/nothere: no such file\n`);
+      writeFileSync(`${dir}/failing.conf`, "DESTDIR=/nowhere\nfalse\n");
+      const failing = breeder(["build", "-c", `${dir}/failing.conf`]);
+      assert.equal(failing.status, 2);
+      assert.equal(failing.stderr, "ermine-breeder: --config failing.conf: sourcing it failed (sh exit 1)\n");
+      assert.equal(existsSync("/nowhere"), false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a source build runs the config's user_configure_kernel and user_configure_busybox where MINCS did (git LINUX_URL, LINUX_BRANCH, LLVM_OPT, CHECK_WARN)", () => {
+    const dir = scratch("hooks");
+    try {
+      const fake = fakeSources(dir);
+      writeFileSync(`${dir}/hooks.conf`, [
+        `LINUX_URL=${fake.gitUrl}`,
+        "LINUX_BRANCH=ermine-test",
+        `BUSYBOX_URL=file:/${fake.busybox}`,
+        `DESTDIR=${dir}/out`,
+        `WORKDIR=${dir}/work`,
+        `DLDIR=${CACHE}/ermine-download`,
+        'LLVM_OPT="LLVM=1"',
+        "CHECK_WARN=yes",
+        "user_configure_kernel() {",
+        "  kconfigs_y HOOKED",
+        '  kconfig_string HOOK_OUTDIR "$1"',
+        '  kconfig_string HOOK_PWD "$(pwd)"',
+        "}",
+        "user_configure_busybox() { kconfigs_y HOOKED_BUSYBOX; }",
+        "",
+      ].join("\n"));
+      const r = spawnSync(BREEDER, ["build", "--arch", "x86_64", "-c", `${dir}/hooks.conf`],
+        { encoding: "utf8", env: cleanEnv({ PATH: `${fake.bin}:${process.env.PATH}` }), timeout: VM_MS });
+      assert.equal(r.status, 0, r.stderr);
+      const kernel = readFileSync(`${dir}/out/vmlinuz.x86_64`, "utf8").split("\n");
+      // After defconfig, with the build dir as $1 in the cloned tree; before what containers need (which wins) and olddefconfig.
+      for (const line of ["CONFIG_FROM_DEFCONFIG=y", "CONFIG_HOOKED=y", `CONFIG_HOOK_OUTDIR="${dir}/work/x86_64/linux-build"`,
+        `CONFIG_HOOK_PWD="${dir}/work/x86_64/linux"`, "CONFIG_OVERLAY_FS=y", "# olddefconfig ARCH=x86_64", "make: LLVM=1 W=1"]) {
+        assert.ok(kernel.includes(line), `${line} not in the kernel's .config: ${kernel.join("\n")}`);
+      }
+      assert.ok(!kernel.includes("# CONFIG_HOOKED is not set"));
+      assert.ok(kernel.indexOf("CONFIG_HOOKED=y") < kernel.indexOf("CONFIG_OVERLAY_FS=y"));
+      const busybox = fromInitramfs(`${dir}/out/initramfs.x86_64`, "bin/busybox").split("\n");
+      for (const line of ["CONFIG_FROM_DEFCONFIG=y", "CONFIG_HOOKED_BUSYBOX=y", "CONFIG_STATIC=y"]) assert.ok(busybox.includes(line), `${line} not in busybox's .config`);
+      assert.doesNotMatch(r.stderr, /notice/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("--rebuild-kernel makes the kernel again (build alone keeps it); the initramfs without its modules stays", () => {
+    const dir = scratch("rebuild-kernel");
+    try {
+      writeFileSync(`${dir}/c.conf`, `DESTDIR=${dir}/out\nWORKDIR=${dir}/work\nDLDIR=${CACHE}/ermine-download\n`);
+      assert.equal(breeder(["build", "--arch", "um", "-c", `${dir}/c.conf`]).status, 0);
+      writeFileSync(`${dir}/out/vmlinuz.um`, "not a kernel");
+      const initramfs = statSync(`${dir}/out/initramfs.um`).mtimeMs;
+      assert.equal(breeder(["build", "--arch", "um", "-c", `${dir}/c.conf`]).status, 0);
+      assert.equal(readFileSync(`${dir}/out/vmlinuz.um`, "utf8"), "not a kernel");
+      const r = breeder(["build", "--arch", "um", "-c", `${dir}/c.conf`, "--rebuild-kernel"]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.ok(readFileSync(`${dir}/out/vmlinuz.um`).equals(readFileSync("/usr/bin/linux.uml")), "the kernel was not made again");
+      assert.equal(statSync(`${dir}/out/initramfs.um`).mtimeMs, initramfs);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("clean removes the work dir but the downloads; distclean removes all build made, downloads too", () => {
+    const dir = scratch("distclean");
+    try {
+      // The downloads inside the work dir (the default place), seeded from the shared cache.
+      mkdirSync(`${dir}/work/download`, { recursive: true });
+      const deb = readdirSync(`${CACHE}/ermine-download`).find((f) => f.startsWith("busybox-static_"));
+      assert.ok(deb, "no busybox-static .deb in the cache (the first build downloads it)");
+      copyFileSync(`${CACHE}/ermine-download/${deb}`, `${dir}/work/download/${deb}`);
+      writeFileSync(`${dir}/c.conf`, `DESTDIR=${dir}/out\nWORKDIR=${dir}/work\n`);
+      assert.equal(breeder(["--arch", "um", "-c", `${dir}/c.conf`]).status, 0);
+      assert.deepEqual(readdirSync(`${dir}/work`).sort(), ["download", "um"]);
+      const clean = breeder(["clean", "-c", `${dir}/c.conf`]);
+      assert.equal(clean.status, 0, clean.stderr);
+      assert.deepEqual(readdirSync(`${dir}/work`), ["download"]);
+      assert.deepEqual(readdirSync(`${dir}/work/download`), [deb]);
+      assert.deepEqual(readdirSync(`${dir}/out`).sort(), ["initramfs.um", "vmlinuz.um"]);
+      const distclean = breeder(["distclean", "-c", `${dir}/c.conf`]);
+      assert.equal(distclean.status, 0, distclean.stderr);
+      assert.deepEqual(readdirSync(dir), ["c.conf"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("selfbuild [DIR] builds as build does (no new root is needed), and says so; a DIR that is not there: exit 2", () => {
+    const dir = scratch("selfbuild");
+    try {
+      writeFileSync(`${dir}/c.conf`, `DESTDIR=${dir}/out\nWORKDIR=${dir}/work\nDLDIR=${CACHE}/ermine-download\n`);
+      const r = breeder(["selfbuild", dir, "--arch", "um", "-c", `${dir}/c.conf`]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, new RegExp(`^ermine-breeder: notice: selfbuild builds here, as build does: .*; ${dir} is not used\\n$`));
+      assert.deepEqual(readdirSync(`${dir}/out`).sort(), ["initramfs.um", "vmlinuz.um"]);
+      const bad = breeder(["selfbuild", `${dir}/nothere`, "--arch", "um", "-c", `${dir}/c.conf`]);
+      assert.equal(bad.status, 2);
+      assert.equal(bad.stderr, `ermine-breeder: selfbuild ${dir}/nothere: no such directory\n`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("help shows the usage (exit 0); an unknown command: exit 2", () => {
+    const help = breeder(["help"]);
+    assert.equal(help.status, 0);
+    for (const c of ["build", "selfbuild", "testrun", "clean", "distclean"]) assert.match(help.stdout, new RegExp(`ermine-breeder ${c}`));
+    const bad = breeder(["frobnicate"]);
+    assert.equal(bad.status, 2);
+    assert.equal(bad.stderr.split("\n").length, 2, bad.stderr);
+  });
+
+  test("testrun --cmdline ARGS reaches the guest kernel's /proc/cmdline; QEMU OPTIONS at the end go to qemu", { timeout: VM_MS }, () => {
+    const work = scratch("cmdline");
+    try {
+      writeFileSync(`${work}/run.sh`, "echo cmdline: $(cat /proc/cmdline)\necho cpus: $(nproc)\n");
+      const um = breeder(["testrun", "--arch", "um", "-c", config, "--work", work, "--cmdline", "minc.test=hello ermine.word", "--timeout", "150"]);
+      assert.equal(um.status, 0, um.stderr);
+      assert.match(um.stdout, /^cmdline: .* minc\.test=hello ermine\.word( |\r?$)/m);
+      // (qemu's -smp 2 on this host, and then the one given)
+      const qemu = breeder(["testrun", "--arch", "x86_64", "-c", config, "--work", work, "--cmdline", "minc.test=hello", "--timeout", "150", "-smp", "1"]);
+      assert.equal(qemu.status, 0, qemu.stderr);
+      assert.match(qemu.stdout, /^cmdline: .* minc\.test=hello( |\r?$)/m);
+      assert.match(qemu.stdout, /^cpus: 1\r?$/m);
+      const refused = breeder(["testrun", "--arch", "um", "-c", config, "--work", work, "-smp", "1"]);
+      assert.equal(refused.status, 2);
+      assert.equal(refused.stderr, "ermine-breeder: -smp 1: options for qemu, but --arch um boots user-mode Linux\n");
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+
+  test("testrun --net: the guest has a leased address on the dens network and reaches the host; nothing is left", { timeout: 2 * VM_MS }, async () => {
+    const work = scratch("net");
+    const server = createServer((c) => c.end("hello-from-host\n"));
+    try {
+      const port = await freePort();
+      await new Promise<void>((res) => server.listen(port, "0.0.0.0", res));
+      writeFileSync(`${work}/run.sh`, [
+        "ip -4 -o addr show dev eth0",
+        "ip route show default",
+        `bash -c 'exec 3<>/dev/tcp/192.168.139.1/${port} && read -r line <&3 && echo "got: $line"'`,
+        "",
+      ].join("\n"));
+      for (const arch of ["um", "x86_64"]) {
+        const run = breederAsync(["testrun", "--arch", arch, "-c", config, "--work", work, "--net", "--timeout", "150"]);
+        assert.equal(await run.exit(VM_MS), 0, run.stderr());
+        assert.match(run.stdout(), /eth0\s+inet 192\.168\.139\.\d+\/24/, `${arch}: ${run.stdout()}`);
+        assert.match(run.stdout(), /^default via 192\.168\.139\.1 dev eth0/m, arch);
+        assert.match(run.stdout(), /^got: hello-from-host\r?$/m, arch);
+        assert.deepEqual(netLeft(), [], arch);
+      }
+      // Interrupted, it leaves nothing of the network either.
+      writeFileSync(`${work}/run.sh`, "echo inguest; sleep 300\n");
+      const run = breederAsync(["testrun", "--arch", "um", "-c", config, "--work", work, "--net"]);
+      await run.printed("inguest", { ms: VM_MS });
+      assert.notDeepEqual(netLeft(), []);
+      run.child.kill("SIGTERM");
+      assert.equal(await run.exit(VM_MS), 143);
+      assert.deepEqual(netLeft(), []);
+    } finally {
+      server.close();
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 });

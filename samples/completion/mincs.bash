@@ -129,28 +129,31 @@ _ermine_breeder() {
   cur=${COMP_WORDS[COMP_CWORD]}
   prev=${COMP_WORDS[COMP_CWORD-1]}
   case $prev in
-    --arch) COMPREPLY=($(compgen -W "x86_64 um" -- "$cur")); return 0 ;;
-    --config) COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
+    --arch) COMPREPLY=($(compgen -W "x86_64 um all" -- "$cur")); return 0 ;;
+    --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
     --work) COMPREPLY=($(compgen -d -- "$cur")); return 0 ;;
-    --timeout) return 0 ;;
+    --timeout|--cmdline) return 0 ;;
   esac
   cmd=
   for ((i = 1; i < COMP_CWORD; i++)); do
     case ${COMP_WORDS[i]} in
-      --arch|--config|--work|--timeout) i=$((i + 1)) ;;
+      --arch|--config|-c|--work|--timeout|--cmdline) i=$((i + 1)) ;;
       -*) ;;
       *) cmd=${COMP_WORDS[i]}; break ;;
     esac
   done
   case $cmd in
-    build) opts="--version --arch --config --debug --rebuild --repack -h --help" ;;
-    testrun) opts="--version --arch --config --debug --work --timeout -h --help" ;;
-    clean) opts="--version --arch --config --debug -h --help" ;;
-    *) opts="--version --arch --config --debug -h --help" ;;
+    build) opts="--version --arch -c --config --debug --rebuild --repack --rebuild-kernel -h --help" ;;
+    selfbuild) opts="--version --arch -c --config --debug --rebuild --repack --rebuild-kernel -h --help" ;;
+    testrun) opts="--version --arch -c --config --debug --work --net --cmdline --timeout -h --help" ;;
+    clean) opts="--version --arch -c --config --debug -h --help" ;;
+    distclean) opts="--version --arch -c --config --debug -h --help" ;;
+    help) opts="--version --arch -c --config --debug --rebuild --repack --rebuild-kernel -h --help" ;;
+    *) opts="--version --arch -c --config --debug --rebuild --repack --rebuild-kernel -h --help" ;;
   esac
   case $cur in
     -*) COMPREPLY=($(compgen -W "$opts" -- "$cur")) ;;
-    *) [ -n "$cmd" ] || COMPREPLY=($(compgen -W "build testrun clean" -- "$cur")) ;;
+    *) [ -n "$cmd" ] || COMPREPLY=($(compgen -W "build selfbuild testrun clean distclean help" -- "$cur")) ;;
   esac
   return 0
 }
