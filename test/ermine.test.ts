@@ -1,19 +1,24 @@
 // Ermine: ermine-breeder builds a kernel and initramfs from Debian's
 // packages, and minc --um / --qemu run a container in them. Real virtual
-// machines: qemu runs under TCG where KVM cannot boot (10-20 s a run).
+// machines: qemu runs under TCG where KVM cannot boot (10-20 s a run, a
+// minute or more on a busy machine).
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { constants, release } from "node:os";
+import { release } from "node:os";
 import { after, before, describe, test } from "node:test";
-import { cannotBoot, cleanEnv, freePort, hasTool, leftovers, minc, MINC, REPO, rootfs, RUNDIR, sleep, start } from "./helpers.ts";
+import { cannotBoot, cleanEnv, freePort, hasTool, leftovers, minc, MINC, REPO, rootfs, RUNDIR, settled, start } from "./helpers.ts";
 import { buildImage, type FileEntry } from "./registry-fixture.ts";
 
 const BREEDER = `${REPO}/bin/ermine-breeder`;
 const CACHE = `${REPO}/test/.cache`;
 const DESTDIR = `${CACHE}/ermine`;
 const VM_MS = 180_000;
+/** How long a VM may take to boot and start its command (TCG on a busy machine). */
+const BOOT_MS = 150_000;
+/** How long the host processes of a VM killed or powered off may take to be gone. */
+const GONE_MS = 30_000;
 
 function missing(): string | undefined {
   const boot = cannotBoot();
@@ -37,13 +42,13 @@ function configFile(): string {
 
 function breeder(args: string[], timeout = VM_MS) {
   const r = spawnSync(BREEDER, args, { encoding: "utf8", timeout, env: cleanEnv() });
-  if (r.error) throw r.error;
+  if (r.error) throw new Error(`ermine-breeder ${args.join(" ")}: ${r.error.message}; stdout ${JSON.stringify(r.stdout)}, stderr ${JSON.stringify(r.stderr)}`);
   return r;
 }
 
 const vmEnv = () => cleanEnv({ MINC_ERMINE_DIR: DESTDIR, MINC_VM_TIMEOUT: "150" });
 
-/** Host processes of a VM booted for one of our containers (qemu or UML with a RUNDIR/mincPID- share). */
+/** Host processes of a VM booted for one of this file's containers (qemu or UML with a RUNDIR/mincPID- share). */
 function vmProcesses(only = ""): string[] {
   const found: string[] = [];
   for (const pid of readdirSync("/proc").filter((n) => /^\d+$/.test(n))) {
@@ -57,6 +62,9 @@ function vmProcesses(only = ""): string[] {
   return found;
 }
 
+/** What check() still finds once the VM's processes had time to go: SIGKILLed, one may still be exiting when minc ends. */
+const vmsGone = (check: () => string[] = vmProcesses) => settled(check, GONE_MS);
+
 function umlVersion(): string {
   return spawnSync("/usr/bin/linux.uml", ["--version"], { encoding: "utf8" }).stdout.trim();
 }
@@ -64,9 +72,9 @@ function umlVersion(): string {
 describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
   let config: string;
   before(() => { config = configFile(); });
-  after(() => {
-    assert.deepEqual(leftovers(), [], "a container left something behind");
-    assert.deepEqual(vmProcesses(), [], "a virtual machine is still running");
+  after(async () => {
+    assert.deepEqual(await settled(leftovers), [], "a container left something behind");
+    assert.deepEqual(await vmsGone(), [], "a virtual machine is still running");
   });
 
   test("ermine-breeder build (packages) makes vmlinuz and initramfs for x86_64 and um", { timeout: 600_000 }, () => {
@@ -98,7 +106,8 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
     }
   });
 
-  test("ermine-breeder testrun, interrupted (TERM, INT, timeout(1)), stops its VM: exit 128+N, nothing left", { timeout: VM_MS }, async () => {
+  // Three VMs, each up to BOOT_MS to start run.sh.
+  test("ermine-breeder testrun, interrupted (TERM, INT, timeout(1)), stops its VM: exit 128+N, nothing left", { timeout: 3 * VM_MS }, async () => {
     const work = mkdtempSync("/tmp/ermine-testrun-");
     // (a VM, or the unshare above it, with the work dir on its command line)
     const vmOf = (): string[] => readdirSync("/proc").filter((n) => /^\d+$/.test(n)).filter((pid) => {
@@ -108,18 +117,20 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
       writeFileSync(`${work}/run.sh`, "echo inguest; sleep 300; exit 42\n");
       for (const [arch, how, status] of [["um", "SIGTERM", 143], ["x86_64", "SIGINT", 130], ["um", "timeout", 124]] as const) {
         const args = ["testrun", "--arch", arch, "--config", config, "--work", work];
-        const child = how === "timeout" ? spawn("timeout", ["20", BREEDER, ...args], { env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] })
-          : spawn(BREEDER, args, { env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] });
-        let out = "";
-        child.stdout.on("data", (d) => { out += d; });
-        // (as a shell sees it: it ends by the signal itself)
-        const exited = new Promise<number | null>((res) => child.on("exit", (code, sig) => res(code ?? (sig ? 128 + constants.signals[sig] : null))));
-        for (let t = 0; t < 60_000 && !out.includes("inguest"); t += 100) await sleep(100);
-        assert.match(out, /inguest/, `${arch}: the guest did not start run.sh`);
-        if (how !== "timeout") child.kill(how);
-        assert.equal(await exited, status, `${arch} ${how}`);
-        await sleep(500);
-        assert.deepEqual(vmOf(), [], `${arch} ${how}: the VM is still running`);
+        // timeout(1) signals its whole process group when its time is up,
+        // which its SIGALRM stands for: sent once the guest runs run.sh, it
+        // times out then, however long the VM took to boot.
+        const run = how === "timeout" ? start("timeout", ["3600", BREEDER, ...args]) : start(BREEDER, args);
+        try {
+          await run.printed("inguest", { ms: BOOT_MS });
+          run.child.kill(how === "timeout" ? "SIGALRM" : how);
+          // (as a shell sees it: it ends by the signal itself)
+          assert.equal(await run.exit(), status, `${arch} ${how}: ${run.stderr()}`);
+        } finally {
+          // (a failure above: let it stop its VM; timeout(1) passes TERM on)
+          if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGTERM");
+        }
+        assert.deepEqual(await vmsGone(vmOf), [], `${arch} ${how}: the VM is still running`);
         assert.deepEqual(readdirSync(work), ["run.sh"], `${arch} ${how}: left in the work dir`);
       }
     } finally {
@@ -176,18 +187,19 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
     const r = minc(["--debug", "--um", "-r", rootfs(), "true"], { env: vmEnv(), timeout: VM_MS });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /^# ==== minc-moult: phase 5\/5/m);
+    // (this file's RUNDIR: /run/minc-tests-XXXXXX, nothing to escape)
     assert.match(r.stderr, new RegExp(`^\\+ printf .* > ${RUNDIR}/minc\\d+-\\w+/run\\.sh$`, "m"));
     assert.match(r.stderr, /^\+ \S+\/vmlinuz\.um mem=\S+ initrd=\S+initramfs\.um .*minc\.share=/m);
   });
 
-  test("a VM that outlives MINC_VM_TIMEOUT is killed: an error, nothing left", { timeout: VM_MS }, () => {
+  test("a VM that outlives MINC_VM_TIMEOUT is killed: an error, nothing left", { timeout: VM_MS }, async () => {
     const r = minc(["--um", "-r", rootfs(), "sleep", "60"], { env: { ...vmEnv(), MINC_VM_TIMEOUT: "4" }, timeout: VM_MS });
     assert.equal(r.status, 1);
     assert.match(r.stderr, /did not finish within 4 s/);
-    assert.deepEqual(vmProcesses(), []);
+    assert.deepEqual(await vmsGone(), []);
   });
 
-  test("a guest that dies without reporting a status is an error, not a hang", { timeout: VM_MS }, () => {
+  test("a guest that dies without reporting a status is an error, not a hang", { timeout: VM_MS }, async () => {
     const broken = mkdtempSync("/tmp/ermine-broken-");
     try {
       // A kernel with an initramfs that has no init: it panics, and panic=-1 ends the VM.
@@ -196,24 +208,27 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
       const r = minc(["--um", "-r", rootfs(), "true"], { env: { ...vmEnv(), MINC_ERMINE_DIR: broken }, timeout: VM_MS });
       assert.equal(r.status, 1, r.stderr);
       assert.match(r.stderr, /the virtual machine ended .* without the command's exit status/);
-      assert.deepEqual(vmProcesses(), []);
+      assert.deepEqual(await vmsGone(), []);
     } finally {
       rmSync(broken, { recursive: true, force: true });
     }
   });
 
   test("^C (SIGINT to minc) ends the qemu VM and the container: nothing left", { timeout: VM_MS }, async () => {
-    const child = spawn(MINC, ["--qemu", "-r", rootfs(), "sleep", "100"], { env: vmEnv(), stdio: "ignore" });
-    const ended = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-    // This minc's VM (its share is RUNDIR/minc<PID>-...), not one of an earlier test still going.
-    const ours = (): string[] => vmProcesses(`/minc${child.pid}-`);
-    for (let i = 0; i < 100 && ours().length === 0; i++) await sleep(100);
-    assert.notDeepEqual(ours(), [], "no VM started");
-    await sleep(1000);
-    child.kill("SIGINT");
-    assert.equal(await ended, 130);
-    assert.deepEqual(vmProcesses(), []);
-    assert.deepEqual(leftovers(), []);
+    const run = start(MINC, ["--qemu", "-r", rootfs(), "sh", "-c", "echo ready; sleep 100"], { env: vmEnv() });
+    try {
+      // This minc's VM (its share is RUNDIR/minc<PID>-...), not one of an earlier test still going.
+      const ours = (): string[] => vmProcesses(`/minc${run.child.pid}-`);
+      // ^C while the command runs in the guest.
+      await run.printed("ready", { ms: BOOT_MS });
+      assert.notDeepEqual(ours(), [], "no VM of this minc");
+      run.child.kill("SIGINT");
+      assert.equal(await run.exit(), 130, run.stderr());
+    } finally {
+      if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGTERM"); // (a failure above)
+    }
+    assert.deepEqual(await vmsGone(), []);
+    assert.deepEqual(await settled(leftovers), []);
   });
 
   test("networking in a VM is refused clearly (exit 2)", () => {

@@ -8,7 +8,7 @@ import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rea
 import { after, before, describe, test } from "node:test";
 import { alive, chainId, mincsDirFromConfig, storeDir } from "../lib/farm.ts";
 import { checkName, checkRef, isRef, sameName } from "../lib/names.ts";
-import { REPO, rootfs, sleep } from "./helpers.ts";
+import { REPO, rootfs, waitFor } from "./helpers.ts";
 
 const FARM = `${REPO}/libexec/minc-farm`;
 const skip = process.getuid?.() !== 0 ? "needs root (overlay mounts, owners, device nodes)" : undefined;
@@ -100,7 +100,10 @@ describe("minc-farm", { skip }, () => {
   });
 
   test("a reader that is gone (minc SIGKILLed, `| head`): no word on stderr, exit 141 as sh's commands by SIGPIPE", () => {
-    const r = spawnSync("sh", ["-c", `(${FARM} li; echo "status $?" >&2) | (exec 0<&-; sleep 0.3)`], { encoding: "utf8", env: env() });
+    // minc-farm starts once the reader has closed its end (it says so in a file), not before: its output meets no reader.
+    const closed = `${tmp}/reader-closed`;
+    const r = spawnSync("sh", ["-c", `(until [ -e "$1" ]; do sleep 0.01; done; ${FARM} li; echo "status $?" >&2) | (exec 0<&-; : >"$1"; sleep 0.3)`, "sh", closed],
+      { encoding: "utf8", env: env(), timeout: 60_000 });
     assert.equal(r.stderr, "status 141\n");
   });
 
@@ -327,7 +330,8 @@ describe("minc-farm", { skip }, () => {
   test("marten import interrupted by INT, TERM or HUP mid-copy: its cp ends, no staging directory, no image", async () => {
     const big = `${tmp}/big`;
     mkdirSync(big);
-    // 128 MB: the copy and the digest take well over 100 ms, the signal comes within a few.
+    // 128 MB: the copy and the digest take well over 100 ms; the signal comes
+    // within a poll (25 ms) of the staging directory's appearance.
     for (let i = 0; i < 16; i++) writeFileSync(`${big}/f${i}`, randomBytes(8 << 20));
     const inStore = (dir: string): string[] => (existsSync(`${store}/${dir}`) ? readdirSync(`${store}/${dir}`).sort() : []);
     const images = inStore("images");
@@ -336,10 +340,7 @@ describe("minc-farm", { skip }, () => {
       let stderr = "";
       child.stderr.on("data", (c: Buffer) => { stderr += c; });
       const ended = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on("close", (code, signal) => resolve([code, signal])));
-      for (let t = 0; inStore(".staging").length === 0; t++) {
-        assert.ok(t < 5000, `${sig}: no staging directory after 5 s: ${stderr}`);
-        await sleep(1);
-      }
+      await waitFor(`${sig}: the import's staging directory`, () => inStore(".staging").length > 0, { saw: () => stderr });
       child.kill(sig);
       const [code, signal] = await ended;
       assert.equal(signal, sig, `${sig}: exit ${code}: ${stderr}`);

@@ -1,11 +1,11 @@
 // Images end to end: marten pull from a registry on 127.0.0.1 and marten
 // import, then minc -r IMAGE and minc -t CONTAINER on the image store.
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { REPO, cannotBoot, cleanEnv, leftovers, rootfs, sleep, type Run } from "./helpers.ts";
+import { REPO, cannotBoot, cleanEnv, leftovers, rootfs, start, waitFor, type Run } from "./helpers.ts";
 import { buildImage, cannotRunRegistry, push, scratch, startFront, startRegistry, stopAll, type FileEntry, type Registry } from "./registry-fixture.ts";
 
 const skip = cannotBoot() ?? cannotRunRegistry();
@@ -31,6 +31,16 @@ function inNew(r: Run): { id: string; out: string } {
   assert.ok(m, `not the id, the output, the reuse line: ${JSON.stringify(r.stdout)}`);
   assert.equal(m[3], m[1].slice(0, 12));
   return { id: m[1], out: m[2] };
+}
+
+/** The files under the store's staging directories (where a pull downloads to), as paths. */
+function stagedFiles(): string[] {
+  const staging = `${store}/.staging`;
+  try {
+    return (readdirSync(staging, { recursive: true }) as string[]).map((f) => `${staging}/${f}`);
+  } catch {
+    return []; // (not made yet, or a directory went while it was read)
+  }
 }
 
 /** A busybox userland as one layer: the static binary and the applets the tests use. */
@@ -137,17 +147,21 @@ describe("images", { skip }, () => {
     try {
       const inStore = (dir: string): string[] => (existsSync(`${store}/${dir}`) ? readdirSync(`${store}/${dir}`).sort() : []);
       const images = inStore("images");
-      const child = spawn(`${REPO}/bin/marten`, ["pull", `${front.host}/library/stalled:3`], { env: env(), stdio: ["ignore", "pipe", "pipe"] });
-      let stderr = "";
-      const stalled = new Promise<void>((resolve) => child.stderr.on("data", (c: Buffer) => {
-        stderr += c;
-        if (stderr.includes(`${image.layers[1].digest.slice(0, 19)}: downloading`)) resolve();
-      }));
-      const ended = new Promise<NodeJS.Signals | null>((resolve) => child.on("close", (_code, signal) => resolve(signal)));
-      assert.equal(await Promise.race([stalled.then(() => "stalled"), sleep(20_000).then(() => "timeout")]), "stalled", stderr);
-      await sleep(200); // (the half it sends is written)
-      child.kill("SIGTERM");
-      assert.equal(await ended, "SIGTERM", stderr);
+      const pull = start(`${REPO}/bin/marten`, ["pull", `${front.host}/library/stalled:3`], { env: env() });
+      // The front sends half of the blob, then nothing: once that half is in
+      // minc-smuggler's partial file in the staging directory, the pull is mid-download.
+      const stalled = image.layers[1];
+      const half = stalled.size >> 1;
+      const partial = (): string[] => stagedFiles().filter((f) => f.includes(`/${stalled.digest.slice(7)}.partial-`));
+      const size = (f: string): number => statSync(f, { throwIfNoEntry: false })?.size ?? 0;
+      await waitFor(`half of ${stalled.digest} (${half} bytes) written to its partial file in ${store}/.staging`, () => {
+        if (pull.child.exitCode !== null || pull.child.signalCode !== null) assert.fail(`marten pull ended first: ${pull.stderr()}`);
+        return partial().some((f) => size(f) >= half);
+      }, { saw: () => `${stagedFiles().map((f) => `${f} (${size(f)} bytes)`).join(", ")}; stderr ${JSON.stringify(pull.stderr())}` });
+      pull.child.kill("SIGTERM");
+      await pull.exit();
+      const stderr = pull.stderr();
+      assert.equal(pull.child.signalCode, "SIGTERM", `exit ${pull.child.exitCode}: ${stderr}`);
       assert.match(stderr, /marten: interrupted by SIGTERM; nothing kept/);
       assert.deepEqual(inStore(".staging"), []);
       assert.deepEqual(inStore("images"), images);

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { describe, test } from "node:test";
-import { REPO, cannotBoot, cleanEnv, leftovers, rootfs } from "./helpers.ts";
+import { REPO, RUNDIR, cannotBoot, cleanEnv, leftovers, rootfs } from "./helpers.ts";
 
 const skip = cannotBoot();
 
@@ -98,7 +98,7 @@ describe("installing", { skip }, () => {
         assert.equal(r.stdout, "");
         assert.match(r.stderr, /^minc: minc-exec, minc-waiter\.sh(, minc-farm)?: missing in \S+\/libexec .*\n$/);
         assert.equal(r.stderr.split("\n").length, 2, r.stderr);
-        assert.deepEqual(readdirSync("/var/run").filter((f) => f.startsWith(`minc${r.pid}-`)), []);
+        assert.deepEqual(readdirSync(RUNDIR).filter((f) => f.startsWith(`minc${r.pid}-`)), []); // (cleanEnv: its working dir would be there)
       }
     });
   });

@@ -9,7 +9,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { dirname } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gzipSync, zstdCompressSync } from "node:zlib";
-import { REPO } from "./helpers.ts";
+import { REPO, waitFor } from "./helpers.ts";
 import { makeTar, T0, type E } from "./tar.ts";
 
 const MARTEN = `${REPO}/bin/marten`;
@@ -479,10 +479,19 @@ describe("marten", { skip }, () => {
     const child = spawn(MARTEN, ["import", path], { env: env(), stdio: "ignore", detached: true });
     const closed = new Promise((r) => child.on("close", r));
     const staging = `${store}/.staging`;
-    for (let i = 0; i < 500 && !readdirSync(staging).some((s) => s.includes("import")); i++) await new Promise((r) => setTimeout(r, 10));
+    await waitFor("the import's staging directory", () => readdirSync(staging).some((s) => s.includes("import")), { saw: () => `${staging}: ${readdirSync(staging).join(" ")}` });
     process.kill(-child.pid!, "SIGKILL");
     await closed;
-    await new Promise((r) => setTimeout(r, 200)); // minc-farm, its child, goes too
+    // minc-farm, its child, goes too: wait until no process of the group is left.
+    const group = (): boolean => {
+      try {
+        process.kill(-child.pid!, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await waitFor(`the processes of group ${child.pid} to be gone`, () => !group(), { saw: () => spawnSync("ps", ["-o", "pid,stat,args", "--sid", String(child.pid)], { encoding: "utf8" }).stdout });
     assert.deepEqual(images(), before, "an interrupted import left an image");
     assert.ok(readdirSync(staging).length > 0, "the import was not caught in the middle");
     ok(marten(["import", file("small.tar", await archiveOf(dockerSave([base], configOf([sha(base)]), "small:1")))]));

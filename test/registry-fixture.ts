@@ -13,9 +13,9 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, createPrivateKey, createSign, randomBytes, X509Certificate, type KeyObject } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { createServer as createNetServer } from "node:net";
 import { dirname, join } from "node:path";
 import { gzipSync, zstdCompressSync } from "node:zlib";
+import { PATIENCE, freePort, sleep } from "./helpers.ts";
 
 // ---- media types ----
 
@@ -88,16 +88,7 @@ process.on("exit", () => {
   for (const c of children) c.kill("SIGKILL");
 });
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 function listen(server: Server): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -240,12 +231,16 @@ export interface RegistryOptions {
   token?: TokenPolicy;
 }
 
-/** docker-registry serve on 127.0.0.1 with a free port, plain HTTP, storage of its own. */
+/**
+ * docker-registry serve on 127.0.0.1 with a port free at run time, plain
+ * HTTP, storage of its own. The port is free when picked, but another
+ * program on the machine may take it before the registry listens: then the
+ * registry says so and ends, and another port is tried.
+ */
 export async function startRegistry(opts: RegistryOptions = {}): Promise<Registry> {
   const dir = scratch("minc-registry-");
   const storage = join(dir, "storage");
   mkdirSync(storage);
-  const port = await freePort();
   let auth = "";
   let token: TokenServer | undefined;
   if (opts.htpasswd) {
@@ -256,6 +251,26 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
     token = await startTokenServer(opts.token, dir);
     auth = `auth:\n  token:\n    realm: ${token.realm}\n    service: ${token.service}\n    issuer: ${token.issuer}\n    rootcertbundle: ${token.certFile}\n`;
   }
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await serveRegistry(dir, storage, auth, token, await freePort());
+    } catch (e) {
+      if (!(e instanceof PortTaken) || attempt === 5) {
+        await token?.stop();
+        rmSync(dir, { recursive: true, force: true });
+        scratchDirs.delete(dir);
+        throw e;
+      }
+    }
+  }
+}
+
+/** The registry could not listen on its port: another program took it after it was picked. */
+class PortTaken extends Error {}
+
+/** Start docker-registry on this port and wait until it answers (or fail, with what it printed). */
+async function serveRegistry(dir: string, storage: string, auth: string, token: TokenServer | undefined, port: number): Promise<Registry> {
+  writeFileSync(join(dir, "log"), "");
   const config = join(dir, "config.yml");
   writeFileSync(config, [
     "version: 0.1",
@@ -273,8 +288,6 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
     `  secret: ${randomBytes(16).toString("hex")}`,
     auth,
   ].join("\n"));
-  const logFile = join(dir, "log");
-  writeFileSync(logFile, "");
   const setpriv = spawnSync("sh", ["-c", "command -v setpriv"]).status === 0;
   const argv = [...(setpriv ? ["setpriv", "--pdeathsig", "KILL"] : []), "docker-registry", "serve", config];
   const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
@@ -283,41 +296,49 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   child.stdout!.on("data", (d) => { output += d; });
   child.stderr!.on("data", (d) => { output += d; });
   const exited = new Promise<void>((resolve) => child.on("exit", () => { children.delete(child); resolve(); }));
+  const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
+  const over = (): boolean => child.exitCode !== null || child.signalCode !== null;
+  const kill = async (): Promise<void> => {
+    if (over()) return;
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
 
-  const registry = track<Registry>({
-    host: `127.0.0.1:${port}`, port, url: `http://127.0.0.1:${port}`, dir, storage, token,
+  const url = `http://127.0.0.1:${port}`;
+  let last = "no answer yet";
+  const deadline = Date.now() + PATIENCE;
+  for (;;) {
+    if (over()) {
+      await closed; // (its output read to the end)
+      if (/address already in use/.test(output)) throw new PortTaken(`port ${port} was taken: ${output}`);
+      throw new Error(`docker-registry ended at once:\n${output}`);
+    }
+    try {
+      const r = await fetch(`${url}/v2/`);
+      await r.body?.cancel();
+      if (r.status === 200 || r.status === 401) break;
+      last = `HTTP ${r.status}`;
+    } catch (e) {
+      last = String((e as Error).cause ?? e); // (not listening yet)
+    }
+    if (Date.now() > deadline) {
+      await kill();
+      throw new Error(`gave up after ${PATIENCE} ms waiting for docker-registry to answer on 127.0.0.1:${port} (last: ${last}):\n${output}`);
+    }
+    await sleep(50);
+  }
+  return track<Registry>({
+    host: `127.0.0.1:${port}`, port, url, dir, storage, token,
     log: () => output,
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-        await exited;
-        clearTimeout(timer);
-      }
+      await kill();
       await token?.stop();
       rmSync(dir, { recursive: true, force: true });
       scratchDirs.delete(dir);
     },
   });
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      await registry.stop();
-      throw new Error(`docker-registry exited at once:\n${output}`);
-    }
-    try {
-      const r = await fetch(`${registry.url}/v2/`);
-      await r.body?.cancel();
-      if (r.status === 200 || r.status === 401) return registry;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      await registry.stop();
-      throw new Error(`docker-registry did not answer on ${registry.host}:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 // ---- images built by hand ----

@@ -5,13 +5,13 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gunzipSync, zstdDecompressSync } from "node:zlib";
 import { formatReference, parseReference } from "../lib/reference.ts";
 import { Progress, dockerConfigCredentials, parseArch, parseChallenges, parseManifest, pickPlatform, schemesFor, type Descriptor } from "../lib/registry.ts";
-import { REPO, hasTool } from "./helpers.ts";
+import { REPO, hasTool, waitFor } from "./helpers.ts";
 import {
   DOCKER_LIST, DOCKER_MANIFEST, OCI_MANIFEST, buildImage, buildIndex, cannotRunRegistry, freePort, push, scratch, sha256, startFront,
   startRegistry, stopAll, type BuiltImage, type BuiltIndex, type FileEntry, type LayerSpec, type Registry,
@@ -226,6 +226,31 @@ function smuggle(args: string[], extra: NodeJS.ProcessEnv = {}, onStderr?: (text
       resolve({ status, signal, stdout, stderr });
     });
   });
+}
+
+/**
+ * Pull (ARGS) from a front that stalls this blob, and send the signal once
+ * the half of it that the front sends is in its partial file in DEST: the
+ * pull is then mid-download, on a machine of any speed.
+ */
+async function interruptedMidBlob(args: string[], dest: string, stalled: { digest: string; size: number }, signal: NodeJS.Signals): Promise<Result> {
+  let kill: ((s: NodeJS.Signals) => void) | undefined;
+  let stderr = "";
+  let result: Result | undefined;
+  const pulled = smuggle(args, {}, (text, k) => {
+    stderr = text;
+    kill = k;
+  }).then((r) => (result = r));
+  const dir = join(dest, "blobs", "sha256");
+  const half = stalled.size >> 1;
+  const partials = (): string[] => (existsSync(dir) ? readdirSync(dir).filter((f) => f.startsWith(`${stalled.digest.slice(7)}.partial-`)) : []);
+  const size = (f: string): number => statSync(join(dir, f), { throwIfNoEntry: false })?.size ?? 0;
+  await waitFor(`half of ${stalled.digest} (${half} bytes) written to its partial file in ${dir}`, () => {
+    if (result) assert.fail(`minc-smuggler ended first (status ${result.status}, signal ${result.signal}): ${result.stderr}`);
+    return kill !== undefined && partials().some((f) => size(f) >= half);
+  }, { saw: () => `${partials().map((f) => `${f} (${size(f)} bytes)`).join(", ") || "no partial file"}; stderr ${JSON.stringify(stderr)}` });
+  kill!(signal);
+  return pulled;
 }
 
 function readJson(path: string): any {
@@ -577,25 +602,16 @@ describe("pulling from a registry on 127.0.0.1", { skip }, () => {
   });
 
   test("an interrupted pull (SIGTERM mid-download) removes what it wrote", async () => {
-    const front = await startFront(reg, { stallBlob: oci.layers[1].digest });
+    const stalled = oci.layers[1];
+    const front = await startFront(reg, { stallBlob: stalled.digest });
     const d = dest();
-    let killed = false;
-    const r = await smuggle([`${front.host}/library/oci:v1`, d], {}, (text, kill) => {
-      if (killed || !text.includes(`${oci.layers[1].digest.slice(0, 19)}: downloading`)) return;
-      killed = true;
-      setTimeout(() => kill("SIGTERM"), 300);
-    });
+    const r = await interruptedMidBlob([`${front.host}/library/oci:v1`, d], d, stalled, "SIGTERM");
     assert.equal(r.status, 143, r.stderr);
     assert.match(r.stderr, /interrupted by SIGTERM/);
     assertUntouched(d, false);
 
     // SIGKILL leaves what it wrote; the next pull into the same place removes the partial file and completes.
-    killed = false;
-    const k = await smuggle([`${front.host}/library/oci:v1`, d], {}, (text, kill) => {
-      if (killed || !text.includes(`${oci.layers[1].digest.slice(0, 19)}: downloading`)) return;
-      killed = true;
-      setTimeout(() => kill("SIGKILL"), 300);
-    });
+    const k = await interruptedMidBlob([`${front.host}/library/oci:v1`, d], d, stalled, "SIGKILL");
     assert.equal(k.signal, "SIGKILL");
     assert.ok(readdirSync(join(d, "blobs", "sha256")).some((f) => f.includes(".partial-")), "no partial file to clean up");
     const ref = `${reg.host}/library/oci:v1`;

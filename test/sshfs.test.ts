@@ -4,11 +4,10 @@
 // and authorized key, serving a copy of the busybox rootfs; minc is told the
 // client key through MINC_SSHFS_OPTS.
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { once } from "node:events";
 import { after, before, describe, test } from "node:test";
-import { cannotBoot, cleanEnv, hasTool, leftovers, minc, rootfs, sleep } from "./helpers.ts";
+import { cannotBoot, cleanEnv, freePort, hasTool, leftovers, minc, RUNDIR, rootfs, start, type Started } from "./helpers.ts";
 
 function why(): string | undefined {
   const boot = cannotBoot();
@@ -24,10 +23,11 @@ function why(): string | undefined {
 const skip = why();
 let dir = "";
 let port = 0;
-let sshd: ChildProcess | undefined;
+let sshd: Started | undefined;
 
+/** sshfs mounts of this file's containers (minc mounts it in the working dir). */
 function sshfsMounts(): string[] {
-  return readFileSync("/proc/self/mounts", "utf8").split("\n").filter((l) => /\bfuse\.sshfs\b/.test(l) && l.includes("/minc"));
+  return readFileSync("/proc/self/mounts", "utf8").split("\n").filter((l) => /\bfuse\.sshfs\b/.test(l) && l.includes(`${RUNDIR}/`));
 }
 
 function env(): NodeJS.ProcessEnv {
@@ -38,14 +38,25 @@ async function startSshd(): Promise<void> {
   mkdirSync("/run/sshd", { recursive: true }); // sshd's privilege separation dir
   for (const key of ["host", "client"]) spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/${key}`]);
   cpSync(`${dir}/client.pub`, `${dir}/authorized_keys`);
-  port = 20000 + (process.pid % 20000);
-  writeFileSync(`${dir}/sshd_config`, [
-    `Port ${port}`, "ListenAddress 127.0.0.1", `HostKey ${dir}/host`, `AuthorizedKeysFile ${dir}/authorized_keys`,
-    "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-    "StrictModes no", `PidFile ${dir}/sshd.pid`, "Subsystem sftp internal-sftp", "",
-  ].join("\n"));
-  sshd = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", `${dir}/sshd_config`], { stdio: "ignore" });
-  for (let i = 0; i < 50 && spawnSync("bash", ["-c", `exec 3<>/dev/tcp/127.0.0.1/${port}`]).status !== 0; i++) await sleep(100);
+  // A port free now may be taken before sshd binds it (another test, a
+  // user's program): then sshd says so and ends, and we try another.
+  for (let attempt = 1; ; attempt++) {
+    port = await freePort("tcp");
+    writeFileSync(`${dir}/sshd_config`, [
+      `Port ${port}`, "ListenAddress 127.0.0.1", `HostKey ${dir}/host`, `AuthorizedKeysFile ${dir}/authorized_keys`,
+      "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
+      "StrictModes no", `PidFile ${dir}/sshd.pid`, "Subsystem sftp internal-sftp", "",
+    ].join("\n"));
+    sshd = start("/usr/sbin/sshd", ["-D", "-e", "-f", `${dir}/sshd_config`]);
+    // -e: its log on stderr, where it says when it listens (or why it cannot).
+    try {
+      await sshd.printed(`Server listening on 127.0.0.1 port ${port}`, { stream: "stderr" });
+      return;
+    } catch (e) {
+      if (attempt >= 3 || !/Address already in use/.test(sshd.stderr())) throw e;
+      await sshd.exit();
+    }
+  }
 }
 
 describe("an sshfs rootdir", { skip }, () => {
@@ -58,10 +69,9 @@ describe("an sshfs rootdir", { skip }, () => {
   after(async () => {
     // sshd removes its pid file as it exits; Node's rmSync, meeting a file
     // that vanishes under it, stops and reports success with the rest left.
-    if (sshd && sshd.exitCode === null && sshd.signalCode === null) {
-      const gone = once(sshd, "exit");
-      sshd.kill();
-      await gone;
+    if (sshd && sshd.child.exitCode === null && sshd.child.signalCode === null) {
+      sshd.child.kill();
+      await sshd.exit();
     }
     if (dir) rmSync(dir, { recursive: true, force: true });
   });

@@ -3,7 +3,10 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { cannotBoot, leftovers, minc, rootfs, sleep } from "./helpers.ts";
+import { RUNDIR, cannotBoot, leftovers, minc, rootfs, waitFor } from "./helpers.ts";
+
+/** This test file's runtime dir, where minc makes its working dirs, in a regex. */
+const base = RUNDIR.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 const skip = cannotBoot();
 
@@ -19,10 +22,10 @@ describe("the --debug trace", { skip }, () => {
     const heads = lines.filter((l) => l.startsWith("# ==== ")).map((l) => /# ==== (\S+): (?:phase (\d)\/5)?/.exec(l)!.slice(1, 3).join(" ").trim());
     assert.deepEqual(heads, ["minc 1", "minc-exec 2", "minc-exec 3", "minc-waiter", "minc-core 4", "minc-coat 4", "minc-leash 5", "minc-waiter"]);
 
-    const tmpdir = /^\+ export MINC_TMPDIR=(\/var\/run\/minc\d+-\w{6})$/m.exec(r.stderr)?.[1];
+    const tmpdir = new RegExp(`^\\+ export MINC_TMPDIR=(${base}/minc\\d+-\\w{6})$`, "m").exec(r.stderr)?.[1];
     assert.ok(tmpdir, "no MINC_TMPDIR line");
     const expect = [
-      new RegExp(`^\\+ mkdir -m 700 ${tmpdir} +# \\(a new name, as mktemp -d /var/run/minc\\d+-XXXXXX makes one\\)$`),
+      new RegExp(`^\\+ mkdir -m 700 ${tmpdir} +# \\(a new name, as mktemp -d ${base}/minc\\d+-XXXXXX makes one\\)$`),
       new RegExp(`^\\+ printf '%s\\\\n' 'rm -rf --one-file-system ${tmpdir}' >> ${tmpdir}/cleanup$`),
       new RegExp(`^\\+ exec \\S+/libexec/minc-exec ps$`),
       new RegExp(`^\\+ \\S+/libexec/minc-core --write-down ${tmpdir}/minc-core.sh ps$`),
@@ -56,8 +59,10 @@ describe("the --debug trace", { skip }, () => {
     const script = traced.stderr.split("\n").filter((l) => l.startsWith("+ ")).map((l) => l.slice(2)).join("\n");
     // The pasted lines make the same directory again: the traced run's guard must be gone first,
     // or it would take the new cleanup chain for its own (as no run but a pasted trace can do).
-    const pid = /^\+ export MINC_TMPDIR=\/var\/run\/minc(\d+)-/m.exec(traced.stderr)![1];
-    for (let t = 0; t < 2000 && spawnSync("pgrep", ["-f", `minc-waiter.sh --guard ${pid} `]).status === 0; t += 20) await sleep(20);
+    const pid = new RegExp(`^\\+ export MINC_TMPDIR=${base}/minc(\\d+)-`, "m").exec(traced.stderr)?.[1];
+    assert.ok(pid, `no MINC_TMPDIR line in ${base}:\n${traced.stderr}`);
+    const guard = (): string => spawnSync("pgrep", ["-af", `minc-waiter.sh --guard ${pid} `], { encoding: "utf8" }).stdout.trim();
+    await waitFor(`the traced run's guard (of minc ${pid}) to be gone`, () => guard() === "", { saw: guard });
     const pasted = spawnSync("sh", ["-c", script], { encoding: "utf8", timeout: 60_000 });
     assert.equal(pasted.status, 0, pasted.stderr);
     assert.equal(pasted.stdout, "in pasted as 1\n");

@@ -24,6 +24,12 @@ const UML_MODULES = "/usr/lib/uml/modules";
 export interface UmlOptions {
   /** Kill the guest after this long (default 120 s). */
   timeoutMs?: number;
+  /**
+   * Start the timeout's clock only when the script's output first holds
+   * this text, so that the guest's boot, however slow, does not count; a
+   * guest that has not printed it after the default timeout is killed then.
+   */
+  timeoutFrom?: string;
   /** Extra kernel command-line arguments, appended to the defaults. */
   kernelArgs?: string[];
   /** Guest memory in MB (default 512: Node 24 alone needs about 45 MB RSS). */
@@ -158,14 +164,25 @@ function groupMembers(pgid: number): number[] {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+const DEFAULT_TIMEOUT_MS = 120_000;
+/** How long the processes of a guest SIGKILLed may take to be gone (a busy machine). */
+const REAP_MS = 30_000;
+
+/** "PID (comm) state" of each process, for a failure. */
+function described(pids: number[]): string {
+  return pids.map((pid) => readOr(`/proc/${pid}/stat`, `${pid} (gone)`).split(" ").slice(0, 3).join(" ")).join(", ");
+}
+
 /** Kill whatever is left of the guest's process group and wait until it is gone. */
 async function reap(pgid: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    if (groupMembers(pgid).length === 0) return;
+  const deadline = Date.now() + REAP_MS;
+  for (;;) {
+    const members = groupMembers(pgid);
+    if (members.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`UML processes of group ${pgid} survive SIGKILL for ${REAP_MS} ms: ${described(members)}`);
     killGroup(pgid);
-    await sleep(50);
+    await sleep(25); // (a poll's interval)
   }
-  throw new Error(`UML processes ${groupMembers(pgid).join(" ")} (group ${pgid}) survive SIGKILL`);
 }
 
 function readOr(path: string, dflt: string): string {
@@ -201,7 +218,7 @@ const WATCHDOG = `read -r x; [ "$x" = done ] && exit; kill -9 "-$1"; sleep 1; ki
  * leaves a UML process or the temp dir behind, also on timeout or error.
  */
 export async function runInUml(script: string, opts: UmlOptions = {}): Promise<UmlResult> {
-  const timeoutMs = opts.timeoutMs ?? 120_000;
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const dir = mkdtempSync(join(workBase(), "uml-"));
   let pgid: number | undefined;
   let watchdog: ChildProcess | undefined;
@@ -236,21 +253,40 @@ export async function runInUml(script: string, opts: UmlOptions = {}): Promise<U
     });
     watchdog.on("error", () => {}); // best effort
     let timedOut = false;
-    const timer = setTimeout(() => {
+    const kill = (): void => {
       timedOut = true;
       killGroup(pgid!);
-    }, timeoutMs);
+    };
+    let timer: NodeJS.Timeout | undefined;
+    let watch: NodeJS.Timeout | undefined;
+    const from = opts.timeoutFrom;
+    if (from === undefined) timer = setTimeout(kill, timeoutMs);
+    else {
+      // The script's output reaches the host file as it is written (hostfs writes through).
+      const bootDeadline = start + DEFAULT_TIMEOUT_MS;
+      watch = setInterval(() => {
+        if (readOr(`${dir}/output`, "").includes(from)) {
+          clearInterval(watch);
+          timer = setTimeout(kill, timeoutMs);
+        } else if (Date.now() > bootDeadline) {
+          clearInterval(watch);
+          kill();
+        }
+      }, 25);
+    }
     try {
       await exited;
     } finally {
+      clearInterval(watch);
       clearTimeout(timer);
     }
     const ms = Date.now() - start;
     await reap(pgid);
-    // Pipes close once the group is gone; do not wait forever for them.
+    // Pipes close once the group is gone; should one be held elsewhere, the console says so.
     let closeTimer: NodeJS.Timeout | undefined;
-    await Promise.race([closed, new Promise<void>((r) => (closeTimer = setTimeout(r, 2000)))]);
+    const isClosed = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => (closeTimer = setTimeout(() => r(false), REAP_MS)))]);
     clearTimeout(closeTimer);
+    if (!isClosed) chunks.push(Buffer.from(`\n(uml.ts: UML's stdout and stderr still open ${REAP_MS} ms after its group is gone)\n`));
     const statusText = readOr(`${dir}/status`, "").trim();
     return {
       status: /^\d+$/.test(statusText) ? Number(statusText) : null,

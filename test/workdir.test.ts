@@ -4,7 +4,7 @@ import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { vethName } from "../lib/dens.ts";
-import { MINC, REPO, cages, cannotBoot, cleanEnv, hasTool, leftovers, minc, rootfs, runtimeDirs, until } from "./helpers.ts";
+import { MINC, REPO, allLeftovers, cages, cannotBoot, cleanEnv, ended, hasTool, minc, rootfs, runtimeDirs, settled, waitFor } from "./helpers.ts";
 
 const skip = cannotBoot();
 const noFlock = hasTool("flock") ? undefined : "needs flock";
@@ -37,17 +37,32 @@ function hostTraces(dir: string): string[] {
 }
 
 /**
+ * A command for a container that runs until the test lets it end: it binds
+ * GATE (-b GATE), says it runs in GATE/running, and ends once GATE/go is there.
+ */
+function gated(gate: string): string[] {
+  return ["-b", gate, "sh", "-c", `touch ${gate}/running; while [ ! -e ${gate}/go ]; do sleep 0.05; done`];
+}
+
+function listing(dir: string): string {
+  return existsSync(dir) ? `${dir}: ${readdirSync(dir).join(" ")}` : `${dir} is gone`;
+}
+
+/**
  * A -B -k container runs; minc -t on its directory is refused with one
  * line and exit 2, touching none of its files; the container then ends and
  * its cleanup chain undoes everything (its -k hint in the debug file shows
  * the chain ran).
  */
 async function refusedWhileRunning(options: string[]): Promise<void> {
-  const r = minc(["-B", "-k", "-r", rootfs(), ...options, "sleep", "3"]);
-  assert.equal(r.status, 0, r.stderr);
-  const dir = /See (\S+)\/log for output/.exec(r.stdout)![1];
+  const gate = mkdtempSync("/tmp/minc-test-gate-");
+  let dir = "";
   try {
-    assert.ok(await until(() => existsSync(`${dir}/pid`), 5000), "the container did not start");
+    const r = minc(["-B", "-k", "-r", rootfs(), ...options, ...gated(gate)]);
+    assert.equal(r.status, 0, r.stderr);
+    dir = /See (\S+)\/log for output/.exec(r.stdout)![1];
+    // (its command runs: the boot, and what it made on the host, is done)
+    await waitFor(`the container of ${dir} to run its command`, () => existsSync(`${gate}/running`), { saw: () => `${listing(dir)}; log ${JSON.stringify(existsSync(`${dir}/log`) ? readFileSync(`${dir}/log`, "utf8") : "")}` });
     const traces = hostTraces(dir);
     const before = snapshot(dir);
     const second = minc(["-r", rootfs(), "-t", dir, "echo", "second"]);
@@ -59,18 +74,23 @@ async function refusedWhileRunning(options: string[]): Promise<void> {
       const kinds = new Set(traces.map((t) => t.split(":")[0]));
       assert.deepEqual(["netns", "veth", "lease", "cage"].filter((k) => !kinds.has(k)), [], `missing on the host while it runs: ${traces.join("; ")}`);
     }
-    assert.ok(await until(() => !existsSync(`${dir}/waiter`), 8000), "the container did not end");
-    assert.ok(await until(() => hostTraces(dir).length === 0, 3000), `left on the host: ${hostTraces(dir).join("; ")}`);
+    writeFileSync(`${gate}/go`, "");
+    await ended(dir);
+    assert.deepEqual(await settled(() => hostTraces(dir)), [], "left on the host");
     assert.match(readFileSync(`${dir}/log`, "utf8"), /To reuse this, run: \S*minc /, "the cleanup chain did not run");
     assert.deepEqual(["cleanup", "pid", "waiter"].filter((f) => existsSync(`${dir}/${f}`)), []);
   } finally {
-    await until(() => !existsSync(`${dir}/waiter`), 8000);
-    rmSync(dir, { recursive: true, force: true });
+    writeFileSync(`${gate}/go`, ""); // (the container ends, should the test have failed before)
+    if (dir) {
+      await ended(dir);
+      rmSync(dir, { recursive: true, force: true });
+    }
+    rmSync(gate, { recursive: true, force: true });
   }
 }
 
 describe("the working directory", { skip }, () => {
-  after(() => assert.deepEqual(leftovers(), [], "a container left something behind"));
+  after(async () => assert.deepEqual(await settled(allLeftovers), [], "a container left something behind"));
 
   test("without -k or -t nothing is left in the runtime dir", () => {
     const before = runtimeDirs();
@@ -120,9 +140,10 @@ describe("the working directory", { skip }, () => {
 
   test("-t on a directory whose lock another holds (a container starting or being cleaned up): refused after a grace, nothing written", { skip: noFlock }, async () => {
     const tmpdir = mkdtempSync("/tmp/minc-test-t-");
-    const holder = spawn("flock", ["-s", `${tmpdir}/lock`, "sleep", "30"], { stdio: "ignore" });
+    // (it holds the lock until its stdin closes)
+    const holder = spawn("flock", ["-s", `${tmpdir}/lock`, "cat"], { stdio: ["pipe", "ignore", "ignore"] });
     try {
-      assert.ok(await until(() => existsSync(`${tmpdir}/lock`), 2000));
+      await waitFor(`flock to hold ${tmpdir}/lock`, () => existsSync(`${tmpdir}/lock`) && spawnSync("flock", ["-xn", `${tmpdir}/lock`, "true"]).status === 1, { saw: () => listing(tmpdir) });
       const started = Date.now();
       const r = minc(["-r", rootfs(), "-t", tmpdir, "true"]);
       assert.equal(r.status, 2, r.stderr);
@@ -130,7 +151,7 @@ describe("the working directory", { skip }, () => {
       assert.ok(Date.now() - started >= 1900, "refused before the grace for an ending container");
       assert.deepEqual(readdirSync(tmpdir), ["lock"]);
     } finally {
-      holder.kill();
+      holder.stdin?.end();
       rmSync(tmpdir, { recursive: true });
     }
   });
@@ -150,21 +171,27 @@ describe("the working directory", { skip }, () => {
   test("-t ID of a running container of the store: refused", async () => {
     const store = mkdtempSync("/tmp/minc-test-store-");
     const env = cleanEnv({ MINCS_DIR: store });
+    const gate = mkdtempSync("/tmp/minc-test-gate-");
+    let dir = "";
     try {
       const i = spawnSync(`${REPO}/bin/marten`, ["import", rootfs(), "--name", "claimed"], { encoding: "utf8", env });
       assert.equal(i.status, 0, i.stderr);
-      const b = minc(["-B", "-r", "claimed", "sleep", "3"], { env });
+      const b = minc(["-B", "-r", "claimed", ...gated(gate)], { env });
       assert.equal(b.status, 0, b.stderr);
       const id = /^([0-9a-f]{64})$/m.exec(b.stderr)![1];
-      const dir = `${store}/containers/${id}`;
-      assert.ok(await until(() => existsSync(`${dir}/pid`), 5000), "the container did not start");
+      dir = `${store}/containers/${id}`;
+      await waitFor(`the container of ${dir} to run its command`, () => existsSync(`${gate}/running`), { saw: () => listing(dir) });
       const r = minc(["-t", id.slice(0, 12), "true"], { env });
       assert.equal(r.status, 2, r.stderr);
       assert.match(r.stderr, new RegExp(`^minc: container ${id.slice(0, 12)}: in use by a running container \\(its waiter is PID \\d+\\)\n$`));
-      assert.ok(await until(() => !existsSync(`${dir}/waiter`), 8000), "the container did not end");
+      writeFileSync(`${gate}/go`, "");
+      await ended(dir);
       assert.equal(minc(["-t", id.slice(0, 12), "true"], { env }).status, 0, "the ended container's directory is free again");
     } finally {
+      writeFileSync(`${gate}/go`, ""); // (the container ends, should the test have failed before)
+      if (dir) await ended(dir);
       rmSync(store, { recursive: true, force: true });
+      rmSync(gate, { recursive: true, force: true });
     }
   });
 

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { cannotBoot, leftovers, minc, rootfs, sleep } from "./helpers.ts";
+import { cannotBoot, ended, leftovers, minc, rootfs } from "./helpers.ts";
 
 const skip = cannotBoot();
 
@@ -16,8 +16,7 @@ async function bootedInside(args: string[]): Promise<{ log: string; dir: string 
   assert.equal(r.status, 0, r.stderr);
   const dir = /See (\S+)\/log for output/.exec(r.stdout)?.[1];
   assert.ok(dir, r.stdout);
-  for (let t = 0; t < 5000 && (existsSync(`${dir}/pid`) || !existsSync(`${dir}/log`)); t += 50) await sleep(50);
-  await sleep(100); // the waiter's last step after removing the pid file
+  await ended(dir); // (its waiter holds the lock to the end: the log is whole then)
   return { log: readFileSync(`${dir}/log`, "utf8"), dir };
 }
 
