@@ -178,7 +178,7 @@ describe("the working directory", { skip }, () => {
       assert.equal(i.status, 0, i.stderr);
       const b = minc(["-B", "-r", "claimed", ...gated(gate)], { env });
       assert.equal(b.status, 0, b.stderr);
-      const id = /^([0-9a-f]{64})$/m.exec(b.stderr)![1];
+      const id = /^([0-9a-f]{64})$/m.exec(b.stdout)![1];
       dir = `${store}/containers/${id}`;
       await waitFor(`the container of ${dir} to run its command`, () => existsSync(`${gate}/running`), { saw: () => listing(dir) });
       const r = minc(["-t", id.slice(0, 12), "true"], { env });

@@ -41,7 +41,7 @@ describe("the boot written down ahead", { skip }, () => {
       assert.ok(!existsSync(`${inside.dir}/minc-core.sh`), "-B wrote the boot down");
       const same = (out: string): string => out.replace(/minc\d+-\w{6}/g, "minc<pid>-<random>"); // (each its own working dir)
       assert.equal(same(written.stdout), same(inside.log));
-      assert.match(written.stdout, /^pid 1\nsame\n$/m);
+      assert.match(written.stdout, /^pid 1\nsame\nTo reuse this, run: /m);
     } finally {
       rmSync(inside.dir, { recursive: true, force: true });
     }
