@@ -4,32 +4,38 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { containerId, limitsOf, parseSize, sharesToWeight, swapOnly, v1Settings, v2Settings } from "../lib/cage.ts";
-import { MINC, REPO, cages, cannotBoot, cleanEnv, leftovers, minc, rootfs, runtimeDirs, sleep, until } from "./helpers.ts";
+import { MINC, REPO, RUNDIR, allLeftovers, cages, cannotBoot, cleanEnv, madeNames, minc, rootfs, runtimeDirs, settled, start, waitFor } from "./helpers.ts";
 
 const V1 = "/sys/fs/cgroup";
 const v1Missing = ["memory", "cpu", "pids"].filter((c) => !existsSync(`${V1}/${c}/cgroup.procs`));
 const skip = cannotBoot() ?? (v1Missing.length ? `needs cgroup v1 ${v1Missing.join(", ")} (tested on v2 in the UML test)` : undefined);
 
-const cagesBefore = new Set(cages());
-const newCages = (): string[] => cages().filter((c) => !cagesBefore.has(c));
+/** The cage names of the -t directories this file used (its other containers' are named after their working directories). */
+const tCages = new Set<string>();
+/** The cages of this file's containers that are there: of its working directories, and of its -t directories. */
+const ourCages = async (): Promise<string[]> => cages([...(await madeNames()), ...tCages]);
 
 /** The pids cage of a container whose working directory is DIR (as minc names it: by its real path). */
-const pidsCage = (dir: string): string => `${V1}/pids/mincs/${containerId({ MINC_TMPDIR: realpathSync(dir) })}`;
+const pidsCage = (dir: string): string => {
+  const id = containerId({ MINC_TMPDIR: realpathSync(dir) });
+  tCages.add(id);
+  return `${V1}/pids/mincs/${id}`;
+};
 const SHOW_CAGE = "sed -n 's/^[0-9]*:pids://p' /proc/self/cgroup";
 
 describe("cgroup v1 limits", { skip }, () => {
-  after(() => {
-    assert.deepEqual(newCages(), [], "a cage was left behind");
-    assert.deepEqual(leftovers(), [], "a container left something behind");
+  after(async () => {
+    assert.deepEqual(await settled(ourCages), [], "a cage was left behind");
+    assert.deepEqual(await settled(allLeftovers), [], "a container left something behind");
   });
 
-  test("--mem-limit 64M: a 200 MB hog is OOM-killed, minc returns 137; without it, it completes", () => {
+  test("--mem-limit 64M: a 200 MB hog is OOM-killed, minc returns 137; without it, it completes", async () => {
     const hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"];
     const limited = minc(["--mem-limit", "64M", "-r", rootfs(), ...hog]);
     assert.equal(limited.status, 137, limited.stderr);
     const free = minc(["-r", rootfs(), ...hog]);
     assert.equal(free.status, 0, free.stderr);
-    assert.deepEqual(newCages(), []);
+    assert.deepEqual(await ourCages(), []);
   });
 
   test("--pid-max 5: fork fails inside", () => {
@@ -41,13 +47,10 @@ describe("cgroup v1 limits", { skip }, () => {
 
   test("--cpu-quota, --cpu-shares, --mem-swap are written in the container's cgroups while it runs", async () => {
     const before = new Set(runtimeDirs());
-    const child = spawn(MINC, ["--cpu-quota", "50000", "--cpu-shares", "512", "--mem-limit", "32M", "--mem-swap", "48M",
-      "-r", rootfs(), "sh", "-c", "echo ready; sleep 30"], { env: cleanEnv(), stdio: ["ignore", "pipe", "inherit"] });
-    let out = "";
-    child.stdout.on("data", (d) => { out += d; });
-    const ended = new Promise<number | null>((res) => child.on("exit", (code) => res(code)));
+    const run = start(MINC, ["--cpu-quota", "50000", "--cpu-shares", "512", "--mem-limit", "32M", "--mem-swap", "48M",
+      "-r", rootfs(), "sh", "-c", "echo ready; sleep 30"], { stdio: ["ignore", "pipe", "inherit"] });
     try {
-      for (let t = 0; t < 5000 && !out.includes("ready"); t += 20) await sleep(20);
+      await run.printed("ready");
       const id = runtimeDirs().find((d) => !before.has(d))!.split("/").pop()!;
       const read = (c: string, f: string): string => readFileSync(`${V1}/${c}/mincs/${id}/${f}`, "utf8").trim();
       assert.equal(read("cpu", "cpu.cfs_quota_us"), "50000");
@@ -56,45 +59,41 @@ describe("cgroup v1 limits", { skip }, () => {
       if (existsSync(`${V1}/memory/mincs/${id}/memory.memsw.limit_in_bytes`)) {
         assert.equal(read("memory", "memory.memsw.limit_in_bytes"), String(48 * 1024 * 1024));
       }
-      const init = readFileSync(`/var/run/${id}/pid`, "utf8").trim();
+      const init = readFileSync(`${RUNDIR}/${id}/pid`, "utf8").trim();
       assert.ok(read("cpu", "cgroup.procs").split("\n").includes(init), "the container's PID 1 is not in its cage");
     } finally {
-      child.kill("SIGTERM");
-      await ended;
+      run.child.kill("SIGTERM");
+      await run.exit();
     }
-    await sleep(100);
-    assert.deepEqual(newCages(), []);
+    assert.deepEqual(await settled(ourCages), []);
   });
 
   test("two -t directories of the same name get cages of their own, each with its own limit", async () => {
     const base = mkdtempSync("/tmp/minc-test-cage-");
     const [a, b] = [`${base}/x/ct`, `${base}/y/ct`];
     for (const d of [a, b]) mkdirSync(d, { recursive: true });
-    const first = spawn(MINC, ["--pid-max", "100", "-r", rootfs(), "-t", a, "sh", "-c", "echo ready; sleep 30"], { env: cleanEnv(), stdio: ["ignore", "pipe", "inherit"] });
-    let out = "";
-    first.stdout.on("data", (d) => { out += d; });
-    const ended = new Promise<void>((res) => first.on("exit", () => res()));
+    const first = start(MINC, ["--pid-max", "100", "-r", rootfs(), "-t", a, "sh", "-c", "echo ready; sleep 30"], { stdio: ["ignore", "pipe", "inherit"] });
     try {
       assert.notEqual(pidsCage(a), pidsCage(b));
-      assert.ok(await until(() => out.includes("ready"), 5000), "the first container did not start");
+      await first.printed("ready");
       assert.equal(readFileSync(`${pidsCage(a)}/pids.max`, "utf8").trim(), "100");
-      const started = Date.now();
       const second = minc(["--pid-max", "5", "-r", rootfs(), "-t", b, "sh", "-c", `${SHOW_CAGE}; for i in 1 2 3 4 5 6 7; do sleep 0.2 & done; wait`]);
-      const took = Date.now() - started;
       assert.equal(second.stdout.split("\n")[0], pidsCage(b).slice(`${V1}/pids`.length));
       assert.match(second.stderr, /can't fork|Resource temporarily unavailable/, "the second container's own limit");
-      assert.ok(took < 2000, `the second container took ${took} ms to end (a cage shared with a running container cannot be removed)`);
+      // A cage shared with the running container could not be removed: the second one's is gone, the first one's stays.
+      assert.deepEqual(await settled(() => cages([pidsCage(b)])), [], "the second container's cage is left");
+      assert.deepEqual(cages([pidsCage(a)]).filter((c) => c.includes("/pids/")), [pidsCage(a)], "the first container's cage went with the second");
       assert.equal(readFileSync(`${pidsCage(a)}/pids.max`, "utf8").trim(), "100", "the first container's limit was overwritten");
       assert.ok(readFileSync(`${pidsCage(a)}/cgroup.procs`, "utf8").split("\n").includes(readFileSync(`${a}/pid`, "utf8").trim()));
     } finally {
-      first.kill("SIGTERM");
-      await ended;
+      first.child.kill("SIGTERM");
+      await first.exit();
       rmSync(base, { recursive: true });
     }
-    assert.ok(await until(() => newCages().length === 0, 2000), `cages left: ${newCages().join(" ")}`);
+    assert.deepEqual(await settled(ourCages), [], "cages left");
   });
 
-  test("a -t directory of any name (_ct, 'my ct') can have limits: its cage gets a safe name", () => {
+  test("a -t directory of any name (_ct, 'my ct') can have limits: its cage gets a safe name", async () => {
     const base = mkdtempSync("/tmp/minc-test-cage-");
     try {
       for (const [name, id] of [["_ct", /^ct-[0-9a-f]{8}$/], ["my ct", /^my_ct-[0-9a-f]{8}$/]] as const) {
@@ -108,7 +107,7 @@ describe("cgroup v1 limits", { skip }, () => {
     } finally {
       rmSync(base, { recursive: true });
     }
-    assert.deepEqual(newCages(), []);
+    assert.deepEqual(await ourCages(), []);
   });
 
   test("a cage with another container's processes in it is refused (exit 2, one line), its limit left as it is", async () => {
@@ -128,12 +127,14 @@ describe("cgroup v1 limits", { skip }, () => {
     } finally {
       squatter.kill();
       await gone;
-      await until(() => { try { rmdirSync(cage); return true; } catch { return false; } }, 2000);
+      // (the cage empties once the squatter is reaped)
+      await waitFor(`${cage} to be removed`, () => { try { rmdirSync(cage); return true; } catch { return false; } },
+        { saw: () => `in it: ${readFileSync(`${cage}/cgroup.procs`, "utf8").trim()}` });
       rmSync(dir, { recursive: true });
     }
   });
 
-  test("bad limits: one line, exit 2, nothing made", () => {
+  test("bad limits: one line, exit 2, nothing made", async () => {
     for (const [args, msg] of [
       [["--mem-limit", "64X"], /not a size/],
       [["--mem-limit", "0"], /out of range/],
@@ -148,17 +149,17 @@ describe("cgroup v1 limits", { skip }, () => {
       assert.match(r.stderr, msg);
       assert.equal(r.stderr.trim().split("\n").length, 1);
     }
-    assert.deepEqual(newCages(), []);
+    assert.deepEqual(await ourCages(), []);
   });
 
-  test("minc-cage makes no cage for a caller that is gone (minc SIGKILLed before setpriv tied the two)", () => {
+  test("minc-cage makes no cage for a caller that is gone (minc SIGKILLed before setpriv tied the two)", async () => {
     const tmp = mkdtempSync("/tmp/minc-test-cage-");
     try {
       const r = spawnSync(`${REPO}/libexec/minc-cage`, ["--prepare", "1"], { encoding: "utf8", env: { ...cleanEnv(), MINC_MEM_LIMIT: "64M", MINC_TMPDIR: tmp } });
       assert.equal(r.status, 1, r.stderr);
       assert.match(r.stderr, /caller \(PID 1\) is not our parent any more: no cage made/);
       assert.ok(!existsSync(`${tmp}/cleanup`), "nothing registered");
-      assert.deepEqual(newCages(), []);
+      assert.deepEqual(cages([containerId({ MINC_TMPDIR: tmp })]), [], "a cage was made");
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }

@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { dirname } from "node:path";
-import { REPO, cannotBoot, hasTool, rootfs, sleep } from "./helpers.ts";
+import { PATIENCE, REPO, cannotBoot, hasTool, rootfs, settled, start } from "./helpers.ts";
 
 const USER = "mincs-nopriv";
 const BACKENDS = ["minc-exec", "minc-core", "minc-coat", "minc-leash", "minc-cage", "minc-waiter.sh", "minc-fork.sh"];
@@ -67,7 +67,7 @@ interface Run { status: number | null; stdout: string; stderr: string }
 /** minc run as the test user, its working dirs in $TMPDIR=dir/tmp. */
 function asUser(args: string[], opts: { timeout?: number } = {}): Run {
   const r = spawnSync("runuser", ["-u", USER, "--", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${dir}/tmp`, minc, ...args], {
-    encoding: "utf8", cwd: "/", input: "", timeout: opts.timeout ?? 30_000,
+    encoding: "utf8", cwd: "/", input: "", timeout: opts.timeout ?? PATIENCE,
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -139,8 +139,8 @@ describe("--nopriv", { skip }, () => {
   });
 
   test("the user's terminal is the container's console", () => {
-    const r = spawnSync("runuser", ["-u", USER, "--", "env", `TMPDIR=${dir}/tmp`, "script", "-qec", `${minc} --nopriv ${dir}/rootfs sh -c 'tty; echo to-console > /dev/console'`, "/dev/null"], {
-      encoding: "utf8", cwd: "/", input: "", timeout: 30_000,
+    const r = spawnSync("runuser", ["-u", USER, "--", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${dir}/tmp`, "script", "-qec", `${minc} --nopriv ${dir}/rootfs sh -c 'tty; echo to-console > /dev/console'`, "/dev/null"], {
+      encoding: "utf8", cwd: "/", input: "", timeout: PATIENCE,
     });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^\/dev\/console\r?\nto-console\r?\n/);
@@ -148,7 +148,7 @@ describe("--nopriv", { skip }, () => {
 
   test("an ordinary user's PATH (no sbin, where pivot_root and capsh are) is enough", () => {
     const r = spawnSync("runuser", ["-u", USER, "--", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${dir}/tmp`, `PATH=${dirname(process.execPath)}:/usr/bin:/bin`,
-      minc, "--nopriv", `${dir}/rootfs`, "echo", "found"], { encoding: "utf8", cwd: "/", input: "", timeout: 30_000 });
+      minc, "--nopriv", `${dir}/rootfs`, "echo", "found"], { encoding: "utf8", cwd: "/", input: "", timeout: PATIENCE });
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, "found\n");
   });
@@ -157,18 +157,21 @@ describe("--nopriv", { skip }, () => {
     const tmp = mkdtempSync(`${home}/nobody-`);
     sh(`chown 4321 ${tmp}`);
     const r = spawnSync("setpriv", ["--reuid=4321", "--regid=4321", "--clear-groups", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${tmp}`, minc, "--nopriv", `${dir}/rootfs`, "id", "-u"],
-      { encoding: "utf8", cwd: "/", input: "", timeout: 30_000 });
+      { encoding: "utf8", cwd: "/", input: "", timeout: PATIENCE });
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, "0\n", "root in the container");
   });
 
   test("SIGTERM ends it with 143 and nothing is left", async () => {
-    const child = spawnSync("sh", ["-c", `runuser -u ${USER} -- env TMPDIR=${dir}/tmp ${minc} --nopriv ${dir}/rootfs sleep 30 & pid=$!; sleep 1.5; pkill -TERM -u ${USER} -f 'minc-waiter.sh'; wait $pid; echo $?`], { encoding: "utf8", timeout: 20_000 });
-    assert.equal(child.stdout.trim(), "143", child.stderr);
-    await sleep(100);
-    assert.deepEqual(readdirSync(`${dir}/tmp`), []);
-    // (a zombie may wait a moment for the host's init to reap it)
-    assert.equal(sh(`ps -u ${USER} -o pid=,stat=,args= | grep -v ' Z' || true`), "");
+    const run = start("runuser", ["-u", USER, "--", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${dir}/tmp`, minc, "--nopriv", `${dir}/rootfs`, "sh", "-c", "echo ready; exec sleep 30"],
+      { cwd: "/", stdio: ["ignore", "pipe", "pipe"] });
+    await run.printed("ready");
+    // The user's waiter (and its guard, which ignores TERM), as the user's own kill would reach it.
+    sh(`pkill -TERM -u ${USER} -f 'minc-waiter.sh'`);
+    assert.equal(await run.exit(), 143, run.stderr());
+    // Its guard and watcher end once the waiter has (a zombie may wait a moment for the host's init to reap it).
+    assert.deepEqual(await settled(() => readdirSync(`${dir}/tmp`)), []);
+    assert.deepEqual(await settled(() => sh(`ps -u ${USER} -o pid=,stat=,args= | grep -v ' Z' || true`).split("\n").filter(Boolean)), []);
   });
 
   test("what needs the host's root is refused, and root is needed without --nopriv", () => {
