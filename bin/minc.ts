@@ -533,7 +533,12 @@ function calledAs(): string {
 function trapExit(plan: Plan): void {
   const dir = plan.settings.MINC_TMPDIR;
   let trap = "";
-  if (plan.image) {
+  const background = plan.settings.MINC_BACKGROUND !== "";
+  if (background && (plan.image || plan.tempdirGiven || plan.keep)) {
+    // As in the shell MINCS: -B already said where the directory is ("See DIR/log"),
+    // and a reuse line would land in the log, after the command's own output.
+    step("A kept container in the background: the directory stays, without a reuse line");
+  } else if (plan.image) {
     step("Trap the exit: the container stays in the store; say how to reuse it");
     trap = `echo ${quote(`To reuse this, run: ${quote(calledAs())} -t ${basename(dir).slice(0, 12)}`)}`;
   } else if (plan.tempdirGiven) {

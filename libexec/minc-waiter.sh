@@ -211,12 +211,14 @@ if [ -n "$guard" ]; then
     exit 0
   fi
   pidfile=$tmpdir/pid registered=$tmpdir/cleanup
-  while [ ! -e "$tmpdir/waiter" ] && running "$guard"; do sleep 0.01; done
-  if [ -e "$tmpdir/waiter" ]; then
+  # (-s, not -e: the file is made empty, then written; minc SIGKILLed in
+  # between never handed over, and never started the container.)
+  while [ ! -s "$tmpdir/waiter" ] && running "$guard"; do sleep 0.01; done
+  { read -r waiter < "$tmpdir/waiter"; } 2>/dev/null || waiter=
+  if [ -n "$waiter" ]; then
     # Handed over. A waiter in the background is not minc (it has a watcher
     # of its own), and without setpriv nothing would tell us of its end:
     # nothing more to do then.
-    { read -r waiter < "$tmpdir/waiter"; } 2>/dev/null || waiter=
     [ "$waiter" = "$guard" ] && [ -n "$tied" ] || exit 0
     until_waiter_ends
     clean_after_waiter

@@ -158,7 +158,10 @@ describe("ermine-breeder and minc in a virtual machine", { skip }, () => {
       assert.equal(imported.status, 0, imported.stderr);
       const r = minc(["--um", "-r", "vmapp:1", "sh", "-c", "echo $GREETING; pwd; ls"], { env, timeout: VM_MS });
       assert.equal(r.status, 0, r.stderr);
-      assert.deepEqual(r.stdout.trim().split(/\r?\n/), ["from-the-image", "/app", "here"]);
+      // (the new container's id first, and the reuse line last, as the shell MINCS prints them)
+      const lines = r.stdout.trim().split(/\r?\n/);
+      assert.match(lines[0], /^[0-9a-f]{64}$/);
+      assert.deepEqual(lines.slice(1), ["from-the-image", "/app", "here", `To reuse this, run: ${MINC} -t ${lines[0].slice(0, 12)}`]);
     } finally {
       rmSync(store, { recursive: true, force: true });
       rmSync(layout, { recursive: true, force: true });

@@ -1,7 +1,7 @@
 // Signals to minc reach the container, and nothing is left afterwards.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, watch, type FSWatcher } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, watch, writeFileSync, type FSWatcher } from "node:fs";
 import { after, describe, test, type TestContext } from "node:test";
 import { MINC, PATIENCE, REPO, RUNDIR, allLeftovers, cannotBoot, cleanEnv, freePort, hasTool, leftovers, netLeftovers, rootfs, runtimeDirs, settled, signalled, sleep, start, waitFor, type Started } from "./helpers.ts";
 
@@ -207,6 +207,27 @@ describe("signals", { skip }, () => {
     const tied = spawnSync("sh", ["-c", `MINC_WAITER_PID=$$ sh ${fork} sh -c 'echo started "\${MINC_WAITER_PID-unset}"'`], { encoding: "utf8", env: cleanEnv() });
     assert.equal(tied.status, 0, tied.stderr);
     assert.equal(tied.stdout, "started unset\n");
+  });
+
+  test("minc SIGKILLed between making its waiter file and writing its PID there: the guard still cleans up", async () => {
+    // The waiter writes TMPDIR/waiter with `echo $$ >`: the file exists, empty, for a moment.
+    // Played here with the guard alone, a sleep standing for minc, and a chain that removes the directory.
+    const dir = mkdtempSync(`${RUNDIR}/minc-guard-`);
+    writeFileSync(`${dir}/cleanup`, `rm -rf ${dir}\n`);
+    const fakeMinc = start("sleep", ["600"], { stdio: "ignore" });
+    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(fakeMinc.child.pid), "tied"], { stdio: ["pipe", "ignore", "pipe"] });
+    try {
+      guard.child.stdin!.end(`dir ${dir}\n`);
+      writeFileSync(`${dir}/waiter`, "");
+      fakeMinc.child.kill("SIGKILL");
+      await fakeMinc.exit();
+      assert.equal(await guard.exit(), 0);
+      if (existsSync(dir)) assert.fail(`the guard took the empty waiter file for a handover: ${readdirSync(dir).join(" ")}`);
+    } finally {
+      fakeMinc.child.kill("SIGKILL");
+      guard.child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("the guard does not keep the user's directory busy: a umount right after minc ends, or is SIGKILLed, works", async () => {
