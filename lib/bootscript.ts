@@ -40,6 +40,7 @@ const HEAD = [
   "# The boot of the new root, written down ahead by minc-core (lib/bootscript.ts);",
   "# minc-fork.sh runs it as PID 1 of the new namespaces.",
   "fail() { printf 'minc-core: %s\\n' \"$1\" >&2; exit 1; }",
+  "trap : PIPE   # (a --debug reader gone: the boot goes on; the command it execs gets the default)",
 ];
 
 export function startWritingDown(file: string, root: string, o: { tracing: boolean; remake: boolean }): void {

@@ -1,10 +1,9 @@
 // Errors and the common start of every entrypoint.
-import { writeSync } from "node:fs";
 import { getSystemErrorMessage } from "node:util";
 import { isNotWrittenDown } from "./bootscript.ts";
 import { useCompileCache } from "./compilecache.ts";
 import { resetSignals } from "./signals.ts";
-import { progname } from "./trace.ts";
+import { progname, toStderr } from "./trace.ts";
 
 /** Exit status for bad input (options, names, paths), as the issue asks. */
 export const EXIT_USAGE = 2;
@@ -44,7 +43,7 @@ export function systemErrorText(e: unknown): string | undefined {
 }
 
 function say(line: string): void {
-  writeSync(2, `${progname()}: ${line}\n`);
+  toStderr(`${progname()}: ${line}`);
 }
 
 export function warn(message: string): void {

@@ -21,12 +21,12 @@
 // it used is packed; an INT sent to the program alone still interrupts it
 // (spareGroupInterrupts).
 import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
-import { existsSync, writeSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { constants } from "node:os";
 import { MincError } from "./fail.ts";
 import { removeTree } from "./run.ts";
 import { releaseSignals } from "./signals.ts";
-import { progname, step } from "./trace.ts";
+import { progname, step, toStderr } from "./trace.ts";
 
 const SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
@@ -116,7 +116,7 @@ function leave(u: Undo): void {
     try {
       action();
     } catch (e) {
-      writeSync(2, `${progname()}: ${e instanceof Error ? e.message : String(e)}\n`);
+      toStderr(`${progname()}: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
   const left = [...u.stages].filter((stage) => existsSync(stage));
@@ -129,7 +129,7 @@ function leave(u: Undo): void {
         // rm said why; the next import or pull removes it
       }
     }
-    writeSync(2, `${progname()}: interrupted by ${sig}; nothing kept\n`);
+    toStderr(`${progname()}: interrupted by ${sig}; nothing kept`);
   }
   // End by the signal itself, as without a handler, so that a shell running us sees it.
   releaseSignals(SIGNALS);

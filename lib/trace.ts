@@ -27,10 +27,25 @@ export function progname(): string {
   return basename(process.argv[1] ?? "minc").replace(/\.[cm]?[jt]s$/, "");
 }
 
+/**
+ * Write a line on stderr. A reader that went away (minc --debug 2>&1 | head)
+ * must not stop the boot half way, with nothing left to undo it: the line is
+ * dropped, and so is the rest of the trace, here and in the programs started
+ * from here on (as a shell's writes fail once SIGPIPE is handled).
+ */
+export function toStderr(line: string): void {
+  try {
+    writeSync(2, line + "\n");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EPIPE") throw e;
+    delete process.env.MINC_DEBUG;
+  }
+}
+
 function say(line: string): void {
   if (!tracing()) return;
   if (writingDown()) recordTrace(line); // printed when the written-down boot gets there
-  else writeSync(2, line + "\n");
+  else toStderr(line);
 }
 
 /** Head a phase; each program heads the phases it prints in. */

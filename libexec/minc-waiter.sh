@@ -57,6 +57,11 @@
 # inherits the waiter's; another minc refuses the directory while any of
 # them holds it. The container is not given fd 9, nor is a sleep.
 
+# A --debug reader that went away (minc --debug 2>&1 | head) must not kill
+# us half way, with the container left behind: our trace lines then fail,
+# and the rest goes on. Handled, not ignored: what we start gets the default.
+trap : PIPE
+
 guard= now= watch=
 made=
 case $1 in

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { RUNDIR, cannotBoot, leftovers, minc, rootfs, waitFor } from "./helpers.ts";
+import { MINC, RUNDIR, cannotBoot, leftovers, minc, rootfs, settled, start, waitFor } from "./helpers.ts";
 
 /** This test file's runtime dir, where minc makes its working dirs, in a regex. */
 const base = RUNDIR.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -96,5 +96,25 @@ describe("the --debug trace", { skip }, () => {
     assert.equal(r.status, 0);
     assert.equal(r.stderr, "");
     assert.equal(r.stdout, "");
+  });
+  test("a trace reader that goes away (minc --debug 2>&1 | head) stops the trace, not the boot: nothing left", async (t) => {
+    // Cut the reader after a quarter, half, three quarters of the trace: the
+    // programs writing it then (minc's Node, the waiter, the written-down
+    // boot) must go on to the command and its cleanup, not die half way.
+    const command = ["--debug", "-r", rootfs(), "sh", "-c", "exit 7"];
+    const whole = minc(command);
+    assert.equal(whole.status, 7, whole.stderr);
+    const total = whole.stderr.trim().split("\n").length;
+    for (const part of [1, 0.25, 0.5, 0.75].map((f) => Math.max(1, Math.round(total * f)))) {
+      const run = start(MINC, command, { stdio: ["ignore", "ignore", "pipe"] });
+      let seen = 0;
+      run.child.stderr!.on("data", (d: Buffer) => {
+        seen += d.toString().split("\n").length - 1;
+        if (seen >= part) run.child.stderr!.destroy(); // (the reader goes; later writes meet EPIPE)
+      });
+      assert.equal(await run.exit(), 7, `the reader gone after ${part} of ${total} lines`);
+      assert.deepEqual(await settled(leftovers), [], `the reader gone after ${part} of ${total} lines`);
+    }
+    t.diagnostic(`a trace of ${total} lines, cut at 1, 1/4, 1/2, 3/4`);
   });
 });
