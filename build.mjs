@@ -2,7 +2,7 @@
 // bin/minc.ts -> bin/minc, libexec/minc-core.ts -> libexec/minc-core, ...
 import { build } from "esbuild";
 import { chmodSync, readdirSync, readFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { basename, dirname, resolve } from "node:path";
 
 const entries = [
   ...readdirSync("bin").filter((f) => f.endsWith(".ts")).map((f) => `bin/${f}`),
@@ -41,10 +41,20 @@ const lazyHelpLayout = {
   },
 };
 
+// A backend (libexec/minc-*.ts) exports its main, and runs when it is the
+// program: its executable is this wrapper around it. Another program that
+// runs it in its own Node imports the same main (lib/run.ts).
+const started = (entry) => ({
+  contents: `import { main } from "./${basename(entry)}";\nimport { start } from "../lib/fail.ts";\nstart(main);\n`,
+  resolveDir: resolve(dirname(entry)),
+  sourcefile: `${basename(entry, ".ts")} (started)`,
+  loader: "ts",
+});
+
 await Promise.all(entries.map(async (entry) => {
   const outfile = entry.replace(/\.ts$/, "");
   await build({
-    entryPoints: [entry],
+    ...(entry.startsWith("libexec/") ? { stdin: started(entry) } : { entryPoints: [entry] }),
     outfile,
     bundle: true,
     platform: "node",

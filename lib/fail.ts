@@ -27,6 +27,13 @@ export class MincError extends Error {
  */
 export class HandedOver extends Error {}
 
+/**
+ * A program's body: its arguments (what follows its name) and its
+ * environment in, its exit status out (undefined: 0). A backend exports
+ * its own as `main`; the build makes the executable that starts it.
+ */
+export type Main = (args: string[], env: NodeJS.ProcessEnv) => number | void | Promise<number | void>;
+
 /** Bad input from the user. */
 export function usageError(message: string): MincError {
   return new MincError(message, EXIT_USAGE);
@@ -105,6 +112,16 @@ export function settleLater(work: Promise<number | void>): void {
 export function mainAsync(body: () => Promise<number | void>): void {
   main(() => {
     settleLater(body());
+    return 0;
+  });
+}
+
+/** Start this process's program with our arguments and environment (its exit status is ours). */
+export function start(program: Main): void {
+  main(() => {
+    const status = program(process.argv.slice(2), process.env);
+    if (!(status instanceof Promise)) return status;
+    settleLater(status);
     return 0;
   });
 }

@@ -15,13 +15,14 @@
 // (some 40 MB and 10 threads each) must not count against the container's
 // limits: --pid-max 5 would keep Node from even starting its threads.
 import { existsSync, readFileSync, rmdirSync } from "node:fs";
-import { MincError, main, usageError, warn } from "../lib/fail.ts";
+import { MincError, usageError, warn } from "../lib/fail.ts";
 import { anyLimit, cagesOf, checkCagesFree, containerId, controllersFor, findHierarchy, limitsOf, v1Settings, v2Settings, writeCgroup, type Controller, type Hierarchy, type Limits, type Setting } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { mkdirs } from "../lib/run.ts";
 import { phase, quoteAll, step } from "../lib/trace.ts";
 
-const env = process.env;
+// The settings, from the environment main() is given.
+let env: NodeJS.ProcessEnv;
 
 /** Write one cgroup file; the kernel's refusal is the user's bad input. */
 /** v2: a controller works in a cgroup only if every parent enables it for its children. */
@@ -96,9 +97,11 @@ function checkCaller(pid: number): void {
   if (process.ppid !== pid) throw new MincError(`the caller (PID ${pid}) is not our parent any more: no cage made`);
 }
 
-main(() => {
-  const [cmd, pid] = process.argv.slice(2);
+export function main(args: string[], environment: NodeJS.ProcessEnv): number {
+  env = environment;
+  const [cmd, pid] = args;
   if (cmd !== "--prepare" || !/^\d+$/.test(pid ?? "")) throw new MincError("usage: minc-cage --prepare PID", 2);
   checkCaller(Number(pid));
   prepare();
-});
+  return 0;
+}

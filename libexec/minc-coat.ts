@@ -8,7 +8,7 @@
 // the container writes lands in storage and BASEDIR stays untouched. In
 // direct mode (MINC_DIRECT) BASEDIR itself is bound instead.
 import { existsSync, statSync } from "node:fs";
-import { MincError, main, usageError } from "../lib/fail.ts";
+import { MincError, usageError } from "../lib/fail.ts";
 import { mounts } from "../lib/mounts.ts";
 import { writingDown } from "../lib/bootscript.ts";
 import { viewRoot } from "../lib/rootview.ts";
@@ -55,9 +55,10 @@ function unbind(tmpdir: string): void {
   run(["umount", root]);
 }
 
-main(() => {
-  const [cmd, tmpdir, basedir] = process.argv.slice(2);
+export function main(args: string[], _env: NodeJS.ProcessEnv): number {
+  const [cmd, tmpdir, basedir] = args;
   if (cmd === "bind") bind(checkTmpdir(tmpdir), basedir);
   else if (cmd === "unbind") unbind(checkTmpdir(tmpdir));
   else throw new MincError("usage: minc-coat bind TMPDIR BASEDIR | unbind TMPDIR", 2);
-});
+  return 0;
+}

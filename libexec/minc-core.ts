@@ -17,7 +17,7 @@
 import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { basename, dirname } from "node:path";
 import { abandonWritingDown, finishWritingDown, isNotWrittenDown, notWrittenDown, recordRaw, startWritingDown, writingDown } from "../lib/bootscript.ts";
-import { HandedOver, MincError, NOT_WRITTEN_DOWN, main, usageError } from "../lib/fail.ts";
+import { HandedOver, MincError, NOT_WRITTEN_DOWN, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { closeView, lstatInRoot } from "../lib/rootview.ts";
@@ -26,12 +26,13 @@ import { resetSignals } from "../lib/signals.ts";
 import { userTerminal } from "../lib/terminal.ts";
 import { phase, quote, step, tracing } from "../lib/trace.ts";
 
-const env = process.env;
-const tmpdir = env.MINC_TMPDIR ?? "";
-const basedir = env.MINC_BASEDIR ?? "";
-const direct = !!env.MINC_DIRECT;
-const nopriv = !!env.MINC_NOPRIV;
-const rootdir = `${tmpdir}/root`;
+// The settings of this boot, from the environment main() is given.
+let env: NodeJS.ProcessEnv;
+let tmpdir: string;
+let basedir: string;
+let direct: boolean;
+let nopriv: boolean;
+let rootdir: string;
 
 function recordPid(): void {
   step("Record our PID as the host sees it: /proc is still the host's, so /proc/self tells it (here we are PID 1)");
@@ -370,9 +371,14 @@ function writeDown(script: string, command: string[]): number {
   }
 }
 
-main(() => {
+export function main(args: string[], environment: NodeJS.ProcessEnv): number | void {
+  env = environment;
+  tmpdir = env.MINC_TMPDIR ?? "";
+  basedir = env.MINC_BASEDIR ?? "";
+  direct = !!env.MINC_DIRECT;
+  nopriv = !!env.MINC_NOPRIV;
+  rootdir = `${tmpdir}/root`;
   if (!tmpdir || !basedir) throw new MincError("MINC_TMPDIR and MINC_BASEDIR must be set (run minc)");
-  const args = process.argv.slice(2);
   if (args[0] === "--write-down") {
     if (!args[1]) throw usageError("usage: minc-core --write-down SCRIPT [COMMAND [ARG...]]");
     return writeDown(args[1], args.slice(2));
@@ -380,4 +386,4 @@ main(() => {
   // As PID 1 of its namespace, Node would "handle" INT and TERM (reset the terminal, raise again) and so drop them.
   resetSignals(["SIGINT", "SIGTERM"]);
   boot(args);
-});
+}

@@ -50,16 +50,15 @@
 import { spawnSync } from "node:child_process";
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import { BRIDGE, CHAINS, GATEWAY, OWN_CHAINS, SUBNET, allocate, chainsIn, checkContainerIp, checkId, checkNetns, formatLeases, formatPortMap, hookRules, hooksIn, mappedPorts, parseLeases, parseListing, parsePortMap, portRules, release, ruleArgv, rulesOf, sharedRules, tag, vethName, type Lease, type PortMap, type Rule, type Table } from "../lib/dens.ts";
-import { MincError, main, usageError, warn } from "../lib/fail.ts";
+import { MincError, usageError, warn } from "../lib/fail.ts";
 import { capture, removeFile, run, writeFile } from "../lib/run.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 
-const env = process.env;
-/** The lease file; MINC_DENS_LEASE points the tests at another. */
-const LEASE = env.MINC_DENS_LEASE || "/var/run/minc.lease";
+/** The lease file; MINC_DENS_LEASE points the tests at another (set by main()). */
+let LEASE: string;
 const LOCK = "/var/run/minc-dens.lock";
-/** iptables, iptables-nft or iptables-legacy (MINC_DENS_IPTABLES); the rules are the same. */
-const IPTABLES = env.MINC_DENS_IPTABLES || "iptables";
+/** iptables, iptables-nft or iptables-legacy (MINC_DENS_IPTABLES); the rules are the same (set by main()). */
+let IPTABLES: string;
 const NETNS_DIR = "/var/run/netns";
 const USAGE = "usage: minc-dens up | add NETNS ID | del NETNS ID | map ID IP HOSTPORT[:PORT[:PROTO]]... | stop";
 
@@ -373,23 +372,25 @@ function argc(args: string[], n: number): void {
   if (args.length !== n) throw usageError(USAGE);
 }
 
-main(() => {
-  const [cmd, ...args] = process.argv.slice(2);
+export function main(argv: string[], env: NodeJS.ProcessEnv): number {
+  LEASE = env.MINC_DENS_LEASE || "/var/run/minc.lease";
+  IPTABLES = env.MINC_DENS_IPTABLES || "iptables";
+  const [cmd, ...args] = argv;
   switch (cmd) {
     case "up":
       argc(args, 0);
       phase(3);
       withLock(up);
-      return;
+      return 0;
     case "add":
       argc(args, 2);
       add(checkNetns(args[0]), checkId(args[1]));
-      return;
+      return 0;
     case "del":
       argc(args, 2);
       checkNetns(args[0]);
       del(checkId(args[1]));
-      return;
+      return 0;
     case "map": {
       if (args.length < 3) throw usageError(USAGE);
       const [id, ip, ...specs] = args;
@@ -397,13 +398,13 @@ main(() => {
       const dup = maps.find((m, i) => maps.findIndex((o) => o.hostPort === m.hostPort && o.proto === m.proto) !== i);
       if (dup) throw usageError(`host port ${dup.hostPort}/${dup.proto} is mapped twice`);
       map(checkId(id), checkContainerIp(ip), maps);
-      return;
+      return 0;
     }
     case "stop":
       argc(args, 0);
       stop();
-      return;
+      return 0;
     default:
       throw usageError(cmd === undefined ? USAGE : `unknown subcommand ${JSON.stringify(cmd)}; ${USAGE}`);
   }
-});
+}

@@ -12,7 +12,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { constants, hostname, networkInterfaces } from "node:os";
-import { MincError, NOT_WRITTEN_DOWN, mainAsync } from "../lib/fail.ts";
+import { MincError, NOT_WRITTEN_DOWN } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { anyLimit, LIMIT_SETTINGS, limitsOf } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
@@ -21,10 +21,11 @@ import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { holdSignals, releaseSignals, signalsDelivered, sleepSync } from "../lib/signals.ts";
 import { userNamespaceOptions } from "../lib/userns.ts";
 
-const env = process.env;
-const tmpdir = env.MINC_TMPDIR ?? "";
+// The settings of this boot, from the environment main() is given.
+let env: NodeJS.ProcessEnv;
+let tmpdir: string;
 
-/** The signals minc holds until the waiter takes over (see mainAsync below). */
+/** The signals minc holds until the waiter takes over (see main below). */
 const HELD: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
 
 function ensureSettings(): void {
@@ -286,7 +287,9 @@ function makesMoreThanTheWorkingDir(): boolean {
   return !!(env.MINC_NETNS || env.MINC_SSHFS_HOST || anyLimit(limitsOf(env)));
 }
 
-mainAsync(async () => {
+export async function main(args: string[], environment: NodeJS.ProcessEnv): Promise<number> {
+  env = environment;
+  tmpdir = env.MINC_TMPDIR ?? "";
   // Stopping half way would leave what phases 2 and 3 made; stop at the end instead.
   const held = makesMoreThanTheWorkingDir() ? holdSignals(HELD) : () => undefined;
   try {
@@ -302,7 +305,7 @@ mainAsync(async () => {
     const ip = prepareNetwork();
     prepareResolvConf();
     prepareHosts(ip);
-    const command = namespacesCommand(process.argv.slice(2));
+    const command = namespacesCommand(args);
     await signalsDelivered();
     const signal = held();
     if (!signal) return handOverToWaiter(command);
@@ -316,7 +319,7 @@ mainAsync(async () => {
     if (existsSync(tmpdir)) cleanUpNow();
     throw e;
   }
-});
+}
 
 /** A held signal came during the boot: undo it and end as that signal would have. */
 function stopFor(signal: NodeJS.Signals): number {

@@ -28,7 +28,7 @@
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { isImageDir } from "../lib/imagedir.ts";
-import { MincError, mainAsync, usageError } from "../lib/fail.ts";
+import { MincError, usageError } from "../lib/fail.ts";
 import { chainId, type ImageMeta, mountsUnder, Store } from "../lib/farm.ts";
 import { checkName, whyNotGivenId } from "../lib/names.ts";
 import { backend } from "../lib/libexec.ts";
@@ -210,8 +210,7 @@ function config(store: Store, ref: string): void {
   if (json !== undefined) out(json);
 }
 
-mainAsync(async () => {
-  const args = process.argv.slice(2);
+export async function main(args: string[], _env: NodeJS.ProcessEnv): Promise<void> {
   const cmd = args[0];
   if (cmd === undefined || cmd === "-h" || cmd === "--help") throw usageError(USAGE);
   const store = new Store();
@@ -262,4 +261,4 @@ mainAsync(async () => {
     default:
       throw usageError(`unknown command ${cmd} (${USAGE})`);
   }
-});
+}

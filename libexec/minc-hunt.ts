@@ -11,12 +11,13 @@
 // the trace starts with the command. Tracing is the kernel's global state:
 // it stays as SCRIPT left it, for the user to read `trace` afterwards.
 import { existsSync, writeFileSync } from "node:fs";
-import { main, usageError, warn } from "../lib/fail.ts";
+import { usageError, warn } from "../lib/fail.ts";
 import { mounts } from "../lib/mounts.ts";
 import { mount, run } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 
-const env = process.env;
+// The settings, from the environment main() is given.
+let env: NodeJS.ProcessEnv;
 
 function mountsOf(type: string): string[] {
   return mounts().filter((m) => m.type === type).map((m) => m.point);
@@ -43,7 +44,8 @@ function write(file: string, value: string): string | undefined {
   }
 }
 
-main(() => {
+export function main(_args: string[], environment: NodeJS.ProcessEnv): number {
+  env = environment;
   phase(5);
   const pid = env.MINC_PID ?? "";
   const script = env.MINC_FTRACE ?? "";
@@ -59,4 +61,5 @@ main(() => {
   if (noFunctions) warn(`--ftrace: this kernel refuses a pid filter for function tracing (${noFunctions}); going on with events only`);
   step("Run the user's ftrace script in the tracing directory");
   run(["sh", "-c", 'cd "$0" && . "$1"', dir, script]);
-});
+  return 0;
+}

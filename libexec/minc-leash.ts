@@ -9,7 +9,7 @@
 // washed out and the command replaces this process, so it is PID 1.
 import { statSync } from "node:fs";
 import { enterCages, openCages, type CageDoor } from "../lib/cage.ts";
-import { MincError, main, usageError } from "../lib/fail.ts";
+import { MincError, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { isExecutableInRoot, shellOf, userOf, type User } from "../lib/rootfs.ts";
@@ -17,7 +17,8 @@ import { notWrittenDown, writingDown } from "../lib/bootscript.ts";
 import { capture, exec, findInPath, run, stringsOf } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 
-const env = process.env;
+// The settings, from the environment main() is given.
+let env: NodeJS.ProcessEnv;
 
 function checkRoot(rootdir: string | undefined): string {
   try {
@@ -197,9 +198,10 @@ function diveWithPivot(rootdir: string, command: string[], user: User | undefine
   return exec(command, washed);
 }
 
-main(() => {
+export function main(args: string[], environment: NodeJS.ProcessEnv): number {
+  env = environment;
   phase(5);
-  const [given, ...argv] = process.argv.slice(2);
+  const [given, ...argv] = args;
   const rootdir = checkRoot(given);
   const command = commandOf(rootdir, argv);
   const user = userOfSettings(rootdir);
@@ -213,4 +215,4 @@ main(() => {
   if (debugPrefix().length > 0 && !env.MINC_DROPCAPS && !workdir()) return diveWithChroot(rootdir, command, user, cage);
   if (capsh) step("The rootfs has no shell for capsh to start: fall back to pivot_root");
   return diveWithPivot(rootdir, command, user, cage);
-});
+}

@@ -14,14 +14,15 @@ import { closeSync, existsSync, openSync, readFileSync, readSync, writeSync } fr
 import { isatty } from "node:tty";
 import { enterCages, openCages } from "../lib/cage.ts";
 import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_SHARE, terminalSize } from "../lib/ermine.ts";
-import { MincError, mainAsync, usageError } from "../lib/fail.ts";
+import { MincError, usageError } from "../lib/fail.ts";
 import { frontend } from "../lib/libexec.ts";
 import { writeFile } from "../lib/run.ts";
 import { sleepSync } from "../lib/signals.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 
-const env = process.env;
-const tmpdir = env.MINC_TMPDIR ?? "";
+// The settings of this boot, from the environment main() is given.
+let env: NodeJS.ProcessEnv;
+let tmpdir: string;
 
 /** The name the host gave the container (minc-core set it in our UTS namespace). */
 function containerName(): string {
@@ -117,14 +118,16 @@ function timeoutSeconds(): number {
   return Number(given);
 }
 
-mainAsync(async () => {
+export async function main(args: string[], environment: NodeJS.ProcessEnv): Promise<number> {
+  env = environment;
+  tmpdir = env.MINC_TMPDIR ?? "";
   phase(5);
   if (!tmpdir) throw new MincError("MINC_TMPDIR must be set (run minc --qemu or --um)");
   const guest = guestArch(env.MINC_ARCH ?? "x86_64");
   const dir = ermineDir();
   checkGuest(guest, dir);
-  writeRunScript(process.argv.slice(2));
+  writeRunScript(args);
   // The resource limits hold for the whole VM.
   enterCages(openCages(env));
   return bootGuest(guest, dir, { share: tmpdir, timeoutSeconds: timeoutSeconds(), ownPidNamespace: false });
-});
+}

@@ -22,7 +22,7 @@
 import { createReadStream, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { copyFile, link, mkdir, rename } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { MincError, main, usageError, warn } from "../lib/fail.ts";
+import { MincError, usageError, warn } from "../lib/fail.ts";
 import { chainId } from "../lib/farm.ts";
 import { unpackedDir, unpackLayer } from "../lib/layer.ts";
 import { formatReference, parseReference, type Reference } from "../lib/reference.ts";
@@ -467,8 +467,7 @@ function existsFile(path: string): boolean {
 
 const SIGNALS: [NodeJS.Signals, number][] = [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]];
 
-main(() => {
-  const args = process.argv.slice(2);
+export function main(args: string[], _env: NodeJS.ProcessEnv): number | Promise<number> {
   if (args.length === 1 && (args[0] === "-h" || args[0] === "--help")) {
     process.stdout.write(`${USAGE}\n`);
     return 0;
@@ -483,8 +482,9 @@ main(() => {
       pull.controller.abort();
     });
   }
-  pull.run().then((digest) => {
+  return pull.run().then((digest) => {
     process.stdout.write(`${digest}\n`);
+    return 0;
   }, async (e: unknown) => {
     await pull.stop();
     pull.progress.finish();
@@ -502,6 +502,6 @@ main(() => {
       status = 1;
     }
     process.stderr.write(`${progname()}: ${message}\n`);
-    process.exitCode = status;
+    return status;
   });
-});
+}

@@ -22,7 +22,7 @@
 import { chmodSync, copyFileSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, type Stats } from "node:fs";
 import { runContainer } from "../lib/container.ts";
 import { readElf } from "../lib/elf.ts";
-import { MincError, mainAsync, usageError, warn } from "../lib/fail.ts";
+import { MincError, usageError, warn } from "../lib/fail.ts";
 import { catchInterrupts, spareGroupInterrupts } from "../lib/interrupt.ts";
 import { findLibrary, ldSoConfDirs } from "../lib/ldso.ts";
 import { existsInRoot, resolveInRoot } from "../lib/paths.ts";
@@ -32,7 +32,8 @@ import { STRACE_ARGS, tracedPaths } from "../lib/strace.ts";
 import { quote, shown, step } from "../lib/trace.ts";
 
 const USAGE = "usage: minc-trapper [-r ROOTDIR|IMAGE] TMPDIR COMMAND...";
-const env = process.env;
+// The settings, from the environment main() is given.
+let env: NodeJS.ProcessEnv;
 const MAX_LINKS = 40;
 /** Exit status of a command stopped with Ctrl-C. */
 const INTERRUPTED = 130;
@@ -269,8 +270,9 @@ function makeMountpoints(job: Job): void {
   chmodSync(tmp, 0o1777);
 }
 
-mainAsync(async () => {
-  const job = jobOf(process.argv.slice(2));
+export async function main(args: string[], environment: NodeJS.ProcessEnv): Promise<number> {
+  env = environment;
+  const job = jobOf(args);
   catchInterrupts();
   await runTraced(job);
   mountView(job);
@@ -283,4 +285,5 @@ mainAsync(async () => {
   }
   makeMountpoints(job);
   removeFile(traceFileOf(job));
-});
+  return 0;
+}
