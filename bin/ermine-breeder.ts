@@ -35,12 +35,16 @@ import { cpus } from "node:os";
 import { basename, resolve } from "node:path";
 import yargs from "yargs";
 import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_MODULES, GUEST_NET_MODULES, guestInit, hostGuestArch, initramfsOf, kernelOf, plugGuest, type GuestArch } from "../lib/ermine.ts";
-import { MincError, main, settleLater, usageError } from "../lib/fail.ts";
+import { MincError, start, usageError } from "../lib/fail.ts";
 import { libexecDir } from "../lib/libexec.ts";
-import { capture, copyFile, mkdirs, run } from "../lib/run.ts";
+import { capture, copyFile, mkdirs, run, runInThisNode } from "../lib/run.ts";
 import { needTool } from "../lib/tools.ts";
 import { progname, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
+import { main as mincDens } from "../libexec/minc-dens.ts";
+
+// minc-dens del (testrun --net) runs in this Node, not in a Node of its own.
+runInThisNode({ "minc-dens": mincDens });
 
 /** What a config file may set, with the defaults it starts from. */
 interface Config {
@@ -670,8 +674,9 @@ function splitQemuOptions(argv: string[]): [string[], string[]] {
   return [argv.slice(0, i), argv.slice(i)];
 }
 
-main(() => {
+start(() => {
   let status = 0;
+  let testing: Promise<number> | undefined; // (testrun is the one command that works asynchronously)
   const [args, qemuOptions] = splitQemuOptions(process.argv.slice(2));
   // (The global options, in every command's arguments.)
   const configOf = (a: Record<string, unknown>) => readConfig((a.config as string[] | undefined) ?? [], a.arch as string | undefined);
@@ -710,11 +715,11 @@ main(() => {
       const s = configOf(a);
       const arch = archOf(a) ?? (s.config.ARCH || hostGuestArch());
       if (arch === "all") throw usageError("--arch all: testrun boots one arch");
-      settleLater(testrun(guestArch(arch), s.config, { work: a.work, timeout: a.timeout, net: !!a.net, cmdline: a.cmdline, qemuOptions }));
+      testing = testrun(guestArch(arch), s.config, { work: a.work, timeout: a.timeout, net: !!a.net, cmdline: a.cmdline, qemuOptions });
     })
     .command("clean", "Remove the work dir (the downloads stay)", {}, (a) => { status = clean(configOf(a).config); })
     .command("distclean", "Remove the work dir, the downloads, and the kernels and initramfses built", {}, (a) => { status = distclean(configOf(a).config); })
     .command("help", "Show this message", {}, () => { parser.showHelp("log"); });
   parser.parseSync();
-  return status;
+  return testing ?? status;
 });

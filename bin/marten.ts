@@ -6,16 +6,20 @@
 // layout, which minc-farm then imports.
 import * as fs from "node:fs";
 import yargs from "yargs";
-import { HandedOver, MincError, main, settleLater, usageError } from "../lib/fail.ts";
+import { HandedOver, MincError, start, usageError } from "../lib/fail.ts";
 import { Store } from "../lib/farm.ts";
 import { runStoppable } from "../lib/interrupt.ts";
 import { wantedPlatform } from "../lib/platform.ts";
 import { checkName } from "../lib/names.ts";
 import { checkReference, parseReference } from "../lib/reference.ts";
 import { backend } from "../lib/libexec.ts";
-import { exec, isExecutable, removeTree } from "../lib/run.ts";
+import { exec, isExecutable, removeTree, runInThisNode } from "../lib/run.ts";
 import { quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
+import { main as mincFarm } from "../libexec/minc-farm.ts";
+
+// minc-farm, the last step of most commands, runs in this Node (see farm below).
+runInThisNode({ "minc-farm": mincFarm });
 
 type Env = Record<string, string | undefined>;
 
@@ -41,8 +45,8 @@ function runBackend(name: string, args: string[], env: Env = {}, shownEnv: Env =
 
 /**
  * The last step of most commands is minc-farm's: marten execs it, which
- * for one of our Node backends loads it into this Node rather than starting
- * another (about 40 ms); its exit status is marten's.
+ * runs its main in this Node rather than starting another (about 40 ms);
+ * its exit status is marten's.
  */
 function farm(args: string[], env: Env = {}): never {
   const { argv, full, line } = backendCall("minc-farm", args, env);
@@ -117,7 +121,7 @@ function rename(cmd: "rename" | "renamei", id: string, name: string): number {
   return farm([cmd, id, name]);
 }
 
-main(() => {
+start(() => {
   let status = 0;
   let pulled: Promise<number> | undefined; // (pull is the one command that works asynchronously)
   const str = (v: unknown): string => String(v);
@@ -156,6 +160,5 @@ main(() => {
     .alias("h", "help")
     .fail((msg, err) => { throw err instanceof MincError || err instanceof HandedOver ? err : usageError(err?.message ?? msg); })
     .parseSync();
-  if (pulled) settleLater(pulled);
-  return status;
+  return pulled ?? status;
 });

@@ -13,16 +13,20 @@ import { anyLimit, cageDirs, checkCagesFree, controllersFor, findHierarchy, limi
 import { claimWorkingDir } from "../lib/claim.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { parsePortMap } from "../lib/dens.ts";
-import { MincError, main, usageError } from "../lib/fail.ts";
+import { MincError, start, usageError } from "../lib/fail.ts";
 import { checkLayerPath, existingDir } from "../lib/layerpath.ts";
 import { backend, checkBackends } from "../lib/libexec.ts";
 import { CROSS_ARCHES, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
-import { exec, findInPath, makeTempDir, removeFile } from "../lib/run.ts";
+import { exec, findInPath, makeTempDir, removeFile, runInThisNode } from "../lib/run.ts";
 import { farm, isStoreName } from "../lib/store.ts";
 import { shellOf } from "../lib/rootfs.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { subordinateIds, unprivilegedOverlay } from "../lib/userns.ts";
 import { VERSION } from "../lib/version.ts";
+import { main as mincExec } from "../libexec/minc-exec.ts";
+
+// minc-exec, and the backends it runs so, run in this Node: the boot starts Node once.
+runInThisNode({ "minc-exec": mincExec });
 
 /** Every MINC_* variable the backends read, as the shell MINCS exported them. */
 interface Settings {
@@ -559,7 +563,7 @@ function neededBackends(plan: Plan): string[] {
   return ["minc-exec", "minc-waiter.sh", ...(plan.image || plan.container ? ["minc-farm"] : [])];
 }
 
-main(() => {
+start(() => {
   const args = parseMincArgs(process.argv.slice(2));
   if (has(args, "help")) { process.stdout.write(mincUsage()); return 0; }
   if (has(args, "version")) { process.stdout.write(`minc (MINCS in TypeScript) ${VERSION}\n`); return 0; }

@@ -20,7 +20,7 @@ import { basename, dirname, resolve } from "node:path";
 import { spawnSync } from "node:child_process";
 import yargs from "yargs";
 import { runContainer } from "../lib/container.ts";
-import { MincError, mainAsync, usageError } from "../lib/fail.ts";
+import { MincError, start, usageError } from "../lib/fail.ts";
 import { checkLayerPath, existingDir } from "../lib/layerpath.ts";
 import { catchInterrupts, removeOnInterrupt, runStoppable, spareGroupInterrupts } from "../lib/interrupt.ts";
 import { backend, frontend } from "../lib/libexec.ts";
@@ -370,7 +370,7 @@ async function build(plan: Plan, work: string, partial: string): Promise<number>
   return 0;
 }
 
-mainAsync(async () => {
+start(async () => {
   const args = parse(process.argv.slice(2));
   if (args.debug) process.env.MINC_DEBUG = "1";
   const plan = planFrom(args);

@@ -22,10 +22,18 @@ export class MincError extends Error {
 }
 
 /**
- * Thrown by exec() after it loaded the next program into this Node: the
- * caller's code must not go on, and the exit status is the next program's.
+ * Thrown by exec() once the next program has this process (lib/run.ts): it
+ * ran in this Node, or the written-down boot execs it. The caller's code
+ * must not go on; the exit status is the next program's (0 for the boot
+ * written down: its script ends by that exec).
  */
-export class HandedOver extends Error {}
+export class HandedOver extends Error {
+  readonly status: number | Promise<number>;
+  constructor(status: number | Promise<number> = 0) {
+    super("handed over to the next program");
+    this.status = status;
+  }
+}
 
 /**
  * A program's body: its arguments (what follows its name) and its
@@ -83,45 +91,41 @@ function report(e: unknown): number {
   return EXIT_FAILURE;
 }
 
-/** Run an entrypoint's body; turn MincErrors into one line and an exit status. */
-export function main(body: () => void | number): void {
+/**
+ * Start this process's program: its main gets our arguments and
+ * environment, and its exit status is ours once it is known (a main that
+ * works asynchronously, downloads and streams, settles later).
+ */
+export function start(program: Main): void {
   checkNode();
   useCompileCache();
   // An ignored QUIT (a background job of sh) would stay ignored in the container; INT and
   // TERM are Node's own until an exec resets them (minc-core, as PID 1, resets them itself).
   resetSignals(["SIGQUIT"]);
-  let status: number;
+  const status = statusOf(program, process.argv.slice(2), process.env);
+  if (typeof status === "number") process.exitCode = status;
+  else void status.then((s) => { process.exitCode = s; });
+}
+
+/**
+ * Run a program's main to its exit status: a MincError becomes one line
+ * and its status, and a program that handed over (exec) has the next one's.
+ * start() runs this process's program so, and lib/run.ts each backend it
+ * runs or execs in this Node.
+ */
+export function statusOf(program: Main, args: readonly string[], env: NodeJS.ProcessEnv): number | Promise<number> {
+  let result: ReturnType<Main>;
   try {
-    status = body() ?? 0;
+    result = program([...args], env);
   } catch (e) {
-    if (e instanceof HandedOver) return;
-    if (isNotWrittenDown(e)) throw e; // for minc-core --write-down, which loaded us
-    status = report(e);
+    return failed(e);
   }
-  process.exitCode = status;
+  if (result instanceof Promise) return result.then((status) => status ?? 0, failed);
+  return result ?? 0;
 }
 
-/** The exit status is this work's, when it is done (for a main() body that goes on asynchronously). */
-export function settleLater(work: Promise<number | void>): void {
-  work.then((status) => { process.exitCode = status ?? 0; }, (e: unknown) => {
-    if (!(e instanceof HandedOver)) process.exitCode = report(e);
-  });
-}
-
-/** main() for a body that works asynchronously (downloads, streams). */
-export function mainAsync(body: () => Promise<number | void>): void {
-  main(() => {
-    settleLater(body());
-    return 0;
-  });
-}
-
-/** Start this process's program with our arguments and environment (its exit status is ours). */
-export function start(program: Main): void {
-  main(() => {
-    const status = program(process.argv.slice(2), process.env);
-    if (!(status instanceof Promise)) return status;
-    settleLater(status);
-    return 0;
-  });
+function failed(e: unknown): number | Promise<number> {
+  if (e instanceof HandedOver) return e.status;
+  if (isNotWrittenDown(e)) throw e; // for minc-core --write-down, which ran us: it boots inside instead
+  return report(e);
 }

@@ -2,10 +2,10 @@
 // does the same thing. Backends use these instead of calling child_process
 // or fs directly, so nothing they do escapes the --debug trace.
 import { spawn, spawnSync } from "node:child_process";
-import { accessSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { accessSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { basename, dirname } from "node:path";
 import { inNewRoot, notWrittenDown, parseMount, recordCommand, recordMount, recordRaw, writingDown } from "./bootscript.ts";
-import { HandedOver, MincError } from "./fail.ts";
+import { HandedOver, MincError, statusOf, type Main } from "./fail.ts";
 import { stopOnInterrupt } from "./interrupt.ts";
 import { libexecDir } from "./libexec.ts";
 import { viewMount, viewRemove } from "./rootview.ts";
@@ -52,7 +52,8 @@ export function run(argv: readonly string[], input?: string): void {
   runQueuedMounts();
   const line = input === undefined ? quoteAll(argv) : `${quoteAll(argv)} <<'EOF'\n${input.replace(/\n?$/, "\n")}EOF`;
   shown(line);
-  if (input === undefined && argv[0].startsWith("/") && isNodeBackend(argv[0])) return runInstead(argv);
+  const main = input === undefined ? mainHere(argv[0]) : undefined;
+  if (main) return runHere(main, argv);
   if (writingDown()) return recordCommand(line);
   const r = spawnSync(program(argv[0]), argv.slice(1), { stdio: [input === undefined ? "ignore" : "pipe", "inherit", "inherit"], input });
   if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
@@ -276,12 +277,12 @@ export function isExecutable(path: string): boolean {
  */
 export function exec(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, shownAs?: string): never {
   const file = findInPath(argv[0], env.PATH);
-  const ours = !!file && isNodeBackend(file);
-  if (file && writingDown() && !ours) writeDownExec(file, argv, env);
+  const main = file ? mainHere(file) : undefined;
+  if (file && writingDown() && !main) writeDownExec(file, argv, env);
   if (shownAs !== "") shown(shownAs ?? `exec ${quoteAll(argv)}`);
   // execve aborts the whole process when it fails, so check first.
   if (!file) throw new MincError(`${argv[0]}: command not found or not executable`, 127);
-  if (ours) loadInstead(file, argv, env);
+  if (main) execHere(main, file, argv, env);
   resetSignals(["SIGPIPE", "SIGXFSZ"]);
   flushCompileCache();
   const clean: Record<string, string> = {};
@@ -332,55 +333,61 @@ export function stringsOf(program: string): string | undefined {
   }
 }
 
-/** One of our own Node bundles in libexec/ (where this one is, or beside the bin/ it is in). */
-function isNodeBackend(file: string): boolean {
-  if (dirname(file) !== libexecDir()) return false;
-  const head = Buffer.alloc(20);
-  const fd = openSync(file, "r");
-  try {
-    readSync(fd, head, 0, head.length, 0);
-  } finally {
-    closeSync(fd);
-  }
-  return head.toString("latin1").startsWith("#!/usr/bin/env node");
+/**
+ * The backends that run in this Node when run() or exec() is given their
+ * program in libexec/, by name: a program imports the main of each backend
+ * it runs so and registers it (runInThisNode), so that one bundle holds
+ * all that runs in one process.
+ */
+const mains = new Map<string, Main>();
+
+/** Run or exec these backends (by name) in this Node, by calling their main, instead of starting Node again. */
+export function runInThisNode(backends: Record<string, Main>): void {
+  for (const [name, main] of Object.entries(backends)) mains.set(name, main);
+}
+
+/** The main of file, if it is the program of one of our backends that runs in this Node (runInThisNode). */
+function mainHere(file: string): Main | undefined {
+  if (!file.startsWith("/") || dirname(file) !== libexecDir()) return undefined;
+  const main = mains.get(basename(file));
+  return main && isExecutable(file) ? main : undefined;
 }
 
 /**
- * Exec of a Node backend by a Node backend: rather than execve and start
- * Node all over again (~20 ms), load the next program into this Node and
- * let it run with its own arguments and environment. To the next program,
- * and to anyone pasting the trace, it is the same as an exec.
+ * Exec of a backend that runs in this Node: rather than execve and start
+ * Node all over again (~20 ms), call its main, with its own arguments and
+ * environment. To the next program, and to anyone pasting the trace, it is
+ * the same as an exec: this program's code does not go on (HandedOver),
+ * and its exit status is the next one's.
  */
-function loadInstead(file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
-  for (const k of Object.keys(process.env)) if (!(k in env)) delete process.env[k];
+function execHere(main: Main, file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
+  for (const k of Object.keys(process.env)) if (env[k] === undefined) delete process.env[k];
   for (const [k, v] of Object.entries(env)) if (v !== undefined) process.env[k] = v;
   process.argv = [process.argv[0], file, ...argv.slice(1)];
-  require(file);
-  // It may still have work on the event loop (minc-exec waits a turn for signals).
-  throw new HandedOver();
+  // (It may still have work on the event loop: minc-exec waits a turn for signals.)
+  throw new HandedOver(statusOf(main, argv.slice(1), process.env));
 }
 
 /**
- * Run a Node backend of ours to its end inside this Node, like a function
- * call, instead of starting Node again (~20 ms): the same arguments and
+ * Run a backend that runs in this Node to its end, like a function call,
+ * instead of starting Node again (~20 ms): the same arguments and
  * environment (what it exports stays its own), the same exit status. The
- * backends are synchronous and end by returning from main(), never by
- * process.exit.
+ * backends run so are synchronous, and end by returning from main, never
+ * by process.exit.
  */
-function runInstead(argv: readonly string[]): void {
-  const saved = { argv: process.argv, exitCode: process.exitCode, env: { ...process.env } };
+function runHere(main: Main, argv: readonly string[]): void {
+  const saved = { argv: process.argv, env: { ...process.env } };
   process.argv = [process.argv[0], argv[0], ...argv.slice(1)];
-  process.exitCode = 0;
+  let status: number | Promise<number>;
   try {
-    require(argv[0]);
+    status = statusOf(main, argv.slice(1), process.env);
   } finally {
-    const status = process.exitCode;
     process.argv = saved.argv;
-    process.exitCode = saved.exitCode;
     for (const k of Object.keys(process.env)) if (!(k in saved.env)) delete process.env[k];
     Object.assign(process.env, saved.env);
-    if (status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${status})`, Number(status) || 1);
   }
+  if (typeof status !== "number") throw new Error(`${argv[0]} does not end synchronously: run() cannot run it in this Node`);
+  if (status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${status})`, status);
 }
 
 export function copyFile(from: string, to: string): void {

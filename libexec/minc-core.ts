@@ -21,10 +21,16 @@ import { HandedOver, MincError, NOT_WRITTEN_DOWN, usageError } from "../lib/fail
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { closeView, lstatInRoot } from "../lib/rootview.ts";
-import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, runTogether, symlink, touch, writeFile } from "../lib/run.ts";
+import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, runInThisNode, runTogether, symlink, touch, writeFile } from "../lib/run.ts";
 import { resetSignals } from "../lib/signals.ts";
 import { userTerminal } from "../lib/terminal.ts";
 import { phase, quote, step, tracing } from "../lib/trace.ts";
+import { main as coat } from "./minc-coat.ts";
+import { main as leash } from "./minc-leash.ts";
+import { main as moult } from "./minc-moult.ts";
+
+// minc-coat, and minc-leash or minc-moult after us, run in this Node, not in a Node of their own.
+runInThisNode({ "minc-coat": coat, "minc-leash": leash, "minc-moult": moult });
 
 // The settings of this boot, from the environment main() is given.
 let env: NodeJS.ProcessEnv;
@@ -349,7 +355,7 @@ function refuseWhatNeedsTheInside(): void {
  * --write-down SCRIPT: the same boot, each step written down (lib/bootscript.ts).
  * It ends where minc-leash execs the command: the script's last line.
  */
-function writeDown(script: string, command: string[]): number {
+function writeDown(script: string, command: string[]): number | Promise<number> {
   startWritingDown(script, rootdir, { tracing: tracing(), remake: !direct });
   try {
     refuseWhatNeedsTheInside();
@@ -357,7 +363,7 @@ function writeDown(script: string, command: string[]): number {
     throw new MincError("the boot ended without diving into the root");
   } catch (e) {
     if (e instanceof HandedOver) {
-      if (process.exitCode) return Number(process.exitCode); // minc-leash said why
+      if (e.status !== 0) return e.status; // minc-leash said why
       finishWritingDown();
       return 0;
     }
@@ -371,7 +377,7 @@ function writeDown(script: string, command: string[]): number {
   }
 }
 
-export function main(args: string[], environment: NodeJS.ProcessEnv): number | void {
+export function main(args: string[], environment: NodeJS.ProcessEnv): number | void | Promise<number> {
   env = environment;
   tmpdir = env.MINC_TMPDIR ?? "";
   basedir = env.MINC_BASEDIR ?? "";

@@ -5,10 +5,11 @@
 // network namespace (with minc-dens for --net dens), prepare the files the
 // container will see as /etc/hosts and /etc/resolv.conf, and become
 // the waiter (libexec/minc-waiter.sh), which runs unshare: new IPC, UTS,
-// mount and PID namespaces with minc-core in them. minc loads this program
-// into its own Node rather than starting another. What must be undone when
-// the container ends goes into $MINC_TMPDIR/cleanup, the chain the waiter
-// (or, should minc die first, its guard) runs.
+// mount and PID namespaces with minc-core in them. minc runs this program
+// in its own Node (its bundle holds our main) rather than starting another.
+// What must be undone when the container ends goes into
+// $MINC_TMPDIR/cleanup, the chain the waiter (or, should minc die first,
+// its guard) runs.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { constants, hostname, networkInterfaces } from "node:os";
@@ -16,10 +17,15 @@ import { MincError, NOT_WRITTEN_DOWN } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { anyLimit, LIMIT_SETTINGS, limitsOf } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
-import { capture, copyFile, exec, exportVar, findInPath, mkdirs, removeFile, run, writeFile } from "../lib/run.ts";
+import { capture, copyFile, exec, exportVar, findInPath, mkdirs, removeFile, run, runInThisNode, writeFile } from "../lib/run.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { holdSignals, releaseSignals, signalsDelivered, sleepSync } from "../lib/signals.ts";
 import { userNamespaceOptions } from "../lib/userns.ts";
+import { main as core } from "./minc-core.ts";
+import { main as dens } from "./minc-dens.ts";
+
+// minc-core --write-down and minc-dens map run in this Node, not in a Node of their own.
+runInThisNode({ "minc-core": core, "minc-dens": dens });
 
 // The settings of this boot, from the environment main() is given.
 let env: NodeJS.ProcessEnv;

@@ -14,8 +14,12 @@ import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { isExecutableInRoot, shellOf, userOf, type User } from "../lib/rootfs.ts";
 import { notWrittenDown, writingDown } from "../lib/bootscript.ts";
-import { capture, exec, findInPath, run, stringsOf } from "../lib/run.ts";
+import { capture, exec, findInPath, run, runInThisNode, stringsOf } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
+import { main as hunt } from "./minc-hunt.ts";
+
+// minc-hunt runs in this Node, not in a Node of its own.
+runInThisNode({ "minc-hunt": hunt });
 
 // The settings, from the environment main() is given.
 let env: NodeJS.ProcessEnv;
