@@ -32,9 +32,8 @@ interface Script {
   fstabs: number;
 }
 
-// Shared by every bundle loaded into this Node (each has its own copy of this module).
-const KEY = Symbol.for("mincs.bootscript");
-const shared = globalThis as unknown as { [KEY]?: Script };
+/** The script being written down, if any. */
+let current: Script | undefined;
 
 const HEAD = [
   "# The boot of the new root, written down ahead by minc-core (lib/bootscript.ts);",
@@ -44,35 +43,35 @@ const HEAD = [
 ];
 
 export function startWritingDown(file: string, root: string, o: { tracing: boolean; remake: boolean }): void {
-  shared[KEY] = { file, tracing: o.tracing, remake: o.remake, root, lines: [...HEAD], trace: [], mounts: [], fstabs: 0 };
+  current = { file, tracing: o.tracing, remake: o.remake, root, lines: [...HEAD], trace: [], mounts: [], fstabs: 0 };
 }
 
 export function writingDown(): boolean {
-  return shared[KEY] !== undefined;
+  return current !== undefined;
 }
 
 /** Write the script out (the last pending mounts first). */
 export function finishWritingDown(): void {
-  const script = shared[KEY];
+  const script = current;
   if (!script) return;
   flush(script);
   writeFileSync(script.file, script.lines.join("\n") + "\n");
-  delete shared[KEY];
+  current = undefined;
 }
 
 export function abandonWritingDown(): void {
-  delete shared[KEY];
+  current = undefined;
 }
 
 /** True for a path in the new root (below its mountpoint), which only the script may touch. */
 export function inNewRoot(path: string): boolean {
-  const root = shared[KEY]?.root;
+  const root = current?.root;
   return root !== undefined && path.startsWith(`${root}/`);
 }
 
 /** A line of the --debug trace, printed when the script gets there. */
 export function recordTrace(line: string): void {
-  shared[KEY]!.trace.push(line);
+  current!.trace.push(line);
 }
 
 /**
@@ -86,7 +85,7 @@ export function recordCommand(line: string, paths?: readonly string[]): void {
 
 /** A line of sh as it is (see recordCommand for paths). */
 export function recordRaw(line: string, paths?: readonly string[]): void {
-  const script = shared[KEY]!;
+  const script = current!;
   flush(script, paths);
   script.lines.push(line);
 }
@@ -94,7 +93,7 @@ export function recordRaw(line: string, paths?: readonly string[]): void {
 /** A mount for the fstab of the next mount -a; false if it does not fit one (then record the command). */
 export function recordMount(m: MountArgs, kind: "dir" | "file"): boolean {
   if (m.options.includes("noauto")) return false;
-  const script = shared[KEY]!;
+  const script = current!;
   flushTrace(script);
   script.mounts.push({ entry: fstabEntry(m), target: m.target, kind });
   return true;
@@ -102,7 +101,7 @@ export function recordMount(m: MountArgs, kind: "dir" | "file"): boolean {
 
 /** At a phase's end: its mounts are made before the next phase's trace (nothing when not writing down). */
 export function flushWrittenDown(): void {
-  const script = shared[KEY];
+  const script = current;
   if (script) flush(script);
 }
 

@@ -33,7 +33,6 @@ const SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 /** How a child gets the signal: child.kill, unless a caller knows better (lib/container.ts). */
 export type PassOn = (sig: NodeJS.Signals, child: ChildProcess) => void;
 
-// On globalThis: minc-farm runs in marten's Node, from another bundle.
 interface Undo {
   stages: Set<string>;
   /** What else an interruption undoes, last made first (a VM's network: lib/ermine.ts). */
@@ -43,14 +42,14 @@ interface Undo {
   /** While set: tells whether an INT reached the whole process group (see spareGroupInterrupts). */
   sentinel?: GroupSentinel;
 }
-const KEY = Symbol.for("mincs.interrupt");
+// (One for the process: minc-farm runs in marten's Node, and both use it.)
+let state: Undo | undefined;
 const undo = (): Undo => {
-  const g = globalThis as { [KEY]?: Undo };
-  if (!g[KEY]) {
-    g[KEY] = { stages: new Set(), children: new Map() };
+  if (!state) {
+    state = { stages: new Set(), children: new Map() };
     for (const sig of SIGNALS) process.on(sig, () => interrupted(sig));
   }
-  return g[KEY];
+  return state;
 };
 
 /**

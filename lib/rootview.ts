@@ -23,27 +23,26 @@ interface View {
   removed: Set<string>;
 }
 
-// One view for every bundle loaded into this Node (minc-core, minc-coat, minc-leash each carry their own copy of this module).
-const KEY = Symbol.for("mincs.rootview");
-const shared = globalThis as unknown as { [KEY]?: View };
+/** The root's view while minc-core writes its boot down (minc-coat opens it, minc-core closes it). */
+let current: View | undefined;
 
 export function viewRoot(root: string, layers: string[]): void {
-  shared[KEY] = { root, layers, mounts: [], removed: new Set() };
+  current = { root, layers, mounts: [], removed: new Set() };
 }
 
 export function closeView(): void {
-  delete shared[KEY];
+  current = undefined;
 }
 
 /** The plan mounts on target: a bind of source, or (no source) a new, empty filesystem. */
 export function viewMount(target: string, source: string | undefined): void {
-  const view = shared[KEY];
+  const view = current;
   if (view && target !== view.root) view.mounts.push({ target, source }); // the root's own mount is what the layers show
 }
 
 /** The plan removes path (rm -f). */
 export function viewRemove(path: string): void {
-  shared[KEY]?.removed.add(path);
+  current?.removed.add(path);
 }
 
 function under(path: string, dir: string): string | undefined {
@@ -53,7 +52,7 @@ function under(path: string, dir: string): string | undefined {
 
 /** The host paths that may hold path, top first; [] when it cannot exist yet. Mounts made after the first `before` are ignored. */
 function candidates(path: string, before?: number): string[] {
-  const view = shared[KEY];
+  const view = current;
   if (!view) return [path];
   for (let i = (before ?? view.mounts.length) - 1; i >= 0; i--) {
     const m = view.mounts[i];
@@ -76,7 +75,7 @@ function isWhiteout(s: Stats): boolean {
 
 /** Where path is found: the host path of the first layer that has it, and its lstat; undefined if absent or whited out. */
 export function foundInRoot(path: string): { at: string; stat: Stats } | undefined {
-  const view = shared[KEY];
+  const view = current;
   if (view?.removed.has(path)) return undefined;
   for (const at of candidates(path)) {
     const stat = lstatSync(at, { throwIfNoEntry: false });

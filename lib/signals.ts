@@ -7,13 +7,12 @@
 // TERM), and an ignored signal stays ignored across execve into the user's
 // command (so every program resets QUIT, and exec() PIPE and XFSZ). Adding
 // and removing a listener leaves the default action (SIG_DFL).
-const RESET = Symbol.for("mincs.signals-reset");
+// Once per process: a backend run in this Node finds them reset, and each
+// reset catches the signal for a moment (and would lose one then).
+const done = new Set<string>();
 
 export function resetSignals(signals: readonly NodeJS.Signals[]): void {
   const noop = (): void => {};
-  // Once per process: a backend loaded into this Node finds them reset, and
-  // each reset catches the signal for a moment (and would lose one then).
-  const done = (globalThis as { [RESET]?: Set<string> })[RESET] ??= new Set();
   signals = signals.filter((sig) => !done.has(sig));
   for (const sig of signals) done.add(sig);
   for (const sig of signals) {
