@@ -13,7 +13,7 @@
 // - Work outside the root (the working dir's files) is done at once.
 // - Mounts in a row are written to an fstab and made by one `mount -a`.
 // - A step that cannot be written down (it needs to look inside the new
-//   namespaces) throws notWrittenDown(): minc-exec then starts minc-core
+//   namespaces) throws NotWrittenDown: minc-exec then starts minc-core
 //   itself in them, as before.
 import { writeFileSync } from "node:fs";
 import { quote } from "./quote.ts";
@@ -193,13 +193,5 @@ function fstabField(text: string): string {
   return text.replace(/[\\\s]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`);
 }
 
-/** Thrown by a step that cannot be written down ahead; it crosses bundles, so it is known by its name. */
-export function notWrittenDown(reason: string): Error {
-  const e = new Error(reason);
-  e.name = "NotWrittenDown";
-  return e;
-}
-
-export function isNotWrittenDown(e: unknown): boolean {
-  return e instanceof Error && e.name === "NotWrittenDown";
-}
+/** Thrown by a step that cannot be written down ahead (the reason is its message). */
+export class NotWrittenDown extends Error {}

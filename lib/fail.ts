@@ -1,6 +1,6 @@
 // Errors and the common start of every entrypoint.
 import { getSystemErrorMessage } from "node:util";
-import { isNotWrittenDown } from "./bootscript.ts";
+import { NotWrittenDown } from "./bootscript.ts";
 import { useCompileCache } from "./compilecache.ts";
 import { resetSignals } from "./signals.ts";
 import { progname, toStderr } from "./trace.ts";
@@ -126,6 +126,6 @@ export function statusOf(program: Main, args: readonly string[], env: NodeJS.Pro
 
 function failed(e: unknown): number | Promise<number> {
   if (e instanceof HandedOver) return e.status;
-  if (isNotWrittenDown(e)) throw e; // for minc-core --write-down, which ran us: it boots inside instead
+  if (e instanceof NotWrittenDown) throw e; // for minc-core --write-down, which ran us: it boots inside instead
   return report(e);
 }

@@ -4,7 +4,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { accessSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, dirname } from "node:path";
-import { inNewRoot, notWrittenDown, parseMount, recordCommand, recordMount, recordRaw, writingDown } from "./bootscript.ts";
+import { inNewRoot, NotWrittenDown, parseMount, recordCommand, recordMount, recordRaw, writingDown } from "./bootscript.ts";
 import { HandedOver, MincError, statusOf, type Main } from "./fail.ts";
 import { stopOnInterrupt } from "./interrupt.ts";
 import { libexecDir } from "./libexec.ts";
@@ -315,7 +315,7 @@ function writeDownExec(file: string, argv: readonly string[], env: NodeJS.Proces
 function defaultSignals(): string[] {
   const env = findInPath("env");
   if (!env || !stringsOf(env)?.includes("default-signal")) {
-    throw notWrittenDown("this env(1) cannot give INT and QUIT their default action back (--default-signal)");
+    throw new NotWrittenDown("this env(1) cannot give INT and QUIT their default action back (--default-signal)");
   }
   return [env, "--default-signal=INT,QUIT"];
 }

@@ -16,7 +16,7 @@
 // exits NOT_WRITTEN_DOWN and minc-core boots there itself.
 import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { basename, dirname } from "node:path";
-import { abandonWritingDown, finishWritingDown, isNotWrittenDown, notWrittenDown, recordRaw, startWritingDown, writingDown } from "../lib/bootscript.ts";
+import { abandonWritingDown, finishWritingDown, NotWrittenDown, recordRaw, startWritingDown, writingDown } from "../lib/bootscript.ts";
 import { HandedOver, MincError, NOT_WRITTEN_DOWN, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
@@ -348,7 +348,7 @@ function refuseWhatNeedsTheInside(): void {
     [env.MINC_BACKGROUND, "-B gives the container other stdio than minc's"],
   ];
   const why = inside.find(([asked]) => asked);
-  if (why) throw notWrittenDown(why[1]);
+  if (why) throw new NotWrittenDown(why[1]);
 }
 
 /**
@@ -367,9 +367,9 @@ function writeDown(script: string, command: string[]): number | Promise<number> 
       finishWritingDown();
       return 0;
     }
-    if (!isNotWrittenDown(e)) throw e;
+    if (!(e instanceof NotWrittenDown)) throw e;
     abandonWritingDown();
-    step(`(This boot is not written down ahead: ${(e as Error).message}. minc-core boots in the new namespaces itself.)`);
+    step(`(This boot is not written down ahead: ${e.message}. minc-core boots in the new namespaces itself.)`);
     return NOT_WRITTEN_DOWN;
   } finally {
     abandonWritingDown();

@@ -13,7 +13,7 @@ import { MincError, usageError } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { isExecutableInRoot, shellOf, userOf, type User } from "../lib/rootfs.ts";
-import { notWrittenDown, writingDown } from "../lib/bootscript.ts";
+import { NotWrittenDown, writingDown } from "../lib/bootscript.ts";
 import { capture, exec, findInPath, run, runInThisNode, stringsOf } from "../lib/run.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 import { main as hunt } from "./minc-hunt.ts";
@@ -172,7 +172,7 @@ function diveWithChroot(rootdir: string, command: string[], user: User | undefin
 }
 
 function diveWithPivot(rootdir: string, command: string[], user: User | undefined, cage: CageDoor[]): never {
-  if (writingDown()) throw notWrittenDown("pivot_root changes this process's own root and ids");
+  if (writingDown()) throw new NotWrittenDown("pivot_root changes this process's own root and ids");
   const umountInside = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"].some((d) => isExecutableInRoot(resolveInRoot(rootdir, `${d}/umount`)));
   if (!umountInside) {
     throw new MincError("pivot_root needs umount inside the rootfs to detach the old root, and there is none");
