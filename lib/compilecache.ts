@@ -1,7 +1,8 @@
-// V8's compile cache for the backends minc loads into its own Node.
+// V8's compile cache for our bundles.
 //
-// Each boot loads minc-exec, minc-core, minc-coat and minc-leash into minc's
-// Node, and compiling them costs a few milliseconds every time. Node can keep
+// Each boot runs minc-exec, minc-core, minc-coat and minc-leash in minc's
+// Node (its bundle holds them), and compiling them costs a few
+// milliseconds every time. Node can keep
 // the compiled code on disk (enableCompileCache) and check it against
 // the source on the next load. Compiled code is code: it is only used from a
 // directory that root alone can write, and only by root.
@@ -11,7 +12,7 @@ import { enableCompileCache, flushCompileCache as flushToDisk, getCompileCacheDi
 const DIR = "/var/cache/mincs/node-compile-cache";
 
 export function useCompileCache(): void {
-  if (process.geteuid?.() !== 0 || getCompileCacheDir?.()) return; // (on already, for a backend loaded into this Node)
+  if (process.geteuid?.() !== 0 || getCompileCacheDir?.()) return; // (on already: NODE_COMPILE_CACHE)
   try {
     mkdirSync(DIR, { recursive: true, mode: 0o700 });
     for (let dir = DIR; dir !== "/"; dir = dir.slice(0, dir.lastIndexOf("/")) || "/") {

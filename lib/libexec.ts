@@ -23,7 +23,7 @@ const programDirs = new Map<string, string>();
 
 /**
  * The directory of this program's real file, once per program (a backend
- * loaded into this Node is another). After pivot_root the path is not there
+ * exec'd in this Node is another). After pivot_root the path is not there
  * any more: then it is taken as it was given.
  */
 function programDir(): string {
