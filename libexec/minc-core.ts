@@ -22,15 +22,16 @@ import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { closeView, lstatInRoot } from "../lib/rootview.ts";
 import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, runTogether, symlink, touch, writeFile } from "../lib/run.ts";
+import { readSettings } from "../lib/settings.ts";
 import { resetSignals } from "../lib/signals.ts";
 import { userTerminal } from "../lib/terminal.ts";
 import { phase, quote, step, tracing } from "../lib/trace.ts";
 
-const env = process.env;
-const tmpdir = env.MINC_TMPDIR ?? "";
-const basedir = env.MINC_BASEDIR ?? "";
-const direct = !!env.MINC_DIRECT;
-const nopriv = !!env.MINC_NOPRIV;
+const settings = readSettings();
+const tmpdir = settings.MINC_TMPDIR;
+const basedir = settings.MINC_BASEDIR;
+const direct = settings.MINC_DIRECT;
+const nopriv = settings.MINC_NOPRIV;
 const rootdir = `${tmpdir}/root`;
 
 function recordPid(): void {
@@ -52,7 +53,7 @@ function recordPidWhenRun(): void {
 }
 
 function setHostname(): void {
-  let name = env.MINC_UTSNAME;
+  let name = settings.MINC_UTSNAME;
   if (name) {
     step("Name the container (this UTS namespace is ours alone)");
     writeFile(`${tmpdir}/utsname`, `${name}\n`);
@@ -136,9 +137,9 @@ function bindResolvers(): void {
 
 /** --cross: the kernel runs qemu-user for each foreign binary, by this path, inside the root too. */
 function bindCrossQemu(): void {
-  const qemu = env.MINC_CROSS_QEMU;
+  const qemu = settings.MINC_CROSS_QEMU;
   if (!qemu) return;
-  step(`Bind qemu-user (${qemu}) into the new root at the same path, for the ${env.MINC_ARCH} binaries`);
+  step(`Bind qemu-user (${qemu}) into the new root at the same path, for the ${settings.MINC_ARCH} binaries`);
   const at = mountpoint(qemu, "file");
   if (at) bindMount(qemu, at);
 }
@@ -158,7 +159,7 @@ const DEVICES = ["null", "zero", "full", "random", "urandom", "tty"];
 function prepareDev(): void {
   const dev = mountpoint("/dev", "dir");
   if (!dev) return;
-  if (env.MINC_USE_DEV) {
+  if (settings.MINC_USE_DEV) {
     step("Use devtmpfs for /dev (--usedev): the host's device nodes");
     mount("-t", "devtmpfs", "devtmpfs", dev);
     return;
@@ -265,12 +266,12 @@ function prepareProc(): void {
 }
 
 function prepareSys(): void {
-  if (env.MINC_NOPRIV) return;
+  if (nopriv) return;
   const sys = mountpoint("/sys", "dir");
   if (!sys) return;
   step("The host's /sys, read-only");
   bindMountReadonly("/sys", sys, ",nosuid,nodev,noexec");
-  if (env.MINC_MNT_DEBUGFS) {
+  if (settings.MINC_MNT_DEBUGFS) {
     step("Mount debugfs (--debugfs)");
     mount("-t", "debugfs", "debugfs", `${sys}/kernel/debug`);
   }
@@ -284,7 +285,7 @@ function prepareTmp(): void {
 }
 
 function userBinds(): void {
-  const binds = (env.MINC_RWBIND ?? "").split(/\s+/).filter((b) => b !== "");
+  const binds = settings.MINC_RWBIND;
   if (binds.length === 0) return;
   step("Bind the user's directories and files (-b)");
   for (const bind of binds) {
@@ -320,14 +321,14 @@ function boot(command: string[]): void {
   mountsTogether(() => {
     bindResolvers();
     bindCrossQemu();
-    if (env.MINC_QEMU) return; // the guest's own minc makes the rest, inside the VM
+    if (settings.MINC_QEMU) return; // the guest's own minc makes the rest, inside the VM
     hideMtab();
     prepareDev();
     prepareProc();
     prepareSys();
     prepareTmp();
   });
-  if (env.MINC_QEMU) moultIntoVm(command);
+  if (settings.MINC_QEMU) moultIntoVm(command);
   userBinds();
   diveIn(command);
 }
@@ -336,9 +337,9 @@ function boot(command: string[]): void {
 function refuseWhatNeedsTheInside(): void {
   const inside: [unknown, string][] = [
     [nopriv, "--nopriv maps its ids in a user namespace that does not exist yet"],
-    [env.MINC_QEMU, "a virtual machine boots on the root"],
-    [env.MINC_FTRACE, "--ftrace points ftrace at minc-core's own PID"],
-    [env.MINC_BACKGROUND, "-B gives the container other stdio than minc's"],
+    [settings.MINC_QEMU, "a virtual machine boots on the root"],
+    [settings.MINC_FTRACE, "--ftrace points ftrace at minc-core's own PID"],
+    [settings.MINC_BACKGROUND, "-B gives the container other stdio than minc's"],
   ];
   const why = inside.find(([asked]) => asked);
   if (why) throw notWrittenDown(why[1]);

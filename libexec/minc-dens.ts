@@ -52,14 +52,15 @@ import { closeSync, existsSync, openSync, readdirSync, readFileSync, renameSync,
 import { BRIDGE, CHAINS, GATEWAY, OWN_CHAINS, SUBNET, allocate, chainsIn, checkContainerIp, checkId, checkNetns, formatLeases, formatPortMap, hookRules, hooksIn, mappedPorts, parseLeases, parseListing, parsePortMap, portRules, release, ruleArgv, rulesOf, sharedRules, tag, vethName, type Lease, type PortMap, type Rule, type Table } from "../lib/dens.ts";
 import { MincError, main, usageError, warn } from "../lib/fail.ts";
 import { capture, removeFile, run, writeFile } from "../lib/run.ts";
+import { readSettings } from "../lib/settings.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 
-const env = process.env;
+const settings = readSettings();
 /** The lease file; MINC_DENS_LEASE points the tests at another. */
-const LEASE = env.MINC_DENS_LEASE || "/var/run/minc.lease";
+const LEASE = settings.MINC_DENS_LEASE || "/var/run/minc.lease";
 const LOCK = "/var/run/minc-dens.lock";
 /** iptables, iptables-nft or iptables-legacy (MINC_DENS_IPTABLES); the rules are the same. */
-const IPTABLES = env.MINC_DENS_IPTABLES || "iptables";
+const IPTABLES = settings.MINC_DENS_IPTABLES || "iptables";
 const NETNS_DIR = "/var/run/netns";
 const USAGE = "usage: minc-dens up | add NETNS ID | del NETNS ID | map ID IP HOSTPORT[:PORT[:PROTO]]... | stop";
 

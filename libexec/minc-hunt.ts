@@ -14,9 +14,10 @@ import { existsSync, writeFileSync } from "node:fs";
 import { main, usageError, warn } from "../lib/fail.ts";
 import { mounts } from "../lib/mounts.ts";
 import { mount, run } from "../lib/run.ts";
+import { readSettings } from "../lib/settings.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 
-const env = process.env;
+const settings = readSettings();
 
 function mountsOf(type: string): string[] {
   return mounts().filter((m) => m.type === type).map((m) => m.point);
@@ -45,11 +46,11 @@ function write(file: string, value: string): string | undefined {
 
 main(() => {
   phase(5);
-  const pid = env.MINC_PID ?? "";
-  const script = env.MINC_FTRACE ?? "";
+  const pid = settings.MINC_PID;
+  const script = settings.MINC_FTRACE;
   if (!/^\d+$/.test(pid)) throw usageError("MINC_PID is not a PID");
   if (!script || !existsSync(script)) throw usageError(`MINC_FTRACE ${script || "(unset)"} is not a file`);
-  if (env.MINC_NOPRIV) throw usageError("--ftrace: an unprivileged container cannot control ftrace");
+  if (settings.MINC_NOPRIV) throw usageError("--ftrace: an unprivileged container cannot control ftrace");
   const dir = tracingDir();
   step(`Trace only the container: events of PID ${pid} and of all it forks`);
   const refused = write(`${dir}/set_event_pid`, pid) ?? write(`${dir}/options/event-fork`, "1");
