@@ -76,24 +76,30 @@ const BOOT = {
 
 /** What the other programs pass on to the backends, and what the user may set. */
 const OTHERS = {
+  // The boot's own, and the user's for it (minc-hunt, minc-exec, minc-moult, lib/ermine.ts)
   MINC_PID: { kind: "text", help: "the container's PID 1 as the host numbers it (minc-hunt's filter)", by: "minc-core" },
   MINC_SSHFS_OPTS: { kind: "text", help: "sshfs -o options for -r sshfs://, like IdentityFile=/path,Compression=yes", by: "the user" },
   MINC_VM_TIMEOUT: { kind: "text", help: "seconds after which minc --qemu or --um kills the VM (default: no limit)", by: "the user" },
   MINC_QEMU_ACCEL: { kind: "text", help: "kvm or tcg for minc --qemu (default: KVM where it can boot a kernel)", by: "the user" },
   MINC_ERMINE_DIR: { kind: "text", help: "where the VM kernels and initramfses are (default: libexec/ermine)", by: "the user" },
+  // polecat's traced run (minc-trapper)
   MINC_IGNORE_STATE: { kind: "flag", on: "1", help: "minc-trapper packs what a failing command used", by: "polecat --ignore-state" },
+  // The image store (minc-farm)
   MINC_LONG_ID: { kind: "flag", help: "minc-farm lists long ids", by: "marten lc -l, li -l" },
   MINC_IMPORT_NAME: { kind: "text", help: "the name of the image minc-farm imports", by: "marten import --name, marten pull" },
   MINC_IMPORT_UUID: { kind: "text", help: "the id of a directory minc-farm imports", by: "the user (as with the shell MINCS)" },
   MINC_BASE_UUID: { kind: "text", help: "the image below a directory minc-farm imports", by: "the user (as with the shell MINCS)" },
   MINC_IMPORT_UNPACKED: { kind: "flag", on: "1", help: "the OCI layout minc-farm imports has its layers unpacked already", by: "marten pull" },
+  // Pulls from a registry (minc-smuggler)
   MINC_PULL_USER: { kind: "text", help: "user:password for the registry", by: "marten pull --user" },
   MINC_PULL_INSECURE: { kind: "flag", on: "not 0", help: "allow plain HTTP to a registry not on the loopback", by: "marten pull --insecure" },
   MINC_PULL_CACHE: { kind: "text", help: "a directory of blobs (DIR/blobs/sha256) not downloaded again; new ones are added", by: "the user" },
   MINC_PULL_HAVE: { kind: "text", help: "an image store's images/: layers already there are not downloaded", by: "marten pull" },
   MINC_PULL_UNPACK: { kind: "flag", help: "unpack each layer as soon as it is here, while the others download", by: "marten pull" },
+  // The dens network (minc-dens)
   MINC_DENS_LEASE: { kind: "text", help: "minc-dens's lease file (default /var/run/minc.lease)", by: "the user (the tests)" },
   MINC_DENS_IPTABLES: { kind: "text", help: "iptables, iptables-nft or iptables-legacy for minc-dens", by: "the user" },
+  // The shell scripts' own (minc-fork.sh)
   MINC_WAITER_PID: { kind: "text", help: "the waiter's PID, for minc-fork.sh to check that the waiter is its parent", by: "minc-waiter.sh" },
 } as const satisfies Record<string, SettingSpec>;
 
