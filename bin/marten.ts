@@ -14,6 +14,7 @@ import { checkName } from "../lib/names.ts";
 import { checkReference, parseReference } from "../lib/reference.ts";
 import { backend } from "../lib/libexec.ts";
 import { exec, isExecutable, removeTree, runInThisNode } from "../lib/run.ts";
+import type { SettingsEnv } from "../lib/settings.ts";
 import { quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
 import { main as mincFarm } from "../libexec/minc-farm.ts";
@@ -21,7 +22,8 @@ import { main as mincFarm } from "../libexec/minc-farm.ts";
 // minc-farm, the last step of most commands, runs in this Node (see farm below).
 runInThisNode({ "minc-farm": mincFarm });
 
-type Env = Record<string, string | undefined>;
+/** The MINC_* settings a backend gets on top of our environment (lib/settings.ts); undefined ones are left out. */
+type Env = SettingsEnv;
 
 /** A backend's command line, its environment (ours plus env), and how the trace shows it (with shownEnv). */
 function backendCall(name: string, args: string[], env: Env, shownEnv: Env = env): { argv: string[]; full: NodeJS.ProcessEnv; line: string } {

@@ -16,10 +16,11 @@ import { parsePortMap } from "../lib/dens.ts";
 import { MincError, start, usageError } from "../lib/fail.ts";
 import { checkLayerPath, existingDir } from "../lib/layerpath.ts";
 import { backend, checkBackends } from "../lib/libexec.ts";
-import { CROSS_ARCHES, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
+import { CROSS_ARCHES, MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
 import { exec, findInPath, makeTempDir, removeFile, runInThisNode } from "../lib/run.ts";
 import { farm, isStoreName } from "../lib/store.ts";
 import { shellOf } from "../lib/rootfs.ts";
+import { BOOT_SETTINGS, LIMIT_SETTINGS, readSettings, settingsEnv, type BootSettings, type Settings, type SettingsEnv } from "../lib/settings.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { subordinateIds, unprivilegedOverlay } from "../lib/userns.ts";
 import { VERSION } from "../lib/version.ts";
@@ -28,48 +29,9 @@ import { main as mincExec } from "../libexec/minc-exec.ts";
 // minc-exec, and the backends it runs so, run in this Node: the boot starts Node once.
 runInThisNode({ "minc-exec": mincExec });
 
-/** Every MINC_* variable the backends read, as the shell MINCS exported them. */
-interface Settings {
-  MINC_DEBUG: string;
-  MINC_BASEDIR: string;
-  MINC_TMPDIR: string;
-  MINC_RWBIND: string;
-  MINC_OPT_PTY: string;
-  MINC_CPUMASK: string;
-  MINC_NETNS: string;
-  MINC_NETMODE: string;
-  MINC_USE_DEV: string;
-  MINC_MNT_DEBUGFS: string;
-  MINC_UTSNAME: string;
-  MINC_DIRECT: string;
-  MINC_DROPCAPS: string;
-  MINC_USERSPEC: string;
-  MINC_MEM_LIMIT: string;
-  MINC_MEM_SWAP: string;
-  MINC_MEM_KMEM: string;
-  MINC_CPU_SHARES: string;
-  MINC_CPU_QUOTA: string;
-  MINC_PID_MAX: string;
-  MINC_CROSS_QEMU: string;
-  MINC_NOPRIV: string;
-  MINC_QEMU: string;
-  MINC_PORT_MAP: string;
-  MINC_ARCH: string;
-  MINC_BACKGROUND: string;
-  MINC_PIVOT: string;
-  MINC_DEBUG_PREFIX: string;
-  /** -r sshfs://[USER@]HOST[:PORT]/PATH, mounted by minc-exec; MINC_SSHFS_OPTS adds sshfs -o options. */
-  MINC_SSHFS_HOST: string;
-  MINC_SSHFS_PORT: string;
-  MINC_SSHFS_PATH: string;
-  MINC_FTRACE: string;
-  /** From an image's config: where the command starts, and its environment (a JSON array of NAME=VALUE). */
-  MINC_WORKDIR: string;
-  MINC_IMAGE_ENV: string;
-}
-
 interface Plan {
-  settings: Settings;
+  /** What minc exports for the backends (lib/settings.ts). */
+  settings: BootSettings;
   keep: boolean;
   tempdirGiven: boolean;
   command: string[];
@@ -127,8 +89,7 @@ function x11Binds(): string[] {
   return binds;
 }
 
-function checked(value: string | undefined, pattern: RegExp, what: string): string {
-  if (value === undefined) return "";
+function checked(value: string, pattern: RegExp, what: string): string {
   if (!pattern.test(value)) throw usageError(`${what}: ${JSON.stringify(value)} is not valid`);
   return value;
 }
@@ -150,9 +111,8 @@ function workingDirOf(given: string): string {
 }
 
 /** --cpu MASK: hex, and naming at least one CPU this host has online (taskset refuses it late otherwise). */
-function cpuMaskOf(given: string | undefined): string {
+function cpuMaskOf(given: string): string {
   const mask = checked(given, /^(0x)?[0-9a-fA-F]*[1-9a-fA-F][0-9a-fA-F]*$/, "--cpu MASK (hex, not zero)");
-  if (mask === "") return "";
   let online: string;
   try {
     online = readFileSync("/sys/devices/system/cpu/online", "utf8").trim(); // ("0-3,6")
@@ -174,6 +134,37 @@ function cpusIn(list: string): number[] {
   });
 }
 
+/** How an option's value is checked before it becomes its setting (the others' go as given). */
+const CHECKS: Record<string, (given: string) => string> = {
+  cpu: cpuMaskOf,
+  name: (given) => checked(given, /^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/, "--name (a hostname)"),
+  nocaps: (given) => checked(given, /^(cap_[a-z_]+|\d+)(,(cap_[a-z_]+|\d+))*$/i, "--nocaps (capabilities like cap_net_raw,cap_sys_admin)"),
+  user: (given) => checked(given, /^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$/, "--user UID[:GID]"),
+  ftrace: ftraceScript,
+};
+
+/**
+ * The options that fill their settings together with others, or from what
+ * they find on this host: planFrom and the functions after it fill those.
+ */
+const BY_HAND = new Set(["rootdir", "nopriv", "tempdir", "bind", "X11", "net", "port", "cross", "arch", "qemu", "um"]);
+
+/**
+ * The settings the other options fill, each the one it names
+ * (lib/minc-options.ts): a flag is on when its option is given, a value is
+ * the last one given, checked. The settings no option asked for are off or
+ * empty, as minc exports them.
+ */
+function optionSettings(args: ParsedArgs): BootSettings {
+  const given: SettingsEnv = {};
+  for (const option of MINC_OPTIONS) {
+    const value = one(args, option.long);
+    if (!option.setting || value === undefined || BY_HAND.has(option.long)) continue;
+    given[option.setting] = option.arg ? (CHECKS[option.long]?.(value) ?? value) : "1";
+  }
+  return readSettings(given, BOOT_SETTINGS);
+}
+
 function planFrom(args: ParsedArgs): Plan {
   const basedir = rootdirOf(args);
   const image = one(args, "rootdir") === basedir && isStoreName(basedir) ? basedir : undefined;
@@ -185,45 +176,18 @@ function planFrom(args: ParsedArgs): Plan {
   if (command.length === 0 && !image && !container && !basedir.startsWith("sshfs://") && !shellOf(basedir)) {
     throw usageError(`no command given and no shell ($SHELL or /bin/sh) in ${basedir}`);
   }
-  const settings: Settings = {
-    MINC_DEBUG: has(args, "debug") ? "1" : "",
-    MINC_BASEDIR: basedir,
-    MINC_TMPDIR: tempdir === undefined || container ? "" : workingDirOf(tempdir),
-    MINC_RWBIND: binds.join(" "),
-    MINC_OPT_PTY: "",
-    MINC_CPUMASK: cpuMaskOf(one(args, "cpu")),
-    MINC_NETNS: "",
-    MINC_NETMODE: "",
-    MINC_USE_DEV: has(args, "usedev") ? "1" : "",
-    MINC_MNT_DEBUGFS: has(args, "debugfs") ? "1" : "",
-    MINC_UTSNAME: checked(one(args, "name"), /^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/, "--name (a hostname)"),
-    MINC_DIRECT: has(args, "direct") ? "1" : "",
-    MINC_DROPCAPS: checked(one(args, "nocaps"), /^(cap_[a-z_]+|\d+)(,(cap_[a-z_]+|\d+))*$/i, "--nocaps (capabilities like cap_net_raw,cap_sys_admin)"),
-    MINC_USERSPEC: checked(one(args, "user"), /^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$/, "--user UID[:GID]"),
-    MINC_MEM_LIMIT: one(args, "mem-limit") ?? "",
-    MINC_MEM_SWAP: one(args, "mem-swap") ?? "",
-    MINC_MEM_KMEM: one(args, "mem-kmem") ?? "",
-    MINC_CPU_SHARES: one(args, "cpu-shares") ?? "",
-    MINC_CPU_QUOTA: one(args, "cpu-quota") ?? "",
-    MINC_PID_MAX: one(args, "pid-max") ?? "",
-    MINC_CROSS_QEMU: "",
-    MINC_NOPRIV: "",
-    MINC_QEMU: "",
-    MINC_PORT_MAP: "",
-    MINC_ARCH: hostArch(),
-    MINC_BACKGROUND: has(args, "background") ? "1" : "",
-    MINC_PIVOT: has(args, "pivot") ? "1" : "0",
-    MINC_DEBUG_PREFIX: "",
-    MINC_SSHFS_HOST: "",
-    MINC_SSHFS_PORT: "",
-    MINC_SSHFS_PATH: "",
-    MINC_FTRACE: ftraceScript(one(args, "ftrace")),
-    // Given by a caller that resolved an image already (the guest of minc --qemu/--um); an image of the store sets them below.
-    MINC_WORKDIR: process.env.MINC_WORKDIR ?? "",
-    MINC_IMAGE_ENV: process.env.MINC_IMAGE_ENV ?? "",
-  };
+  const tmpdir = tempdir === undefined || container ? "" : workingDirOf(tempdir);
+  const settings = optionSettings(args);
+  settings.MINC_BASEDIR = basedir;
+  settings.MINC_TMPDIR = tmpdir;
+  settings.MINC_RWBIND = binds;
+  settings.MINC_ARCH = hostArch();
+  // Given by a caller that resolved an image already (the guest of minc --qemu/--um); an image of the store sets them below.
+  const caller = readSettings();
+  settings.MINC_WORKDIR = caller.MINC_WORKDIR;
+  settings.MINC_IMAGE_ENV = caller.MINC_IMAGE_ENV;
   checkPrivilege(args, settings);
-  setRemoteRootdir(settings);
+  setRemoteRootdir(settings, caller);
   checkLimits(settings);
   setNetwork(args, settings);
   setCrossArch(args, settings);
@@ -242,7 +206,7 @@ const SSHFS_URL = /^sshfs:\/\/(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9.-]+|\[[0-9A-Fa-
  * minc-exec mounts it with sshfs in the working dir (as MINCS did) and it
  * becomes the lower layer; the waiter unmounts it when the container ends.
  */
-function setRemoteRootdir(settings: Settings): void {
+function setRemoteRootdir(settings: BootSettings, caller: Settings): void {
   const url = settings.MINC_BASEDIR;
   if (!url.startsWith("sshfs://")) return;
   const m = SSHFS_URL.exec(url);
@@ -250,7 +214,7 @@ function setRemoteRootdir(settings: Settings): void {
     throw usageError(`rootdir ${url}: not an sshfs://[USER@]HOST[:PORT]/PATH`);
   }
   if (!findInPath("sshfs")) throw usageError(`rootdir ${url}: there is no sshfs command (apt-get install sshfs)`);
-  const options = process.env.MINC_SSHFS_OPTS;
+  const options = caller.MINC_SSHFS_OPTS;
   if (options && !/^[A-Za-z0-9_=,./@-]+$/.test(options)) throw usageError(`MINC_SSHFS_OPTS ${JSON.stringify(options)}: sshfs -o options like IdentityFile=/path,Compression=yes`);
   settings.MINC_SSHFS_HOST = m[1] ? `${m[1]}@${m[2]}` : m[2];
   settings.MINC_SSHFS_PORT = m[3] ?? "22";
@@ -259,7 +223,7 @@ function setRemoteRootdir(settings: Settings): void {
 
 /** What needs root: the options --nopriv cannot offer, and why. */
 const NEEDS_ROOT: Record<string, string> = {
-  "mem-limit": "cgroups", "mem-swap": "cgroups", "mem-kmem": "cgroups", "cpu-shares": "cgroups", "cpu-quota": "cgroups", "pid-max": "cgroups",
+  ...Object.fromEntries(MINC_OPTIONS.filter((o) => LIMIT_SETTINGS.some((limit) => limit === o.setting)).map((o) => [o.long, "cgroups"])),
   net: "a network namespace of the host", port: "a network namespace of the host",
   ftrace: "ftrace", usedev: "the host's devices", debugfs: "debugfs", qemu: "a VM", um: "a VM",
 };
@@ -269,7 +233,7 @@ const NEEDS_ROOT: Record<string, string> = {
  * is root, an overlay mounted there (Linux 5.11+, with userxattr) or DIR
  * itself, and none of what only the host's root may make.
  */
-function checkPrivilege(args: ParsedArgs, settings: Settings): void {
+function checkPrivilege(args: ParsedArgs, settings: BootSettings): void {
   if (!has(args, "nopriv")) {
     if (process.geteuid?.() !== 0) throw usageError("minc needs root; as an ordinary user, run minc --nopriv DIR");
     return;
@@ -282,16 +246,16 @@ function checkPrivilege(args: ParsedArgs, settings: Settings): void {
   if (has(args, "user") && !subordinateIds()) {
     throw usageError("--user with --nopriv needs newuidmap/newgidmap (apt-get install uidmap) and your ranges in /etc/subuid and /etc/subgid");
   }
-  settings.MINC_NOPRIV = "1";
-  settings.MINC_OPT_PTY = "1"; // as MINCS set it for --nopriv (minc-core binds the terminal the same way)
+  settings.MINC_NOPRIV = true;
+  settings.MINC_OPT_PTY = true; // as MINCS set it for --nopriv (minc-core binds the terminal the same way)
   if (!unprivilegedOverlay()) {
-    settings.MINC_DIRECT = "1";
+    settings.MINC_DIRECT = true;
     process.stderr.write("minc: this kernel (older than 5.11) has no unprivileged overlayfs: the container writes straight into " + settings.MINC_BASEDIR + "\n");
   }
 }
 
 /** -n [MODE] and -p HOSTPORT[:PORT[:PROTO]] (which implies dens), as MINCS exported them. */
-function setNetwork(args: ParsedArgs, settings: Settings): void {
+function setNetwork(args: ParsedArgs, settings: BootSettings): void {
   const ports = args.values.get("port") ?? [];
   if (!has(args, "net") && ports.length === 0) return;
   const mode = ports.length > 0 ? "dens" : one(args, "net") || "raw";
@@ -300,7 +264,7 @@ function setNetwork(args: ParsedArgs, settings: Settings): void {
   for (const p of ports) parsePortMap(p);
   settings.MINC_NETNS = `minc${process.pid}`;
   settings.MINC_NETMODE = mode;
-  settings.MINC_PORT_MAP = ports.join(" ");
+  settings.MINC_PORT_MAP = ports;
 }
 
 const BINFMT = "/proc/sys/fs/binfmt_misc";
@@ -314,7 +278,7 @@ function hostArch(): string {
  * which the kernel starts for each foreign binary (binfmt_misc). minc finds
  * the interpreter there; minc-core binds it into the rootfs at the same path.
  */
-function setCrossArch(args: ParsedArgs, settings: Settings): void {
+function setCrossArch(args: ParsedArgs, settings: BootSettings): void {
   const given = one(args, "cross") ?? one(args, "arch");
   if (given === undefined) return;
   const arch = CROSS_ARCHES[given];
@@ -339,25 +303,24 @@ function setCrossArch(args: ParsedArgs, settings: Settings): void {
  * guest runs the host's own programs, so it must be of the host's arch
  * (or user-mode Linux); it has no network yet.
  */
-function setVirtualMachine(args: ParsedArgs, settings: Settings): void {
+function setVirtualMachine(args: ParsedArgs, settings: BootSettings): void {
   const vm = has(args, "um") ? "um" : has(args, "qemu") ? "qemu" : "";
   if (!vm) return;
   if (has(args, "qemu") && has(args, "um")) throw usageError("--qemu and --um: choose one");
   if (settings.MINC_NETNS) throw usageError(`--${vm}: networking (--net, --port) is not supported in a virtual machine yet`);
   if (settings.MINC_CROSS_QEMU) throw usageError(`--${vm} with --cross ${settings.MINC_ARCH}: a guest of another arch is not supported yet (it runs the host's Node.js)`);
-  settings.MINC_QEMU = "1";
+  settings.MINC_QEMU = true;
   if (vm === "um") settings.MINC_ARCH = "um";
 }
 
-function ftraceScript(given: string | undefined): string {
-  if (given === undefined) return "";
+function ftraceScript(given: string): string {
   if (!existsSync(given) || !statSync(given).isFile()) throw usageError(`--ftrace ${given}: not a file`);
   return realpathSync(given);
 }
 
 /** Bad limits, or no cgroup hierarchy for them, are refused before anything is made. */
-function checkLimits(settings: Settings): void {
-  const limits = limitsOf(settings as unknown as NodeJS.ProcessEnv);
+function checkLimits(settings: BootSettings): void {
+  const limits = limitsOf(settings);
   if (anyLimit(limits)) findHierarchy(controllersFor(limits));
 }
 
@@ -413,15 +376,16 @@ function applyImageConfig(plan: Plan, json: string): void {
   if (plan.command.length === 0) plan.command = [...(config.Entrypoint ?? []), ...(config.Cmd ?? [])];
 }
 
-function exportSettings(settings: Settings): void {
+function exportSettings(settings: BootSettings): void {
   step("Export the settings; the backends read nothing else");
-  const set = Object.entries(settings).filter(([, v]) => v !== "");
+  const env = settingsEnv(settings);
+  const set = Object.entries(env).filter(([, v]) => v !== "");
   shown(`export ${set.map(([k, v]) => `${k}=${quote(v)}`).join(" ")}`);
-  Object.assign(process.env, settings);
+  Object.assign(process.env, env);
 }
 
 /** Where working directories go: the user's own runtime or temp dir without root. */
-function runtimeDir(settings: Settings): string {
+function runtimeDir(settings: BootSettings): string {
   if (settings.MINC_NOPRIV) return process.env.XDG_RUNTIME_DIR || process.env.TMPDIR || "/tmp";
   return process.env.XDG_RUNTIME_DIR || "/var/run";
 }
@@ -458,7 +422,7 @@ function claimGivenDir(plan: Plan): number | undefined {
   const dir = plan.settings.MINC_TMPDIR;
   if (!dir) return undefined; // made below: new, so no one else's
   const lock = claimWorkingDir(dir, plan.container ? `container ${plan.container}` : `tempdir ${dir}`);
-  checkCagesFree(cageDirs(plan.settings as unknown as NodeJS.ProcessEnv));
+  checkCagesFree(cageDirs(plan.settings));
   return lock;
 }
 
@@ -537,7 +501,7 @@ function calledAs(): string {
 function trapExit(plan: Plan): void {
   const dir = plan.settings.MINC_TMPDIR;
   let trap = "";
-  const background = plan.settings.MINC_BACKGROUND !== "";
+  const background = plan.settings.MINC_BACKGROUND;
   if (background && (plan.image || plan.tempdirGiven || plan.keep)) {
     // As in the shell MINCS: -B already said where the directory is ("See DIR/log"),
     // and a reuse line would land in the log, after the command's own output.

@@ -27,10 +27,11 @@ import { backend, frontend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { header, RUNTIME_BACKENDS, RUNTIME_DIR } from "../lib/polecat.ts";
 import { capture, makeTempDir, mkdirs, removeFile, removeTree, run, touch, writeFile, writeFileMkdir } from "../lib/run.ts";
+import { settingsEnv } from "../lib/settings.ts";
 import { signalsDelivered } from "../lib/signals.ts";
 import { farm, isStoreName } from "../lib/store.ts";
 import { needTool } from "../lib/tools.ts";
-import { quote, quoteAll, shown, step } from "../lib/trace.ts";
+import { quote, quoteAll, shown, step, tracing } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
 
 const FORMATS = ["sh", "squashfs", "sfs", "tgz"] as const;
@@ -179,13 +180,13 @@ function existingFile(what: string, file: string): string {
 /** The settings the backends read, and nothing of the caller's own MINC_* (the shell MINCS's exports). */
 function exportSettings(plan: Plan, work: string): void {
   step("Export the settings the backends read (and drop any other MINC_* of the caller)");
-  const settings: Record<string, string> = {
+  const settings = settingsEnv({
     MINC_BASEDIR: plan.basedir,
     MINC_TMPDIR: work,
-    MINC_IGNORE_STATE: plan.ignoreState ? "1" : "0",
-    MINC_PIVOT: "0",
-    ...(plan.debug ? { MINC_DEBUG: "1" } : {}),
-  };
+    MINC_IGNORE_STATE: plan.ignoreState,
+    MINC_PIVOT: false,
+    ...(plan.debug ? { MINC_DEBUG: true } : {}),
+  });
   const dropped = Object.keys(process.env).filter((k) => k.startsWith("MINC_") && !(k in settings));
   // Shown while MINC_DEBUG, which turns the trace on, is still set.
   if (dropped.length > 0) shown(`unset ${dropped.join(" ")}`);
@@ -234,7 +235,7 @@ function readBuildScript(script: string): BuildScript {
 /** Tell the user which stage runs (the command's own output follows). */
 function stage(what: string): void {
   step(`--- ${what} ---`);
-  if (!process.env.MINC_DEBUG) process.stderr.write(`--- ${what} ---\n`);
+  if (!tracing()) process.stderr.write(`--- ${what} ---\n`);
 }
 
 /** Stage 1 of a build script: install_command runs in the container; what it writes lands in the upper layer. */

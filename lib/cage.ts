@@ -11,7 +11,9 @@ import { basename } from "node:path";
 import { recordCommand, writingDown } from "./bootscript.ts";
 import { usageError } from "./fail.ts";
 import { shortHash } from "./hash.ts";
+import { optionName } from "./minc-options.ts";
 import { mounts, type Mount } from "./mounts.ts";
+import { LIMIT_SETTINGS, type LimitSetting, type Settings } from "./settings.ts";
 import { quote, quoteAll, shown, step } from "./trace.ts";
 
 export interface Limits {
@@ -22,16 +24,6 @@ export interface Limits {
   cpuQuota?: number; // usec per 100000
   pidMax?: number;
 }
-
-/** The MINC_* variables minc-cage reads, with their option names for messages. */
-export const LIMIT_SETTINGS = {
-  MINC_MEM_LIMIT: "--mem-limit",
-  MINC_MEM_SWAP: "--mem-swap",
-  MINC_MEM_KMEM: "--mem-kmem",
-  MINC_CPU_SHARES: "--cpu-shares",
-  MINC_CPU_QUOTA: "--cpu-quota",
-  MINC_PID_MAX: "--pid-max",
-} as const;
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 
@@ -51,15 +43,28 @@ function parseNumber(option: string, text: string, min: number, max: number): nu
   return Number(text);
 }
 
+/** How each limit's setting reads (named by its option in messages), and which of the Limits it gives. */
+const LIMIT_READERS: { [N in LimitSetting]: { limit: keyof Limits; read: (option: string, text: string) => number } } = {
+  MINC_MEM_LIMIT: { limit: "memLimit", read: parseSize },
+  MINC_MEM_SWAP: { limit: "memSwap", read: parseSize },
+  MINC_MEM_KMEM: { limit: "memKmem", read: parseSize },
+  MINC_CPU_SHARES: { limit: "cpuShares", read: (option, text) => parseNumber(option, text, 2, 262144) },
+  MINC_CPU_QUOTA: { limit: "cpuQuota", read: (option, text) => parseNumber(option, text, 1000, 100_000_000) },
+  MINC_PID_MAX: { limit: "pidMax", read: (option, text) => parseNumber(option, text, 1, 4_194_304) },
+};
+
+/** The settings the cage needs: the limits, and the working directory its name comes from. */
+export type CageSettings = Partial<Pick<Settings, LimitSetting | "MINC_TMPDIR">>;
+
 /** The limits asked for in MINC_* settings, checked. */
-export function limitsOf(env: NodeJS.ProcessEnv): Limits {
+export function limitsOf(settings: CageSettings): Limits {
   const l: Limits = {};
-  if (env.MINC_MEM_LIMIT) l.memLimit = parseSize("--mem-limit", env.MINC_MEM_LIMIT);
-  if (env.MINC_MEM_SWAP) l.memSwap = parseSize("--mem-swap", env.MINC_MEM_SWAP);
-  if (env.MINC_MEM_KMEM) l.memKmem = parseSize("--mem-kmem", env.MINC_MEM_KMEM);
-  if (env.MINC_CPU_SHARES) l.cpuShares = parseNumber("--cpu-shares", env.MINC_CPU_SHARES, 2, 262144);
-  if (env.MINC_CPU_QUOTA) l.cpuQuota = parseNumber("--cpu-quota", env.MINC_CPU_QUOTA, 1000, 100_000_000);
-  if (env.MINC_PID_MAX) l.pidMax = parseNumber("--pid-max", env.MINC_PID_MAX, 1, 4_194_304);
+  for (const name of LIMIT_SETTINGS) {
+    const text = settings[name];
+    if (!text) continue;
+    const { limit, read } = LIMIT_READERS[name];
+    l[limit] = read(optionName(name), text);
+  }
   if ((l.memSwap !== undefined || l.memKmem !== undefined) && l.memLimit === undefined) {
     throw usageError(`${l.memSwap !== undefined ? "--mem-swap" : "--mem-kmem"} needs --mem-limit`);
   }
@@ -173,8 +178,8 @@ const MADE_NAME = /^(minc\d+-[A-Za-z0-9]{6}|[0-9a-f]{64})$/;
  * (~/a/work, ~/b/work: the two would share one cage) or have one that is
  * no good in a cgroup path: its name made safe, and a hash of its path.
  */
-export function containerId(env: NodeJS.ProcessEnv): string {
-  const tmpdir = env.MINC_TMPDIR;
+export function containerId(settings: CageSettings): string {
+  const tmpdir = settings.MINC_TMPDIR;
   if (!tmpdir) throw usageError("MINC_TMPDIR is not set (run minc)");
   const name = basename(tmpdir);
   if (MADE_NAME.test(name)) return name;
@@ -183,11 +188,11 @@ export function containerId(env: NodeJS.ProcessEnv): string {
 }
 
 /** The cages the MINC_* limits ask for, none without limits. */
-export function cageDirs(env: NodeJS.ProcessEnv): string[] {
-  const limits = limitsOf(env);
+export function cageDirs(settings: CageSettings): string[] {
+  const limits = limitsOf(settings);
   if (!anyLimit(limits)) return [];
   const needed = controllersFor(limits);
-  return cagesOf(findHierarchy(needed), needed, containerId(env));
+  return cagesOf(findHierarchy(needed), needed, containerId(settings));
 }
 
 function hasProcesses(cage: string): boolean {
@@ -224,8 +229,8 @@ export interface CageDoor {
   fd: number | undefined;
 }
 
-export function openCages(env: NodeJS.ProcessEnv): CageDoor[] {
-  return cageDirs(env).map((cage) => ({ file: `${cage}/cgroup.procs`, fd: writingDown() ? undefined : openSync(`${cage}/cgroup.procs`, "w") }));
+export function openCages(settings: CageSettings): CageDoor[] {
+  return cageDirs(settings).map((cage) => ({ file: `${cage}/cgroup.procs`, fd: writingDown() ? undefined : openSync(`${cage}/cgroup.procs`, "w") }));
 }
 
 /**

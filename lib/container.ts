@@ -10,6 +10,7 @@
 import { readFileSync, realpathSync } from "node:fs";
 import { runStoppable, type PassOn } from "./interrupt.ts";
 import { backend } from "./libexec.ts";
+import { settingsEnv, type Settings } from "./settings.ts";
 import { quote, quoteAll, shown } from "./trace.ts";
 
 /**
@@ -17,11 +18,11 @@ import { quote, quoteAll, shown } from "./trace.ts";
  * MINC_* values for this container on top of the caller's environment; the
  * trace line names them, and MINC_TMPDIR, so that pasted it does the same.
  */
-export function runContainer(tmpdir: string, command: readonly string[], settings: Record<string, string> = {}): Promise<number> {
+export function runContainer(tmpdir: string, command: readonly string[], settings: Partial<Settings> = {}): Promise<number> {
   const argv = [backend("minc-exec"), ...command];
-  const given = { MINC_TMPDIR: tmpdir, ...settings };
+  const given = settingsEnv({ MINC_TMPDIR: tmpdir, ...settings });
   shown([...Object.entries(given).map(([k, v]) => `${k}=${quote(v)}`), quoteAll(argv)].join(" "));
-  const tracer = settings.MINC_DEBUG_PREFIX?.split(/\s+/).find((w) => w !== "");
+  const tracer = settings.MINC_DEBUG_PREFIX?.[0];
   return runStoppable(argv, { env: { ...process.env, ...given } }, tracer ? passOnPastTracer(tmpdir, tracer) : undefined);
 }
 

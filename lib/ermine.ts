@@ -20,6 +20,7 @@ import { MincError, usageError } from "./fail.ts";
 import { backend, libexecDir } from "./libexec.ts";
 import { removeOnInterrupt, runStoppable, undoOnInterrupt } from "./interrupt.ts";
 import { capture, findInPath, run } from "./run.ts";
+import { readSettings } from "./settings.ts";
 import { userTerminal } from "./terminal.ts";
 import { progname, quoteAll, shown, step, tracing } from "./trace.ts";
 
@@ -66,8 +67,8 @@ export function hostGuestArch(): string {
 }
 
 /** Where the kernels and initramfses are: $MINC_ERMINE_DIR, else libexec/ermine. */
-export function ermineDir(): string {
-  return process.env.MINC_ERMINE_DIR || `${libexecDir()}/ermine`;
+export function ermineDir(given = readSettings().MINC_ERMINE_DIR): string {
+  return given || `${libexecDir()}/ermine`;
 }
 
 export function kernelOf(dir: string, arch: string): string {
@@ -232,7 +233,7 @@ export function checkGuest(guest: GuestArch, dir: string): void {
  * /run/minc-kvm-probe until the host reboots.
  */
 export function chooseAccel(guest: GuestArch, kernel: string): "kvm" | "tcg" {
-  const given = process.env.MINC_QEMU_ACCEL;
+  const given = readSettings().MINC_QEMU_ACCEL;
   if (given === "kvm" || given === "tcg") return given;
   if (given) throw usageError(`MINC_QEMU_ACCEL=${given}: kvm or tcg`);
   if (!guest.kvmCapable) return "tcg";

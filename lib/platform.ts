@@ -1,6 +1,7 @@
 // Platforms (os/architecture/variant) as OCI names them, from the names
 // users and uname give: one parser for marten, minc-farm and minc-smuggler.
 import { usageError } from "./fail.ts";
+import { readSettings } from "./settings.ts";
 
 export interface Platform {
   architecture: string;
@@ -49,6 +50,6 @@ export function formatPlatform(p: Platform): string {
 }
 
 /** The platform an image is picked for: MINC_ARCH (ARCH, ARCH/VARIANT or OS/ARCH[/VARIANT]) or the host's. */
-export function wantedPlatform(arch = process.env.MINC_ARCH): Platform {
+export function wantedPlatform(arch = readSettings().MINC_ARCH): Platform {
   return arch ? parseArch(arch) : hostPlatform();
 }

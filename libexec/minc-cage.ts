@@ -19,10 +19,11 @@ import { MincError, usageError, warn } from "../lib/fail.ts";
 import { anyLimit, cagesOf, checkCagesFree, containerId, controllersFor, findHierarchy, limitsOf, v1Settings, v2Settings, writeCgroup, type Controller, type Hierarchy, type Limits, type Setting } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { mkdirs } from "../lib/run.ts";
+import { readSettings, type Settings } from "../lib/settings.ts";
 import { phase, quoteAll, step } from "../lib/trace.ts";
 
 // The settings, from the environment main() is given.
-let env: NodeJS.ProcessEnv;
+let settings: Settings;
 
 /** Write one cgroup file; the kernel's refusal is the user's bad input. */
 /** v2: a controller works in a cgroup only if every parent enables it for its children. */
@@ -66,16 +67,16 @@ function removeCages(cages: string[]): void {
 
 function prepare(): void {
   phase(2);
-  const limits = limitsOf(env);
+  const limits = limitsOf(settings);
   if (!anyLimit(limits)) return;
   const needed = controllersFor(limits);
   const hierarchy = findHierarchy(needed);
   step(`Use ${hierarchy.reason}`);
-  const cages = cagesOf(hierarchy, needed, containerId(env));
+  const cages = cagesOf(hierarchy, needed, containerId(settings));
   checkCagesFree(cages); // (before its removal is registered: another's cage is not ours to remove)
   const cleanup = `cleanup_cages ${quoteAll(cages)}`;
   step("Register the cage's removal before making it");
-  if (env.MINC_TMPDIR) onExit(env.MINC_TMPDIR, cleanup);
+  if (settings.MINC_TMPDIR) onExit(settings.MINC_TMPDIR, cleanup);
   try {
     if (hierarchy.version === 2) enableControllers(hierarchy.root, needed);
     step("Make the cage and write the limits");
@@ -97,8 +98,8 @@ function checkCaller(pid: number): void {
   if (process.ppid !== pid) throw new MincError(`the caller (PID ${pid}) is not our parent any more: no cage made`);
 }
 
-export function main(args: string[], environment: NodeJS.ProcessEnv): number {
-  env = environment;
+export function main(args: string[], env: NodeJS.ProcessEnv): number {
+  settings = readSettings(env);
   const [cmd, pid] = args;
   if (cmd !== "--prepare" || !/^\d+$/.test(pid ?? "")) throw new MincError("usage: minc-cage --prepare PID", 2);
   checkCaller(Number(pid));

@@ -13,7 +13,11 @@ import { mounts } from "../lib/mounts.ts";
 import { writingDown } from "../lib/bootscript.ts";
 import { viewRoot } from "../lib/rootview.ts";
 import { bindMount, mkdirs, mount, run } from "../lib/run.ts";
+import { readSettings, type Settings } from "../lib/settings.ts";
 import { phase, step } from "../lib/trace.ts";
+
+// The settings, from the environment main() is given.
+let settings: Settings;
 
 function checkTmpdir(tmpdir: string | undefined): string {
   if (!tmpdir || !existsSync(tmpdir) || !statSync(tmpdir).isDirectory()) {
@@ -30,7 +34,7 @@ function bind(tmpdir: string, basedir: string | undefined): void {
   const work = `${tmpdir}/work`;
   step("Working sub-directories: root is the mountpoint, storage the upper layer, work is overlayfs's scratch");
   mkdirs(root, upper, work);
-  const direct = !!process.env.MINC_DIRECT;
+  const direct = settings.MINC_DIRECT;
   // Written down ahead, the root is not mounted until the script runs: until then, look at what it will show.
   if (writingDown()) viewRoot(root, direct ? [basedir] : [upper, ...basedir.split(":")]);
   if (direct) {
@@ -40,7 +44,7 @@ function bind(tmpdir: string, basedir: string | undefined): void {
   }
   step("Mount the overlay: the rootdir below, storage on top; writes land in storage");
   // In a user namespace overlayfs keeps whiteouts and opaque dirs in user.* xattrs (trusted.* needs the host's root).
-  const userxattr = process.env.MINC_NOPRIV ? ",userxattr" : "";
+  const userxattr = settings.MINC_NOPRIV ? ",userxattr" : "";
   mount("-t", "overlay", "-o", `lowerdir=${basedir},upperdir=${upper},workdir=${work}${userxattr}`, "overlay", root);
 }
 
@@ -55,7 +59,8 @@ function unbind(tmpdir: string): void {
   run(["umount", root]);
 }
 
-export function main(args: string[], _env: NodeJS.ProcessEnv): number {
+export function main(args: string[], env: NodeJS.ProcessEnv): number {
+  settings = readSettings(env);
   const [cmd, tmpdir, basedir] = args;
   if (cmd === "bind") bind(checkTmpdir(tmpdir), basedir);
   else if (cmd === "unbind") unbind(checkTmpdir(tmpdir));

@@ -22,6 +22,7 @@ import { backend } from "../lib/libexec.ts";
 import { resolveInRoot } from "../lib/paths.ts";
 import { closeView, lstatInRoot } from "../lib/rootview.ts";
 import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, runInThisNode, runTogether, symlink, touch, writeFile } from "../lib/run.ts";
+import { readSettings, type Settings } from "../lib/settings.ts";
 import { resetSignals } from "../lib/signals.ts";
 import { userTerminal } from "../lib/terminal.ts";
 import { phase, quote, step, tracing } from "../lib/trace.ts";
@@ -33,7 +34,7 @@ import { main as moult } from "./minc-moult.ts";
 runInThisNode({ "minc-coat": coat, "minc-leash": leash, "minc-moult": moult });
 
 // The settings of this boot, from the environment main() is given.
-let env: NodeJS.ProcessEnv;
+let settings: Settings;
 let tmpdir: string;
 let basedir: string;
 let direct: boolean;
@@ -59,7 +60,7 @@ function recordPidWhenRun(): void {
 }
 
 function setHostname(): void {
-  let name = env.MINC_UTSNAME;
+  let name = settings.MINC_UTSNAME;
   if (name) {
     step("Name the container (this UTS namespace is ours alone)");
     writeFile(`${tmpdir}/utsname`, `${name}\n`);
@@ -143,9 +144,9 @@ function bindResolvers(): void {
 
 /** --cross: the kernel runs qemu-user for each foreign binary, by this path, inside the root too. */
 function bindCrossQemu(): void {
-  const qemu = env.MINC_CROSS_QEMU;
+  const qemu = settings.MINC_CROSS_QEMU;
   if (!qemu) return;
-  step(`Bind qemu-user (${qemu}) into the new root at the same path, for the ${env.MINC_ARCH} binaries`);
+  step(`Bind qemu-user (${qemu}) into the new root at the same path, for the ${settings.MINC_ARCH} binaries`);
   const at = mountpoint(qemu, "file");
   if (at) bindMount(qemu, at);
 }
@@ -165,7 +166,7 @@ const DEVICES = ["null", "zero", "full", "random", "urandom", "tty"];
 function prepareDev(): void {
   const dev = mountpoint("/dev", "dir");
   if (!dev) return;
-  if (env.MINC_USE_DEV) {
+  if (settings.MINC_USE_DEV) {
     step("Use devtmpfs for /dev (--usedev): the host's device nodes");
     mount("-t", "devtmpfs", "devtmpfs", dev);
     return;
@@ -272,12 +273,12 @@ function prepareProc(): void {
 }
 
 function prepareSys(): void {
-  if (env.MINC_NOPRIV) return;
+  if (nopriv) return;
   const sys = mountpoint("/sys", "dir");
   if (!sys) return;
   step("The host's /sys, read-only");
   bindMountReadonly("/sys", sys, ",nosuid,nodev,noexec");
-  if (env.MINC_MNT_DEBUGFS) {
+  if (settings.MINC_MNT_DEBUGFS) {
     step("Mount debugfs (--debugfs)");
     mount("-t", "debugfs", "debugfs", `${sys}/kernel/debug`);
   }
@@ -291,7 +292,7 @@ function prepareTmp(): void {
 }
 
 function userBinds(): void {
-  const binds = (env.MINC_RWBIND ?? "").split(/\s+/).filter((b) => b !== "");
+  const binds = settings.MINC_RWBIND;
   if (binds.length === 0) return;
   step("Bind the user's directories and files (-b)");
   for (const bind of binds) {
@@ -327,14 +328,14 @@ function boot(command: string[]): void {
   mountsTogether(() => {
     bindResolvers();
     bindCrossQemu();
-    if (env.MINC_QEMU) return; // the guest's own minc makes the rest, inside the VM
+    if (settings.MINC_QEMU) return; // the guest's own minc makes the rest, inside the VM
     hideMtab();
     prepareDev();
     prepareProc();
     prepareSys();
     prepareTmp();
   });
-  if (env.MINC_QEMU) moultIntoVm(command);
+  if (settings.MINC_QEMU) moultIntoVm(command);
   userBinds();
   diveIn(command);
 }
@@ -343,9 +344,9 @@ function boot(command: string[]): void {
 function refuseWhatNeedsTheInside(): void {
   const inside: [unknown, string][] = [
     [nopriv, "--nopriv maps its ids in a user namespace that does not exist yet"],
-    [env.MINC_QEMU, "a virtual machine boots on the root"],
-    [env.MINC_FTRACE, "--ftrace points ftrace at minc-core's own PID"],
-    [env.MINC_BACKGROUND, "-B gives the container other stdio than minc's"],
+    [settings.MINC_QEMU, "a virtual machine boots on the root"],
+    [settings.MINC_FTRACE, "--ftrace points ftrace at minc-core's own PID"],
+    [settings.MINC_BACKGROUND, "-B gives the container other stdio than minc's"],
   ];
   const why = inside.find(([asked]) => asked);
   if (why) throw new NotWrittenDown(why[1]);
@@ -377,12 +378,12 @@ function writeDown(script: string, command: string[]): number | Promise<number> 
   }
 }
 
-export function main(args: string[], environment: NodeJS.ProcessEnv): number | void | Promise<number> {
-  env = environment;
-  tmpdir = env.MINC_TMPDIR ?? "";
-  basedir = env.MINC_BASEDIR ?? "";
-  direct = !!env.MINC_DIRECT;
-  nopriv = !!env.MINC_NOPRIV;
+export function main(args: string[], env: NodeJS.ProcessEnv): number | void | Promise<number> {
+  settings = readSettings(env);
+  tmpdir = settings.MINC_TMPDIR;
+  basedir = settings.MINC_BASEDIR;
+  direct = settings.MINC_DIRECT;
+  nopriv = settings.MINC_NOPRIV;
   rootdir = `${tmpdir}/root`;
   if (!tmpdir || !basedir) throw new MincError("MINC_TMPDIR and MINC_BASEDIR must be set (run minc)");
   if (args[0] === "--write-down") {

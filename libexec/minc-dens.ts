@@ -52,6 +52,7 @@ import { closeSync, existsSync, openSync, readdirSync, readFileSync, renameSync,
 import { BRIDGE, CHAINS, GATEWAY, OWN_CHAINS, SUBNET, allocate, chainsIn, checkContainerIp, checkId, checkNetns, formatLeases, formatPortMap, hookRules, hooksIn, mappedPorts, parseLeases, parseListing, parsePortMap, portRules, release, ruleArgv, rulesOf, sharedRules, tag, vethName, type Lease, type PortMap, type Rule, type Table } from "../lib/dens.ts";
 import { MincError, usageError, warn } from "../lib/fail.ts";
 import { capture, removeFile, run, writeFile } from "../lib/run.ts";
+import { readSettings } from "../lib/settings.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 
 /** The lease file; MINC_DENS_LEASE points the tests at another (set by main()). */
@@ -373,8 +374,9 @@ function argc(args: string[], n: number): void {
 }
 
 export function main(argv: string[], env: NodeJS.ProcessEnv): number {
-  LEASE = env.MINC_DENS_LEASE || "/var/run/minc.lease";
-  IPTABLES = env.MINC_DENS_IPTABLES || "iptables";
+  const settings = readSettings(env);
+  LEASE = settings.MINC_DENS_LEASE || "/var/run/minc.lease";
+  IPTABLES = settings.MINC_DENS_IPTABLES || "iptables";
   const [cmd, ...args] = argv;
   switch (cmd) {
     case "up":

@@ -15,10 +15,11 @@ import { existsSync, openSync, readFileSync, statSync, writeFileSync } from "nod
 import { constants, hostname, networkInterfaces } from "node:os";
 import { MincError, NOT_WRITTEN_DOWN } from "../lib/fail.ts";
 import { backend } from "../lib/libexec.ts";
-import { anyLimit, LIMIT_SETTINGS, limitsOf } from "../lib/cage.ts";
+import { anyLimit, limitsOf } from "../lib/cage.ts";
 import { onExit } from "../lib/cleanup.ts";
 import { capture, copyFile, exec, exportVar, findInPath, mkdirs, removeFile, run, runInThisNode, writeFile } from "../lib/run.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
+import { LIMIT_SETTINGS, readSettings, type Settings } from "../lib/settings.ts";
 import { holdSignals, releaseSignals, signalsDelivered, sleepSync } from "../lib/signals.ts";
 import { userNamespaceOptions } from "../lib/userns.ts";
 import { main as core } from "./minc-core.ts";
@@ -28,14 +29,14 @@ import { main as dens } from "./minc-dens.ts";
 runInThisNode({ "minc-core": core, "minc-dens": dens });
 
 // The settings of this boot, from the environment main() is given.
-let env: NodeJS.ProcessEnv;
+let settings: Settings;
 let tmpdir: string;
 
 /** The signals minc holds until the waiter takes over (see main below). */
 const HELD: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
 
 function ensureSettings(): void {
-  if (!env.MINC_BASEDIR) throw new MincError("MINC_BASEDIR is not set (run minc, not minc-exec)");
+  if (!settings.MINC_BASEDIR) throw new MincError("MINC_BASEDIR is not set (run minc, not minc-exec)");
   if (!tmpdir || !existsSync(tmpdir) || !statSync(tmpdir).isDirectory()) {
     throw new MincError(`MINC_TMPDIR ${tmpdir || "(unset)"} is not a directory`);
   }
@@ -46,18 +47,18 @@ function ensureSettings(): void {
  * lower layer from here on. It is unmounted when the container ends.
  */
 function mountRemoteRootdir(): void {
-  const host = env.MINC_SSHFS_HOST;
+  const host = settings.MINC_SSHFS_HOST;
   if (!host) return;
   phase(1);
   const dir = `${tmpdir}/sshfs`;
   step(`The rootdir is on ${host}: mount it with sshfs in the working dir (unmounted when the container ends)`);
   mkdirs(dir);
   onExit(tmpdir, `umount -l ${quote(dir)} 2>/dev/null`);
-  const options = [...symlinkOptions(), ...(env.MINC_SSHFS_OPTS ? ["-o", env.MINC_SSHFS_OPTS] : [])];
+  const options = [...symlinkOptions(), ...(settings.MINC_SSHFS_OPTS ? ["-o", settings.MINC_SSHFS_OPTS] : [])];
   try {
-    run(["sshfs", "-p", env.MINC_SSHFS_PORT ?? "22", ...options, `${host}:${env.MINC_SSHFS_PATH ?? "/"}`, dir]);
+    run(["sshfs", "-p", settings.MINC_SSHFS_PORT || "22", ...options, `${host}:${settings.MINC_SSHFS_PATH || "/"}`, dir]);
   } catch {
-    throw new MincError(`cannot mount the rootdir sshfs://${host}:${env.MINC_SSHFS_PORT}${env.MINC_SSHFS_PATH} (see sshfs's message above)`);
+    throw new MincError(`cannot mount the rootdir sshfs://${host}:${settings.MINC_SSHFS_PORT}${settings.MINC_SSHFS_PATH} (see sshfs's message above)`);
   }
   exportVar("MINC_BASEDIR", dir);
 }
@@ -75,13 +76,14 @@ function symlinkOptions(): string[] {
 
 function saveSettings(): void {
   step("Save the settings of this container");
-  const lines = Object.entries(env).filter(([k]) => k.startsWith("MINC_")).map(([k, v]) => `${k}=${v}`);
+  // Every MINC_* variable as it is, those of no setting too: what env | grep would save.
+  const lines = Object.entries(process.env).filter(([k]) => k.startsWith("MINC_")).map(([k, v]) => `${k}=${v}`);
   shown(`env | grep ^MINC_ > ${quote(`${tmpdir}/settings`)}`);
   writeFileSync(`${tmpdir}/settings`, lines.join("\n") + "\n");
 }
 
 function utsname(): string {
-  if (env.MINC_UTSNAME) return env.MINC_UTSNAME;
+  if (settings.MINC_UTSNAME) return settings.MINC_UTSNAME;
   try {
     // A reused working directory remembers the name it was given.
     return readFileSync(`${tmpdir}/utsname`, "utf8").trim() || hostname();
@@ -97,8 +99,8 @@ function nameservers(resolvConf: string): string[] {
 function prepareResolvConf(): void {
   const target = `${tmpdir}/resolv.conf`;
   const host = existsSync("/etc/resolv.conf") ? readFileSync("/etc/resolv.conf", "utf8") : "";
-  if (env.MINC_NETMODE !== "dens" && host) {
-    step("Name resolution: the host's resolver" + (env.MINC_NETNS ? " (unreachable without a network, kept for the names)" : ", reachable as the network is shared"));
+  if (settings.MINC_NETMODE !== "dens" && host) {
+    step("Name resolution: the host's resolver" + (settings.MINC_NETNS ? " (unreachable without a network, kept for the names)" : ", reachable as the network is shared"));
     copyFile("/etc/resolv.conf", target);
     return;
   }
@@ -111,7 +113,7 @@ function prepareResolvConf(): void {
 /** The container's IPv4 addresses: the host's, its dens address, or none but loopback. */
 function addressesOf(ip: string | undefined): string[] {
   if (ip) return [ip];
-  if (env.MINC_NETNS) return [];
+  if (settings.MINC_NETNS) return [];
   return Object.values(networkInterfaces()).flatMap((addrs) => (addrs ?? []).filter((a) => a.family === "IPv4").map((a) => a.address));
 }
 
@@ -130,7 +132,7 @@ function prepareHosts(ip: string | undefined): void {
  * Returns the container's address in dens mode.
  */
 function prepareNetwork(): string | undefined {
-  const netns = env.MINC_NETNS;
+  const netns = settings.MINC_NETNS;
   if (!netns) {
     step("No --net: the container shares the host's network");
     return undefined;
@@ -138,7 +140,7 @@ function prepareNetwork(): string | undefined {
   step(`A network namespace of its own, ${netns}; removed when the container ends`);
   onExit(tmpdir, `ip netns del ${quote(netns)}`);
   run(["ip", "netns", "add", netns]);
-  const mode = env.MINC_NETMODE ?? "raw";
+  const mode = settings.MINC_NETMODE || "raw";
   if (mode === "dens") return plugIntoDens(netns);
   run(["ip", "-n", netns, "link", "set", "lo", "up"]);
   const ifname = mode.startsWith("raw,") ? mode.slice(4) : "";
@@ -155,7 +157,7 @@ function plugIntoDens(netns: string): string {
   onExit(tmpdir, `${quote(dens)} del ${quote(netns)} ${quote(netns)}`);
   const ip = capture([dens, "add", netns, netns]).trim();
   writeFile(`${tmpdir}/ipv4`, `${ip}\n`);
-  const ports = (env.MINC_PORT_MAP ?? "").split(/\s+/).filter((p) => p);
+  const ports = settings.MINC_PORT_MAP;
   if (ports.length > 0) {
     step("Map the host's ports to the container (DNAT)");
     run([dens, "map", netns, ip, ...ports]);
@@ -165,15 +167,15 @@ function plugIntoDens(netns: string): string {
 }
 
 function setCpuMask(): void {
-  if (!env.MINC_CPUMASK) return;
+  if (!settings.MINC_CPUMASK) return;
   step("Limit the CPUs this process and so the whole container may run on");
-  const argv = ["taskset", "-ap", env.MINC_CPUMASK];
+  const argv = ["taskset", "-ap", settings.MINC_CPUMASK];
   capture([...argv, String(process.pid)], `${quoteAll(argv)} "$$"`); // ($$: pasted, the shell that runs the boot)
 }
 
 /** minc-cage makes the cgroups asked for and registers their removal; minc-leash steps in. */
 function prepareCage(): void {
-  if (!Object.keys(LIMIT_SETTINGS).some((k) => env[k])) {
+  if (!LIMIT_SETTINGS.some((name) => settings[name])) {
     step("No resource limits asked for: no cage");
     return;
   }
@@ -190,7 +192,7 @@ function prepareCage(): void {
  * any, become 1..N inside, for --user).
  */
 function userNamespace(): string[] {
-  if (!env.MINC_NOPRIV) return [];
+  if (!settings.MINC_NOPRIV) return [];
   const options = userNamespaceOptions();
   step(options.length > 1
     ? "--nopriv: a new user namespace where we are root, with our subordinate ids (/etc/subuid) as 1..N"
@@ -206,9 +208,9 @@ function namespacesCommand(command: string[]): string[] {
   // Not `unshare --fork`: see minc-fork.sh for why it forks PID 1 instead.
   let argv = ["unshare", ...userNamespace(), "-iump", "--propagation", "private", "/bin/sh", backend("minc-fork.sh"), ...core];
   step(`Enter new IPC, UTS, mount and PID namespaces, every mount made private (nothing mounted inside shows on the host); minc-fork.sh starts ${core[0] === "/bin/sh" ? "minc-core's script" : "minc-core"} there as PID 1 and waits for it`);
-  if (env.MINC_NETNS) {
-    step(`... in the network namespace ${env.MINC_NETNS}`);
-    argv = ["nsenter", `--net=/var/run/netns/${env.MINC_NETNS}`, ...argv];
+  if (settings.MINC_NETNS) {
+    step(`... in the network namespace ${settings.MINC_NETNS}`);
+    argv = ["nsenter", `--net=/var/run/netns/${settings.MINC_NETNS}`, ...argv];
   }
   if (findInPath("setpriv")) {
     step("(setpriv --pdeathsig: the container dies with minc's waiter, even if that is SIGKILLed)");
@@ -237,7 +239,7 @@ function bootOfTheNewRoot(command: string[]): string[] {
 }
 
 function runningInBackground(): boolean {
-  return !!env.MINC_BACKGROUND;
+  return settings.MINC_BACKGROUND;
 }
 
 /**
@@ -290,12 +292,12 @@ function cleanUpNow(): void {
  * it, and one it catches just before an exec is lost.)
  */
 function makesMoreThanTheWorkingDir(): boolean {
-  return !!(env.MINC_NETNS || env.MINC_SSHFS_HOST || anyLimit(limitsOf(env)));
+  return !!(settings.MINC_NETNS || settings.MINC_SSHFS_HOST || anyLimit(limitsOf(settings)));
 }
 
-export async function main(args: string[], environment: NodeJS.ProcessEnv): Promise<number> {
-  env = environment;
-  tmpdir = env.MINC_TMPDIR ?? "";
+export async function main(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  settings = readSettings(env);
+  tmpdir = settings.MINC_TMPDIR;
   // Stopping half way would leave what phases 2 and 3 made; stop at the end instead.
   const held = makesMoreThanTheWorkingDir() ? holdSignals(HELD) : () => undefined;
   try {

@@ -33,12 +33,15 @@ import { chainId, type ImageMeta, mountsUnder, Store } from "../lib/farm.ts";
 import { checkName, whyNotGivenId } from "../lib/names.ts";
 import { backend } from "../lib/libexec.ts";
 import { removeTree, runAsync } from "../lib/run.ts";
+import { readSettings, type Settings } from "../lib/settings.ts";
 import { signalsDelivered } from "../lib/signals.ts";
 import { treeDigest } from "../lib/tree.ts";
 import { quoteAll, shown, step } from "../lib/trace.ts";
 
 const USAGE = "usage: minc-farm lc|li|import PATH|commit COID|fork IMID|bind COID|unbind COID|rm COID|rmi IMID|" +
   "pull IMID|dir COID|idir IMID|imagestack IMID|baseid COID|config ID|rename COID NAME|renamei IMID NAME";
+// The settings, from the environment main() is given.
+let settings: Settings;
 
 function out(text: string): void {
   fs.writeSync(1, text.endsWith("\n") ? text : `${text}\n`);
@@ -53,12 +56,12 @@ function arg(args: string[], i: number, what: string): string {
 // ---- listing ----
 
 function window(id: string): string {
-  return process.env.MINC_LONG_ID ? id : id.slice(0, 12);
+  return settings.MINC_LONG_ID ? id : id.slice(0, 12);
 }
 
 /** The header's extra tabs line the columns up under long ids, as MINCS's did. */
 function header(column: string): string {
-  return `ID\t${process.env.MINC_LONG_ID ? "\t".repeat(7) : ""}\t${column}\tNAME`;
+  return `ID\t${settings.MINC_LONG_ID ? "\t".repeat(7) : ""}\t${column}\tNAME`;
 }
 
 function listContainers(store: Store): void {
@@ -127,7 +130,7 @@ async function importTree(store: Store, source: string, opts: { id?: string; bas
 
 /** MINC_IMPORT_NAME, checked before anything is copied or unpacked. */
 function envName(store: Store): string | undefined {
-  const n = process.env.MINC_IMPORT_NAME;
+  const n = settings.MINC_IMPORT_NAME;
   return n ? store.checkNameFor("image", checkName(n, "MINC_IMPORT_NAME")) : undefined;
 }
 
@@ -139,22 +142,22 @@ async function importPath(store: Store, path: string): Promise<void> {
     throw usageError(`${path}: no such file or directory`);
   }
   if (st.isFile() || (st.isDirectory() && isImageDir(path))) {
-    if (process.env.MINC_IMPORT_UUID || process.env.MINC_BASE_UUID) {
+    if (settings.MINC_IMPORT_UUID || settings.MINC_BASE_UUID) {
       throw usageError("MINC_IMPORT_UUID and MINC_BASE_UUID are for directories, not image archives");
     }
     // Loaded only here: its tar reader and decompressors cost every other command's start.
     const { importArchive } = await import("../lib/archive.ts");
     const ids = await importArchive(store, path, {
-      name: envName(store), arch: process.env.MINC_ARCH || undefined, preUnpacked: process.env.MINC_IMPORT_UNPACKED === "1",
+      name: envName(store), arch: settings.MINC_ARCH || undefined, preUnpacked: settings.MINC_IMPORT_UNPACKED,
     });
     for (const id of ids) out(id);
     return;
   }
   if (!st.isDirectory()) throw usageError(`${path}: not a directory or an archive`);
-  const given = process.env.MINC_IMPORT_UUID;
+  const given = settings.MINC_IMPORT_UUID;
   const bad = given ? whyNotGivenId(given) : undefined;
   if (bad) throw usageError(`MINC_IMPORT_UUID ${bad}`);
-  const base = process.env.MINC_BASE_UUID ? store.resolveImage(process.env.MINC_BASE_UUID) : undefined;
+  const base = settings.MINC_BASE_UUID ? store.resolveImage(settings.MINC_BASE_UUID) : undefined;
   // A symlink to the rootfs is followed: cp -a would copy the link itself.
   out(await importTree(store, fs.realpathSync(path), { id: given || undefined, base }, { name: envName(store) }));
 }
@@ -210,7 +213,8 @@ function config(store: Store, ref: string): void {
   if (json !== undefined) out(json);
 }
 
-export async function main(args: string[], _env: NodeJS.ProcessEnv): Promise<void> {
+export async function main(args: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  settings = readSettings(env);
   const cmd = args[0];
   if (cmd === undefined || cmd === "-h" || cmd === "--help") throw usageError(USAGE);
   const store = new Store();

@@ -14,10 +14,11 @@ import { existsSync, writeFileSync } from "node:fs";
 import { usageError, warn } from "../lib/fail.ts";
 import { mounts } from "../lib/mounts.ts";
 import { mount, run } from "../lib/run.ts";
+import { readSettings, type Settings } from "../lib/settings.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 
 // The settings, from the environment main() is given.
-let env: NodeJS.ProcessEnv;
+let settings: Settings;
 
 function mountsOf(type: string): string[] {
   return mounts().filter((m) => m.type === type).map((m) => m.point);
@@ -44,14 +45,14 @@ function write(file: string, value: string): string | undefined {
   }
 }
 
-export function main(_args: string[], environment: NodeJS.ProcessEnv): number {
-  env = environment;
+export function main(_args: string[], env: NodeJS.ProcessEnv): number {
+  settings = readSettings(env);
   phase(5);
-  const pid = env.MINC_PID ?? "";
-  const script = env.MINC_FTRACE ?? "";
+  const pid = settings.MINC_PID;
+  const script = settings.MINC_FTRACE;
   if (!/^\d+$/.test(pid)) throw usageError("MINC_PID is not a PID");
   if (!script || !existsSync(script)) throw usageError(`MINC_FTRACE ${script || "(unset)"} is not a file`);
-  if (env.MINC_NOPRIV) throw usageError("--ftrace: an unprivileged container cannot control ftrace");
+  if (settings.MINC_NOPRIV) throw usageError("--ftrace: an unprivileged container cannot control ftrace");
   const dir = tracingDir();
   step(`Trace only the container: events of PID ${pid} and of all it forks`);
   const refused = write(`${dir}/set_event_pid`, pid) ?? write(`${dir}/options/event-fork`, "1");

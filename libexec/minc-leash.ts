@@ -15,6 +15,7 @@ import { resolveInRoot } from "../lib/paths.ts";
 import { isExecutableInRoot, shellOf, userOf, type User } from "../lib/rootfs.ts";
 import { NotWrittenDown, writingDown } from "../lib/bootscript.ts";
 import { capture, exec, findInPath, run, runInThisNode, stringsOf } from "../lib/run.ts";
+import { readSettings, type Settings } from "../lib/settings.ts";
 import { phase, quote, shown, step } from "../lib/trace.ts";
 import { main as hunt } from "./minc-hunt.ts";
 
@@ -22,7 +23,7 @@ import { main as hunt } from "./minc-hunt.ts";
 runInThisNode({ "minc-hunt": hunt });
 
 // The settings, from the environment main() is given.
-let env: NodeJS.ProcessEnv;
+let settings: Settings;
 
 function checkRoot(rootdir: string | undefined): string {
   try {
@@ -43,13 +44,13 @@ function commandOf(rootdir: string, argv: string[]): string[] {
 
 /** --ftrace: minc-hunt points ftrace at this process, PID 1, before it becomes the command. */
 function huntIfAsked(): void {
-  if (!env.MINC_FTRACE) return;
+  if (!settings.MINC_FTRACE) return;
   step("Set up ftrace for the container with minc-hunt");
   run([backend("minc-hunt")]);
 }
 
 function userOfSettings(rootdir: string): User | undefined {
-  return env.MINC_USERSPEC ? userOf(rootdir, env.MINC_USERSPEC) : undefined;
+  return settings.MINC_USERSPEC ? userOf(rootdir, settings.MINC_USERSPEC) : undefined;
 }
 
 /** The environment the command gets: ours without the MINC_* settings, plus an image's own. */
@@ -57,7 +58,7 @@ function washedEnv(): NodeJS.ProcessEnv {
   step("Wash the MINC_* settings out of the environment");
   const washed: NodeJS.ProcessEnv = {};
   const dirty: string[] = [];
-  for (const [k, v] of Object.entries(env)) {
+  for (const [k, v] of Object.entries(process.env)) {
     if (k.startsWith("MINC_") || k === "LIBMOUNT_MTAB") dirty.push(k);
     else washed[k] = v;
   }
@@ -72,9 +73,9 @@ function washedEnv(): NodeJS.ProcessEnv {
 }
 
 function imageEnvironment(): string[] {
-  if (!env.MINC_IMAGE_ENV) return [];
+  if (!settings.MINC_IMAGE_ENV) return [];
   let list: unknown;
-  try { list = JSON.parse(env.MINC_IMAGE_ENV); } catch { list = undefined; }
+  try { list = JSON.parse(settings.MINC_IMAGE_ENV); } catch { list = undefined; }
   if (!Array.isArray(list) || !list.every((x) => typeof x === "string" && /^[^=]+=/.test(x))) {
     throw usageError("MINC_IMAGE_ENV must be a JSON array of NAME=VALUE strings");
   }
@@ -83,7 +84,7 @@ function imageEnvironment(): string[] {
 
 /** The image's working directory, where the command starts (the root otherwise). */
 function workdir(): string | undefined {
-  const dir = env.MINC_WORKDIR;
+  const dir = settings.MINC_WORKDIR;
   if (dir && !dir.startsWith("/")) throw usageError(`MINC_WORKDIR ${dir} is not absolute`);
   return dir || undefined;
 }
@@ -94,14 +95,14 @@ function workdir(): string | undefined {
  * split at blanks, like the shell's unquoted $MINC_DEBUG_PREFIX.
  */
 function debugPrefix(): string[] {
-  return (env.MINC_DEBUG_PREFIX ?? "").split(/\s+/).filter((w) => w !== "");
+  return settings.MINC_DEBUG_PREFIX;
 }
 
 type Capsh = { path: string; exec: boolean; shellOption: boolean };
 
 /** capsh, and which of the ways to run a command it knows. */
 function findCapsh(): Capsh | undefined {
-  if (env.MINC_PIVOT === "1") {
+  if (settings.MINC_PIVOT) {
     step("--pivot: use pivot_root, not capsh");
     return undefined;
   }
@@ -134,7 +135,7 @@ function capshShell(rootdir: string, capsh: Capsh): string | undefined {
 }
 
 function diveWithCapsh(rootdir: string, capsh: Capsh, command: string[], user: User | undefined, cage: CageDoor[]): never {
-  const drop = [env.MINC_DROPCAPS, "cap_sys_chroot"].filter((c) => c).join(",");
+  const drop = [settings.MINC_DROPCAPS, "cap_sys_chroot"].filter((c) => c).join(",");
   step(`Drop ${drop}: root inside must not chroot its way out`);
   const prefix = debugPrefix();
   if (prefix.length > 0) step(`Run it under ${prefix[0]} (MINC_DEBUG_PREFIX), which stays outside the new root`);
@@ -202,21 +203,21 @@ function diveWithPivot(rootdir: string, command: string[], user: User | undefine
   return exec(command, washed);
 }
 
-export function main(args: string[], environment: NodeJS.ProcessEnv): number {
-  env = environment;
+export function main(args: string[], env: NodeJS.ProcessEnv): number {
+  settings = readSettings(env);
   phase(5);
   const [given, ...argv] = args;
   const rootdir = checkRoot(given);
   const command = commandOf(rootdir, argv);
   const user = userOfSettings(rootdir);
-  const cage = openCages(env);
+  const cage = openCages(settings);
   const capsh = findCapsh();
   huntIfAsked();
   if (capsh && (capsh.exec || capshShell(rootdir, capsh))) return diveWithCapsh(rootdir, capsh, command, user, cage);
-  if (env.MINC_DROPCAPS) {
-    throw usageError(`cannot drop ${env.MINC_DROPCAPS}: that needs capsh${capsh ? " and a shell in the rootfs" : ""}`);
+  if (settings.MINC_DROPCAPS) {
+    throw usageError(`cannot drop ${settings.MINC_DROPCAPS}: that needs capsh${capsh ? " and a shell in the rootfs" : ""}`);
   }
-  if (debugPrefix().length > 0 && !env.MINC_DROPCAPS && !workdir()) return diveWithChroot(rootdir, command, user, cage);
+  if (debugPrefix().length > 0 && !settings.MINC_DROPCAPS && !workdir()) return diveWithChroot(rootdir, command, user, cage);
   if (capsh) step("The rootfs has no shell for capsh to start: fall back to pivot_root");
   return diveWithPivot(rootdir, command, user, cage);
 }

@@ -16,12 +16,14 @@ import { enterCages, openCages } from "../lib/cage.ts";
 import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_SHARE, terminalSize } from "../lib/ermine.ts";
 import { MincError, usageError } from "../lib/fail.ts";
 import { frontend } from "../lib/libexec.ts";
+import { optionsFor } from "../lib/minc-options.ts";
 import { writeFile } from "../lib/run.ts";
+import { readSettings, settingsEnv, type Settings } from "../lib/settings.ts";
 import { sleepSync } from "../lib/signals.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 
 // The settings of this boot, from the environment main() is given.
-let env: NodeJS.ProcessEnv;
+let settings: Settings;
 let tmpdir: string;
 
 /** The name the host gave the container (minc-core set it in our UTS namespace). */
@@ -32,14 +34,8 @@ function containerName(): string {
 /** The guest's minc options: the same container, on the shared root, in direct mode. */
 function guestOptions(): string[] {
   step("The guest's minc boots the same container on the shared root; the host mounted the overlay, so the guest uses it directly (-D)");
-  const opts = ["-r", `${GUEST_SHARE}/root`, "--name", containerName(), "-D"];
-  if (env.MINC_DEBUG) opts.push("--debug");
-  if (env.MINC_USE_DEV) opts.push("--usedev");
-  if (env.MINC_MNT_DEBUGFS) opts.push("--debugfs");
-  if (env.MINC_PIVOT === "1") opts.push("--pivot");
-  if (env.MINC_USERSPEC) opts.push("--user", env.MINC_USERSPEC);
-  if (env.MINC_DROPCAPS) opts.push("--nocaps", env.MINC_DROPCAPS);
-  return opts;
+  const again = optionsFor(settings, ["MINC_DEBUG", "MINC_USE_DEV", "MINC_MNT_DEBUGFS", "MINC_PIVOT", "MINC_USERSPEC", "MINC_DROPCAPS"]);
+  return ["-r", `${GUEST_SHARE}/root`, "--name", containerName(), "-D", ...again];
 }
 
 /** stty lines for the guest's console: the user's terminal size, or no echo and no CR where there is no terminal. */
@@ -49,13 +45,14 @@ function consoleSetup(): string[] {
   if (size) lines.push(`stty rows ${size[0]} cols ${size[1]}`);
   if (!isatty(0)) lines.push("stty -echo");
   if (!isatty(1)) lines.push("stty -onlcr");
-  if (env.TERM) lines.push(`export TERM=${quote(env.TERM)}`);
+  if (process.env.TERM) lines.push(`export TERM=${quote(process.env.TERM)}`);
   return lines;
 }
 
 /** An image's environment and working directory (minc -r IMAGE), which the guest's minc takes from its own. */
 function imageSettings(): string[] {
-  const set = (["MINC_IMAGE_ENV", "MINC_WORKDIR"] as const).filter((k) => env[k]).map((k) => `${k}=${quote(env[k]!)}`);
+  const image = settingsEnv({ MINC_IMAGE_ENV: settings.MINC_IMAGE_ENV, MINC_WORKDIR: settings.MINC_WORKDIR });
+  const set = Object.entries(image).filter(([, v]) => v !== "").map(([k, v]) => `${k}=${quote(v)}`);
   if (set.length === 0) return [];
   step("The image's environment and working directory go to the guest's minc");
   return [`export ${set.join(" ")}`];
@@ -112,22 +109,22 @@ function writeRunScript(command: string[]): void {
 
 /** $MINC_VM_TIMEOUT: seconds after which the VM is killed (default: no limit). */
 function timeoutSeconds(): number {
-  const given = env.MINC_VM_TIMEOUT ?? "";
+  const given = settings.MINC_VM_TIMEOUT;
   if (given === "") return 0;
   if (!/^\d+$/.test(given)) throw usageError(`MINC_VM_TIMEOUT=${given}: seconds`);
   return Number(given);
 }
 
-export async function main(args: string[], environment: NodeJS.ProcessEnv): Promise<number> {
-  env = environment;
-  tmpdir = env.MINC_TMPDIR ?? "";
+export async function main(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  settings = readSettings(env);
+  tmpdir = settings.MINC_TMPDIR;
   phase(5);
   if (!tmpdir) throw new MincError("MINC_TMPDIR must be set (run minc --qemu or --um)");
-  const guest = guestArch(env.MINC_ARCH ?? "x86_64");
-  const dir = ermineDir();
+  const guest = guestArch(settings.MINC_ARCH || "x86_64");
+  const dir = ermineDir(settings.MINC_ERMINE_DIR);
   checkGuest(guest, dir);
   writeRunScript(args);
   // The resource limits hold for the whole VM.
-  enterCages(openCages(env));
+  enterCages(openCages(settings));
   return bootGuest(guest, dir, { share: tmpdir, timeoutSeconds: timeoutSeconds(), ownPidNamespace: false });
 }

@@ -33,6 +33,7 @@ import {
 } from "../lib/registry.ts";
 import { pool } from "../lib/pool.ts";
 import { mkdirs, removeTree, writeFile } from "../lib/run.ts";
+import { readSettings, type Settings as MincSettings } from "../lib/settings.ts";
 import { progname, quote, shown, step, tracing } from "../lib/trace.ts";
 
 const USAGE = "usage: minc-smuggler [REGISTRY/]NAME[:TAG][@sha256:DIGEST] DESTDIR";
@@ -43,6 +44,8 @@ const ATTEMPTS = 3;
 /** An image config is a small JSON document. */
 const CONFIG_MAX = 16 << 20;
 const REF_NAME = "org.opencontainers.image.ref.name";
+/** The MINC_* settings of this run (listed at the top), from the environment main() is given. */
+let given: MincSettings;
 
 interface Settings {
   ref: Reference;
@@ -78,15 +81,14 @@ function settings(args: string[]): Settings {
   if (destArg === "") throw usageError(`empty DESTDIR; ${USAGE}`);
   const dest = resolve(destArg);
   checkDest(dest);
-  const env = process.env;
-  const archSpec = env.MINC_ARCH?.trim();
+  const archSpec = given.MINC_ARCH.trim();
   const want = archSpec ? parseArch(archSpec) : hostPlatform();
   const variantGiven = !!archSpec && archSpec.replace(/^linux\//i, "").includes("/");
-  const insecure = !!env.MINC_PULL_INSECURE && env.MINC_PULL_INSECURE !== "0";
-  const credentials = env.MINC_PULL_USER ? parseUserSpec(env.MINC_PULL_USER) : dockerConfigCredentials(ref.domain);
+  const insecure = given.MINC_PULL_INSECURE;
+  const credentials = given.MINC_PULL_USER ? parseUserSpec(given.MINC_PULL_USER) : dockerConfigCredentials(ref.domain);
   let cache: string | undefined;
-  if (env.MINC_PULL_CACHE) {
-    cache = resolve(env.MINC_PULL_CACHE);
+  if (given.MINC_PULL_CACHE) {
+    cache = resolve(given.MINC_PULL_CACHE);
     try {
       if (!statSync(cache).isDirectory()) throw usageError(`MINC_PULL_CACHE=${cache}: not a directory`);
     } catch (e) {
@@ -257,7 +259,7 @@ class Pull {
    * import need not read it again (it still checks its digests).
    */
   private unpackEarly(d: Descriptor, label: string): void {
-    if (!process.env.MINC_PULL_UNPACK) return;
+    if (!given.MINC_PULL_UNPACK) return;
     const dir = unpackedDir(this.s.dest, `blobs/sha256/${d.digest.slice(7)}`)!;
     step(`${label}: unpack it into ${dir} while the others download`);
     this.written.mkdirs(dir); // (unpacked/ too: a failed pull leaves no DESTDIR/unpacked)
@@ -366,7 +368,7 @@ class Pull {
     await this.blob(config, configRow, `the config ${config.digest}`);
     const image = this.readConfig(config, manifest.layers.length, what);
     const have = storeHas(image.diffIds, manifest.layers);
-    if (have.size) step(`${have.size} of the layers are in the image store already (${process.env.MINC_PULL_HAVE}): not downloaded`);
+    if (have.size) step(`${have.size} of the layers are in the image store already (${given.MINC_PULL_HAVE}): not downloaded`);
     const wanted = layers.filter((l) => !have.has(l.digest));
     const rows = wanted.map((l) => this.progress.add(`layer ${manifest.layers.indexOf(l) + 1}/${manifest.layers.length} ${short(l)}`, l.size));
     if (wanted.length) step(`Download the layers, ${PARALLEL} at a time, each checked for its size and sha256 as it comes`);
@@ -425,7 +427,7 @@ class Pull {
 /** The digests of the layers an image store (MINC_PULL_HAVE) has already, known by their ChainIDs. */
 function storeHas(diffIds: string[], layers: readonly Descriptor[]): Set<string> {
   const have = new Set<string>();
-  const dir = process.env.MINC_PULL_HAVE;
+  const dir = given.MINC_PULL_HAVE;
   if (!dir) return have;
   let chain: string | undefined;
   diffIds.forEach((diffId, i) => {
@@ -467,7 +469,8 @@ function existsFile(path: string): boolean {
 
 const SIGNALS: [NodeJS.Signals, number][] = [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]];
 
-export function main(args: string[], _env: NodeJS.ProcessEnv): number | Promise<number> {
+export function main(args: string[], env: NodeJS.ProcessEnv): number | Promise<number> {
+  given = readSettings(env);
   if (args.length === 1 && (args[0] === "-h" || args[0] === "--help")) {
     process.stdout.write(`${USAGE}\n`);
     return 0;

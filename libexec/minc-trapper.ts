@@ -27,13 +27,14 @@ import { catchInterrupts, spareGroupInterrupts } from "../lib/interrupt.ts";
 import { findLibrary, ldSoConfDirs } from "../lib/ldso.ts";
 import { existsInRoot, resolveInRoot } from "../lib/paths.ts";
 import { findInPath, mkdirs, mount, removeFile, run } from "../lib/run.ts";
+import { readSettings, type Settings } from "../lib/settings.ts";
 import { farm } from "../lib/store.ts";
 import { STRACE_ARGS, tracedPaths } from "../lib/strace.ts";
 import { quote, shown, step } from "../lib/trace.ts";
 
 const USAGE = "usage: minc-trapper [-r ROOTDIR|IMAGE] TMPDIR COMMAND...";
 // The settings, from the environment main() is given.
-let env: NodeJS.ProcessEnv;
+let settings: Settings;
 const MAX_LINKS = 40;
 /** Exit status of a command stopped with Ctrl-C. */
 const INTERRUPTED = 130;
@@ -55,7 +56,7 @@ function basedirOf(given: string): string {
 }
 
 function jobOf(argv: string[]): Job {
-  let basedir = env.MINC_BASEDIR || "/";
+  let basedir = settings.MINC_BASEDIR || "/";
   if (argv[0] === "-r" || argv[0] === "--rootdir") {
     if (!argv[1]) throw usageError(USAGE);
     basedir = basedirOf(argv[1]);
@@ -80,7 +81,7 @@ async function runTraced(job: Job): Promise<void> {
   if (prefix.some((w) => /\s/.test(w))) throw usageError(`${job.tmpdir}: a working directory with blanks cannot hold the trace`);
   const unspare = spareGroupInterrupts();
   try {
-    checkStatus(await runContainer(job.tmpdir, job.command, { MINC_BASEDIR: job.basedir, MINC_DEBUG_PREFIX: prefix.join(" ") }));
+    checkStatus(await runContainer(job.tmpdir, job.command, { MINC_BASEDIR: job.basedir, MINC_DEBUG_PREFIX: prefix }));
   } finally {
     unspare();
   }
@@ -90,7 +91,7 @@ function checkStatus(status: number): void {
   if (status === 0) return;
   if (status === INTERRUPTED) {
     step("Stopped with Ctrl-C: the end of the test run");
-  } else if (env.MINC_IGNORE_STATE === "1") {
+  } else if (settings.MINC_IGNORE_STATE) {
     warn(`the command exited with ${status} while traced (ignored: --ignore-state)`);
   } else {
     throw new MincError(`the command failed while traced (exit ${status}); fix it, or pack it anyway with --ignore-state`);
@@ -212,7 +213,7 @@ function copyTraced(job: Job, paths: string[]): void {
  */
 function copyCommand(job: Job): void {
   const [program] = job.command;
-  const dirs = program.includes("/") ? [""] : (env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").filter((d) => d.startsWith("/"));
+  const dirs = program.includes("/") ? [""] : (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").filter((d) => d.startsWith("/"));
   const found = dirs.map((d) => (d ? `${d}/${program}` : program)).find((p) => existsInRoot(job.view, p));
   if (!found) return;
   step(`Copy the command's program, ${found}`);
@@ -270,8 +271,8 @@ function makeMountpoints(job: Job): void {
   chmodSync(tmp, 0o1777);
 }
 
-export async function main(args: string[], environment: NodeJS.ProcessEnv): Promise<number> {
-  env = environment;
+export async function main(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  settings = readSettings(env);
   const job = jobOf(args);
   catchInterrupts();
   await runTraced(job);
