@@ -10,7 +10,8 @@ FRONTENDS := minc marten polecat ermine-breeder
 BACKENDS := $(patsubst libexec/%.ts,%,$(wildcard libexec/minc-*.ts))
 MINIMUM_BACKENDS := minc-exec minc-core minc-coat minc-leash minc-cage
 SCRIPTS := minc-waiter.sh minc-fork.sh
-SOURCES := $(wildcard bin/*.ts libexec/*.ts lib/*.ts) build.mjs package.json
+# (lib/*.sh: sh the bundles import as text, such as polecat's header.)
+SOURCES := $(wildcard bin/*.ts libexec/*.ts lib/*.ts lib/*.sh) build.mjs package.json
 
 # Which programs install/uninstall handle; MINIMUM=1 is install.sh --minimum.
 ifeq ($(MINIMUM),1)
