@@ -14,14 +14,15 @@ done
 # (A closed fd 0 would make the exec 3<&0 below fail: give it /dev/null.)
 true 2>/dev/null 3<&0 || exec </dev/null
 
-dir= mounted=
+dir='' mounted=''
+# shellcheck disable=SC2317 # (run by the EXIT trap)
 cleanup() {
   trap - EXIT INT TERM HUP
   # The container's mount namespace may hold the image for a moment after minc ends.
   n=0
   while [ -n "$mounted" ] && ! umount "$dir/image" 2>/dev/null; do
     n=$((n + 1))
-    if [ $n -ge 50 ]; then umount -l "$dir/image"; break; fi
+    if [ "$n" -ge 50 ]; then umount -l "$dir/image"; break; fi
     sleep 0.1
   done
   [ -z "$dir" ] || { rm -f "$dir/node.err"; rmdir "$dir/image" "$dir" 2>/dev/null; }
@@ -36,7 +37,7 @@ dir=$(mktemp -d /tmp/polecat-run-XXXXXX) || exit 1
 # Node checks itself and the user and finds the image. Only its answer is
 # read: what it says on stderr (a warning, say) is shown if it fails, and
 # NODE_OPTIONS is the command's (it could make it print more), not its own.
-if ! offset=$(NODE_OPTIONS= node -e '
+if ! offset=$(NODE_OPTIONS='' node -e '
   const [self, size] = process.argv.slice(1);
   const fs = require("fs");
   const fail = (m) => { console.error(m); process.exit(2); };

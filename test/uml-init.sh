@@ -12,7 +12,7 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts || fail "cannot mou
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm || fail "cannot mount /dev/shm"
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "cannot mount cgroup2"
 mount -t tmpfs -o mode=755 tmpfs /var/run || fail "cannot mount /var/run"
-mkdir -p "$SHARE" && mount -t hostfs hostfs "$SHARE" -o "$SHARE" || fail "cannot mount the shared dir $SHARE"
+{ mkdir -p "$SHARE" && mount -t hostfs hostfs "$SHARE" -o "$SHARE"; } || fail "cannot mount the shared dir $SHARE"
 if ! grep -qw overlay /proc/filesystems; then
   ko=@UML_MODULES@/$(uname -r)/kernel/fs/overlayfs/overlay.ko
   if command -v insmod >/dev/null; then insmod "$ko"
