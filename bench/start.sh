@@ -100,12 +100,13 @@ with open(summary, "w") as f: f.write("".join(f"summary: {l}\n" for l in lines))
 EOF
 
 host_rss() { # LABEL COMMAND...: VmRSS of COMMAND and its host-side descendants
-  local label=$1 pid ns p pp s todo rss total=0 list= cmd
+  local label=$1 pid ns p pp s todo rss total=0 list='' cmd
   shift; cmd="$*"
   "$@" >/dev/null 2>&1 </dev/null & pid=$!; sleep 1
   ns=$(readlink "/proc/$pid/ns/pid") || { echo "$label: exited within 1 s" >&2; exit 1; }
   todo=" $pid "
   while [ -n "${todo// }" ]; do
+    # shellcheck disable=SC2086 # todo is a list of pids, split on purpose
     set -- $todo; p=$1; shift; todo=" $* "
     [ "$(readlink "/proc/$p/ns/pid" 2>/dev/null)" = "$ns" ] || continue # inside
     rss=$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$p/status" 2>/dev/null) || continue

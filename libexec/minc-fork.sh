@@ -13,6 +13,9 @@
 # waiter relays them), hands the real stdin over (a background job would get
 # /dev/null), and ties PID 1's life to its own with setpriv --pdeathsig.
 
+# (minc-exec runs it with /bin/sh: no #! line.)
+# shellcheck shell=sh
+
 # minc's waiter starts us (through setpriv --pdeathsig KILL, unshare...) and
 # passes its pid. setpriv ties us to it only after the fork: a waiter
 # SIGKILLed in between leaves us to another parent, with nothing to stop the

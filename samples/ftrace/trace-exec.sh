@@ -6,6 +6,7 @@
 #
 # minc-hunt runs it with sh in the tracing directory, after limiting the
 # events to the container's processes (set_event_pid, options/event-fork).
+# shellcheck shell=sh
 echo 0 > tracing_on
 echo > trace
 echo 1 > events/sched/sched_process_exec/enable

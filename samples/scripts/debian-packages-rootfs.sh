@@ -31,6 +31,8 @@ done
 tmp=$(mktemp -d "$(dirname "$dir")/.packages-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 for pkg in "$@"; do
+  # (ls only to take the first .deb the glob names; Debian file names have no newline.)
+  # shellcheck disable=SC2012
   dpkg-deb -x "$(ls "$debs/${pkg}"_*.deb | head -n 1)" "$tmp"
 done
 cd "$tmp"
