@@ -50,7 +50,7 @@ FOREIGN_ARCH := arm64
 
 .PHONY: all build deps test-deps typecheck lint-sh test install uninstall clean bench docs man completion
 
-all: build man
+all: build man completion
 
 # Man pages from the same definitions as --help (lib/man.ts): minc's option
 # table, and the built marten's and polecat's yargs --help.
@@ -59,9 +59,10 @@ man: docs/minc.1
 docs/minc.1: .build-stamp lib/man.ts docs/gen-man.ts
 	node docs/gen-man.ts
 
-# Bash completion for the three commands, from the same definitions (kept in
-# the repository; test/completion.test.ts checks it is current).
-completion: .build-stamp
+# Bash completion for the commands, from the same definitions (made, like the
+# man pages, not kept in the repository: lib/completion.bash is its source).
+completion: docs/mincs.bash
+docs/mincs.bash: .build-stamp lib/completion.ts lib/completion.bash docs/gen-completion.ts
 	node docs/gen-completion.ts
 
 # docs/boot.md's trace excerpts come from real boots (as root); the man pages
@@ -119,14 +120,14 @@ typecheck: node_modules/.package-lock.json
 # left out until it is split in two (issue 19), and made to pass then.
 SH_FILES := install.sh .ci/run $(filter-out libexec/minc-waiter.sh,$(wildcard libexec/*.sh)) \
   $(wildcard bench/*.sh samples/scripts/*.sh samples/ftrace/*.sh samples/polecat/* lib/*.sh lib/*.bash test/*.sh) \
-  samples/completion/mincs.bash
-lint-sh:
+  docs/mincs.bash
+lint-sh: completion
 	@command -v shellcheck >/dev/null || { echo "needs shellcheck (make test-deps)" >&2; exit 1; }
 	shellcheck $(SH_FILES)
 
 # Each test file looks only at what it made (test/helpers.ts), so files run
 # side by side; test/run.ts prints each file's time and a closing count.
-test: build man typecheck lint-sh
+test: build man completion typecheck lint-sh
 	node test/run.ts $(TESTS)
 
 bench: build
@@ -142,11 +143,11 @@ ERMINE_FILES = vmlinuz.* initramfs.*
 # Where make install takes them from (ermine-breeder build's DESTDIR).
 ERMINE_SRC ?= libexec/ermine
 
-install: build man
+install: build man completion
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(COMPLETIONDIR)
 	for f in $(INSTALL_BIN); do install -m 755 bin/$$f $(DESTDIR)$(BINDIR)/$$f && $(RECORD_DIRS) $(DESTDIR)$(BINDIR)/$$f; done
 	for f in $(INSTALL_BIN); do install -m 644 docs/$$f.1 $(DESTDIR)$(MANDIR)/$$f.1; done
-	for f in $(INSTALL_BIN); do install -m 644 samples/completion/mincs.bash $(DESTDIR)$(COMPLETIONDIR)/$$f && $(RECORD_DIRS) $(DESTDIR)$(COMPLETIONDIR)/$$f; done
+	for f in $(INSTALL_BIN); do install -m 644 docs/mincs.bash $(DESTDIR)$(COMPLETIONDIR)/$$f && $(RECORD_DIRS) $(DESTDIR)$(COMPLETIONDIR)/$$f; done
 	for f in $(INSTALL_LIBEXEC); do install -m 755 libexec/$$f $(DESTDIR)$(LIBEXECDIR)/$$f && $(RECORD_DIRS) $(DESTDIR)$(LIBEXECDIR)/$$f; done
 ifneq ($(MINIMUM),1)
 	@# (cp keeps each file's mode: the UML kernel is a program, the others are not.)

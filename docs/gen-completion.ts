@@ -1,4 +1,4 @@
-// make completion: write samples/completion/mincs.bash from minc's option
+// make completion: write docs/mincs.bash from minc's option
 // table and the built marten's, polecat's and ermine-breeder's --help
 // (lib/completion.ts).
 import { spawnSync } from "node:child_process";
@@ -19,6 +19,6 @@ for (const c of yargsCommands(marten)) martenCommands[c] = help("marten", c);
 const breeder = help("ermine-breeder");
 const breederCommands: Record<string, string> = {};
 for (const c of yargsCommands(breeder)) breederCommands[c] = help("ermine-breeder", c);
-const out = process.argv[2] ?? `${DOC_REPO}/samples/completion/mincs.bash`;
+const out = process.argv[2] ?? `${DOC_REPO}/docs/mincs.bash`;
 writeFileSync(out, bashCompletion({ marten, martenCommands, polecat: help("polecat"), breeder, breederCommands }));
 console.log(`wrote ${out}`);

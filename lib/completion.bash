@@ -23,11 +23,17 @@ _mincs_store() {
 _mincs_cross_arches="@COMPLETION_CROSS_ARCHES@"
 _mincs_arches="@COMPLETION_ARCHES@"
 
-_minc() {
-  local cur prev i
+# The word being completed and the one before, in the caller's locals (bash
+# scoping: a function sees, and sets, the locals of the one that called it).
+_mincs_words() {
   COMPREPLY=()
   cur=${COMP_WORDS[COMP_CWORD]}
   prev=${COMP_WORDS[COMP_CWORD-1]}
+}
+
+_minc() {
+  local cur prev i
+  _mincs_words
   # Options stop at the first word that is not one (or an option's argument): the command.
   i=1
   while [ "$i" -lt "$COMP_CWORD" ]; do
@@ -63,9 +69,7 @@ _minc() {
 
 _marten() {
   local cur prev cmd i opts
-  COMPREPLY=()
-  cur=${COMP_WORDS[COMP_CWORD]}
-  prev=${COMP_WORDS[COMP_CWORD-1]}
+  _mincs_words
   cmd=
   for ((i = 1; i < COMP_CWORD; i++)); do
     case ${COMP_WORDS[i]} in -*) ;; *) cmd=${COMP_WORDS[i]}; break ;; esac
@@ -100,9 +104,7 @@ _marten() {
 
 _polecat() {
   local cur prev
-  COMPREPLY=()
-  cur=${COMP_WORDS[COMP_CWORD]}
-  prev=${COMP_WORDS[COMP_CWORD-1]}
+  _mincs_words
   case $prev in
     -f|--format) COMPREPLY=($(compgen -W "sh squashfs sfs tgz" -- "$cur")); return 0 ;;
     -o|--output|-s|--script) COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
@@ -117,9 +119,7 @@ _polecat() {
 
 _ermine_breeder() {
   local cur prev cmd i opts
-  COMPREPLY=()
-  cur=${COMP_WORDS[COMP_CWORD]}
-  prev=${COMP_WORDS[COMP_CWORD-1]}
+  _mincs_words
   case $prev in
     --arch) COMPREPLY=($(compgen -W "x86_64 um all" -- "$cur")); return 0 ;;
     --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;

@@ -1,7 +1,7 @@
 // Bash completion for minc, marten, polecat and ermine-breeder, generated
 // from the same definitions as --help: minc's option table
 // (lib/minc-options.ts) and what the others' yargs definitions print.
-// docs/gen-completion.ts writes it to samples/completion/mincs.bash.
+// docs/gen-completion.ts writes it to docs/mincs.bash (make completion).
 // The script is lib/completion.bash (a real bash file, which shellcheck
 // reads), with @COMPLETION_...@ where the lists go.
 // The arches come from what the commands accept: minc's --cross table and
