@@ -24,6 +24,7 @@ import { BOOT_SETTINGS, LIMIT_SETTINGS, readSettings, settingsEnv, type BootSett
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { subordinateIds, unprivilegedOverlay } from "../lib/userns.ts";
 import { VERSION } from "../lib/version.ts";
+import { WORKDIR, workdirPaths } from "../lib/workdir.ts";
 
 interface Plan {
   /** What minc exports for the backends (lib/settings.ts). */
@@ -424,10 +425,11 @@ function claimGivenDir(plan: Plan): number | undefined {
 
 /** A reused working directory: forget the cleanup chain and the waiter of its last run (claimed: that run is over). */
 function forgetLastRun(dir: string): void {
-  for (const file of ["cleanup", "waiter"]) {
-    if (!existsSync(`${dir}/${file}`)) continue;
-    step(`(a reused working directory: forget the ${file} of its last run)`);
-    removeFile(`${dir}/${file}`);
+  const files = workdirPaths(dir);
+  for (const key of ["cleanup", "waiter"] as const) {
+    if (!existsSync(files[key])) continue;
+    step(`(a reused working directory: forget the ${WORKDIR[key].name} of its last run)`);
+    removeFile(files[key]);
   }
 }
 

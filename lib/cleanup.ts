@@ -11,9 +11,10 @@
 import { appendFileSync } from "node:fs";
 import { printfLines } from "./run.ts";
 import { quote, shown } from "./trace.ts";
+import { workdirPaths } from "./workdir.ts";
 
 export function onExit(tmpdir: string, command: string): void {
-  const file = `${tmpdir}/cleanup`;
+  const file = workdirPaths(tmpdir).cleanup;
   const line = `${command}\n`;
   shown(`${printfLines(line)} >> ${quote(file)}`);
   appendFileSync(file, line);

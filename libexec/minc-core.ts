@@ -26,25 +26,27 @@ import { readSettings } from "../lib/settings.ts";
 import { resetSignals } from "../lib/signals.ts";
 import { userTerminal } from "../lib/terminal.ts";
 import { phase, quote, step, tracing } from "../lib/trace.ts";
+import { workdirPaths } from "../lib/workdir.ts";
 
 const settings = readSettings();
 const tmpdir = settings.MINC_TMPDIR;
 const basedir = settings.MINC_BASEDIR;
 const direct = settings.MINC_DIRECT;
 const nopriv = settings.MINC_NOPRIV;
-const rootdir = `${tmpdir}/root`;
+const files = workdirPaths(tmpdir);
+const rootdir = files.root;
 
 function recordPid(): void {
   step("Record our PID as the host sees it: /proc is still the host's, so /proc/self tells it (here we are PID 1)");
   if (writingDown()) return recordPidWhenRun();
   const pid = readlinkSync("/proc/self");
   exportVar("MINC_PID", pid);
-  writeFile(`${tmpdir}/pid`, `${pid}\n`);
+  writeFile(files.pid, `${pid}\n`);
 }
 
 /** The PID is known only when the script runs: sh reads it from the first field of /proc/self/stat. */
 function recordPidWhenRun(): void {
-  const pidfile = quote(`${tmpdir}/pid`);
+  const pidfile = quote(files.pid);
   recordRaw("read -r MINC_PID _ < /proc/self/stat; export MINC_PID");
   // (the trace shows the path quoted as the other lines do: quoted once more here, for sh to print it so)
   if (tracing()) recordRaw(`printf '+ export MINC_PID=%s\\n+ echo %s > %s\\n' "$MINC_PID" "$MINC_PID" ${quote(pidfile)} >&2`);
@@ -56,10 +58,10 @@ function setHostname(): void {
   let name = settings.MINC_UTSNAME;
   if (name) {
     step("Name the container (this UTS namespace is ours alone)");
-    writeFile(`${tmpdir}/utsname`, `${name}\n`);
-  } else if (existsSync(`${tmpdir}/utsname`)) {
+    writeFile(files.utsname, `${name}\n`);
+  } else if (existsSync(files.utsname)) {
     step("Name the container as it was named before");
-    name = readFileSync(`${tmpdir}/utsname`, "utf8").trim();
+    name = readFileSync(files.utsname, "utf8").trim();
   }
   if (!name) return;
   // /proc/sys belongs to the host's root; in a user namespace only the syscall (hostname(1)) may name ours.
@@ -129,9 +131,9 @@ function resolvedOrReplaced(path: string): string | undefined {
 
 function bindResolvers(): void {
   step("Give the container its own /etc/resolv.conf and /etc/hosts");
-  for (const name of ["resolv.conf", "hosts"]) {
+  for (const [name, file] of [["resolv.conf", files.resolvConf], ["hosts", files.hosts]]) {
     const at = mountpoint(`/etc/${name}`, "file");
-    if (at) bindMount(`${tmpdir}/${name}`, at);
+    if (at) bindMount(file, at);
   }
 }
 
@@ -190,7 +192,7 @@ function prepareDev(): void {
  * working dir, so that one cp puts them all in place.
  */
 function devSkeleton(console: boolean): string[] {
-  const skeleton = `${tmpdir}/dev.skel`;
+  const skeleton = files.devSkeleton;
   const links: [string, string][] = [
     ["ptmx", "pts/ptmx"], ["fd", "/proc/self/fd"],
     ["stdin", "/proc/self/fd/0"], ["stdout", "/proc/self/fd/1"], ["stderr", "/proc/self/fd/2"],
@@ -238,7 +240,7 @@ function freshDev(dev: string): void {
     return;
   }
   step("Make a fresh /dev, with only the harmless devices: --nopriv binds a directory of the working dir (devices do not open on a tmpfs of a user namespace)");
-  const dir = `${tmpdir}/dev`;
+  const dir = files.dev;
   removeTree(dir); // from a last run with this working dir, if any
   mkdirs(dir);
   bindMount(dir, dev);

@@ -21,9 +21,13 @@ import { writeFile } from "../lib/run.ts";
 import { readSettings, settingsEnv } from "../lib/settings.ts";
 import { sleepSync } from "../lib/signals.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
+import { workdirPaths } from "../lib/workdir.ts";
 
 const settings = readSettings();
 const tmpdir = settings.MINC_TMPDIR;
+const files = workdirPaths(tmpdir);
+/** The same files in the guest, where its run.sh finds the working directory. */
+const guestFiles = workdirPaths(GUEST_SHARE);
 
 /** The name the host gave the container (minc-core set it in our UTS namespace). */
 function containerName(): string {
@@ -34,7 +38,7 @@ function containerName(): string {
 function guestOptions(): string[] {
   step("The guest's minc boots the same container on the shared root; the host mounted the overlay, so the guest uses it directly (-D)");
   const again = optionsFor(settings, ["MINC_DEBUG", "MINC_USE_DEV", "MINC_MNT_DEBUGFS", "MINC_PIVOT", "MINC_USERSPEC", "MINC_DROPCAPS"]);
-  return ["-r", `${GUEST_SHARE}/root`, "--name", containerName(), "-D", ...again];
+  return ["-r", guestFiles.root, "--name", containerName(), "-D", ...again];
 }
 
 /** stty lines for the guest's console: the user's terminal size, or no echo and no CR where there is no terminal. */
@@ -65,11 +69,11 @@ function imageSettings(): string[] {
  */
 function stdinForGuest(): string | undefined {
   if (isatty(0)) return undefined;
-  const file = `${tmpdir}/stdin`;
+  const file = files.stdin;
   step("stdin is not a terminal: read it to its end and give it to the guest's command as a file (a VM console has no end of file)");
   shown(`cat > ${quote(file)}`);
   copyToEnd(0, file);
-  return `${GUEST_SHARE}/stdin`;
+  return guestFiles.stdin;
 }
 
 function copyToEnd(fd: number, file: string): void {
@@ -98,7 +102,7 @@ function writeRunScript(command: string[]): void {
   if (!existsSync(minc)) throw new MincError(`${minc}: missing (the guest runs the host's minc; run make)`);
   const stdin = stdinForGuest();
   step("Write run.sh: the guest's init runs it on the console, chrooted into the host's / (read-only)");
-  writeFile(`${tmpdir}/run.sh`, [
+  writeFile(files.runScript, [
     "#!/bin/sh",
     ...consoleSetup(),
     ...imageSettings(),
