@@ -3,7 +3,8 @@
 // status.c owns its state directory, this module owns the layout: every
 // name below is spelled here alone (WORKDIR), and every path is built by
 // workdirPaths(). The sh that acts on the directory (the waiter, its guard
-// and watcher: libexec/minc-waiter.sh) spells the names it needs itself.
+// and watcher: libexec/minc-waiter.sh) names the same files through the
+// variables that its workdir_files sets in one place.
 //
 // The directory is minc's mktemp -d (MINC_TMPDIR=${XDG_RUNTIME_DIR:-/var/run}/
 // minc$$-XXXXXX), one given with -t, or a container of the store
@@ -74,7 +75,7 @@ export interface WorkdirEntry {
   readonly writes: string;
   readonly reads: string;
   readonly goes: string;
-  /** The variable the waiter's sh names it by. */
+  /** The variable the waiter's sh names it by (set by workdir_files, libexec/minc-waiter.sh). */
   readonly sh?: string;
 }
 

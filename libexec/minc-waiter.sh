@@ -71,8 +71,15 @@ case $1 in
 esac
 tmpdir=$1
 shift
-pidfile=$tmpdir/pid registered=$tmpdir/cleanup libexec=${0%/*}
+libexec=${0%/*}
 forced= init= child= pending=
+
+workdir_files() { # TMPDIR: the paths of the working directory's files we act on
+  # Spelled here alone, as lib/workdir.ts spells them (WORKDIR: its sh
+  # fields are these variables).
+  pidfile=$1/pid registered=$1/cleanup waiterfile=$1/waiter lockfile=$1/lock bootscript=$1/minc-core.sh wakefifo=$1/.wake-
+}
+workdir_files "$tmpdir"
 
 say() { # LINE: into the --debug trace
   [ -z "${MINC_DEBUG:-}" ] || printf '%s\n' "$*" >&2
@@ -85,10 +92,10 @@ quoted() { # WORD: quoted for the trace as minc quotes (only with --debug: sed i
   esac
 }
 
-hold_dir() { # DIR: hold its lock (shared) on fd 9 while we, or what inherits fd 9, live
+hold_dir() { # hold the working directory's lock (shared) on fd 9 while we, or what inherits fd 9, live
   command -v flock > /dev/null 2>&1 || return 0
   # Taken on fd 8 first: a claim of minc's that fd 9 may hold goes only once ours is held.
-  { command exec 8>> "$1/lock"; } 2> /dev/null || return 0   # (gone: nothing left to hold)
+  { command exec 8>> "$lockfile"; } 2> /dev/null || return 0   # (gone: nothing left to hold)
   flock -s 8
   exec 9>&8 8>&-
 }
@@ -116,8 +123,8 @@ $chain"; done < "$registered"   # last registered, first undone
   fi
   # Our own files, where the chain kept the directory (-k, -t): one rm, none when it is gone.
   if [ -d "$tmpdir" ]; then
-    [ -z "${MINC_DEBUG:-}" ] || say "+ rm -f $(quoted "$registered") $(quoted "$tmpdir/waiter") $(quoted "$pidfile")"
-    rm -f "$registered" "$tmpdir/waiter" "$pidfile"
+    [ -z "${MINC_DEBUG:-}" ] || say "+ rm -f $(quoted "$registered") $(quoted "$waiterfile") $(quoted "$pidfile")"
+    rm -f "$registered" "$waiterfile" "$pidfile"
   fi
 }
 
@@ -168,7 +175,7 @@ until_waiter_ends() {
 }
 
 wake_on_signal() { # fd 7: a pipe of our own, read and written (no EOF), with no name left in the file system
-  fifo=$tmpdir/.wake-$$
+  fifo=$wakefifo$$
   mkfifo -m 600 "$fifo" 2>/dev/null || return 1
   exec 7<> "$fifo"
   rm -f "$fifo"
@@ -208,18 +215,17 @@ fi
 if [ -n "$guard" ]; then
   trap '' INT TERM HUP QUIT   # minc's signals are minc's; this guard acts on its end
   while read -r what name; do
-    case $what in made) made=$name ;; dir) tmpdir=$name; hold_dir "$tmpdir" ;; esac
+    case $what in made) made=$name ;; dir) tmpdir=$name; workdir_files "$tmpdir"; hold_dir ;; esac
   done
   if [ -z "$tmpdir" ]; then
     # minc died between its mktemp and telling the name: only an empty directory can be there.
     [ -z "$made" ] || for dir in "$made"??????; do [ ! -d "$dir" ] || rmdir "$dir" 2>/dev/null; done
     exit 0
   fi
-  pidfile=$tmpdir/pid registered=$tmpdir/cleanup
   # (-s, not -e: the file is made empty, then written; minc SIGKILLed in
   # between never handed over, and never started the container.)
-  while [ ! -s "$tmpdir/waiter" ] && running "$guard"; do sleep 0.01; done
-  { read -r waiter < "$tmpdir/waiter"; } 2>/dev/null || waiter=
+  while [ ! -s "$waiterfile" ] && running "$guard"; do sleep 0.01; done
+  { read -r waiter < "$waiterfile"; } 2>/dev/null || waiter=
   if [ -n "$waiter" ]; then
     # Handed over. A waiter in the background is not minc (it has a watcher
     # of its own), and without setpriv nothing would tell us of its end:
@@ -264,7 +270,7 @@ first_child() { # PID: its first child, if it has one (builtins only)
 
 booting() { # PID: is it still a backend of ours (node libexec/minc-..., or sh running minc-core's script)?
   program=$( { tr '\0' '\n' < "/proc/$1/cmdline"; } 2>/dev/null | sed -n 2p)   # (it may be gone)
-  case $program in "$libexec"/minc-*|"$tmpdir"/minc-core.sh) return 0 ;; esac
+  case $program in "$libexec"/minc-*|"$bootscript") return 0 ;; esac
   return 1
 }
 
@@ -316,14 +322,14 @@ trap 'relay QUIT 3' QUIT
 if [ -n "${MINC_DEBUG:-}" ]; then
   say "# ==== minc-waiter: wait for the container, pass signals on to it, undo the boot when it ends ===="
   say "# Hold the working directory's lock to the end of the cleanup: another minc refuses the directory meanwhile (the container does not get it)"
-  say "+ exec 9>> $(quoted "$tmpdir/lock") && flock -s 9"
+  say "+ exec 9>> $(quoted "$lockfile") && flock -s 9"
 fi
-hold_dir "$tmpdir"
+hold_dir
 if [ -n "${MINC_DEBUG:-}" ]; then
   say "# Say the waiter is in charge (minc's guard, which watched the boot, may go)"
-  say "+ echo \"\$\$\" > $(quoted "$tmpdir/waiter")"
+  say "+ echo \"\$\$\" > $(quoted "$waiterfile")"
 fi
-echo $$ > "$tmpdir/waiter"
+echo $$ > "$waiterfile"
 # In the background (-B) minc has left: a watcher of our own runs the chain
 # should we be SIGKILLed (in the foreground, minc's guard does).
 if [ -n "${MINC_BACKGROUND:-}" ] && command -v setpriv > /dev/null 2>&1; then
