@@ -9,7 +9,8 @@ COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 FRONTENDS := minc marten polecat ermine-breeder
 BACKENDS := $(patsubst libexec/%.ts,%,$(wildcard libexec/minc-*.ts))
 MINIMUM_BACKENDS := minc-exec minc-core minc-coat minc-leash minc-cage
-SCRIPTS := minc-waiter.sh minc-fork.sh
+# (minc-waiter.sh and the parts it sources, minc-fork.sh)
+SCRIPTS := $(notdir $(wildcard libexec/minc-*.sh))
 # (lib/*.sh: sh the bundles import as text, such as polecat's header.)
 SOURCES := $(wildcard bin/*.ts libexec/*.ts lib/*.ts lib/*.sh) build.mjs package.json
 

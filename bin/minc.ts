@@ -15,7 +15,7 @@ import { onExit } from "../lib/cleanup.ts";
 import { parsePortMap } from "../lib/dens.ts";
 import { MincError, main, usageError } from "../lib/fail.ts";
 import { checkLayerPath, existingDir } from "../lib/layerpath.ts";
-import { backend, checkBackends } from "../lib/libexec.ts";
+import { backend, checkBackends, WAITER_SCRIPTS } from "../lib/libexec.ts";
 import { CROSS_ARCHES, MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
 import { exec, findInPath, makeTempDir, removeFile } from "../lib/run.ts";
 import { farm, isStoreName } from "../lib/store.ts";
@@ -522,7 +522,7 @@ function trapExit(plan: Plan): void {
 
 /** The backends phase 1 runs itself (the later phases check their own): the boot, its guard, and the store. */
 function neededBackends(plan: Plan): string[] {
-  return ["minc-exec", "minc-waiter.sh", ...(plan.image || plan.container ? ["minc-farm"] : [])];
+  return ["minc-exec", ...WAITER_SCRIPTS, ...(plan.image || plan.container ? ["minc-farm"] : [])];
 }
 
 main(() => {

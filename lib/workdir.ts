@@ -3,8 +3,9 @@
 // status.c owns its state directory, this module owns the layout: every
 // name below is spelled here alone (WORKDIR), and every path is built by
 // workdirPaths(). The sh that acts on the directory (the waiter, its guard
-// and watcher: libexec/minc-waiter.sh) names the same files through the
-// variables that its workdir_files sets in one place.
+// and watcher: libexec/minc-waiter.sh and the parts it sources) names the
+// same files through the variables that libexec/minc-waiter-common.sh sets
+// in one place, workdir_files.
 //
 // The directory is minc's mktemp -d (MINC_TMPDIR=${XDG_RUNTIME_DIR:-/var/run}/
 // minc$$-XXXXXX), one given with -t, or a container of the store
@@ -33,7 +34,7 @@
 //   (handed over) or for minc's PID to be gone (minc died: the guard runs the
 //   cleanup chain, and removes a directory minc made before it wrote its
 //   chain; told only "made", it removes an empty TEMPLATE?????? that is
-//   there). bin/minc.ts startGuard, libexec/minc-waiter.sh --guard.
+//   there). bin/minc.ts startGuard, libexec/minc-waiter-guard.sh.
 // - The waiter file (WORKDIR.waiter): the waiter writes its PID there once
 //   every trap of its own is set, and is in charge from then on. The guard
 //   reads it (made empty, then written: only a non-empty one is a handover)
@@ -75,7 +76,7 @@ export interface WorkdirEntry {
   readonly writes: string;
   readonly reads: string;
   readonly goes: string;
-  /** The variable the waiter's sh names it by (set by workdir_files, libexec/minc-waiter.sh). */
+  /** The variable the waiter's sh names it by (set by workdir_files, libexec/minc-waiter-common.sh). */
   readonly sh?: string;
 }
 
