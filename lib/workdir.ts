@@ -5,7 +5,9 @@
 // workdirPaths(). The sh that acts on the directory (the waiter, its guard
 // and watcher: libexec/minc-waiter.sh and the parts it sources) names the
 // same files through the variables that libexec/minc-waiter-common.sh sets
-// in one place, workdir_files.
+// in one place, workdir_files. test/workdir-layout.test.ts checks that both
+// spell the same names, and that no other TypeScript joins one onto a
+// directory.
 //
 // The directory is minc's mktemp -d (MINC_TMPDIR=${XDG_RUNTIME_DIR:-/var/run}/
 // minc$$-XXXXXX), one given with -t, or a container of the store
