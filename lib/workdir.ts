@@ -70,16 +70,12 @@
 // it, minc-exec its pid file.
 
 export interface WorkdirEntry {
-  /** The file's name in the directory; with `pattern`, the fixed start of it. */
+  /** The file's name in the directory; at its end, {N} (a number from 1) or {PID} (a process id) stands for what completes it. */
   readonly name: string;
   readonly kind: "dir" | "file" | "fifo";
-  /** What completes the name (N: a number from 1; PID: a process id). */
-  readonly pattern?: "N" | "PID";
   readonly writes: string;
   readonly reads: string;
   readonly goes: string;
-  /** The variable the waiter's sh names it by (set by workdir_files, libexec/minc-waiter-common.sh). */
-  readonly sh?: string;
 }
 
 /** Everything minc and its backends put in a working directory. */
@@ -103,25 +99,25 @@ export const WORKDIR = {
     goes: "with the working dir",
   },
   pid: {
-    name: "pid", kind: "file", sh: "pidfile",
+    name: "pid", kind: "file",
     writes: "the first step of the boot in the new namespaces (minc-core, or its script): the container's init, as the host sees it",
     reads: "the waiter (relay signals; booting while it is missing), its guard and watcher (an untied init), lib/container.ts, the store (lib/farm.ts: running?)",
     goes: "the cleanup chain's run removes it; minc-exec removes a last run's before the boot",
   },
   waiter: {
-    name: "waiter", kind: "file", sh: "waiterfile",
+    name: "waiter", kind: "file",
     writes: "the waiter, its PID, once every trap of its own is set: it is in charge",
     reads: "minc's guard (handed over), minc-exec -B (started), lib/claim.ts (a running container)",
     goes: "the cleanup chain's run removes it; minc removes a last run's once it has claimed the directory",
   },
   lock: {
-    name: "lock", kind: "file", sh: "lockfile",
+    name: "lock", kind: "file",
     writes: "lib/claim.ts, the guard, the waiter and its watcher open it and hold a flock on it (shared, on fd 9)",
     reads: "lib/claim.ts: another minc takes it exclusive for a moment, and is refused while it is held",
     goes: "with the working dir (a lock belongs to the open file: never stale)",
   },
   cleanup: {
-    name: "cleanup", kind: "file", sh: "registered",
+    name: "cleanup", kind: "file",
     writes: "lib/cleanup.ts onExit: minc's trap first, then minc-cage, minc-exec (network, sshfs), each before it makes what the line undoes",
     reads: "the waiter, last line first, when the container ends; before the handover minc-exec (--cleanup) or the guard; the guard or watcher after a SIGKILLed waiter",
     goes: "the run removes it (its first line removes the whole directory); minc removes a last run's once it has claimed the directory",
@@ -187,13 +183,13 @@ export const WORKDIR = {
     goes: "with the working dir",
   },
   bootScript: {
-    name: "minc-core.sh", kind: "file", sh: "bootscript",
+    name: "minc-core.sh", kind: "file",
     writes: "minc-core --write-down (lib/bootscript.ts): the boot of the new root, for sh",
     reads: "minc-fork.sh runs it as PID 1; the waiter: an init running it is still booting",
     goes: "with the working dir (the next run writes it again)",
   },
   fstab: {
-    name: "minc-core.fstab", kind: "file", pattern: "N",
+    name: "minc-core.fstab{N}", kind: "file",
     writes: "minc-core --write-down (lib/bootscript.ts): the mounts that one mount -a makes, in order",
     reads: "the boot script's mount -a -T",
     goes: "with the working dir",
@@ -211,7 +207,7 @@ export const WORKDIR = {
     goes: "with the working dir (the next run makes it again)",
   },
   wake: {
-    name: ".wake-", kind: "fifo", pattern: "PID", sh: "wakefifo",
+    name: ".wake-{PID}", kind: "fifo",
     writes: "the guard and the watcher (PID: theirs), to be woken by their WINCH trap",
     reads: "the same",
     goes: "at once: removed once opened",
@@ -254,9 +250,22 @@ export const WORKDIR = {
   },
 } as const satisfies Record<string, WorkdirEntry>;
 
+/**
+ * The files the waiter's sh acts on, and the variables it names them by:
+ * workdir_files in libexec/minc-waiter-common.sh sets each, to its name.
+ */
+export const SH_VARIABLES = {
+  pid: "pidfile", waiter: "waiterfile", lock: "lockfile", cleanup: "registered", bootScript: "bootscript", wake: "wakefifo",
+} as const satisfies { readonly [K in keyof typeof WORKDIR]?: string };
+
 type Entries = typeof WORKDIR;
-/** The entries whose name is complete. */
-export type WorkdirFile = { [K in keyof Entries]: Entries[K] extends { pattern: string } ? never : K }[keyof Entries];
+/** The entries whose name is complete (no {N} or {PID} in it). */
+export type WorkdirFile = { [K in keyof Entries]: Entries[K]["name"] extends `${string}{${string}` ? never : K }[keyof Entries];
+
+/** A name without what completes it: "minc-core.fstab{N}" starts "minc-core.fstab". */
+export function fixedPart(name: string): string {
+  return name.replace(/\{[A-Z]+\}$/, "");
+}
 
 export type WorkdirPaths = { readonly [K in WorkdirFile]: string } & {
   /** minc-core.fstabN, the Nth fstab of the boot script. */
@@ -269,10 +278,10 @@ export type WorkdirPaths = { readonly [K in WorkdirFile]: string } & {
 export function workdirPaths(dir: string): WorkdirPaths {
   const paths: Record<string, unknown> = {};
   for (const [key, entry] of Object.entries(WORKDIR) as [string, WorkdirEntry][]) {
-    if (entry.pattern === undefined) paths[key] = `${dir}/${entry.name}`;
+    if (fixedPart(entry.name) === entry.name) paths[key] = `${dir}/${entry.name}`;
   }
-  paths.fstab = (n: number) => `${dir}/${WORKDIR.fstab.name}${n}`;
-  paths.wake = (pid: number) => `${dir}/${WORKDIR.wake.name}${pid}`;
+  paths.fstab = (n: number) => `${dir}/${fixedPart(WORKDIR.fstab.name)}${n}`;
+  paths.wake = (pid: number) => `${dir}/${fixedPart(WORKDIR.wake.name)}${pid}`;
   return paths as WorkdirPaths;
 }
 

@@ -5,9 +5,9 @@
 
 # shellcheck disable=SC2034   # (bootscript: the waiter's file uses it)
 workdir_files() { # TMPDIR: the paths of the working directory's files we act on
-  # Spelled here alone, as lib/workdir.ts spells them (WORKDIR: its sh
-  # fields are these variables); test/workdir-layout.test.ts checks that
-  # the two agree, and that no other line builds a path on $tmpdir.
+  # Spelled here alone, as lib/workdir.ts spells them (WORKDIR, and its
+  # SH_VARIABLES: these variables); test/workdir-layout.test.ts checks
+  # that the two agree, and that no other line builds a path on $tmpdir.
   pidfile=$1/pid registered=$1/cleanup waiterfile=$1/waiter lockfile=$1/lock bootscript=$1/minc-core.sh wakefifo=$1/.wake-
 }
 

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { WAITER_SCRIPTS } from "../lib/libexec.ts";
-import { fstabOf, WORKDIR, workdirPaths, type WorkdirEntry } from "../lib/workdir.ts";
+import { fixedPart, fstabOf, SH_VARIABLES, WORKDIR, workdirPaths, type WorkdirEntry } from "../lib/workdir.ts";
 import { REPO } from "./helpers.ts";
 
 const ENTRIES = Object.entries(WORKDIR) as [string, WorkdirEntry][];
@@ -37,7 +37,7 @@ describe("the working directory's layout (lib/workdir.ts)", () => {
     const names = ENTRIES.map(([, e]) => e.name);
     assert.deepEqual(names, [...new Set(names)], "a name twice");
     for (const [key, e] of ENTRIES) {
-      assert.match(e.name, /^[A-Za-z0-9._-]+$/, key);
+      assert.match(e.name, /^[A-Za-z0-9._-]+(\{N\}|\{PID\})?$/, key);
       for (const what of ["writes", "reads", "goes"] as const) assert.ok(e[what].trim(), `${key}: no ${what}`);
     }
     const paths = workdirPaths("/d");
@@ -57,13 +57,13 @@ describe("the working directory's layout (lib/workdir.ts)", () => {
         assigned.set(m[1], m[2]);
       }
     }
-    const table = new Map(ENTRIES.filter(([, e]) => e.sh !== undefined).map(([, e]) => [e.sh!, e.name]));
+    const table = new Map(Object.entries(SH_VARIABLES).map(([key, v]) => [v, fixedPart(WORKDIR[key as keyof typeof WORKDIR].name)]));
     assert.deepEqual([...assigned].sort(), [...table].sort());
   });
 
   test("no other line of the sh builds a path in the working directory, and each variable is used", () => {
     const body = workdirFilesBody();
-    const vars = ENTRIES.flatMap(([, e]) => (e.sh ? [e.sh] : []));
+    const vars: string[] = Object.values(SH_VARIABLES);
     const used = new Set<string>();
     for (const file of SH_FILES) {
       const text = file === COMMON ? source(file).replace(body, "") : source(file);
@@ -80,7 +80,7 @@ describe("the working directory's layout (lib/workdir.ts)", () => {
   });
 
   test("no other TypeScript joins a name of the table onto a directory", () => {
-    const names = ENTRIES.map(([, e]) => e.name.replace(/[.]/g, "\\.") + (e.pattern ? "" : "(?![\\w.-])")).join("|");
+    const names = ENTRIES.map(([, e]) => fixedPart(e.name).replace(/[.]/g, "\\.") + (fixedPart(e.name) !== e.name ? "" : "(?![\\w.-])")).join("|");
     const join = new RegExp(`\\$\\{([^{}]*)\\}/(${names})`, "g");
     // An image's layer directory in the store (lib/farm.ts's layout) has a
     // root, a storage and a baseid too: not a working directory.
