@@ -1,6 +1,7 @@
 # minc-waiter-common.sh: what the roles of minc-waiter.sh share. It sources
 # this first, then the role's own file; neither is a program of its own.
 
+# shellcheck shell=sh
 # shellcheck disable=SC2154   # (tmpdir, guard: minc-waiter.sh sets them)
 
 # shellcheck disable=SC2034   # (bootscript: the waiter's file uses it)

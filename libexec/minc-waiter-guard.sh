@@ -21,6 +21,7 @@
 # minc: it starts a watcher of its own (--watch, under setpriv --pdeathsig
 # WINCH too), which does the same for it.
 
+# shellcheck shell=sh
 # shellcheck disable=SC2154   # (set by minc-waiter.sh and its common part)
 trap '' INT TERM HUP QUIT   # minc's signals are minc's; this guard acts on its end
 made=''

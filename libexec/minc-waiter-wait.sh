@@ -25,6 +25,7 @@
 #   (Node catches TERM in its first milliseconds and would lose it) or the
 #   sh running the boot minc-core wrote down (TMPDIR/minc-core.sh).
 
+# shellcheck shell=sh
 # shellcheck disable=SC2154   # (set by minc-waiter.sh and its common part)
 trap cleanup EXIT
 

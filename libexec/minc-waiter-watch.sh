@@ -6,6 +6,8 @@
 # guard does for one in the foreground (see minc-waiter-guard.sh), and
 # runs the cleanup chain should the waiter end without running it.
 
+# shellcheck shell=sh
+
 trap '' INT TERM HUP QUIT   # the waiter's signals are the waiter's; this acts on its end
 until_waiter_ends
 clean_after_waiter

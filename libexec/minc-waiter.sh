@@ -19,6 +19,9 @@
 # the waiter and its watcher hand the working directory over to one
 # another is told as a whole in lib/workdir.ts.
 
+# (minc and minc-exec run it with /bin/sh: no #! line.)
+# shellcheck shell=sh
+
 # A --debug reader that went away (minc --debug 2>&1 | head) must not kill
 # us half way, with the container left behind: our trace lines then fail,
 # and the rest goes on. Handled, not ignored: what we start gets the default.
