@@ -9,7 +9,8 @@ COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 FRONTENDS := minc marten polecat ermine-breeder
 BACKENDS := $(patsubst libexec/%.ts,%,$(wildcard libexec/minc-*.ts))
 MINIMUM_BACKENDS := minc-exec minc-core minc-coat minc-leash minc-cage
-SCRIPTS := minc-waiter.sh minc-fork.sh
+# (minc-waiter.sh and the parts it sources, minc-fork.sh)
+SCRIPTS := $(notdir $(wildcard libexec/minc-*.sh))
 # (lib/*.sh: sh the bundles import as text, such as polecat's header.)
 SOURCES := $(wildcard bin/*.ts libexec/*.ts lib/*.ts lib/*.sh) build.mjs package.json
 
@@ -116,9 +117,9 @@ typecheck: node_modules/.package-lock.json
 
 # Every sh file of the project, the templates that lib/*.ts fill in and the
 # completion made from one included (shellcheck takes each one's shell from
-# its #! line, a shell directive or a .bash name). libexec/minc-waiter.sh is
-# left out until it is split in two (issue 19), and made to pass then.
-SH_FILES := install.sh .ci/run $(filter-out libexec/minc-waiter.sh,$(wildcard libexec/*.sh)) \
+# its #! line, a shell directive or a .bash name; libexec/.shellcheckrc lets
+# it follow minc-waiter.sh's sources when it is checked alone).
+SH_FILES := install.sh .ci/run $(wildcard libexec/*.sh) \
   $(wildcard bench/*.sh samples/scripts/*.sh samples/ftrace/*.sh samples/polecat/* lib/*.sh lib/*.bash test/*.sh) \
   docs/mincs.bash
 lint-sh: completion

@@ -15,7 +15,7 @@ import { onExit } from "../lib/cleanup.ts";
 import { parsePortMap } from "../lib/dens.ts";
 import { MincError, start, usageError } from "../lib/fail.ts";
 import { checkLayerPath, existingDir } from "../lib/layerpath.ts";
-import { backend, checkBackends } from "../lib/libexec.ts";
+import { backend, checkBackends, WAITER_SCRIPTS } from "../lib/libexec.ts";
 import { CROSS_ARCHES, MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
 import { exec, findInPath, makeTempDir, removeFile, runInThisNode } from "../lib/run.ts";
 import { farm, isStoreName } from "../lib/store.ts";
@@ -24,6 +24,7 @@ import { BOOT_SETTINGS, LIMIT_SETTINGS, readSettings, settingsEnv, type BootSett
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { subordinateIds, unprivilegedOverlay } from "../lib/userns.ts";
 import { VERSION } from "../lib/version.ts";
+import { WORKDIR, workdirPaths } from "../lib/workdir.ts";
 import { main as mincExec } from "../libexec/minc-exec.ts";
 
 // minc-exec, and the backends it runs so, run in this Node: the boot starts Node once.
@@ -428,10 +429,11 @@ function claimGivenDir(plan: Plan): number | undefined {
 
 /** A reused working directory: forget the cleanup chain and the waiter of its last run (claimed: that run is over). */
 function forgetLastRun(dir: string): void {
-  for (const file of ["cleanup", "waiter"]) {
-    if (!existsSync(`${dir}/${file}`)) continue;
-    step(`(a reused working directory: forget the ${file} of its last run)`);
-    removeFile(`${dir}/${file}`);
+  const files = workdirPaths(dir);
+  for (const key of ["cleanup", "waiter"] as const) {
+    if (!existsSync(files[key])) continue;
+    step(`(a reused working directory: forget the ${WORKDIR[key].name} of its last run)`);
+    removeFile(files[key]);
   }
 }
 
@@ -524,7 +526,7 @@ function trapExit(plan: Plan): void {
 
 /** The backends phase 1 runs itself (the later phases check their own): the boot, its guard, and the store. */
 function neededBackends(plan: Plan): string[] {
-  return ["minc-exec", "minc-waiter.sh", ...(plan.image || plan.container ? ["minc-farm"] : [])];
+  return ["minc-exec", ...WAITER_SCRIPTS, ...(plan.image || plan.container ? ["minc-farm"] : [])];
 }
 
 start(() => {

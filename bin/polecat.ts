@@ -33,6 +33,7 @@ import { farm, isStoreName } from "../lib/store.ts";
 import { needTool } from "../lib/tools.ts";
 import { quote, quoteAll, shown, step, tracing } from "../lib/trace.ts";
 import { VERSION } from "../lib/version.ts";
+import { workdirPaths } from "../lib/workdir.ts";
 
 const FORMATS = ["sh", "squashfs", "sfs", "tgz"] as const;
 type Format = (typeof FORMATS)[number];
@@ -241,7 +242,7 @@ function stage(what: string): void {
 /** Stage 1 of a build script: install_command runs in the container; what it writes lands in the upper layer. */
 async function installStage(script: string, work: string): Promise<void> {
   stage("Installation stage: install_command runs in a container over the rootfs");
-  const upper = `${work}/storage`;
+  const upper = workdirPaths(work).storage;
   writeFileMkdir(`${upper}/.polecat/build-script`, readFileSync(script, "utf8"));
   const status = await runContainer(work, ["/bin/sh", "-c", "set -e; . /.polecat/build-script; install_command"]);
   rmSync(`${upper}/.polecat`, { recursive: true, force: true });
@@ -339,7 +340,7 @@ async function writeOutput(plan: Plan, command: string[], upper: string, work: s
   } else {
     packRuntime(upper);
     step("Write the sh header and the squashfs image after it");
-    const image = `${work}/image.sfs`;
+    const image = workdirPaths(work).squashfs;
     await makeSquashfs(upper, image);
     writeFile(partial, header(command, statSync(image).size));
     shown(`chmod a+x ${quote(partial)}`);
@@ -361,7 +362,7 @@ async function build(plan: Plan, work: string, partial: string): Promise<number>
   if (plan.script) await installStage(plan.script, work);
   const status = await traceStage(plan, command, work);
   if (status !== 0) return status; // minc-trapper said why (or a signal ended it)
-  const upper = `${work}/storage`;
+  const upper = workdirPaths(work).storage;
   if (script) adjustDirs(script, upper);
   dropWhiteouts(upper);
   addRequiredFiles(upper);

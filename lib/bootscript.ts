@@ -17,6 +17,7 @@
 //   itself in them, as before.
 import { writeFileSync } from "node:fs";
 import { quote } from "./quote.ts";
+import { fstabOf } from "./workdir.ts";
 
 interface Script {
   file: string;
@@ -110,7 +111,7 @@ function flush(script: Script, paths?: readonly string[]): void {
   flushTrace(script);
   const n = paths ? lastCovering(script.mounts, paths) + 1 : script.mounts.length;
   if (n === 0) return;
-  const fstab = `${script.file.replace(/\.sh$/, "")}.fstab${++script.fstabs}`;
+  const fstab = fstabOf(script.file, ++script.fstabs);
   const batch = script.mounts.slice(0, n);
   writeFileSync(fstab, batch.map((m) => m.entry).join("\n") + "\n");
   script.mounts = script.mounts.slice(n);

@@ -17,9 +17,7 @@ import { basename } from "node:path";
 import { usageError } from "./fail.ts";
 import { findInPath } from "./run.ts";
 import { quote, shown, step } from "./trace.ts";
-
-/** The lock file in a working directory (minc-waiter.sh names it too). */
-const LOCK_FILE = "lock";
+import { workdirPaths } from "./workdir.ts";
 
 /** flock's exit status (-E) when another holds the lock; its other failures mean this file system has no locks. */
 const HELD = 75;
@@ -39,7 +37,7 @@ const STEP_MS = 100;
  * until minc execs its waiter: the guard takes it over (see startGuard).
  */
 export function claimWorkingDir(dir: string, what: string): number | undefined {
-  const file = `${dir}/${LOCK_FILE}`;
+  const file = workdirPaths(dir).lock;
   step(`Claim the working directory: refused while another container uses it (its minc, guard and waiter hold ${file}, shared, to the end of its cleanup)`);
   refuseRunning(dir, what);
   if (!findInPath("flock")) {
@@ -85,7 +83,7 @@ function liveWaiter(dir: string): number | undefined {
   let pid: string;
   let argv: string[];
   try {
-    pid = readFileSync(`${dir}/waiter`, "utf8").trim();
+    pid = readFileSync(workdirPaths(dir).waiter, "utf8").trim();
     if (!/^\d+$/.test(pid)) return undefined;
     argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
   } catch {

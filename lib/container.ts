@@ -12,6 +12,7 @@ import { runStoppable, type PassOn } from "./interrupt.ts";
 import { backend } from "./libexec.ts";
 import { settingsEnv, type Settings } from "./settings.ts";
 import { quote, quoteAll, shown } from "./trace.ts";
+import { workdirPaths } from "./workdir.ts";
 
 /**
  * The command's exit status (128+N if a signal ended it). settings are
@@ -48,7 +49,7 @@ function passOnPastTracer(tmpdir: string, tracer: string): PassOn {
 /** The tracer's child, once the container's init (its PID in TMPDIR/pid) is the tracer. */
 function tracedCommand(tmpdir: string, tracer: string): number | undefined {
   try {
-    const init = readFileSync(`${tmpdir}/pid`, "utf8").trim();
+    const init = readFileSync(workdirPaths(tmpdir).pid, "utf8").trim();
     if (realpathSync(`/proc/${init}/exe`) !== realpathSync(tracer)) return undefined; // still booting
     const [child] = readFileSync(`/proc/${init}/task/${init}/children`, "utf8").trim().split(" ");
     return child ? Number(child) : undefined;

@@ -23,6 +23,7 @@ import { capture, findInPath, run } from "./run.ts";
 import { readSettings } from "./settings.ts";
 import { userTerminal } from "./terminal.ts";
 import { progname, quoteAll, shown, step, tracing } from "./trace.ts";
+import { workdirPaths, WORKDIR } from "./workdir.ts";
 
 export interface GuestArch {
   /** The kernel's name for the arch, as in vmlinuz.ARCH (MINCS's names). */
@@ -94,8 +95,9 @@ export const GUEST_NET_MODULES = ["failover", "net_failover", "virtio_net"];
 /** Where the guest mounts the working directory, seen from the host's root it chroots into. */
 export const GUEST_SHARE = "/run/minc";
 
-/** The file through which the guest reports run.sh's exit status. */
-export const EXIT_FILE = "exitcode";
+/** The working directory's files as the guest's init sees them, and as run.sh does (chrooted into /host). */
+const SHARED = workdirPaths(`/host${GUEST_SHARE}`);
+const CHROOTED = workdirPaths(GUEST_SHARE);
 
 /** PATH inside the guest, for run.sh (the host's programs). */
 const GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -108,7 +110,7 @@ export function guestInit(): string {
 # directory at /host${GUEST_SHARE} (9p over virtio, or hostfs under user-mode
 # Linux when the kernel command line names minc.share=PATH), runs run.sh from
 # there chrooted into the host's / with the console minc.console= as its
-# terminal, leaves run.sh's exit status in ${EXIT_FILE}, and powers off.
+# terminal, leaves run.sh's exit status in ${WORKDIR.exitCode.name}, and powers off.
 # Without a run.sh it offers a shell on the console instead. An ip= on the
 # kernel command line, in the kernel's static form
 # (ip=ADDRESS::GATEWAY:NETMASK::DEVICE:...), configures that interface.
@@ -179,9 +181,9 @@ if [ -n "$share" ]; then
 else
   mount -t 9p -o $nine,cache=none minc /host${GUEST_SHARE} || fail "cannot mount the shared directory (9p minc)"
 fi
-if [ -f /host${GUEST_SHARE}/run.sh ]; then
-  on_console chroot /host /usr/bin/env PATH=${GUEST_PATH} HOME=/root /bin/sh ${GUEST_SHARE}/run.sh
-  echo $? >/host${GUEST_SHARE}/${EXIT_FILE}
+if [ -f ${SHARED.runScript} ]; then
+  on_console chroot /host /usr/bin/env PATH=${GUEST_PATH} HOME=/root /bin/sh ${CHROOTED.runScript}
+  echo $? >${SHARED.exitCode}
 else
   echo "=== ermine console: no run.sh in the shared directory; exit to power off ===" >/dev/$console
   on_console sh
@@ -324,7 +326,7 @@ function umArgv(guest: GuestArch, dir: string, opts: BootOptions): string[] {
   if (/[\s,]/.test(share)) throw usageError(`${share}: a shared directory with blanks or commas cannot be a hostfs path`);
   return [
     kernelOf(dir, guest.arch), "mem=512M", `initrd=${initramfsOf(dir, guest.arch)}`,
-    `umid=ermine-${basename(share)}`, `uml_dir=${share}/.uml`,
+    `umid=ermine-${basename(share)}`, `uml_dir=${workdirPaths(share).umlDir}`,
     tracing() ? "con0=null,fd:2" : "con0=null", "con1=fd:0,fd:3", "con=null", "ssl=null",
     ...(opts.net ? [`eth0=tuntap,${opts.net.tap},${opts.net.mac}`] : []),
     ...kernelCommandLine(guest, [`minc.share=${share}`], opts),
@@ -338,7 +340,7 @@ function umArgv(guest: GuestArch, dir: string, opts: BootOptions): string[] {
  * end by that signal, leaving nothing (lib/interrupt.ts).
  */
 export async function bootGuest(guest: GuestArch, dir: string, opts: BootOptions): Promise<number> {
-  const exitFile = `${opts.share}/${EXIT_FILE}`;
+  const exitFile = workdirPaths(opts.share).exitCode;
   rmSync(exitFile, { force: true });
   let argv = guest.qemu ? qemuArgv(guest, dir, opts) : umArgv(guest, dir, opts);
   if (opts.ownPidNamespace) {
@@ -356,7 +358,7 @@ export async function bootGuest(guest: GuestArch, dir: string, opts: BootOptions
   const umStdout = tracing() ? 2 : "ignore";
   const stdio = guest.qemu ? ["inherit", "inherit", "inherit"] : ["inherit", umStdout, "inherit", 1];
   shown(guest.qemu ? quoteAll(argv) : `${quoteAll(argv)} 3>&1 >${tracing() ? "&2" : "/dev/null"}`);
-  const umlDir = `${opts.share}/.uml`;
+  const umlDir = workdirPaths(opts.share).umlDir;
   if (!guest.qemu) removeOnInterrupt(umlDir);
   const started = Date.now();
   // SIGKILL, whatever the signal: unshare --fork ignores INT and TERM (its

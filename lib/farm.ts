@@ -22,6 +22,7 @@ import { mounts } from "./mounts.ts";
 import { checkName, checkRef, isId, isIdPrefix, isStoreId, plainName, sameName, whyNotName } from "./names.ts";
 import { removeTree } from "./run.ts";
 import { quote, quoteAll, shown, step } from "./trace.ts";
+import { workdirPaths, type WorkdirPaths } from "./workdir.ts";
 
 // node:crypto is loaded when first used: listing the store (marten li, lc)
 // needs none of it, and it is some 20 of Node's internal modules to load.
@@ -174,6 +175,11 @@ export class Store {
     return `${this.containers}/${id}`;
   }
 
+  /** A container's directory is its working directory (lib/workdir.ts). */
+  containerFiles(id: string): WorkdirPaths {
+    return workdirPaths(this.containerDir(id));
+  }
+
   private ids(kind: Kind): string[] {
     const dir = kind === "image" ? this.images : this.containers;
     let names: string[];
@@ -202,7 +208,7 @@ export class Store {
   }
 
   containerName(id: string): string | undefined {
-    return readTrimmed(`${this.containerDir(id)}/utsname`) || undefined;
+    return readTrimmed(this.containerFiles(id).utsname) || undefined;
   }
 
   /** The parent layer of an image (undefined for a bottom layer). */
@@ -215,7 +221,7 @@ export class Store {
 
   /** The image a container was forked from. */
   containerBase(id: string): string {
-    const base = readTrimmed(`${this.containerDir(id)}/baseid`);
+    const base = readTrimmed(this.containerFiles(id).baseid);
     if (!base || !isStoreId(base)) throw new MincError(`container ${id} has no valid baseid`);
     return base;
   }
@@ -296,13 +302,13 @@ export class Store {
   dependents(id: string): { images: string[]; containers: string[] } {
     return {
       images: this.listImages().filter((i) => readTrimmed(`${this.imageDir(i)}/baseid`) === id),
-      containers: this.listContainers().filter((c) => readTrimmed(`${this.containerDir(c)}/baseid`) === id),
+      containers: this.listContainers().filter((c) => readTrimmed(this.containerFiles(c).baseid) === id),
     };
   }
 
   /** The pid of the container's running process, if its pid file names a live one. */
   runningPid(id: string): number | undefined {
-    const text = readTrimmed(`${this.containerDir(id)}/pid`);
+    const text = readTrimmed(this.containerFiles(id).pid);
     if (!text || !/^\d+$/.test(text)) return undefined;
     const pid = Number(text);
     return alive(pid) ? pid : undefined;
@@ -494,7 +500,7 @@ export class Store {
       for (const other of this.listContainers()) {
         if (other !== id && this.containerName(other) === name) throw usageError(`${name} is already used by container ${other}`);
       }
-      writeShown(`${this.containerDir(id)}/utsname`, `${name}\n`);
+      writeShown(this.containerFiles(id).utsname, `${name}\n`);
       return id;
     });
   }
@@ -505,11 +511,11 @@ export class Store {
       const image = this.resolveImage(ref);
       this.layers(image);
       const id = randomId();
-      const dir = this.containerDir(id);
+      const files = this.containerFiles(id);
       step(`Make a new container of image ${image.slice(0, 12)}`);
-      shown(`mkdir -p ${quote(`${dir}/root`)}`);
-      fs.mkdirSync(`${dir}/root`, { recursive: true });
-      writeShown(`${dir}/baseid`, `${image}\n`);
+      shown(`mkdir -p ${quote(files.root)}`);
+      fs.mkdirSync(files.root, { recursive: true });
+      writeShown(files.baseid, `${image}\n`);
       return id;
     });
   }

@@ -47,6 +47,13 @@ export function libexecDir(): string {
   return basename(here) === "libexec" ? here : resolve(here, "../libexec");
 }
 
+/**
+ * The waiter, minc's guard and the watcher are one sh program,
+ * minc-waiter.sh, which sources the part they share and its role's own
+ * from beside it.
+ */
+export const WAITER_SCRIPTS = ["minc-waiter.sh", "minc-waiter-common.sh", "minc-waiter-guard.sh", "minc-waiter-wait.sh", "minc-waiter-watch.sh"];
+
 export function backend(name: string): string {
   return `${libexecDir()}/${name}`;
 }

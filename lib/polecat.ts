@@ -1,5 +1,6 @@
 // What polecat puts into a self-executable file: the minc runtime it packs
 // into the image, and the sh header in front of the image that boots it.
+import { WAITER_SCRIPTS } from "./libexec.ts";
 import { quoteAll } from "./trace.ts";
 // The header itself is lib/polecat-self.sh (a real sh file, which shellcheck
 // reads), bundled into polecat as text; header() fills in its @POLECAT_...@.
@@ -9,7 +10,7 @@ import SELF from "./polecat-self.sh" with { type: "text" };
 export const RUNTIME_DIR = "/opt/mincs";
 
 /** minc and the backends one plain boot needs (no network, no image store). */
-export const RUNTIME_BACKENDS = ["minc-exec", "minc-core", "minc-coat", "minc-leash", "minc-cage", "minc-waiter.sh", "minc-fork.sh"];
+export const RUNTIME_BACKENDS = ["minc-exec", "minc-core", "minc-coat", "minc-leash", "minc-cage", ...WAITER_SCRIPTS, "minc-fork.sh"];
 
 /**
  * The header of a self-executable file: sh that checks the host, mounts the

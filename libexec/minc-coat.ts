@@ -15,6 +15,7 @@ import { viewRoot } from "../lib/rootview.ts";
 import { bindMount, mkdirs, mount, run } from "../lib/run.ts";
 import { readSettings, type Settings } from "../lib/settings.ts";
 import { phase, step } from "../lib/trace.ts";
+import { workdirPaths } from "../lib/workdir.ts";
 
 // The settings, from the environment main() is given.
 let settings: Settings;
@@ -29,9 +30,7 @@ function checkTmpdir(tmpdir: string | undefined): string {
 function bind(tmpdir: string, basedir: string | undefined): void {
   phase(4);
   if (!basedir) throw usageError("usage: minc-coat bind TMPDIR BASEDIR");
-  const root = `${tmpdir}/root`;
-  const upper = `${tmpdir}/storage`;
-  const work = `${tmpdir}/work`;
+  const { root, storage: upper, work } = workdirPaths(tmpdir);
   step("Working sub-directories: root is the mountpoint, storage the upper layer, work is overlayfs's scratch");
   mkdirs(root, upper, work);
   const direct = settings.MINC_DIRECT;
@@ -53,7 +52,7 @@ function isMountpoint(dir: string): boolean {
 }
 
 function unbind(tmpdir: string): void {
-  const root = `${tmpdir}/root`;
+  const { root } = workdirPaths(tmpdir);
   if (!existsSync(root) || !isMountpoint(root)) return;
   step("Unmount the container's root");
   run(["umount", root]);

@@ -26,6 +26,7 @@ import { readSettings, type Settings } from "../lib/settings.ts";
 import { resetSignals } from "../lib/signals.ts";
 import { userTerminal } from "../lib/terminal.ts";
 import { phase, quote, step, tracing } from "../lib/trace.ts";
+import { workdirPaths, type WorkdirPaths } from "../lib/workdir.ts";
 import { main as coat } from "./minc-coat.ts";
 import { main as leash } from "./minc-leash.ts";
 import { main as moult } from "./minc-moult.ts";
@@ -39,6 +40,7 @@ let tmpdir: string;
 let basedir: string;
 let direct: boolean;
 let nopriv: boolean;
+let files: WorkdirPaths;
 let rootdir: string;
 
 function recordPid(): void {
@@ -46,12 +48,12 @@ function recordPid(): void {
   if (writingDown()) return recordPidWhenRun();
   const pid = readlinkSync("/proc/self");
   exportVar("MINC_PID", pid);
-  writeFile(`${tmpdir}/pid`, `${pid}\n`);
+  writeFile(files.pid, `${pid}\n`);
 }
 
 /** The PID is known only when the script runs: sh reads it from the first field of /proc/self/stat. */
 function recordPidWhenRun(): void {
-  const pidfile = quote(`${tmpdir}/pid`);
+  const pidfile = quote(files.pid);
   recordRaw("read -r MINC_PID _ < /proc/self/stat; export MINC_PID");
   // (the trace shows the path quoted as the other lines do: quoted once more here, for sh to print it so)
   if (tracing()) recordRaw(`printf '+ export MINC_PID=%s\\n+ echo %s > %s\\n' "$MINC_PID" "$MINC_PID" ${quote(pidfile)} >&2`);
@@ -63,10 +65,10 @@ function setHostname(): void {
   let name = settings.MINC_UTSNAME;
   if (name) {
     step("Name the container (this UTS namespace is ours alone)");
-    writeFile(`${tmpdir}/utsname`, `${name}\n`);
-  } else if (existsSync(`${tmpdir}/utsname`)) {
+    writeFile(files.utsname, `${name}\n`);
+  } else if (existsSync(files.utsname)) {
     step("Name the container as it was named before");
-    name = readFileSync(`${tmpdir}/utsname`, "utf8").trim();
+    name = readFileSync(files.utsname, "utf8").trim();
   }
   if (!name) return;
   // /proc/sys belongs to the host's root; in a user namespace only the syscall (hostname(1)) may name ours.
@@ -136,9 +138,9 @@ function resolvedOrReplaced(path: string): string | undefined {
 
 function bindResolvers(): void {
   step("Give the container its own /etc/resolv.conf and /etc/hosts");
-  for (const name of ["resolv.conf", "hosts"]) {
+  for (const [name, file] of [["resolv.conf", files.resolvConf], ["hosts", files.hosts]]) {
     const at = mountpoint(`/etc/${name}`, "file");
-    if (at) bindMount(`${tmpdir}/${name}`, at);
+    if (at) bindMount(file, at);
   }
 }
 
@@ -197,7 +199,7 @@ function prepareDev(): void {
  * working dir, so that one cp puts them all in place.
  */
 function devSkeleton(console: boolean): string[] {
-  const skeleton = `${tmpdir}/dev.skel`;
+  const skeleton = files.devSkeleton;
   const links: [string, string][] = [
     ["ptmx", "pts/ptmx"], ["fd", "/proc/self/fd"],
     ["stdin", "/proc/self/fd/0"], ["stdout", "/proc/self/fd/1"], ["stderr", "/proc/self/fd/2"],
@@ -245,7 +247,7 @@ function freshDev(dev: string): void {
     return;
   }
   step("Make a fresh /dev, with only the harmless devices: --nopriv binds a directory of the working dir (devices do not open on a tmpfs of a user namespace)");
-  const dir = `${tmpdir}/dev`;
+  const dir = files.dev;
   removeTree(dir); // from a last run with this working dir, if any
   mkdirs(dir);
   bindMount(dir, dev);
@@ -384,7 +386,8 @@ export function main(args: string[], env: NodeJS.ProcessEnv): number | void | Pr
   basedir = settings.MINC_BASEDIR;
   direct = settings.MINC_DIRECT;
   nopriv = settings.MINC_NOPRIV;
-  rootdir = `${tmpdir}/root`;
+  files = workdirPaths(tmpdir);
+  rootdir = files.root;
   if (!tmpdir || !basedir) throw new MincError("MINC_TMPDIR and MINC_BASEDIR must be set (run minc)");
   if (args[0] === "--write-down") {
     if (!args[1]) throw usageError("usage: minc-core --write-down SCRIPT [COMMAND [ARG...]]");

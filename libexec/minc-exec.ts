@@ -22,6 +22,7 @@ import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
 import { LIMIT_SETTINGS, readSettings, type Settings } from "../lib/settings.ts";
 import { holdSignals, releaseSignals, signalsDelivered, sleepSync } from "../lib/signals.ts";
 import { userNamespaceOptions } from "../lib/userns.ts";
+import { workdirPaths, type WorkdirPaths } from "../lib/workdir.ts";
 import { main as core } from "./minc-core.ts";
 import { main as dens } from "./minc-dens.ts";
 
@@ -31,6 +32,7 @@ runInThisNode({ "minc-core": core, "minc-dens": dens });
 // The settings of this boot, from the environment main() is given.
 let settings: Settings;
 let tmpdir: string;
+let files: WorkdirPaths;
 
 /** The signals minc holds until the waiter takes over (see main below). */
 const HELD: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
@@ -50,7 +52,7 @@ function mountRemoteRootdir(): void {
   const host = settings.MINC_SSHFS_HOST;
   if (!host) return;
   phase(1);
-  const dir = `${tmpdir}/sshfs`;
+  const dir = files.sshfs;
   step(`The rootdir is on ${host}: mount it with sshfs in the working dir (unmounted when the container ends)`);
   mkdirs(dir);
   onExit(tmpdir, `umount -l ${quote(dir)} 2>/dev/null`);
@@ -78,15 +80,15 @@ function saveSettings(): void {
   step("Save the settings of this container");
   // Every MINC_* variable as it is, those of no setting too: what env | grep would save.
   const lines = Object.entries(process.env).filter(([k]) => k.startsWith("MINC_")).map(([k, v]) => `${k}=${v}`);
-  shown(`env | grep ^MINC_ > ${quote(`${tmpdir}/settings`)}`);
-  writeFileSync(`${tmpdir}/settings`, lines.join("\n") + "\n");
+  shown(`env | grep ^MINC_ > ${quote(files.settings)}`);
+  writeFileSync(files.settings, lines.join("\n") + "\n");
 }
 
 function utsname(): string {
   if (settings.MINC_UTSNAME) return settings.MINC_UTSNAME;
   try {
     // A reused working directory remembers the name it was given.
-    return readFileSync(`${tmpdir}/utsname`, "utf8").trim() || hostname();
+    return readFileSync(files.utsname, "utf8").trim() || hostname();
   } catch {
     return hostname();
   }
@@ -97,7 +99,7 @@ function nameservers(resolvConf: string): string[] {
 }
 
 function prepareResolvConf(): void {
-  const target = `${tmpdir}/resolv.conf`;
+  const target = files.resolvConf;
   const host = existsSync("/etc/resolv.conf") ? readFileSync("/etc/resolv.conf", "utf8") : "";
   if (settings.MINC_NETMODE !== "dens" && host) {
     step("Name resolution: the host's resolver" + (settings.MINC_NETNS ? " (unreachable without a network, kept for the names)" : ", reachable as the network is shared"));
@@ -122,7 +124,7 @@ function prepareHosts(ip: string | undefined): void {
   const name = utsname();
   const lines = ["127.0.0.1\tlocalhost", ...addressesOf(ip).map((a) => `${a}\t${name}`)];
   if (!lines.some((l) => l.endsWith(`\t${name}`))) lines.push(`127.0.1.1\t${name}`);
-  writeFile(`${tmpdir}/hosts`, lines.join("\n") + "\n");
+  writeFile(files.hosts, lines.join("\n") + "\n");
 }
 
 /**
@@ -156,12 +158,12 @@ function plugIntoDens(netns: string): string {
   step("Plug it into the dens network with minc-dens (bridge, veth, leased address, NAT); unplugged when the container ends");
   onExit(tmpdir, `${quote(dens)} del ${quote(netns)} ${quote(netns)}`);
   const ip = capture([dens, "add", netns, netns]).trim();
-  writeFile(`${tmpdir}/ipv4`, `${ip}\n`);
+  writeFile(files.ipv4, `${ip}\n`);
   const ports = settings.MINC_PORT_MAP;
   if (ports.length > 0) {
     step("Map the host's ports to the container (DNAT)");
     run([dens, "map", netns, ip, ...ports]);
-    writeFile(`${tmpdir}/portmap`, `${ports.join(" ")}\n`);
+    writeFile(files.portmap, `${ports.join(" ")}\n`);
   }
   return ip;
 }
@@ -202,7 +204,7 @@ function userNamespace(): string[] {
 
 /** The command that enters the new namespaces and starts minc-core there. */
 function namespacesCommand(command: string[]): string[] {
-  const pidfile = `${tmpdir}/pid`;
+  const pidfile = files.pid;
   if (existsSync(pidfile)) removeFile(pidfile); // left by a reused working directory (the waiter removes it at the end)
   const core = bootOfTheNewRoot(command);
   // Not `unshare --fork`: see minc-fork.sh for why it forks PID 1 instead.
@@ -226,7 +228,7 @@ function namespacesCommand(command: string[]): string[] {
  * inside them as it goes is left to minc-core itself.
  */
 function bootOfTheNewRoot(command: string[]): string[] {
-  const script = `${tmpdir}/minc-core.sh`;
+  const script = files.bootScript;
   step("minc-core writes the boot of the new root down ahead, as a script for sh: no Node has to start in the new namespaces");
   try {
     run([backend("minc-core"), "--write-down", script, ...command]);
@@ -258,17 +260,17 @@ function handOverToWaiter(command: string[]): never {
 
 function startInBackground(waiter: string[]): never {
   step("Start the waiter in a session of its own, the container's output in the working directory");
-  shown(`setsid ${quoteAll(waiter)} > ${quote(`${tmpdir}/log`)} 2> ${quote(`${tmpdir}/debug`)} < /dev/null &`);
+  shown(`setsid ${quoteAll(waiter)} > ${quote(files.log)} 2> ${quote(files.debug)} < /dev/null &`);
   spawn(waiter[0], waiter.slice(1), {
     detached: true,
-    stdio: ["ignore", openSync(`${tmpdir}/log`, "a"), openSync(`${tmpdir}/debug`, "a")],
+    stdio: ["ignore", openSync(files.log, "a"), openSync(files.debug, "a")],
   }).unref();
   step("Return once it has taken over (it writes the waiter file), so minc's guard leaves the working directory to it");
-  for (let waited = 0; !existsSync(`${tmpdir}/waiter`); waited += 5) {
+  for (let waited = 0; !existsSync(files.waiter); waited += 5) {
     if (waited > 5000) throw new MincError("the container's waiter did not start in the background");
     sleepSync(5);
   }
-  process.stdout.write(`Run container in background. See ${tmpdir}/log for output.\n`);
+  process.stdout.write(`Run container in background. See ${files.log} for output.\n`);
   process.exit(0);
 }
 
@@ -298,6 +300,7 @@ function makesMoreThanTheWorkingDir(): boolean {
 export async function main(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   settings = readSettings(env);
   tmpdir = settings.MINC_TMPDIR;
+  files = workdirPaths(tmpdir);
   // Stopping half way would leave what phases 2 and 3 made; stop at the end instead.
   const held = makesMoreThanTheWorkingDir() ? holdSignals(HELD) : () => undefined;
   try {
@@ -307,7 +310,7 @@ export async function main(args: string[], env: NodeJS.ProcessEnv): Promise<numb
     saveSettings();
     setCpuMask();
     prepareCage();
-    if (runningInBackground()) step(`Running in the background: output in ${tmpdir}/log`);
+    if (runningInBackground()) step(`Running in the background: output in ${files.log}`);
 
     phase(3);
     const ip = prepareNetwork();

@@ -69,7 +69,7 @@ function listContainers(store: Store): void {
   for (const id of store.listContainers()) {
     let pid = "";
     try {
-      pid = fs.readFileSync(`${store.containerDir(id)}/pid`, "utf8").trim();
+      pid = fs.readFileSync(store.containerFiles(id).pid, "utf8").trim();
     } catch {
       // not running
     }
@@ -164,12 +164,12 @@ async function importPath(store: Store, path: string): Promise<void> {
 
 async function commit(store: Store, ref: string): Promise<void> {
   const id = store.resolveContainer(ref);
-  const dir = store.containerDir(id);
-  if (!fs.existsSync(`${dir}/storage`)) throw new MincError(`container ${id} has no storage yet (it never ran)`);
+  const { storage } = store.containerFiles(id);
+  if (!fs.existsSync(storage)) throw new MincError(`container ${id} has no storage yet (it never ran)`);
   const base = store.containerBase(id);
   store.layers(base);
   // Named after the container's hostname, as MINCS did, unless that cannot be an image's name.
-  out(await importTree(store, `${dir}/storage`, { base }, { name: envName(store), defaultName: store.containerName(id) }));
+  out(await importTree(store, storage, { base }, { name: envName(store), defaultName: store.containerName(id) }));
 }
 
 // ---- mounts ----
@@ -187,7 +187,7 @@ function removeContainer(store: Store, ref: string): void {
   const dir = store.containerDir(id);
   const pid = store.runningPid(id);
   if (pid !== undefined) throw new MincError(`container ${id} is running (pid ${pid}): stop it first`);
-  if (mountsUnder(`${dir}/root`).length) {
+  if (mountsUnder(store.containerFiles(id).root).length) {
     step("Unmount the container's root first");
     coat("unbind", dir);
   }

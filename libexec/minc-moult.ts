@@ -21,10 +21,14 @@ import { writeFile } from "../lib/run.ts";
 import { readSettings, settingsEnv, type Settings } from "../lib/settings.ts";
 import { sleepSync } from "../lib/signals.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
+import { workdirPaths, type WorkdirPaths } from "../lib/workdir.ts";
 
 // The settings of this boot, from the environment main() is given.
 let settings: Settings;
 let tmpdir: string;
+let files: WorkdirPaths;
+/** The same files in the guest, where its run.sh finds the working directory. */
+const guestFiles = workdirPaths(GUEST_SHARE);
 
 /** The name the host gave the container (minc-core set it in our UTS namespace). */
 function containerName(): string {
@@ -35,7 +39,7 @@ function containerName(): string {
 function guestOptions(): string[] {
   step("The guest's minc boots the same container on the shared root; the host mounted the overlay, so the guest uses it directly (-D)");
   const again = optionsFor(settings, ["MINC_DEBUG", "MINC_USE_DEV", "MINC_MNT_DEBUGFS", "MINC_PIVOT", "MINC_USERSPEC", "MINC_DROPCAPS"]);
-  return ["-r", `${GUEST_SHARE}/root`, "--name", containerName(), "-D", ...again];
+  return ["-r", guestFiles.root, "--name", containerName(), "-D", ...again];
 }
 
 /** stty lines for the guest's console: the user's terminal size, or no echo and no CR where there is no terminal. */
@@ -66,11 +70,11 @@ function imageSettings(): string[] {
  */
 function stdinForGuest(): string | undefined {
   if (isatty(0)) return undefined;
-  const file = `${tmpdir}/stdin`;
+  const file = files.stdin;
   step("stdin is not a terminal: read it to its end and give it to the guest's command as a file (a VM console has no end of file)");
   shown(`cat > ${quote(file)}`);
   copyToEnd(0, file);
-  return `${GUEST_SHARE}/stdin`;
+  return guestFiles.stdin;
 }
 
 function copyToEnd(fd: number, file: string): void {
@@ -99,7 +103,7 @@ function writeRunScript(command: string[]): void {
   if (!existsSync(minc)) throw new MincError(`${minc}: missing (the guest runs the host's minc; run make)`);
   const stdin = stdinForGuest();
   step("Write run.sh: the guest's init runs it on the console, chrooted into the host's / (read-only)");
-  writeFile(`${tmpdir}/run.sh`, [
+  writeFile(files.runScript, [
     "#!/bin/sh",
     ...consoleSetup(),
     ...imageSettings(),
@@ -118,6 +122,7 @@ function timeoutSeconds(): number {
 export async function main(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   settings = readSettings(env);
   tmpdir = settings.MINC_TMPDIR;
+  files = workdirPaths(tmpdir);
   phase(5);
   if (!tmpdir) throw new MincError("MINC_TMPDIR must be set (run minc --qemu or --um)");
   const guest = guestArch(settings.MINC_ARCH || "x86_64");

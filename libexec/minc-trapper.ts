@@ -31,6 +31,7 @@ import { readSettings, type Settings } from "../lib/settings.ts";
 import { farm } from "../lib/store.ts";
 import { STRACE_ARGS, tracedPaths } from "../lib/strace.ts";
 import { quote, shown, step } from "../lib/trace.ts";
+import { workdirPaths } from "../lib/workdir.ts";
 
 const USAGE = "usage: minc-trapper [-r ROOTDIR|IMAGE] TMPDIR COMMAND...";
 // The settings, from the environment main() is given.
@@ -65,11 +66,12 @@ function jobOf(argv: string[]): Job {
   const [tmpdir, ...command] = argv;
   if (!tmpdir || command.length === 0) throw usageError(USAGE);
   if (!existsSync(tmpdir) || !statSync(tmpdir).isDirectory()) throw usageError(`${tmpdir} is not a directory`);
-  return { basedir, tmpdir, upper: `${tmpdir}/storage`, view: `${tmpdir}/root`, command };
+  const files = workdirPaths(tmpdir);
+  return { basedir, tmpdir, upper: files.storage, view: files.root, command };
 }
 
 function traceFileOf(job: Job): string {
-  return `${job.tmpdir}/trace`;
+  return workdirPaths(job.tmpdir).trace;
 }
 
 async function runTraced(job: Job): Promise<void> {
@@ -108,7 +110,7 @@ function checkStatus(status: number): void {
  */
 function mountView(job: Job): void {
   step("Mount the root as the command saw it, read-only, to copy from: storage over the rootfs, as in the container");
-  const work = `${job.tmpdir}/work`;
+  const { work } = workdirPaths(job.tmpdir);
   mkdirs(job.view, work);
   mount("-t", "overlay", "-o", `ro,lowerdir=${job.basedir},upperdir=${job.upper},workdir=${work}`, "overlay", job.view);
 }

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { describe, test } from "node:test";
+import { WAITER_SCRIPTS } from "../lib/libexec.ts";
 import { REPO, RUNDIR, cannotBoot, cleanEnv, leftovers, rootfs } from "./helpers.ts";
 
 const skip = cannotBoot();
@@ -45,7 +46,7 @@ describe("installing", { skip }, () => {
       const i = sh("./install.sh --minimum", { PREFIX: prefix });
       assert.equal(i.status, 0, i.out);
       assert.deepEqual(readdirSync(`${prefix}/bin`), ["minc"]);
-      assert.deepEqual(readdirSync(`${prefix}/libexec`).sort(), ["minc-cage", "minc-coat", "minc-core", "minc-exec", "minc-fork.sh", "minc-leash", "minc-waiter.sh"]);
+      assert.deepEqual(readdirSync(`${prefix}/libexec`).sort(), ["minc-cage", "minc-coat", "minc-core", "minc-exec", "minc-fork.sh", "minc-leash", ...WAITER_SCRIPTS].sort());
       const u = sh("./install.sh --uninstall", { PREFIX: prefix, STOP_DENS: "0" });
       assert.equal(u.status, 0, u.out);
       assert.deepEqual(readdirSync(`${prefix}/bin`), []);
@@ -96,7 +97,7 @@ describe("installing", { skip }, () => {
         const r = spawnSync(`${prefix}/bin/minc`, ["-r", root, "echo", "hi"], { encoding: "utf8", env: cleanEnv(), cwd: "/" });
         assert.equal(r.status, 2, r.stderr);
         assert.equal(r.stdout, "");
-        assert.match(r.stderr, /^minc: minc-exec, minc-waiter\.sh(, minc-farm)?: missing in \S+\/libexec .*\n$/);
+        assert.match(r.stderr, /^minc: minc-exec, minc-waiter\.sh(, minc-waiter-\w+\.sh){4}(, minc-farm)?: missing in \S+\/libexec .*\n$/);
         assert.equal(r.stderr.split("\n").length, 2, r.stderr);
         assert.deepEqual(readdirSync(RUNDIR).filter((f) => f.startsWith(`minc${r.pid}-`)), []); // (cleanEnv: its working dir would be there)
       }

@@ -9,10 +9,11 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { dirname } from "node:path";
+import { WAITER_SCRIPTS } from "../lib/libexec.ts";
 import { PATIENCE, REPO, cannotBoot, hasTool, rootfs, settled, start } from "./helpers.ts";
 
 const USER = "mincs-nopriv";
-const BACKENDS = ["minc-exec", "minc-core", "minc-coat", "minc-leash", "minc-cage", "minc-waiter.sh", "minc-fork.sh"];
+const BACKENDS = ["minc-exec", "minc-core", "minc-coat", "minc-leash", "minc-cage", ...WAITER_SCRIPTS, "minc-fork.sh"];
 
 function why(): string | undefined {
   const boot = cannotBoot();

@@ -1,0 +1,52 @@
+# minc-waiter.sh --guard PID [tied]: sourced by minc-waiter.sh, after
+# minc-waiter-common.sh.
+#
+# --guard: before the waiter exists, minc itself (Node, with minc-exec
+# loaded into it) makes the working directory and runs phases 2 and 3.
+# When those make a cage, a network namespace or an sshfs mount, minc
+# holds INT, TERM, HUP and QUIT until the end of phase 3 and then stops
+# the boot and cleans up itself (--cleanup), as on a failure; otherwise,
+# and on SIGKILL or a crash, a signal ends Node at once. So minc starts
+# this guard first, with a pipe as its stdin, and tells it on that pipe
+# "made TEMPLATE" before it makes TMPDIR with mktemp (TEMPLATE then
+# XXXXXX) and "dir TMPDIR" once it has one. The pipe closes when minc
+# exits or execs the waiter; the guard then waits until either the waiter
+# has written TMPDIR/waiter (handed over) or minc's PID is gone (died: run
+# the cleanup chain, which removes a made TMPDIR; one that died before it
+# wrote the chain is removed by the guard; a chain run already is not run
+# twice). Handed over to a waiter in the foreground (minc's own PID, the
+# guard's parent), the guard stays until the waiter ends, which setpriv
+# --pdeathsig tells it with a WINCH: if it ended without running the chain
+# (SIGKILL), the guard runs it. A waiter in the background (-B) is not
+# minc: it starts a watcher of its own (--watch, under setpriv --pdeathsig
+# WINCH too), which does the same for it.
+
+# shellcheck shell=sh
+# shellcheck disable=SC2154   # (set by minc-waiter.sh and its common part)
+trap '' INT TERM HUP QUIT   # minc's signals are minc's; this guard acts on its end
+made=''
+while read -r what name; do
+  case $what in made) made=$name ;; dir) tmpdir=$name; workdir_files "$tmpdir"; hold_dir ;; esac
+done
+if [ -z "$tmpdir" ]; then
+  # minc died between its mktemp and telling the name: only an empty directory can be there.
+  [ -z "$made" ] || for dir in "$made"??????; do [ ! -d "$dir" ] || rmdir "$dir" 2>/dev/null; done
+  exit 0
+fi
+# (-s, not -e: the file is made empty, then written; minc SIGKILLed in
+# between never handed over, and never started the container.)
+while [ ! -s "$waiterfile" ] && running "$guard"; do sleep 0.01; done
+{ read -r waiter < "$waiterfile"; } 2>/dev/null || waiter=''
+if [ -n "$waiter" ]; then
+  # Handed over. A waiter in the background is not minc (it has a watcher
+  # of its own), and without setpriv nothing would tell us of its end:
+  # nothing more to do then.
+  [ "$waiter" = "$guard" ] && [ -n "$tied" ] || exit 0
+  until_waiter_ends
+  clean_after_waiter
+fi
+had_chain=''; [ ! -s "$registered" ] || had_chain=1   # (made, but empty: minc died in the write of its first line)
+cleanup
+# A directory minc made, before it wrote the chain that removes it.
+case $tmpdir in "$made"??????) [ -n "$had_chain" ] || rm -rf --one-file-system "$tmpdir" ;; esac
+exit 0
