@@ -11,8 +11,8 @@ BACKENDS := $(patsubst libexec/%.ts,%,$(wildcard libexec/minc-*.ts))
 MINIMUM_BACKENDS := minc-exec minc-core minc-coat minc-leash minc-cage
 # (minc-waiter.sh and the parts it sources, minc-fork.sh)
 SCRIPTS := $(notdir $(wildcard libexec/minc-*.sh))
-# (lib/*.sh: sh the bundles import as text, such as polecat's header.)
-SOURCES := $(wildcard bin/*.ts libexec/*.ts lib/*.ts lib/*.sh) build.mjs package.json
+# (lib/*/*.sh: sh the bundles import as text, such as polecat's header.)
+SOURCES := $(wildcard bin/*.ts libexec/*.ts lib/*/*.ts lib/*/*.sh) build.mjs package.json
 
 # Which programs install/uninstall handle; MINIMUM=1 is install.sh --minimum.
 ifeq ($(MINIMUM),1)
@@ -53,17 +53,17 @@ FOREIGN_ARCH := arm64
 
 all: build man completion
 
-# Man pages from the same definitions as --help (lib/man.ts): minc's option
+# Man pages from the same definitions as --help (docs/man.ts): minc's option
 # table, and the built marten's and polecat's yargs --help.
 MANPAGES := docs/minc.1 docs/marten.1 docs/polecat.1 docs/ermine-breeder.1
 man: docs/minc.1
-docs/minc.1: .build-stamp lib/man.ts docs/gen-man.ts
+docs/minc.1: .build-stamp docs/man.ts docs/gen-man.ts
 	node docs/gen-man.ts
 
 # Bash completion for the commands, from the same definitions (made, like the
-# man pages, not kept in the repository: lib/completion.bash is its source).
+# man pages, not kept in the repository: docs/completion.bash is its source).
 completion: docs/mincs.bash
-docs/mincs.bash: .build-stamp lib/completion.ts lib/completion.bash docs/gen-completion.ts
+docs/mincs.bash: .build-stamp docs/completion.ts docs/completion.bash docs/gen-completion.ts
 	node docs/gen-completion.ts
 
 # docs/boot.md's trace excerpts come from real boots (as root); the man pages
@@ -115,12 +115,12 @@ node_modules/.package-lock.json: package.json package-lock.json
 typecheck: node_modules/.package-lock.json
 	npx tsc --noEmit -p .
 
-# Every sh file of the project, the templates that lib/*.ts fill in and the
+# Every sh file of the project, the templates that lib/*/*.ts fill in and the
 # completion made from one included (shellcheck takes each one's shell from
 # its #! line, a shell directive or a .bash name; libexec/.shellcheckrc lets
 # it follow minc-waiter.sh's sources when it is checked alone).
 SH_FILES := install.sh .ci/run $(wildcard libexec/*.sh) \
-  $(wildcard bench/*.sh samples/scripts/*.sh samples/ftrace/*.sh samples/polecat/* lib/*.sh lib/*.bash test/*.sh) \
+  $(wildcard bench/*.sh samples/scripts/*.sh samples/ftrace/*.sh samples/polecat/* lib/*/*.sh docs/*.bash test/*.sh) \
   docs/mincs.bash
 lint-sh: completion
 	@command -v shellcheck >/dev/null || { echo "needs shellcheck (make test-deps)" >&2; exit 1; }
@@ -135,7 +135,7 @@ bench: build
 	bench/start.sh
 
 # The installed bundles and completion learn where they were installed (the
-# placeholders of lib/libexec.ts), as the shell install.sh fixed LIBEXEC=:
+# placeholders of lib/core/libexec.ts), as the shell install.sh fixed LIBEXEC=:
 # then a symlinked minc, or a LIBEXECDIR elsewhere, finds its backends.
 RECORD_DIRS = sed -i -e 's|@MINCS_LIBEXECDIR@|$(LIBEXECDIR)|g' -e 's|@MINCS_BINDIR@|$(BINDIR)|g'
 # The VM kernels and initramfses (ermine-breeder build) that minc --qemu/--um
@@ -166,7 +166,7 @@ uninstall:
 	for f in $(INSTALL_LIBEXEC); do rm -f $(DESTDIR)$(LIBEXECDIR)/$$f; done
 	@# The kernels too, installed or built there by an installed ermine-breeder; the directory is ours.
 	cd $(DESTDIR)$(LIBEXECDIR)/ermine 2>/dev/null || exit 0; rm -f $(ERMINE_FILES); cd / && rmdir $(DESTDIR)$(LIBEXECDIR)/ermine 2>/dev/null || true
-	# V8's compiled code of the backends (lib/compilecache.ts): only a cache, made again when needed.
+	# V8's compiled code of the backends (lib/core/compilecache.ts): only a cache, made again when needed.
 	[ -n "$(DESTDIR)" ] || rm -rf /var/cache/mincs/node-compile-cache
 	-[ -n "$(DESTDIR)" ] || rmdir /var/cache/mincs 2>/dev/null
 

@@ -43,9 +43,9 @@ const lazyHelpLayout = {
 
 // A backend (libexec/minc-*.ts) exports its main, and runs when it is the
 // program: its executable is this wrapper around it. Another program that
-// runs it in its own Node imports the same main (lib/run.ts).
+// runs it in its own Node imports the same main (lib/core/run.ts).
 const started = (entry) => ({
-  contents: `import { main } from "./${basename(entry)}";\nimport { start } from "../lib/fail.ts";\nstart(main);\n`,
+  contents: `import { main } from "./${basename(entry)}";\nimport { start } from "../lib/core/fail.ts";\nstart(main);\n`,
   resolveDir: resolve(dirname(entry)),
   sourcefile: `${basename(entry, ".ts")} (started)`,
   loader: "ts",

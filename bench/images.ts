@@ -5,7 +5,7 @@
 // 1. `marten import DIR` of a ~200 MB rootfs against `cp -a DIR`, and against
 //    the shell MINCS's marten if MINCS_SHELL_DIR names a checkout of it. Two
 //    floors against `cp -a` too: a Node program that only runs `cp -a`, and
-//    the directory's id (its sha256, lib/tree.ts) computed alone.
+//    the directory's id (its sha256, lib/store/tree.ts) computed alone.
 // 2. `marten pull` of a ~200 MB, 5-layer image from a registry on 127.0.0.1
 //    against `skopeo copy docker://... dir:D` followed by `tar -xzf` of each
 //    layer (what a pull must at least do).
@@ -16,7 +16,7 @@ import { randomBytes } from "node:crypto";
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { treeDigest } from "../lib/tree.ts";
+import { treeDigest } from "../lib/store/tree.ts";
 import { buildImage, cannotRunRegistry, push, startRegistry, stopAll } from "../test/registry-fixture.ts";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");

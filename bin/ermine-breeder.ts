@@ -15,7 +15,7 @@
 // container needs (namespaces, cgroups, overlayfs, 9p over virtio).
 // User-mode Linux's kernel is Debian's /usr/bin/linux.uml unless built from
 // source. The initramfs is busybox, those modules, and the guest's init
-// (lib/ermine.ts), which runs the host's own programs from a read-only
+// (lib/ermine/ermine.ts), which runs the host's own programs from a read-only
 // share, so the initramfs stays small.
 //
 // A config file is a shell file, sourced as MINCS sourced it (later files
@@ -34,13 +34,13 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync
 import { cpus } from "node:os";
 import { basename, resolve } from "node:path";
 import yargs from "yargs";
-import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_MODULES, GUEST_NET_MODULES, guestInit, hostGuestArch, initramfsOf, kernelOf, plugGuest, type GuestArch } from "../lib/ermine.ts";
-import { MincError, start, usageError } from "../lib/fail.ts";
-import { libexecDir } from "../lib/libexec.ts";
-import { capture, copyFile, mkdirs, run, runInThisNode } from "../lib/run.ts";
-import { needTool } from "../lib/tools.ts";
-import { progname, quote, quoteAll, shown, step } from "../lib/trace.ts";
-import { VERSION } from "../lib/version.ts";
+import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_MODULES, GUEST_NET_MODULES, guestInit, hostGuestArch, initramfsOf, kernelOf, plugGuest, type GuestArch } from "../lib/ermine/ermine.ts";
+import { MincError, start, usageError } from "../lib/core/fail.ts";
+import { libexecDir } from "../lib/core/libexec.ts";
+import { capture, copyFile, mkdirs, run, runInThisNode } from "../lib/core/run.ts";
+import { needTool } from "../lib/core/tools.ts";
+import { progname, quote, quoteAll, shown, step } from "../lib/core/trace.ts";
+import { VERSION } from "../lib/core/version.ts";
 import { main as mincDens } from "../libexec/minc-dens.ts";
 
 // minc-dens del (testrun --net) runs in this Node, not in a Node of its own.
@@ -479,7 +479,7 @@ function makeRootfs(work: string): string {
 
 function writeInit(rootfs: string): void {
   step("The guest's init: mount the shares, run run.sh on the console, report its status, power off");
-  shown(`cat > ${quote(`${rootfs}/init`)} <<'EOF' ... EOF  # lib/ermine.ts guestInit()`);
+  shown(`cat > ${quote(`${rootfs}/init`)} <<'EOF' ... EOF  # lib/ermine/ermine.ts guestInit()`);
   writeFileSync(`${rootfs}/init`, guestInit(), { mode: 0o755 });
 }
 

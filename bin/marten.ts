@@ -6,23 +6,23 @@
 // layout, which minc-farm then imports.
 import * as fs from "node:fs";
 import yargs from "yargs";
-import { HandedOver, MincError, start, usageError } from "../lib/fail.ts";
-import { Store } from "../lib/farm.ts";
-import { runStoppable } from "../lib/interrupt.ts";
-import { wantedPlatform } from "../lib/platform.ts";
-import { checkName } from "../lib/names.ts";
-import { checkReference, parseReference } from "../lib/reference.ts";
-import { backend } from "../lib/libexec.ts";
-import { exec, isExecutable, removeTree, runInThisNode } from "../lib/run.ts";
-import type { SettingsEnv } from "../lib/settings.ts";
-import { quote, quoteAll, shown, step } from "../lib/trace.ts";
-import { VERSION } from "../lib/version.ts";
+import { HandedOver, MincError, start, usageError } from "../lib/core/fail.ts";
+import { Store } from "../lib/store/farm.ts";
+import { runStoppable } from "../lib/core/interrupt.ts";
+import { wantedPlatform } from "../lib/store/platform.ts";
+import { checkName } from "../lib/store/names.ts";
+import { checkReference, parseReference } from "../lib/store/reference.ts";
+import { backend } from "../lib/core/libexec.ts";
+import { exec, isExecutable, removeTree, runInThisNode } from "../lib/core/run.ts";
+import type { SettingsEnv } from "../lib/core/settings.ts";
+import { quote, quoteAll, shown, step } from "../lib/core/trace.ts";
+import { VERSION } from "../lib/core/version.ts";
 import { main as mincFarm } from "../libexec/minc-farm.ts";
 
 // minc-farm, the last step of most commands, runs in this Node (see farm below).
 runInThisNode({ "minc-farm": mincFarm });
 
-/** The MINC_* settings a backend gets on top of our environment (lib/settings.ts); undefined ones are left out. */
+/** The MINC_* settings a backend gets on top of our environment (lib/core/settings.ts); undefined ones are left out. */
 type Env = SettingsEnv;
 
 /** A backend's command line, its environment (ours plus env), and how the trace shows it (with shownEnv). */
@@ -37,7 +37,7 @@ function backendCall(name: string, args: string[], env: Env, shownEnv: Env = env
 /**
  * Run a backend with extra variables; its exit status is ours (it printed its
  * own error). It runs asynchronously, so that a signal that interrupts marten
- * reaches it too and marten cleans up once it has ended (lib/interrupt.ts).
+ * reaches it too and marten cleans up once it has ended (lib/core/interrupt.ts).
  */
 function runBackend(name: string, args: string[], env: Env = {}, shownEnv: Env = env, stdoutToStderr = false): Promise<number> {
   const { argv, full, line } = backendCall(name, args, env, shownEnv);

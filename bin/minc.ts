@@ -9,29 +9,29 @@
 import { spawn } from "node:child_process";
 import { accessSync, constants, existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { basename, resolve } from "node:path";
-import { anyLimit, cageDirs, checkCagesFree, controllersFor, findHierarchy, limitsOf } from "../lib/cage.ts";
-import { claimWorkingDir } from "../lib/claim.ts";
-import { onExit } from "../lib/cleanup.ts";
-import { parsePortMap } from "../lib/dens.ts";
-import { MincError, start, usageError } from "../lib/fail.ts";
-import { checkLayerPath, existingDir } from "../lib/layerpath.ts";
-import { backend, checkBackends, WAITER_SCRIPTS } from "../lib/libexec.ts";
-import { CROSS_ARCHES, MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/minc-options.ts";
-import { exec, findInPath, makeTempDir, removeFile, runInThisNode } from "../lib/run.ts";
-import { farm, isStoreName } from "../lib/store.ts";
-import { shellOf } from "../lib/rootfs.ts";
-import { BOOT_SETTINGS, LIMIT_SETTINGS, readSettings, settingsEnv, type BootSettings, type Settings, type SettingsEnv } from "../lib/settings.ts";
-import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
-import { subordinateIds, unprivilegedOverlay } from "../lib/userns.ts";
-import { VERSION } from "../lib/version.ts";
-import { WORKDIR, workdirPaths } from "../lib/workdir.ts";
+import { anyLimit, cageDirs, checkCagesFree, controllersFor, findHierarchy, limitsOf } from "../lib/cgroups/cage.ts";
+import { claimWorkingDir } from "../lib/boot/claim.ts";
+import { onExit } from "../lib/boot/cleanup.ts";
+import { parsePortMap } from "../lib/net/dens.ts";
+import { MincError, start, usageError } from "../lib/core/fail.ts";
+import { checkLayerPath, existingDir } from "../lib/store/layerpath.ts";
+import { backend, checkBackends, WAITER_SCRIPTS } from "../lib/core/libexec.ts";
+import { CROSS_ARCHES, MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs } from "../lib/boot/minc-options.ts";
+import { exec, findInPath, makeTempDir, removeFile, runInThisNode } from "../lib/core/run.ts";
+import { farm, isStoreName } from "../lib/store/store.ts";
+import { shellOf } from "../lib/boot/rootfs.ts";
+import { BOOT_SETTINGS, LIMIT_SETTINGS, readSettings, settingsEnv, type BootSettings, type Settings, type SettingsEnv } from "../lib/core/settings.ts";
+import { phase, quote, quoteAll, shown, step } from "../lib/core/trace.ts";
+import { subordinateIds, unprivilegedOverlay } from "../lib/boot/userns.ts";
+import { VERSION } from "../lib/core/version.ts";
+import { WORKDIR, workdirPaths } from "../lib/boot/workdir.ts";
 import { main as mincExec } from "../libexec/minc-exec.ts";
 
 // minc-exec, and the backends it runs so, run in this Node: the boot starts Node once.
 runInThisNode({ "minc-exec": mincExec });
 
 interface Plan {
-  /** What minc exports for the backends (lib/settings.ts). */
+  /** What minc exports for the backends (lib/core/settings.ts). */
   settings: BootSettings;
   keep: boolean;
   tempdirGiven: boolean;
@@ -152,7 +152,7 @@ const BY_HAND = new Set(["rootdir", "nopriv", "tempdir", "bind", "X11", "net", "
 
 /**
  * The settings the other options fill, each the one it names
- * (lib/minc-options.ts): a flag is on when its option is given, a value is
+ * (lib/boot/minc-options.ts): a flag is on when its option is given, a value is
  * the last one given, checked. The settings no option asked for are off or
  * empty, as minc exports them.
  */
@@ -417,7 +417,7 @@ function makeWorkingDir(plan: Plan, guard: Guard): void {
  * A working directory that exists already (-t DIR, a container of the
  * store) is claimed before anything in it changes: refused while another
  * container uses it, and so are its cages, should another container's
- * processes be in them. Returns the claim's lock (lib/claim.ts).
+ * processes be in them. Returns the claim's lock (lib/boot/claim.ts).
  */
 function claimGivenDir(plan: Plan): number | undefined {
   const dir = plan.settings.MINC_TMPDIR;
@@ -447,7 +447,7 @@ function forgetLastRun(dir: string): void {
  * and unguarded. After the handover it stays for a waiter in the foreground
  * (minc itself, its parent, so setpriv --pdeathsig tells it when that ends):
  * should the waiter be SIGKILLed, the guard runs the cleanup chain instead.
- * Meanwhile it holds the working directory's lock (lib/claim.ts): a claim
+ * Meanwhile it holds the working directory's lock (lib/boot/claim.ts): a claim
  * minc made is passed to it as fd 9, so that the lock is held without a gap
  * when minc execs its waiter, which takes one of its own.
  */

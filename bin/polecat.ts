@@ -12,28 +12,28 @@
 // it used is packed. TERM, HUP, an INT sent to polecat alone, and any of
 // them at another time, abort the build: the running stage (the container,
 // through minc-trapper; mksquashfs) gets the signal, the partial output and
-// the working directory go, and polecat ends by the signal (lib/interrupt.ts).
+// the working directory go, and polecat ends by the signal (lib/core/interrupt.ts).
 import { chmodSync, closeSync, copyFileSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { basename, dirname, resolve } from "node:path";
 import { spawnSync } from "node:child_process";
 import yargs from "yargs";
-import { runContainer } from "../lib/container.ts";
-import { MincError, start, usageError } from "../lib/fail.ts";
-import { checkLayerPath, existingDir } from "../lib/layerpath.ts";
-import { catchInterrupts, removeOnInterrupt, runStoppable, spareGroupInterrupts } from "../lib/interrupt.ts";
-import { backend, frontend } from "../lib/libexec.ts";
-import { resolveInRoot } from "../lib/paths.ts";
-import { header, RUNTIME_BACKENDS, RUNTIME_DIR } from "../lib/polecat.ts";
-import { capture, makeTempDir, mkdirs, removeFile, removeTree, run, touch, writeFile, writeFileMkdir } from "../lib/run.ts";
-import { settingsEnv } from "../lib/settings.ts";
-import { signalsDelivered } from "../lib/signals.ts";
-import { farm, isStoreName } from "../lib/store.ts";
-import { needTool } from "../lib/tools.ts";
-import { quote, quoteAll, shown, step, tracing } from "../lib/trace.ts";
-import { VERSION } from "../lib/version.ts";
-import { workdirPaths } from "../lib/workdir.ts";
+import { runContainer } from "../lib/boot/container.ts";
+import { MincError, start, usageError } from "../lib/core/fail.ts";
+import { checkLayerPath, existingDir } from "../lib/store/layerpath.ts";
+import { catchInterrupts, removeOnInterrupt, runStoppable, spareGroupInterrupts } from "../lib/core/interrupt.ts";
+import { backend, frontend } from "../lib/core/libexec.ts";
+import { resolveInRoot } from "../lib/boot/paths.ts";
+import { header, RUNTIME_BACKENDS, RUNTIME_DIR } from "../lib/polecat/polecat.ts";
+import { capture, makeTempDir, mkdirs, removeFile, removeTree, run, touch, writeFile, writeFileMkdir } from "../lib/core/run.ts";
+import { settingsEnv } from "../lib/core/settings.ts";
+import { signalsDelivered } from "../lib/core/signals.ts";
+import { farm, isStoreName } from "../lib/store/store.ts";
+import { needTool } from "../lib/core/tools.ts";
+import { quote, quoteAll, shown, step, tracing } from "../lib/core/trace.ts";
+import { VERSION } from "../lib/core/version.ts";
+import { workdirPaths } from "../lib/boot/workdir.ts";
 
 const FORMATS = ["sh", "squashfs", "sfs", "tgz"] as const;
 type Format = (typeof FORMATS)[number];
@@ -316,7 +316,7 @@ function packRuntime(upper: string): void {
 /**
  * A tool run to its end, stopped with us should polecat be interrupted
  * (mksquashfs of a large tree takes a while). Shown as a command in the
- * foreground (not lib/run.ts runAsync's "&"): nothing else runs meanwhile.
+ * foreground (not lib/core/run.ts runAsync's "&"): nothing else runs meanwhile.
  */
 async function runTool(argv: string[]): Promise<void> {
   shown(quoteAll(argv));

@@ -1,11 +1,11 @@
 // make completion: write docs/mincs.bash from minc's option
 // table and the built marten's, polecat's and ermine-breeder's --help
-// (lib/completion.ts).
+// (docs/completion.ts).
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
-import { DOC_REPO } from "../lib/boot-doc.ts";
-import { bashCompletion } from "../lib/completion.ts";
-import { yargsCommands } from "../lib/man.ts";
+import { DOC_REPO } from "./boot-doc.ts";
+import { bashCompletion } from "./completion.ts";
+import { yargsCommands } from "./man.ts";
 
 function help(prog: string, ...args: string[]): string {
   const r = spawnSync(`${DOC_REPO}/bin/${prog}`, [...args, "--help"], { encoding: "utf8" });

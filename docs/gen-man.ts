@@ -1,10 +1,10 @@
 // make man: write docs/minc.1, docs/marten.1, docs/polecat.1 and
-// docs/ermine-breeder.1 from the definitions --help prints (lib/man.ts); all
+// docs/ermine-breeder.1 from the definitions --help prints (docs/man.ts); all
 // but minc's come from the built programs' --help.
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
-import { DOC_REPO } from "../lib/boot-doc.ts";
-import { mincManPage, yargsCommands, yargsManPage } from "../lib/man.ts";
+import { DOC_REPO } from "./boot-doc.ts";
+import { mincManPage, yargsCommands, yargsManPage } from "./man.ts";
 
 function help(prog: string, ...args: string[]): string {
   const r = spawnSync(`${DOC_REPO}/bin/${prog}`, [...args, "--help"], { encoding: "utf8" });

@@ -15,12 +15,12 @@
 // (some 40 MB and 10 threads each) must not count against the container's
 // limits: --pid-max 5 would keep Node from even starting its threads.
 import { existsSync, readFileSync, rmdirSync } from "node:fs";
-import { MincError, usageError, warn } from "../lib/fail.ts";
-import { anyLimit, cagesOf, checkCagesFree, containerId, controllersFor, findHierarchy, limitsOf, v1Settings, v2Settings, writeCgroup, type Controller, type Hierarchy, type Limits, type Setting } from "../lib/cage.ts";
-import { onExit } from "../lib/cleanup.ts";
-import { mkdirs } from "../lib/run.ts";
-import { readSettings, type Settings } from "../lib/settings.ts";
-import { phase, quoteAll, step } from "../lib/trace.ts";
+import { MincError, usageError, warn } from "../lib/core/fail.ts";
+import { anyLimit, cagesOf, checkCagesFree, containerId, controllersFor, findHierarchy, limitsOf, v1Settings, v2Settings, writeCgroup, type Controller, type Hierarchy, type Limits, type Setting } from "../lib/cgroups/cage.ts";
+import { onExit } from "../lib/boot/cleanup.ts";
+import { mkdirs } from "../lib/core/run.ts";
+import { readSettings, type Settings } from "../lib/core/settings.ts";
+import { phase, quoteAll, step } from "../lib/core/trace.ts";
 
 // The settings, from the environment main() is given.
 let settings: Settings;

@@ -8,14 +8,14 @@
 // the container writes lands in storage and BASEDIR stays untouched. In
 // direct mode (MINC_DIRECT) BASEDIR itself is bound instead.
 import { existsSync, statSync } from "node:fs";
-import { MincError, usageError } from "../lib/fail.ts";
-import { mounts } from "../lib/mounts.ts";
-import { writingDown } from "../lib/bootscript.ts";
-import { viewRoot } from "../lib/rootview.ts";
-import { bindMount, mkdirs, mount, run } from "../lib/run.ts";
-import { readSettings, type Settings } from "../lib/settings.ts";
-import { phase, step } from "../lib/trace.ts";
-import { workdirPaths } from "../lib/workdir.ts";
+import { MincError, usageError } from "../lib/core/fail.ts";
+import { mounts } from "../lib/core/mounts.ts";
+import { writingDown } from "../lib/boot/bootscript.ts";
+import { viewRoot } from "../lib/boot/rootview.ts";
+import { bindMount, mkdirs, mount, run } from "../lib/core/run.ts";
+import { readSettings, type Settings } from "../lib/core/settings.ts";
+import { phase, step } from "../lib/core/trace.ts";
+import { workdirPaths } from "../lib/boot/workdir.ts";
 
 // The settings, from the environment main() is given.
 let settings: Settings;

@@ -10,23 +10,23 @@
 // disappears with it.
 //
 // minc-exec runs it with --write-down first, before the namespaces exist:
-// the same steps then become SCRIPT (lib/bootscript.ts), which sh runs as
+// the same steps then become SCRIPT (lib/boot/bootscript.ts), which sh runs as
 // PID 1 instead, so that no Node has to start in there. A boot that must
 // look inside the namespaces (--nopriv, a VM, --ftrace, -B, pivot_root)
 // exits NOT_WRITTEN_DOWN and minc-core boots there itself.
 import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { basename, dirname } from "node:path";
-import { abandonWritingDown, finishWritingDown, NotWrittenDown, recordRaw, startWritingDown, writingDown } from "../lib/bootscript.ts";
-import { HandedOver, MincError, NOT_WRITTEN_DOWN, usageError } from "../lib/fail.ts";
-import { backend } from "../lib/libexec.ts";
-import { resolveInRoot } from "../lib/paths.ts";
-import { closeView, lstatInRoot } from "../lib/rootview.ts";
-import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, runInThisNode, runTogether, symlink, touch, writeFile } from "../lib/run.ts";
-import { readSettings, type Settings } from "../lib/settings.ts";
-import { resetSignals } from "../lib/signals.ts";
-import { userTerminal } from "../lib/terminal.ts";
-import { phase, quote, step, tracing } from "../lib/trace.ts";
-import { workdirPaths, type WorkdirPaths } from "../lib/workdir.ts";
+import { abandonWritingDown, finishWritingDown, NotWrittenDown, recordRaw, startWritingDown, writingDown } from "../lib/boot/bootscript.ts";
+import { HandedOver, MincError, NOT_WRITTEN_DOWN, usageError } from "../lib/core/fail.ts";
+import { backend } from "../lib/core/libexec.ts";
+import { resolveInRoot } from "../lib/boot/paths.ts";
+import { closeView, lstatInRoot } from "../lib/boot/rootview.ts";
+import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, runInThisNode, runTogether, symlink, touch, writeFile } from "../lib/core/run.ts";
+import { readSettings, type Settings } from "../lib/core/settings.ts";
+import { resetSignals } from "../lib/core/signals.ts";
+import { userTerminal } from "../lib/core/terminal.ts";
+import { phase, quote, step, tracing } from "../lib/core/trace.ts";
+import { workdirPaths, type WorkdirPaths } from "../lib/boot/workdir.ts";
 import { main as coat } from "./minc-coat.ts";
 import { main as leash } from "./minc-leash.ts";
 import { main as moult } from "./minc-moult.ts";
@@ -355,7 +355,7 @@ function refuseWhatNeedsTheInside(): void {
 }
 
 /**
- * --write-down SCRIPT: the same boot, each step written down (lib/bootscript.ts).
+ * --write-down SCRIPT: the same boot, each step written down (lib/boot/bootscript.ts).
  * It ends where minc-leash execs the command: the script's last line.
  */
 function writeDown(script: string, command: string[]): number | Promise<number> {

@@ -49,11 +49,11 @@
 // the shell's `exec 3>>LOCK; flock 3` without a second Node process.
 import { spawnSync } from "node:child_process";
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
-import { BRIDGE, CHAINS, GATEWAY, OWN_CHAINS, SUBNET, allocate, chainsIn, checkContainerIp, checkId, checkNetns, formatLeases, formatPortMap, hookRules, hooksIn, mappedPorts, parseLeases, parseListing, parsePortMap, portRules, release, ruleArgv, rulesOf, sharedRules, tag, vethName, type Lease, type PortMap, type Rule, type Table } from "../lib/dens.ts";
-import { MincError, usageError, warn } from "../lib/fail.ts";
-import { capture, removeFile, run, writeFile } from "../lib/run.ts";
-import { readSettings } from "../lib/settings.ts";
-import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
+import { BRIDGE, CHAINS, GATEWAY, OWN_CHAINS, SUBNET, allocate, chainsIn, checkContainerIp, checkId, checkNetns, formatLeases, formatPortMap, hookRules, hooksIn, mappedPorts, parseLeases, parseListing, parsePortMap, portRules, release, ruleArgv, rulesOf, sharedRules, tag, vethName, type Lease, type PortMap, type Rule, type Table } from "../lib/net/dens.ts";
+import { MincError, usageError, warn } from "../lib/core/fail.ts";
+import { capture, removeFile, run, writeFile } from "../lib/core/run.ts";
+import { readSettings } from "../lib/core/settings.ts";
+import { phase, quote, quoteAll, shown, step } from "../lib/core/trace.ts";
 
 /** The lease file; MINC_DENS_LEASE points the tests at another (set by main()). */
 let LEASE: string;

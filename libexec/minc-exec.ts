@@ -13,16 +13,16 @@
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { constants, hostname, networkInterfaces } from "node:os";
-import { MincError, NOT_WRITTEN_DOWN } from "../lib/fail.ts";
-import { backend } from "../lib/libexec.ts";
-import { anyLimit, limitsOf } from "../lib/cage.ts";
-import { onExit } from "../lib/cleanup.ts";
-import { capture, copyFile, exec, exportVar, findInPath, mkdirs, removeFile, run, runInThisNode, writeFile } from "../lib/run.ts";
-import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
-import { LIMIT_SETTINGS, readSettings, type Settings } from "../lib/settings.ts";
-import { holdSignals, releaseSignals, signalsDelivered, sleepSync } from "../lib/signals.ts";
-import { userNamespaceOptions } from "../lib/userns.ts";
-import { workdirPaths, type WorkdirPaths } from "../lib/workdir.ts";
+import { MincError, NOT_WRITTEN_DOWN } from "../lib/core/fail.ts";
+import { backend } from "../lib/core/libexec.ts";
+import { anyLimit, limitsOf } from "../lib/cgroups/cage.ts";
+import { onExit } from "../lib/boot/cleanup.ts";
+import { capture, copyFile, exec, exportVar, findInPath, mkdirs, removeFile, run, runInThisNode, writeFile } from "../lib/core/run.ts";
+import { phase, quote, quoteAll, shown, step } from "../lib/core/trace.ts";
+import { LIMIT_SETTINGS, readSettings, type Settings } from "../lib/core/settings.ts";
+import { holdSignals, releaseSignals, signalsDelivered, sleepSync } from "../lib/core/signals.ts";
+import { userNamespaceOptions } from "../lib/boot/userns.ts";
+import { workdirPaths, type WorkdirPaths } from "../lib/boot/workdir.ts";
 import { main as core } from "./minc-core.ts";
 import { main as dens } from "./minc-dens.ts";
 
@@ -69,7 +69,7 @@ function mountRemoteRootdir(): void {
  * Debian's sshfs refuses absolute symlinks unless told otherwise. A rootfs
  * is full of them (/bin/sh -> /bin/busybox) and they are meant inside it:
  * the container's root resolves them there, and minc's own path lookups
- * stay inside the root too (lib/paths.ts).
+ * stay inside the root too (lib/boot/paths.ts).
  */
 function symlinkOptions(): string[] {
   step("Let sshfs show the rootfs's absolute symlinks as they are, if this sshfs would refuse them");
@@ -224,7 +224,7 @@ function namespacesCommand(command: string[]): string[] {
 /**
  * Phase 4 is minc-core's. Rather than start Node again in the new
  * namespaces, minc-core writes its steps down first, in this Node, as a
- * script that sh runs there (lib/bootscript.ts); a boot that must look
+ * script that sh runs there (lib/boot/bootscript.ts); a boot that must look
  * inside them as it goes is left to minc-core itself.
  */
 function bootOfTheNewRoot(command: string[]): string[] {

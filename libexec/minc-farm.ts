@@ -27,16 +27,16 @@
 // multi-platform index).
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import { isImageDir } from "../lib/imagedir.ts";
-import { MincError, usageError } from "../lib/fail.ts";
-import { chainId, type ImageMeta, mountsUnder, Store } from "../lib/farm.ts";
-import { checkName, whyNotGivenId } from "../lib/names.ts";
-import { backend } from "../lib/libexec.ts";
-import { removeTree, runAsync } from "../lib/run.ts";
-import { readSettings, type Settings } from "../lib/settings.ts";
-import { signalsDelivered } from "../lib/signals.ts";
-import { treeDigest } from "../lib/tree.ts";
-import { quoteAll, shown, step } from "../lib/trace.ts";
+import { isImageDir } from "../lib/store/imagedir.ts";
+import { MincError, usageError } from "../lib/core/fail.ts";
+import { chainId, type ImageMeta, mountsUnder, Store } from "../lib/store/farm.ts";
+import { checkName, whyNotGivenId } from "../lib/store/names.ts";
+import { backend } from "../lib/core/libexec.ts";
+import { removeTree, runAsync } from "../lib/core/run.ts";
+import { readSettings, type Settings } from "../lib/core/settings.ts";
+import { signalsDelivered } from "../lib/core/signals.ts";
+import { treeDigest } from "../lib/store/tree.ts";
+import { quoteAll, shown, step } from "../lib/core/trace.ts";
 
 const USAGE = "usage: minc-farm lc|li|import PATH|commit COID|fork IMID|bind COID|unbind COID|rm COID|rmi IMID|" +
   "pull IMID|dir COID|idir IMID|imagestack IMID|baseid COID|config ID|rename COID NAME|renamei IMID NAME";
@@ -146,7 +146,7 @@ async function importPath(store: Store, path: string): Promise<void> {
       throw usageError("MINC_IMPORT_UUID and MINC_BASE_UUID are for directories, not image archives");
     }
     // Loaded only here: its tar reader and decompressors cost every other command's start.
-    const { importArchive } = await import("../lib/archive.ts");
+    const { importArchive } = await import("../lib/store/archive.ts");
     const ids = await importArchive(store, path, {
       name: envName(store), arch: settings.MINC_ARCH || undefined, preUnpacked: settings.MINC_IMPORT_UNPACKED,
     });

@@ -11,11 +11,11 @@
 // the trace starts with the command. Tracing is the kernel's global state:
 // it stays as SCRIPT left it, for the user to read `trace` afterwards.
 import { existsSync, writeFileSync } from "node:fs";
-import { usageError, warn } from "../lib/fail.ts";
-import { mounts } from "../lib/mounts.ts";
-import { mount, run } from "../lib/run.ts";
-import { readSettings, type Settings } from "../lib/settings.ts";
-import { phase, quote, shown, step } from "../lib/trace.ts";
+import { usageError, warn } from "../lib/core/fail.ts";
+import { mounts } from "../lib/core/mounts.ts";
+import { mount, run } from "../lib/core/run.ts";
+import { readSettings, type Settings } from "../lib/core/settings.ts";
+import { phase, quote, shown, step } from "../lib/core/trace.ts";
 
 // The settings, from the environment main() is given.
 let settings: Settings;

@@ -8,15 +8,15 @@
 // and detach the old root altogether. Either way the MINC_* variables are
 // washed out and the command replaces this process, so it is PID 1.
 import { statSync } from "node:fs";
-import { enterCages, openCages, type CageDoor } from "../lib/cage.ts";
-import { MincError, usageError } from "../lib/fail.ts";
-import { backend } from "../lib/libexec.ts";
-import { resolveInRoot } from "../lib/paths.ts";
-import { isExecutableInRoot, shellOf, userOf, type User } from "../lib/rootfs.ts";
-import { NotWrittenDown, writingDown } from "../lib/bootscript.ts";
-import { capture, exec, findInPath, run, runInThisNode, stringsOf } from "../lib/run.ts";
-import { readSettings, type Settings } from "../lib/settings.ts";
-import { phase, quote, shown, step } from "../lib/trace.ts";
+import { enterCages, openCages, type CageDoor } from "../lib/cgroups/cage.ts";
+import { MincError, usageError } from "../lib/core/fail.ts";
+import { backend } from "../lib/core/libexec.ts";
+import { resolveInRoot } from "../lib/boot/paths.ts";
+import { isExecutableInRoot, shellOf, userOf, type User } from "../lib/boot/rootfs.ts";
+import { NotWrittenDown, writingDown } from "../lib/boot/bootscript.ts";
+import { capture, exec, findInPath, run, runInThisNode, stringsOf } from "../lib/core/run.ts";
+import { readSettings, type Settings } from "../lib/core/settings.ts";
+import { phase, quote, shown, step } from "../lib/core/trace.ts";
 import { main as hunt } from "./minc-hunt.ts";
 
 // minc-hunt runs in this Node, not in a Node of its own.
@@ -117,7 +117,7 @@ function findCapsh(): Capsh | undefined {
 }
 
 /**
- * capsh's option names, read from the program (lib/run.ts stringsOf).
+ * capsh's option names, read from the program (lib/core/run.ts stringsOf).
  * Undefined if they are not found there (a wrapper script, a packed
  * program): then capsh --help is asked.
  */

@@ -12,16 +12,16 @@
 // take the VM with us if minc's waiter kills us (^C, a signal).
 import { closeSync, existsSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
 import { isatty } from "node:tty";
-import { enterCages, openCages } from "../lib/cage.ts";
-import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_SHARE, terminalSize } from "../lib/ermine.ts";
-import { MincError, usageError } from "../lib/fail.ts";
-import { frontend } from "../lib/libexec.ts";
-import { optionsFor } from "../lib/minc-options.ts";
-import { writeFile } from "../lib/run.ts";
-import { readSettings, settingsEnv, type Settings } from "../lib/settings.ts";
-import { sleepSync } from "../lib/signals.ts";
-import { phase, quote, quoteAll, shown, step } from "../lib/trace.ts";
-import { workdirPaths, type WorkdirPaths } from "../lib/workdir.ts";
+import { enterCages, openCages } from "../lib/cgroups/cage.ts";
+import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_SHARE, terminalSize } from "../lib/ermine/ermine.ts";
+import { MincError, usageError } from "../lib/core/fail.ts";
+import { frontend } from "../lib/core/libexec.ts";
+import { optionsFor } from "../lib/boot/minc-options.ts";
+import { writeFile } from "../lib/core/run.ts";
+import { readSettings, settingsEnv, type Settings } from "../lib/core/settings.ts";
+import { sleepSync } from "../lib/core/signals.ts";
+import { phase, quote, quoteAll, shown, step } from "../lib/core/trace.ts";
+import { workdirPaths, type WorkdirPaths } from "../lib/boot/workdir.ts";
 
 // The settings of this boot, from the environment main() is given.
 let settings: Settings;

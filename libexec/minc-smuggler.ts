@@ -22,19 +22,19 @@
 import { createReadStream, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { copyFile, link, mkdir, rename } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { MincError, usageError, warn } from "../lib/fail.ts";
-import { chainId } from "../lib/farm.ts";
-import { unpackedDir, unpackLayer } from "../lib/layer.ts";
-import { formatReference, parseReference, type Reference } from "../lib/reference.ts";
+import { MincError, usageError, warn } from "../lib/core/fail.ts";
+import { chainId } from "../lib/store/farm.ts";
+import { unpackedDir, unpackLayer } from "../lib/store/layer.ts";
+import { formatReference, parseReference, type Reference } from "../lib/store/reference.ts";
 import {
   Progress, RegistryClient, checkImage, dockerConfigCredentials, formatBytes, formatPlatform, hasBlob, hostPlatform,
   parseArch, parseManifest, parseUserSpec, pickPlatform, saveBlob, OCI_INDEX,
   type Credentials, type Descriptor, type Platform,
-} from "../lib/registry.ts";
-import { pool } from "../lib/pool.ts";
-import { mkdirs, removeTree, writeFile } from "../lib/run.ts";
-import { readSettings, type Settings as MincSettings } from "../lib/settings.ts";
-import { progname, quote, shown, step, tracing } from "../lib/trace.ts";
+} from "../lib/store/registry.ts";
+import { pool } from "../lib/core/pool.ts";
+import { mkdirs, removeTree, writeFile } from "../lib/core/run.ts";
+import { readSettings, type Settings as MincSettings } from "../lib/core/settings.ts";
+import { progname, quote, shown, step, tracing } from "../lib/core/trace.ts";
 
 const USAGE = "usage: minc-smuggler [REGISTRY/]NAME[:TAG][@sha256:DIGEST] DESTDIR";
 /** Layers downloaded at the same time. */

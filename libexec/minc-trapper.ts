@@ -18,20 +18,20 @@
 // container too) ends the test run. TERM, HUP, and an INT sent to
 // minc-trapper alone (as polecat passes one on), are passed on to the
 // traced command (strace, in front of it, leaves them to it), and
-// minc-trapper ends by the signal, copying nothing (lib/interrupt.ts).
+// minc-trapper ends by the signal, copying nothing (lib/core/interrupt.ts).
 import { chmodSync, copyFileSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, type Stats } from "node:fs";
-import { runContainer } from "../lib/container.ts";
-import { readElf } from "../lib/elf.ts";
-import { MincError, usageError, warn } from "../lib/fail.ts";
-import { catchInterrupts, spareGroupInterrupts } from "../lib/interrupt.ts";
-import { findLibrary, ldSoConfDirs } from "../lib/ldso.ts";
-import { existsInRoot, resolveInRoot } from "../lib/paths.ts";
-import { findInPath, mkdirs, mount, removeFile, run } from "../lib/run.ts";
-import { readSettings, type Settings } from "../lib/settings.ts";
-import { farm } from "../lib/store.ts";
-import { STRACE_ARGS, tracedPaths } from "../lib/strace.ts";
-import { quote, shown, step } from "../lib/trace.ts";
-import { workdirPaths } from "../lib/workdir.ts";
+import { runContainer } from "../lib/boot/container.ts";
+import { readElf } from "../lib/polecat/elf.ts";
+import { MincError, usageError, warn } from "../lib/core/fail.ts";
+import { catchInterrupts, spareGroupInterrupts } from "../lib/core/interrupt.ts";
+import { findLibrary, ldSoConfDirs } from "../lib/polecat/ldso.ts";
+import { existsInRoot, resolveInRoot } from "../lib/boot/paths.ts";
+import { findInPath, mkdirs, mount, removeFile, run } from "../lib/core/run.ts";
+import { readSettings, type Settings } from "../lib/core/settings.ts";
+import { farm } from "../lib/store/store.ts";
+import { STRACE_ARGS, tracedPaths } from "../lib/polecat/strace.ts";
+import { quote, shown, step } from "../lib/core/trace.ts";
+import { workdirPaths } from "../lib/boot/workdir.ts";
 
 const USAGE = "usage: minc-trapper [-r ROOTDIR|IMAGE] TMPDIR COMMAND...";
 // The settings, from the environment main() is given.

@@ -6,7 +6,7 @@
 
 # shellcheck disable=SC2034   # (bootscript: the waiter's file uses it)
 workdir_files() { # TMPDIR: the paths of the working directory's files we act on
-  # Spelled here alone, as lib/workdir.ts spells them (WORKDIR, and its
+  # Spelled here alone, as lib/boot/workdir.ts spells them (WORKDIR, and its
   # SH_VARIABLES: these variables); test/workdir-layout.test.ts checks
   # that the two agree, and that no other line builds a path on $tmpdir.
   pidfile=$1/pid registered=$1/cleanup waiterfile=$1/waiter lockfile=$1/lock bootscript=$1/minc-core.sh wakefifo=$1/.wake-
@@ -23,7 +23,7 @@ quoted() { # WORD: quoted for the trace as minc quotes (only with --debug: sed i
   esac
 }
 
-# The working directory is one container's at a time (lib/claim.ts): the
+# The working directory is one container's at a time (lib/boot/claim.ts): the
 # guard, from the moment it is told the directory, and the waiter, for its
 # whole life, hold TMPDIR/lock shared (fd 9), and so does the watcher, which
 # inherits the waiter's; another minc refuses the directory while any of
@@ -36,7 +36,7 @@ hold_dir() { # hold the working directory's lock (shared) on fd 9 while we, or w
   exec 9>&8 8>&-
 }
 
-# The cleanup chain (lib/cleanup.ts), and the helpers its lines call.
+# The cleanup chain (lib/boot/cleanup.ts), and the helpers its lines call.
 
 # shellcheck disable=SC2317   # (called by the chain's lines, which eval runs)
 cleanup_cages() { # DIR...: remove cgroups once the container's last process has left them

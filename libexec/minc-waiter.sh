@@ -17,7 +17,7 @@
 #
 # and --cleanup is the common part's cleanup alone. How minc, the guard,
 # the waiter and its watcher hand the working directory over to one
-# another is told as a whole in lib/workdir.ts.
+# another is told as a whole in lib/boot/workdir.ts.
 
 # (minc and minc-exec run it with /bin/sh: no #! line.)
 # shellcheck shell=sh

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { containerId, limitsOf, parseSize, sharesToWeight, swapOnly, v1Settings, v2Settings } from "../lib/cage.ts";
+import { containerId, limitsOf, parseSize, sharesToWeight, swapOnly, v1Settings, v2Settings } from "../lib/cgroups/cage.ts";
 import { MINC, REPO, RUNDIR, allLeftovers, cages, cannotBoot, cleanEnv, madeNames, minc, rootfs, runtimeDirs, settled, start, waitFor } from "./helpers.ts";
 
 const V1 = "/sys/fs/cgroup";

@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { after, before, describe, test } from "node:test";
-import { CROSS_ARCHES, MINC_OPTIONS } from "../lib/minc-options.ts";
+import { CROSS_ARCHES, MINC_OPTIONS } from "../lib/boot/minc-options.ts";
 import { REPO, hasTool } from "./helpers.ts";
 
 const FILE = `${REPO}/docs/mincs.bash`;
@@ -70,7 +70,7 @@ describe("bash completion", { skip: hasBash ? false : "bash is not installed" },
 
   test("minc option arguments: arches, net modes, images of the store (MINCS_DIR)", () => {
     assert.ok(complete("minc --cross aa").includes("aarch64"));
-    // Only what minc --cross takes (lib/minc-options.ts CROSS_ARCHES); marten --arch takes more.
+    // Only what minc --cross takes (lib/boot/minc-options.ts CROSS_ARCHES); marten --arch takes more.
     assert.deepEqual(complete("minc --cross i"), []);
     assert.deepEqual(Object.keys(CROSS_ARCHES).sort(), complete("minc --arch "));
     assert.ok(complete("marten pull x --arch i").includes("i386"));

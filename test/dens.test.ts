@@ -18,8 +18,8 @@ import { after, before, describe, test } from "node:test";
 import {
   BRIDGE, ExhaustedError, allocate, checkContainerIp, checkId, formatLeases, hookRules, hooksIn, mappedPorts, parseLeases,
   parseListing, parsePortMap, portRules, release, rulesOf, splitRule, tagOf, vethName, type Lease,
-} from "../lib/dens.ts";
-import { MincError } from "../lib/fail.ts";
+} from "../lib/net/dens.ts";
+import { MincError } from "../lib/core/fail.ts";
 import { PATIENCE, REPO, freePort, hasTool, rootfs, start, waitFor } from "./helpers.ts";
 
 const DENS = `${REPO}/libexec/minc-dens`;

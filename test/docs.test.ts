@@ -6,7 +6,7 @@ import childProcess from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { syncBuiltinESMExports } from "node:module";
 import { after, describe, test } from "node:test";
-import { bootRootfs, excerptDiff, fill, normalise, rawTrace, runsOf, select, type BootEnv } from "../lib/boot-doc.ts";
+import { bootRootfs, excerptDiff, fill, normalise, rawTrace, runsOf, select, type BootEnv } from "../docs/boot-doc.ts";
 import { cages, cannotBoot, MINC, netLeftovers, REPO, settled } from "./helpers.ts";
 
 /**
@@ -22,7 +22,7 @@ function recordingMincs<T>(pids: number[], body: () => T): T {
     if (command === MINC && r.pid) pids.push(r.pid);
     return r;
   }) as typeof spawnSync;
-  syncBuiltinESMExports(); // (lib/boot-doc.ts imports spawnSync by name)
+  syncBuiltinESMExports(); // (docs/boot-doc.ts imports spawnSync by name)
   try {
     return body();
   } finally {
@@ -45,7 +45,7 @@ function ownLeases(raw: string): string {
   });
 }
 
-/** regenerate() of lib/boot-doc.ts (what make docs writes), the traces less other containers' leases. */
+/** regenerate() of docs/boot-doc.ts (what make docs writes), the traces less other containers' leases. */
 function regenerateOwn(doc: string): string {
   const e: BootEnv = { repo: REPO, rootfs: bootRootfs(REPO) };
   const traces: Record<string, string> = {};

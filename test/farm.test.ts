@@ -6,8 +6,8 @@ import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { alive, chainId, mincsDirFromConfig, storeDir } from "../lib/farm.ts";
-import { checkName, checkRef, isRef, sameName } from "../lib/names.ts";
+import { alive, chainId, mincsDirFromConfig, storeDir } from "../lib/store/farm.ts";
+import { checkName, checkRef, isRef, sameName } from "../lib/store/names.ts";
 import { REPO, rootfs, waitFor } from "./helpers.ts";
 
 const FARM = `${REPO}/libexec/minc-farm`;

@@ -17,7 +17,7 @@ import { constants } from "node:os";
 import { createSocket } from "node:dgram";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { vethName } from "../lib/dens.ts";
+import { vethName } from "../lib/net/dens.ts";
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const MINC = `${REPO}/bin/minc`;

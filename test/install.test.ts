@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { describe, test } from "node:test";
-import { WAITER_SCRIPTS } from "../lib/libexec.ts";
+import { WAITER_SCRIPTS } from "../lib/core/libexec.ts";
 import { REPO, RUNDIR, cannotBoot, cleanEnv, leftovers, rootfs } from "./helpers.ts";
 
 const skip = cannotBoot();

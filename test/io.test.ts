@@ -4,7 +4,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { MINC, cannotBoot, cleanEnv, hasTool, leftovers, minc, rootfs } from "./helpers.ts";
-import { quoteAll } from "../lib/trace.ts";
+import { quoteAll } from "../lib/core/trace.ts";
 
 const skip = cannotBoot();
 const noScript = !hasTool("script") ? "needs script (bsdutils)" : undefined;

@@ -1,4 +1,4 @@
-// Unpacking image layers (lib/layer.ts): what is kept, whiteouts in
+// Unpacking image layers (lib/store/layer.ts): what is kept, whiteouts in
 // overlayfs form, compression, digests, and the archives that are refused.
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
@@ -7,8 +7,8 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { gzipSync, zstdCompressSync } from "node:zlib";
-import { entryBytes, entryParts, sniff, unpackLayer, walkTar } from "../lib/layer.ts";
-import { parsePaxRecords, PaxReader } from "../lib/pax.ts";
+import { entryBytes, entryParts, sniff, unpackLayer, walkTar } from "../lib/store/layer.ts";
+import { parsePaxRecords, PaxReader } from "../lib/store/pax.ts";
 import { makeTar, paxRecords, T0, type E } from "./tar.ts";
 
 const skip = process.getuid?.() !== 0 ? "needs root (owners, device nodes, trusted.* xattrs)" : undefined;
@@ -409,7 +409,7 @@ describe("unpacking a layer", { skip }, () => {
   });
 });
 
-describe("pax records as bytes (lib/pax.ts)", () => {
+describe("pax records as bytes (lib/store/pax.ts)", () => {
   test("records: LEN KEY=VALUE, values as bytes (newlines, '=' and bytes that are not UTF-8 in them)", () => {
     const r = parsePaxRecords(paxRecords({ path: latin1("caf\xe9"), "SCHILY.xattr.user.x": latin1("a=b\nc\xff\x00"), empty: "" }));
     assert.deepEqual([...r.keys()], ["path", "SCHILY.xattr.user.x", "empty"]);

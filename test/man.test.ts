@@ -4,8 +4,8 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { test } from "node:test";
-import { mincManPage } from "../lib/man.ts";
-import { MINC_OPTIONS } from "../lib/minc-options.ts";
+import { mincManPage } from "../docs/man.ts";
+import { MINC_OPTIONS } from "../lib/boot/minc-options.ts";
 import { REPO, hasTool } from "./helpers.ts";
 
 const hasMan = hasTool("man");

@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { dirname } from "node:path";
-import { WAITER_SCRIPTS } from "../lib/libexec.ts";
+import { WAITER_SCRIPTS } from "../lib/core/libexec.ts";
 import { PATIENCE, REPO, cannotBoot, hasTool, rootfs, settled, start } from "./helpers.ts";
 
 const USER = "mincs-nopriv";

@@ -5,8 +5,8 @@ import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { constants } from "node:os";
 import { after, before, describe, test } from "node:test";
-import { readElf } from "../lib/elf.ts";
-import { tracedPaths } from "../lib/strace.ts";
+import { readElf } from "../lib/polecat/elf.ts";
+import { tracedPaths } from "../lib/polecat/strace.ts";
 import { PATIENCE, REPO, bounded, cannotBoot, cleanEnv, freePort, hasTool, leftovers, rootfs, settled, sleep, waitFor } from "./helpers.ts";
 
 const POLECAT = `${REPO}/bin/polecat`;

@@ -1,9 +1,9 @@
-// The MINC_* settings table (lib/settings.ts) against the code: needs no root.
+// The MINC_* settings table (lib/core/settings.ts) against the code: needs no root.
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { describe, test } from "node:test";
-import { MINC_OPTIONS, optionFor, optionsFor } from "../lib/minc-options.ts";
-import { BOOT_SETTINGS, LIMIT_SETTINGS, SETTING_NAMES, SETTINGS, isSettingName, readSettings, settingsEnv } from "../lib/settings.ts";
+import { MINC_OPTIONS, optionFor, optionsFor } from "../lib/boot/minc-options.ts";
+import { BOOT_SETTINGS, LIMIT_SETTINGS, SETTING_NAMES, SETTINGS, isSettingName, readSettings, settingsEnv } from "../lib/core/settings.ts";
 import { REPO } from "./helpers.ts";
 
 /** Names that look like settings but are not: the option table's own. */

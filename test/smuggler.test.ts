@@ -9,8 +9,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSy
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gunzipSync, zstdDecompressSync } from "node:zlib";
-import { formatReference, parseReference } from "../lib/reference.ts";
-import { Progress, dockerConfigCredentials, parseArch, parseChallenges, parseManifest, pickPlatform, schemesFor, type Descriptor } from "../lib/registry.ts";
+import { formatReference, parseReference } from "../lib/store/reference.ts";
+import { Progress, dockerConfigCredentials, parseArch, parseChallenges, parseManifest, pickPlatform, schemesFor, type Descriptor } from "../lib/store/registry.ts";
 import { REPO, hasTool, waitFor } from "./helpers.ts";
 import {
   DOCKER_LIST, DOCKER_MANIFEST, OCI_MANIFEST, buildImage, buildIndex, cannotRunRegistry, freePort, push, scratch, sha256, startFront,

@@ -3,13 +3,13 @@ import assert from "node:assert/strict";
 import { chmodSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { describe, test } from "node:test";
-import { parseMincArgs } from "../lib/minc-options.ts";
-import { resolveInRoot } from "../lib/paths.ts";
-import { userOf } from "../lib/rootfs.ts";
-import { printfLines } from "../lib/run.ts";
-import { quote, quoteAll } from "../lib/trace.ts";
-import { treeDigest } from "../lib/tree.ts";
-import { VERSION } from "../lib/version.ts";
+import { parseMincArgs } from "../lib/boot/minc-options.ts";
+import { resolveInRoot } from "../lib/boot/paths.ts";
+import { userOf } from "../lib/boot/rootfs.ts";
+import { printfLines } from "../lib/core/run.ts";
+import { quote, quoteAll } from "../lib/core/trace.ts";
+import { treeDigest } from "../lib/store/tree.ts";
+import { VERSION } from "../lib/core/version.ts";
 import { REPO } from "./helpers.ts";
 
 describe("option parsing", () => {

@@ -1,4 +1,4 @@
-// The working directory's layout has one owner, lib/workdir.ts: the sh of
+// The working directory's layout has one owner, lib/boot/workdir.ts: the sh of
 // the waiter, its guard and watcher names the same files (through the
 // variables minc-waiter-common.sh sets in one place), and no other
 // TypeScript spells a name of the table onto a directory. No container, no
@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { describe, test } from "node:test";
-import { WAITER_SCRIPTS } from "../lib/libexec.ts";
-import { fixedPart, fstabOf, SH_VARIABLES, WORKDIR, workdirPaths, type WorkdirEntry } from "../lib/workdir.ts";
+import { WAITER_SCRIPTS } from "../lib/core/libexec.ts";
+import { fixedPart, fstabOf, SH_VARIABLES, WORKDIR, workdirPaths, type WorkdirEntry } from "../lib/boot/workdir.ts";
 import { REPO } from "./helpers.ts";
 
 const ENTRIES = Object.entries(WORKDIR) as [string, WorkdirEntry][];
@@ -32,7 +32,7 @@ function code(text: string): string[] {
   return text.split("\n").map((l) => l.replace(/(^|\s)#.*$/, "")).filter((l) => l.trim() !== "");
 }
 
-describe("the working directory's layout (lib/workdir.ts)", () => {
+describe("the working directory's layout (lib/boot/workdir.ts)", () => {
   test("the table: one entry a name, each says who writes it, who reads it, when it goes", () => {
     const names = ENTRIES.map(([, e]) => e.name);
     assert.deepEqual(names, [...new Set(names)], "a name twice");
@@ -82,11 +82,11 @@ describe("the working directory's layout (lib/workdir.ts)", () => {
   test("no other TypeScript joins a name of the table onto a directory", () => {
     const names = ENTRIES.map(([, e]) => fixedPart(e.name).replace(/[.]/g, "\\.") + (fixedPart(e.name) !== e.name ? "" : "(?![\\w.-])")).join("|");
     const join = new RegExp(`\\$\\{([^{}]*)\\}/(${names})`, "g");
-    // An image's layer directory in the store (lib/farm.ts's layout) has a
+    // An image's layer directory in the store (lib/store/farm.ts's layout) has a
     // root, a storage and a baseid too: not a working directory.
     const layerDirs: Record<string, string[]> = {
-      "lib/archive.ts": ["dir", "b.dir", "blob.dir"],
-      "lib/farm.ts": ["this.imageDir(id)", "this.imageDir(cur)", "this.imageDir(l)", "this.imageDir(i)", "l.dir", "target"],
+      "lib/store/archive.ts": ["dir", "b.dir", "blob.dir"],
+      "lib/store/farm.ts": ["this.imageDir(id)", "this.imageDir(cur)", "this.imageDir(l)", "this.imageDir(i)", "l.dir", "target"],
       "libexec/minc-farm.ts": ["store.imageDir(id)", "stage"],
       "libexec/minc-smuggler.ts": ["dir"],
     };
@@ -94,7 +94,7 @@ describe("the working directory's layout (lib/workdir.ts)", () => {
     for (const top of ["bin", "lib", "libexec", "docs"]) {
       for (const f of readdirSync(`${REPO}/${top}`).filter((f) => f.endsWith(".ts"))) {
         const file = `${top}/${f}`;
-        if (file === "lib/workdir.ts") continue;
+        if (file === "lib/boot/workdir.ts") continue;
         source(file).split("\n").forEach((line, i) => {
           for (const m of line.matchAll(join)) {
             const [, expr, name] = m;
@@ -104,6 +104,6 @@ describe("the working directory's layout (lib/workdir.ts)", () => {
         });
       }
     }
-    assert.deepEqual(found, [], "use workdirPaths(dir) of lib/workdir.ts");
+    assert.deepEqual(found, [], "use workdirPaths(dir) of lib/boot/workdir.ts");
   });
 });

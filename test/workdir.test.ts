@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
-import { vethName } from "../lib/dens.ts";
+import { vethName } from "../lib/net/dens.ts";
 import { MINC, REPO, allLeftovers, cages, cannotBoot, cleanEnv, ended, hasTool, minc, rootfs, runtimeDirs, settled, waitFor } from "./helpers.ts";
 
 const skip = cannotBoot();

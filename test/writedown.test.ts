@@ -1,4 +1,4 @@
-// The boot minc-core writes down ahead (lib/bootscript.ts): sh runs it as
+// The boot minc-core writes down ahead (lib/boot/bootscript.ts): sh runs it as
 // PID 1, and the container is the one minc-core makes when it boots inside.
 import assert from "node:assert/strict";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
