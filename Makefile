@@ -49,7 +49,7 @@ NODE_MAJOR := 24
 # --cross is tested with Debian's arm64 busybox, run by qemu-user through binfmt_misc.
 FOREIGN_ARCH := arm64
 
-.PHONY: all build deps test-deps typecheck lint-sh test install uninstall clean bench docs man completion
+.PHONY: all build deps test-deps typecheck lint lint-sh test install uninstall clean bench docs man completion
 
 all: build man completion
 
@@ -122,13 +122,18 @@ typecheck: node_modules/.package-lock.json
 SH_FILES := install.sh .ci/run $(wildcard libexec/*.sh) \
   $(wildcard bench/*.sh samples/scripts/*.sh samples/ftrace/*.sh samples/polecat/* lib/*/*.sh docs/*.bash test/*.sh) \
   docs/mincs.bash
+# The formatter and linter of the TypeScript (Biome: biome.jsonc; `npx biome
+# check --write .` fixes what it can), and shellcheck of the sh.
+lint: lint-sh node_modules/.package-lock.json
+	npx biome check .
+
 lint-sh: completion
 	@command -v shellcheck >/dev/null || { echo "needs shellcheck (make test-deps)" >&2; exit 1; }
 	shellcheck $(SH_FILES)
 
 # Each test file looks only at what it made (test/helpers.ts), so files run
 # side by side; test/run.ts prints each file's time and a closing count.
-test: build man completion typecheck lint-sh
+test: build man completion typecheck lint
 	node test/run.ts $(TESTS)
 
 bench: build

@@ -5,8 +5,12 @@ import { chmodSync, readdirSync, readFileSync } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
 
 const entries = [
-  ...readdirSync("bin").filter((f) => f.endsWith(".ts")).map((f) => `bin/${f}`),
-  ...readdirSync("libexec").filter((f) => f.endsWith(".ts")).map((f) => `libexec/${f}`),
+  ...readdirSync("bin")
+    .filter((f) => f.endsWith(".ts"))
+    .map((f) => `bin/${f}`),
+  ...readdirSync("libexec")
+    .filter((f) => f.endsWith(".ts"))
+    .map((f) => `libexec/${f}`),
 ];
 
 // yargs asks for import.meta.url, which a CommonJS bundle has not got; only
@@ -29,7 +33,11 @@ const lazyHelpLayout = {
   setup(b) {
     b.onResolve({ filter: LAZY }, async (args) => {
       if (!/[\\/]yargs[\\/]lib[\\/]platform-shims[\\/]/.test(args.importer) || args.pluginData?.real) return undefined;
-      const real = await b.resolve(args.path, { resolveDir: args.resolveDir, kind: args.kind, pluginData: { real: true } });
+      const real = await b.resolve(args.path, {
+        resolveDir: args.resolveDir,
+        kind: args.kind,
+        pluginData: { real: true },
+      });
       if (real.errors.length) return { errors: real.errors };
       return { path: real.path, namespace: "lazy", pluginData: { real: real.path } };
     });
@@ -51,22 +59,24 @@ const started = (entry) => ({
   loader: "ts",
 });
 
-await Promise.all(entries.map(async (entry) => {
-  const outfile = entry.replace(/\.ts$/, "");
-  await build({
-    ...(entry.startsWith("libexec/") ? { stdin: started(entry) } : { entryPoints: [entry] }),
-    outfile,
-    bundle: true,
-    platform: "node",
-    target: "node24",
-    // CommonJS: an extensionless file installed under /usr/local/bin has no
-    // package.json beside it to say it is an ES module.
-    format: "cjs",
-    ...(usesYargs(entry) ? yargsFix : { banner: { js: "#!/usr/bin/env node" } }),
-    legalComments: "none",
-    plugins: [lazyHelpLayout],
-    logLevel: "warning",
-  });
-  chmodSync(outfile, 0o755);
-}));
+await Promise.all(
+  entries.map(async (entry) => {
+    const outfile = entry.replace(/\.ts$/, "");
+    await build({
+      ...(entry.startsWith("libexec/") ? { stdin: started(entry) } : { entryPoints: [entry] }),
+      outfile,
+      bundle: true,
+      platform: "node",
+      target: "node24",
+      // CommonJS: an extensionless file installed under /usr/local/bin has no
+      // package.json beside it to say it is an ES module.
+      format: "cjs",
+      ...(usesYargs(entry) ? yargsFix : { banner: { js: "#!/usr/bin/env node" } }),
+      legalComments: "none",
+      plugins: [lazyHelpLayout],
+      logLevel: "warning",
+    });
+    chmodSync(outfile, 0o755);
+  }),
+);
 console.log(`built ${entries.length} entrypoints`);

@@ -40,8 +40,11 @@ function median(xs: number[]): number {
 }
 
 function report(name: string, ours: number[], base: number[], baseName: string, label = "ours"): void {
-  const o = median(ours), b = median(base);
-  console.log(`${name.padEnd(22)} ${label} ${o.toFixed(0).padStart(6)} ms   ${baseName} ${b.toFixed(0).padStart(6)} ms   ratio ${(o / b).toFixed(2)}x`);
+  const o = median(ours),
+    b = median(base);
+  console.log(
+    `${name.padEnd(22)} ${label} ${o.toFixed(0).padStart(6)} ms   ${baseName} ${b.toFixed(0).padStart(6)} ms   ratio ${(o / b).toFixed(2)}x`,
+  );
 }
 
 /** Files of random (incompressible) data: the worst case for every tool alike. */
@@ -55,13 +58,19 @@ function randomFiles(count: number, size: number): Record<string, Buffer> {
 const NODE_CP = `require("node:child_process").spawnSync("cp", ["-a", process.argv[1], process.argv[2]])`;
 
 function benchImport(work: string): void {
-  const rootfs = spawnSync(`${REPO}/samples/scripts/busybox-rootfs.sh`, [`${REPO}/test/.cache/rootfs`], { encoding: "utf8" }).stdout.trim();
+  const rootfs = spawnSync(`${REPO}/samples/scripts/busybox-rootfs.sh`, [`${REPO}/test/.cache/rootfs`], {
+    encoding: "utf8",
+  }).stdout.trim();
   const src = `${work}/rootfs`;
   cpSync(rootfs, src, { recursive: true, verbatimSymlinks: true });
   mkdirSync(`${src}/data`);
   for (const [name, data] of Object.entries(randomFiles(50, 4 * MB))) writeFileSync(`${src}/${name}`, data);
   const shellMarten = process.env.MINCS_SHELL_DIR ? `${process.env.MINCS_SHELL_DIR}/marten` : undefined;
-  const ours: number[] = [], cp: number[] = [], shell: number[] = [], nodeCp: number[] = [], digest: number[] = [];
+  const ours: number[] = [],
+    cp: number[] = [],
+    shell: number[] = [],
+    nodeCp: number[] = [],
+    digest: number[] = [];
   // Each starts with no dirty page of the one before (sync, untimed): the time of a
   // 200 MB copy on ext4 otherwise varies from one to four times with the writeback.
   const intoStore = (marten: string, times: number[]): void => {
@@ -100,19 +109,22 @@ async function benchPull(work: string): Promise<void> {
   buildImage(layout, "big", { layers });
   const ref = `${registry.host}/library/big:big`;
   await push(layout, "big", ref);
-  const ours: number[] = [], base: number[] = [];
+  const ours: number[] = [],
+    base: number[] = [];
   for (let i = 0; i < runs; i++) {
     const store = mkdtempSync(`${work}/store-`);
     ours.push(timed(() => sh([`${REPO}/bin/marten`, "pull", ref], { ...process.env, MINCS_DIR: store })));
     rmSync(store, { recursive: true });
     const dir = `${work}/skopeo`;
-    base.push(timed(() => {
-      sh(["skopeo", "copy", "--quiet", "--src-tls-verify=false", `docker://${ref}`, `dir:${dir}`]);
-      const manifest = JSON.parse(readFileSync(`${dir}/manifest.json`, "utf8")) as { layers: { digest: string }[] };
-      const root = `${work}/unpacked`;
-      mkdirSync(root);
-      for (const l of manifest.layers) sh(["tar", "-xzf", `${dir}/${l.digest.slice(7)}`, "-C", root]);
-    }));
+    base.push(
+      timed(() => {
+        sh(["skopeo", "copy", "--quiet", "--src-tls-verify=false", `docker://${ref}`, `dir:${dir}`]);
+        const manifest = JSON.parse(readFileSync(`${dir}/manifest.json`, "utf8")) as { layers: { digest: string }[] };
+        const root = `${work}/unpacked`;
+        mkdirSync(root);
+        for (const l of manifest.layers) sh(["tar", "-xzf", `${dir}/${l.digest.slice(7)}`, "-C", root]);
+      }),
+    );
     rmSync(dir, { recursive: true });
     rmSync(`${work}/unpacked`, { recursive: true });
   }

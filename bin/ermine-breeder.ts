@@ -30,11 +30,35 @@
 // DESTDIR, WORKDIR, DLDIR, KERNEL_PACKAGE, BUSYBOX_PACKAGE, JOBS,
 // CROSS_COMPILE (the toolchain prefix for a kernel of another arch), ARCH.
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { cpus } from "node:os";
 import { basename, resolve } from "node:path";
 import yargs from "yargs";
-import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_MODULES, GUEST_NET_MODULES, guestInit, hostGuestArch, initramfsOf, kernelOf, plugGuest, type GuestArch } from "../lib/ermine/ermine.ts";
+import {
+  bootGuest,
+  checkGuest,
+  ermineDir,
+  guestArch,
+  GUEST_MODULES,
+  GUEST_NET_MODULES,
+  guestInit,
+  hostGuestArch,
+  initramfsOf,
+  kernelOf,
+  plugGuest,
+  type GuestArch,
+} from "../lib/ermine/ermine.ts";
 import { MincError, start, usageError } from "../lib/core/fail.ts";
 import { libexecDir } from "../lib/core/libexec.ts";
 import { capture, copyFile, mkdirs, run, runInThisNode } from "../lib/core/run.ts";
@@ -93,11 +117,24 @@ function topDir(): string {
 
 function defaults(arch: string | undefined): Config {
   return {
-    LINUX_URL: "", LINUX_BRANCH: "master", BUSYBOX_URL: "", KCONFIG: "", FORCE_KCONFIG: "",
-    BUILD_MOD: "no", BUILD_NET: "no", INCREMENTAL: "no", CHECK_WARN: "no", LLVM_OPT: "",
-    DESTDIR: ermineDir(), WORKDIR: DEFAULT_WORKDIR, DLDIR: `${DEFAULT_WORKDIR}/download`,
-    KERNEL_PACKAGE: "linux-image-amd64", BUSYBOX_PACKAGE: "busybox-static",
-    JOBS: String(cpus().length), CROSS_COMPILE: "", ARCH: arch ?? "",
+    LINUX_URL: "",
+    LINUX_BRANCH: "master",
+    BUSYBOX_URL: "",
+    KCONFIG: "",
+    FORCE_KCONFIG: "",
+    BUILD_MOD: "no",
+    BUILD_NET: "no",
+    INCREMENTAL: "no",
+    CHECK_WARN: "no",
+    LLVM_OPT: "",
+    DESTDIR: ermineDir(),
+    WORKDIR: DEFAULT_WORKDIR,
+    DLDIR: `${DEFAULT_WORKDIR}/download`,
+    KERNEL_PACKAGE: "linux-image-amd64",
+    BUSYBOX_PACKAGE: "busybox-static",
+    JOBS: String(cpus().length),
+    CROSS_COMPILE: "",
+    ARCH: arch ?? "",
   };
 }
 
@@ -154,14 +191,20 @@ function readConfig(given: string[], arch: string | undefined): Settings {
   const fallback = `${topDir()}/ermine.config`;
   if (given.length === 0 && existsSync(fallback)) files = [fallback];
   const start = defaults(arch);
-  const env: Record<string, string> = { ...(start as unknown as Record<string, string>), TOPDIR: topDir(), LIBEXEC: libexecDir() };
+  const env: Record<string, string> = {
+    ...(start as unknown as Record<string, string>),
+    TOPDIR: topDir(),
+    LIBEXEC: libexecDir(),
+  };
   for (const key of UNUSED_KEYS) env[key] = "";
   const keys = [...Object.keys(start), ...UNUSED_KEYS];
   const hooks = new Set<Hook>();
   if (files.length > 0) {
     shown(files.map((f) => `. ${quote(f)}`).join("; "));
-    const r = spawnSync("/bin/sh", ["-c", SOURCE_CONFIGS + printBack(keys), progname(), ...files],
-      { env: { ...process.env, ...env }, stdio: ["ignore", "inherit", "inherit", "pipe"] });
+    const r = spawnSync("/bin/sh", ["-c", SOURCE_CONFIGS + printBack(keys), progname(), ...files], {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "inherit", "inherit", "pipe"],
+    });
     if (r.error) throw new MincError(`cannot run /bin/sh: ${r.error.message}`);
     const names = files.map((f) => basename(f)).join(", ");
     if (r.status !== 0) throw usageError(`--config ${names}: sourcing it failed (sh exit ${r.status ?? r.signal})`);
@@ -182,7 +225,10 @@ function readConfig(given: string[], arch: string | undefined): Settings {
     if (!config[key]) throw usageError(`${key} is empty`);
   }
   const unused = UNUSED_KEYS.filter((k) => env[k]);
-  if (unused.length) notice(`${unused.join(", ")}: not used: the guest runs the host's capsh, ip and iptables through its share, and um's kernel is Debian's or LINUX_URL's`);
+  if (unused.length)
+    notice(
+      `${unused.join(", ")}: not used: the guest runs the host's capsh, ip and iptables through its share, and um's kernel is Debian's or LINUX_URL's`,
+    );
   return { config, files, hooks, env };
 }
 
@@ -203,7 +249,9 @@ function notice(message: string): void {
 function runHook(s: Settings, hook: Hook, dir: string, vars: Record<string, string>): void {
   if (!s.hooks.has(hook)) return;
   step(`The config's ${hook}, as MINCS ran it: in ${dir}, with OUTDIR=${vars.OUTDIR}`);
-  shown(`(cd ${quote(dir)} && ${s.files.map((f) => `. ${quote(f)}`).join(" && ")} && ${hook}${hook === "user_configure_kernel" ? ' "$OUTDIR"' : ""})`);
+  shown(
+    `(cd ${quote(dir)} && ${s.files.map((f) => `. ${quote(f)}`).join(" && ")} && ${hook}${hook === "user_configure_kernel" ? ' "$OUTDIR"' : ""})`,
+  );
   const script = `${SOURCE_CONFIGS}cd "$__ermine_dir"
 case $__ermine_hook in
   user_configure_kernel) user_configure_kernel "$OUTDIR" ;;
@@ -222,7 +270,8 @@ esac
 function runIn(dir: string, argv: string[]): void {
   shown(`(cd ${quote(dir)} && ${quoteAll(argv)})`);
   const r = spawnSync(argv[0], argv.slice(1), { cwd: dir, stdio: ["ignore", "inherit", "inherit"] });
-  if (r.error || r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} in ${dir} (${r.error?.message ?? `exit ${r.status}`})`);
+  if (r.error || r.status !== 0)
+    throw new MincError(`failed: ${quoteAll(argv)} in ${dir} (${r.error?.message ?? `exit ${r.status}`})`);
 }
 
 function fresh(dir: string): string {
@@ -246,7 +295,8 @@ function realKernelPackage(name: string): string {
 /** The .deb of a package in the download dir, fetched with apt-get download unless already there. */
 function debOf(config: Config, pkg: string): string {
   mkdirs(config.DLDIR);
-  const find = () => readdirSync(config.DLDIR).find((f) => f.startsWith(`${pkg.replace(/:.*/, "")}_`) && f.endsWith(".deb"));
+  const find = () =>
+    readdirSync(config.DLDIR).find((f) => f.startsWith(`${pkg.replace(/:.*/, "")}_`) && f.endsWith(".deb"));
   let deb = find();
   if (!deb) {
     step(`Download ${pkg} (apt-get download; run apt-get update if it is unknown)`);
@@ -279,7 +329,8 @@ function kernelFromPackage(config: Config, work: string, kernel: string): void {
 
 function umKernelFromPackage(kernel: string): void {
   step("User-mode Linux's kernel is Debian's /usr/bin/linux.uml (hostfs and initrd built in)");
-  if (!existsSync("/usr/bin/linux.uml")) throw new MincError("/usr/bin/linux.uml: missing (apt-get install user-mode-linux)");
+  if (!existsSync("/usr/bin/linux.uml"))
+    throw new MincError("/usr/bin/linux.uml: missing (apt-get install user-mode-linux)");
   copyFile("/usr/bin/linux.uml", kernel);
   chmodSync(kernel, 0o755);
 }
@@ -294,7 +345,9 @@ function modulesFromPackage(config: Config, work: string, rootfs: string): void 
   // (clean removed the unpacked package, and the kernel was kept: unpack it again for the modules.)
   if (!existsSync(tree)) tree = `${unpackKernelPackage(config, work)}/lib/modules`;
   if (!existsSync(tree)) return;
-  step("Copy the modules that reach a 9p share and the network card over virtio (the guest's init loads them in this order)");
+  step(
+    "Copy the modules that reach a 9p share and the network card over virtio (the guest's init loads them in this order)",
+  );
   const files = readdirSync(tree, { recursive: true }) as string[];
   mkdirs(`${rootfs}/lib/modules`);
   for (const name of [...GUEST_MODULES, ...GUEST_NET_MODULES]) {
@@ -322,24 +375,109 @@ function busyboxFromPackage(config: Config, work: string, rootfs: string): void 
 // ---- Source mode ----------------------------------------------------------
 
 /** The kernel options a container needs, as MINCS set them on top of defconfig. */
-const KCONFIG_BASE = ["NET", "NET_CORE", "NETDEVICES", "TTY", "INET", "BINFMT_ELF", "BINFMT_SCRIPT", "BLK_DEV_INITRD", "DEVTMPFS", "TMPFS", "UNIX"];
-const KCONFIG_MINC = ["OVERLAY_FS", "NAMESPACES", "UTS_NS", "IPC_NS", "USER_NS", "PID_NS", "NET_NS",
-  "CGROUPS", "EVENTFD", "CGROUP_DEVICE", "CPUSETS", "CGROUP_CPUACCT", "PAGE_COUNTER", "MEMCG",
-  "CGROUP_PERF", "CGROUP_SCHED", "CGROUP_HUGETLB", "FAIR_GROUP_SCHED", "CGROUP_PIDS", "CGROUP_FREEZER",
-  "CFS_BANDWIDTH", "BLK_CGROUP", "EXPORTFS"];
+const KCONFIG_BASE = [
+  "NET",
+  "NET_CORE",
+  "NETDEVICES",
+  "TTY",
+  "INET",
+  "BINFMT_ELF",
+  "BINFMT_SCRIPT",
+  "BLK_DEV_INITRD",
+  "DEVTMPFS",
+  "TMPFS",
+  "UNIX",
+];
+const KCONFIG_MINC = [
+  "OVERLAY_FS",
+  "NAMESPACES",
+  "UTS_NS",
+  "IPC_NS",
+  "USER_NS",
+  "PID_NS",
+  "NET_NS",
+  "CGROUPS",
+  "EVENTFD",
+  "CGROUP_DEVICE",
+  "CPUSETS",
+  "CGROUP_CPUACCT",
+  "PAGE_COUNTER",
+  "MEMCG",
+  "CGROUP_PERF",
+  "CGROUP_SCHED",
+  "CGROUP_HUGETLB",
+  "FAIR_GROUP_SCHED",
+  "CGROUP_PIDS",
+  "CGROUP_FREEZER",
+  "CFS_BANDWIDTH",
+  "BLK_CGROUP",
+  "EXPORTFS",
+];
 /** BUILD_NET=yes: what containers with a network of their own need inside the guest (veth, bridge, NAT). */
-const KCONFIG_NET = ["VETH", "IPV6", "BRIDGE", "NETFILTER", "NETFILTER_ADVANCED", "NETFILTER_XTABLES", "NETFILTER_INGRESS",
-  "NETFILTER_NETLINK", "BRIDGE_NF_EBTABLES", "IP_NF_NAT", "IP_NF_IPTABLES", "IP_NF_FILTER", "IP_NF_TARGET_REDIRECT",
-  "IP_NF_TARGET_MASQUERADE", "NF_NAT", "NF_CONNTRACK", "NF_TABLES", "NFT_NAT", "NFT_MASQ", "NFT_REDIR",
-  "NETFILTER_XT_CONNMARK", "NETFILTER_XT_NAT", "NETFILTER_XT_MATCH_CONNTRACK", "NETFILTER_XT_MATCH_ADDRTYPE",
-  "NETFILTER_XT_MATCH_STATE", "NETFILTER_XT_MATCH_COMMENT"];
-const KCONFIG_UM = ["HOSTFS", "PTY_CHAN", "NULL_CHAN", "TTY_CHAN", "BINFMT_MISC", "BLOCK", "BLK_DEV", "UML_NET", "UML_NET_TUNTAP"];
-const KCONFIG_VIRTIO = ["VIRTUALIZATION", "HYPERVISOR_GUEST", "PARAVIRT", "KVM_GUEST", "PCI", "PCI_MSI", "VIRTIO",
-  "VIRTIO_PCI", "VIRTIO_CONSOLE", "VIRTIO_NET", "NETWORK_FILESYSTEMS", "NET_9P", "NET_9P_VIRTIO", "9P_FS", "9P_FS_POSIX_ACL",
-  "PCI_HOST_GENERIC", "HW_RANDOM", "HW_RANDOM_VIRTIO"];
+const KCONFIG_NET = [
+  "VETH",
+  "IPV6",
+  "BRIDGE",
+  "NETFILTER",
+  "NETFILTER_ADVANCED",
+  "NETFILTER_XTABLES",
+  "NETFILTER_INGRESS",
+  "NETFILTER_NETLINK",
+  "BRIDGE_NF_EBTABLES",
+  "IP_NF_NAT",
+  "IP_NF_IPTABLES",
+  "IP_NF_FILTER",
+  "IP_NF_TARGET_REDIRECT",
+  "IP_NF_TARGET_MASQUERADE",
+  "NF_NAT",
+  "NF_CONNTRACK",
+  "NF_TABLES",
+  "NFT_NAT",
+  "NFT_MASQ",
+  "NFT_REDIR",
+  "NETFILTER_XT_CONNMARK",
+  "NETFILTER_XT_NAT",
+  "NETFILTER_XT_MATCH_CONNTRACK",
+  "NETFILTER_XT_MATCH_ADDRTYPE",
+  "NETFILTER_XT_MATCH_STATE",
+  "NETFILTER_XT_MATCH_COMMENT",
+];
+const KCONFIG_UM = [
+  "HOSTFS",
+  "PTY_CHAN",
+  "NULL_CHAN",
+  "TTY_CHAN",
+  "BINFMT_MISC",
+  "BLOCK",
+  "BLK_DEV",
+  "UML_NET",
+  "UML_NET_TUNTAP",
+];
+const KCONFIG_VIRTIO = [
+  "VIRTUALIZATION",
+  "HYPERVISOR_GUEST",
+  "PARAVIRT",
+  "KVM_GUEST",
+  "PCI",
+  "PCI_MSI",
+  "VIRTIO",
+  "VIRTIO_PCI",
+  "VIRTIO_CONSOLE",
+  "VIRTIO_NET",
+  "NETWORK_FILESYSTEMS",
+  "NET_9P",
+  "NET_9P_VIRTIO",
+  "9P_FS",
+  "9P_FS_POSIX_ACL",
+  "PCI_HOST_GENERIC",
+  "HW_RANDOM",
+  "HW_RANDOM_VIRTIO",
+];
 const KCONFIG_SERIAL: Record<string, string[]> = {
-  x86_64: ["SERIAL_8250", "SERIAL_8250_CONSOLE"], i386: ["SERIAL_8250", "SERIAL_8250_CONSOLE"],
-  arm: ["ARM_AMBA", "SERIAL_AMBA_PL011", "SERIAL_AMBA_PL011_CONSOLE"], arm64: ["ARM_AMBA", "SERIAL_AMBA_PL011", "SERIAL_AMBA_PL011_CONSOLE"],
+  x86_64: ["SERIAL_8250", "SERIAL_8250_CONSOLE"],
+  i386: ["SERIAL_8250", "SERIAL_8250_CONSOLE"],
+  arm: ["ARM_AMBA", "SERIAL_AMBA_PL011", "SERIAL_AMBA_PL011_CONSOLE"],
+  arm64: ["ARM_AMBA", "SERIAL_AMBA_PL011", "SERIAL_AMBA_PL011_CONSOLE"],
 };
 
 /** The kernel's directory under arch/ for an ermine arch. */
@@ -390,13 +528,15 @@ function isDir(path: string): boolean {
 
 /** Set CONFIG_KEY=value in a .config, replacing what was there. */
 function setKconfig(dotconfig: string, settings: Map<string, string>): void {
-  const keep = readFileSync(dotconfig, "utf8").split("\n").filter((l) => {
-    const key = /^(?:# )?CONFIG_([A-Za-z0-9_]+)[= ]/.exec(l)?.[1];
-    return !key || !settings.has(key);
-  });
+  const keep = readFileSync(dotconfig, "utf8")
+    .split("\n")
+    .filter((l) => {
+      const key = /^(?:# )?CONFIG_([A-Za-z0-9_]+)[= ]/.exec(l)?.[1];
+      return !key || !settings.has(key);
+    });
   const added = [...settings].map(([k, v]) => `CONFIG_${k}=${v}`);
   shown(`# set in ${dotconfig}: ${added.join(" ")}`);
-  writeFileSync(dotconfig, [...keep, ...added].join("\n") + "\n");
+  writeFileSync(dotconfig, `${[...keep, ...added].join("\n")}\n`);
 }
 
 function kconfigFragment(file: string): Map<string, string> {
@@ -410,8 +550,15 @@ function kconfigFragment(file: string): Map<string, string> {
 
 /** The kernel's make, for the tree src built in out: ARCH, the cross toolchain and LLVM_OPT's words. */
 function kernelMake(config: Config, guest: GuestArch, src: string, out: string): string[] {
-  return ["make", "-C", src, `O=${out}`, `ARCH=${guest.arch}`, ...(config.CROSS_COMPILE ? [`CROSS_COMPILE=${config.CROSS_COMPILE}`] : []),
-    ...config.LLVM_OPT.split(/\s+/).filter((w) => w)];
+  return [
+    "make",
+    "-C",
+    src,
+    `O=${out}`,
+    `ARCH=${guest.arch}`,
+    ...(config.CROSS_COMPILE ? [`CROSS_COMPILE=${config.CROSS_COMPILE}`] : []),
+    ...config.LLVM_OPT.split(/\s+/).filter((w) => w),
+  ];
 }
 
 function kernelSource(config: Config, work: string): string {
@@ -420,23 +567,42 @@ function kernelSource(config: Config, work: string): string {
 
 function kernelFromSource(s: Settings, guest: GuestArch, work: string, kernel: string): void {
   const config = s.config;
-  needTool("make", "make"); needTool("gcc", "gcc"); needTool("flex", "flex"); needTool("bison", "bison"); needTool("bc", "bc");
+  needTool("make", "make");
+  needTool("gcc", "gcc");
+  needTool("flex", "flex");
+  needTool("bison", "bison");
+  needTool("bc", "bc");
   step(`Build the kernel from ${config.LINUX_URL}`);
   const src = kernelSource(config, work);
   const out = `${work}/linux-build`;
   mkdirs(out);
   const make = kernelMake(config, guest, src, out);
   if (config.FORCE_KCONFIG) {
-    step(`FORCE_KCONFIG: ${config.FORCE_KCONFIG} is the .config${yes(config.BUILD_MOD) ? "" : " (modules off: =m made =n, BUILD_MOD is not yes)"}`);
+    step(
+      `FORCE_KCONFIG: ${config.FORCE_KCONFIG} is the .config${yes(config.BUILD_MOD) ? "" : " (modules off: =m made =n, BUILD_MOD is not yes)"}`,
+    );
     const text = readFileSync(config.FORCE_KCONFIG, "utf8");
     shown(`cp ${quote(config.FORCE_KCONFIG)} ${quote(`${out}/.config`)}`);
     writeFileSync(`${out}/.config`, yes(config.BUILD_MOD) ? text : text.replace(/=m$/gm, "=n"));
   } else {
     run([...make, "defconfig"]);
-    runHook(s, "user_configure_kernel", src, { OUTDIR: out, KERNEL_DIR: src, KBUILD_DIR: out, ARCH: guest.arch, CROSS_COMPILE: config.CROSS_COMPILE });
-    step("Add what containers need: namespaces, cgroups, overlayfs, and 9p and a network card over virtio (hostfs for um)");
-    const wanted = [...KCONFIG_BASE, ...KCONFIG_MINC, ...(yes(config.BUILD_NET) ? KCONFIG_NET : []),
-      ...(guest.arch === "um" ? KCONFIG_UM : KCONFIG_VIRTIO), ...(KCONFIG_SERIAL[guest.arch] ?? [])];
+    runHook(s, "user_configure_kernel", src, {
+      OUTDIR: out,
+      KERNEL_DIR: src,
+      KBUILD_DIR: out,
+      ARCH: guest.arch,
+      CROSS_COMPILE: config.CROSS_COMPILE,
+    });
+    step(
+      "Add what containers need: namespaces, cgroups, overlayfs, and 9p and a network card over virtio (hostfs for um)",
+    );
+    const wanted = [
+      ...KCONFIG_BASE,
+      ...KCONFIG_MINC,
+      ...(yes(config.BUILD_NET) ? KCONFIG_NET : []),
+      ...(guest.arch === "um" ? KCONFIG_UM : KCONFIG_VIRTIO),
+      ...(KCONFIG_SERIAL[guest.arch] ?? []),
+    ];
     const settings = new Map(wanted.map((k) => [k, "y"]));
     settings.set("DEFAULT_HOSTNAME", '"ermine"');
     if (guest.arch === "um") settings.set("BLK_DEV_UBD", "n");
@@ -444,8 +610,15 @@ function kernelFromSource(s: Settings, guest: GuestArch, work: string, kernel: s
     setKconfig(`${out}/.config`, settings);
   }
   run([...make, "olddefconfig"]);
-  const image = guest.arch === "um" ? "vmlinux" : guest.arch === "arm64" ? "Image.gz" : guest.arch === "arm" ? "zImage" : "bzImage";
-  run([...make, `-j${config.JOBS}`, image, ...(yes(config.BUILD_MOD) ? ["modules"] : []), ...(yes(config.CHECK_WARN) ? ["W=1"] : [])]);
+  const image =
+    guest.arch === "um" ? "vmlinux" : guest.arch === "arm64" ? "Image.gz" : guest.arch === "arm" ? "zImage" : "bzImage";
+  run([
+    ...make,
+    `-j${config.JOBS}`,
+    image,
+    ...(yes(config.BUILD_MOD) ? ["modules"] : []),
+    ...(yes(config.CHECK_WARN) ? ["W=1"] : []),
+  ]);
   const built = guest.arch === "um" ? `${out}/vmlinux` : `${out}/arch/${kbuildArch(guest.arch)}/boot/${image}`;
   copyFile(built, kernel);
   if (guest.arch === "um") run(["strip", kernel]);
@@ -454,7 +627,11 @@ function kernelFromSource(s: Settings, guest: GuestArch, work: string, kernel: s
 /** BUILD_MOD=yes: the source build's modules go into the initramfs, as MINCS's modules_install did. */
 function modulesFromSource(config: Config, guest: GuestArch, work: string, rootfs: string): void {
   step("BUILD_MOD=yes: install the kernel's modules into the initramfs");
-  run([...kernelMake(config, guest, kernelSource(config, work), `${work}/linux-build`), "modules_install", `INSTALL_MOD_PATH=${rootfs}`]);
+  run([
+    ...kernelMake(config, guest, kernelSource(config, work), `${work}/linux-build`),
+    "modules_install",
+    `INSTALL_MOD_PATH=${rootfs}`,
+  ]);
 }
 
 function busyboxFromSource(s: Settings, work: string, rootfs: string): void {
@@ -496,13 +673,19 @@ function pack(rootfs: string, initramfs: string): void {
 
 // ---- Commands ---------------------------------------------------------------
 
-interface BuildFlags { rebuild: boolean; repack: boolean; rebuildKernel: boolean }
+interface BuildFlags {
+  rebuild: boolean;
+  repack: boolean;
+  rebuildKernel: boolean;
+}
 
 /** --arch: one arch, or all: each this build can make (the host's and um; another needs LINUX_URL and its own CROSS_COMPILE). */
 function archesOf(given: string | undefined, config: Config): GuestArch[] {
   const name = given ?? (config.ARCH || hostGuestArch());
   if (name !== "all") return [guestArch(name)];
-  notice(`--arch all: ${hostGuestArch()} and um (another arch needs a source build of its own: LINUX_URL and CROSS_COMPILE, with --arch ARCH)`);
+  notice(
+    `--arch all: ${hostGuestArch()} and um (another arch needs a source build of its own: LINUX_URL and CROSS_COMPILE, with --arch ARCH)`,
+  );
   return [guestArch(hostGuestArch()), guestArch("um")];
 }
 
@@ -511,13 +694,30 @@ function packageModeNotices(s: Settings, fromSource: boolean): void {
   const c = s.config;
   const start = defaults(undefined);
   if (!fromSource) {
-    const unused = (["FORCE_KCONFIG", "BUILD_MOD", "BUILD_NET", "INCREMENTAL", "CHECK_WARN", "LLVM_OPT", "LINUX_BRANCH", "KCONFIG"] as const)
-      .filter((k) => c[k] !== start[k]).map((k) => `${k}=${c[k]}`);
+    const unused = (
+      [
+        "FORCE_KCONFIG",
+        "BUILD_MOD",
+        "BUILD_NET",
+        "INCREMENTAL",
+        "CHECK_WARN",
+        "LLVM_OPT",
+        "LINUX_BRANCH",
+        "KCONFIG",
+      ] as const
+    )
+      .filter((k) => c[k] !== start[k])
+      .map((k) => `${k}=${c[k]}`);
     if (s.hooks.has("user_configure_kernel")) unused.push("user_configure_kernel");
-    if (unused.length) notice(`not used: ${unused.join(", ")}: they configure a kernel built from source (LINUX_URL); this one is Debian's ${c.KERNEL_PACKAGE}`);
+    if (unused.length)
+      notice(
+        `not used: ${unused.join(", ")}: they configure a kernel built from source (LINUX_URL); this one is Debian's ${c.KERNEL_PACKAGE}`,
+      );
   }
   if (!c.BUSYBOX_URL && s.hooks.has("user_configure_busybox")) {
-    notice(`not used: user_configure_busybox: it configures a busybox built from source (BUSYBOX_URL); this one is Debian's ${c.BUSYBOX_PACKAGE}`);
+    notice(
+      `not used: user_configure_busybox: it configures a busybox built from source (BUSYBOX_URL); this one is Debian's ${c.BUSYBOX_PACKAGE}`,
+    );
   }
 }
 
@@ -526,7 +726,9 @@ function build(s: Settings, arches: GuestArch[], flags: BuildFlags): number {
   const fromSource = config.LINUX_URL !== "";
   for (const guest of arches) {
     if (guest.arch !== "um" && !fromSource && guest.arch !== hostGuestArch()) {
-      throw usageError(`--arch ${guest.arch}: the package mode builds for this host (${hostGuestArch()}) and um; set LINUX_URL in a --config for a source build`);
+      throw usageError(
+        `--arch ${guest.arch}: the package mode builds for this host (${hostGuestArch()}) and um; set LINUX_URL in a --config for a source build`,
+      );
     }
   }
   packageModeNotices(s, fromSource);
@@ -548,8 +750,14 @@ function buildOne(s: Settings, guest: GuestArch, flags: BuildFlags): void {
     for (const p of [work, kernel, initramfs]) rmSync(p, { recursive: true, force: true });
   }
   if (flags.rebuildKernel) {
-    step(`--rebuild-kernel: make the kernel again${modulesInside ? ", and the initramfs, which holds its modules" : ""}`);
-    const stale = [kernel, ...(modulesInside ? [initramfs] : []), ...(fromSource && !yes(config.INCREMENTAL) ? [`${work}/linux-build`] : [])];
+    step(
+      `--rebuild-kernel: make the kernel again${modulesInside ? ", and the initramfs, which holds its modules" : ""}`,
+    );
+    const stale = [
+      kernel,
+      ...(modulesInside ? [initramfs] : []),
+      ...(fromSource && !yes(config.INCREMENTAL) ? [`${work}/linux-build`] : []),
+    ];
     for (const p of stale) {
       shown(`rm -rf ${quote(p)}`);
       rmSync(p, { recursive: true, force: true });
@@ -611,7 +819,8 @@ function distclean(config: Config): number {
   removeAll(config.DLDIR);
   const dest = config.DESTDIR;
   if (existsSync(dest)) {
-    for (const f of readdirSync(dest).filter((f) => /^(vmlinuz|initramfs)\.[a-z0-9_]+(\.tmp)?$/.test(f))) removeAll(`${dest}/${f}`);
+    for (const f of readdirSync(dest).filter((f) => /^(vmlinuz|initramfs)\.[a-z0-9_]+(\.tmp)?$/.test(f)))
+      removeAll(`${dest}/${f}`);
     if (readdirSync(dest).length === 0) {
       shown(`rmdir ${quote(dest)}`);
       rmdirSync(dest);
@@ -624,11 +833,19 @@ function distclean(config: Config): number {
 function selfbuild(s: Settings, dir: string | undefined): void {
   if (dir !== undefined && !isDir(dir)) throw usageError(`selfbuild ${dir}: no such directory`);
   const fromSource = s.config.LINUX_URL !== "";
-  notice(`selfbuild builds here, as build does: ${fromSource ? "a source build uses this host's toolchain" : "Debian's packages need no toolchain"}` +
-    ` (ermine-breeder runs on Node.js, which a new debootstrapped root has not)${dir !== undefined ? `; ${dir} is not used` : ""}`);
+  notice(
+    `selfbuild builds here, as build does: ${fromSource ? "a source build uses this host's toolchain" : "Debian's packages need no toolchain"}` +
+      ` (ermine-breeder runs on Node.js, which a new debootstrapped root has not)${dir !== undefined ? `; ${dir} is not used` : ""}`,
+  );
 }
 
-interface TestrunOptions { work?: string; timeout: number; net: boolean; cmdline?: string; qemuOptions: string[] }
+interface TestrunOptions {
+  work?: string;
+  timeout: number;
+  net: boolean;
+  cmdline?: string;
+  qemuOptions: string[];
+}
 
 /** Boot the kernel and initramfs with DIR shared; the guest runs DIR/run.sh (or offers a console). */
 async function testrun(guest: GuestArch, config: Config, o: TestrunOptions): Promise<number> {
@@ -644,7 +861,12 @@ async function testrun(guest: GuestArch, config: Config, o: TestrunOptions): Pro
   const plugged = o.net ? plugGuest(`ermine-testrun-${process.pid}`) : undefined;
   try {
     return await bootGuest(guest, config.DESTDIR, {
-      share, timeoutSeconds: o.timeout, ownPidNamespace: true, cmdline, net: plugged?.net, qemuOptions: o.qemuOptions,
+      share,
+      timeoutSeconds: o.timeout,
+      ownPidNamespace: true,
+      cmdline,
+      net: plugged?.net,
+      qemuOptions: o.qemuOptions,
     });
   } finally {
     plugged?.unplug();
@@ -679,47 +901,100 @@ start(() => {
   let testing: Promise<number> | undefined; // (testrun is the one command that works asynchronously)
   const [args, qemuOptions] = splitQemuOptions(process.argv.slice(2));
   // (The global options, in every command's arguments.)
-  const configOf = (a: Record<string, unknown>) => readConfig((a.config as string[] | undefined) ?? [], a.arch as string | undefined);
+  const configOf = (a: Record<string, unknown>) =>
+    readConfig((a.config as string[] | undefined) ?? [], a.arch as string | undefined);
   const archOf = (a: Record<string, unknown>) => a.arch as string | undefined;
-  const buildOptions = <T>(y: import("yargs").Argv<T>) => y
-    .option("rebuild", { type: "boolean", describe: "Start over: remove the work dir and the outputs" })
-    .option("repack", { type: "boolean", describe: "Pack the initramfs again" })
-    .option("rebuild-kernel", { type: "boolean", describe: "Make the kernel again (and the initramfs when it holds the kernel's modules)" });
-  const flagsOf = (a: { rebuild?: boolean; repack?: boolean; "rebuild-kernel"?: boolean }): BuildFlags =>
-    ({ rebuild: !!a.rebuild, repack: !!a.repack, rebuildKernel: !!a["rebuild-kernel"] });
-  const parser = yargs(args).scriptName("ermine-breeder").version(VERSION).strict()
-    .usage("ermine-breeder - build the kernel and initramfs for minc --qemu and --um\nUsage: ermine-breeder [command] [options]")
-    .option("arch", { type: "string", describe: "x86_64 (default: the host's), um, all (both), or another arch with LINUX_URL" })
-    .option("config", { alias: "c", type: "string", array: true, describe: "A config file (shell, sourced); repeatable, later wins" })
+  const buildOptions = <T>(y: import("yargs").Argv<T>) =>
+    y
+      .option("rebuild", { type: "boolean", describe: "Start over: remove the work dir and the outputs" })
+      .option("repack", { type: "boolean", describe: "Pack the initramfs again" })
+      .option("rebuild-kernel", {
+        type: "boolean",
+        describe: "Make the kernel again (and the initramfs when it holds the kernel's modules)",
+      });
+  const flagsOf = (a: { rebuild?: boolean; repack?: boolean; "rebuild-kernel"?: boolean }): BuildFlags => ({
+    rebuild: !!a.rebuild,
+    repack: !!a.repack,
+    rebuildKernel: !!a["rebuild-kernel"],
+  });
+  const parser = yargs(args)
+    .scriptName("ermine-breeder")
+    .version(VERSION)
+    .strict()
+    .usage(
+      "ermine-breeder - build the kernel and initramfs for minc --qemu and --um\nUsage: ermine-breeder [command] [options]",
+    )
+    .option("arch", {
+      type: "string",
+      describe: "x86_64 (default: the host's), um, all (both), or another arch with LINUX_URL",
+    })
+    .option("config", {
+      alias: "c",
+      type: "string",
+      array: true,
+      describe: "A config file (shell, sourced); repeatable, later wins",
+    })
     .option("debug", { type: "boolean", describe: "Show every step as shell lines" })
-    .middleware((a) => { if (a.debug) process.env.MINC_DEBUG = "1"; })
-    .alias("h", "help").fail((msg, err) => { throw usageError(err?.message ?? msg); })
-    .command(["build", "$0"], "Build vmlinuz.ARCH and initramfs.ARCH, from packages or from LINUX_URL (the default command)", buildOptions,
+    .middleware((a) => {
+      if (a.debug) process.env.MINC_DEBUG = "1";
+    })
+    .alias("h", "help")
+    .fail((msg, err) => {
+      throw usageError(err?.message ?? msg);
+    })
+    .command(
+      ["build", "$0"],
+      "Build vmlinuz.ARCH and initramfs.ARCH, from packages or from LINUX_URL (the default command)",
+      buildOptions,
       (a) => {
         const s = configOf(a);
         status = build(s, archesOf(archOf(a), s.config), flagsOf(a));
-      })
-    .command("selfbuild [dir]", "MINCS's build in a new root: the same as build here (DIR is not used)", (y) => buildOptions(y)
-      .positional("dir", { type: "string", describe: "MINCS's root to build in (not used)" }),
-    (a) => {
-      const s = configOf(a);
-      selfbuild(s, a.dir);
-      status = build(s, archesOf(archOf(a), s.config), flagsOf(a));
+      },
+    )
+    .command(
+      "selfbuild [dir]",
+      "MINCS's build in a new root: the same as build here (DIR is not used)",
+      (y) => buildOptions(y).positional("dir", { type: "string", describe: "MINCS's root to build in (not used)" }),
+      (a) => {
+        const s = configOf(a);
+        selfbuild(s, a.dir);
+        status = build(s, archesOf(archOf(a), s.config), flagsOf(a));
+      },
+    )
+    .command(
+      "testrun",
+      "Boot them with DIR shared; the guest runs DIR/run.sh; its exit status is ours (QEMU OPTIONS at the end go to qemu)",
+      (y) =>
+        y
+          .option("work", { type: "string", describe: "The shared directory (default WORKDIR/testrun)" })
+          .option("net", {
+            type: "boolean",
+            describe: "A network card on the dens network (minc-dens: a leased address, NAT)",
+          })
+          .option("cmdline", { type: "string", describe: "More words for the guest kernel's command line" })
+          .option("timeout", { type: "number", default: 0, describe: "Kill the guest after SECONDS (0: never)" }),
+      (a) => {
+        const s = configOf(a);
+        const arch = archOf(a) ?? (s.config.ARCH || hostGuestArch());
+        if (arch === "all") throw usageError("--arch all: testrun boots one arch");
+        testing = testrun(guestArch(arch), s.config, {
+          work: a.work,
+          timeout: a.timeout,
+          net: !!a.net,
+          cmdline: a.cmdline,
+          qemuOptions,
+        });
+      },
+    )
+    .command("clean", "Remove the work dir (the downloads stay)", {}, (a) => {
+      status = clean(configOf(a).config);
     })
-    .command("testrun", "Boot them with DIR shared; the guest runs DIR/run.sh; its exit status is ours (QEMU OPTIONS at the end go to qemu)", (y) => y
-      .option("work", { type: "string", describe: "The shared directory (default WORKDIR/testrun)" })
-      .option("net", { type: "boolean", describe: "A network card on the dens network (minc-dens: a leased address, NAT)" })
-      .option("cmdline", { type: "string", describe: "More words for the guest kernel's command line" })
-      .option("timeout", { type: "number", default: 0, describe: "Kill the guest after SECONDS (0: never)" }),
-    (a) => {
-      const s = configOf(a);
-      const arch = archOf(a) ?? (s.config.ARCH || hostGuestArch());
-      if (arch === "all") throw usageError("--arch all: testrun boots one arch");
-      testing = testrun(guestArch(arch), s.config, { work: a.work, timeout: a.timeout, net: !!a.net, cmdline: a.cmdline, qemuOptions });
+    .command("distclean", "Remove the work dir, the downloads, and the kernels and initramfses built", {}, (a) => {
+      status = distclean(configOf(a).config);
     })
-    .command("clean", "Remove the work dir (the downloads stay)", {}, (a) => { status = clean(configOf(a).config); })
-    .command("distclean", "Remove the work dir, the downloads, and the kernels and initramfses built", {}, (a) => { status = distclean(configOf(a).config); })
-    .command("help", "Show this message", {}, () => { parser.showHelp("log"); });
+    .command("help", "Show this message", {}, () => {
+      parser.showHelp("log");
+    });
   parser.parseSync();
   return testing ?? status;
 });

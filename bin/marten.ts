@@ -26,9 +26,17 @@ runInThisNode({ "minc-farm": mincFarm });
 type Env = SettingsEnv;
 
 /** A backend's command line, its environment (ours plus env), and how the trace shows it (with shownEnv). */
-function backendCall(name: string, args: string[], env: Env, shownEnv: Env = env): { argv: string[]; full: NodeJS.ProcessEnv; line: string } {
+function backendCall(
+  name: string,
+  args: string[],
+  env: Env,
+  shownEnv: Env = env,
+): { argv: string[]; full: NodeJS.ProcessEnv; line: string } {
   const argv = [backend(name), ...args];
-  const vars = Object.entries(shownEnv).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${quote(v!)} `).join("");
+  const vars = Object.entries(shownEnv)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${quote(v!)} `)
+    .join("");
   const full: NodeJS.ProcessEnv = { ...process.env };
   for (const [k, v] of Object.entries(env)) if (v !== undefined) full[k] = v;
   return { argv, full, line: `${vars}${quoteAll(argv)}` };
@@ -39,7 +47,13 @@ function backendCall(name: string, args: string[], env: Env, shownEnv: Env = env
  * own error). It runs asynchronously, so that a signal that interrupts marten
  * reaches it too and marten cleans up once it has ended (lib/core/interrupt.ts).
  */
-function runBackend(name: string, args: string[], env: Env = {}, shownEnv: Env = env, stdoutToStderr = false): Promise<number> {
+function runBackend(
+  name: string,
+  args: string[],
+  env: Env = {},
+  shownEnv: Env = env,
+  stdoutToStderr = false,
+): Promise<number> {
   const { argv, full, line } = backendCall(name, args, env, shownEnv);
   shown(line);
   return runStoppable(argv, { stdio: ["inherit", stdoutToStderr ? 2 : 1, 2], env: full });
@@ -84,7 +98,8 @@ interface PullOptions {
  */
 async function pull(ref: string, o: PullOptions): Promise<number> {
   let name: string;
-  if (o.name === undefined) name = checkReference(ref); // (which parses REF)
+  if (o.name === undefined)
+    name = checkReference(ref); // (which parses REF)
   else {
     parseReference(ref);
     name = checkName(o.name, "--name");
@@ -106,13 +121,23 @@ async function pull(ref: string, o: PullOptions): Promise<number> {
     step(`Download ${ref} into ${layout} as an OCI image layout`);
     // Layers the store has already (by their ChainIDs) are not downloaded again.
     // Each layer is unpacked as soon as it is here, while the others download; the import takes those.
-    const env: Env = { MINC_ARCH: o.arch, MINC_PULL_INSECURE: o.insecure ? "1" : undefined, MINC_PULL_USER: o.user, MINC_PULL_HAVE: store.images, MINC_PULL_UNPACK: "1" };
+    const env: Env = {
+      MINC_ARCH: o.arch,
+      MINC_PULL_INSECURE: o.insecure ? "1" : undefined,
+      MINC_PULL_USER: o.user,
+      MINC_PULL_HAVE: store.images,
+      MINC_PULL_UNPACK: "1",
+    };
     const masked: Env = { ...env, MINC_PULL_USER: o.user?.replace(/:.*$/, ":***") };
     // What it prints (the manifest's digest) goes to stderr: marten pull prints the image's id.
     const s = await runBackend("minc-smuggler", [ref, layout], env, masked, true);
     if (s !== 0) return s;
     step(`Import it as ${name}`);
-    return await runBackend("minc-farm", ["import", layout], { MINC_IMPORT_NAME: o.name, MINC_ARCH: o.arch, MINC_IMPORT_UNPACKED: "1" });
+    return await runBackend("minc-farm", ["import", layout], {
+      MINC_IMPORT_NAME: o.name,
+      MINC_ARCH: o.arch,
+      MINC_IMPORT_UNPACKED: "1",
+    });
   } finally {
     removeTree(stage);
   }
@@ -133,34 +158,82 @@ start(() => {
     .version(VERSION)
     .strict()
     .parserConfiguration({ "parse-numbers": false, "parse-positional-numbers": false })
-    .usage("marten - manager of image archives and temporary containers\nUsage: marten [--debug] <command> [arguments...]")
+    .usage(
+      "marten - manager of image archives and temporary containers\nUsage: marten [--debug] <command> [arguments...]",
+    )
     .option("debug", { type: "boolean", describe: "Show each step and command on stderr" })
     .middleware((a) => {
       if (a.debug) process.env.MINC_DEBUG = "1";
     })
-    .command(["lc", "list"], "List containers", (y) => y.option("long", { alias: "l", type: "boolean", describe: "Show long ids" }),
-      (a) => { status = list("lc", a.long); })
-    .command(["li", "images"], "List images", (y) => y.option("long", { alias: "l", type: "boolean", describe: "Show long ids" }),
-      (a) => { status = list("li", a.long); })
-    .command("rm <id>", "Remove a container", {}, (a) => { status = farm(["rm", str(a.id)]); })
-    .command("rmi <id>", "Remove an image", {}, (a) => { status = farm(["rmi", str(a.id)]); })
-    .command("import <path>", "Import a directory, a docker save archive or an OCI image layout (tar or directory)",
-      (y) => y.option("name", { type: "string", describe: "Name the image" })
-        .option("arch", { type: "string", describe: "Platform to take from a multi-platform image (default: the host's)" }),
-      (a) => { status = importCmd(str(a.path), opt(a.name), opt(a.arch)); })
-    .command("pull <image>", "Pull [REGISTRY/]NAME[:TAG|@DIGEST] from a registry (Docker Hub by default)",
-      (y) => y.option("arch", { type: "string", describe: "Platform to pull (default: the host's)" })
-        .option("insecure", { type: "boolean", describe: "Allow plain HTTP to the registry" })
-        .option("user", { type: "string", describe: "USER:PASSWORD for the registry" })
-        .option("name", { type: "string", describe: "Name the image (default: NAME[:TAG])" }),
-      (a) => { pulled = pull(str(a.image), { arch: opt(a.arch), insecure: a.insecure as boolean | undefined, user: opt(a.user), name: opt(a.name) }); })
-    .command("commit <id>", "Commit a container's changes to a new image", {}, (a) => { status = farm(["commit", str(a.id)]); })
-    .command("rename <id> <name>", "Rename a container", {}, (a) => { status = rename("rename", str(a.id), str(a.name)); })
-    .command("renamei <id> <name>", "Rename an image", {}, (a) => { status = rename("renamei", str(a.id), str(a.name)); })
-    .command("tag <id> <name>", "Name an image (as renamei)", {}, (a) => { status = rename("renamei", str(a.id), str(a.name)); })
+    .command(
+      ["lc", "list"],
+      "List containers",
+      (y) => y.option("long", { alias: "l", type: "boolean", describe: "Show long ids" }),
+      (a) => {
+        status = list("lc", a.long);
+      },
+    )
+    .command(
+      ["li", "images"],
+      "List images",
+      (y) => y.option("long", { alias: "l", type: "boolean", describe: "Show long ids" }),
+      (a) => {
+        status = list("li", a.long);
+      },
+    )
+    .command("rm <id>", "Remove a container", {}, (a) => {
+      status = farm(["rm", str(a.id)]);
+    })
+    .command("rmi <id>", "Remove an image", {}, (a) => {
+      status = farm(["rmi", str(a.id)]);
+    })
+    .command(
+      "import <path>",
+      "Import a directory, a docker save archive or an OCI image layout (tar or directory)",
+      (y) =>
+        y.option("name", { type: "string", describe: "Name the image" }).option("arch", {
+          type: "string",
+          describe: "Platform to take from a multi-platform image (default: the host's)",
+        }),
+      (a) => {
+        status = importCmd(str(a.path), opt(a.name), opt(a.arch));
+      },
+    )
+    .command(
+      "pull <image>",
+      "Pull [REGISTRY/]NAME[:TAG|@DIGEST] from a registry (Docker Hub by default)",
+      (y) =>
+        y
+          .option("arch", { type: "string", describe: "Platform to pull (default: the host's)" })
+          .option("insecure", { type: "boolean", describe: "Allow plain HTTP to the registry" })
+          .option("user", { type: "string", describe: "USER:PASSWORD for the registry" })
+          .option("name", { type: "string", describe: "Name the image (default: NAME[:TAG])" }),
+      (a) => {
+        pulled = pull(str(a.image), {
+          arch: opt(a.arch),
+          insecure: a.insecure as boolean | undefined,
+          user: opt(a.user),
+          name: opt(a.name),
+        });
+      },
+    )
+    .command("commit <id>", "Commit a container's changes to a new image", {}, (a) => {
+      status = farm(["commit", str(a.id)]);
+    })
+    .command("rename <id> <name>", "Rename a container", {}, (a) => {
+      status = rename("rename", str(a.id), str(a.name));
+    })
+    .command("renamei <id> <name>", "Rename an image", {}, (a) => {
+      status = rename("renamei", str(a.id), str(a.name));
+    })
+    .command("tag <id> <name>", "Name an image (as renamei)", {}, (a) => {
+      status = rename("renamei", str(a.id), str(a.name));
+    })
     .demandCommand(1, "marten needs a command (see marten --help)")
     .alias("h", "help")
-    .fail((msg, err) => { throw err instanceof MincError || err instanceof HandedOver ? err : usageError(err?.message ?? msg); })
+    .fail((msg, err) => {
+      throw err instanceof MincError || err instanceof HandedOver ? err : usageError(err?.message ?? msg);
+    })
     .parseSync();
   return pulled ?? status;
 });

@@ -20,7 +20,15 @@ import { CROSS_ARCHES, MINC_OPTIONS, mincUsage, parseMincArgs, type ParsedArgs }
 import { exec, findInPath, makeTempDir, removeFile, runInThisNode } from "../lib/core/run.ts";
 import { farm, isStoreName } from "../lib/store/store.ts";
 import { shellOf } from "../lib/boot/rootfs.ts";
-import { BOOT_SETTINGS, LIMIT_SETTINGS, readSettings, settingsEnv, type BootSettings, type Settings, type SettingsEnv } from "../lib/core/settings.ts";
+import {
+  BOOT_SETTINGS,
+  LIMIT_SETTINGS,
+  readSettings,
+  settingsEnv,
+  type BootSettings,
+  type Settings,
+  type SettingsEnv,
+} from "../lib/core/settings.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/core/trace.ts";
 import { subordinateIds, unprivilegedOverlay } from "../lib/boot/userns.ts";
 import { VERSION } from "../lib/core/version.ts";
@@ -53,7 +61,8 @@ function has(args: ParsedArgs, name: string): boolean {
 
 function rootdirOf(args: ParsedArgs): string {
   const nopriv = one(args, "nopriv");
-  if (nopriv !== undefined && has(args, "rootdir")) throw usageError("--nopriv DIR names the rootdir: give -r or --nopriv, not both");
+  if (nopriv !== undefined && has(args, "rootdir"))
+    throw usageError("--nopriv DIR names the rootdir: give -r or --nopriv, not both");
   const given = nopriv ?? one(args, "rootdir");
   if (given === undefined) return "/";
   if (nopriv === undefined && isStoreName(given)) return given; // an image: resolved by minc-farm in phase 1
@@ -73,7 +82,8 @@ function bindsOf(args: ParsedArgs): string[] {
     if (!inside.startsWith("/")) throw usageError(`bind target ${inside}: must be an absolute path`);
     if (/\s/.test(abs + inside)) throw usageError(`bind ${spec}: paths with blanks are not supported`);
     // (not docker's HOST:PATH:ro, which would bind read-write at "PATH:ro")
-    if (inside.includes(":")) throw usageError(`bind ${spec}: one ":" between HOSTPATH and PATH (no options; binds are read-write)`);
+    if (inside.includes(":"))
+      throw usageError(`bind ${spec}: one ":" between HOSTPATH and PATH (no options; binds are read-write)`);
     return `${abs}:${inside}`;
   });
 }
@@ -102,7 +112,8 @@ function checked(value: string, pattern: RegExp, what: string): string {
  */
 function workingDirOf(given: string): string {
   const dir = existingDir("tempdir", given);
-  if (/[,\\]/.test(dir)) throw usageError(`tempdir ${dir}: a path with ',' or '\\' cannot hold an overlay's upper layer`);
+  if (/[,\\]/.test(dir))
+    throw usageError(`tempdir ${dir}: a path with ',' or '\\' cannot hold an overlay's upper layer`);
   try {
     accessSync(dir, constants.W_OK);
   } catch (e) {
@@ -139,7 +150,12 @@ function cpusIn(list: string): number[] {
 const CHECKS: Record<string, (given: string) => string> = {
   cpu: cpuMaskOf,
   name: (given) => checked(given, /^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/, "--name (a hostname)"),
-  nocaps: (given) => checked(given, /^(cap_[a-z_]+|\d+)(,(cap_[a-z_]+|\d+))*$/i, "--nocaps (capabilities like cap_net_raw,cap_sys_admin)"),
+  nocaps: (given) =>
+    checked(
+      given,
+      /^(cap_[a-z_]+|\d+)(,(cap_[a-z_]+|\d+))*$/i,
+      "--nocaps (capabilities like cap_net_raw,cap_sys_admin)",
+    ),
   user: (given) => checked(given, /^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$/, "--user UID[:GID]"),
   ftrace: ftraceScript,
 };
@@ -194,13 +210,18 @@ function planFrom(args: ParsedArgs): Plan {
   setCrossArch(args, settings);
   setVirtualMachine(args, settings);
   return {
-    settings, command, image, container, userGiven: has(args, "user"),
+    settings,
+    command,
+    image,
+    container,
+    userGiven: has(args, "user"),
     keep: has(args, "keep") || tempdir !== undefined || image !== undefined,
     tempdirGiven: tempdir !== undefined,
   };
 }
 
-const SSHFS_URL = /^sshfs:\/\/(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::(\d{1,5}))?(\/[^\s:,'"\\]*)?$/;
+const SSHFS_URL =
+  /^sshfs:\/\/(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::(\d{1,5}))?(\/[^\s:,'"\\]*)?$/;
 
 /**
  * -r sshfs://[USER@]HOST[:PORT]/PATH: the rootdir lives on another machine.
@@ -216,7 +237,10 @@ function setRemoteRootdir(settings: BootSettings, caller: Settings): void {
   }
   if (!findInPath("sshfs")) throw usageError(`rootdir ${url}: there is no sshfs command (apt-get install sshfs)`);
   const options = caller.MINC_SSHFS_OPTS;
-  if (options && !/^[A-Za-z0-9_=,./@-]+$/.test(options)) throw usageError(`MINC_SSHFS_OPTS ${JSON.stringify(options)}: sshfs -o options like IdentityFile=/path,Compression=yes`);
+  if (options && !/^[A-Za-z0-9_=,./@-]+$/.test(options))
+    throw usageError(
+      `MINC_SSHFS_OPTS ${JSON.stringify(options)}: sshfs -o options like IdentityFile=/path,Compression=yes`,
+    );
   settings.MINC_SSHFS_HOST = m[1] ? `${m[1]}@${m[2]}` : m[2];
   settings.MINC_SSHFS_PORT = m[3] ?? "22";
   settings.MINC_SSHFS_PATH = m[4] || "/";
@@ -224,9 +248,16 @@ function setRemoteRootdir(settings: BootSettings, caller: Settings): void {
 
 /** What needs root: the options --nopriv cannot offer, and why. */
 const NEEDS_ROOT: Record<string, string> = {
-  ...Object.fromEntries(MINC_OPTIONS.filter((o) => LIMIT_SETTINGS.some((limit) => limit === o.setting)).map((o) => [o.long, "cgroups"])),
-  net: "a network namespace of the host", port: "a network namespace of the host",
-  ftrace: "ftrace", usedev: "the host's devices", debugfs: "debugfs", qemu: "a VM", um: "a VM",
+  ...Object.fromEntries(
+    MINC_OPTIONS.filter((o) => LIMIT_SETTINGS.some((limit) => limit === o.setting)).map((o) => [o.long, "cgroups"]),
+  ),
+  net: "a network namespace of the host",
+  port: "a network namespace of the host",
+  ftrace: "ftrace",
+  usedev: "the host's devices",
+  debugfs: "debugfs",
+  qemu: "a VM",
+  um: "a VM",
 };
 
 /**
@@ -240,18 +271,26 @@ function checkPrivilege(args: ParsedArgs, settings: BootSettings): void {
     return;
   }
   for (const [option, what] of Object.entries(NEEDS_ROOT)) {
-    if (has(args, option)) throw usageError(`--${option} needs ${what}, which an unprivileged container (--nopriv) cannot have`);
+    if (has(args, option))
+      throw usageError(`--${option} needs ${what}, which an unprivileged container (--nopriv) cannot have`);
   }
   const tempdir = one(args, "tempdir");
-  if (tempdir !== undefined && isStoreName(tempdir)) throw usageError("--nopriv cannot use the image store: give -t a directory");
+  if (tempdir !== undefined && isStoreName(tempdir))
+    throw usageError("--nopriv cannot use the image store: give -t a directory");
   if (has(args, "user") && !subordinateIds()) {
-    throw usageError("--user with --nopriv needs newuidmap/newgidmap (apt-get install uidmap) and your ranges in /etc/subuid and /etc/subgid");
+    throw usageError(
+      "--user with --nopriv needs newuidmap/newgidmap (apt-get install uidmap) and your ranges in /etc/subuid and /etc/subgid",
+    );
   }
   settings.MINC_NOPRIV = true;
   settings.MINC_OPT_PTY = true; // as MINCS set it for --nopriv (minc-core binds the terminal the same way)
   if (!unprivilegedOverlay()) {
     settings.MINC_DIRECT = true;
-    process.stderr.write("minc: this kernel (older than 5.11) has no unprivileged overlayfs: the container writes straight into " + settings.MINC_BASEDIR + "\n");
+    process.stderr.write(
+      "minc: this kernel (older than 5.11) has no unprivileged overlayfs: the container writes straight into " +
+        settings.MINC_BASEDIR +
+        "\n",
+    );
   }
 }
 
@@ -260,8 +299,10 @@ function setNetwork(args: ParsedArgs, settings: BootSettings): void {
   const ports = args.values.get("port") ?? [];
   if (!has(args, "net") && ports.length === 0) return;
   const mode = ports.length > 0 ? "dens" : one(args, "net") || "raw";
-  if (!/^(raw(,[A-Za-z0-9_.:@-]{1,15})?|dens)$/.test(mode)) throw usageError(`--net ${mode}: MODE is raw, raw,IFNAME or dens`);
-  if (ports.length > 0 && one(args, "net") && one(args, "net") !== "dens") throw usageError(`--port needs --net dens, not --net ${one(args, "net")}`);
+  if (!/^(raw(,[A-Za-z0-9_.:@-]{1,15})?|dens)$/.test(mode))
+    throw usageError(`--net ${mode}: MODE is raw, raw,IFNAME or dens`);
+  if (ports.length > 0 && one(args, "net") && one(args, "net") !== "dens")
+    throw usageError(`--port needs --net dens, not --net ${one(args, "net")}`);
   for (const p of ports) parsePortMap(p);
   settings.MINC_NETNS = `minc${process.pid}`;
   settings.MINC_NETMODE = mode;
@@ -291,11 +332,16 @@ function setCrossArch(args: ParsedArgs, settings: BootSettings): void {
   }
   const entry = `${BINFMT}/qemu-${arch}`;
   const fix = `apt-get install qemu-user-static binfmt-support && update-binfmts --enable qemu-${arch}`;
-  if (!existsSync(entry)) throw usageError(`--cross ${given}: qemu-${arch} is not registered in binfmt_misc; run: ${fix}`);
+  if (!existsSync(entry))
+    throw usageError(`--cross ${given}: qemu-${arch} is not registered in binfmt_misc; run: ${fix}`);
   const text = readFileSync(entry, "utf8");
   const interpreter = /^interpreter (\S+)$/m.exec(text)?.[1];
-  if (!/^enabled$/m.test(text) || !interpreter) throw usageError(`--cross ${given}: qemu-${arch} is disabled in binfmt_misc; run: update-binfmts --enable qemu-${arch}`);
-  if (!existsSync(interpreter)) throw usageError(`--cross ${given}: the interpreter ${interpreter} is missing; run: ${fix}`);
+  if (!/^enabled$/m.test(text) || !interpreter)
+    throw usageError(
+      `--cross ${given}: qemu-${arch} is disabled in binfmt_misc; run: update-binfmts --enable qemu-${arch}`,
+    );
+  if (!existsSync(interpreter))
+    throw usageError(`--cross ${given}: the interpreter ${interpreter} is missing; run: ${fix}`);
   settings.MINC_CROSS_QEMU = interpreter;
 }
 
@@ -308,8 +354,12 @@ function setVirtualMachine(args: ParsedArgs, settings: BootSettings): void {
   const vm = has(args, "um") ? "um" : has(args, "qemu") ? "qemu" : "";
   if (!vm) return;
   if (has(args, "qemu") && has(args, "um")) throw usageError("--qemu and --um: choose one");
-  if (settings.MINC_NETNS) throw usageError(`--${vm}: networking (--net, --port) is not supported in a virtual machine yet`);
-  if (settings.MINC_CROSS_QEMU) throw usageError(`--${vm} with --cross ${settings.MINC_ARCH}: a guest of another arch is not supported yet (it runs the host's Node.js)`);
+  if (settings.MINC_NETNS)
+    throw usageError(`--${vm}: networking (--net, --port) is not supported in a virtual machine yet`);
+  if (settings.MINC_CROSS_QEMU)
+    throw usageError(
+      `--${vm} with --cross ${settings.MINC_ARCH}: a guest of another arch is not supported yet (it runs the host's Node.js)`,
+    );
   settings.MINC_QEMU = true;
   if (vm === "um") settings.MINC_ARCH = "um";
 }
@@ -459,22 +509,34 @@ interface Guard {
 }
 
 function startGuard(lock: number | undefined): Guard {
-  step("Guard the container: should minc or its waiter die before they have cleaned up (a signal in the boot, SIGKILL), the guard runs the cleanup chain; it holds the working directory's lock meanwhile");
+  step(
+    "Guard the container: should minc or its waiter die before they have cleaned up (a signal in the boot, SIGKILL), the guard runs the cleanup chain; it holds the working directory's lock meanwhile",
+  );
   const setpriv = !!findInPath("setpriv");
   // WINCH: its default action is to ignore it, so one that came before the guard's trap is set does no harm.
   const tied = setpriv ? ["setpriv", "--pdeathsig", "WINCH"] : [];
   const head = [...tied, "/bin/sh", backend("minc-waiter.sh"), "--guard"];
   const tail = setpriv ? ["tied"] : [];
   const argv = [...head, String(process.pid), ...tail];
-  shown(`(cd / && exec ${quoteAll(head)} "$$"${tail.map((a) => ` ${quote(a)}`).join("")}) &   # (told the working dir on a pipe from minc; acts when minc, then its waiter, ends)`);
+  shown(
+    `(cd / && exec ${quoteAll(head)} "$$"${tail.map((a) => ` ${quote(a)}`).join("")}) &   # (told the working dir on a pipe from minc; acts when minc, then its waiter, ends)`,
+  );
   // In /: it may outlive minc (by a moment, or by the cleanup after a SIGKILL), and must not keep the user's directory busy.
   const claim = lock === undefined ? [] : [...Array<"ignore">(6).fill("ignore"), lock]; // (as fd 9)
-  const guard = spawn(argv[0], argv.slice(1), { detached: true, cwd: "/", stdio: ["pipe", "ignore", "inherit", ...claim] });
+  const guard = spawn(argv[0], argv.slice(1), {
+    detached: true,
+    cwd: "/",
+    stdio: ["pipe", "ignore", "inherit", ...claim],
+  });
   guard.unref();
   const tell = guard.stdin!; // ("pipe")
   return {
-    made: (template) => { tell.write(`made ${template}\n`); },
-    dir: (dir) => { tell.write(`dir ${dir}\n`); },
+    made: (template) => {
+      tell.write(`made ${template}\n`);
+    },
+    dir: (dir) => {
+      tell.write(`dir ${dir}\n`);
+    },
   };
 }
 
@@ -531,8 +593,14 @@ function neededBackends(plan: Plan): string[] {
 
 start(() => {
   const args = parseMincArgs(process.argv.slice(2));
-  if (has(args, "help")) { process.stdout.write(mincUsage()); return 0; }
-  if (has(args, "version")) { process.stdout.write(`minc (MINCS in TypeScript) ${VERSION}\n`); return 0; }
+  if (has(args, "help")) {
+    process.stdout.write(mincUsage());
+    return 0;
+  }
+  if (has(args, "version")) {
+    process.stdout.write(`minc (MINCS in TypeScript) ${VERSION}\n`);
+    return 0;
+  }
   if (has(args, "debug")) process.env.MINC_DEBUG = "1";
   const plan = planFrom(args);
 

@@ -13,7 +13,21 @@
 // them at another time, abort the build: the running stage (the container,
 // through minc-trapper; mksquashfs) gets the signal, the partial output and
 // the working directory go, and polecat ends by the signal (lib/core/interrupt.ts).
-import { chmodSync, closeSync, copyFileSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { basename, dirname, resolve } from "node:path";
@@ -26,7 +40,17 @@ import { catchInterrupts, removeOnInterrupt, runStoppable, spareGroupInterrupts 
 import { backend, frontend } from "../lib/core/libexec.ts";
 import { resolveInRoot } from "../lib/boot/paths.ts";
 import { header, RUNTIME_BACKENDS, RUNTIME_DIR } from "../lib/polecat/polecat.ts";
-import { capture, makeTempDir, mkdirs, removeFile, removeTree, run, touch, writeFile, writeFileMkdir } from "../lib/core/run.ts";
+import {
+  capture,
+  makeTempDir,
+  mkdirs,
+  removeFile,
+  removeTree,
+  run,
+  touch,
+  writeFile,
+  writeFileMkdir,
+} from "../lib/core/run.ts";
 import { settingsEnv } from "../lib/core/settings.ts";
 import { signalsDelivered } from "../lib/core/signals.ts";
 import { farm, isStoreName } from "../lib/store/store.ts";
@@ -61,23 +85,49 @@ interface BuildScript {
 }
 
 function parse(argv: string[]) {
-  return yargs(argv).scriptName("polecat").version(VERSION).strict()
+  return yargs(argv)
+    .scriptName("polecat")
+    .version(VERSION)
+    .strict()
     .parserConfiguration({ "halt-at-non-option": true })
-    .usage("polecat - make a self-executable application container\n" +
-      "Usage: polecat [options] ROOTDIR|IMAGE [COMMAND [ARG...]]\n\n" +
-      "Runs COMMAND once in a container over ROOTDIR (or an image of the store), traces the files it uses,\n" +
-      "adds the shared libraries they need, and writes them as one file: by default a sh script that boots\n" +
-      "COMMAND in a container on any host with root, sh, mount, unshare and Node.js 24 (arguments given to it\n" +
-      "are appended to COMMAND; its exit status is COMMAND's). Stop a server with Ctrl-C after its test run;\n" +
-      "TERM, HUP or an INT sent to polecat alone abort the build, and leave nothing.")
-    .option("output", { alias: "o", type: "string", describe: `Output file (default ${DEFAULT_OUTPUT}); -f tgz, sfs and squashfs add .tgz, .sfs, .squashfs to it (unless it ends so already); its directory is made if missing` })
-    .option("format", { alias: "f", type: "string", choices: FORMATS, describe: "sh (self-executable), squashfs or sfs, tgz (just the image)" })
-    .option("script", { alias: "s", type: "string", describe: "Build script: sets COMMAND, MKDIRS, RMDIRS and defines install_command, run in the container before tracing" })
-    .option("tempdir", { alias: "t", type: "string", describe: "Working directory to use and keep (its storage/ is the image)" })
+    .usage(
+      "polecat - make a self-executable application container\n" +
+        "Usage: polecat [options] ROOTDIR|IMAGE [COMMAND [ARG...]]\n\n" +
+        "Runs COMMAND once in a container over ROOTDIR (or an image of the store), traces the files it uses,\n" +
+        "adds the shared libraries they need, and writes them as one file: by default a sh script that boots\n" +
+        "COMMAND in a container on any host with root, sh, mount, unshare and Node.js 24 (arguments given to it\n" +
+        "are appended to COMMAND; its exit status is COMMAND's). Stop a server with Ctrl-C after its test run;\n" +
+        "TERM, HUP or an INT sent to polecat alone abort the build, and leave nothing.",
+    )
+    .option("output", {
+      alias: "o",
+      type: "string",
+      describe: `Output file (default ${DEFAULT_OUTPUT}); -f tgz, sfs and squashfs add .tgz, .sfs, .squashfs to it (unless it ends so already); its directory is made if missing`,
+    })
+    .option("format", {
+      alias: "f",
+      type: "string",
+      choices: FORMATS,
+      describe: "sh (self-executable), squashfs or sfs, tgz (just the image)",
+    })
+    .option("script", {
+      alias: "s",
+      type: "string",
+      describe:
+        "Build script: sets COMMAND, MKDIRS, RMDIRS and defines install_command, run in the container before tracing",
+    })
+    .option("tempdir", {
+      alias: "t",
+      type: "string",
+      describe: "Working directory to use and keep (its storage/ is the image)",
+    })
     .option("ignore-state", { type: "boolean", describe: "Pack even if the command fails while traced" })
     .option("debug", { type: "boolean", describe: "Print every step and command (the minc --debug trace)" })
-    .alias("h", "help").alias("V", "version")
-    .fail((msg, err) => { throw usageError(err?.message ?? msg); })
+    .alias("h", "help")
+    .alias("V", "version")
+    .fail((msg, err) => {
+      throw usageError(err?.message ?? msg);
+    })
     .parseSync();
 }
 
@@ -169,7 +219,9 @@ function claimOutput(output: string): string {
       return partial;
     }
   } catch (e) {
-    throw usageError(`--output ${output}: cannot write a file in ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw usageError(
+      `--output ${output}: cannot write a file in ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
 }
 
@@ -191,7 +243,11 @@ function exportSettings(plan: Plan, work: string): void {
   const dropped = Object.keys(process.env).filter((k) => k.startsWith("MINC_") && !(k in settings));
   // Shown while MINC_DEBUG, which turns the trace on, is still set.
   if (dropped.length > 0) shown(`unset ${dropped.join(" ")}`);
-  shown(`export ${Object.entries(settings).map(([k, v]) => `${k}=${quote(v)}`).join(" ")}`);
+  shown(
+    `export ${Object.entries(settings)
+      .map(([k, v]) => `${k}=${quote(v)}`)
+      .join(" ")}`,
+  );
   for (const k of dropped) delete process.env[k];
   Object.assign(process.env, settings);
 }
@@ -221,13 +277,18 @@ function removeWorkingDir(plan: Plan, work: string): void {
  */
 function readBuildScript(script: string): BuildScript {
   step(`Read COMMAND, MKDIRS and RMDIRS from the build script ${script}`);
-  const print = 'COMMAND= MKDIRS= RMDIRS=; . "$1" >&2 || exit 1; set -f; ' +
+  const print =
+    'COMMAND= MKDIRS= RMDIRS=; . "$1" >&2 || exit 1; set -f; ' +
     'command -v install_command >/dev/null 2>&1 || { echo "no install_command function in $1" >&2; exit 1; }; ' +
     'for w in $COMMAND; do printf "c%s\\0" "$w"; done; for w in $MKDIRS; do printf "m%s\\0" "$w"; done; ' +
     'for w in $RMDIRS; do printf "r%s\\0" "$w"; done';
   shown(`sh -c ${quote(print)} polecat ${quote(script)}`);
-  const r = spawnSync("/bin/sh", ["-c", print, "polecat", script], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-  if (r.status !== 0) throw usageError(`build script ${script}: ${(r.stderr || "cannot read it").trim().split("\n").pop()}`);
+  const r = spawnSync("/bin/sh", ["-c", print, "polecat", script], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  if (r.status !== 0)
+    throw usageError(`build script ${script}: ${(r.stderr || "cannot read it").trim().split("\n").pop()}`);
   const words = r.stdout.split("\0").filter((w) => w !== "");
   const of = (kind: string): string[] => words.filter((w) => w[0] === kind).map((w) => w.slice(1));
   return { command: of("c"), mkdirs: of("m"), rmdirs: of("r") };
@@ -303,7 +364,10 @@ function addRequiredFiles(upper: string): void {
 /** The sh format carries minc and its boot backends, so the target host needs only Node. */
 function packRuntime(upper: string): void {
   step(`Pack the minc runtime into the image at ${RUNTIME_DIR}`);
-  const files = [[frontend("minc"), `${upper}${RUNTIME_DIR}/bin/minc`], ...RUNTIME_BACKENDS.map((b) => [backend(b), `${upper}${RUNTIME_DIR}/libexec/${b}`])];
+  const files = [
+    [frontend("minc"), `${upper}${RUNTIME_DIR}/bin/minc`],
+    ...RUNTIME_BACKENDS.map((b) => [backend(b), `${upper}${RUNTIME_DIR}/libexec/${b}`]),
+  ];
   mkdirs(`${upper}${RUNTIME_DIR}/bin`, `${upper}${RUNTIME_DIR}/libexec`);
   for (const [from, to] of files) {
     if (!existsSync(from)) throw new MincError(`cannot pack the runtime: ${from} is missing (run make)`);
@@ -357,7 +421,7 @@ async function writeOutput(plan: Plan, command: string[], upper: string, work: s
 async function build(plan: Plan, work: string, partial: string): Promise<number> {
   exportSettings(plan, work);
   const script = plan.script ? readBuildScript(plan.script) : undefined;
-  const command = plan.command.length > 0 ? plan.command : script?.command ?? [];
+  const command = plan.command.length > 0 ? plan.command : (script?.command ?? []);
   if (command.length === 0) throw usageError(`build script ${plan.script}: COMMAND is empty`);
   if (plan.script) await installStage(plan.script, work);
   const status = await traceStage(plan, command, work);

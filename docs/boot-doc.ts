@@ -34,7 +34,9 @@ export interface BootEnv {
 
 /** The busybox rootfs of the tests, built once by samples/scripts/busybox-rootfs.sh. */
 export function bootRootfs(repo = DOC_REPO): string {
-  const r = spawnSync(`${repo}/samples/scripts/busybox-rootfs.sh`, [`${repo}/test/.cache/rootfs`], { encoding: "utf8" });
+  const r = spawnSync(`${repo}/samples/scripts/busybox-rootfs.sh`, [`${repo}/test/.cache/rootfs`], {
+    encoding: "utf8",
+  });
   if (r.status !== 0) throw new Error(`busybox rootfs failed: ${r.stderr}`);
   return resolve(repo, r.stdout.trim());
 }
@@ -59,7 +61,12 @@ export function rawTrace(run: string, e: BootEnv): string {
     spawnSync(minc, ["--net", "dens", "-r", e.rootfs, "true"], { env: mincEnv(), input: "", timeout: 60_000 });
   }
   const rootdir = opts.at(-1) === "--nopriv" ? [e.rootfs] : ["-r", e.rootfs];
-  const r = spawnSync(minc, ["--debug", ...opts, ...rootdir, "ps"], { encoding: "utf8", env: mincEnv(), input: "", timeout: 60_000 });
+  const r = spawnSync(minc, ["--debug", ...opts, ...rootdir, "ps"], {
+    encoding: "utf8",
+    env: mincEnv(),
+    input: "",
+    timeout: 60_000,
+  });
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`minc ${opts.join(" ")} failed (${r.status}):\n${r.stderr}`);
   return r.stderr;
@@ -70,7 +77,8 @@ function escapeRe(s: string): string {
 }
 
 function hostAddresses(): string[] {
-  return Object.values(networkInterfaces()).flat()
+  return Object.values(networkInterfaces())
+    .flat()
     .filter((a) => a && a.family === "IPv4" && !a.internal && !a.address.startsWith("192.168.139."))
     .map((a) => a!.address);
 }
@@ -122,7 +130,10 @@ function steps(trace: string): string[][] {
   const out: string[][] = [];
   let last = "";
   for (const line of trace.split("\n")) {
-    if (line === "" || line.startsWith("# ==== ")) { last = ""; continue; }
+    if (line === "" || line.startsWith("# ==== ")) {
+      last = "";
+      continue;
+    }
     const comment = line.startsWith("# ");
     const followUp = /^# (\(|\.\.\. )/.test(line) && last.startsWith("# ");
     if (comment && !followUp) out.push([]);
@@ -137,15 +148,24 @@ export function select(trace: string, selector: string): string {
   let m: RegExpExecArray | null;
   if ((m = /^phase-(\d)$/.exec(selector))) {
     const n = Number(m[1]);
-    return sections(trace).filter((s) => s.phase === n).flatMap((s) => s.lines).join("\n");
+    return sections(trace)
+      .filter((s) => s.phase === n)
+      .flatMap((s) => s.lines)
+      .join("\n");
   }
   if ((m = /^program-(\S+)$/.exec(selector))) {
     const name = m[1];
-    return sections(trace).filter((s) => s.program === name).flatMap((s) => s.lines).join("\n");
+    return sections(trace)
+      .filter((s) => s.program === name)
+      .flatMap((s) => s.lines)
+      .join("\n");
   }
   if ((m = /^steps=(.+)$/.exec(selector))) {
     const words = m[1].split("|");
-    return steps(trace).filter((st) => st.some((l) => l.startsWith("# ") && words.some((w) => l.includes(w)))).flat().join("\n");
+    return steps(trace)
+      .filter((st) => st.some((l) => l.startsWith("# ") && words.some((w) => l.includes(w))))
+      .flat()
+      .join("\n");
   }
   throw new Error(`unknown trace selector: ${selector}`);
 }

@@ -37,15 +37,28 @@ function optionsByCommand(top: string, byCommand: Record<string, string>): strin
 
 export function bashCompletion(h: YargsHelps): string {
   const mincOpts = MINC_OPTIONS.flatMap((o) => [`--${o.long}`, ...(o.short ? [`-${o.short}`] : [])]);
-  const withArg = MINC_OPTIONS.filter((o) => o.arg && !o.optionalArg).flatMap((o) => [`--${o.long}`, ...(o.short ? [`-${o.short}`] : [])]);
-  const optionalArg = MINC_OPTIONS.filter((o) => o.optionalArg).flatMap((o) => [`--${o.long}`, ...(o.short ? [`-${o.short}`] : [])]);
+  const withArg = MINC_OPTIONS.filter((o) => o.arg && !o.optionalArg).flatMap((o) => [
+    `--${o.long}`,
+    ...(o.short ? [`-${o.short}`] : []),
+  ]);
+  const optionalArg = MINC_OPTIONS.filter((o) => o.optionalArg).flatMap((o) => [
+    `--${o.long}`,
+    ...(o.short ? [`-${o.short}`] : []),
+  ]);
   const fill: Record<string, string> = {
     COMPLETION_CROSS_ARCHES: words(Object.keys(CROSS_ARCHES)),
     COMPLETION_ARCHES: words(ARCH_NAMES),
     COMPLETION_MINC_WITH_ARG: withArg.join("|"),
     COMPLETION_MINC_OPTIONAL_ARG: optionalArg.join("|"),
     // The options whose argument has no completion of its own (those with one have their arms).
-    COMPLETION_MINC_OTHER_ARG: withArg.filter((o) => !["-r", "--rootdir", "-t", "--tempdir", "--cross", "--arch", "-b", "--bind", "--ftrace", "--nopriv"].includes(o)).join("|"),
+    COMPLETION_MINC_OTHER_ARG: withArg
+      .filter(
+        (o) =>
+          !["-r", "--rootdir", "-t", "--tempdir", "--cross", "--arch", "-b", "--bind", "--ftrace", "--nopriv"].includes(
+            o,
+          ),
+      )
+      .join("|"),
     COMPLETION_MINC_OPTIONS: words(mincOpts),
     COMPLETION_MARTEN_OPTIONS: words(yargsOptions(h.marten)),
     COMPLETION_MARTEN_COMMANDS: words(yargsCommands(h.marten)),
@@ -57,5 +70,8 @@ export function bashCompletion(h: YargsHelps): string {
   };
   // A placeholder alone on a comment line (the case arms) stands for whole
   // lines; the others for words. One pass: what is filled in is not read again.
-  return TEMPLATE.replace(/^ *# @(COMPLETION_[A-Z_]+)@$|@(COMPLETION_[A-Z_]+)@/gm, (whole, line?: string, word?: string) => fill[line ?? word ?? ""] ?? whole);
+  return TEMPLATE.replace(
+    /^ *# @(COMPLETION_[A-Z_]+)@$|@(COMPLETION_[A-Z_]+)@/gm,
+    (whole, line?: string, word?: string) => fill[line ?? word ?? ""] ?? whole,
+  );
 }

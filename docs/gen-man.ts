@@ -17,41 +17,68 @@ writeFileSync(`${outDir}/minc.1`, mincManPage());
 const marten = help("marten");
 const subs: Record<string, string> = {};
 for (const c of yargsCommands(marten)) subs[c] = help("marten", c);
-writeFileSync(`${outDir}/marten.1`, yargsManPage("marten", marten, subs, [
-  ".SH FILES", ".TP", "\\fI${MINCS_DIR:\\-/var/lib/mincs}\\fR",
-  "The image store: images/<id>/ and containers/<id>/ (MINCS_DIR may also be set in /etc/mincs.conf).",
-  ".SH SEE ALSO", "\\fBminc\\fR(1), \\fBpolecat\\fR(1)",
-]));
-writeFileSync(`${outDir}/polecat.1`, yargsManPage("polecat", help("polecat"), {}, [
-  ".SH FILES", ".TP", "\\fI/opt/mincs\\fR",
-  "Inside the image of a self-executable file: the packed minc and the backends that boot it.",
-  ".TP", "\\fI/tmp/polecat\\-XXXXXX\\fR",
-  "polecat's working directory (storage/ is the image); a running file mounts its image on /tmp/polecat\\-run\\-XXXXXX/image.",
-  ".TP", "\\fIOUTPUT\\fR's directory, \\fI.NAME.XXXXXX.partial\\fR",
-  "The output while it is written (claimed before anything runs, renamed over the output when done; gone if the build fails).",
-  ".SH SIGNALS",
-  "A Ctrl\\-C at the terminal during the traced run (INT to the whole process group, the container too) ends the command's test run,",
-  "and what it used is packed. TERM, HUP, an INT sent to polecat alone (told apart within a second), and any of them at another stage",
-  "abort the build: the running stage gets the signal, the partial output and the working directory are removed, and polecat ends by the signal.",
-  ".SH EXAMPLES", "polecat \\-o ps.sh ROOTFS ps; ./ps.sh",
-  ".br", "polecat \\-s samples/polecat/httpd \\-o httpd.sh ROOTFS",
-  ".SH SEE ALSO", "\\fBminc\\fR(1), \\fBmarten\\fR(1), \\fBstrace\\fR(1), \\fBmksquashfs\\fR(1)",
-]));
+writeFileSync(
+  `${outDir}/marten.1`,
+  yargsManPage("marten", marten, subs, [
+    ".SH FILES",
+    ".TP",
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, shown as such in the man page
+    "\\fI${MINCS_DIR:\\-/var/lib/mincs}\\fR",
+    "The image store: images/<id>/ and containers/<id>/ (MINCS_DIR may also be set in /etc/mincs.conf).",
+    ".SH SEE ALSO",
+    "\\fBminc\\fR(1), \\fBpolecat\\fR(1)",
+  ]),
+);
+writeFileSync(
+  `${outDir}/polecat.1`,
+  yargsManPage("polecat", help("polecat"), {}, [
+    ".SH FILES",
+    ".TP",
+    "\\fI/opt/mincs\\fR",
+    "Inside the image of a self-executable file: the packed minc and the backends that boot it.",
+    ".TP",
+    "\\fI/tmp/polecat\\-XXXXXX\\fR",
+    "polecat's working directory (storage/ is the image); a running file mounts its image on /tmp/polecat\\-run\\-XXXXXX/image.",
+    ".TP",
+    "\\fIOUTPUT\\fR's directory, \\fI.NAME.XXXXXX.partial\\fR",
+    "The output while it is written (claimed before anything runs, renamed over the output when done; gone if the build fails).",
+    ".SH SIGNALS",
+    "A Ctrl\\-C at the terminal during the traced run (INT to the whole process group, the container too) ends the command's test run,",
+    "and what it used is packed. TERM, HUP, an INT sent to polecat alone (told apart within a second), and any of them at another stage",
+    "abort the build: the running stage gets the signal, the partial output and the working directory are removed, and polecat ends by the signal.",
+    ".SH EXAMPLES",
+    "polecat \\-o ps.sh ROOTFS ps; ./ps.sh",
+    ".br",
+    "polecat \\-s samples/polecat/httpd \\-o httpd.sh ROOTFS",
+    ".SH SEE ALSO",
+    "\\fBminc\\fR(1), \\fBmarten\\fR(1), \\fBstrace\\fR(1), \\fBmksquashfs\\fR(1)",
+  ]),
+);
 const breeder = help("ermine-breeder");
 const breederSubs: Record<string, string> = {};
 for (const c of yargsCommands(breeder)) breederSubs[c] = help("ermine-breeder", c);
-writeFileSync(`${outDir}/ermine-breeder.1`, yargsManPage("ermine-breeder", breeder, breederSubs, [
-  ".SH FILES", ".TP", "\\fIlibexec/ermine/vmlinuz.ARCH\\fR, \\fIlibexec/ermine/initramfs.ARCH\\fR",
-  "The kernel and initramfs minc \\-\\-qemu and \\-\\-um boot (DESTDIR in a config file moves them).",
-  ".TP", "\\fICONF_FILE\\fR of \\-\\-config, else \\fITOPDIR/ermine.config\\fR",
-  "A shell file, sourced by sh as MINCS's ermine\\-breeder sourced it (later files win; TOPDIR is the directory above libexec/).",
-  "It may set LINUX_URL (a source build), LINUX_BRANCH, BUSYBOX_URL, KCONFIG, FORCE_KCONFIG, BUILD_MOD, BUILD_NET, INCREMENTAL,",
-  "CHECK_WARN, LLVM_OPT, DESTDIR, WORKDIR, DLDIR, KERNEL_PACKAGE, BUSYBOX_PACKAGE, JOBS, CROSS_COMPILE and ARCH, and define",
-  "user_configure_kernel and user_configure_busybox, which a source build runs after make defconfig",
-  "(with kconfig_set, kconfig_string, kconfigs_y, kconfigs_n, kconfigs_m and merge_config, which edit $OUTDIR/.config).",
-  ".SH EXAMPLES", "ermine\\-breeder build; minc \\-\\-qemu \\-r ROOTFS uname \\-r",
-  ".br", "ermine\\-breeder build \\-\\-arch um",
-  ".br", "ermine\\-breeder testrun \\-\\-net \\-\\-cmdline \"loglevel=7\" \\-\\-work DIR   # DIR/run.sh runs in the guest",
-  ".SH SEE ALSO", "\\fBminc\\fR(1), \\fBqemu\\-system\\-x86_64\\fR(1)",
-]));
+writeFileSync(
+  `${outDir}/ermine-breeder.1`,
+  yargsManPage("ermine-breeder", breeder, breederSubs, [
+    ".SH FILES",
+    ".TP",
+    "\\fIlibexec/ermine/vmlinuz.ARCH\\fR, \\fIlibexec/ermine/initramfs.ARCH\\fR",
+    "The kernel and initramfs minc \\-\\-qemu and \\-\\-um boot (DESTDIR in a config file moves them).",
+    ".TP",
+    "\\fICONF_FILE\\fR of \\-\\-config, else \\fITOPDIR/ermine.config\\fR",
+    "A shell file, sourced by sh as MINCS's ermine\\-breeder sourced it (later files win; TOPDIR is the directory above libexec/).",
+    "It may set LINUX_URL (a source build), LINUX_BRANCH, BUSYBOX_URL, KCONFIG, FORCE_KCONFIG, BUILD_MOD, BUILD_NET, INCREMENTAL,",
+    "CHECK_WARN, LLVM_OPT, DESTDIR, WORKDIR, DLDIR, KERNEL_PACKAGE, BUSYBOX_PACKAGE, JOBS, CROSS_COMPILE and ARCH, and define",
+    "user_configure_kernel and user_configure_busybox, which a source build runs after make defconfig",
+    "(with kconfig_set, kconfig_string, kconfigs_y, kconfigs_n, kconfigs_m and merge_config, which edit $OUTDIR/.config).",
+    ".SH EXAMPLES",
+    "ermine\\-breeder build; minc \\-\\-qemu \\-r ROOTFS uname \\-r",
+    ".br",
+    "ermine\\-breeder build \\-\\-arch um",
+    ".br",
+    'ermine\\-breeder testrun \\-\\-net \\-\\-cmdline "loglevel=7" \\-\\-work DIR   # DIR/run.sh runs in the guest',
+    ".SH SEE ALSO",
+    "\\fBminc\\fR(1), \\fBqemu\\-system\\-x86_64\\fR(1)",
+  ]),
+);
 console.log(`wrote ${outDir}/minc.1 marten.1 polecat.1 ermine-breeder.1`);

@@ -7,7 +7,10 @@ import { VERSION } from "../lib/core/version.ts";
 
 /** Escape text for roff: backslashes, and a leading dot or quote. */
 export function roff(s: string): string {
-  return s.replace(/\\/g, "\\e").replace(/-/g, "\\-").replace(/^([.'])/gm, "\\&$1");
+  return s
+    .replace(/\\/g, "\\e")
+    .replace(/-/g, "\\-")
+    .replace(/^([.'])/gm, "\\&$1");
 }
 
 function header(name: string, summary: string): string[] {
@@ -44,9 +47,13 @@ export function mincManPage(): string {
   }
   out.push(
     ".SH FILES",
-    ".TP", "\\fI${XDG_RUNTIME_DIR:\\-/var/run}/minc$$\\-XXXXXX\\fR",
+    ".TP",
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, shown as such in the man page
+    "\\fI${XDG_RUNTIME_DIR:\\-/var/run}/minc$$\\-XXXXXX\\fR",
     "The working directory: root/, storage/ (the upper layer), work/, settings, hosts, resolv.conf, pid, cleanup.",
-    ".TP", "\\fI${MINCS_DIR:\\-/var/lib/mincs}\\fR",
+    ".TP",
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, shown as such in the man page
+    "\\fI${MINCS_DIR:\\-/var/lib/mincs}\\fR",
     "The image store (see \\fBmarten\\fR(1)).",
     ".SH SEE ALSO",
     "\\fBmarten\\fR(1), \\fBpolecat\\fR(1), \\fBunshare\\fR(1), \\fBcapsh\\fR(1), \\fBpivot_root\\fR(8)",
@@ -55,7 +62,10 @@ export function mincManPage(): string {
   return out.join("\n");
 }
 
-interface HelpEntry { tag: string; text: string }
+interface HelpEntry {
+  tag: string;
+  text: string;
+}
 
 /** The entries of one "Title:" block of a yargs --help (continuation lines joined). */
 function yargsBlock(help: string, title: string): HelpEntry[] {
@@ -70,16 +80,25 @@ function yargsBlock(help: string, title: string): HelpEntry[] {
     if (m) {
       out.push({ tag: m[1].trim(), text: (m[2] ?? "").trim() });
     } else if (out.length) {
-      out.at(-1)!.text += " " + line.trim();
+      out.at(-1)!.text += ` ${line.trim()}`;
     }
   }
   // yargs's right-aligned notes: [boolean], [string], [aliases: ...]
-  return out.map((e) => ({ tag: e.tag, text: e.text.replace(/\s+/g, " ").replace(/ ?\[(boolean|string|number)\]/g, "").trim() }));
+  return out.map((e) => ({
+    tag: e.tag,
+    text: e.text
+      .replace(/\s+/g, " ")
+      .replace(/ ?\[(boolean|string|number)\]/g, "")
+      .trim(),
+  }));
 }
 
 function bold(tag: string): string {
   // "-o, --output" / "marten rm <id>": options and words bold, <args> italic.
-  return tag.split(" ").map((w) => /^<.*>$|^\[.*\]$/.test(w) ? `\\fI${roff(w)}\\fR` : `\\fB${roff(w)}\\fR`).join(" ");
+  return tag
+    .split(" ")
+    .map((w) => (/^<.*>$|^\[.*\]$/.test(w) ? `\\fI${roff(w)}\\fR` : `\\fB${roff(w)}\\fR`))
+    .join(" ");
 }
 
 /**
@@ -87,7 +106,12 @@ function bold(tag: string): string {
  * the "Usage:" line the synopsis; "Commands:" and "Options:" become sections.
  * subHelps: each command's own --help, whose options are listed under it.
  */
-export function yargsManPage(name: string, help: string, subHelps: Record<string, string> = {}, extra: string[] = []): string {
+export function yargsManPage(
+  name: string,
+  help: string,
+  subHelps: Record<string, string> = {},
+  extra: string[] = [],
+): string {
   const lines = help.split("\n");
   const summary = lines[0].replace(new RegExp(`^${name} - `), "");
   const usage = lines.find((l) => l.startsWith("Usage: "))?.slice(7) ?? name;

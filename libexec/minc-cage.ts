@@ -16,7 +16,22 @@
 // limits: --pid-max 5 would keep Node from even starting its threads.
 import { existsSync, readFileSync, rmdirSync } from "node:fs";
 import { MincError, usageError, warn } from "../lib/core/fail.ts";
-import { anyLimit, cagesOf, checkCagesFree, containerId, controllersFor, findHierarchy, limitsOf, v1Settings, v2Settings, writeCgroup, type Controller, type Hierarchy, type Limits, type Setting } from "../lib/cgroups/cage.ts";
+import {
+  anyLimit,
+  cagesOf,
+  checkCagesFree,
+  containerId,
+  controllersFor,
+  findHierarchy,
+  limitsOf,
+  v1Settings,
+  v2Settings,
+  writeCgroup,
+  type Controller,
+  type Hierarchy,
+  type Limits,
+  type Setting,
+} from "../lib/cgroups/cage.ts";
 import { onExit } from "../lib/boot/cleanup.ts";
 import { mkdirs } from "../lib/core/run.ts";
 import { readSettings, type Settings } from "../lib/core/settings.ts";
@@ -39,7 +54,8 @@ function enableControllers(root: string, needed: Controller[]): void {
 
 function settingsFor(h: Hierarchy, limits: Limits): Setting[] {
   if (h.version === 1) return v1Settings(limits);
-  if (limits.memKmem !== undefined) warn("--mem-kmem: cgroup v2 has no separate kernel memory limit (memory.max counts it); not set");
+  if (limits.memKmem !== undefined)
+    warn("--mem-kmem: cgroup v2 has no separate kernel memory limit (memory.max counts it); not set");
   return v2Settings(limits);
 }
 
@@ -51,8 +67,13 @@ function writeLimits(h: Hierarchy, cages: string[], settings: Setting[]): void {
   for (const s of settings) {
     const file = `${cageOf(h, cages, s.controller)}/${s.file}`;
     if (!existsSync(file)) {
-      if (s.file === "memory.kmem.limit_in_bytes") { warn("--mem-kmem: this kernel has no kernel memory limit; not set"); continue; }
-      throw usageError(`${file} does not exist: this kernel cannot set that limit${s.file.includes("memsw") ? " (no swap accounting: boot with swapaccount=1)" : ""}`);
+      if (s.file === "memory.kmem.limit_in_bytes") {
+        warn("--mem-kmem: this kernel has no kernel memory limit; not set");
+        continue;
+      }
+      throw usageError(
+        `${file} does not exist: this kernel cannot set that limit${s.file.includes("memsw") ? " (no swap accounting: boot with swapaccount=1)" : ""}`,
+      );
     }
     writeCgroup(file, s.value);
   }
@@ -61,7 +82,11 @@ function writeLimits(h: Hierarchy, cages: string[], settings: Setting[]): void {
 /** Undo a half-made cage before reporting why it failed. */
 function removeCages(cages: string[]): void {
   for (const cage of [...cages].reverse()) {
-    try { rmdirSync(cage); } catch { /* not made, or not empty: the cleanup chain retries */ }
+    try {
+      rmdirSync(cage);
+    } catch {
+      /* not made, or not empty: the cleanup chain retries */
+    }
   }
 }
 

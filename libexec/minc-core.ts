@@ -16,12 +16,35 @@
 // exits NOT_WRITTEN_DOWN and minc-core boots there itself.
 import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { basename, dirname } from "node:path";
-import { abandonWritingDown, finishWritingDown, NotWrittenDown, recordRaw, startWritingDown, writingDown } from "../lib/boot/bootscript.ts";
+import {
+  abandonWritingDown,
+  finishWritingDown,
+  NotWrittenDown,
+  recordRaw,
+  startWritingDown,
+  writingDown,
+} from "../lib/boot/bootscript.ts";
 import { HandedOver, MincError, NOT_WRITTEN_DOWN, usageError } from "../lib/core/fail.ts";
 import { backend } from "../lib/core/libexec.ts";
 import { resolveInRoot } from "../lib/boot/paths.ts";
 import { closeView, lstatInRoot } from "../lib/boot/rootview.ts";
-import { bindMount, bindMountReadonly, exec, exportVar, mkdirs, mount, mountsTogether, removeFile, removeTree, run, runInThisNode, runTogether, symlink, touch, writeFile } from "../lib/core/run.ts";
+import {
+  bindMount,
+  bindMountReadonly,
+  exec,
+  exportVar,
+  mkdirs,
+  mount,
+  mountsTogether,
+  removeFile,
+  removeTree,
+  run,
+  runInThisNode,
+  runTogether,
+  symlink,
+  touch,
+  writeFile,
+} from "../lib/core/run.ts";
 import { readSettings, type Settings } from "../lib/core/settings.ts";
 import { resetSignals } from "../lib/core/signals.ts";
 import { userTerminal } from "../lib/core/terminal.ts";
@@ -56,7 +79,8 @@ function recordPidWhenRun(): void {
   const pidfile = quote(files.pid);
   recordRaw("read -r MINC_PID _ < /proc/self/stat; export MINC_PID");
   // (the trace shows the path quoted as the other lines do: quoted once more here, for sh to print it so)
-  if (tracing()) recordRaw(`printf '+ export MINC_PID=%s\\n+ echo %s > %s\\n' "$MINC_PID" "$MINC_PID" ${quote(pidfile)} >&2`);
+  if (tracing())
+    recordRaw(`printf '+ export MINC_PID=%s\\n+ echo %s > %s\\n' "$MINC_PID" "$MINC_PID" ${quote(pidfile)} >&2`);
   recordRaw(`echo "$MINC_PID" > ${pidfile}`);
   process.env.MINC_PID = "(known when the script runs)"; // so minc-leash washes it out
 }
@@ -77,7 +101,9 @@ function setHostname(): void {
 }
 
 function mountsStayInside(): void {
-  step("(Every mount is private already, so nothing mounted here shows on the host: unshare --propagation private did it)");
+  step(
+    "(Every mount is private already, so nothing mounted here shows on the host: unshare --propagation private did it)",
+  );
   step("Keep mount(8) from writing /etc/mtab");
   exportVar("LIBMOUNT_MTAB", "/proc/mounts");
 }
@@ -138,7 +164,10 @@ function resolvedOrReplaced(path: string): string | undefined {
 
 function bindResolvers(): void {
   step("Give the container its own /etc/resolv.conf and /etc/hosts");
-  for (const [name, file] of [["resolv.conf", files.resolvConf], ["hosts", files.hosts]]) {
+  for (const [name, file] of [
+    ["resolv.conf", files.resolvConf],
+    ["hosts", files.hosts],
+  ]) {
     const at = mountpoint(`/etc/${name}`, "file");
     if (at) bindMount(file, at);
   }
@@ -201,8 +230,11 @@ function prepareDev(): void {
 function devSkeleton(console: boolean): string[] {
   const skeleton = files.devSkeleton;
   const links: [string, string][] = [
-    ["ptmx", "pts/ptmx"], ["fd", "/proc/self/fd"],
-    ["stdin", "/proc/self/fd/0"], ["stdout", "/proc/self/fd/1"], ["stderr", "/proc/self/fd/2"],
+    ["ptmx", "pts/ptmx"],
+    ["fd", "/proc/self/fd"],
+    ["stdin", "/proc/self/fd/0"],
+    ["stdout", "/proc/self/fd/1"],
+    ["stderr", "/proc/self/fd/2"],
   ];
   const entries = ["pts", "mqueue", "shm", ...links.map(([name]) => name), ...(console ? ["console"] : [])];
   if (!entries.every((e) => lstatSync(`${skeleton}/${e}`, { throwIfNoEntry: false }))) {
@@ -223,7 +255,11 @@ function devSkeleton(console: boolean): string[] {
  */
 function fillDev(dev: string, skeleton: string[]): void {
   const devices = nopriv ? [] : DEVICES.filter((d) => existsSync(`/dev/${d}`)).map((d) => `/dev/${d}`);
-  step(nopriv ? "Put the rest of /dev in place" : "Make the fundamental device nodes, as the host's, and put the rest of /dev in place");
+  step(
+    nopriv
+      ? "Put the rest of /dev in place"
+      : "Make the fundamental device nodes, as the host's, and put the rest of /dev in place",
+  );
   runTogether(["cp", "-a", ...devices, ...skeleton, `${dev}/`]);
 }
 
@@ -246,7 +282,9 @@ function freshDev(dev: string): void {
     mount("-t", "tmpfs", "-o", "nosuid,mode=0755", "tmpfs", dev);
     return;
   }
-  step("Make a fresh /dev, with only the harmless devices: --nopriv binds a directory of the working dir (devices do not open on a tmpfs of a user namespace)");
+  step(
+    "Make a fresh /dev, with only the harmless devices: --nopriv binds a directory of the working dir (devices do not open on a tmpfs of a user namespace)",
+  );
   const dir = files.dev;
   removeTree(dir); // from a last run with this working dir, if any
   mkdirs(dir);
@@ -254,10 +292,12 @@ function freshDev(dev: string): void {
 }
 
 function ttyGroupMapped(): boolean {
-  return readFileSync("/proc/self/gid_map", "utf8").split("\n").some((l) => {
-    const [inside, , count] = l.trim().split(/\s+/).map(Number);
-    return inside <= 5 && 5 < inside + count;
-  });
+  return readFileSync("/proc/self/gid_map", "utf8")
+    .split("\n")
+    .some((l) => {
+      const [inside, , count] = l.trim().split(/\s+/).map(Number);
+      return inside <= 5 && 5 < inside + count;
+    });
 }
 
 const PROC_READONLY = ["sys", "sysrq-trigger", "irq", "bus"];

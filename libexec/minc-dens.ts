@@ -48,8 +48,47 @@
 // dies (the kernel then releases it: no stale lock is ever left). That is
 // the shell's `exec 3>>LOCK; flock 3` without a second Node process.
 import { spawnSync } from "node:child_process";
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
-import { BRIDGE, CHAINS, GATEWAY, OWN_CHAINS, SUBNET, allocate, chainsIn, checkContainerIp, checkId, checkNetns, formatLeases, formatPortMap, hookRules, hooksIn, mappedPorts, parseLeases, parseListing, parsePortMap, portRules, release, ruleArgv, rulesOf, sharedRules, tag, vethName, type Lease, type PortMap, type Rule, type Table } from "../lib/net/dens.ts";
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import {
+  BRIDGE,
+  CHAINS,
+  GATEWAY,
+  OWN_CHAINS,
+  SUBNET,
+  allocate,
+  chainsIn,
+  checkContainerIp,
+  checkId,
+  checkNetns,
+  formatLeases,
+  formatPortMap,
+  hookRules,
+  hooksIn,
+  mappedPorts,
+  parseLeases,
+  parseListing,
+  parsePortMap,
+  portRules,
+  release,
+  ruleArgv,
+  rulesOf,
+  sharedRules,
+  tag,
+  vethName,
+  type Lease,
+  type PortMap,
+  type Rule,
+  type Table,
+} from "../lib/net/dens.ts";
 import { MincError, usageError, warn } from "../lib/core/fail.ts";
 import { capture, removeFile, run, writeFile } from "../lib/core/run.ts";
 import { readSettings } from "../lib/core/settings.ts";
@@ -106,7 +145,7 @@ function listing(table: Table): string {
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
   if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
   const errors = r.stderr.split("\n").filter((l) => l && !/^# Warning: iptables-legacy tables present/.test(l));
-  if (errors.length) process.stderr.write(errors.join("\n") + "\n");
+  if (errors.length) process.stderr.write(`${errors.join("\n")}\n`);
   if (r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${r.status ?? r.signal})`);
   return r.stdout;
 }
@@ -176,7 +215,9 @@ function enableForwarding(): void {
 }
 
 function makeChains(): void {
-  step(`Our own chains ${Object.values(CHAINS).join(", ")}: the shared rules in them, then one jump into each from the built-in chain`);
+  step(
+    `Our own chains ${Object.values(CHAINS).join(", ")}: the shared rules in them, then one jump into each from the built-in chain`,
+  );
   const listed = { filter: listing("filter"), nat: listing("nat") };
   const rules = [...parseListing("filter", listed.filter), ...parseListing("nat", listed.nat)];
   const fresh = new Set<string>();
@@ -185,7 +226,8 @@ function makeChains(): void {
     run([IPTABLES, "-w", "-t", table, "-N", chain]);
     fresh.add(chain);
   }
-  const same = (a: Rule, b: Rule): boolean => a.table === b.table && a.chain === b.chain && quoteAll(a.args) === quoteAll(b.args);
+  const same = (a: Rule, b: Rule): boolean =>
+    a.table === b.table && a.chain === b.chain && quoteAll(a.args) === quoteAll(b.args);
   for (const rule of sharedRules()) {
     // Found in the listing, or (if this iptables prints it differently) by iptables -C itself.
     if (fresh.has(rule.chain) || !(rules.some((r) => same(r, rule)) || succeeds(ruleArgv(IPTABLES, "-C", rule)))) {
@@ -196,7 +238,9 @@ function makeChains(): void {
   const hooks = hooksIn(rules);
   for (const hook of hookRules()) {
     const target = hook.args[hook.args.length - 1];
-    const found = hooks.filter((r) => r.table === hook.table && r.chain === hook.chain && r.args[r.args.length - 1] === target);
+    const found = hooks.filter(
+      (r) => r.table === hook.table && r.chain === hook.chain && r.args[r.args.length - 1] === target,
+    );
     if (found.length === 0) iptables("-I", hook);
     for (const extra of found.slice(1)) iptables("-D", extra);
   }
@@ -255,11 +299,15 @@ function leaseAddress(netns: string, id: string): string {
 /** Plug the netns in; onVeth is called once the veth pair exists (so a failure undoes it, and only it). */
 function plugIn(netns: string, ip: string, id: string, onVeth: () => void): void {
   const veth = vethName(id);
-  step(`A veth pair, a virtual cable: ${veth} stays on the host, plugged into ${BRIDGE}; its other end is made inside ${netns} as eth0`);
+  step(
+    `A veth pair, a virtual cable: ${veth} stays on the host, plugged into ${BRIDGE}; its other end is made inside ${netns} as eth0`,
+  );
   run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns]);
   onVeth();
   run(["ip", "link", "set", veth, "master", BRIDGE, "up"]);
-  step("Hairpin mode: the bridge may send a frame back out of the port it came in by (a container using its own port map)");
+  step(
+    "Hairpin mode: the bridge may send a frame back out of the port it came in by (a container using its own port map)",
+  );
   run(["ip", "link", "set", veth, "type", "bridge_slave", "hairpin", "on"]);
   step(`Inside ${netns}: lo and eth0 up, the address ${ip}/24 on eth0, and the default route via the bridge`);
   run(["ip", "-n", netns, "link", "set", "lo", "up"]);
@@ -269,14 +317,17 @@ function plugIn(netns: string, ip: string, id: string, onVeth: () => void): void
 }
 
 function add(netns: string, id: string): void {
-  if (!netnsExists(netns)) throw usageError(`no network namespace ${netns} (make it first with: ip netns add ${netns})`);
+  if (!netnsExists(netns))
+    throw usageError(`no network namespace ${netns} (make it first with: ip netns add ${netns})`);
   phase(3);
   const ip = withLock(() => {
     up();
     const ip = leaseAddress(netns, id);
     let vethMade = false;
     try {
-      plugIn(netns, ip, id, () => { vethMade = true; });
+      plugIn(netns, ip, id, () => {
+        vethMade = true;
+      });
     } catch (e) {
       step("That failed: undo it");
       if (vethMade) removeVeth(id);
@@ -320,12 +371,15 @@ function map(id: string, ip: string, maps: PortMap[]): void {
     for (const m of maps) {
       const taken = mappedPorts(rules).find((x) => x.hostPort === m.hostPort && x.proto === m.proto);
       if (!taken) todo.push(m);
-      else if (taken.id === id && taken.to === `${ip}:${m.port}`) continue; // mapped by an earlier call
+      else if (taken.id === id && taken.to === `${ip}:${m.port}`)
+        continue; // mapped by an earlier call
       else if (taken.id && taken.id !== id && !live.has(taken.id)) {
         stale.add(taken.id);
         todo.push(m);
       } else {
-        throw new MincError(`host port ${m.hostPort}/${m.proto} is already mapped to ${taken.to}${taken.id ? ` (container ${taken.id})` : ""}`);
+        throw new MincError(
+          `host port ${m.hostPort}/${m.proto} is already mapped to ${taken.to}${taken.id ? ` (container ${taken.id})` : ""}`,
+        );
       }
     }
     if (stale.size) {

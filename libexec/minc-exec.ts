@@ -17,7 +17,18 @@ import { MincError, NOT_WRITTEN_DOWN } from "../lib/core/fail.ts";
 import { backend } from "../lib/core/libexec.ts";
 import { anyLimit, limitsOf } from "../lib/cgroups/cage.ts";
 import { onExit } from "../lib/boot/cleanup.ts";
-import { capture, copyFile, exec, exportVar, findInPath, mkdirs, removeFile, run, runInThisNode, writeFile } from "../lib/core/run.ts";
+import {
+  capture,
+  copyFile,
+  exec,
+  exportVar,
+  findInPath,
+  mkdirs,
+  removeFile,
+  run,
+  runInThisNode,
+  writeFile,
+} from "../lib/core/run.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/core/trace.ts";
 import { LIMIT_SETTINGS, readSettings, type Settings } from "../lib/core/settings.ts";
 import { holdSignals, releaseSignals, signalsDelivered, sleepSync } from "../lib/core/signals.ts";
@@ -58,9 +69,18 @@ function mountRemoteRootdir(): void {
   onExit(tmpdir, `umount -l ${quote(dir)} 2>/dev/null`);
   const options = [...symlinkOptions(), ...(settings.MINC_SSHFS_OPTS ? ["-o", settings.MINC_SSHFS_OPTS] : [])];
   try {
-    run(["sshfs", "-p", settings.MINC_SSHFS_PORT || "22", ...options, `${host}:${settings.MINC_SSHFS_PATH || "/"}`, dir]);
+    run([
+      "sshfs",
+      "-p",
+      settings.MINC_SSHFS_PORT || "22",
+      ...options,
+      `${host}:${settings.MINC_SSHFS_PATH || "/"}`,
+      dir,
+    ]);
   } catch {
-    throw new MincError(`cannot mount the rootdir sshfs://${host}:${settings.MINC_SSHFS_PORT}${settings.MINC_SSHFS_PATH} (see sshfs's message above)`);
+    throw new MincError(
+      `cannot mount the rootdir sshfs://${host}:${settings.MINC_SSHFS_PORT}${settings.MINC_SSHFS_PATH} (see sshfs's message above)`,
+    );
   }
   exportVar("MINC_BASEDIR", dir);
 }
@@ -79,9 +99,11 @@ function symlinkOptions(): string[] {
 function saveSettings(): void {
   step("Save the settings of this container");
   // Every MINC_* variable as it is, those of no setting too: what env | grep would save.
-  const lines = Object.entries(process.env).filter(([k]) => k.startsWith("MINC_")).map(([k, v]) => `${k}=${v}`);
+  const lines = Object.entries(process.env)
+    .filter(([k]) => k.startsWith("MINC_"))
+    .map(([k, v]) => `${k}=${v}`);
   shown(`env | grep ^MINC_ > ${quote(files.settings)}`);
-  writeFileSync(files.settings, lines.join("\n") + "\n");
+  writeFileSync(files.settings, `${lines.join("\n")}\n`);
 }
 
 function utsname(): string {
@@ -95,28 +117,42 @@ function utsname(): string {
 }
 
 function nameservers(resolvConf: string): string[] {
-  return resolvConf.split("\n").filter((l) => /^\s*nameserver\s/.test(l)).map((l) => l.trim().split(/\s+/)[1]);
+  return resolvConf
+    .split("\n")
+    .filter((l) => /^\s*nameserver\s/.test(l))
+    .map((l) => l.trim().split(/\s+/)[1]);
 }
 
 function prepareResolvConf(): void {
   const target = files.resolvConf;
   const host = existsSync("/etc/resolv.conf") ? readFileSync("/etc/resolv.conf", "utf8") : "";
   if (settings.MINC_NETMODE !== "dens" && host) {
-    step("Name resolution: the host's resolver" + (settings.MINC_NETNS ? " (unreachable without a network, kept for the names)" : ", reachable as the network is shared"));
+    step(
+      "Name resolution: the host's resolver" +
+        (settings.MINC_NETNS
+          ? " (unreachable without a network, kept for the names)"
+          : ", reachable as the network is shared"),
+    );
     copyFile("/etc/resolv.conf", target);
     return;
   }
   // Behind NAT a resolver on the host's loopback (systemd-resolved's 127.0.0.53) is out of reach.
   const usable = nameservers(host).filter((ns) => !/^(127\.|::1$)/.test(ns));
-  step(usable.length ? "Name resolution: the host's resolvers, but those on its loopback" : "Name resolution: a public resolver (the host has none the container can reach)");
-  writeFile(target, (usable.length ? usable : ["8.8.8.8"]).map((ns) => `nameserver ${ns}`).join("\n") + "\n");
+  step(
+    usable.length
+      ? "Name resolution: the host's resolvers, but those on its loopback"
+      : "Name resolution: a public resolver (the host has none the container can reach)",
+  );
+  writeFile(target, `${(usable.length ? usable : ["8.8.8.8"]).map((ns) => `nameserver ${ns}`).join("\n")}\n`);
 }
 
 /** The container's IPv4 addresses: the host's, its dens address, or none but loopback. */
 function addressesOf(ip: string | undefined): string[] {
   if (ip) return [ip];
   if (settings.MINC_NETNS) return [];
-  return Object.values(networkInterfaces()).flatMap((addrs) => (addrs ?? []).filter((a) => a.family === "IPv4").map((a) => a.address));
+  return Object.values(networkInterfaces()).flatMap((addrs) =>
+    (addrs ?? []).filter((a) => a.family === "IPv4").map((a) => a.address),
+  );
 }
 
 function prepareHosts(ip: string | undefined): void {
@@ -124,7 +160,7 @@ function prepareHosts(ip: string | undefined): void {
   const name = utsname();
   const lines = ["127.0.0.1\tlocalhost", ...addressesOf(ip).map((a) => `${a}\t${name}`)];
   if (!lines.some((l) => l.endsWith(`\t${name}`))) lines.push(`127.0.1.1\t${name}`);
-  writeFile(files.hosts, lines.join("\n") + "\n");
+  writeFile(files.hosts, `${lines.join("\n")}\n`);
 }
 
 /**
@@ -147,7 +183,9 @@ function prepareNetwork(): string | undefined {
   run(["ip", "-n", netns, "link", "set", "lo", "up"]);
   const ifname = mode.startsWith("raw,") ? mode.slice(4) : "";
   if (ifname) {
-    step(`Move the host's interface ${ifname} into it (a physical one comes back when the namespace goes; a virtual one goes with it)`);
+    step(
+      `Move the host's interface ${ifname} into it (a physical one comes back when the namespace goes; a virtual one goes with it)`,
+    );
     run(["ip", "link", "set", ifname, "netns", netns]);
   }
   return undefined;
@@ -155,7 +193,9 @@ function prepareNetwork(): string | undefined {
 
 function plugIntoDens(netns: string): string {
   const dens = backend("minc-dens");
-  step("Plug it into the dens network with minc-dens (bridge, veth, leased address, NAT); unplugged when the container ends");
+  step(
+    "Plug it into the dens network with minc-dens (bridge, veth, leased address, NAT); unplugged when the container ends",
+  );
   onExit(tmpdir, `${quote(dens)} del ${quote(netns)} ${quote(netns)}`);
   const ip = capture([dens, "add", netns, netns]).trim();
   writeFile(files.ipv4, `${ip}\n`);
@@ -196,9 +236,11 @@ function prepareCage(): void {
 function userNamespace(): string[] {
   if (!settings.MINC_NOPRIV) return [];
   const options = userNamespaceOptions();
-  step(options.length > 1
-    ? "--nopriv: a new user namespace where we are root, with our subordinate ids (/etc/subuid) as 1..N"
-    : "--nopriv: a new user namespace where we are root (no subordinate ids: only root is mapped)");
+  step(
+    options.length > 1
+      ? "--nopriv: a new user namespace where we are root, with our subordinate ids (/etc/subuid) as 1..N"
+      : "--nopriv: a new user namespace where we are root (no subordinate ids: only root is mapped)",
+  );
   return options;
 }
 
@@ -208,8 +250,19 @@ function namespacesCommand(command: string[]): string[] {
   if (existsSync(pidfile)) removeFile(pidfile); // left by a reused working directory (the waiter removes it at the end)
   const core = bootOfTheNewRoot(command);
   // Not `unshare --fork`: see minc-fork.sh for why it forks PID 1 instead.
-  let argv = ["unshare", ...userNamespace(), "-iump", "--propagation", "private", "/bin/sh", backend("minc-fork.sh"), ...core];
-  step(`Enter new IPC, UTS, mount and PID namespaces, every mount made private (nothing mounted inside shows on the host); minc-fork.sh starts ${core[0] === "/bin/sh" ? "minc-core's script" : "minc-core"} there as PID 1 and waits for it`);
+  let argv = [
+    "unshare",
+    ...userNamespace(),
+    "-iump",
+    "--propagation",
+    "private",
+    "/bin/sh",
+    backend("minc-fork.sh"),
+    ...core,
+  ];
+  step(
+    `Enter new IPC, UTS, mount and PID namespaces, every mount made private (nothing mounted inside shows on the host); minc-fork.sh starts ${core[0] === "/bin/sh" ? "minc-core's script" : "minc-core"} there as PID 1 and waits for it`,
+  );
   if (settings.MINC_NETNS) {
     step(`... in the network namespace ${settings.MINC_NETNS}`);
     argv = ["nsenter", `--net=/var/run/netns/${settings.MINC_NETNS}`, ...argv];
@@ -229,7 +282,9 @@ function namespacesCommand(command: string[]): string[] {
  */
 function bootOfTheNewRoot(command: string[]): string[] {
   const script = files.bootScript;
-  step("minc-core writes the boot of the new root down ahead, as a script for sh: no Node has to start in the new namespaces");
+  step(
+    "minc-core writes the boot of the new root down ahead, as a script for sh: no Node has to start in the new namespaces",
+  );
   try {
     run([backend("minc-core"), "--write-down", script, ...command]);
     return ["/bin/sh", script];

@@ -38,7 +38,8 @@ import { signalsDelivered } from "../lib/core/signals.ts";
 import { treeDigest } from "../lib/store/tree.ts";
 import { quoteAll, shown, step } from "../lib/core/trace.ts";
 
-const USAGE = "usage: minc-farm lc|li|import PATH|commit COID|fork IMID|bind COID|unbind COID|rm COID|rmi IMID|" +
+const USAGE =
+  "usage: minc-farm lc|li|import PATH|commit COID|fork IMID|bind COID|unbind COID|rm COID|rmi IMID|" +
   "pull IMID|dir COID|idir IMID|imagestack IMID|baseid COID|config ID|rename COID NAME|renamei IMID NAME";
 // The settings, from the environment main() is given.
 let settings: Settings;
@@ -98,7 +99,12 @@ function listImages(store: Store): void {
  * Its id is MINC_IMPORT_UUID, else the sha256 of its content (the ChainID
  * of it on its base, when it has one).
  */
-async function importTree(store: Store, source: string, opts: { id?: string; base?: string }, meta: ImageMeta): Promise<string> {
+async function importTree(
+  store: Store,
+  source: string,
+  opts: { id?: string; base?: string },
+  meta: ImageMeta,
+): Promise<string> {
   store.cleanStaleStaging();
   if (opts.id !== undefined && store.hasImage(opts.id)) {
     process.stderr.write(`${source} (${opts.id}) is already imported.\n`);
@@ -110,15 +116,21 @@ async function importTree(store: Store, source: string, opts: { id?: string; bas
     // Both read the same files: the copy in the kernel (copy_file_range), the digest here, at the same time.
     step(`Copy ${source} into the staging directory while its id is computed: a sha256 over its tree (on its base)`);
     // Settles with the copy's error, if any, rather than rejecting: it is awaited either way.
-    const copied = runAsync(["cp", "-a", "--", source, `${stage}/root`]).then(() => undefined, (e: unknown) => e);
+    const copied = runAsync(["cp", "-a", "--", source, `${stage}/root`]).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     let digest: string | undefined;
+    let digestFailed: unknown;
     try {
       digest = opts.id === undefined ? treeDigest(source) : undefined;
-    } finally {
-      shown("wait"); // the copy ends before anything else happens (the staging dir goes on a failure)
-      const failed = await copied;
-      if (failed) throw failed;
+    } catch (e) {
+      digestFailed = e;
     }
+    shown("wait"); // the copy ends before anything else happens (the staging dir goes on a failure)
+    const failed = await copied;
+    if (failed) throw failed; // (the copy's error first, as it says more)
+    if (digestFailed) throw digestFailed;
     await signalsDelivered(); // (a signal that came during the digest acts before the image goes in)
     const id = opts.id ?? chainId(opts.base, digest!);
     if (store.hasImage(id)) process.stderr.write(`${source} (${id}) is already imported.\n`);
@@ -148,7 +160,9 @@ async function importPath(store: Store, path: string): Promise<void> {
     // Loaded only here: its tar reader and decompressors cost every other command's start.
     const { importArchive } = await import("../lib/store/archive.ts");
     const ids = await importArchive(store, path, {
-      name: envName(store), arch: settings.MINC_ARCH || undefined, preUnpacked: settings.MINC_IMPORT_UNPACKED,
+      name: envName(store),
+      arch: settings.MINC_ARCH || undefined,
+      preUnpacked: settings.MINC_IMPORT_UNPACKED,
     });
     for (const id of ids) out(id);
     return;
@@ -204,7 +218,8 @@ function config(store: Store, ref: string): void {
     try {
       container = store.resolveContainer(ref);
     } catch (e2) {
-      if (e2 instanceof MincError && /^no such container/.test(e2.message)) throw new MincError(`no such image or container: ${ref}`);
+      if (e2 instanceof MincError && /^no such container/.test(e2.message))
+        throw new MincError(`no such image or container: ${ref}`);
       throw e2;
     }
     image = store.containerBase(container);

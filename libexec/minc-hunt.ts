@@ -21,7 +21,9 @@ import { phase, quote, shown, step } from "../lib/core/trace.ts";
 let settings: Settings;
 
 function mountsOf(type: string): string[] {
-  return mounts().filter((m) => m.type === type).map((m) => m.point);
+  return mounts()
+    .filter((m) => m.type === type)
+    .map((m) => m.point);
 }
 
 function tracingDir(): string {
@@ -59,7 +61,8 @@ export function main(_args: string[], env: NodeJS.ProcessEnv): number {
   if (refused) throw usageError(`--ftrace: the kernel refused the event pid filter in ${dir} (${refused})`);
   step("Function tracing too, where the kernel allows a pid filter for it");
   const noFunctions = write(`${dir}/set_ftrace_pid`, pid);
-  if (noFunctions) warn(`--ftrace: this kernel refuses a pid filter for function tracing (${noFunctions}); going on with events only`);
+  if (noFunctions)
+    warn(`--ftrace: this kernel refuses a pid filter for function tracing (${noFunctions}); going on with events only`);
   step("Run the user's ftrace script in the tracing directory");
   run(["sh", "-c", 'cd "$0" && . "$1"', dir, script]);
   return 0;

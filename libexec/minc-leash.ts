@@ -75,7 +75,11 @@ function washedEnv(): NodeJS.ProcessEnv {
 function imageEnvironment(): string[] {
   if (!settings.MINC_IMAGE_ENV) return [];
   let list: unknown;
-  try { list = JSON.parse(settings.MINC_IMAGE_ENV); } catch { list = undefined; }
+  try {
+    list = JSON.parse(settings.MINC_IMAGE_ENV);
+  } catch {
+    list = undefined;
+  }
   if (!Array.isArray(list) || !list.every((x) => typeof x === "string" && /^[^=]+=/.test(x))) {
     throw usageError("MINC_IMAGE_ENV must be a JSON array of NAME=VALUE strings");
   }
@@ -134,7 +138,13 @@ function capshShell(rootdir: string, capsh: Capsh): string | undefined {
   return candidates.find((sh) => isExecutableInRoot(resolveInRoot(rootdir, sh)));
 }
 
-function diveWithCapsh(rootdir: string, capsh: Capsh, command: string[], user: User | undefined, cage: CageDoor[]): never {
+function diveWithCapsh(
+  rootdir: string,
+  capsh: Capsh,
+  command: string[],
+  user: User | undefined,
+  cage: CageDoor[],
+): never {
   const drop = [settings.MINC_DROPCAPS, "cap_sys_chroot"].filter((c) => c).join(",");
   step(`Drop ${drop}: root inside must not chroot its way out`);
   const prefix = debugPrefix();
@@ -165,7 +175,9 @@ function diveWithCapsh(rootdir: string, capsh: Capsh, command: string[], user: U
  */
 function diveWithChroot(rootdir: string, command: string[], user: User | undefined, cage: CageDoor[]): never {
   const prefix = debugPrefix();
-  step(`Run it under ${prefix[0]} (MINC_DEBUG_PREFIX) with chroot: no shell in the rootfs for capsh, and pivot_root would leave the tracer behind`);
+  step(
+    `Run it under ${prefix[0]} (MINC_DEBUG_PREFIX) with chroot: no shell in the rootfs for capsh, and pivot_root would leave the tracer behind`,
+  );
   const spec = user ? [`--userspec=${user.uid}:${user.gid}`, `--groups=${user.gid}`] : [];
   const washed = washedEnv();
   enterCages(cage);
@@ -174,7 +186,9 @@ function diveWithChroot(rootdir: string, command: string[], user: User | undefin
 
 function diveWithPivot(rootdir: string, command: string[], user: User | undefined, cage: CageDoor[]): never {
   if (writingDown()) throw new NotWrittenDown("pivot_root changes this process's own root and ids");
-  const umountInside = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"].some((d) => isExecutableInRoot(resolveInRoot(rootdir, `${d}/umount`)));
+  const umountInside = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"].some((d) =>
+    isExecutableInRoot(resolveInRoot(rootdir, `${d}/umount`)),
+  );
   if (!umountInside) {
     throw new MincError("pivot_root needs umount inside the rootfs to detach the old root, and there is none");
   }
@@ -215,9 +229,12 @@ export function main(args: string[], env: NodeJS.ProcessEnv): number {
   huntIfAsked();
   if (capsh && (capsh.exec || capshShell(rootdir, capsh))) return diveWithCapsh(rootdir, capsh, command, user, cage);
   if (settings.MINC_DROPCAPS) {
-    throw usageError(`cannot drop ${settings.MINC_DROPCAPS}: that needs capsh${capsh ? " and a shell in the rootfs" : ""}`);
+    throw usageError(
+      `cannot drop ${settings.MINC_DROPCAPS}: that needs capsh${capsh ? " and a shell in the rootfs" : ""}`,
+    );
   }
-  if (debugPrefix().length > 0 && !settings.MINC_DROPCAPS && !workdir()) return diveWithChroot(rootdir, command, user, cage);
+  if (debugPrefix().length > 0 && !settings.MINC_DROPCAPS && !workdir())
+    return diveWithChroot(rootdir, command, user, cage);
   if (capsh) step("The rootfs has no shell for capsh to start: fall back to pivot_root");
   return diveWithPivot(rootdir, command, user, cage);
 }

@@ -37,8 +37,17 @@ function containerName(): string {
 
 /** The guest's minc options: the same container, on the shared root, in direct mode. */
 function guestOptions(): string[] {
-  step("The guest's minc boots the same container on the shared root; the host mounted the overlay, so the guest uses it directly (-D)");
-  const again = optionsFor(settings, ["MINC_DEBUG", "MINC_USE_DEV", "MINC_MNT_DEBUGFS", "MINC_PIVOT", "MINC_USERSPEC", "MINC_DROPCAPS"]);
+  step(
+    "The guest's minc boots the same container on the shared root; the host mounted the overlay, so the guest uses it directly (-D)",
+  );
+  const again = optionsFor(settings, [
+    "MINC_DEBUG",
+    "MINC_USE_DEV",
+    "MINC_MNT_DEBUGFS",
+    "MINC_PIVOT",
+    "MINC_USERSPEC",
+    "MINC_DROPCAPS",
+  ]);
   return ["-r", guestFiles.root, "--name", containerName(), "-D", ...again];
 }
 
@@ -56,7 +65,9 @@ function consoleSetup(): string[] {
 /** An image's environment and working directory (minc -r IMAGE), which the guest's minc takes from its own. */
 function imageSettings(): string[] {
   const image = settingsEnv({ MINC_IMAGE_ENV: settings.MINC_IMAGE_ENV, MINC_WORKDIR: settings.MINC_WORKDIR });
-  const set = Object.entries(image).filter(([, v]) => v !== "").map(([k, v]) => `${k}=${quote(v)}`);
+  const set = Object.entries(image)
+    .filter(([, v]) => v !== "")
+    .map(([k, v]) => `${k}=${quote(v)}`);
   if (set.length === 0) return [];
   step("The image's environment and working directory go to the guest's minc");
   return [`export ${set.join(" ")}`];
@@ -71,7 +82,9 @@ function imageSettings(): string[] {
 function stdinForGuest(): string | undefined {
   if (isatty(0)) return undefined;
   const file = files.stdin;
-  step("stdin is not a terminal: read it to its end and give it to the guest's command as a file (a VM console has no end of file)");
+  step(
+    "stdin is not a terminal: read it to its end and give it to the guest's command as a file (a VM console has no end of file)",
+  );
   shown(`cat > ${quote(file)}`);
   copyToEnd(0, file);
   return guestFiles.stdin;
@@ -103,12 +116,15 @@ function writeRunScript(command: string[]): void {
   if (!existsSync(minc)) throw new MincError(`${minc}: missing (the guest runs the host's minc; run make)`);
   const stdin = stdinForGuest();
   step("Write run.sh: the guest's init runs it on the console, chrooted into the host's / (read-only)");
-  writeFile(files.runScript, [
-    "#!/bin/sh",
-    ...consoleSetup(),
-    ...imageSettings(),
-    `exec ${quoteAll([minc, ...guestOptions(), ...(command.length ? ["--", ...command] : [])])}${stdin ? ` < ${quote(stdin)}` : ""}`,
-  ].join("\n") + "\n");
+  writeFile(
+    files.runScript,
+    `${[
+      "#!/bin/sh",
+      ...consoleSetup(),
+      ...imageSettings(),
+      `exec ${quoteAll([minc, ...guestOptions(), ...(command.length ? ["--", ...command] : [])])}${stdin ? ` < ${quote(stdin)}` : ""}`,
+    ].join("\n")}\n`,
+  );
 }
 
 /** $MINC_VM_TIMEOUT: seconds after which the VM is killed (default: no limit). */

@@ -19,7 +19,17 @@
 //   MINC_PULL_UNPACK=1   unpack each layer into DESTDIR/unpacked/HEX/ as soon as it is here, while
 //                        the others download (marten pull; minc-farm's import takes them)
 //   MINC_DEBUG=1         the trace: each step, each request as the curl line that does the same
-import { createReadStream, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  createReadStream,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  statSync,
+  type Stats,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { copyFile, link, mkdir, rename } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { MincError, usageError, warn } from "../lib/core/fail.ts";
@@ -27,9 +37,23 @@ import { chainId } from "../lib/store/farm.ts";
 import { unpackedDir, unpackLayer } from "../lib/store/layer.ts";
 import { formatReference, parseReference, type Reference } from "../lib/store/reference.ts";
 import {
-  Progress, RegistryClient, checkImage, dockerConfigCredentials, formatBytes, formatPlatform, hasBlob, hostPlatform,
-  parseArch, parseManifest, parseUserSpec, pickPlatform, saveBlob, OCI_INDEX,
-  type Credentials, type Descriptor, type Platform,
+  Progress,
+  RegistryClient,
+  checkImage,
+  dockerConfigCredentials,
+  formatBytes,
+  formatPlatform,
+  hasBlob,
+  hostPlatform,
+  parseArch,
+  parseManifest,
+  parseUserSpec,
+  pickPlatform,
+  saveBlob,
+  OCI_INDEX,
+  type Credentials,
+  type Descriptor,
+  type Platform,
 } from "../lib/store/registry.ts";
 import { pool } from "../lib/core/pool.ts";
 import { mkdirs, removeTree, writeFile } from "../lib/core/run.ts";
@@ -61,7 +85,7 @@ interface Settings {
 // ---- settings: all checked before any I/O ----
 
 function checkDest(dest: string): void {
-  let st;
+  let st: Stats;
   try {
     st = statSync(dest);
   } catch (e) {
@@ -69,14 +93,20 @@ function checkDest(dest: string): void {
     throw usageError(`${dest}: ${(e as Error).message}`);
   }
   if (!st.isDirectory()) throw usageError(`${dest}: not a directory`);
-  const extra = readdirSync(dest).filter((n) => n !== "oci-layout" && n !== "index.json" && n !== "blobs" && n !== "unpacked");
-  if (extra.length) throw usageError(`${dest} is neither empty nor an OCI image layout (it has ${extra.slice(0, 3).join(", ")}${extra.length > 3 ? ", ..." : ""})`);
+  const extra = readdirSync(dest).filter(
+    (n) => n !== "oci-layout" && n !== "index.json" && n !== "blobs" && n !== "unpacked",
+  );
+  if (extra.length)
+    throw usageError(
+      `${dest} is neither empty nor an OCI image layout (it has ${extra.slice(0, 3).join(", ")}${extra.length > 3 ? ", ..." : ""})`,
+    );
 }
 
 function settings(args: string[]): Settings {
   if (args.length !== 2) throw usageError(USAGE);
   const [refArg, destArg] = args;
-  if (refArg.startsWith("-") || destArg.startsWith("-")) throw usageError(`unknown option ${refArg.startsWith("-") ? refArg : destArg}; ${USAGE}`);
+  if (refArg.startsWith("-") || destArg.startsWith("-"))
+    throw usageError(`unknown option ${refArg.startsWith("-") ? refArg : destArg}; ${USAGE}`);
   const ref = parseReference(refArg);
   if (destArg === "") throw usageError(`empty DESTDIR; ${USAGE}`);
   const dest = resolve(destArg);
@@ -93,7 +123,8 @@ function settings(args: string[]): Settings {
       if (!statSync(cache).isDirectory()) throw usageError(`MINC_PULL_CACHE=${cache}: not a directory`);
     } catch (e) {
       if (e instanceof MincError) throw e;
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw usageError(`MINC_PULL_CACHE=${cache}: ${(e as Error).message}`);
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT")
+        throw usageError(`MINC_PULL_CACHE=${cache}: ${(e as Error).message}`);
     }
   }
   return { ref, dest, want, variantGiven, credentials, insecure, cache };
@@ -177,10 +208,14 @@ function retryable(e: unknown): boolean {
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      clearTimeout(t);
-      reject(signal.reason);
-    }, { once: true });
+    signal.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(t);
+        reject(signal.reason);
+      },
+      { once: true },
+    );
   });
 }
 
@@ -199,7 +234,11 @@ class Pull {
 
   constructor(s: Settings) {
     this.s = s;
-    this.client = new RegistryClient(s.ref, { credentials: s.credentials, insecure: s.insecure, signal: this.controller.signal });
+    this.client = new RegistryClient(s.ref, {
+      credentials: s.credentials,
+      insecure: s.insecure,
+      signal: this.controller.signal,
+    });
   }
 
   /** Write a small blob we hold in memory (the manifest), byte for byte. */
@@ -266,11 +305,19 @@ class Pull {
     this.written.tree(dir);
     // Its sha256 was checked as it downloaded; only the unpacked content's (the DiffID) is new.
     // The pull's signal stops it when the pull fails or is interrupted.
-    const blob = createReadStream(blobPath(this.s.dest, d.digest), { highWaterMark: 1 << 20, signal: this.controller.signal });
+    const blob = createReadStream(blobPath(this.s.dest, d.digest), {
+      highWaterMark: 1 << 20,
+      signal: this.controller.signal,
+    });
     const done = unpackLayer(blob, `${dir}/root`, { digest: d.digest }).then((r) => {
       writeFileSync(`${dir}/result.json`, `${JSON.stringify(r)}\n`);
     });
-    this.unpacking.push(done.then(() => undefined, (e: Error) => e));
+    this.unpacking.push(
+      done.then(
+        () => undefined,
+        (e: Error) => e,
+      ),
+    );
   }
 
   /** Every early unpack ended; the first failure, if any, is the pull's. */
@@ -336,13 +383,17 @@ class Pull {
     step(`Pull ${what} for ${formatPlatform(want)} from ${ref.endpoint} into the OCI image layout ${dest}`);
     await this.client.connect();
 
-    step(`Ask for ${ref.digest ? "the manifest with this digest" : `the manifest tagged ${ref.tag}`}, accepting the four formats (OCI index and manifest, Docker list and schema2)`);
+    step(
+      `Ask for ${ref.digest ? "the manifest with this digest" : `the manifest tagged ${ref.tag}`}, accepting the four formats (OCI index and manifest, Docker list and schema2)`,
+    );
     const top = await this.client.manifest(ref.digest ?? ref.tag!);
     let served = top;
     let manifest = parseManifest(top.bytes, top.contentType, what);
     let indexDigest: string | undefined;
     if (manifest.kind === "index") {
-      step(`An index of ${manifest.manifests.length} manifests (${top.digest}): pick ${formatPlatform(want)}, skipping attestations`);
+      step(
+        `An index of ${manifest.manifests.length} manifests (${top.digest}): pick ${formatPlatform(want)}, skipping attestations`,
+      );
       const entry = pickPlatform(manifest.manifests, want, what, this.s.variantGiven);
       indexDigest = top.digest;
       served = await this.client.manifest(entry.digest, entry);
@@ -351,7 +402,8 @@ class Pull {
     }
     checkImage(manifest, what);
     const config = manifest.config;
-    if (config.size > CONFIG_MAX) throw new MincError(`${what}: the image config is ${formatBytes(config.size)}, too large`);
+    if (config.size > CONFIG_MAX)
+      throw new MincError(`${what}: the image config is ${formatBytes(config.size)}, too large`);
 
     step(`Make the layout's blob directory`);
     this.written.mkdirs(join(dest, "blobs", "sha256"));
@@ -368,14 +420,23 @@ class Pull {
     await this.blob(config, configRow, `the config ${config.digest}`);
     const image = this.readConfig(config, manifest.layers.length, what);
     const have = storeHas(image.diffIds, manifest.layers);
-    if (have.size) step(`${have.size} of the layers are in the image store already (${given.MINC_PULL_HAVE}): not downloaded`);
+    if (have.size)
+      step(`${have.size} of the layers are in the image store already (${given.MINC_PULL_HAVE}): not downloaded`);
     const wanted = layers.filter((l) => !have.has(l.digest));
-    const rows = wanted.map((l) => this.progress.add(`layer ${manifest.layers.indexOf(l) + 1}/${manifest.layers.length} ${short(l)}`, l.size));
-    if (wanted.length) step(`Download the layers, ${PARALLEL} at a time, each checked for its size and sha256 as it comes`);
-    await pool(wanted.map((l, i) => [l, i] as const), PARALLEL, this.controller, async ([l, i]) => {
-      await this.blob(l, rows[i], `layer ${l.digest}`);
-      this.unpackEarly(l, `layer ${l.digest}`);
-    });
+    const rows = wanted.map((l) =>
+      this.progress.add(`layer ${manifest.layers.indexOf(l) + 1}/${manifest.layers.length} ${short(l)}`, l.size),
+    );
+    if (wanted.length)
+      step(`Download the layers, ${PARALLEL} at a time, each checked for its size and sha256 as it comes`);
+    await pool(
+      wanted.map((l, i) => [l, i] as const),
+      PARALLEL,
+      this.controller,
+      async ([l, i]) => {
+        await this.blob(l, rows[i], `layer ${l.digest}`);
+        this.unpackEarly(l, `layer ${l.digest}`);
+      },
+    );
     this.progress.finish();
     await this.unpacked();
 
@@ -389,11 +450,23 @@ class Pull {
     if (ref.tag) annotations[REF_NAME] = ref.tag;
     annotations["io.mincs.ref"] = what;
     if (indexDigest) annotations["io.mincs.index"] = indexDigest;
-    const platform = { architecture: image.architecture, os: image.os, ...(image.variant ? { variant: image.variant } : {}) };
+    const platform = {
+      architecture: image.architecture,
+      os: image.os,
+      ...(image.variant ? { variant: image.variant } : {}),
+    };
     const index = {
       schemaVersion: 2,
       mediaType: OCI_INDEX,
-      manifests: [{ mediaType: manifest.mediaType, digest: served.digest, size: served.bytes.length, ...(platform.architecture ? { platform } : {}), annotations }],
+      manifests: [
+        {
+          mediaType: manifest.mediaType,
+          digest: served.digest,
+          size: served.bytes.length,
+          ...(platform.architecture ? { platform } : {}),
+          annotations,
+        },
+      ],
     };
     const indexFile = join(dest, "index.json");
     const tmp = `${indexFile}.partial-${process.pid}`;
@@ -405,7 +478,11 @@ class Pull {
   }
 
   /** The config must be an image config with one diff_id per layer. */
-  private readConfig(d: Descriptor, layers: number, what: string): { architecture: string; os: string; variant?: string; diffIds: string[] } {
+  private readConfig(
+    d: Descriptor,
+    layers: number,
+    what: string,
+  ): { architecture: string; os: string; variant?: string; diffIds: string[] } {
     let config: { architecture?: unknown; os?: unknown; variant?: unknown; rootfs?: { diff_ids?: unknown } };
     try {
       config = JSON.parse(readFileSync(blobPath(this.s.dest, d.digest), "utf8"));
@@ -414,9 +491,15 @@ class Pull {
     }
     const diffIds = config?.rootfs?.diff_ids;
     if (!Array.isArray(diffIds) || diffIds.length !== layers) {
-      throw new MincError(`${what}: the config lists ${Array.isArray(diffIds) ? diffIds.length : "no"} diff_ids for ${layers} layers`);
+      throw new MincError(
+        `${what}: the config lists ${Array.isArray(diffIds) ? diffIds.length : "no"} diff_ids for ${layers} layers`,
+      );
     }
-    const p = { architecture: String(config.architecture ?? ""), os: String(config.os ?? ""), ...(config.variant ? { variant: String(config.variant) } : {}) };
+    const p = {
+      architecture: String(config.architecture ?? ""),
+      os: String(config.os ?? ""),
+      ...(config.variant ? { variant: String(config.variant) } : {}),
+    };
     if (p.architecture && (p.architecture !== this.s.want.architecture || p.os !== this.s.want.os)) {
       warn(`${what} is an image for ${formatPlatform(p)}, not ${formatPlatform(this.s.want)}`);
     }
@@ -467,7 +550,11 @@ function existsFile(path: string): boolean {
   }
 }
 
-const SIGNALS: [NodeJS.Signals, number][] = [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]];
+const SIGNALS: [NodeJS.Signals, number][] = [
+  ["SIGINT", 2],
+  ["SIGTERM", 15],
+  ["SIGHUP", 1],
+];
 
 export function main(args: string[], env: NodeJS.ProcessEnv): number | Promise<number> {
   given = readSettings(env);
@@ -485,26 +572,29 @@ export function main(args: string[], env: NodeJS.ProcessEnv): number | Promise<n
       pull.controller.abort();
     });
   }
-  return pull.run().then((digest) => {
-    process.stdout.write(`${digest}\n`);
-    return 0;
-  }, async (e: unknown) => {
-    await pull.stop();
-    pull.progress.finish();
-    pull.written.undo();
-    let message: string;
-    let status: number;
-    if (interrupted) {
-      message = `interrupted by ${interrupted[0]}; nothing kept`;
-      status = 128 + interrupted[1];
-    } else if (e instanceof MincError) {
-      message = e.message;
-      status = e.status;
-    } else {
-      message = `internal error: ${e instanceof Error ? e.stack : String(e)}`;
-      status = 1;
-    }
-    process.stderr.write(`${progname()}: ${message}\n`);
-    return status;
-  });
+  return pull.run().then(
+    (digest) => {
+      process.stdout.write(`${digest}\n`);
+      return 0;
+    },
+    async (e: unknown) => {
+      await pull.stop();
+      pull.progress.finish();
+      pull.written.undo();
+      let message: string;
+      let status: number;
+      if (interrupted) {
+        message = `interrupted by ${interrupted[0]}; nothing kept`;
+        status = 128 + interrupted[1];
+      } else if (e instanceof MincError) {
+        message = e.message;
+        status = e.status;
+      } else {
+        message = `internal error: ${e instanceof Error ? e.stack : String(e)}`;
+        status = 1;
+      }
+      process.stderr.write(`${progname()}: ${message}\n`);
+      return status;
+    },
+  );
 }

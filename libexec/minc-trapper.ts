@@ -19,7 +19,21 @@
 // minc-trapper alone (as polecat passes one on), are passed on to the
 // traced command (strace, in front of it, leaves them to it), and
 // minc-trapper ends by the signal, copying nothing (lib/core/interrupt.ts).
-import { chmodSync, copyFileSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, type Stats } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  type Stats,
+} from "node:fs";
 import { runContainer } from "../lib/boot/container.ts";
 import { readElf } from "../lib/polecat/elf.ts";
 import { MincError, usageError, warn } from "../lib/core/fail.ts";
@@ -77,10 +91,13 @@ function traceFileOf(job: Job): string {
 async function runTraced(job: Job): Promise<void> {
   const strace = findInPath("strace");
   if (!strace) throw new MincError("needs strace on this host to trace the command (apt-get install strace)");
-  step("Run the command once in a container, strace in front of its chroot (MINC_DEBUG_PREFIX); Ctrl-C ends a server's test run");
+  step(
+    "Run the command once in a container, strace in front of its chroot (MINC_DEBUG_PREFIX); Ctrl-C ends a server's test run",
+  );
   mkdirs(job.upper);
   const prefix = [strace, ...STRACE_ARGS, "-o", traceFileOf(job)];
-  if (prefix.some((w) => /\s/.test(w))) throw usageError(`${job.tmpdir}: a working directory with blanks cannot hold the trace`);
+  if (prefix.some((w) => /\s/.test(w)))
+    throw usageError(`${job.tmpdir}: a working directory with blanks cannot hold the trace`);
   const unspare = spareGroupInterrupts();
   try {
     checkStatus(await runContainer(job.tmpdir, job.command, { MINC_BASEDIR: job.basedir, MINC_DEBUG_PREFIX: prefix }));
@@ -96,7 +113,9 @@ function checkStatus(status: number): void {
   } else if (settings.MINC_IGNORE_STATE) {
     warn(`the command exited with ${status} while traced (ignored: --ignore-state)`);
   } else {
-    throw new MincError(`the command failed while traced (exit ${status}); fix it, or pack it anyway with --ignore-state`);
+    throw new MincError(
+      `the command failed while traced (exit ${status}); fix it, or pack it anyway with --ignore-state`,
+    );
   }
 }
 
@@ -122,7 +141,8 @@ function unmountView(job: Job): void {
 
 function tracedFiles(job: Job): string[] {
   const paths = tracedPaths(readFileSync(traceFileOf(job), "utf8"));
-  if (!paths) throw new MincError("the trace shows no chroot into the container: nothing in it can be told apart from the host");
+  if (!paths)
+    throw new MincError("the trace shows no chroot into the container: nothing in it can be told apart from the host");
   return paths;
 }
 
@@ -136,7 +156,9 @@ function copyMetadata(from: Stats, to: string): void {
 
 /** A directory of the view made in the upper layer, its contents left out (cp -a would copy them). */
 function copyDir(from: string, to: string, st: Stats): void {
-  shown(`mkdir ${quote(to)} && chown --reference=${quote(from)} ${quote(to)} && chmod --reference=${quote(from)} ${quote(to)} && touch -r ${quote(from)} ${quote(to)}`);
+  shown(
+    `mkdir ${quote(to)} && chown --reference=${quote(from)} ${quote(to)} && chmod --reference=${quote(from)} ${quote(to)} && touch -r ${quote(from)} ${quote(to)}`,
+  );
   mkdirSync(to);
   copyMetadata(st, to);
 }
@@ -182,7 +204,10 @@ function trap(job: Job, path: string): void {
   let links = 0;
   while (todo.length > 0) {
     const name = todo.shift()!;
-    if (name === "..") { done.pop(); continue; }
+    if (name === "..") {
+      done.pop();
+      continue;
+    }
     const parts = [...done, name];
     let st: Stats;
     try {
@@ -215,7 +240,9 @@ function copyTraced(job: Job, paths: string[]): void {
  */
 function copyCommand(job: Job): void {
   const [program] = job.command;
-  const dirs = program.includes("/") ? [""] : (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").filter((d) => d.startsWith("/"));
+  const dirs = program.includes("/")
+    ? [""]
+    : (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").filter((d) => d.startsWith("/"));
   const found = dirs.map((d) => (d ? `${d}/${program}` : program)).find((p) => existsInRoot(job.view, p));
   if (!found) return;
   step(`Copy the command's program, ${found}`);
@@ -238,7 +265,9 @@ function filesOf(dir: string, prefix = ""): string[] {
  * still starts from the image.
  */
 function closeOverLibraries(job: Job): void {
-  step("Add the shared libraries (DT_NEEDED, found as the rootfs's loader finds them) and the ELF interpreters, until none is missing");
+  step(
+    "Add the shared libraries (DT_NEEDED, found as the rootfs's loader finds them) and the ELF interpreters, until none is missing",
+  );
   const confDirs = ldSoConfDirs(job.view);
   const queue = filesOf(job.upper);
   const seen = new Set<string>();

@@ -12,11 +12,21 @@ const named = new Set([...page.matchAll(/`([^`\s]+)`/g)].map((m) => m[1]));
 test("every path docs/architecture.md names is there", () => {
   const paths = [...named].filter((n) => /^(bin|lib|libexec|docs|test|bench|samples)\//.test(n));
   assert.ok(paths.length > 10, `too few paths found: ${paths.join(" ")}`);
-  assert.deepEqual(paths.filter((p) => !existsSync(`${REPO}/${p}`)), []);
+  assert.deepEqual(
+    paths.filter((p) => !existsSync(`${REPO}/${p}`)),
+    [],
+  );
 });
 
 test("docs/architecture.md names every folder of lib/ and every backend of libexec/", () => {
-  const folders = readdirSync(`${REPO}/lib`).filter((f) => statSync(`${REPO}/lib/${f}`).isDirectory()).map((f) => `lib/${f}/`);
-  const backends = readdirSync(`${REPO}/libexec`).filter((f) => /^minc-[a-z]+\.ts$/.test(f)).map((f) => f.replace(/\.ts$/, ""));
-  assert.deepEqual([...folders, ...backends].filter((n) => !named.has(n)), []);
+  const folders = readdirSync(`${REPO}/lib`)
+    .filter((f) => statSync(`${REPO}/lib/${f}`).isDirectory())
+    .map((f) => `lib/${f}/`);
+  const backends = readdirSync(`${REPO}/libexec`)
+    .filter((f) => /^minc-[a-z]+\.ts$/.test(f))
+    .map((f) => f.replace(/\.ts$/, ""));
+  assert.deepEqual(
+    [...folders, ...backends].filter((n) => !named.has(n)),
+    [],
+  );
 });

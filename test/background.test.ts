@@ -42,14 +42,22 @@ describe("background mode", { skip }, () => {
       assert.ok(dir, r.stdout);
       running = dir;
       const log = `${dir}/log`;
-      await waitFor(`${log} to say the command waits`, () => readOr(log).includes("waiting\n"), { saw: () => `${contents(dir)}; log ${JSON.stringify(readOr(log))}` });
+      await waitFor(`${log} to say the command waits`, () => readOr(log).includes("waiting\n"), {
+        saw: () => `${contents(dir)}; log ${JSON.stringify(readOr(log))}`,
+      });
       assert.ok(existsSync(`${dir}/pid`), `the container is not running: ${contents(dir)}`);
       const seen = readOr(log);
       assert.match(seen, /from-the-background/);
       assert.match(seen, /^\s*1 sh$/m);
       writeFileSync(`${gate}/go`, "");
-      await waitFor(`${dir} to be removed at the container's end`, () => !existsSync(dir), { saw: () => contents(dir) });
-      assert.equal(readOr(`${gate}/seen`, "(none)"), "seen\n", "the command did not see the file made after minc -B returned");
+      await waitFor(`${dir} to be removed at the container's end`, () => !existsSync(dir), {
+        saw: () => contents(dir),
+      });
+      assert.equal(
+        readOr(`${gate}/seen`, "(none)"),
+        "seen\n",
+        "the command did not see the file made after minc -B returned",
+      );
     } finally {
       writeFileSync(`${gate}/go`, ""); // (the container ends, should the test have failed before)
       if (running) await ended(running);
@@ -62,7 +70,11 @@ describe("background mode", { skip }, () => {
     assert.equal(r.status, 0, r.stderr);
     const dir = /See (\S+)\/log for output/.exec(r.stdout)?.[1];
     assert.ok(dir, r.stdout);
-    await waitFor(`the container of ${dir} to start`, () => readOr(`${dir}/pid`).endsWith("\n") && readOr(`${dir}/waiter`).endsWith("\n"), { saw: () => contents(dir) });
+    await waitFor(
+      `the container of ${dir} to start`,
+      () => readOr(`${dir}/pid`).endsWith("\n") && readOr(`${dir}/waiter`).endsWith("\n"),
+      { saw: () => contents(dir) },
+    );
     const pid = Number(readFileSync(`${dir}/pid`, "utf8"));
     const command = (): string => readOr(`/proc/${pid}/cmdline`).replaceAll("\0", " ").trim(); // ("" once it is gone, or a zombie)
     try {
@@ -70,16 +82,26 @@ describe("background mode", { skip }, () => {
       await waitFor(`the container's PID ${pid} to run the command`, () => command() === "sleep 587", { saw: command });
       // (its watcher is tied to the waiter once setpriv has execed sh)
       const watcher = `minc-waiter.sh --watch ${dir}`;
-      await waitFor("the watcher to run", () => pgrep(watcher).split("\n").some((l) => / \/bin\/sh \S+minc-waiter\.sh --watch /.test(l)), { saw: () => pgrep(watcher) });
+      await waitFor(
+        "the watcher to run",
+        () =>
+          pgrep(watcher)
+            .split("\n")
+            .some((l) => / \/bin\/sh \S+minc-waiter\.sh --watch /.test(l)),
+        { saw: () => pgrep(watcher) },
+      );
       process.kill(Number(readFileSync(`${dir}/waiter`, "utf8")), "SIGKILL");
       await waitFor(`${dir} to be removed`, () => !existsSync(dir), { saw: () => contents(dir) });
-      await waitFor(`the container's command (PID ${pid}) to be gone`, () => command() !== "sleep 587", { saw: command });
+      await waitFor(`the container's command (PID ${pid}) to be gone`, () => command() !== "sleep 587", {
+        saw: command,
+      });
       await waitFor("the watcher to be gone", () => pgrep(watcher) === "", { saw: () => pgrep(watcher) });
     } finally {
       // (only when the test failed: a container that ran on, or a waiter not yet killed)
       if (command() === "sleep 587") process.kill(pid, "SIGKILL");
       const waiter = Number(readOr(`${dir}/waiter`, "0"));
-      if (waiter && readOr(`/proc/${waiter}/cmdline`).includes(`minc-waiter.sh\0${dir}`)) process.kill(waiter, "SIGTERM");
+      if (waiter && readOr(`/proc/${waiter}/cmdline`).includes(`minc-waiter.sh\0${dir}`))
+        process.kill(waiter, "SIGTERM");
     }
   });
 

@@ -1,6 +1,16 @@
 // Real containers from the busybox rootfs: what the command sees inside.
 import assert from "node:assert/strict";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { after, describe, test } from "node:test";
 import { cannotBoot, cleanEnv, leftovers, minc, rootfs } from "./helpers.ts";
 
@@ -12,7 +22,11 @@ describe("minc boots a container", { skip }, () => {
   test("the command is PID 1 and sees no host process", () => {
     const r = minc(["-r", rootfs(), "ps", "-o", "pid,comm"]);
     assert.equal(r.status, 0, r.stderr);
-    const rows = r.stdout.trim().split("\n").slice(1).map((l) => l.trim().split(/\s+/));
+    const rows = r.stdout
+      .trim()
+      .split("\n")
+      .slice(1)
+      .map((l) => l.trim().split(/\s+/));
     assert.deepEqual(rows, [["1", "ps"]], r.stdout);
   });
 
@@ -23,7 +37,15 @@ describe("minc boots a container", { skip }, () => {
   });
 
   test("--user 1000:1234 runs the command as uid 1000, gid 1234, with no capabilities", () => {
-    const r = minc(["-r", rootfs(), "--user", "1000:1234", "sh", "-c", "id -u; id -g; id -G; grep CapEff /proc/self/status"]);
+    const r = minc([
+      "-r",
+      rootfs(),
+      "--user",
+      "1000:1234",
+      "sh",
+      "-c",
+      "id -u; id -g; id -G; grep CapEff /proc/self/status",
+    ]);
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(r.stdout.trim().split("\n"), ["1000", "1234", "1234", "CapEff:\t0000000000000000"]);
   });
@@ -73,9 +95,14 @@ describe("minc boots a container", { skip }, () => {
   });
 
   test("/proc is the container's, /proc/sys and /sys are read-only", () => {
-    const r = minc(["-r", rootfs(), "sh", "-c",
+    const r = minc([
+      "-r",
+      rootfs(),
+      "sh",
+      "-c",
       "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo proc-writable; " +
-      "touch /sys/x 2>/dev/null && echo sys-writable; ls /proc | grep -c '^[0-9]'"]);
+        "touch /sys/x 2>/dev/null && echo sys-writable; ls /proc | grep -c '^[0-9]'",
+    ]);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout.trim(), "3", "expected only the container's processes: sh, ls and grep");
   });
@@ -84,9 +111,10 @@ describe("minc boots a container", { skip }, () => {
     const bounding = (extra: string[]): bigint => {
       const r = minc(["-r", rootfs(), ...extra, "grep", "CapBnd", "/proc/self/status"]);
       assert.equal(r.status, 0, r.stderr);
-      return BigInt("0x" + r.stdout.split(/\s+/)[1]);
+      return BigInt(`0x${r.stdout.split(/\s+/)[1]}`);
     };
-    const CAP_NET_RAW = 13n, CAP_SYS_CHROOT = 18n;
+    const CAP_NET_RAW = 13n,
+      CAP_SYS_CHROOT = 18n;
     const plain = bounding([]);
     assert.equal((plain >> CAP_SYS_CHROOT) & 1n, 0n);
     assert.equal((plain >> CAP_NET_RAW) & 1n, 1n);
@@ -98,7 +126,10 @@ describe("minc boots a container", { skip }, () => {
     assert.equal(r.status, 0, r.stderr);
     const [pid, ...mounts] = r.stdout.trim().split("\n");
     assert.equal(pid, "1");
-    assert.ok(mounts.every((m) => !/ \/\.orig| \/usr\/local/.test(m)), r.stdout);
+    assert.ok(
+      mounts.every((m) => !/ \/\.orig| \/usr\/local/.test(m)),
+      r.stdout,
+    );
     assert.ok(mounts.length < 25, `the old root's mounts are still there:\n${r.stdout}`);
   });
 
@@ -111,7 +142,8 @@ describe("minc boots a container", { skip }, () => {
   test("/dev has only the harmless devices, a private devpts and /dev/shm", () => {
     const r = minc(["-r", rootfs(), "sh", "-c", "ls /dev; ls /dev/pts; echo x > /dev/shm/y && cat /dev/shm/y"]);
     assert.equal(r.status, 0, r.stderr);
-    for (const dev of ["null", "zero", "urandom", "ptmx", "pts", "shm", "mqueue"]) assert.match(r.stdout, new RegExp(`^${dev}$`, "m"));
+    for (const dev of ["null", "zero", "urandom", "ptmx", "pts", "shm", "mqueue"])
+      assert.match(r.stdout, new RegExp(`^${dev}$`, "m"));
     assert.doesNotMatch(r.stdout, /^(sda|vda|kmsg|mem)$/m);
     assert.match(r.stdout, /^ptmx\nx$/m, "devpts must be a new instance with no host ptys");
   });
@@ -123,7 +155,15 @@ describe("minc boots a container", { skip }, () => {
   });
 
   test("--usedev gives the host's devices, --debugfs mounts debugfs", () => {
-    const r = minc(["-r", rootfs(), "--usedev", "--debugfs", "sh", "-c", "ls /dev | grep -c '^loop'; grep -c ' /sys/kernel/debug ' /proc/self/mountinfo"]);
+    const r = minc([
+      "-r",
+      rootfs(),
+      "--usedev",
+      "--debugfs",
+      "sh",
+      "-c",
+      "ls /dev | grep -c '^loop'; grep -c ' /sys/kernel/debug ' /proc/self/mountinfo",
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const [loops, debugfs] = r.stdout.trim().split("\n").map(Number);
     assert.ok(loops > 0, "no loop devices under --usedev");
@@ -132,12 +172,22 @@ describe("minc boots a container", { skip }, () => {
 
   test("-X binds the X11 socket directory and $XAUTHORITY and passes $DISPLAY", () => {
     const made = !existsSync("/tmp/.X11-unix");
-    const xauth = mkdtempSync("/tmp/minc-test-xauth-") + "/Xauthority";
+    const xauth = `${mkdtempSync("/tmp/minc-test-xauth-")}/Xauthority`;
     try {
       if (made) mkdirSync("/tmp/.X11-unix", { mode: 0o1777 });
       writeFileSync(xauth, "cookie\n");
       const env = { ...cleanEnv(), DISPLAY: ":42", XAUTHORITY: xauth };
-      const r = minc(["-r", rootfs(), "-X", "sh", "-c", `echo $DISPLAY; cat ${xauth}; grep -c ' /tmp/.X11-unix ' /proc/self/mountinfo`], { env });
+      const r = minc(
+        [
+          "-r",
+          rootfs(),
+          "-X",
+          "sh",
+          "-c",
+          `echo $DISPLAY; cat ${xauth}; grep -c ' /tmp/.X11-unix ' /proc/self/mountinfo`,
+        ],
+        { env },
+      );
       assert.equal(r.status, 0, r.stderr);
       assert.deepEqual(r.stdout.trim().split("\n"), [":42", "cookie", "1"]);
       const none = minc(["-r", rootfs(), "-X", "true"], { env: { ...cleanEnv(), DISPLAY: "" } });

@@ -58,7 +58,10 @@ echo "workdirs left: $(ls /var/run | grep -c '^minc[0-9]')"
 `;
 
 // Four containers in a guest: about a minute, several on a busy machine.
-test("cgroup v2: memory.max OOM-kills the hog, pids.max stops forks, cpu.max and the rest are written", { skip, timeout: 480_000 }, async () => {
+test("cgroup v2: memory.max OOM-kills the hog, pids.max stops forks, cpu.max and the rest are written", {
+  skip,
+  timeout: 480_000,
+}, async () => {
   const r = await runInUml(SCRIPT(rootfs()), { timeoutMs: 420_000 });
   const f = fields(r.output);
   const why = `\n--- guest output ---\n${r.output}\n--- console (tail) ---\n${r.console.slice(-2000)}`;

@@ -28,7 +28,10 @@ function complete(line: string, env: NodeJS.ProcessEnv = {}): string[] {
     env: { ...process.env, PATH: `${REPO}/bin:${process.env.PATH}`, ...env },
   });
   assert.equal(r.status, 0, r.stderr);
-  return r.stdout.split("\n").filter((l) => l !== "").sort();
+  return r.stdout
+    .split("\n")
+    .filter((l) => l !== "")
+    .sort();
 }
 
 describe("bash completion", { skip: hasBash ? false : "bash is not installed" }, () => {
@@ -51,7 +54,9 @@ describe("bash completion", { skip: hasBash ? false : "bash is not installed" },
   after(() => rmSync(store, { recursive: true, force: true }));
 
   test("is registered for the four commands", () => {
-    const r = spawnSync("bash", ["--norc", "-c", `source ${FILE}; complete -p minc marten polecat ermine-breeder`], { encoding: "utf8" });
+    const r = spawnSync("bash", ["--norc", "-c", `source ${FILE}; complete -p minc marten polecat ermine-breeder`], {
+      encoding: "utf8",
+    });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /-F _minc minc/);
     assert.match(r.stdout, /-F _marten marten/);
@@ -90,7 +95,10 @@ describe("bash completion", { skip: hasBash ? false : "bash is not installed" },
     const ctr = complete("marten rm tiny", { MINCS_DIR: `${store}/mincs` });
     assert.ok(!ctr.includes("tinyimg"), "rm offered an image");
     assert.ok(ctr.includes("tinyctr"), `rm did not offer the container: ${ctr.join(" ")}`);
-    assert.ok(complete("minc -t tiny", { MINCS_DIR: `${store}/mincs` }).includes("tinyctr"), "minc -t did not offer the container");
+    assert.ok(
+      complete("minc -t tiny", { MINCS_DIR: `${store}/mincs` }).includes("tinyctr"),
+      "minc -t did not offer the container",
+    );
   });
 
   test("polecat options", () => {

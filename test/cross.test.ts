@@ -17,7 +17,9 @@ const skip = cannotBoot() ?? cannotCross();
 if (skip) console.log(`# skipping the cross-arch tests: ${skip}`);
 
 function arm64Rootfs(): string {
-  const r = spawnSync(`${REPO}/samples/scripts/busybox-rootfs.sh`, [`${REPO}/test/.cache/rootfs-arm64`, "arm64"], { encoding: "utf8" });
+  const r = spawnSync(`${REPO}/samples/scripts/busybox-rootfs.sh`, [`${REPO}/test/.cache/rootfs-arm64`, "arm64"], {
+    encoding: "utf8",
+  });
   assert.equal(r.status, 0, `the arm64 fixture: ${r.stderr} (needs dpkg --add-architecture arm64; apt-get update)`);
   return r.stdout.trim();
 }
@@ -27,7 +29,15 @@ describe("cross-arch containers", { skip }, () => {
 
   test("--cross arm64 runs an arm64 busybox, with qemu-user bound in at its own path", () => {
     const interpreter = /^interpreter (\S+)$/m.exec(readFileSync(`${BINFMT}/qemu-aarch64`, "utf8"))![1];
-    const r = minc(["--cross", "arm64", "-r", arm64Rootfs(), "sh", "-c", `uname -m; grep -c ' ${interpreter} ' /proc/self/mountinfo; echo $$`]);
+    const r = minc([
+      "--cross",
+      "arm64",
+      "-r",
+      arm64Rootfs(),
+      "sh",
+      "-c",
+      `uname -m; grep -c ' ${interpreter} ' /proc/self/mountinfo; echo $$`,
+    ]);
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(r.stdout.trim().split("\n"), ["aarch64", "1", "1"]);
     const alias = minc(["--arch", "aarch64", "-r", arm64Rootfs(), "uname", "-m"]);
@@ -37,7 +47,12 @@ describe("cross-arch containers", { skip }, () => {
   test("SIGTERM ends a --cross container at once, exit 143, nothing left", async () => {
     // PID 1 is qemu-user, which handles every signal and, for a guest with no
     // handler, re-raises it on itself with the default action: dropped for PID 1.
-    const r = await signalled(["sh", "-c", "echo ready; exec sleep 30"], "SIGTERM", ["--cross", "arm64", "-r", arm64Rootfs()]);
+    const r = await signalled(["sh", "-c", "echo ready; exec sleep 30"], "SIGTERM", [
+      "--cross",
+      "arm64",
+      "-r",
+      arm64Rootfs(),
+    ]);
     assert.equal(r.status, 143);
     assert.deepEqual(leftovers(), []);
   });

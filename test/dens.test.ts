@@ -16,8 +16,25 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, w
 import { connect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import {
-  BRIDGE, ExhaustedError, allocate, checkContainerIp, checkId, formatLeases, hookRules, hooksIn, mappedPorts, parseLeases,
-  parseListing, parsePortMap, portRules, release, rulesOf, splitRule, tagOf, vethName, type Lease,
+  BRIDGE,
+  ExhaustedError,
+  allocate,
+  checkContainerIp,
+  checkId,
+  formatLeases,
+  hookRules,
+  hooksIn,
+  mappedPorts,
+  parseLeases,
+  parseListing,
+  parsePortMap,
+  portRules,
+  release,
+  rulesOf,
+  splitRule,
+  tagOf,
+  vethName,
+  type Lease,
 } from "../lib/net/dens.ts";
 import { MincError } from "../lib/core/fail.ts";
 import { PATIENCE, REPO, freePort, hasTool, rootfs, start, waitFor } from "./helpers.ts";
@@ -46,8 +63,27 @@ describe("port maps", () => {
     assert.deepEqual(parsePortMap("65535:1:tcp"), { hostPort: 65535, port: 1, proto: "tcp" });
   });
   test("bad maps are usage errors (exit 2)", () => {
-    for (const bad of ["", "0", "65536", "-1", "+80", "8o", "80:", ":80", "80:0", "80:80:", "80:80:sctp", "80:80:TCP", "1:2:tcp:4", "99999999"]) {
-      assert.equal(status(() => parsePortMap(bad)), 2, `accepted ${JSON.stringify(bad)}`);
+    for (const bad of [
+      "",
+      "0",
+      "65536",
+      "-1",
+      "+80",
+      "8o",
+      "80:",
+      ":80",
+      "80:0",
+      "80:80:",
+      "80:80:sctp",
+      "80:80:TCP",
+      "1:2:tcp:4",
+      "99999999",
+    ]) {
+      assert.equal(
+        status(() => parsePortMap(bad)),
+        2,
+        `accepted ${JSON.stringify(bad)}`,
+      );
     }
   });
 });
@@ -62,10 +98,19 @@ describe("names and addresses", () => {
   });
   test("ids and addresses are checked", () => {
     assert.equal(checkId("minc1234-AbCdEf"), "minc1234-AbCdEf");
-    for (const bad of ["", "a b", "a/b", "-x", "a\"b", "x".repeat(201)]) assert.equal(status(() => checkId(bad)), 2, bad);
+    for (const bad of ["", "a b", "a/b", "-x", 'a"b', "x".repeat(201)])
+      assert.equal(
+        status(() => checkId(bad)),
+        2,
+        bad,
+      );
     assert.equal(checkContainerIp("192.168.139.254"), "192.168.139.254");
     for (const bad of ["192.168.139.1", "192.168.139.255", "192.168.140.2", "10.0.0.2", "192.168.139.", "x"]) {
-      assert.equal(status(() => checkContainerIp(bad)), 2, bad);
+      assert.equal(
+        status(() => checkContainerIp(bad)),
+        2,
+        bad,
+      );
     }
   });
 });
@@ -84,13 +129,22 @@ describe("leases", () => {
   test("a lease whose netns is gone is stale: dropped, its address reused", () => {
     const a = allocate([lease(2, "a"), lease(3, "dead")], "new", "nsnew", (l) => l.id !== "dead");
     assert.equal(a.ip, "192.168.139.3");
-    assert.deepEqual(a.dropped.map((l) => l.id), ["dead"]);
-    assert.deepEqual(a.leases.map((l) => l.id), ["a", "new"]);
+    assert.deepEqual(
+      a.dropped.map((l) => l.id),
+      ["dead"],
+    );
+    assert.deepEqual(
+      a.leases.map((l) => l.id),
+      ["a", "new"],
+    );
   });
   test("an id leased again gives up its old lease", () => {
     const a = allocate([lease(2, "a"), lease(3, "b")], "a", "nsa2", always);
     assert.equal(a.ip, "192.168.139.2");
-    assert.deepEqual(a.leases.map((l) => `${l.id} ${l.netns}`), ["b b", "a nsa2"]);
+    assert.deepEqual(
+      a.leases.map((l) => `${l.id} ${l.netns}`),
+      ["b b", "a nsa2"],
+    );
   });
   test("the shell MINCS's lines (ADDR/24 IFNAME) are read as leases that never go stale", () => {
     const leases = parseLeases("192.168.139.2/24 veth0-x\n\ngarbage\n192.168.139.3 b nsb\n");
@@ -99,12 +153,18 @@ describe("leases", () => {
   });
   test("exhaustion: all of .2-.254 held by live leases is an error with exit 1", () => {
     const full = Array.from({ length: 253 }, (_, i) => lease(i + 2, `c${i}`));
-    assert.throws(() => allocate(full, "one-more", "ns", always), (e: unknown) =>
-      e instanceof ExhaustedError && e.status === 1 && /no free address in 192\.168\.139\.0\/24/.test(e.message));
+    assert.throws(
+      () => allocate(full, "one-more", "ns", always),
+      (e: unknown) =>
+        e instanceof ExhaustedError && e.status === 1 && /no free address in 192\.168\.139\.0\/24/.test(e.message),
+    );
     assert.equal(allocate(full, "one-more", "ns", (l) => l.id !== "c100").ip, "192.168.139.102");
   });
   test("release drops only that id", () => {
-    assert.deepEqual(release([lease(2, "a"), lease(3, "ab")], "a").map((l) => l.id), ["ab"]);
+    assert.deepEqual(
+      release([lease(2, "a"), lease(3, "ab")], "a").map((l) => l.id),
+      ["ab"],
+    );
   });
 });
 
@@ -121,25 +181,47 @@ describe("iptables rules", () => {
   const rules = parseListing("nat", listing);
 
   test("iptables -S lines split like the shell would", () => {
-    assert.deepEqual(splitRule('-A X -m comment --comment "a \\"b\\" c" -j Y'), ["-A", "X", "-m", "comment", "--comment", 'a "b" c', "-j", "Y"]);
+    assert.deepEqual(splitRule('-A X -m comment --comment "a \\"b\\" c" -j Y'), [
+      "-A",
+      "X",
+      "-m",
+      "comment",
+      "--comment",
+      'a "b" c',
+      "-j",
+      "Y",
+    ]);
     assert.deepEqual(splitRule('--comment ""'), ["--comment", ""]);
   });
   test("a container's rules: tagged with exactly its id, in our chains only", () => {
-    assert.deepEqual(rulesOf(rules, "a").map((r) => r.args.join(" ")),
-      ["-p tcp -m tcp --dport 80 -m comment --comment minc:a -j DNAT --to-destination 192.168.139.2:80"]);
+    assert.deepEqual(
+      rulesOf(rules, "a").map((r) => r.args.join(" ")),
+      ["-p tcp -m tcp --dport 80 -m comment --comment minc:a -j DNAT --to-destination 192.168.139.2:80"],
+    );
     assert.equal(tagOf(rulesOf(rules, "ab")[0]), "ab");
     assert.deepEqual(rulesOf(rules, "b"), []);
   });
   test("hooks: the jumps into our chains, not other rules of the built-in chains", () => {
-    assert.deepEqual(hooksIn(rules).map((r) => r.chain), ["PREROUTING"]);
+    assert.deepEqual(
+      hooksIn(rules).map((r) => r.chain),
+      ["PREROUTING"],
+    );
     assert.equal(hookRules().length, 5);
   });
   test("a port map: DNAT in nat, ACCEPT in filter, both tagged; what is mapped can be read back", () => {
     const [dnat, accept] = portRules("x", "192.168.139.9", parsePortMap("18080:80"));
-    assert.equal(dnat.args.join(" "), "-p tcp -m tcp --dport 18080 -m comment --comment minc:x -j DNAT --to-destination 192.168.139.9:80");
-    assert.equal(accept.args.join(" "), `-d 192.168.139.9/32 -o ${BRIDGE} -p tcp -m tcp --dport 80 -m comment --comment minc:x -j ACCEPT`);
-    assert.deepEqual(mappedPorts([dnat, ...rules]).map((m) => `${m.hostPort}/${m.proto} ${m.to} ${m.id}`),
-      ["18080/tcp 192.168.139.9:80 x", "80/tcp 192.168.139.2:80 a", "53/udp 192.168.139.3:53 ab"]);
+    assert.equal(
+      dnat.args.join(" "),
+      "-p tcp -m tcp --dport 18080 -m comment --comment minc:x -j DNAT --to-destination 192.168.139.9:80",
+    );
+    assert.equal(
+      accept.args.join(" "),
+      `-d 192.168.139.9/32 -o ${BRIDGE} -p tcp -m tcp --dport 80 -m comment --comment minc:x -j ACCEPT`,
+    );
+    assert.deepEqual(
+      mappedPorts([dnat, ...rules]).map((m) => `${m.hostPort}/${m.proto} ${m.to} ${m.id}`),
+      ["18080/tcp 192.168.139.9:80 x", "80/tcp 192.168.139.2:80 a", "53/udp 192.168.139.3:53 ab"],
+    );
   });
 });
 
@@ -155,10 +237,18 @@ function cannotNet(): string | undefined {
 const skip = cannotNet();
 if (skip) console.log(`# dens: skipping the tests on the host: ${skip}`);
 
-interface Result { status: number | null; stdout: string; stderr: string }
+interface Result {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 function dens(args: string[], env: NodeJS.ProcessEnv = {}): Result {
-  const r = spawnSync(DENS, args, { encoding: "utf8", env: { ...process.env, MINC_DEBUG: "", ...env }, timeout: 2 * PATIENCE }); // (past its own 60 s wait for the lock)
+  const r = spawnSync(DENS, args, {
+    encoding: "utf8",
+    env: { ...process.env, MINC_DEBUG: "", ...env },
+    timeout: 2 * PATIENCE,
+  }); // (past its own 60 s wait for the lock)
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -168,8 +258,12 @@ function densAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Result>
     const c = spawn(DENS, args, { env: { ...process.env, MINC_DEBUG: "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
-    c.stdout.on("data", (d) => { stdout += d; });
-    c.stderr.on("data", (d) => { stderr += d; });
+    c.stdout.on("data", (d) => {
+      stdout += d;
+    });
+    c.stderr.on("data", (d) => {
+      stderr += d;
+    });
     c.on("error", reject);
     c.on("close", (status) => resolve({ status, stdout, stderr }));
   });
@@ -190,8 +284,10 @@ function save(iptables = "iptables", table?: string): string {
   return sh([`${iptables}-save`, ...(table ? ["-t", table] : [])]).stdout;
 }
 
-const tagged = (text: string, id: string): boolean => new RegExp(`minc:${id.replace(/[.]/g, "\\.")}(["\\s]|$)`, "m").test(text);
-const leaseLines = (file = LEASE): string[] => (existsSync(file) ? readFileSync(file, "utf8").split("\n").filter(Boolean) : []);
+const tagged = (text: string, id: string): boolean =>
+  new RegExp(`minc:${id.replace(/[.]/g, "\\.")}(["\\s]|$)`, "m").test(text);
+const leaseLines = (file = LEASE): string[] =>
+  existsSync(file) ? readFileSync(file, "utf8").split("\n").filter(Boolean) : [];
 const links = (): string[] => readdirSync("/sys/class/net");
 
 // Names made of our PID: another run of these tests cannot clash with ours.
@@ -214,13 +310,16 @@ const servers: ChildProcess[] = [];
 
 /** A server inside a netns: each TCP connection or UDP datagram gets REPLY and the peer's address. */
 function serve(netns: string, proto: "tcp" | "udp", port: number, reply: string): Promise<ChildProcess> {
-  const script = proto === "tcp"
-    ? `require("net").createServer((c) => c.end(${JSON.stringify(reply)} + " " + c.remoteAddress + "\\n")).listen(${port}, "0.0.0.0", () => console.log("ready"))`
-    : `const s = require("dgram").createSocket("udp4"); s.on("message", (m, r) => s.send(${JSON.stringify(reply)} + " " + r.address + " " + m, r.port, r.address)); s.bind(${port}, "0.0.0.0", () => console.log("ready"))`;
+  const script =
+    proto === "tcp"
+      ? `require("net").createServer((c) => c.end(${JSON.stringify(reply)} + " " + c.remoteAddress + "\\n")).listen(${port}, "0.0.0.0", () => console.log("ready"))`
+      : `const s = require("dgram").createSocket("udp4"); s.on("message", (m, r) => s.send(${JSON.stringify(reply)} + " " + r.address + " " + m, r.port, r.address)); s.bind(${port}, "0.0.0.0", () => console.log("ready"))`;
   const child = spawn("ip", ["netns", "exec", netns, NODE, "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
   servers.push(child);
   return new Promise((resolve, reject) => {
-    child.stdout!.on("data", (d) => { if (String(d).includes("ready")) resolve(child); });
+    child.stdout!.on("data", (d) => {
+      if (String(d).includes("ready")) resolve(child);
+    });
     child.on("exit", (code) => reject(new Error(`server in ${netns} exited (${code})`)));
   });
 }
@@ -229,9 +328,14 @@ function tcpGet(host: string, port: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = connect({ host, port, timeout: 3000 });
     let data = "";
-    s.on("data", (d) => { data += d; });
+    s.on("data", (d) => {
+      data += d;
+    });
     s.on("end", () => resolve(data));
-    s.on("timeout", () => { s.destroy(); reject(new Error(`${host}:${port}: timed out`)); });
+    s.on("timeout", () => {
+      s.destroy();
+      reject(new Error(`${host}:${port}: timed out`));
+    });
     s.on("error", reject);
   });
 }
@@ -239,8 +343,15 @@ function tcpGet(host: string, port: number): Promise<string> {
 function udpAsk(host: string, port: number, message: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = createSocket("udp4");
-    const timer = setTimeout(() => { s.close(); reject(new Error(`${host}:${port}/udp: no answer`)); }, 3000);
-    s.on("message", (m) => { clearTimeout(timer); s.close(); resolve(String(m)); });
+    const timer = setTimeout(() => {
+      s.close();
+      reject(new Error(`${host}:${port}/udp: no answer`));
+    }, 3000);
+    s.on("message", (m) => {
+      clearTimeout(timer);
+      s.close();
+      resolve(String(m));
+    });
     s.send(message, port, host);
   });
 }
@@ -257,9 +368,12 @@ function othersOnTheNetwork(): string[] {
     .filter((l) => !ourIds.has(l.id) && (l.netns === "-" || existsSync(`/var/run/netns/${l.netns}`)))
     .map((l) => `lease ${l.ip} ${l.id}`);
   const ourVeths = new Set([...ourIds].map(vethName));
-  const veths = links().filter((l) => /^mincv[0-9a-f]{8}$/.test(l) && !ourVeths.has(l)).map((l) => `veth ${l}`);
+  const veths = links()
+    .filter((l) => /^mincv[0-9a-f]{8}$/.test(l) && !ourVeths.has(l))
+    .map((l) => `veth ${l}`);
   const netnses = (existsSync("/var/run/netns") ? readdirSync("/var/run/netns") : [])
-    .filter((n) => !ourNetnses.has(n) && !leftByAnEarlierRun(n)).map((n) => `netns ${n}`);
+    .filter((n) => !ourNetnses.has(n) && !leftByAnEarlierRun(n))
+    .map((n) => `netns ${n}`);
   return [...leases, ...veths, ...netnses];
 }
 
@@ -276,7 +390,9 @@ function leftByAnEarlierRun(netns: string): boolean {
  * its stdin and the lock goes.)
  */
 async function holdDensLock(): Promise<() => Promise<void>> {
-  const holder = start("flock", ["-w", String(PATIENCE / 1000), LOCK, "sh", "-c", "echo locked; exec cat >/dev/null"], { stdio: ["pipe", "pipe", "pipe"] });
+  const holder = start("flock", ["-w", String(PATIENCE / 1000), LOCK, "sh", "-c", "echo locked; exec cat >/dev/null"], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
   await holder.printed("locked");
   return async () => {
     holder.child.stdin!.end();
@@ -287,10 +403,12 @@ async function holdDensLock(): Promise<() => Promise<void>> {
 /** The processes waiting for minc-dens's lock (the "->" lines of /proc/locks on its inode). */
 function lockWaiters(): number[] {
   const inode = statSync(LOCK).ino;
-  return readFileSync("/proc/locks", "utf8").split("\n").flatMap((l) => {
-    const m = /->\s+FLOCK\s+\S+\s+\S+\s+(\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/.exec(l);
-    return m && Number(m[2]) === inode ? [Number(m[1])] : [];
-  });
+  return readFileSync("/proc/locks", "utf8")
+    .split("\n")
+    .flatMap((l) => {
+      const m = /->\s+FLOCK\s+\S+\s+\S+\s+(\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/.exec(l);
+      return m && Number(m[2]) === inode ? [Number(m[1])] : [];
+    });
 }
 
 function parentOf(pid: number): number | undefined {
@@ -336,7 +454,8 @@ async function stopIfAlone(env: NodeJS.ProcessEnv = {}, afterwards?: () => void)
   release = await holdDensLock();
   try {
     const came = othersOnTheNetwork();
-    if (came.length) return `stopped, but something came onto the dens network right after, so what stop left cannot be checked: ${came.join(", ")}`;
+    if (came.length)
+      return `stopped, but something came onto the dens network right after, so what stop left cannot be checked: ${came.join(", ")}`;
     afterwards();
   } finally {
     await release();
@@ -361,7 +480,9 @@ const ipForwardBefore = existsSync(FORWARD) ? readFileSync(FORWARD, "utf8") : ""
 
 describe("minc-dens on the host", { skip }, () => {
   let busybox = "";
-  before(() => { busybox = `${rootfs()}/bin/busybox`; });
+  before(() => {
+    busybox = `${rootfs()}/bin/busybox`;
+  });
   after(() => cleanUp());
   // Host ports for the maps, free when the tests start.
   let webPort = 0;
@@ -394,13 +515,21 @@ describe("minc-dens on the host", { skip }, () => {
 
     // The host end is on the bridge; the other is eth0 in the netns, with the address and the default route.
     assert.match(ok(["ip", "-o", "link", "show", vethName(a.id)]), new RegExp(`master ${BRIDGE} .*state UP`));
-    assert.match(ok(["ip", "-n", a.netns, "-o", "-4", "addr", "show", "dev", "eth0"]), new RegExp(`inet ${ipA.replace(/\./g, "\\.")}/24`));
+    assert.match(
+      ok(["ip", "-n", a.netns, "-o", "-4", "addr", "show", "dev", "eth0"]),
+      new RegExp(`inet ${ipA.replace(/\./g, "\\.")}/24`),
+    );
     assert.match(ok(["ip", "-n", a.netns, "route"]), /^default via 192\.168\.139\.1 dev eth0/m);
     assert.match(ok(["ip", "-n", a.netns, "-o", "link", "show", "lo"]), /state UNKNOWN|,UP/);
     assert.ok(leaseLines().includes(`${ipA} ${a.id} ${a.netns}`), leaseLines().join("\n"));
     assert.ok(leaseLines().includes(`${ipB} ${b.id} ${b.netns}`));
 
-    for (const [from, to] of [[a.netns, ipB], [b.netns, ipA], [a.netns, "192.168.139.1"], [b.netns, "192.168.139.1"]]) {
+    for (const [from, to] of [
+      [a.netns, ipB],
+      [b.netns, ipA],
+      [a.netns, "192.168.139.1"],
+      [b.netns, "192.168.139.1"],
+    ]) {
       const r = sh(["ip", "netns", "exec", from, busybox, "ping", "-c", "1", "-W", "3", to]);
       assert.equal(r.status, 0, `ping ${to} from ${from}: ${r.stdout}${r.stderr}`);
     }
@@ -428,11 +557,26 @@ describe("minc-dens on the host", { skip }, () => {
     const r = dens(["map", b.id, ipB, `${webPort}:80`]);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(await tcpGet("127.0.0.1", webPort), "hello from b 192.168.139.1\n");
-    assert.match(save("iptables", "nat"), new RegExp(`-A MINCS_DNAT -p tcp -m tcp --dport ${webPort} -m comment --comment "?minc:${b.id}"? -j DNAT --to-destination ${ipB}:80`));
-    assert.match(save("iptables", "filter"), new RegExp(`-A MINCS_FORWARD -d ${ipB}/32 -o ${BRIDGE} -p tcp -m tcp --dport 80 -m comment --comment "?minc:${b.id}"? -j ACCEPT`));
+    assert.match(
+      save("iptables", "nat"),
+      new RegExp(
+        `-A MINCS_DNAT -p tcp -m tcp --dport ${webPort} -m comment --comment "?minc:${b.id}"? -j DNAT --to-destination ${ipB}:80`,
+      ),
+    );
+    assert.match(
+      save("iptables", "filter"),
+      new RegExp(
+        `-A MINCS_FORWARD -d ${ipB}/32 -o ${BRIDGE} -p tcp -m tcp --dport 80 -m comment --comment "?minc:${b.id}"? -j ACCEPT`,
+      ),
+    );
     // Mapping it again changes nothing.
     assert.equal(dens(["map", b.id, ipB, `${webPort}:80`]).status, 0);
-    assert.equal(save("iptables", "nat").split("\n").filter((l) => l.includes(`--dport ${webPort} `)).length, 1);
+    assert.equal(
+      save("iptables", "nat")
+        .split("\n")
+        .filter((l) => l.includes(`--dport ${webPort} `)).length,
+      1,
+    );
   });
 
   test("map: a container reaches a mapped port of another and of itself through the bridge's address (PREROUTING, hairpin)", () => {
@@ -452,7 +596,11 @@ describe("minc-dens on the host", { skip }, () => {
   test("map: bad arguments are one line and exit 2; a host port taken by another container is exit 1; nothing is added", () => {
     // (Rules of other containers come and go meanwhile: not counted.)
     const othersRule = (l: string): boolean => [...l.matchAll(/minc:([\w.-]+)/g)].some((m) => !ourIds.has(m[1]));
-    const ruleLines = (): string => (save("iptables", "nat") + save("iptables", "filter")).split("\n").filter((l) => l.startsWith("-A") && !othersRule(l)).join("\n");
+    const ruleLines = (): string =>
+      (save("iptables", "nat") + save("iptables", "filter"))
+        .split("\n")
+        .filter((l) => l.startsWith("-A") && !othersRule(l))
+        .join("\n");
     const p = otherPort;
     const before = ruleLines();
     const cases: [string[], RegExp][] = [
@@ -477,7 +625,10 @@ describe("minc-dens on the host", { skip }, () => {
     }
     const taken = dens(["map", a.id, ipA, `${webPort}:80`]);
     assert.equal(taken.status, 1);
-    assert.match(taken.stderr, new RegExp(`host port ${webPort}/tcp is already mapped to ${ipB}:80 \\(container ${b.id}\\)`));
+    assert.match(
+      taken.stderr,
+      new RegExp(`host port ${webPort}/tcp is already mapped to ${ipB}:80 \\(container ${b.id}\\)`),
+    );
     assert.equal(ruleLines(), before);
   });
 
@@ -489,7 +640,11 @@ describe("minc-dens on the host", { skip }, () => {
     assert.match(lines[0], /^# ==== minc-dens: phase 3\/5: new namespaces ====$/);
     assert.match(lines[1], /^# /);
     for (const l of lines) assert.match(l, /^[#+] /);
-    for (const cmd of ["flock -w 60 3", `ip link add ${vethName(c.id)} type veth peer name eth0 netns ${c.netns}`, `ip -n ${c.netns} route add default via 192.168.139.1`]) {
+    for (const cmd of [
+      "flock -w 60 3",
+      `ip link add ${vethName(c.id)} type veth peer name eth0 netns ${c.netns}`,
+      `ip -n ${c.netns} route add default via 192.168.139.1`,
+    ]) {
       assert.ok(lines.includes(`+ ${cmd}`), `no "+ ${cmd}" in\n${r.stderr}`);
     }
     const quiet = dens(["del", c.netns, c.id]);
@@ -501,7 +656,10 @@ describe("minc-dens on the host", { skip }, () => {
     // A host service listening on 127.0.0.1 only, and a container that routes 127.0.0.0/8 to the host.
     // After its datagram to that service, the container sends one to the host's address on the
     // bridge, which must arrive: once it has and the first has been dropped, the first cannot come.
-    const bind = async (address: string, got: string[]): Promise<{ socket: ReturnType<typeof createSocket>; port: number }> => {
+    const bind = async (
+      address: string,
+      got: string[],
+    ): Promise<{ socket: ReturnType<typeof createSocket>; port: number }> => {
       const socket = createSocket("udp4");
       socket.on("message", (m) => got.push(String(m)));
       await new Promise<void>((res) => socket.bind(0, address, res));
@@ -512,21 +670,34 @@ describe("minc-dens on the host", { skip }, () => {
     const local = await bind("127.0.0.1", got);
     const bridge = await bind("192.168.139.1", seen);
     // (With iptables-legacy's MINCS chains on the host too, left by its test below, either may drop it.)
-    const dropped = (): number => ["iptables", "iptables-legacy"].reduce((sum, iptables) => {
-      const listed = hasTool(iptables) ? sh([iptables, "-w", "-t", "filter", "-L", "MINCS_INPUT", "-v", "-n", "-x"]) : undefined;
-      const line = listed?.status === 0 ? listed.stdout.split("\n").find((l) => l.includes("DROP")) : undefined;
-      return sum + Number(line?.trim().split(/\s+/)[0] ?? 0);
-    }, 0);
+    const dropped = (): number =>
+      ["iptables", "iptables-legacy"].reduce((sum, iptables) => {
+        const listed = hasTool(iptables)
+          ? sh([iptables, "-w", "-t", "filter", "-L", "MINCS_INPUT", "-v", "-n", "-x"])
+          : undefined;
+        const line = listed?.status === 0 ? listed.stdout.split("\n").find((l) => l.includes("DROP")) : undefined;
+        return sum + Number(line?.trim().split(/\s+/)[0] ?? 0);
+      }, 0);
     try {
       ok(["ip", "-n", a.netns, "route", "del", "local", "127.0.0.0/8", "dev", "lo", "table", "local"]);
       ok(["ip", "-n", a.netns, "route", "del", "local", "127.0.0.1", "dev", "lo", "table", "local"]);
       ok(["ip", "-n", a.netns, "route", "add", "127.0.0.0/8", "via", "192.168.139.1", "dev", "eth0"]);
       const before = dropped();
-      ok(["ip", "netns", "exec", a.netns, NODE, "-e",
-        `const s = require("dgram").createSocket("udp4"); s.send("secret?", ${local.port}, "127.0.0.1", () => s.send("after", ${bridge.port}, "192.168.139.1", () => s.close()))`]);
-      await waitFor("the second datagram, to the bridge's address", () => seen.includes("after"), { saw: () => `on the bridge's address: ${seen.join(" ")}; on 127.0.0.1: ${got.join(" ")}` });
+      ok([
+        "ip",
+        "netns",
+        "exec",
+        a.netns,
+        NODE,
+        "-e",
+        `const s = require("dgram").createSocket("udp4"); s.send("secret?", ${local.port}, "127.0.0.1", () => s.send("after", ${bridge.port}, "192.168.139.1", () => s.close()))`,
+      ]);
+      await waitFor("the second datagram, to the bridge's address", () => seen.includes("after"), {
+        saw: () => `on the bridge's address: ${seen.join(" ")}; on 127.0.0.1: ${got.join(" ")}`,
+      });
       await waitFor("the first datagram to be dropped, or to arrive", () => got.length > 0 || dropped() > before, {
-        saw: () => `DROP count ${dropped()} (was ${before}): the datagram did not even reach the host, the test proves nothing`,
+        saw: () =>
+          `DROP count ${dropped()} (was ${before}): the datagram did not even reach the host, the test proves nothing`,
       });
       await new Promise((res) => setImmediate(res)); // (one more turn: a datagram read with the second is handled)
       assert.deepEqual(got, [], "the container reached a service on the host's 127.0.0.1");
@@ -591,7 +762,9 @@ describe("minc-dens on the host", { skip }, () => {
       assert.equal(dens(["map", dead.id, ip, `${await freePort()}:80`], env).status, 0);
       ok(["ip", "netns", "del", dead.netns]); // the container died without del
       // The veth goes with its netns (the kernel tears the netns down in the background).
-      await waitFor(`the veth of ${dead.id} to go with its netns`, () => !links().includes(vethName(dead.id)), { saw: () => links().join(" ") });
+      await waitFor(`the veth of ${dead.id} to go with its netns`, () => !links().includes(vethName(dead.id)), {
+        saw: () => links().join(" "),
+      });
       const next = newContainer();
       const r = dens(["add", next.netns, next.id], env);
       assert.equal(r.status, 0, r.stderr);
@@ -648,10 +821,17 @@ describe("minc-dens on the host", { skip }, () => {
       const r = dens(["add", c.netns, c.id], { MINC_DENS_LEASE: file });
       assert.equal(r.status, 1);
       assert.equal(r.stdout, "");
-      assert.match(r.stderr, /^minc-dens: no free address in 192\.168\.139\.0\/24: all 253 of 253 are leased to running containers\n$/);
+      assert.match(
+        r.stderr,
+        /^minc-dens: no free address in 192\.168\.139\.0\/24: all 253 of 253 are leased to running containers\n$/,
+      );
       assert.equal(readFileSync(file, "utf8"), full);
       assert.ok(!links().includes(vethName(c.id)));
-      assert.equal(ok(["ip", "-n", c.netns, "-o", "link"]).split("\n").filter(Boolean).length, 1, "only lo in the netns");
+      assert.equal(
+        ok(["ip", "-n", c.netns, "-o", "link"]).split("\n").filter(Boolean).length,
+        1,
+        "only lo in the netns",
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -664,7 +844,10 @@ describe("minc-dens on the host", { skip }, () => {
     }
     const skipped = await stopIfAlone({}, () => {
       assert.ok(!links().includes(BRIDGE));
-      assert.deepEqual(links().filter((l) => l.startsWith("mincv")), []);
+      assert.deepEqual(
+        links().filter((l) => l.startsWith("mincv")),
+        [],
+      );
       assert.doesNotMatch(save(), /MINCS|minc:/);
       assert.doesNotMatch(save("iptables", "nat"), /MINCS|minc:/);
       assert.ok(!existsSync(LEASE));
@@ -678,7 +861,9 @@ describe("minc-dens on the host", { skip }, () => {
   });
 });
 
-describe("minc-dens with iptables-legacy", { skip: skip ?? (hasTool("iptables-legacy") ? undefined : "needs iptables-legacy") }, () => {
+describe("minc-dens with iptables-legacy", {
+  skip: skip ?? (hasTool("iptables-legacy") ? undefined : "needs iptables-legacy"),
+}, () => {
   const env = { MINC_DENS_IPTABLES: "iptables-legacy" };
   after(() => cleanUp("iptables-legacy"));
 
@@ -699,7 +884,7 @@ describe("minc-dens with iptables-legacy", { skip: skip ?? (hasTool("iptables-le
     assert.ok(!tagged(save("iptables-legacy"), c.id));
     assert.ok(!tagged(save("iptables-legacy", "nat"), c.id));
     for (const s of servers.splice(0)) s.kill("SIGKILL");
-    made.splice(0).forEach((m) => sh(["ip", "netns", "del", m.netns]));
+    for (const m of made.splice(0)) sh(["ip", "netns", "del", m.netns]);
     const skipped = await stopIfAlone(env, () => {
       assert.doesNotMatch(save("iptables-legacy") + save("iptables-legacy", "nat"), /MINCS|minc:/);
       assert.ok(!links().includes(BRIDGE));

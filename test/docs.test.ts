@@ -39,10 +39,13 @@ function recordingMincs<T>(pids: number[], body: () => T): T {
 function ownLeases(raw: string): string {
   const netns = /^\+ export MINC_TMPDIR=\S*\/(minc\d+)-/m.exec(raw)?.[1];
   if (!netns) return raw;
-  return raw.replace(/^\+ printf '%s\\n' ((?:'[^']*' ?)+) > (\S*minc\.lease\.new)$/gm, (_line, entries: string, file: string) => {
-    const own = [...entries.matchAll(/'([^']*)'/g)].map((m) => m[1]).filter((l) => l.split(" ").includes(netns));
-    return own.length ? `+ printf '%s\\n' ${own.map((l) => `'${l}'`).join(" ")} > ${file}` : `+ : > ${file}`;
-  });
+  return raw.replace(
+    /^\+ printf '%s\\n' ((?:'[^']*' ?)+) > (\S*minc\.lease\.new)$/gm,
+    (_line, entries: string, file: string) => {
+      const own = [...entries.matchAll(/'([^']*)'/g)].map((m) => m[1]).filter((l) => l.split(" ").includes(netns));
+      return own.length ? `+ printf '%s\\n' ${own.map((l) => `'${l}'`).join(" ")} > ${file}` : `+ : > ${file}`;
+    },
+  );
 }
 
 /** regenerate() of docs/boot-doc.ts (what make docs writes), the traces less other containers' leases. */
@@ -58,8 +61,14 @@ function leftoversOf(pids: number[]): string[] {
   const prefixes = pids.map((pid) => `minc${pid}-`);
   const ours = (name: string): boolean => prefixes.some((p) => name.startsWith(p));
   return [
-    ...["/var/run", "/tmp"].flatMap((dir) => readdirSync(dir).filter(ours).map((n) => `${dir}/${n}`)),
-    ...readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => prefixes.some((p) => l.includes(`/${p}`))),
+    ...["/var/run", "/tmp"].flatMap((dir) =>
+      readdirSync(dir)
+        .filter(ours)
+        .map((n) => `${dir}/${n}`),
+    ),
+    ...readFileSync("/proc/self/mountinfo", "utf8")
+      .split("\n")
+      .filter((l) => prefixes.some((p) => l.includes(`/${p}`))),
     ...cages().filter((c) => ours(c.split("/").pop()!)),
     ...netLeftovers(pids.map((pid) => `minc${pid}`)),
   ];
@@ -92,7 +101,10 @@ describe("the boot walkthrough's excerpt machinery", () => {
   test("selects phases, programs and steps", () => {
     assert.equal(select(trace, "phase-1").split("\n").length, 4);
     assert.match(select(trace, "program-minc-core"), /^# ==== minc-core/);
-    assert.equal(select(trace, "steps=own /etc/hosts"), "# Give it its own /etc/hosts\n# (/etc/hosts does not exist: skipped)");
+    assert.equal(
+      select(trace, "steps=own /etc/hosts"),
+      "# Give it its own /etc/hosts\n# (/etc/hosts does not exist: skipped)",
+    );
     assert.throws(() => select(trace, "nonsense"));
   });
 

@@ -29,22 +29,54 @@ describe("bad input", { skip }, () => {
     ["an unknown option", () => ["--bogus", "ls"], /unknown option: --bogus/],
     ["a missing option argument", () => ["-r"], /--rootdir needs an argument/],
     ["an option argument that is another option", () => ["--name", "--debug", "ls"], /not valid|needs an argument/],
-    ["a rootdir that does not exist", () => ["-r", "/no/such/rootfs", "ls"], /rootdir \/no\/such\/rootfs: no such directory/],
+    [
+      "a rootdir that does not exist",
+      () => ["-r", "/no/such/rootfs", "ls"],
+      /rootdir \/no\/such\/rootfs: no such directory/,
+    ],
     ["a rootdir that is a file", () => ["-r", "/etc/hostname", "ls"], /not a directory/],
-    ["a rootdir with a quote, which mount reads as quoting", () => ["-r", `${empty}/q"uote`, "ls"], /cannot be an overlay layer/],
-    ["a rootdir with a backslash, which overlayfs reads as an escape", () => ["-r", `${empty}/back\\slash`, "ls"], /cannot be an overlay layer/],
+    [
+      "a rootdir with a quote, which mount reads as quoting",
+      () => ["-r", `${empty}/q"uote`, "ls"],
+      /cannot be an overlay layer/,
+    ],
+    [
+      "a rootdir with a backslash, which overlayfs reads as an escape",
+      () => ["-r", `${empty}/back\\slash`, "ls"],
+      /cannot be an overlay layer/,
+    ],
     ["a bind source that does not exist", () => ["-r", rootfs(), "-b", "/no/such/file:/x", "ls"], /bind source/],
-    ["a bind target that is not absolute", () => ["-r", rootfs(), "-b", "/etc/hostname:x", "ls"], /must be an absolute path/],
+    [
+      "a bind target that is not absolute",
+      () => ["-r", rootfs(), "-b", "/etc/hostname:x", "ls"],
+      /must be an absolute path/,
+    ],
     ["an empty command with no shell in the rootfs", () => ["-r", empty], /no shell/],
     ["a bad --user", () => ["-r", rootfs(), "--user", "../x", "id"], /--user/],
-    ["a --user name the rootfs does not know", () => ["-r", rootfs(), "--user", "nobody-here", "id"], /no user nobody-here/],
+    [
+      "a --user name the rootfs does not know",
+      () => ["-r", rootfs(), "--user", "nobody-here", "id"],
+      /no user nobody-here/,
+    ],
     ["a bad --name", () => ["-r", rootfs(), "--name", "a b", "true"], /--name/],
     ["a bad --cpu mask", () => ["-r", rootfs(), "-c", "xyz", "true"], /--cpu/],
     ["--qemu with --um", () => ["--qemu", "--um", "true"], /--qemu and --um: choose one/],
     ["-t with a directory that does not exist", () => ["-t", "/no/such/dir", "true"], /no such directory/],
-    ["-t with a directory whose path has a comma (an overlay option separator)", () => ["-r", rootfs(), "-t", `${empty}/a,b`, "true"], /cannot hold an overlay's upper layer/],
-    ["a bind with docker's :ro, which would bind read-write", () => ["-r", rootfs(), "-b", `${empty}:/mnt:ro`, "true"], /one ":" between HOSTPATH and PATH/],
-    ["a --cpu mask of CPUs this host does not have", () => ["-r", rootfs(), "--cpu", beyondOnlineCpus(), "true"], /no CPU of this mask is online/],
+    [
+      "-t with a directory whose path has a comma (an overlay option separator)",
+      () => ["-r", rootfs(), "-t", `${empty}/a,b`, "true"],
+      /cannot hold an overlay's upper layer/,
+    ],
+    [
+      "a bind with docker's :ro, which would bind read-write",
+      () => ["-r", rootfs(), "-b", `${empty}:/mnt:ro`, "true"],
+      /one ":" between HOSTPATH and PATH/,
+    ],
+    [
+      "a --cpu mask of CPUs this host does not have",
+      () => ["-r", rootfs(), "--cpu", beyondOnlineCpus(), "true"],
+      /no CPU of this mask is online/,
+    ],
   ];
   for (const [what, args, message] of cases) {
     test(`${what}: exit 2 and one line`, () => {
@@ -89,7 +121,17 @@ describe("bad input", { skip }, () => {
   test("--help and --version exit 0", () => {
     const h = minc(["--help"]);
     assert.equal(h.status, 0);
-    for (const opt of ["--rootdir", "--tempdir", "--bind", "--background", "--nocaps", "--pivot", "--mem-limit", "--net", "--qemu"]) {
+    for (const opt of [
+      "--rootdir",
+      "--tempdir",
+      "--bind",
+      "--background",
+      "--nocaps",
+      "--pivot",
+      "--mem-limit",
+      "--net",
+      "--qemu",
+    ]) {
       assert.match(h.stdout, new RegExp(opt));
     }
     assert.equal(minc(["--version"]).status, 0);

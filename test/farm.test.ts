@@ -4,7 +4,19 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { alive, chainId, mincsDirFromConfig, storeDir } from "../lib/store/farm.ts";
 import { checkName, checkRef, isRef, sameName } from "../lib/store/names.ts";
@@ -14,14 +26,19 @@ const FARM = `${REPO}/libexec/minc-farm`;
 const skip = process.getuid?.() !== 0 ? "needs root (overlay mounts, owners, device nodes)" : undefined;
 if (skip) console.log(`# minc-farm tests skipped: ${skip}`);
 
-interface Result { status: number | null; stdout: string; stderr: string }
+interface Result {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 let tmp = "";
 let store = "";
 
 function env(extra: NodeJS.ProcessEnv = {}, dir = store): NodeJS.ProcessEnv {
   const e: NodeJS.ProcessEnv = { ...process.env, MINCS_DIR: dir, ...extra };
-  for (const k of ["MINC_DEBUG", "MINC_LONG_ID", "MINC_IMPORT_UUID", "MINC_IMPORT_NAME", "MINC_BASE_UUID", "MINC_ARCH"]) if (!(k in extra)) delete e[k];
+  for (const k of ["MINC_DEBUG", "MINC_LONG_ID", "MINC_IMPORT_UUID", "MINC_IMPORT_NAME", "MINC_BASE_UUID", "MINC_ARCH"])
+    if (!(k in extra)) delete e[k];
   return e;
 }
 
@@ -54,7 +71,19 @@ function inOverlay(ref: string, script: string, dir = store): string {
   const stack = farm(["imagestack", ref], {}, dir);
   const d = mkdtempSync(`${tmp}/ov-`);
   for (const s of ["upper", "work", "mnt"]) mkdirSync(`${d}/${s}`);
-  const r = spawnSync("unshare", ["-m", "sh", "-c", `mount -t overlay -o "lowerdir=$1,upperdir=$2/upper,workdir=$2/work" overlay "$2/mnt" && cd "$2/mnt" && ${script}`, "sh", stack, d], { encoding: "utf8" });
+  const r = spawnSync(
+    "unshare",
+    [
+      "-m",
+      "sh",
+      "-c",
+      `mount -t overlay -o "lowerdir=$1,upperdir=$2/upper,workdir=$2/work" overlay "$2/mnt" && cd "$2/mnt" && ${script}`,
+      "sh",
+      stack,
+      d,
+    ],
+    { encoding: "utf8" },
+  );
   assert.equal(r.status, 0, `overlay: ${r.stderr}`);
   return r.stdout;
 }
@@ -102,8 +131,16 @@ describe("minc-farm", { skip }, () => {
   test("a reader that is gone (minc SIGKILLed, `| head`): no word on stderr, exit 141 as sh's commands by SIGPIPE", () => {
     // minc-farm starts once the reader has closed its end (it says so in a file), not before: its output meets no reader.
     const closed = `${tmp}/reader-closed`;
-    const r = spawnSync("sh", ["-c", `(until [ -e "$1" ]; do sleep 0.01; done; ${FARM} li; echo "status $?" >&2) | (exec 0<&-; : >"$1"; sleep 0.3)`, "sh", closed],
-      { encoding: "utf8", env: env(), timeout: 60_000 });
+    const r = spawnSync(
+      "sh",
+      [
+        "-c",
+        `(until [ -e "$1" ]; do sleep 0.01; done; ${FARM} li; echo "status $?" >&2) | (exec 0<&-; : >"$1"; sleep 0.3)`,
+        "sh",
+        closed,
+      ],
+      { encoding: "utf8", env: env(), timeout: 60_000 },
+    );
     assert.equal(r.stderr, "status 141\n");
   });
 
@@ -124,7 +161,9 @@ describe("minc-farm", { skip }, () => {
     symlinkSync(tree, `${tmp}/odd-link`);
     const id = farm(["import", `${tmp}/odd-link`]);
     assert.match(id, HEX64);
-    const names = readdirSync(`${store}/images/${id}/root`, { encoding: "buffer" }).map((n) => n.toString("latin1")).sort();
+    const names = readdirSync(`${store}/images/${id}/root`, { encoding: "buffer" })
+      .map((n) => n.toString("latin1"))
+      .sort();
     assert.deepEqual(names, ["caf\xe8", "caf\xe9"], "both names, byte for byte");
     const again = farmRun(["import", `${tmp}/odd-link/`]);
     assert.equal(again.stdout.trim(), id, "the same content through the link, with a slash");
@@ -141,17 +180,30 @@ describe("minc-farm", { skip }, () => {
     mkdirSync(`${extra}/etc`, { recursive: true });
     writeFileSync(`${extra}/etc/motd`, "layered\n");
     const id = "ab".repeat(32);
-    assert.equal(farm(["import", extra], { MINC_IMPORT_UUID: id, MINC_BASE_UUID: "busybox", MINC_IMPORT_NAME: "layered:1" }), id);
+    assert.equal(
+      farm(["import", extra], { MINC_IMPORT_UUID: id, MINC_BASE_UUID: "busybox", MINC_IMPORT_NAME: "layered:1" }),
+      id,
+    );
     assert.equal(readFileSync(`${store}/images/${id}/baseid`, "utf8"), `${busybox}\n`);
     assert.equal(farm(["imagestack", "layered:1"]), `${store}/images/${id}/root:${store}/images/${busybox}/root`);
-    assert.equal(inOverlay("layered:1", "cat etc/motd; test -x bin/busybox && echo busybox-too"), "layered\nbusybox-too\n");
+    assert.equal(
+      inOverlay("layered:1", "cat etc/motd; test -x bin/busybox && echo busybox-too"),
+      "layered\nbusybox-too\n",
+    );
     // Any id safe as a directory name, as MINCS's marten took any string; what is not is refused, saying why.
     for (const bad of ["../evil", "a/b", ".hidden", "-x", "a:b", "a b", "x".repeat(256)]) {
-      fails(farmRun(["import", extra], { MINC_IMPORT_UUID: bad }), 2, /MINC_IMPORT_UUID .* cannot be an id: it names a directory of the store/);
+      fails(
+        farmRun(["import", extra], { MINC_IMPORT_UUID: bad }),
+        2,
+        /MINC_IMPORT_UUID .* cannot be an id: it names a directory of the store/,
+      );
     }
     assert.ok(!existsSync(`${store}/evil`) && !existsSync(`${store}/images/a`), "a refused id touched the store");
     assert.equal(farm(["import", extra], { MINC_IMPORT_UUID: "my-rootfs_1.0", MINC_BASE_UUID: id }), "my-rootfs_1.0");
-    assert.equal(farm(["imagestack", "my-rootfs_1.0"]), `${store}/images/my-rootfs_1.0/root:${store}/images/${id}/root:${store}/images/${busybox}/root`);
+    assert.equal(
+      farm(["imagestack", "my-rootfs_1.0"]),
+      `${store}/images/my-rootfs_1.0/root:${store}/images/${id}/root:${store}/images/${busybox}/root`,
+    );
     assert.match(farm(["li"]), /^my-rootfs_1/m);
     farm(["rmi", "my-rootfs_1.0"]);
     fails(farmRun(["import", extra], { MINC_IMPORT_NAME: "../evil" }), 2, /MINC_IMPORT_NAME "\.\.\/evil" is not valid/);
@@ -176,9 +228,16 @@ describe("minc-farm", { skip }, () => {
     const img = farm(["commit", "mybox"]);
     assert.match(img, HEX64);
     assert.equal(readFileSync(`${store}/images/${img}/baseid`, "utf8"), `${busybox}\n`);
-    assert.equal(readFileSync(`${store}/images/${img}/name`, "utf8"), "mybox\n", "named after the container, as MINCS did");
+    assert.equal(
+      readFileSync(`${store}/images/${img}/name`, "utf8"),
+      "mybox\n",
+      "named after the container, as MINCS did",
+    );
     assert.equal(farm(["imagestack", img.slice(0, 12)]).split(":").length, 2);
-    const seen = inOverlay("mybox", "chroot . /bin/sh -c 'cat /root/note; test -e /etc/group || echo group-deleted; cat /etc/passwd | head -n 1'");
+    const seen = inOverlay(
+      "mybox",
+      "chroot . /bin/sh -c 'cat /root/note; test -e /etc/group || echo group-deleted; cat /etc/passwd | head -n 1'",
+    );
     assert.equal(seen, "written in the container\ngroup-deleted\nroot:x:0:0:root:/root:/bin/sh\n");
     // A new container of the committed image: its stack is the committed layer over busybox.
     const c2 = farm(["fork", "mybox"]);
@@ -189,7 +248,9 @@ describe("minc-farm", { skip }, () => {
   test("bind and unbind mount a container's root (minc-coat); rm of a mounted container unmounts it", () => {
     const c = farm(["fork", "layered:1"]);
     const dir = `${store}/containers/${c}`;
-    const out = sh(`unshare -m sh -c '${FARM} bind ${c} && cat ${dir}/root/etc/motd && echo hi > ${dir}/root/new && ${FARM} unbind ${c} && test ! -e ${dir}/root/new && echo unbound && ${FARM} bind ${c} >/dev/null && ${FARM} rm ${c} && echo removed'`);
+    const out = sh(
+      `unshare -m sh -c '${FARM} bind ${c} && cat ${dir}/root/etc/motd && echo hi > ${dir}/root/new && ${FARM} unbind ${c} && test ! -e ${dir}/root/new && echo unbound && ${FARM} bind ${c} >/dev/null && ${FARM} rm ${c} && echo removed'`,
+    );
     assert.equal(out, `${c}\nlayered\nunbound\nremoved\n`);
     assert.equal(existsSync(dir), false);
   });
@@ -234,9 +295,21 @@ describe("minc-farm", { skip }, () => {
     const c = dirOf("c");
     fails(farmRun(["renamei", "keepme", b], {}, ids), 2, /name "[0-9a-f]{64}" is not valid: 64 hex digits are an id/);
     fails(farmRun(["renamei", "keepme", `${b}:latest`], {}, ids), 2, /64 hex digits are an id/);
-    fails(farmRun(["renamei", "keepme", b.slice(0, 12)], {}, ids), 2, new RegExp(`is the start of the id of image ${b}`));
-    fails(farmRun(["renamei", b, `${a.slice(0, 5)}:latest`], {}, ids), 2, new RegExp(`is the start of the id of image ${a}`));
-    fails(farmRun(["import", c], { MINC_IMPORT_NAME: b.slice(0, 7) }, ids), 2, new RegExp(`is the start of the id of image ${b}`));
+    fails(
+      farmRun(["renamei", "keepme", b.slice(0, 12)], {}, ids),
+      2,
+      new RegExp(`is the start of the id of image ${b}`),
+    );
+    fails(
+      farmRun(["renamei", b, `${a.slice(0, 5)}:latest`], {}, ids),
+      2,
+      new RegExp(`is the start of the id of image ${a}`),
+    );
+    fails(
+      farmRun(["import", c], { MINC_IMPORT_NAME: b.slice(0, 7) }, ids),
+      2,
+      new RegExp(`is the start of the id of image ${b}`),
+    );
     assert.deepEqual(readdirSync(`${ids}/images`).sort(), [a, b].sort(), "a refused name imports nothing");
     farm(["renamei", b, `${a.slice(0, 5)}:v1`], {}, ids); // (not NAME:latest: no reference means it)
     assert.equal(farm(["pull", a.slice(0, 5)], {}, ids), a);
@@ -246,7 +319,11 @@ describe("minc-farm", { skip }, () => {
     assert.equal(farm(["pull", b], {}, ids), b, "a full id is that image, whatever names say");
     writeFileSync(`${ids}/images/${a}/name`, `${b.slice(0, 12)}\n`);
     const amb = farmRun(["idir", b.slice(0, 12)], {}, ids);
-    fails(amb, 1, new RegExp(`image ${b.slice(0, 12)} is ambiguous: it is the name of ${a} and the start of the id of ${b}`));
+    fails(
+      amb,
+      1,
+      new RegExp(`image ${b.slice(0, 12)} is ambiguous: it is the name of ${a} and the start of the id of ${b}`),
+    );
     farm(["rmi", b], {}, ids);
     assert.deepEqual(readdirSync(`${ids}/images`), [a], "rmi of B's id removed B, not the image named after it");
     assert.equal(farm(["pull", b.slice(0, 12)], {}, ids), a, "with B gone, the name is unambiguous");
@@ -255,11 +332,19 @@ describe("minc-farm", { skip }, () => {
     const c1 = farm(["fork", a], {}, ids);
     const c2 = farm(["fork", a], {}, ids);
     fails(farmRun(["rename", c1, c2], {}, ids), 2, /64 hex digits are an id/);
-    fails(farmRun(["rename", c1, c2.slice(0, 12)], {}, ids), 2, new RegExp(`is the start of the id of container ${c2}`));
+    fails(
+      farmRun(["rename", c1, c2.slice(0, 12)], {}, ids),
+      2,
+      new RegExp(`is the start of the id of container ${c2}`),
+    );
     writeFileSync(`${ids}/containers/${c1}/utsname`, `${c2}\n`);
     assert.equal(farm(["dir", c2], {}, ids), `${ids}/containers/${c2}`);
     farm(["rm", c2], {}, ids);
-    assert.deepEqual(readdirSync(`${ids}/containers`), [c1], "rm of c2's id removed c2, not the container named after it");
+    assert.deepEqual(
+      readdirSync(`${ids}/containers`),
+      [c1],
+      "rm of c2's id removed c2, not the container named after it",
+    );
 
     // A commit is named after the container's hostname, unless that is the start of an image id.
     writeFileSync(`${ids}/containers/${c1}/utsname`, `${a.slice(0, 6)}\n`);
@@ -268,7 +353,12 @@ describe("minc-farm", { skip }, () => {
     const r = farmRun(["commit", c1], {}, ids);
     assert.equal(r.status, 0, r.stderr);
     const img = r.stdout.trim();
-    assert.match(r.stderr, new RegExp(`^minc-farm: warning: name "${a.slice(0, 6)}" is the start of the id of image ${a}.*; image ${img.slice(0, 12)} is stored without it\n$`));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^minc-farm: warning: name "${a.slice(0, 6)}" is the start of the id of image ${a}.*; image ${img.slice(0, 12)} is stored without it\n$`,
+      ),
+    );
     assert.equal(existsSync(`${ids}/images/${img}/name`), false);
   });
 
@@ -293,14 +383,19 @@ describe("minc-farm", { skip }, () => {
       writeFileSync(`${d}/which`, n);
       return d;
     });
-    const run = (dir: string): Promise<Result> => new Promise((resolve) => {
-      const child = spawn(FARM, ["import", dir], { env: env() });
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (c: Buffer) => { stdout += c; });
-      child.stderr.on("data", (c: Buffer) => { stderr += c; });
-      child.on("close", (status) => resolve({ status, stdout, stderr }));
-    });
+    const run = (dir: string): Promise<Result> =>
+      new Promise((resolve) => {
+        const child = spawn(FARM, ["import", dir], { env: env() });
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (c: Buffer) => {
+          stdout += c;
+        });
+        child.stderr.on("data", (c: Buffer) => {
+          stderr += c;
+        });
+        child.on("close", (status) => resolve({ status, stdout, stderr }));
+      });
     const before = readdirSync(`${store}/images`).length;
     const rs = await Promise.all([run(dirs[0]), run(dirs[0]), run(dirs[1]), run(dirs[1]), run(dirs[0])]);
     for (const r of rs) assert.equal(r.status, 0, r.stderr);
@@ -323,7 +418,11 @@ describe("minc-farm", { skip }, () => {
     const dir = `${tmp}/stale-test`;
     mkdirSync(dir);
     farm(["import", dir]);
-    assert.deepEqual(readdirSync(`${store}/.staging`), [`${process.pid}-import-0123456789ab`], "a live process's staging directory must stay");
+    assert.deepEqual(
+      readdirSync(`${store}/.staging`),
+      [`${process.pid}-import-0123456789ab`],
+      "a live process's staging directory must stay",
+    );
     rmSync(mine, { recursive: true });
   });
 
@@ -333,14 +432,21 @@ describe("minc-farm", { skip }, () => {
     // 128 MB: the copy and the digest take well over 100 ms; the signal comes
     // within a poll (25 ms) of the staging directory's appearance.
     for (let i = 0; i < 16; i++) writeFileSync(`${big}/f${i}`, randomBytes(8 << 20));
-    const inStore = (dir: string): string[] => (existsSync(`${store}/${dir}`) ? readdirSync(`${store}/${dir}`).sort() : []);
+    const inStore = (dir: string): string[] =>
+      existsSync(`${store}/${dir}`) ? readdirSync(`${store}/${dir}`).sort() : [];
     const images = inStore("images");
     for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
       const child = spawn(`${REPO}/bin/marten`, ["import", big], { env: env(), stdio: ["ignore", "pipe", "pipe"] });
       let stderr = "";
-      child.stderr.on("data", (c: Buffer) => { stderr += c; });
-      const ended = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on("close", (code, signal) => resolve([code, signal])));
-      await waitFor(`${sig}: the import's staging directory`, () => inStore(".staging").length > 0, { saw: () => stderr });
+      child.stderr.on("data", (c: Buffer) => {
+        stderr += c;
+      });
+      const ended = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+        child.on("close", (code, signal) => resolve([code, signal])),
+      );
+      await waitFor(`${sig}: the import's staging directory`, () => inStore(".staging").length > 0, {
+        saw: () => stderr,
+      });
       child.kill(sig);
       const [code, signal] = await ended;
       assert.equal(signal, sig, `${sig}: exit ${code}: ${stderr}`);
@@ -410,7 +516,10 @@ describe("the store's pieces", () => {
     const dir = mkdtempSync("/tmp/minc-test-conf-");
     try {
       const conf = `${dir}/mincs.conf`;
-      writeFileSync(conf, "# comment\nMINCS_DIR=/srv/first\nexport MINCS_DIR='/srv/mincs' # the store\nOTHER=$(rm -rf /)\n");
+      writeFileSync(
+        conf,
+        "# comment\nMINCS_DIR=/srv/first\nexport MINCS_DIR='/srv/mincs' # the store\nOTHER=$(rm -rf /)\n",
+      );
       assert.equal(storeDir({}, conf), "/srv/mincs");
       assert.equal(storeDir({ MINCS_DIR: "/from/env/" }, conf), "/from/env");
       assert.equal(storeDir({}, `${dir}/none`), "/var/lib/mincs");
@@ -429,13 +538,18 @@ describe("the store's pieces", () => {
     const d2 = `sha256:${"b".repeat(64)}`;
     assert.equal(chainId(undefined, d1), "a".repeat(64));
     // printf 'sha256:aaa... sha256:bbb...' | sha256sum
-    const expected = spawnSync("sh", ["-c", `printf '%s' 'sha256:${"a".repeat(64)} ${d2}' | sha256sum | cut -d' ' -f1`], { encoding: "utf8" }).stdout.trim();
+    const expected = spawnSync(
+      "sh",
+      ["-c", `printf '%s' 'sha256:${"a".repeat(64)} ${d2}' | sha256sum | cut -d' ' -f1`],
+      { encoding: "utf8" },
+    ).stdout.trim();
     assert.equal(chainId("a".repeat(64), d2), expected);
   });
 
   test("names: a sane charset, no /, no .., no leading . or -; NAME is NAME:latest", () => {
     for (const good of ["alpine", "alpine:3.20", "my_img-1.0", "app@x", "A+b"]) assert.equal(checkName(good), good);
-    for (const bad of ["", "a/b", "..", "a..b", ".hidden", "-opt", "a b", "x\n", "é"]) assert.throws(() => checkName(bad), /not valid/);
+    for (const bad of ["", "a/b", "..", "a..b", ".hidden", "-opt", "a b", "x\n", "é"])
+      assert.throws(() => checkName(bad), /not valid/);
     assert.ok(sameName("alpine", "alpine:latest"));
     assert.ok(!sameName("alpine", "alpine:3"));
   });
@@ -447,11 +561,33 @@ describe("the store's pieces", () => {
   });
 
   test("references: ids, id starts, names, and names with / as the shell MINCS stored them; nothing path-like", () => {
-    for (const good of ["cafe", "a".repeat(64), "alpine:3.20", "library/bbx", "library/bbx:latest", "registry:5000/a/b", "localhost/x:t"]) {
+    for (const good of [
+      "cafe",
+      "a".repeat(64),
+      "alpine:3.20",
+      "library/bbx",
+      "library/bbx:latest",
+      "registry:5000/a/b",
+      "localhost/x:t",
+    ]) {
       assert.ok(isRef(good), good);
       assert.equal(checkRef(good, "image"), good);
     }
-    for (const bad of ["", "/x", "/library/bbx", "./x", "../x", "x/..", "a/../b", "a//b", "x/", "a/.b", "a/-b", "a b", `a/${"b".repeat(400)}`]) {
+    for (const bad of [
+      "",
+      "/x",
+      "/library/bbx",
+      "./x",
+      "../x",
+      "x/..",
+      "a/../b",
+      "a//b",
+      "x/",
+      "a/.b",
+      "a/-b",
+      "a b",
+      `a/${"b".repeat(400)}`,
+    ]) {
       assert.ok(!isRef(bad), bad);
       assert.throws(() => checkRef(bad, "image"), /no image given|not a valid name or id/);
     }

@@ -11,7 +11,16 @@ import { MINC, REPO, cannotBoot, leftovers, minc, rootfs, start } from "./helper
 
 /** Run sh in a private mount namespace with tracefs at /tmp/minc-tracefs (the host's mounts stay as they are). */
 function tracefs(script: string): string {
-  const r = spawnSync("unshare", ["-m", "sh", "-c", `mkdir -p /tmp/minc-tracefs && mount -t tracefs nodev /tmp/minc-tracefs && cd /tmp/minc-tracefs && ${script}`], { encoding: "utf8" });
+  const r = spawnSync(
+    "unshare",
+    [
+      "-m",
+      "sh",
+      "-c",
+      `mkdir -p /tmp/minc-tracefs && mount -t tracefs nodev /tmp/minc-tracefs && cd /tmp/minc-tracefs && ${script}`,
+    ],
+    { encoding: "utf8" },
+  );
   return r.status === 0 ? r.stdout : `FAILED: ${r.stderr}`;
 }
 
@@ -20,15 +29,19 @@ const STATE = ["tracing_on", "current_tracer", "set_event", "set_event_pid", "op
 
 /** Their contents, of those this kernel lets us read. */
 function tracingState(): Record<string, string> {
-  const out = tracefs(`for f in ${STATE.join(" ")}; do v=$(cat "$f" 2>/dev/null) && printf '== %s\\n%s\\n' "$f" "$v"; done; true`);
+  const out = tracefs(
+    `for f in ${STATE.join(" ")}; do v=$(cat "$f" 2>/dev/null) && printf '== %s\\n%s\\n' "$f" "$v"; done; true`,
+  );
   const state: Record<string, string> = {};
-  for (const [, file, value] of out.matchAll(/^== (\S+)\n([^]*?)(?=^== |(?![^]))/gm)) state[file] = value.trim();
+  for (const [, file, value] of out.matchAll(/^== (\S+)\n([\s\S]*?)(?=^== |(?![\s\S]))/gm)) state[file] = value.trim();
   return state;
 }
 
 /** The entries in the trace buffer (its lines but the # header). */
 function traceEntries(): number {
-  return tracefs("cat trace").split("\n").filter((l) => l && !l.startsWith("#")).length;
+  return tracefs("cat trace")
+    .split("\n")
+    .filter((l) => l && !l.startsWith("#")).length;
 }
 
 /** Why the test must not change the tracing state: somebody uses it. */
@@ -44,17 +57,27 @@ function inUse(state: Record<string, string>): string | undefined {
   return busy.length ? `ftrace is in use on this host: ${busy.join(", ")}` : undefined;
 }
 
-const skip = cannotBoot()
-  ?? (tracefs("test -w set_event_pid && echo ok").trim() === "ok" ? undefined : "no writable tracefs on this kernel")
-  ?? inUse(tracingState());
+const skip =
+  cannotBoot() ??
+  (tracefs("test -w set_event_pid && echo ok").trim() === "ok" ? undefined : "no writable tracefs on this kernel") ??
+  inUse(tracingState());
 if (skip) console.log(`# skipping the ftrace tests: ${skip}`);
 
 /** Put a file's saved value back (a list of events or pids: cleared, then each written). */
 function restore(file: string, value: string): void {
   const q = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
-  const script = file === "set_event"
-    ? [`echo > ${file}`, ...value.split("\n").filter(Boolean).map((e) => `echo ${q(e)} >> ${file}`)].join("; ")
-    : file === "set_ftrace_pid" && value === "no pid" ? `echo > ${file}` : `echo ${q(value.split("\n").join(" "))} > ${file}`;
+  const script =
+    file === "set_event"
+      ? [
+          `echo > ${file}`,
+          ...value
+            .split("\n")
+            .filter(Boolean)
+            .map((e) => `echo ${q(e)} >> ${file}`),
+        ].join("; ")
+      : file === "set_ftrace_pid" && value === "no pid"
+        ? `echo > ${file}`
+        : `echo ${q(value.split("\n").join(" "))} > ${file}`;
   tracefs(script);
 }
 
@@ -78,8 +101,19 @@ describe("--ftrace", { skip }, () => {
     // The container execs (/bin/busybox echo ready) and waits; host processes exec meanwhile (/bin/true),
     // which must not be traced; then the container goes on (a kill, /bin/busybox echo traced): so tracing
     // was on before the host's execs and after them.
-    const run = start(MINC, ["--ftrace", `${REPO}/samples/ftrace/trace-exec.sh`, "-r", rootfs(),
-      "sh", "-c", "/bin/busybox echo ready; read go; sleep 5 & kill $!; wait; /bin/busybox echo traced"], { stdio: ["pipe", "pipe", "pipe"] });
+    const run = start(
+      MINC,
+      [
+        "--ftrace",
+        `${REPO}/samples/ftrace/trace-exec.sh`,
+        "-r",
+        rootfs(),
+        "sh",
+        "-c",
+        "/bin/busybox echo ready; read go; sleep 5 & kill $!; wait; /bin/busybox echo traced",
+      ],
+      { stdio: ["pipe", "pipe", "pipe"] },
+    );
     try {
       await run.printed("ready");
       for (let i = 0; i < 2; i++) assert.equal(spawnSync("/bin/true").status, 0);

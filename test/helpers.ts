@@ -106,12 +106,16 @@ export function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 
 /** The working directories of this test file's containers that are still there. */
 export function runtimeDirs(): string[] {
-  return readdirSync(RUNDIR).filter((n) => WORKDIR_NAME.test(n)).map((n) => `${RUNDIR}/${n}`);
+  return readdirSync(RUNDIR)
+    .filter((n) => WORKDIR_NAME.test(n))
+    .map((n) => `${RUNDIR}/${n}`);
 }
 
 /** The host's mounts under this test file's working directories. */
 export function containerMounts(): string[] {
-  return readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.includes(`${RUNDIR}/`));
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter((l) => l.includes(`${RUNDIR}/`));
 }
 
 /** What this test file's containers left in its runtime directory: working dirs and mounts. */
@@ -166,12 +170,17 @@ export async function bounded<T>(p: Promise<T>, ms: number, what: () => string):
  * Wait until cond() holds (polled), up to `ms`; else fail, saying what was
  * awaited and what `saw()` shows then.
  */
-export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, opts: { ms?: number; saw?: () => string } = {}): Promise<void> {
+export async function waitFor(
+  what: string,
+  cond: () => boolean | Promise<boolean>,
+  opts: { ms?: number; saw?: () => string } = {},
+): Promise<void> {
   const ms = opts.ms ?? PATIENCE;
   const deadline = Date.now() + ms;
   for (;;) {
     if (await cond()) return;
-    if (Date.now() > deadline) assert.fail(`gave up after ${ms} ms waiting for ${what}${opts.saw ? `; saw: ${opts.saw()}` : ""}`);
+    if (Date.now() > deadline)
+      assert.fail(`gave up after ${ms} ms waiting for ${what}${opts.saw ? `; saw: ${opts.saw()}` : ""}`);
     await sleep(25);
   }
 }
@@ -207,14 +216,22 @@ export function start(cmd: string, args: string[], opts: SpawnOptions = {}): Sta
   const child = spawn(cmd, args, { env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"], ...opts });
   let out = "";
   let err = "";
-  child.stdout?.on("data", (d) => { out += d; });
-  child.stderr?.on("data", (d) => { err += d; });
-  const ended = new Promise<number>((res) => child.on("exit", (code, sig) => res(code ?? 128 + (sig ? signalNumber(sig) : 0))));
+  child.stdout?.on("data", (d) => {
+    out += d;
+  });
+  child.stderr?.on("data", (d) => {
+    err += d;
+  });
+  const ended = new Promise<number>((res) =>
+    child.on("exit", (code, sig) => res(code ?? 128 + (sig ? signalNumber(sig) : 0))),
+  );
   const closed = new Promise<void>((res) => child.on("close", () => res()));
   const name = `${cmd.split("/").pop()} ${args.join(" ")}`;
   const saw = (): string => `stdout ${JSON.stringify(out)}, stderr ${JSON.stringify(err)}`;
   let exited = false;
-  void ended.then(() => { exited = true; });
+  void ended.then(() => {
+    exited = true;
+  });
   return {
     child,
     stdout: () => out,
@@ -222,11 +239,15 @@ export function start(cmd: string, args: string[], opts: SpawnOptions = {}): Sta
     printed: (pattern, o = {}) => {
       const text = (): string => (o.stream === "stderr" ? err : out);
       const matches = (): boolean => (typeof pattern === "string" ? text().includes(pattern) : pattern.test(text()));
-      return waitFor(`${name} to print ${pattern}`, () => {
-        if (matches()) return true;
-        if (exited) assert.fail(`${name} ended without printing ${pattern}: ${saw()}`);
-        return false;
-      }, { ms: o.ms, saw });
+      return waitFor(
+        `${name} to print ${pattern}`,
+        () => {
+          if (matches()) return true;
+          if (exited) assert.fail(`${name} ended without printing ${pattern}: ${saw()}`);
+          return false;
+        },
+        { ms: o.ms, saw },
+      );
     },
     exit: async (ms = PATIENCE) => {
       const status = await bounded(ended, ms, () => `${name} to end (${saw()})`);
@@ -246,11 +267,15 @@ function signalNumber(sig: NodeJS.Signals): number {
  * directory gone.
  */
 export async function ended(dir: string, ms = PATIENCE): Promise<void> {
-  await waitFor(`the container of ${dir} to end`, () => {
-    if (!existsSync(dir)) return true;
-    if (!existsSync(`${dir}/lock`)) return !existsSync(`${dir}/pid`) && !existsSync(`${dir}/waiter`);
-    return spawnSync("flock", ["-xn", `${dir}/lock`, "true"]).status === 0;
-  }, { ms, saw: () => existsSync(dir) ? `${dir}: ${readdirSync(dir).join(" ")}` : "" });
+  await waitFor(
+    `the container of ${dir} to end`,
+    () => {
+      if (!existsSync(dir)) return true;
+      if (!existsSync(`${dir}/lock`)) return !existsSync(`${dir}/pid`) && !existsSync(`${dir}/waiter`);
+      return spawnSync("flock", ["-xn", `${dir}/lock`, "true"]).status === 0;
+    },
+    { ms, saw: () => (existsSync(dir) ? `${dir}: ${readdirSync(dir).join(" ")}` : "") },
+  );
 }
 
 /** A TCP (or UDP) port free on 127.0.0.1 now. */
@@ -285,10 +310,16 @@ export function netLeftovers(netnses: string[]): string[] {
   const veths = new Set(netnses.map(vethName));
   const lease = existsSync("/var/run/minc.lease") ? readFileSync("/var/run/minc.lease", "utf8").split("\n") : [];
   return [
-    ...shOut("ip netns list").split("\n").filter((l) => ours.has(l.split(" ")[0])),
-    ...shOut("ip -o link").split("\n").filter((l) => veths.has(/^\d+: ([^:@]+)/.exec(l)?.[1] ?? "")),
+    ...shOut("ip netns list")
+      .split("\n")
+      .filter((l) => ours.has(l.split(" ")[0])),
+    ...shOut("ip -o link")
+      .split("\n")
+      .filter((l) => veths.has(/^\d+: ([^:@]+)/.exec(l)?.[1] ?? "")),
     ...lease.filter((l) => l.split(" ").some((w) => ours.has(w))),
-    ...shOut("iptables-save 2>/dev/null").split("\n").filter((l) => [...l.matchAll(/minc:([\w-]+)/g)].some((m) => ours.has(m[1]))),
+    ...shOut("iptables-save 2>/dev/null")
+      .split("\n")
+      .filter((l) => [...l.matchAll(/minc:([\w-]+)/g)].some((m) => ours.has(m[1]))),
   ];
 }
 
@@ -305,7 +336,11 @@ export function cages(names?: string[]): string[] {
 }
 
 /** Start minc (OPTIONS: the busybox rootfs), wait until its command printed "ready", send a signal, return exit status and output. */
-export async function signalled(command: string[], signal: NodeJS.Signals, options: string[] = ["-r", rootfs()]): Promise<{ status: number; stdout: string }> {
+export async function signalled(
+  command: string[],
+  signal: NodeJS.Signals,
+  options: string[] = ["-r", rootfs()],
+): Promise<{ status: number; stdout: string }> {
   const run = start(MINC, [...options, ...command], { stdio: ["ignore", "pipe", "pipe"] });
   await run.printed("ready");
   run.child.kill(signal);

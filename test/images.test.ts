@@ -6,7 +6,17 @@ import { randomBytes } from "node:crypto";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { REPO, cannotBoot, cleanEnv, leftovers, rootfs, start, waitFor, type Run } from "./helpers.ts";
-import { buildImage, cannotRunRegistry, push, scratch, startFront, startRegistry, stopAll, type FileEntry, type Registry } from "./registry-fixture.ts";
+import {
+  buildImage,
+  cannotRunRegistry,
+  push,
+  scratch,
+  startFront,
+  startRegistry,
+  stopAll,
+  type FileEntry,
+  type Registry,
+} from "./registry-fixture.ts";
 
 const skip = cannotBoot() ?? cannotRunRegistry();
 if (skip) console.log(`# skipping the image tests: ${skip}`);
@@ -27,7 +37,7 @@ function run(program: string, args: string[]): Run {
  */
 function inNew(r: Run): { id: string; out: string } {
   assert.equal(r.status, 0, r.stderr);
-  const m = /^([0-9a-f]{64})\n([^]*)To reuse this, run: \S*\/minc -t ([0-9a-f]{12})\n$/.exec(r.stdout);
+  const m = /^([0-9a-f]{64})\n([\s\S]*)To reuse this, run: \S*\/minc -t ([0-9a-f]{12})\n$/.exec(r.stdout);
   assert.ok(m, `not the id, the output, the reuse line: ${JSON.stringify(r.stdout)}`);
   assert.equal(m[3], m[1].slice(0, 12));
   return { id: m[1], out: m[2] };
@@ -45,8 +55,11 @@ function stagedFiles(): string[] {
 
 /** A busybox userland as one layer: the static binary and the applets the tests use. */
 function busyboxLayer(): Record<string, FileEntry> {
-  const layer: Record<string, FileEntry> = { "bin/busybox": { content: readFileSync(`${rootfs()}/bin/busybox`), mode: 0o755 } };
-  for (const applet of ["sh", "cat", "ls", "echo", "pwd", "env", "id", "test"]) layer[`bin/${applet}`] = { symlink: "busybox" };
+  const layer: Record<string, FileEntry> = {
+    "bin/busybox": { content: readFileSync(`${rootfs()}/bin/busybox`), mode: 0o755 },
+  };
+  for (const applet of ["sh", "cat", "ls", "echo", "pwd", "env", "id", "test"])
+    layer[`bin/${applet}`] = { symlink: "busybox" };
   return layer;
 }
 
@@ -60,7 +73,12 @@ describe("images", { skip }, () => {
         { ...busyboxLayer(), "etc/old": "from the lower layer\n", "data/a": "lower\n" },
         { "etc/.wh.old": "", "data/.wh..wh..opq": "", "data/b": "upper\n", "app/hello.txt": "hi\n" },
       ],
-      config: { Entrypoint: ["/bin/sh", "-c"], Cmd: ["echo entry:$GREETING; pwd"], Env: ["GREETING=hello", "PATH=/bin"], WorkingDir: "/app" },
+      config: {
+        Entrypoint: ["/bin/sh", "-c"],
+        Cmd: ["echo entry:$GREETING; pwd"],
+        Env: ["GREETING=hello", "PATH=/bin"],
+        WorkingDir: "/app",
+      },
     });
     await push(layout, "1", `${registry.host}/library/app:1`);
   });
@@ -81,7 +99,11 @@ describe("images", { skip }, () => {
   });
 
   test("a second pull downloads no layer the store has; a Docker schema2 image pulls and runs too", async () => {
-    const again = spawnSync(`${REPO}/bin/marten`, ["--debug", "pull", `${registry!.host}/library/app:1`], { encoding: "utf8", env: env(), input: "" });
+    const again = spawnSync(`${REPO}/bin/marten`, ["--debug", "pull", `${registry!.host}/library/app:1`], {
+      encoding: "utf8",
+      env: env(),
+      input: "",
+    });
     assert.equal(again.status, 0, again.stderr);
     assert.match(again.stderr, /2 of the layers are in the image store already/);
     assert.doesNotMatch(again.stderr, /Download the layers/);
@@ -101,7 +123,9 @@ describe("images", { skip }, () => {
   });
 
   test("a whiteout deletes a lower file, an opaque directory hides the lower one", () => {
-    const r = inNew(run("minc", ["-r", "app:1", "sh", "-c", "test -e /etc/old && echo old-is-back; ls /data; cat /app/hello.txt"]));
+    const r = inNew(
+      run("minc", ["-r", "app:1", "sh", "-c", "test -e /etc/old && echo old-is-back; ls /data; cat /app/hello.txt"]),
+    );
     assert.equal(r.out, "b\nhi\n");
   });
 
@@ -141,11 +165,15 @@ describe("images", { skip }, () => {
 
   test("marten pull interrupted mid-download (TERM to marten alone): minc-smuggler ends, no staging directory, no image", async () => {
     const layout = scratch("minc-test-layout-");
-    const image = buildImage(layout, "3", { layers: [busyboxLayer(), { "data/big": randomBytes(4 << 20) }], config: { Cmd: ["true"] } });
+    const image = buildImage(layout, "3", {
+      layers: [busyboxLayer(), { "data/big": randomBytes(4 << 20) }],
+      config: { Cmd: ["true"] },
+    });
     await push(layout, "3", `${registry!.host}/library/stalled:3`);
     const front = await startFront(registry!, { stallBlob: image.layers[1].digest });
     try {
-      const inStore = (dir: string): string[] => (existsSync(`${store}/${dir}`) ? readdirSync(`${store}/${dir}`).sort() : []);
+      const inStore = (dir: string): string[] =>
+        existsSync(`${store}/${dir}`) ? readdirSync(`${store}/${dir}`).sort() : [];
       const images = inStore("images");
       const pull = start(`${REPO}/bin/marten`, ["pull", `${front.host}/library/stalled:3`], { env: env() });
       // The front sends half of the blob, then nothing: once that half is in
@@ -154,10 +182,20 @@ describe("images", { skip }, () => {
       const half = stalled.size >> 1;
       const partial = (): string[] => stagedFiles().filter((f) => f.includes(`/${stalled.digest.slice(7)}.partial-`));
       const size = (f: string): number => statSync(f, { throwIfNoEntry: false })?.size ?? 0;
-      await waitFor(`half of ${stalled.digest} (${half} bytes) written to its partial file in ${store}/.staging`, () => {
-        if (pull.child.exitCode !== null || pull.child.signalCode !== null) assert.fail(`marten pull ended first: ${pull.stderr()}`);
-        return partial().some((f) => size(f) >= half);
-      }, { saw: () => `${stagedFiles().map((f) => `${f} (${size(f)} bytes)`).join(", ")}; stderr ${JSON.stringify(pull.stderr())}` });
+      await waitFor(
+        `half of ${stalled.digest} (${half} bytes) written to its partial file in ${store}/.staging`,
+        () => {
+          if (pull.child.exitCode !== null || pull.child.signalCode !== null)
+            assert.fail(`marten pull ended first: ${pull.stderr()}`);
+          return partial().some((f) => size(f) >= half);
+        },
+        {
+          saw: () =>
+            `${stagedFiles()
+              .map((f) => `${f} (${size(f)} bytes)`)
+              .join(", ")}; stderr ${JSON.stringify(pull.stderr())}`,
+        },
+      );
       pull.child.kill("SIGTERM");
       await pull.exit();
       const stderr = pull.stderr();
@@ -165,7 +203,11 @@ describe("images", { skip }, () => {
       assert.match(stderr, /marten: interrupted by SIGTERM; nothing kept/);
       assert.deepEqual(inStore(".staging"), []);
       assert.deepEqual(inStore("images"), images);
-      assert.equal(spawnSync("pgrep", ["-f", `minc-smuggler ${front.host}`], { encoding: "utf8" }).stdout, "", "minc-smuggler still runs");
+      assert.equal(
+        spawnSync("pgrep", ["-f", `minc-smuggler ${front.host}`], { encoding: "utf8" }).stdout,
+        "",
+        "minc-smuggler still runs",
+      );
     } finally {
       await front.stop();
     }

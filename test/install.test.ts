@@ -1,7 +1,17 @@
 // make install / install.sh put the programs under a PREFIX where they run.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { describe, test } from "node:test";
 import { WAITER_SCRIPTS } from "../lib/core/libexec.ts";
 import { REPO, RUNDIR, cannotBoot, cleanEnv, leftovers, rootfs } from "./helpers.ts";
@@ -31,7 +41,11 @@ describe("installing", { skip }, () => {
       assert.equal(i.status, 0, i.out);
       assert.deepEqual(readdirSync(`${prefix}/bin`).sort(), ["ermine-breeder", "marten", "minc", "polecat"]);
       assert.ok(existsSync(`${prefix}/libexec/minc-core`) && existsSync(`${prefix}/libexec/minc-waiter.sh`));
-      const r = spawnSync(`${prefix}/bin/minc`, ["-r", rootfs(), "sh", "-c", "echo $$"], { encoding: "utf8", env: cleanEnv(), cwd: "/" });
+      const r = spawnSync(`${prefix}/bin/minc`, ["-r", rootfs(), "sh", "-c", "echo $$"], {
+        encoding: "utf8",
+        env: cleanEnv(),
+        cwd: "/",
+      });
       assert.equal(r.status, 0, r.stderr);
       assert.equal(r.stdout, "1\n");
       const u = sh(`make uninstall PREFIX=${prefix} STOP_DENS=0`);
@@ -46,7 +60,10 @@ describe("installing", { skip }, () => {
       const i = sh("./install.sh --minimum", { PREFIX: prefix });
       assert.equal(i.status, 0, i.out);
       assert.deepEqual(readdirSync(`${prefix}/bin`), ["minc"]);
-      assert.deepEqual(readdirSync(`${prefix}/libexec`).sort(), ["minc-cage", "minc-coat", "minc-core", "minc-exec", "minc-fork.sh", "minc-leash", ...WAITER_SCRIPTS].sort());
+      assert.deepEqual(
+        readdirSync(`${prefix}/libexec`).sort(),
+        ["minc-cage", "minc-coat", "minc-core", "minc-exec", "minc-fork.sh", "minc-leash", ...WAITER_SCRIPTS].sort(),
+      );
       const u = sh("./install.sh --uninstall", { PREFIX: prefix, STOP_DENS: "0" });
       assert.equal(u.status, 0, u.out);
       assert.deepEqual(readdirSync(`${prefix}/bin`), []);
@@ -94,12 +111,22 @@ describe("installing", { skip }, () => {
       mkdirSync(`${prefix}/bin`);
       copyFileSync(`${REPO}/bin/minc`, `${prefix}/bin/minc`);
       for (const root of [rootfs(), "someimage"]) {
-        const r = spawnSync(`${prefix}/bin/minc`, ["-r", root, "echo", "hi"], { encoding: "utf8", env: cleanEnv(), cwd: "/" });
+        const r = spawnSync(`${prefix}/bin/minc`, ["-r", root, "echo", "hi"], {
+          encoding: "utf8",
+          env: cleanEnv(),
+          cwd: "/",
+        });
         assert.equal(r.status, 2, r.stderr);
         assert.equal(r.stdout, "");
-        assert.match(r.stderr, /^minc: minc-exec, minc-waiter\.sh(, minc-waiter-\w+\.sh){4}(, minc-farm)?: missing in \S+\/libexec .*\n$/);
+        assert.match(
+          r.stderr,
+          /^minc: minc-exec, minc-waiter\.sh(, minc-waiter-\w+\.sh){4}(, minc-farm)?: missing in \S+\/libexec .*\n$/,
+        );
         assert.equal(r.stderr.split("\n").length, 2, r.stderr);
-        assert.deepEqual(readdirSync(RUNDIR).filter((f) => f.startsWith(`minc${r.pid}-`)), []); // (cleanEnv: its working dir would be there)
+        assert.deepEqual(
+          readdirSync(RUNDIR).filter((f) => f.startsWith(`minc${r.pid}-`)),
+          [],
+        ); // (cleanEnv: its working dir would be there)
       }
     });
   });

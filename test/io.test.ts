@@ -32,8 +32,19 @@ describe("input and output", { skip }, () => {
   });
 
   test("on a terminal, the command has it as stdin and as /dev/console", { skip: noScript }, () => {
-    const inner = quoteAll([MINC, "-r", rootfs(), "sh", "-c", "test -t 0 && test -t 1 && echo TERMINAL; grep -c ' /dev/console ' /proc/self/mountinfo; stty size"]);
-    const r = spawnSync("script", ["-qec", inner, "/dev/null"], { encoding: "utf8", env: cleanEnv({ TERM: "dumb" }), input: "" });
+    const inner = quoteAll([
+      MINC,
+      "-r",
+      rootfs(),
+      "sh",
+      "-c",
+      "test -t 0 && test -t 1 && echo TERMINAL; grep -c ' /dev/console ' /proc/self/mountinfo; stty size",
+    ]);
+    const r = spawnSync("script", ["-qec", inner, "/dev/null"], {
+      encoding: "utf8",
+      env: cleanEnv({ TERM: "dumb" }),
+      input: "",
+    });
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /TERMINAL/);
     assert.match(r.stdout, /^1\r?$/m, "the terminal must be bound on /dev/console");

@@ -3,7 +3,19 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { gzipSync, zstdCompressSync } from "node:zlib";
@@ -18,14 +30,20 @@ const sha = (b: Buffer): string => `sha256:${createHash("sha256").update(b).dige
 
 function getfattr(path: string | Buffer, name: string): string | undefined {
   // (a path that is not UTF-8 goes through the shell's printf, as an argument from here could not carry it)
-  const arg = typeof path === "string" ? path : `$(printf '${[...path].map((b) => `\\${b.toString(8).padStart(3, "0")}`).join("")}')`;
+  const arg =
+    typeof path === "string"
+      ? path
+      : `$(printf '${[...path].map((b) => `\\${b.toString(8).padStart(3, "0")}`).join("")}')`;
   const r = spawnSync("sh", ["-c", `getfattr -h --only-values -n "$1" "${arg}"`, "sh", name], { encoding: "utf8" });
   return r.status === 0 ? r.stdout : undefined;
 }
 
 /** An xattr's value in hex, as getfattr -e hex gives it ("0x..."). */
 function getfattrHex(path: string | Buffer, name: string): string | undefined {
-  const arg = typeof path === "string" ? path : `$(printf '${[...path].map((b) => `\\${b.toString(8).padStart(3, "0")}`).join("")}')`;
+  const arg =
+    typeof path === "string"
+      ? path
+      : `$(printf '${[...path].map((b) => `\\${b.toString(8).padStart(3, "0")}`).join("")}')`;
   const r = spawnSync("sh", ["-c", `getfattr -h -e hex -n "$1" "${arg}"`, "sh", name], { encoding: "utf8" });
   return r.status === 0 ? /=(0x[0-9a-f]*)$/m.exec(r.stdout)?.[1] : undefined;
 }
@@ -45,11 +63,22 @@ const CAP_SETUID = Buffer.from("0100000280000000000000000000000000000000", "hex"
 
 const latin1 = (s: string): Buffer => Buffer.from(s, "latin1");
 /** A pax header ('x') for the next entry, with these records (or these bytes). */
-const paxHeader = (records: Record<string, string | Buffer> | Buffer): E => ({ name: "", type: "pax-header", data: Buffer.isBuffer(records) ? records : paxRecords(records) });
+const paxHeader = (records: Record<string, string | Buffer> | Buffer): E => ({
+  name: "",
+  type: "pax-header",
+  data: Buffer.isBuffer(records) ? records : paxRecords(records),
+});
 /** A global pax header ('g'), for all the entries after it. */
-const globalHeader = (records: Record<string, string | Buffer>): E => ({ name: "", type: "pax-global-header", data: paxRecords(records) });
+const globalHeader = (records: Record<string, string | Buffer>): E => ({
+  name: "",
+  type: "pax-global-header",
+  data: paxRecords(records),
+});
 /** The names in dir, as bytes (latin1 strings: one character per byte), sorted. */
-const byteNames = (dir: string | Buffer): string[] => readdirSync(dir, { encoding: "buffer" }).map((b) => b.toString("latin1")).sort();
+const byteNames = (dir: string | Buffer): string[] =>
+  readdirSync(dir, { encoding: "buffer" })
+    .map((b) => b.toString("latin1"))
+    .sort();
 
 describe("unpacking a layer", { skip }, () => {
   let tmp = "";
@@ -59,13 +88,22 @@ describe("unpacking a layer", { skip }, () => {
     mkdirSync(d);
     return d;
   };
-  before(() => { tmp = mkdtempSync("/tmp/minc-test-layer-"); });
+  before(() => {
+    tmp = mkdtempSync("/tmp/minc-test-layer-");
+  });
   after(() => rmSync(tmp, { recursive: true, force: true }));
 
   test("keeps files, directories, owners, modes, mtimes, links, devices, fifos and user xattrs", async () => {
     const layer = await makeTar([
       { name: "etc/", type: "directory", mode: 0o750, uid: 12, gid: 34, mtime: new Date(1_500_000_000_000) },
-      { name: "etc/conf", data: "hello\n", mode: 0o640, uid: 1000, gid: 1001, pax: { "SCHILY.xattr.user.note": "kept" } },
+      {
+        name: "etc/conf",
+        data: "hello\n",
+        mode: 0o640,
+        uid: 1000,
+        gid: 1001,
+        pax: { "SCHILY.xattr.user.note": "kept" },
+      },
       { name: "bin/suid", data: "x", mode: 0o4755 },
       { name: "link", type: "symlink", linkname: "/etc/conf", uid: 5, gid: 6 },
       { name: "hard", type: "link", linkname: "etc/conf" },
@@ -123,11 +161,21 @@ describe("unpacking a layer", { skip }, () => {
     assert.deepEqual(readdirSync(`${dest}/dir`), ["new"]);
     assert.equal(existsSync(`${dest}/.wh.gone`), false);
     assert.equal(existsSync(`${dest}/.wh..wh.plnk`), false);
-    assert.equal(readFileSync(`${dest}/kept`, "utf8"), "mine", "a whiteout hides the lower layers' file, not this layer's");
+    assert.equal(
+      readFileSync(`${dest}/kept`, "utf8"),
+      "mine",
+      "a whiteout hides the lower layers' file, not this layer's",
+    );
   });
 
   test("overlayfs xattrs from the archive itself are not set", async () => {
-    const layer = await makeTar([{ name: "d/", type: "directory", pax: { "SCHILY.xattr.trusted.overlay.opaque": "y", "SCHILY.xattr.trusted.overlay.redirect": "/etc" } }]);
+    const layer = await makeTar([
+      {
+        name: "d/",
+        type: "directory",
+        pax: { "SCHILY.xattr.trusted.overlay.opaque": "y", "SCHILY.xattr.trusted.overlay.redirect": "/etc" },
+      },
+    ]);
     const dest = fresh();
     await unpackLayer(Readable.from([layer]), dest);
     assert.equal(getfattr(`${dest}/d`, "trusted.overlay.opaque"), undefined);
@@ -136,7 +184,10 @@ describe("unpacking a layer", { skip }, () => {
 
   test("gzip and zstd are recognized by their magic; the DiffID is of the plain tar, the digest of the blob", async () => {
     const layer = await makeTar([{ name: "f", data: "x".repeat(100_000) }]);
-    for (const [kind, blob] of [["gzip", gzipSync(layer)], ["zstd", zstdCompressSync(layer)]] as const) {
+    for (const [kind, blob] of [
+      ["gzip", gzipSync(layer)],
+      ["zstd", zstdCompressSync(layer)],
+    ] as const) {
       assert.equal(sniff(blob), kind);
       const dest = fresh();
       const r = await unpackLayer(Readable.from([blob]), dest, { diffId: sha(layer) });
@@ -150,11 +201,17 @@ describe("unpacking a layer", { skip }, () => {
 
   test("a DiffID that does not match is an error", async () => {
     const layer = await makeTar([{ name: "f", data: "x" }]);
-    await assert.rejects(unpackLayer(Readable.from([layer]), fresh(), { diffId: sha(Buffer.from("other")) }), /does not match its diff_id/);
+    await assert.rejects(
+      unpackLayer(Readable.from([layer]), fresh(), { diffId: sha(Buffer.from("other")) }),
+      /does not match its diff_id/,
+    );
   });
 
   test("corrupt input is an error: truncated gzip, not a tar at all", async () => {
-    const layer = await makeTar([{ name: "big", data: Buffer.alloc(300_000, 7) }, { name: "after", data: "y" }]);
+    const layer = await makeTar([
+      { name: "big", data: Buffer.alloc(300_000, 7) },
+      { name: "after", data: "y" },
+    ]);
     const gz = gzipSync(layer);
     await assert.rejects(unpackLayer(Readable.from([gz.subarray(0, gz.length >> 1)]), fresh()), /decompress|tar/);
     await assert.rejects(unpackLayer(Readable.from([Buffer.alloc(4096, 0x41)]), fresh()), /not a valid tar/);
@@ -163,24 +220,116 @@ describe("unpacking a layer", { skip }, () => {
 
   describe("refused archives write nothing outside the layer", () => {
     const cases: [string, (outside: string) => E[], RegExp][] = [
-      ["a ../ path", () => [{ name: "ok", data: "" }, { name: "../escape", data: "pwned" }], /"\.\." component/],
+      [
+        "a ../ path",
+        () => [
+          { name: "ok", data: "" },
+          { name: "../escape", data: "pwned" },
+        ],
+        /"\.\." component/,
+      ],
       ["a ../ path deeper down", () => [{ name: "a/b/../../../escape", data: "pwned" }], /"\.\." component/],
-      ["a ../ path among bytes that are not UTF-8", () => [{ name: latin1("\xe9/../../escape"), data: "pwned" }], /"\.\." component/],
+      [
+        "a ../ path among bytes that are not UTF-8",
+        () => [{ name: latin1("\xe9/../../escape"), data: "pwned" }],
+        /"\.\." component/,
+      ],
       ["an absolute path", (o) => [{ name: `${o}/escape`, data: "pwned" }], /absolute path/],
-      ["a file through a symlink to outside", (o) => [{ name: "evil", type: "symlink", linkname: o }, { name: "evil/escape", data: "pwned" }], /symbolic link evil/],
-      ["a file through a relative symlink up", () => [{ name: "up", type: "symlink", linkname: "../.." }, { name: "up/escape", data: "pwned" }], /symbolic link up/],
-      ["a directory through a symlink", (o) => [{ name: "evil", type: "symlink", linkname: o }, { name: "evil/escape/", type: "directory" }], /symbolic link evil/],
-      ["a whiteout through a symlink", (o) => [{ name: "evil", type: "symlink", linkname: o }, { name: "evil/.wh.escape", data: "" }], /symbolic link evil/],
-      ["an opaque marker through a symlink", (o) => [{ name: "evil", type: "symlink", linkname: o }, { name: "evil/.wh..wh..opq", data: "" }], /symbolic link evil/],
-      ["a hardlink to outside", () => [{ name: "escape", type: "link", linkname: "../../etc/passwd" }], /points outside the layer/],
-      ["a hardlink to an absolute path", () => [{ name: "escape", type: "link", linkname: "/etc/passwd" }], /points outside the layer/],
-      ["a hardlink through a symlink", (o) => [{ name: "evil", type: "symlink", linkname: o }, { name: "escape", type: "link", linkname: "evil/target" }], /points through evil/],
-      ["a hardlink to nothing of the layer", () => [{ name: "escape", type: "link", linkname: "etc/shadow" }], /not in the layer/],
-      ["a ../ pax path that is not UTF-8", () => [paxHeader({ path: latin1("\xe9/../../escape") }), { name: "innocent", data: "pwned" }], /"\.\." component/],
-      ["an absolute pax path", (o) => [paxHeader({ path: latin1(`${o}/escape\xe9`) }), { name: "innocent", data: "pwned" }], /absolute path/],
-      ["a pax path through a symlink", (o) => [{ name: "evil", type: "symlink", linkname: o }, paxHeader({ path: latin1("evil/escape\xe9") }), { name: "innocent", data: "pwned" }], /symbolic link evil/],
-      ["a hardlink whose pax linkpath goes up", () => [paxHeader({ linkpath: latin1("\xe9/../../../etc/passwd") }), { name: "escape", type: "link", linkname: "innocent" }], /points outside the layer/],
-      ["a global pax path that goes up", () => [globalHeader({ path: "../escape" }), { name: "innocent", data: "pwned" }], /"\.\." component/],
+      [
+        "a file through a symlink to outside",
+        (o) => [
+          { name: "evil", type: "symlink", linkname: o },
+          { name: "evil/escape", data: "pwned" },
+        ],
+        /symbolic link evil/,
+      ],
+      [
+        "a file through a relative symlink up",
+        () => [
+          { name: "up", type: "symlink", linkname: "../.." },
+          { name: "up/escape", data: "pwned" },
+        ],
+        /symbolic link up/,
+      ],
+      [
+        "a directory through a symlink",
+        (o) => [
+          { name: "evil", type: "symlink", linkname: o },
+          { name: "evil/escape/", type: "directory" },
+        ],
+        /symbolic link evil/,
+      ],
+      [
+        "a whiteout through a symlink",
+        (o) => [
+          { name: "evil", type: "symlink", linkname: o },
+          { name: "evil/.wh.escape", data: "" },
+        ],
+        /symbolic link evil/,
+      ],
+      [
+        "an opaque marker through a symlink",
+        (o) => [
+          { name: "evil", type: "symlink", linkname: o },
+          { name: "evil/.wh..wh..opq", data: "" },
+        ],
+        /symbolic link evil/,
+      ],
+      [
+        "a hardlink to outside",
+        () => [{ name: "escape", type: "link", linkname: "../../etc/passwd" }],
+        /points outside the layer/,
+      ],
+      [
+        "a hardlink to an absolute path",
+        () => [{ name: "escape", type: "link", linkname: "/etc/passwd" }],
+        /points outside the layer/,
+      ],
+      [
+        "a hardlink through a symlink",
+        (o) => [
+          { name: "evil", type: "symlink", linkname: o },
+          { name: "escape", type: "link", linkname: "evil/target" },
+        ],
+        /points through evil/,
+      ],
+      [
+        "a hardlink to nothing of the layer",
+        () => [{ name: "escape", type: "link", linkname: "etc/shadow" }],
+        /not in the layer/,
+      ],
+      [
+        "a ../ pax path that is not UTF-8",
+        () => [paxHeader({ path: latin1("\xe9/../../escape") }), { name: "innocent", data: "pwned" }],
+        /"\.\." component/,
+      ],
+      [
+        "an absolute pax path",
+        (o) => [paxHeader({ path: latin1(`${o}/escape\xe9`) }), { name: "innocent", data: "pwned" }],
+        /absolute path/,
+      ],
+      [
+        "a pax path through a symlink",
+        (o) => [
+          { name: "evil", type: "symlink", linkname: o },
+          paxHeader({ path: latin1("evil/escape\xe9") }),
+          { name: "innocent", data: "pwned" },
+        ],
+        /symbolic link evil/,
+      ],
+      [
+        "a hardlink whose pax linkpath goes up",
+        () => [
+          paxHeader({ linkpath: latin1("\xe9/../../../etc/passwd") }),
+          { name: "escape", type: "link", linkname: "innocent" },
+        ],
+        /points outside the layer/,
+      ],
+      [
+        "a global pax path that goes up",
+        () => [globalHeader({ path: "../escape" }), { name: "innocent", data: "pwned" }],
+        /"\.\." component/,
+      ],
     ];
     for (const [what, entries, message] of cases) {
       test(what, async () => {
@@ -209,7 +358,15 @@ describe("unpacking a layer", { skip }, () => {
     const dest = fresh();
     const r = await unpackLayer(Readable.from([layer]), dest);
     assert.equal(r.entries, 4);
-    assert.deepEqual(byteNames(dest), ["caf\xe8", "caf\xe9", Buffer.from("utf8-pax-\u00e9t\u00e9").toString("latin1"), Buffer.from("utf8-ustar-\u00e9t\u00e9").toString("latin1")].sort());
+    assert.deepEqual(
+      byteNames(dest),
+      [
+        "caf\xe8",
+        "caf\xe9",
+        Buffer.from("utf8-pax-\u00e9t\u00e9").toString("latin1"),
+        Buffer.from("utf8-ustar-\u00e9t\u00e9").toString("latin1"),
+      ].sort(),
+    );
     assert.equal(readFileSync(Buffer.concat([Buffer.from(`${dest}/`), latin1("caf\xe9")]), "utf8"), "e acute\n");
     assert.equal(readFileSync(Buffer.concat([Buffer.from(`${dest}/`), latin1("caf\xe8")]), "utf8"), "e grave\n");
     assert.equal(readFileSync(`${dest}/utf8-pax-\u00e9t\u00e9`, "utf8"), "pax\n");
@@ -240,7 +397,11 @@ describe("unpacking a layer", { skip }, () => {
     const gone = lstatSync(at("gone\xe9"));
     assert.ok(gone.isCharacterDevice() && gone.rdev === 0, "not a whiteout");
     assert.equal(getfattr(at("o\xe9"), "trusted.overlay.opaque"), "y");
-    assert.deepEqual(readdirSync(dest).filter((n) => n.startsWith(".minc-")), [], "a temporary name was left");
+    assert.deepEqual(
+      readdirSync(dest).filter((n) => n.startsWith(".minc-")),
+      [],
+      "a temporary name was left",
+    );
   });
 
   test("a pax path or linkpath that is not UTF-8 is kept as its bytes (Go's archive/tar writes them)", async () => {
@@ -270,19 +431,29 @@ describe("unpacking a layer", { skip }, () => {
       paxHeader({ "SCHILY.xattr.security.capability": CAP_SETUID }),
       { name: "bin/newuidmap", data: "#!/bin/sh\n", mode: 0o755 },
       // bsdtar's form: the value in base64, the name %-escaped.
-      paxHeader({ "LIBARCHIVE.xattr.security.capability": CAP_SETUID.toString("base64"), "LIBARCHIVE.xattr.user.a%3Db%E9": Buffer.from("v").toString("base64") }),
+      paxHeader({
+        "LIBARCHIVE.xattr.security.capability": CAP_SETUID.toString("base64"),
+        "LIBARCHIVE.xattr.user.a%3Db%E9": Buffer.from("v").toString("base64"),
+      }),
       { name: "bin/newgidmap", data: "#!/bin/sh\n", mode: 0o755 },
     ]);
     const dest = fresh();
     await unpackLayer(Readable.from([layer]), dest);
     if (!hasCommand("getcap")) t.diagnostic("no getcap (libcap2-bin): the capabilities are checked as bytes only");
-    for (const [file, cap, shown] of [["bin/ping", CAP_NET_RAW, /cap_net_raw=ep/], ["bin/newuidmap", CAP_SETUID, /cap_setuid=ep/], ["bin/newgidmap", CAP_SETUID, /cap_setuid=ep/]] as const) {
+    for (const [file, cap, shown] of [
+      ["bin/ping", CAP_NET_RAW, /cap_net_raw=ep/],
+      ["bin/newuidmap", CAP_SETUID, /cap_setuid=ep/],
+      ["bin/newgidmap", CAP_SETUID, /cap_setuid=ep/],
+    ] as const) {
       assert.equal(getfattrHex(`${dest}/${file}`, "security.capability"), `0x${cap.toString("hex")}`, file);
-      if (hasCommand("getcap")) assert.match(execFileSync("getcap", [`${dest}/${file}`], { encoding: "utf8" }), shown, file);
+      if (hasCommand("getcap"))
+        assert.match(execFileSync("getcap", [`${dest}/${file}`], { encoding: "utf8" }), shown, file);
     }
     assert.equal(lstatSync(`${dest}/bin/ping`).uid, 1, "the capability is set after the owner (chown drops it)");
     assert.equal(getfattrHex(`${dest}/bin/ping`, "user.bin"), "0xff00fe");
-    const dump = execFileSync("getfattr", ["--absolute-names", "-d", "-m", "^user\\.", `${dest}/bin/newgidmap`], { encoding: "latin1" });
+    const dump = execFileSync("getfattr", ["--absolute-names", "-d", "-m", "^user\\.", `${dest}/bin/newgidmap`], {
+      encoding: "latin1",
+    });
     assert.match(dump, /^user\.a\\075b\xe9="v"$/m, "the %-escaped name is its bytes (getfattr escapes the =)");
   });
 
@@ -294,13 +465,21 @@ describe("unpacking a layer", { skip }, () => {
     writeFileSync(`${src}/bin/newuidmap`, "#!/bin/sh\n", { mode: 0o755 });
     execFileSync("setcap", ["cap_net_raw+ep", `${src}/bin/ping`]);
     execFileSync("setcap", ["cap_setuid+ep", `${src}/bin/newuidmap`]);
-    const layer = execFileSync("tar", ["--format=posix", "--xattrs", "--xattrs-include=*", "-C", src, "-cf", "-", "bin"], { maxBuffer: 1 << 20 });
+    const layer = execFileSync(
+      "tar",
+      ["--format=posix", "--xattrs", "--xattrs-include=*", "-C", src, "-cf", "-", "bin"],
+      { maxBuffer: 1 << 20 },
+    );
     assert.ok(layer.includes("SCHILY.xattr.security.capability="), "GNU tar wrote no capability record");
     const dest = fresh();
     await unpackLayer(Readable.from([layer]), dest);
     assert.equal(getfattrHex(`${dest}/bin/ping`, "security.capability"), `0x${CAP_NET_RAW.toString("hex")}`);
     assert.equal(getfattrHex(`${dest}/bin/newuidmap`, "security.capability"), `0x${CAP_SETUID.toString("hex")}`);
-    assert.equal(lstatSync(`${dest}/bin/ping`).mtimeMs, Math.floor(lstatSync(`${src}/bin/ping`).mtimeMs), "a pax mtime with a fraction (to the millisecond)");
+    assert.equal(
+      lstatSync(`${dest}/bin/ping`).mtimeMs,
+      Math.floor(lstatSync(`${src}/bin/ping`).mtimeMs),
+      "a pax mtime with a fraction (to the millisecond)",
+    );
   });
 
   test("a global pax header ('g') applies to all the entries after it; an entry's own records win", async () => {
@@ -319,10 +498,16 @@ describe("unpacking a layer", { skip }, () => {
     assert.equal(getfattr(`${dest}/a`, "user.global"), "everyone");
     assert.equal(getfattr(`${dest}/b`, "user.global"), "b's own");
     assert.equal(getfattr(`${dest}/c`, "user.global"), undefined);
-    assert.deepEqual(["before", "a", "b", "c"].map((f) => lstatSync(`${dest}/${f}`).uid), [0, 4242, 77, 4242]);
+    assert.deepEqual(
+      ["before", "a", "b", "c"].map((f) => lstatSync(`${dest}/${f}`).uid),
+      [0, 4242, 77, 4242],
+    );
     assert.equal(lstatSync(`${dest}/a`).mtimeMs, 1_234_567_890_500);
     assert.equal(lstatSync(`${dest}/before`).mtimeMs, T0.getTime());
-    assert.deepEqual(["before", "a", "b", "c"].map((f) => readFileSync(`${dest}/${f}`, "utf8")), ["0", "1", "2", "3"]);
+    assert.deepEqual(
+      ["before", "a", "b", "c"].map((f) => readFileSync(`${dest}/${f}`, "utf8")),
+      ["0", "1", "2", "3"],
+    );
   });
 
   test("a malformed pax record (a wrong length) is an error, not a wrong name", async () => {
@@ -335,13 +520,21 @@ describe("unpacking a layer", { skip }, () => {
       ["12 path=abc\n0 x\n", /does not end it at a newline|no length/],
     ] as const) {
       const dest = fresh();
-      const layer = await makeTar([{ name: "first", data: "1" }, paxHeader(Buffer.from(records)), { name: "f", data: "x" }]);
+      const layer = await makeTar([
+        { name: "first", data: "1" },
+        paxHeader(Buffer.from(records)),
+        { name: "f", data: "x" },
+      ]);
       await assert.rejects(unpackLayer(Readable.from([layer]), dest), (e: Error) => {
         assert.match(e.message, /^not a valid tar archive: bad pax record in the header at byte 1024/, records);
         assert.match(e.message, why, records);
         return true;
       });
-      assert.deepEqual(readdirSync(dest).filter((f) => f !== "first"), [], records);
+      assert.deepEqual(
+        readdirSync(dest).filter((f) => f !== "first"),
+        [],
+        records,
+      );
     }
     const badUid = await makeTar([paxHeader({ uid: "0x10" }), { name: "f", data: "x" }]);
     await assert.rejects(unpackLayer(Readable.from([badUid]), fresh()), /entry "f" has a bad pax uid \("0x10"\)/);
@@ -351,12 +544,23 @@ describe("unpacking a layer", { skip }, () => {
     const MiB = 1 << 20;
     const size = 64 * MiB;
     // The headers of one big file (a pax header before it), its size patched in: the data comes after.
-    const head = await makeTar([paxHeader({ "SCHILY.xattr.user.big": "yes", path: latin1("big\xe9") }), { name: "big", data: "" }]);
+    const head = await makeTar([
+      paxHeader({ "SCHILY.xattr.user.big": "yes", path: latin1("big\xe9") }),
+      { name: "big", data: "" },
+    ]);
     const big = 1024; // its ustar header, after the pax header and its records
     assert.equal(head.toString("latin1", big, big + 4), "big\0");
     head.write(`${size.toString(8).padStart(11, "0")}\0`, big + 124, "latin1");
     head.fill(0x20, big + 148, big + 156);
-    head.write(`${head.subarray(big, big + 512).reduce((a, b) => a + b, 0).toString(8).padStart(6, "0")}\0 `, big + 148, "latin1");
+    head.write(
+      `${head
+        .subarray(big, big + 512)
+        .reduce((a, b) => a + b, 0)
+        .toString(8)
+        .padStart(6, "0")}\0 `,
+      big + 148,
+      "latin1",
+    );
     const dest = fresh();
     const file = Buffer.concat([Buffer.from(`${dest}/`), latin1("big\xe9")]);
     let onDisk = -1;
@@ -387,9 +591,13 @@ describe("unpacking a layer", { skip }, () => {
   test("a full disk is said so (ENOSPC), not taken for a broken archive", async (t) => {
     const small = `${tmp}/small${n++}`;
     mkdirSync(small);
-    if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", small]).status !== 0) return t.skip("cannot mount a tmpfs");
+    if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", small]).status !== 0)
+      return t.skip("cannot mount a tmpfs");
     try {
-      const layer = await makeTar([{ name: "big", data: Buffer.alloc(1 << 20, 7) }, { name: "after", data: "y" }]);
+      const layer = await makeTar([
+        { name: "big", data: Buffer.alloc(1 << 20, 7) },
+        { name: "after", data: "y" },
+      ]);
       await assert.rejects(unpackLayer(Readable.from([gzipSync(layer)]), `${small}/layer`), (e: Error) => {
         assert.match(e.message, /cannot unpack "big": no space left on device \(ENOSPC\)/);
         assert.doesNotMatch(e.message, /not a valid tar|Premature close|decompress/);
@@ -411,7 +619,9 @@ describe("unpacking a layer", { skip }, () => {
 
 describe("pax records as bytes (lib/store/pax.ts)", () => {
   test("records: LEN KEY=VALUE, values as bytes (newlines, '=' and bytes that are not UTF-8 in them)", () => {
-    const r = parsePaxRecords(paxRecords({ path: latin1("caf\xe9"), "SCHILY.xattr.user.x": latin1("a=b\nc\xff\x00"), empty: "" }));
+    const r = parsePaxRecords(
+      paxRecords({ path: latin1("caf\xe9"), "SCHILY.xattr.user.x": latin1("a=b\nc\xff\x00"), empty: "" }),
+    );
     assert.deepEqual([...r.keys()], ["path", "SCHILY.xattr.user.x", "empty"]);
     assert.deepEqual(r.get("path"), latin1("caf\xe9"));
     assert.deepEqual(r.get("SCHILY.xattr.user.x"), latin1("a=b\nc\xff\x00"));
@@ -432,15 +642,23 @@ describe("pax records as bytes (lib/store/pax.ts)", () => {
     ]);
     const seen = async (pieces: Buffer[]): Promise<string[]> => {
       const out: string[] = [];
-      await walkTar((async function* () { yield* pieces; })(), async (e) => {
-        const records = [...e.pax].map(([k, v]) => `${k}=${v.toString("hex")}`).join(",");
-        out.push(`${entryBytes(e, "name")} -> ${entryBytes(e, "linkname")} [${records}]`);
-      });
+      await walkTar(
+        (async function* () {
+          yield* pieces;
+        })(),
+        async (e) => {
+          const records = [...e.pax].map(([k, v]) => `${k}=${v.toString("hex")}`).join(",");
+          out.push(`${entryBytes(e, "name")} -> ${entryBytes(e, "linkname")} [${records}]`);
+        },
+      );
       return out;
     };
     const whole = await seen([layer]);
     assert.equal(whole.length, 5);
-    assert.equal(whole[1], `d/caf\xe9 ->  [comment=${Buffer.from("global").toString("hex")},SCHILY.xattr.user.g=fe,path=${latin1("d/caf\xe9").toString("hex")},SCHILY.xattr.security.capability=${CAP_NET_RAW.toString("hex")}]`);
+    assert.equal(
+      whole[1],
+      `d/caf\xe9 ->  [comment=${Buffer.from("global").toString("hex")},SCHILY.xattr.user.g=fe,path=${latin1("d/caf\xe9").toString("hex")},SCHILY.xattr.security.capability=${CAP_NET_RAW.toString("hex")}]`,
+    );
     for (const step of [1, 7, 100, 511, 513, 1500]) {
       const pieces: Buffer[] = [];
       for (let at = 0; at < layer.length; at += step) pieces.push(layer.subarray(at, at + step));
@@ -449,8 +667,16 @@ describe("pax records as bytes (lib/store/pax.ts)", () => {
     const reader = new PaxReader();
     const chunks = [layer.subarray(0, 700), layer.subarray(700)];
     const out: Buffer[] = [];
-    for await (const c of reader.watch((async function* () { yield* chunks; })())) out.push(c);
-    assert.ok(out.length === 2 && out[0] === chunks[0] && out[1] === chunks[1], "the chunks were not passed on as they came");
+    for await (const c of reader.watch(
+      (async function* () {
+        yield* chunks;
+      })(),
+    ))
+      out.push(c);
+    assert.ok(
+      out.length === 2 && out[0] === chunks[0] && out[1] === chunks[1],
+      "the chunks were not passed on as they came",
+    );
   });
 
   test("GNU tar's long names ('L', 'K') are not entries; sizes in base-256 are read", async () => {
@@ -461,7 +687,9 @@ describe("pax records as bytes (lib/store/pax.ts)", () => {
       execFileSync("ln", ["-s", "t".repeat(150), `${src}/sym`]);
       const gnu = execFileSync("tar", ["--format=gnu", "-C", src, "-cf", "-", long, "sym"]);
       const names: string[] = [];
-      await walkTar(Readable.from([gnu]), async (e) => { names.push(`${entryBytes(e, "name")} -> ${entryBytes(e, "linkname")} ${e.pax.size}`); });
+      await walkTar(Readable.from([gnu]), async (e) => {
+        names.push(`${entryBytes(e, "name")} -> ${entryBytes(e, "linkname")} ${e.pax.size}`);
+      });
       assert.deepEqual(names, [`${long} ->  0`, `sym -> ${"t".repeat(150)} 0`]);
     } finally {
       rmSync(src, { recursive: true, force: true });
@@ -473,7 +701,15 @@ describe("pax records as bytes (lib/store/pax.ts)", () => {
     layer.fill(0, 125, 136);
     layer.writeUIntBE(size, 130, 6);
     layer.fill(0x20, 148, 156);
-    layer.write(`${layer.subarray(0, 512).reduce((a, b) => a + b, 0).toString(8).padStart(6, "0")}\0 `, 148, "latin1");
+    layer.write(
+      `${layer
+        .subarray(0, 512)
+        .reduce((a, b) => a + b, 0)
+        .toString(8)
+        .padStart(6, "0")}\0 `,
+      148,
+      "latin1",
+    );
     const reader = new PaxReader();
     const data = Buffer.alloc(64 << 20);
     const padded = Math.ceil(size / 512) * 512;

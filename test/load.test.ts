@@ -30,8 +30,12 @@ function runAsync(args: string[]): Promise<{ status: number | null; stdout: stri
     const child = spawn(MINC, args, { env: cleanEnv(), stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (d) => { stdout += d; });
-    child.stderr.on("data", (d) => { stderr += d; });
+    child.stdout.on("data", (d) => {
+      stdout += d;
+    });
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
     child.on("close", (status) => resolve({ status, stdout, stderr }));
   });
 }
@@ -62,7 +66,10 @@ describe("under load", { skip }, () => {
       while (next < COUNT) {
         const i = next++;
         const r = await runAsync(argsFor(i, true));
-        if (r.status !== 0 || r.stdout !== `1 load${i}\n`) failures.push(`container ${i} (${optionsFor(i, true).join(" ")}): status ${r.status}, out ${JSON.stringify(r.stdout)}: ${r.stderr}`);
+        if (r.status !== 0 || r.stdout !== `1 load${i}\n`)
+          failures.push(
+            `container ${i} (${optionsFor(i, true).join(" ")}): status ${r.status}, out ${JSON.stringify(r.stdout)}: ${r.stderr}`,
+          );
       }
     };
     await Promise.all(Array.from({ length: PARALLEL }, worker));

@@ -16,7 +16,8 @@ test("minc.1 lists every option of the table, with its argument and help", () =>
     const long = `\\fB\\-\\-${o.long.replace(/-/g, "\\-")}\\fR`;
     assert.ok(page.includes(long), `minc.1 lacks --${o.long}`);
     if (o.short) assert.ok(page.includes(`\\fB\\-${o.short}\\fR, ${long}`), `minc.1 lacks -${o.short}`);
-    if (o.arg) assert.ok(page.includes(`${long} ${o.optionalArg ? "[" : ""}\\fI`), `minc.1 lacks --${o.long}'s argument`);
+    if (o.arg)
+      assert.ok(page.includes(`${long} ${o.optionalArg ? "[" : ""}\\fI`), `minc.1 lacks --${o.long}'s argument`);
   }
 });
 
@@ -40,10 +41,14 @@ test("gen-man writes the four pages; minc.1 is mincManPage()", () => {
 
 test("man -l renders them", { skip: hasMan ? false : "man is not installed" }, () => {
   for (const page of ["minc", "marten", "polecat", "ermine-breeder"]) {
-    const r = spawnSync("man", ["-l", `${REPO}/docs/${page}.1`], { encoding: "utf8", env: { ...process.env, MANWIDTH: "80", MANPAGER: "cat", PAGER: "cat" } });
+    const r = spawnSync("man", ["-l", `${REPO}/docs/${page}.1`], {
+      encoding: "utf8",
+      env: { ...process.env, MANWIDTH: "80", MANPAGER: "cat", PAGER: "cat" },
+    });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`^${page.toUpperCase()}\\(1\\)`, "m"));
     assert.doesNotMatch(r.stderr, /warning/i, r.stderr);
-    if (page === "minc") for (const o of MINC_OPTIONS) assert.ok(r.stdout.includes(`--${o.long}`), `rendered minc.1 lacks --${o.long}`);
+    if (page === "minc")
+      for (const o of MINC_OPTIONS) assert.ok(r.stdout.includes(`--${o.long}`), `rendered minc.1 lacks --${o.long}`);
   }
 });

@@ -5,7 +5,17 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gzipSync, zstdCompressSync } from "node:zlib";
@@ -54,12 +64,15 @@ function writeDir(files: Files, dir: string): void {
 }
 
 function configOf(diffIds: string[], extra: Record<string, unknown> = {}, arch = "amd64"): Buffer {
-  return Buffer.from(JSON.stringify({
-    architecture: arch, os: "linux",
-    config: { Env: ["PATH=/bin", "FROM_IMAGE=yes"], Cmd: ["/bin/sh"], WorkingDir: "/" },
-    rootfs: { type: "layers", diff_ids: diffIds.map((d) => `sha256:${d}`) },
-    ...extra,
-  }));
+  return Buffer.from(
+    JSON.stringify({
+      architecture: arch,
+      os: "linux",
+      config: { Env: ["PATH=/bin", "FROM_IMAGE=yes"], Cmd: ["/bin/sh"], WorkingDir: "/" },
+      rootfs: { type: "layers", diff_ids: diffIds.map((d) => `sha256:${d}`) },
+      ...extra,
+    }),
+  );
 }
 
 /** docker save's current format: manifest.json, <config>.json, <dir>/layer.tar. */
@@ -68,8 +81,11 @@ function dockerSave(layers: Buffer[], config: Buffer, repoTag?: string): Files {
   const cfg = `${sha(config)}.json`;
   files.set(cfg, config);
   const names = layers.map((l, i) => `${sha(`${i}${sha(l)}`)}/layer.tar`);
-  layers.forEach((l, i) => files.set(names[i], l));
-  files.set("manifest.json", Buffer.from(JSON.stringify([{ Config: cfg, RepoTags: repoTag ? [repoTag] : null, Layers: names }])));
+  for (const [i, l] of layers.entries()) files.set(names[i], l);
+  files.set(
+    "manifest.json",
+    Buffer.from(JSON.stringify([{ Config: cfg, RepoTags: repoTag ? [repoTag] : null, Layers: names }])),
+  );
   return files;
 }
 
@@ -79,7 +95,19 @@ function dockerSaveOld(layers: Buffer[], repo: string, tag: string): Files {
   let parent: string | undefined;
   for (const l of layers) {
     const id = sha(`v1 ${parent ?? ""} ${sha(l)}`);
-    files.set(`${id}/json`, Buffer.from(JSON.stringify({ id, parent, created: T0.toISOString(), os: "linux", architecture: "amd64", config: { Env: ["OLD=1"], Cmd: ["/bin/true"] } })));
+    files.set(
+      `${id}/json`,
+      Buffer.from(
+        JSON.stringify({
+          id,
+          parent,
+          created: T0.toISOString(),
+          os: "linux",
+          architecture: "amd64",
+          config: { Env: ["OLD=1"], Cmd: ["/bin/true"] },
+        }),
+      ),
+    );
     files.set(`${id}/layer.tar`, l);
     files.set(`${id}/VERSION`, Buffer.from("1.0"));
     parent = id;
@@ -105,26 +133,45 @@ const ZST = "application/vnd.oci.image.layer.v1.tar+zstd";
  * An OCI image layout: one image, or (nested=true) an index of several platforms, as skopeo --all writes.
  * ref is the full reference that minc-smuggler writes as io.mincs.ref.
  */
-function ociLayout(images: OciImage[], opts: { refName?: string; ref?: string; nested?: boolean; attestation?: boolean } = {}): Files {
+function ociLayout(
+  images: OciImage[],
+  opts: { refName?: string; ref?: string; nested?: boolean; attestation?: boolean } = {},
+): Files {
   const files: Files = new Map();
   const blob = (b: Buffer): { digest: string; size: number } => {
     files.set(`blobs/sha256/${sha(b)}`, b);
     return { digest: `sha256:${sha(b)}`, size: b.length };
   };
   const descs = images.map((img) => {
-    const manifest = Buffer.from(JSON.stringify({
-      schemaVersion: 2, mediaType: OCI_MANIFEST,
-      config: { mediaType: "application/vnd.oci.image.config.v1+json", ...blob(img.config) },
-      layers: img.blobs.map((b, i) => ({ mediaType: img.mediaTypes[i], ...blob(b) })),
-    }));
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: "application/vnd.oci.image.config.v1+json", ...blob(img.config) },
+        layers: img.blobs.map((b, i) => ({ mediaType: img.mediaTypes[i], ...blob(b) })),
+      }),
+    );
     return { mediaType: OCI_MANIFEST, ...blob(manifest), ...(img.platform ? { platform: img.platform } : {}) };
   });
-  const named = { ...(opts.refName ? { "org.opencontainers.image.ref.name": opts.refName } : {}), ...(opts.ref ? { "io.mincs.ref": opts.ref } : {}) };
+  const named = {
+    ...(opts.refName ? { "org.opencontainers.image.ref.name": opts.refName } : {}),
+    ...(opts.ref ? { "io.mincs.ref": opts.ref } : {}),
+  };
   const annotations = Object.keys(named).length ? named : undefined;
   let top: unknown[] = descs;
   if (opts.attestation) {
-    const att = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: blob(Buffer.from("{}")), layers: [] }));
-    top = [...descs, { mediaType: OCI_MANIFEST, ...blob(att), platform: { os: "unknown", architecture: "unknown" }, annotations: { "vnd.docker.reference.type": "attestation-manifest" } }];
+    const att = Buffer.from(
+      JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: blob(Buffer.from("{}")), layers: [] }),
+    );
+    top = [
+      ...descs,
+      {
+        mediaType: OCI_MANIFEST,
+        ...blob(att),
+        platform: { os: "unknown", architecture: "unknown" },
+        annotations: { "vnd.docker.reference.type": "attestation-manifest" },
+      },
+    ];
   }
   if (opts.nested) {
     const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: top }));
@@ -139,7 +186,11 @@ function ociLayout(images: OciImage[], opts: { refName?: string; ref?: string; n
 
 // ---- running marten and minc-farm on a store of the test's own ----
 
-interface Result { status: number | null; stdout: string; stderr: string }
+interface Result {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 let tmp = "";
 let store = "";
@@ -188,7 +239,10 @@ function images(): string[] {
 
 /** The store, as a listing of every path in it (but the lock). */
 function snapshot(): string {
-  return spawnSync("find", [store, "-not", "-name", ".lock", "-printf", "%P %y %s\\n"], { encoding: "utf8" }).stdout.split("\n").sort().join("\n");
+  return spawnSync("find", [store, "-not", "-name", ".lock", "-printf", "%P %y %s\\n"], { encoding: "utf8" })
+    .stdout.split("\n")
+    .sort()
+    .join("\n");
 }
 
 /** Run a shell script inside an overlay mount of the image's layers (in a private mount namespace). */
@@ -198,7 +252,19 @@ function inOverlay(ref: string, script: string): string {
   mkdirSync(`${d}/upper`, { recursive: true });
   mkdirSync(`${d}/work`);
   mkdirSync(`${d}/mnt`);
-  const r = spawnSync("unshare", ["-m", "sh", "-c", `mount -t overlay -o "lowerdir=$1,upperdir=$2/upper,workdir=$2/work" overlay "$2/mnt" && cd "$2/mnt" && ${script}`, "sh", stack, d], { encoding: "utf8" });
+  const r = spawnSync(
+    "unshare",
+    [
+      "-m",
+      "sh",
+      "-c",
+      `mount -t overlay -o "lowerdir=$1,upperdir=$2/upper,workdir=$2/work" overlay "$2/mnt" && cd "$2/mnt" && ${script}`,
+      "sh",
+      stack,
+      d,
+    ],
+    { encoding: "utf8" },
+  );
   assert.equal(r.status, 0, `overlay: ${r.stderr}`);
   return r.stdout;
 }
@@ -247,7 +313,10 @@ describe("marten", { skip }, () => {
 
   test("docker save (current format): layers by ChainID, name from RepoTags, config on the top layer, whiteouts work", async () => {
     const config = configOf(diffs);
-    const path = file("demo.tar", await archiveOf(dockerSave([base, upper], config, "registry.example:5000/team/demo:1.0")));
+    const path = file(
+      "demo.tar",
+      await archiveOf(dockerSave([base, upper], config, "registry.example:5000/team/demo:1.0")),
+    );
     const [l1, l2] = chain(diffs);
     assert.equal(ok(marten(["import", path])), l2);
     assert.equal(readFileSync(`${store}/images/${l2}/baseid`, "utf8"), `${l1}\n`);
@@ -285,9 +354,17 @@ describe("marten", { skip }, () => {
   });
 
   test("OCI layout, as a directory and as a tar: gzip and zstd layers, digests verified, ref.name annotation", async () => {
-    const layers = [await tarOf([{ name: "a", data: "A\n" }]), await tarOf([{ name: "b", data: "B\n" }]), await tarOf([{ name: "c", data: "C\n" }])];
+    const layers = [
+      await tarOf([{ name: "a", data: "A\n" }]),
+      await tarOf([{ name: "b", data: "B\n" }]),
+      await tarOf([{ name: "c", data: "C\n" }]),
+    ];
     const d = layers.map(sha);
-    const img: OciImage = { blobs: [gzipSync(layers[0]), zstdCompressSync(layers[1]), layers[2]], mediaTypes: [GZ, ZST, TAR], config: configOf(d) };
+    const img: OciImage = {
+      blobs: [gzipSync(layers[0]), zstdCompressSync(layers[1]), layers[2]],
+      mediaTypes: [GZ, ZST, TAR],
+      config: configOf(d),
+    };
     const files = ociLayout([img], { refName: "docker.io/library/ocitest:2" });
     const dir = `${tmp}/oci-dir`;
     writeDir(files, dir);
@@ -302,29 +379,57 @@ describe("marten", { skip }, () => {
     assert.equal(farm(["pull", "ocitar"]), top);
     // A ref.name that is only a tag names nothing.
     const bare = await tarOf([{ name: "bare", data: "" }]);
-    const bareId = ok(marten(["import", file("bare.tar", await archiveOf(ociLayout([{ blobs: [bare], mediaTypes: [TAR], config: configOf([sha(bare)]) }], { refName: "1.0" })))]));
+    const bareId = ok(
+      marten([
+        "import",
+        file(
+          "bare.tar",
+          await archiveOf(
+            ociLayout([{ blobs: [bare], mediaTypes: [TAR], config: configOf([sha(bare)]) }], { refName: "1.0" }),
+          ),
+        ),
+      ]),
+    );
     assert.equal(existsSync(`${store}/images/${bareId}/name`), false);
   });
 
   test("unpacked/ trees in a layout are taken only from marten pull's own (MINC_IMPORT_UNPACKED)", async () => {
     const layer = await tarOf([{ name: "real", data: "R\n" }]);
     const d = sha(layer);
-    const files = ociLayout([{ blobs: [layer], mediaTypes: [TAR], config: configOf([d]) }], { refName: "docker.io/library/forged:1" });
+    const files = ociLayout([{ blobs: [layer], mediaTypes: [TAR], config: configOf([d]) }], {
+      refName: "docker.io/library/forged:1",
+    });
     const dir = `${tmp}/oci-forged`;
     writeDir(files, dir);
     // A tree claiming to be that blob unpacked, with other content.
     mkdirSync(`${dir}/unpacked/${d}/root`, { recursive: true });
     writeFileSync(`${dir}/unpacked/${d}/root/forged`, "F\n");
-    writeFileSync(`${dir}/unpacked/${d}/result.json`, JSON.stringify({ diffId: `sha256:${d}`, digest: `sha256:${d}`, size: layer.length, compression: "none", entries: 1, whiteouts: 0, opaques: 0 }));
+    writeFileSync(
+      `${dir}/unpacked/${d}/result.json`,
+      JSON.stringify({
+        diffId: `sha256:${d}`,
+        digest: `sha256:${d}`,
+        size: layer.length,
+        compression: "none",
+        entries: 1,
+        whiteouts: 0,
+        opaques: 0,
+      }),
+    );
     const id = ok(marten(["import", dir]));
-    assert.equal(inOverlay("forged:1", "cat real; if [ -e forged ]; then echo FORGED; else echo clean; fi"), "R\nclean\n");
+    assert.equal(
+      inOverlay("forged:1", "cat real; if [ -e forged ]; then echo FORGED; else echo clean; fi"),
+      "R\nclean\n",
+    );
     assert.equal(existsSync(`${dir}/unpacked/${d}/root/forged`), true, "the tree was not taken");
     ok(marten(["rmi", id]));
   });
 
   test("OCI tar with new layers, zstd-compressed as a whole", async () => {
     const layer = await tarOf([{ name: "z", data: "zstd archive\n" }]);
-    const files = ociLayout([{ blobs: [gzipSync(layer)], mediaTypes: [GZ], config: configOf([sha(layer)]) }], { refName: "zarch:latest" });
+    const files = ociLayout([{ blobs: [gzipSync(layer)], mediaTypes: [GZ], config: configOf([sha(layer)]) }], {
+      refName: "zarch:latest",
+    });
     const path = file("oci.tar.zst", zstdCompressSync(await archiveOf(files)));
     assert.equal(ok(marten(["import", path])), sha(layer));
     assert.equal(inOverlay("zarch", "cat z"), "zstd archive\n");
@@ -333,10 +438,23 @@ describe("marten", { skip }, () => {
   test("a multi-platform index: the host's platform is taken, --arch picks another; attestations are skipped", async () => {
     const amd = await tarOf([{ name: "arch", data: "amd64\n" }]);
     const arm = await tarOf([{ name: "arch", data: "arm64\n" }]);
-    const files = ociLayout([
-      { blobs: [gzipSync(amd)], mediaTypes: [GZ], config: configOf([sha(amd)]), platform: { os: "linux", architecture: "amd64" } },
-      { blobs: [gzipSync(arm)], mediaTypes: [GZ], config: configOf([sha(arm)], {}, "arm64"), platform: { os: "linux", architecture: "arm64", variant: "v8" } },
-    ], { refName: "example.org/multi:latest", nested: true, attestation: true });
+    const files = ociLayout(
+      [
+        {
+          blobs: [gzipSync(amd)],
+          mediaTypes: [GZ],
+          config: configOf([sha(amd)]),
+          platform: { os: "linux", architecture: "amd64" },
+        },
+        {
+          blobs: [gzipSync(arm)],
+          mediaTypes: [GZ],
+          config: configOf([sha(arm)], {}, "arm64"),
+          platform: { os: "linux", architecture: "arm64", variant: "v8" },
+        },
+      ],
+      { refName: "example.org/multi:latest", nested: true, attestation: true },
+    );
     const path = file("multi.tar", await archiveOf(files));
     if (process.arch === "x64") {
       assert.equal(ok(marten(["import", path])), sha(amd));
@@ -344,11 +462,25 @@ describe("marten", { skip }, () => {
     }
     assert.equal(ok(marten(["import", path, "--arch", "arm64", "--name", "multi-arm"])), sha(arm));
     assert.equal(inOverlay("multi-arm", "cat arch"), "arm64\n");
-    fails(marten(["import", path, "--arch", "s390x"]), 1, /no image for linux\/s390x; there are: linux\/amd64, linux\/arm64\/v8/);
+    fails(
+      marten(["import", path, "--arch", "s390x"]),
+      1,
+      /no image for linux\/s390x; there are: linux\/amd64, linux\/arm64\/v8/,
+    );
     // One image of another platform: taken with a warning, unless --arch asked for another.
-    const only = file("only-arm.tar", await archiveOf(ociLayout([
-      { blobs: [gzipSync(arm)], mediaTypes: [GZ], config: configOf([sha(arm)], {}, "arm64"), platform: { os: "linux", architecture: "arm64" } },
-    ])));
+    const only = file(
+      "only-arm.tar",
+      await archiveOf(
+        ociLayout([
+          {
+            blobs: [gzipSync(arm)],
+            mediaTypes: [GZ],
+            config: configOf([sha(arm)], {}, "arm64"),
+            platform: { os: "linux", architecture: "arm64" },
+          },
+        ]),
+      ),
+    );
     if (process.arch === "x64") {
       const r = marten(["import", only]);
       assert.equal(ok(r), sha(arm));
@@ -361,13 +493,24 @@ describe("marten", { skip }, () => {
     const refused: [string, () => Promise<Buffer>, RegExp][] = [
       ["a layer with ../escape", () => tarOf([{ name: "../escape", data: "pwned" }]), /"\.\." component/],
       ["a layer with an absolute path", () => tarOf([{ name: `${tmp}/escape`, data: "pwned" }]), /absolute path/],
-      ["a layer with a symlink escape", () => tarOf([{ name: "evil", type: "symlink", linkname: tmp }, { name: "evil/escape", data: "pwned" }]), /symbolic link evil/],
+      [
+        "a layer with a symlink escape",
+        () =>
+          tarOf([
+            { name: "evil", type: "symlink", linkname: tmp },
+            { name: "evil/escape", data: "pwned" },
+          ]),
+        /symbolic link evil/,
+      ],
     ];
     for (const [what, layer, message] of refused) {
       test(what, async () => {
         const before = snapshot();
         const bad = await layer();
-        const path = file("bad.tar", await archiveOf(dockerSave([base, bad], configOf([sha(base), sha(bad)]), "bad:1")));
+        const path = file(
+          "bad.tar",
+          await archiveOf(dockerSave([base, bad], configOf([sha(base), sha(bad)]), "bad:1")),
+        );
         fails(marten(["import", path]), 1, message);
         assert.equal(existsSync(`${tmp}/escape`), false, "written outside");
         assert.equal(snapshot(), before);
@@ -385,7 +528,9 @@ describe("marten", { skip }, () => {
     test("an OCI blob whose content does not match its digest", async () => {
       const before = snapshot();
       const layer = await tarOf([{ name: "x", data: "genuine" }]);
-      const files = ociLayout([{ blobs: [gzipSync(layer)], mediaTypes: [GZ], config: configOf([sha(layer)]) }], { refName: "tampered" });
+      const files = ociLayout([{ blobs: [gzipSync(layer)], mediaTypes: [GZ], config: configOf([sha(layer)]) }], {
+        refName: "tampered",
+      });
       const evil = gzipSync(await tarOf([{ name: "x", data: "tampered" }]));
       files.set(`blobs/sha256/${sha(gzipSync(layer))}`, evil);
       fails(marten(["import", file("tampered.tar", await archiveOf(files))]), 1, /digest|diff_id/);
@@ -401,26 +546,64 @@ describe("marten", { skip }, () => {
       const docker = (config = configOf([sha(base)])): Files => dockerSave([base], config, "malformed:1");
       const oci = (config = configOf([sha(base)])): Files => ociLayout([{ blobs: [base], mediaTypes: [TAR], config }]);
       const cases: [string, () => Files, RegExp][] = [
-        ["manifest.json: an image that is null", () => edit(docker(), "manifest.json", () => [null]), /manifest\.json: \[0\] is null, not an object/],
-        ["manifest.json: a layer that is a number", () => edit(docker(), "manifest.json", ([m]) => [{ ...m, Layers: [1] }]), /manifest\.json: \[0\]\.Layers\[0\] is a number, not a string/],
-        ["manifest.json: no Layers", () => edit(docker(), "manifest.json", ([m]) => [{ Config: m.Config }]), /manifest\.json: \[0\] has no Layers/],
-        ["manifest.json: a tag that is a number", () => edit(docker(), "manifest.json", ([m]) => [{ ...m, RepoTags: [5] }]), /manifest\.json: \[0\]\.RepoTags\[0\] is a number, not a string/],
-        ["manifest.json: RepoTags that is a string (not read as a list of letters)", () => edit(docker(), "manifest.json", ([m]) => [{ ...m, RepoTags: "abc" }]), /manifest\.json: \[0\]\.RepoTags is a string, not a list/],
+        [
+          "manifest.json: an image that is null",
+          () => edit(docker(), "manifest.json", () => [null]),
+          /manifest\.json: \[0\] is null, not an object/,
+        ],
+        [
+          "manifest.json: a layer that is a number",
+          () => edit(docker(), "manifest.json", ([m]) => [{ ...m, Layers: [1] }]),
+          /manifest\.json: \[0\]\.Layers\[0\] is a number, not a string/,
+        ],
+        [
+          "manifest.json: no Layers",
+          () => edit(docker(), "manifest.json", ([m]) => [{ Config: m.Config }]),
+          /manifest\.json: \[0\] has no Layers/,
+        ],
+        [
+          "manifest.json: a tag that is a number",
+          () => edit(docker(), "manifest.json", ([m]) => [{ ...m, RepoTags: [5] }]),
+          /manifest\.json: \[0\]\.RepoTags\[0\] is a number, not a string/,
+        ],
+        [
+          "manifest.json: RepoTags that is a string (not read as a list of letters)",
+          () => edit(docker(), "manifest.json", ([m]) => [{ ...m, RepoTags: "abc" }]),
+          /manifest\.json: \[0\]\.RepoTags is a string, not a list/,
+        ],
         ["a docker config that is null", () => docker(json(null)), /image 1: config is null, not an object/],
         ["index.json that is null", () => edit(oci(), "index.json", () => null), /index\.json is null, not an object/],
-        ["an OCI manifest that is null", () => {
-          const files = oci();
-          files.set(`blobs/sha256/${sha("null")}`, json(null));
-          return edit(files, "index.json", (i) => ({ ...i, manifests: [{ mediaType: OCI_MANIFEST, digest: `sha256:${sha("null")}`, size: 4 }] }));
-        }, /manifest sha256:[0-9a-f]{64} is null, not an object/],
+        [
+          "an OCI manifest that is null",
+          () => {
+            const files = oci();
+            files.set(`blobs/sha256/${sha("null")}`, json(null));
+            return edit(files, "index.json", (i) => ({
+              ...i,
+              manifests: [{ mediaType: OCI_MANIFEST, digest: `sha256:${sha("null")}`, size: 4 }],
+            }));
+          },
+          /manifest sha256:[0-9a-f]{64} is null, not an object/,
+        ],
         ["an OCI config that is null", () => oci(json(null)), /config is null, not an object/],
-        ["an annotation that is a number", () => edit(oci(), "index.json", (i) => ({ ...i, manifests: [{ ...i.manifests[0], annotations: { "io.containerd.image.name": 5 } }] })),
-          /index\.json: manifests\[0\]\.annotations\["io\.containerd\.image\.name"\] is a number, not a string/],
-        ["an old-format <id>/json that is null", () => {
-          const files = dockerSaveOld([base], "old", "1");
-          files.set([...files.keys()].find((k) => k.endsWith("/json"))!, json(null));
-          return files;
-        }, /[0-9a-f]{64}\/json is null, not an object/],
+        [
+          "an annotation that is a number",
+          () =>
+            edit(oci(), "index.json", (i) => ({
+              ...i,
+              manifests: [{ ...i.manifests[0], annotations: { "io.containerd.image.name": 5 } }],
+            })),
+          /index\.json: manifests\[0\]\.annotations\["io\.containerd\.image\.name"\] is a number, not a string/,
+        ],
+        [
+          "an old-format <id>/json that is null",
+          () => {
+            const files = dockerSaveOld([base], "old", "1");
+            files.set([...files.keys()].find((k) => k.endsWith("/json"))!, json(null));
+            return files;
+          },
+          /[0-9a-f]{64}\/json is null, not an object/,
+        ],
       ];
       for (const [what, files, message] of cases) {
         test(what, async () => {
@@ -447,19 +630,27 @@ describe("marten", { skip }, () => {
   test("two imports at once, of the same and of different archives sharing a base, store each layer once", async () => {
     const mk = async (tag: string): Promise<[string, string]> => {
       const top = await tarOf([{ name: "which", data: `${tag}\n` }]);
-      const path = file(`${tag}.tar`, await archiveOf(dockerSave([base, top], configOf([sha(base), sha(top)]), `conc:${tag}`)));
+      const path = file(
+        `${tag}.tar`,
+        await archiveOf(dockerSave([base, top], configOf([sha(base), sha(top)]), `conc:${tag}`)),
+      );
       return [path, chain([sha(base), sha(top)])[1]];
     };
     const [a, idA] = await mk("a");
     const [b, idB] = await mk("b");
-    const run = (path: string): Promise<Result> => new Promise((resolve) => {
-      const child = spawn(MARTEN, ["import", path], { env: env() });
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (c: Buffer) => { stdout += c; });
-      child.stderr.on("data", (c: Buffer) => { stderr += c; });
-      child.on("close", (status) => resolve({ status, stdout, stderr }));
-    });
+    const run = (path: string): Promise<Result> =>
+      new Promise((resolve) => {
+        const child = spawn(MARTEN, ["import", path], { env: env() });
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (c: Buffer) => {
+          stdout += c;
+        });
+        child.stderr.on("data", (c: Buffer) => {
+          stderr += c;
+        });
+        child.on("close", (status) => resolve({ status, stdout, stderr }));
+      });
     for (let round = 0; round < 3; round++) {
       const rs = await Promise.all([run(a), run(a), run(b), run(b)]);
       assert.deepEqual(rs.map(ok), [idA, idA, idB, idB]);
@@ -472,14 +663,22 @@ describe("marten", { skip }, () => {
   });
 
   test("an interrupted import leaves no image; the next run removes its staging directory", async () => {
-    const big = await tarOf([{ name: "big", data: "x".repeat(128 << 20) }, { name: "after", data: "y" }]);
-    const path = file("big.tar.gz", gzipSync(await archiveOf(dockerSave([big], configOf([sha(big)]), "big:1")), { level: 1 }));
+    const big = await tarOf([
+      { name: "big", data: "x".repeat(128 << 20) },
+      { name: "after", data: "y" },
+    ]);
+    const path = file(
+      "big.tar.gz",
+      gzipSync(await archiveOf(dockerSave([big], configOf([sha(big)]), "big:1")), { level: 1 }),
+    );
     const before = images();
     // Its own process group, killed as a whole (as ^C or a crash of the machine would end it).
     const child = spawn(MARTEN, ["import", path], { env: env(), stdio: "ignore", detached: true });
     const closed = new Promise((r) => child.on("close", r));
     const staging = `${store}/.staging`;
-    await waitFor("the import's staging directory", () => readdirSync(staging).some((s) => s.includes("import")), { saw: () => `${staging}: ${readdirSync(staging).join(" ")}` });
+    await waitFor("the import's staging directory", () => readdirSync(staging).some((s) => s.includes("import")), {
+      saw: () => `${staging}: ${readdirSync(staging).join(" ")}`,
+    });
     process.kill(-child.pid!, "SIGKILL");
     await closed;
     // minc-farm, its child, goes too: wait until no process of the group is left.
@@ -491,7 +690,9 @@ describe("marten", { skip }, () => {
         return false;
       }
     };
-    await waitFor(`the processes of group ${child.pid} to be gone`, () => !group(), { saw: () => spawnSync("ps", ["-o", "pid,stat,args", "--sid", String(child.pid)], { encoding: "utf8" }).stdout });
+    await waitFor(`the processes of group ${child.pid} to be gone`, () => !group(), {
+      saw: () => spawnSync("ps", ["-o", "pid,stat,args", "--sid", String(child.pid)], { encoding: "utf8" }).stdout,
+    });
     assert.deepEqual(images(), before, "an interrupted import left an image");
     assert.ok(readdirSync(staging).length > 0, "the import was not caught in the middle");
     ok(marten(["import", file("small.tar", await archiveOf(dockerSave([base], configOf([sha(base)]), "small:1")))]));
@@ -540,10 +741,23 @@ describe("marten", { skip }, () => {
     const layer = await tarOf([{ name: "b", data: "B\n" }]);
     const b = ok(marten(["import", file("b.tar", await archiveOf(dockerSave([layer], configOf([sha(layer)]))))]));
     fails(marten(["tag", "keepme", b]), 2, /name "[0-9a-f]{64}" is not valid: 64 hex digits are an id/);
-    fails(marten(["tag", "keepme", b.slice(0, 12)]), 2, new RegExp(`name "${b.slice(0, 12)}" is the start of the id of image ${b}`));
+    fails(
+      marten(["tag", "keepme", b.slice(0, 12)]),
+      2,
+      new RegExp(`name "${b.slice(0, 12)}" is the start of the id of image ${b}`),
+    );
     fails(marten(["rename", "keepme", b]), 2, /64 hex digits are an id/);
     const before = snapshot();
-    fails(marten(["import", file("b2.tar", await archiveOf(dockerSave([layer], configOf([sha(layer)])))), "--name", a.slice(0, 8)]), 2, /is the start of the id of image/);
+    fails(
+      marten([
+        "import",
+        file("b2.tar", await archiveOf(dockerSave([layer], configOf([sha(layer)])))),
+        "--name",
+        a.slice(0, 8),
+      ]),
+      2,
+      /is the start of the id of image/,
+    );
     assert.equal(snapshot(), before, "a refused --name imports nothing");
     ok(marten(["rmi", b]));
     assert.equal(existsSync(`${store}/images/${b}`), false);
@@ -562,14 +776,24 @@ describe("marten", { skip }, () => {
       archives.push([tag, dockerSave([layer], configOf([sha(layer)]), tag)]);
     }
     const oci = await tarOf([{ name: "evil", data: "oci\n" }]);
-    archives.push([short, ociLayout([{ blobs: [oci], mediaTypes: [TAR], config: configOf([sha(oci)]) }], { ref: `evil.example/x/${short}` })]);
+    archives.push([
+      short,
+      ociLayout([{ blobs: [oci], mediaTypes: [TAR], config: configOf([sha(oci)]) }], {
+        ref: `evil.example/x/${short}`,
+      }),
+    ]);
     for (const [tag, files] of archives) {
       const r = marten(["import", file("evil.tar", await archiveOf(files))]);
       assert.equal(r.status, 0, r.stderr);
       const evil = r.stdout.trim();
       assert.notEqual(evil, victim);
       const name = JSON.stringify(tag.replace(/:latest$/, ""));
-      assert.match(r.stderr, new RegExp(`^minc-farm: warning: name ${name} (is the start of the id of image ${victim}|is not valid: 64 hex digits are an id).*; image ${evil.slice(0, 12)} is stored without it\n$`));
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `^minc-farm: warning: name ${name} (is the start of the id of image ${victim}|is not valid: 64 hex digits are an id).*; image ${evil.slice(0, 12)} is stored without it\n$`,
+        ),
+      );
       assert.equal(existsSync(`${store}/images/${evil}/name`), false, tag);
       assert.equal(farm(["idir", short]), `${store}/images/${victim}`);
       assert.equal(farm(["pull", victim]), victim);
@@ -608,11 +832,16 @@ describe("marten", { skip }, () => {
     fails(marten(["pull", "alpine@sha256:1234"]), 2, /digest/);
     fails(marten(["pull", "alpine", "--user", "nopassword"]), 2, /USER:PASSWORD/);
     fails(marten(["pull", "0123456789abcdef".repeat(4)]), 2, /64 hex digits are an image id/);
-    fails(marten(["pull", `org/${"0123456789abcdef".repeat(4)}`]), 2, /gives no name for the store .*64 hex digits are an id.*give --name/);
+    fails(
+      marten(["pull", `org/${"0123456789abcdef".repeat(4)}`]),
+      2,
+      /gives no name for the store .*64 hex digits are an id.*give --name/,
+    );
     fails(marten(["rmi", "../../etc"]), 2, /not a valid name or id/);
     const help = marten(["--help"]);
     assert.equal(help.status, 0);
-    for (const c of ["lc", "li", "rm", "rmi", "import", "pull", "commit", "rename", "renamei", "tag"]) assert.match(help.stdout, new RegExp(`marten ${c}`));
+    for (const c of ["lc", "li", "rm", "rmi", "import", "pull", "commit", "rename", "renamei", "tag"])
+      assert.match(help.stdout, new RegExp(`marten ${c}`));
   });
 
   test("--debug shows minc-farm's steps and commands", () => {
@@ -639,20 +868,36 @@ describe("marten", { skip }, () => {
 
     test("minc-smuggler REF DIR fills DIR with an OCI layout, which is imported and named after REF", async () => {
       const layer = await tarOf([{ name: "pulled", data: "from the registry\n" }]);
-      const files = ociLayout([{ blobs: [gzipSync(layer)], mediaTypes: [GZ], config: configOf([sha(layer)]) }], { refName: "2.0", ref: "registry.example:5000/team/app:2.0" });
+      const files = ociLayout([{ blobs: [gzipSync(layer)], mediaTypes: [GZ], config: configOf([sha(layer)]) }], {
+        refName: "2.0",
+        ref: "registry.example:5000/team/app:2.0",
+      });
       const source = `${tmp}/registry-layout`;
       writeDir(files, source);
       const log = `${tmp}/smuggler.log`;
-      writeFileSync(`${prefix}/libexec/minc-smuggler`, [
-        "#!/bin/sh",
-        `echo "$# $1 arch=$MINC_ARCH insecure=$MINC_PULL_INSECURE user=$MINC_PULL_USER" > ${log}`,
-        '[ -d "$2" ] && [ -z "$(ls -A "$2")" ] || exit 9',
-        `cp -a ${source}/. "$2"/`,
-        "",
-      ].join("\n"), { mode: 0o755 });
-      const id = ok(marten(["pull", "registry.example:5000/team/app:2.0", "--arch", "amd64", "--insecure", "--user", "me:secret"], {}, `${prefix}/bin/marten`));
+      writeFileSync(
+        `${prefix}/libexec/minc-smuggler`,
+        [
+          "#!/bin/sh",
+          `echo "$# $1 arch=$MINC_ARCH insecure=$MINC_PULL_INSECURE user=$MINC_PULL_USER" > ${log}`,
+          '[ -d "$2" ] && [ -z "$(ls -A "$2")" ] || exit 9',
+          `cp -a ${source}/. "$2"/`,
+          "",
+        ].join("\n"),
+        { mode: 0o755 },
+      );
+      const id = ok(
+        marten(
+          ["pull", "registry.example:5000/team/app:2.0", "--arch", "amd64", "--insecure", "--user", "me:secret"],
+          {},
+          `${prefix}/bin/marten`,
+        ),
+      );
       assert.equal(id, sha(layer));
-      assert.equal(readFileSync(log, "utf8").replace(/\S*\/\.staging\/\S*/, "DIR"), "2 registry.example:5000/team/app:2.0 arch=amd64 insecure=1 user=me:secret\n");
+      assert.equal(
+        readFileSync(log, "utf8").replace(/\S*\/\.staging\/\S*/, "DIR"),
+        "2 registry.example:5000/team/app:2.0 arch=amd64 insecure=1 user=me:secret\n",
+      );
       assert.equal(farm(["pull", "app:2.0"]), id);
       assert.equal(inOverlay("app:2.0", "cat pulled"), "from the registry\n");
       assert.deepEqual(readdirSync(`${store}/.staging`), []);
@@ -661,12 +906,20 @@ describe("marten", { skip }, () => {
       assert.doesNotMatch(traced.stderr, /secret/);
       // A --name the store cannot take is refused before the download.
       rmSync(log);
-      fails(marten(["pull", "other/app", "--name", id.slice(0, 8)], {}, `${prefix}/bin/marten`), 2, new RegExp(`is the start of the id of image ${id}`));
+      fails(
+        marten(["pull", "other/app", "--name", id.slice(0, 8)], {}, `${prefix}/bin/marten`),
+        2,
+        new RegExp(`is the start of the id of image ${id}`),
+      );
       assert.equal(existsSync(log), false, "minc-smuggler ran");
     });
 
     test("a failed download imports nothing and leaves no staging directory", () => {
-      writeFileSync(`${prefix}/libexec/minc-smuggler`, "#!/bin/sh\necho 'minc-smuggler: blob sha256:abc: digest mismatch' >&2\nexit 1\n", { mode: 0o755 });
+      writeFileSync(
+        `${prefix}/libexec/minc-smuggler`,
+        "#!/bin/sh\necho 'minc-smuggler: blob sha256:abc: digest mismatch' >&2\nexit 1\n",
+        { mode: 0o755 },
+      );
       const before = snapshot();
       fails(marten(["pull", "alpine"], {}, `${prefix}/bin/marten`), 1, /digest mismatch/);
       assert.equal(snapshot(), before);

@@ -9,7 +9,20 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { randomInt } from "node:crypto";
 import { after, describe, test } from "node:test";
-import { MINC, allLeftovers, cannotBoot, freePort, hasTool, minc, rootfs, settled, sleep, start, waitFor, type Started } from "./helpers.ts";
+import {
+  MINC,
+  allLeftovers,
+  cannotBoot,
+  freePort,
+  hasTool,
+  minc,
+  rootfs,
+  settled,
+  sleep,
+  start,
+  waitFor,
+  type Started,
+} from "./helpers.ts";
 
 const missing = ["ip", "iptables", "nsenter"].filter((t) => !hasTool(t));
 const skip = cannotBoot() ?? (missing.length ? `needs ${missing.join(", ")}` : undefined);
@@ -17,7 +30,9 @@ const skip = cannotBoot() ?? (missing.length ? `needs ${missing.join(", ")}` : u
 /** Fail at once if the program has ended: what it printed says why. */
 function running(run: Started, what: string): void {
   if (run.child.exitCode !== null || run.child.signalCode !== null) {
-    assert.fail(`${what} ended (${run.child.exitCode ?? run.child.signalCode}): stdout ${JSON.stringify(run.stdout())}, stderr ${JSON.stringify(run.stderr())}`);
+    assert.fail(
+      `${what} ended (${run.child.exitCode ?? run.child.signalCode}): stdout ${JSON.stringify(run.stdout())}, stderr ${JSON.stringify(run.stderr())}`,
+    );
   }
 }
 
@@ -51,7 +66,17 @@ describe("networking", { skip }, () => {
   });
 
   test("--net dens: an address on 192.168.139.0/24, a default route, and /etc/hosts naming it", () => {
-    const r = minc(["--net", "dens", "--name", "den", "-r", rootfs(), "sh", "-c", "ip -o -4 addr show eth0; ip route; cat /etc/hosts; ping -c1 -W2 192.168.139.1 >/dev/null && echo gateway-ok"]);
+    const r = minc([
+      "--net",
+      "dens",
+      "--name",
+      "den",
+      "-r",
+      rootfs(),
+      "sh",
+      "-c",
+      "ip -o -4 addr show eth0; ip route; cat /etc/hosts; ping -c1 -W2 192.168.139.1 >/dev/null && echo gateway-ok",
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const ip = /inet (192\.168\.139\.\d+)\/24/.exec(r.stdout)?.[1];
     assert.ok(ip, r.stdout);
@@ -64,19 +89,36 @@ describe("networking", { skip }, () => {
     const www = mkdtempSync("/tmp/minc-test-www-");
     writeFileSync(`${www}/index.html`, "hello from the den\n");
     const port = await freePort();
-    const server = start(MINC, ["-p", `${port}:80`, "-b", `${www}:/www`, "-r", rootfs(), "httpd", "-f", "-p", "80", "-h", "/www"]);
+    const server = start(MINC, [
+      "-p",
+      `${port}:80`,
+      "-b",
+      `${www}:/www`,
+      "-r",
+      rootfs(),
+      "httpd",
+      "-f",
+      "-p",
+      "80",
+      "-h",
+      "/www",
+    ]);
     try {
       let page = "";
       let error = "";
-      await waitFor(`the container's httpd on 127.0.0.1:${port}`, async () => {
-        running(server, "minc");
-        try {
-          page = await (await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(5000) })).text();
-        } catch (e) {
-          error = String(e); // not serving yet
-        }
-        return page !== "";
-      }, { saw: () => `${error}; minc's stderr ${JSON.stringify(server.stderr())}` });
+      await waitFor(
+        `the container's httpd on 127.0.0.1:${port}`,
+        async () => {
+          running(server, "minc");
+          try {
+            page = await (await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(5000) })).text();
+          } catch (e) {
+            error = String(e); // not serving yet
+          }
+          return page !== "";
+        },
+        { saw: () => `${error}; minc's stderr ${JSON.stringify(server.stderr())}` },
+      );
       assert.equal(page, "hello from the den\n");
     } finally {
       server.child.kill("SIGTERM");
@@ -93,40 +135,74 @@ describe("networking", { skip }, () => {
     const net = 4 * (process.pid % 64);
     const [hostIp, outsideIp] = [`203.0.113.${net + 1}`, `203.0.113.${net + 2}`];
     const veth = `mto${process.pid}`;
-    const ipns = (...a: string[]): void => { assert.equal(spawnSync("ip", ["-n", ns, ...a]).status, 0, a.join(" ")); };
+    const ipns = (...a: string[]): void => {
+      assert.equal(spawnSync("ip", ["-n", ns, ...a]).status, 0, a.join(" "));
+    };
     assert.equal(spawnSync("ip", ["netns", "add", ns]).status, 0);
     const www = mkdtempSync("/tmp/minc-test-www-");
     writeFileSync(`${www}/index.html`, "seen from outside\n");
     let server: Started | undefined;
     let container: Started | undefined;
     try {
-      assert.equal(spawnSync("ip", ["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns]).status, 0);
+      assert.equal(
+        spawnSync("ip", ["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns]).status,
+        0,
+      );
       assert.equal(spawnSync("ip", ["addr", "add", `${hostIp}/30`, "dev", veth]).status, 0);
       assert.equal(spawnSync("ip", ["link", "set", veth, "up"]).status, 0);
       ipns("addr", "add", `${outsideIp}/30`, "dev", "eth0");
       ipns("link", "set", "eth0", "up");
       ipns("link", "set", "lo", "up");
       // A server outside that answers with the address it sees the client at.
-      server = start("ip", ["netns", "exec", ns, process.execPath, "-e",
-        `require('net').createServer((s) => s.end(s.remoteAddress + '\\n')).listen(9000, '${outsideIp}', () => console.log('up'))`]);
+      server = start("ip", [
+        "netns",
+        "exec",
+        ns,
+        process.execPath,
+        "-e",
+        `require('net').createServer((s) => s.end(s.remoteAddress + '\\n')).listen(9000, '${outsideIp}', () => console.log('up'))`,
+      ]);
       await server.printed("up");
 
       const port = await freePort();
       const url = `http://${hostIp}:${port}/`;
-      container = start(MINC, ["-p", `${port}:80`, "-b", `${www}:/www`, "-r", rootfs(), "sh", "-c",
-        `echo source: $(nc ${outsideIp} 9000 </dev/null); exec httpd -f -p 80 -h /www`]);
+      container = start(MINC, [
+        "-p",
+        `${port}:80`,
+        "-b",
+        `${www}:/www`,
+        "-r",
+        rootfs(),
+        "sh",
+        "-c",
+        `echo source: $(nc ${outsideIp} 9000 </dev/null); exec httpd -f -p 80 -h /www`,
+      ]);
       let page = "";
       let wget = "";
-      await waitFor(`${url} to answer in ${ns}`, () => {
-        running(container!, "minc");
-        const r = spawnSync("ip", ["netns", "exec", ns, `${rootfs()}/bin/busybox`, "wget", "-q", "-O", "-", url], { encoding: "utf8", timeout: 5000 });
-        page = r.stdout ?? "";
-        wget = r.stderr ?? "";
-        return page !== "";
-      }, { saw: () => `wget: ${JSON.stringify(wget)}; minc: stdout ${JSON.stringify(container!.stdout())}, stderr ${JSON.stringify(container!.stderr())}` });
+      await waitFor(
+        `${url} to answer in ${ns}`,
+        () => {
+          running(container!, "minc");
+          const r = spawnSync("ip", ["netns", "exec", ns, `${rootfs()}/bin/busybox`, "wget", "-q", "-O", "-", url], {
+            encoding: "utf8",
+            timeout: 5000,
+          });
+          page = r.stdout ?? "";
+          wget = r.stderr ?? "";
+          return page !== "";
+        },
+        {
+          saw: () =>
+            `wget: ${JSON.stringify(wget)}; minc: stdout ${JSON.stringify(container!.stdout())}, stderr ${JSON.stringify(container!.stderr())}`,
+        },
+      );
       assert.equal(page, "seen from outside\n");
       await container.printed(/^source: [^\n]*\n/m);
-      assert.match(container.stdout(), new RegExp(`^source: ${hostIp.replace(/\./g, "\\.")}$`, "m"), "the outside host must see the host's address (MASQUERADE)");
+      assert.match(
+        container.stdout(),
+        new RegExp(`^source: ${hostIp.replace(/\./g, "\\.")}$`, "m"),
+        "the outside host must see the host's address (MASQUERADE)",
+      );
     } finally {
       container?.child.kill("SIGTERM");
       server?.child.kill("SIGKILL");
@@ -160,7 +236,11 @@ describe("networking", { skip }, () => {
         const r = minc(["--net", "dens", "-r", rootfs(), "ip", "-o", "-4", "addr", "show", "eth0"], { env });
         assert.equal(r.status, 0, r.stderr);
         const after = readFileSync(file, "utf8").split("\n").filter(Boolean);
-        assert.deepEqual(after.filter((l) => !isHeld(l)), [], "a lease stayed after its container");
+        assert.deepEqual(
+          after.filter((l) => !isHeld(l)),
+          [],
+          "a lease stayed after its container",
+        );
         if (after.length !== 248) {
           t.diagnostic(`run ${runs}: the bridge was made anew, the lease file started anew`);
           continue;
@@ -175,7 +255,10 @@ describe("networking", { skip }, () => {
 
   test("two containers at once get different addresses", async () => {
     // Each prints its address, then waits for a line on its stdin: both are running when both have printed.
-    const run = (): Started => start(MINC, ["--net", "dens", "-r", rootfs(), "sh", "-c", "ip -o -4 addr show eth0; read line"], { stdio: ["pipe", "pipe", "pipe"] });
+    const run = (): Started =>
+      start(MINC, ["--net", "dens", "-r", rootfs(), "sh", "-c", "ip -o -4 addr show eth0; read line"], {
+        stdio: ["pipe", "pipe", "pipe"],
+      });
     const both = [run(), run()];
     try {
       await Promise.all(both.map((c) => c.printed(/inet \S+\//)));
@@ -209,7 +292,11 @@ describe("networking", { skip }, () => {
     ];
     const delays = Array.from({ length: 4 }, () => randomInt(400));
     const points: { what: string; debug: boolean; at: (run: Started) => Promise<void> }[] = [
-      ...steps.map(([what, re]) => ({ what, debug: true, at: (run: Started) => run.printed(re, { stream: "stderr" }) })),
+      ...steps.map(([what, re]) => ({
+        what,
+        debug: true,
+        at: (run: Started) => run.printed(re, { stream: "stderr" }),
+      })),
       ...delays.map((ms) => ({ what: `${ms} ms`, debug: false, at: () => sleep(ms) })),
     ];
     t.diagnostic(`random delays: ${delays.join(", ")} ms`);

@@ -63,13 +63,24 @@ function installCopy(): void {
   minc = `${home}/bin/minc`;
 }
 
-interface Run { status: number | null; stdout: string; stderr: string }
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 /** minc run as the test user, its working dirs in $TMPDIR=dir/tmp. */
 function asUser(args: string[], opts: { timeout?: number } = {}): Run {
-  const r = spawnSync("runuser", ["-u", USER, "--", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${dir}/tmp`, minc, ...args], {
-    encoding: "utf8", cwd: "/", input: "", timeout: opts.timeout ?? PATIENCE,
-  });
+  const r = spawnSync(
+    "runuser",
+    ["-u", USER, "--", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${dir}/tmp`, minc, ...args],
+    {
+      encoding: "utf8",
+      cwd: "/",
+      input: "",
+      timeout: opts.timeout ?? PATIENCE,
+    },
+  );
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -102,7 +113,13 @@ describe("--nopriv", { skip }, () => {
 
   test("an ordinary user is root in the container, with /dev and /proc, the command as PID 1, and the rootfs untouched", () => {
     const before = listing(`${dir}/rootfs`);
-    const r = asUser(["--nopriv", `${dir}/rootfs`, "sh", "-c", "id -u; echo ok > /dev/null; head -c 4 /dev/urandom | wc -c; echo new > /written; ps; exit 0"]);
+    const r = asUser([
+      "--nopriv",
+      `${dir}/rootfs`,
+      "sh",
+      "-c",
+      "id -u; echo ok > /dev/null; head -c 4 /dev/urandom | wc -c; echo new > /written; ps; exit 0",
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const [id, bytes, ...ps] = r.stdout.trim().split("\n");
     assert.equal(id, "0");
@@ -130,7 +147,17 @@ describe("--nopriv", { skip }, () => {
   });
 
   test("the subordinate ids make --user work inside, and --name names it", () => {
-    const r = asUser(["--nopriv", `${dir}/rootfs`, "--user", "1000:1000", "--name", "unpriv", "sh", "-c", "id -u; id -g; hostname; cat /proc/self/uid_map"]);
+    const r = asUser([
+      "--nopriv",
+      `${dir}/rootfs`,
+      "--user",
+      "1000:1000",
+      "--name",
+      "unpriv",
+      "sh",
+      "-c",
+      "id -u; id -g; hostname; cat /proc/self/uid_map",
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const [u, g, name, ...map] = r.stdout.trim().split("\n");
     assert.deepEqual([u, g, name], ["1000", "1000", "unpriv"]);
@@ -140,16 +167,52 @@ describe("--nopriv", { skip }, () => {
   });
 
   test("the user's terminal is the container's console", () => {
-    const r = spawnSync("runuser", ["-u", USER, "--", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${dir}/tmp`, "script", "-qec", `${minc} --nopriv ${dir}/rootfs sh -c 'tty; echo to-console > /dev/console'`, "/dev/null"], {
-      encoding: "utf8", cwd: "/", input: "", timeout: PATIENCE,
-    });
+    const r = spawnSync(
+      "runuser",
+      [
+        "-u",
+        USER,
+        "--",
+        "env",
+        "-u",
+        "XDG_RUNTIME_DIR",
+        `TMPDIR=${dir}/tmp`,
+        "script",
+        "-qec",
+        `${minc} --nopriv ${dir}/rootfs sh -c 'tty; echo to-console > /dev/console'`,
+        "/dev/null",
+      ],
+      {
+        encoding: "utf8",
+        cwd: "/",
+        input: "",
+        timeout: PATIENCE,
+      },
+    );
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^\/dev\/console\r?\nto-console\r?\n/);
   });
 
   test("an ordinary user's PATH (no sbin, where pivot_root and capsh are) is enough", () => {
-    const r = spawnSync("runuser", ["-u", USER, "--", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${dir}/tmp`, `PATH=${dirname(process.execPath)}:/usr/bin:/bin`,
-      minc, "--nopriv", `${dir}/rootfs`, "echo", "found"], { encoding: "utf8", cwd: "/", input: "", timeout: PATIENCE });
+    const r = spawnSync(
+      "runuser",
+      [
+        "-u",
+        USER,
+        "--",
+        "env",
+        "-u",
+        "XDG_RUNTIME_DIR",
+        `TMPDIR=${dir}/tmp`,
+        `PATH=${dirname(process.execPath)}:/usr/bin:/bin`,
+        minc,
+        "--nopriv",
+        `${dir}/rootfs`,
+        "echo",
+        "found",
+      ],
+      { encoding: "utf8", cwd: "/", input: "", timeout: PATIENCE },
+    );
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, "found\n");
   });
@@ -157,26 +220,68 @@ describe("--nopriv", { skip }, () => {
   test("a uid with no passwd entry (docker run -u 4321) runs, without subordinate ids", () => {
     const tmp = mkdtempSync(`${home}/nobody-`);
     sh(`chown 4321 ${tmp}`);
-    const r = spawnSync("setpriv", ["--reuid=4321", "--regid=4321", "--clear-groups", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${tmp}`, minc, "--nopriv", `${dir}/rootfs`, "id", "-u"],
-      { encoding: "utf8", cwd: "/", input: "", timeout: PATIENCE });
+    const r = spawnSync(
+      "setpriv",
+      [
+        "--reuid=4321",
+        "--regid=4321",
+        "--clear-groups",
+        "env",
+        "-u",
+        "XDG_RUNTIME_DIR",
+        `TMPDIR=${tmp}`,
+        minc,
+        "--nopriv",
+        `${dir}/rootfs`,
+        "id",
+        "-u",
+      ],
+      { encoding: "utf8", cwd: "/", input: "", timeout: PATIENCE },
+    );
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, "0\n", "root in the container");
   });
 
   test("SIGTERM ends it with 143 and nothing is left", async () => {
-    const run = start("runuser", ["-u", USER, "--", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${dir}/tmp`, minc, "--nopriv", `${dir}/rootfs`, "sh", "-c", "echo ready; exec sleep 30"],
-      { cwd: "/", stdio: ["ignore", "pipe", "pipe"] });
+    const run = start(
+      "runuser",
+      [
+        "-u",
+        USER,
+        "--",
+        "env",
+        "-u",
+        "XDG_RUNTIME_DIR",
+        `TMPDIR=${dir}/tmp`,
+        minc,
+        "--nopriv",
+        `${dir}/rootfs`,
+        "sh",
+        "-c",
+        "echo ready; exec sleep 30",
+      ],
+      { cwd: "/", stdio: ["ignore", "pipe", "pipe"] },
+    );
     await run.printed("ready");
     // The user's waiter (and its guard, which ignores TERM), as the user's own kill would reach it.
     sh(`pkill -TERM -u ${USER} -f 'minc-waiter.sh'`);
     assert.equal(await run.exit(), 143, run.stderr());
     // Its guard and watcher end once the waiter has (a zombie may wait a moment for the host's init to reap it).
     assert.deepEqual(await settled(() => readdirSync(`${dir}/tmp`)), []);
-    assert.deepEqual(await settled(() => sh(`ps -u ${USER} -o pid=,stat=,args= | grep -v ' Z' || true`).split("\n").filter(Boolean)), []);
+    assert.deepEqual(
+      await settled(() => sh(`ps -u ${USER} -o pid=,stat=,args= | grep -v ' Z' || true`).split("\n").filter(Boolean)),
+      [],
+    );
   });
 
   test("what needs the host's root is refused, and root is needed without --nopriv", () => {
-    for (const extra of [["--mem-limit", "64M"], ["--net"], ["-p", "8080"], ["--usedev"], ["--ftrace", "/etc/passwd"]]) {
+    for (const extra of [
+      ["--mem-limit", "64M"],
+      ["--net"],
+      ["-p", "8080"],
+      ["--usedev"],
+      ["--ftrace", "/etc/passwd"],
+    ]) {
       const r = asUser([...extra, "--nopriv", `${dir}/rootfs`, "true"]);
       assert.equal(r.status, 2, `${extra.join(" ")}: ${r.stderr}`);
       assert.match(r.stderr, /unprivileged container \(--nopriv\) cannot/);

@@ -10,7 +10,12 @@ import { REPO, cannotBoot, cleanEnv, hasTool, leftovers, rootfs, settled } from 
 const BIN = `${REPO}/bin`;
 
 function missingTool(): string | undefined {
-  for (const [tool, pkg] of [["strace", "strace"], ["mksquashfs", "squashfs-tools"], ["unsquashfs", "squashfs-tools"], ["script", "bsdutils"]]) {
+  for (const [tool, pkg] of [
+    ["strace", "strace"],
+    ["mksquashfs", "squashfs-tools"],
+    ["unsquashfs", "squashfs-tools"],
+    ["script", "bsdutils"],
+  ]) {
     if (!hasTool(tool)) return `needs ${tool} (apt-get install ${pkg})`;
   }
   return undefined;
@@ -49,10 +54,12 @@ function emptyDir(name: string): string {
 
 /** The directory's entries, recursively, as "a", "a/b". */
 function entries(dir: string, prefix = ""): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
-    const rel = `${prefix}${e.name}`;
-    return e.isDirectory() ? [rel, ...entries(`${dir}/${e.name}`, `${rel}/`)] : [rel];
-  }).sort();
+  return readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) => {
+      const rel = `${prefix}${e.name}`;
+      return e.isDirectory() ? [rel, ...entries(`${dir}/${e.name}`, `${rel}/`)] : [rel];
+    })
+    .sort();
 }
 
 /** What the file is: a packed program (a sh header), a gzipped tar, or a squashfs, by its first bytes. */
@@ -77,9 +84,19 @@ const runDirsBefore = new Set<string>();
  * containers' leftovers.
  */
 function ourLeftovers(): string[] {
-  const mounts = readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.includes(work) || /polecat-run-/.test(l));
-  const loops = spawnSync("losetup", ["-a"], { encoding: "utf8" }).stdout.split("\n").filter((l) => l.includes(work));
-  return [...readdirSync(tmp()).map((n) => `${tmp()}/${n}`), ...mounts, ...loops, ...polecatRunDirs().filter((d) => !runDirsBefore.has(d)), ...leftovers()];
+  const mounts = readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter((l) => l.includes(work) || /polecat-run-/.test(l));
+  const loops = spawnSync("losetup", ["-a"], { encoding: "utf8" })
+    .stdout.split("\n")
+    .filter((l) => l.includes(work));
+  return [
+    ...readdirSync(tmp()).map((n) => `${tmp()}/${n}`),
+    ...mounts,
+    ...loops,
+    ...polecatRunDirs().filter((d) => !runDirsBefore.has(d)),
+    ...leftovers(),
+  ];
 }
 
 describe("polecat's output names, rootdir /, and the shell MINCS's polecat test", { skip }, () => {
@@ -109,7 +126,13 @@ describe("polecat's output names, rootdir /, and the shell MINCS's polecat test"
       assert.equal(kind(`${dir}/${name}`), what, name);
       assert.match(r.stdout, new RegExp(`^done: ${dir}/${name.replace(".", "\\.")} `, "m"), r.stdout);
     }
-    const ran = spawnSync(`${work}/default0/polecat-out`, [], { encoding: "utf8", input: "", env: cleanEnv(), cwd: "/", timeout: 60_000 });
+    const ran = spawnSync(`${work}/default0/polecat-out`, [], {
+      encoding: "utf8",
+      input: "",
+      env: cleanEnv(),
+      cwd: "/",
+      timeout: 60_000,
+    });
     assert.equal(ran.status, 0, ran.stderr);
     assert.match(ran.stdout, /^\s*1\s.*\bps$/m, ran.stdout);
   });
@@ -129,7 +152,10 @@ describe("polecat's output names, rootdir /, and the shell MINCS's polecat test"
     for (const [i, [args, name, what]] of cases.entries()) {
       const dir = emptyDir(`named${i}`);
       ok(polecat([...args, rootfs(), "ps"], dir), args.join(" "));
-      const expected = name.split("/").map((_, j, parts) => parts.slice(0, j + 1).join("/")).sort();
+      const expected = name
+        .split("/")
+        .map((_, j, parts) => parts.slice(0, j + 1).join("/"))
+        .sort();
       assert.deepEqual(entries(dir), expected, args.join(" "));
       assert.equal(kind(`${dir}/${name}`), what, `${args.join(" ")}: ${name}`);
     }
@@ -142,7 +168,13 @@ describe("polecat's output names, rootdir /, and the shell MINCS's polecat test"
     assert.doesNotMatch(r.stderr, /Too many levels|overlapping/, r.stderr);
     assert.deepEqual(entries(dir), ["OUT"]);
     assert.ok(statSync(`${dir}/OUT`).mode & 0o100, "OUT is not executable");
-    const ran = spawnSync(`${dir}/OUT`, [], { encoding: "utf8", input: "", env: cleanEnv(), cwd: "/", timeout: 60_000 });
+    const ran = spawnSync(`${dir}/OUT`, [], {
+      encoding: "utf8",
+      input: "",
+      env: cleanEnv(),
+      cwd: "/",
+      timeout: 60_000,
+    });
     assert.equal(ran.status, 0, ran.stderr);
     assert.match(ran.stdout, /^\s*1\s.*\bps$/m, ran.stdout);
   });
@@ -152,21 +184,31 @@ describe("polecat's output names, rootdir /, and the shell MINCS's polecat test"
   // an output made beforehand by mktemp, its PID 1 grepped for.
   const script = [
     "set -ex",
-    'OUT=$(mktemp /tmp/polecat-XXXXX.sh)',
-    'trap \'rm -f "$OUT"\' EXIT',
+    "OUT=$(mktemp /tmp/polecat-XXXXX.sh)",
+    "trap 'rm -f \"$OUT\"' EXIT",
     './polecat -o "$OUT" "$ROOTFS" ps',
-    '"$OUT" | grep \'^[ \t]*1.*ps$\'',
+    "\"$OUT\" | grep '^[ \t]*1.*ps$'",
   ].join("\n");
 
   test("the shell MINCS's polecat test as a script runs it, stdin and stdout not a terminal: it passes", () => {
-    const r = spawnSync("sh", ["-c", script], { encoding: "utf8", input: "", env: { ...env(), ROOTFS: rootfs() }, cwd: BIN, timeout: 180_000 });
+    const r = spawnSync("sh", ["-c", script], {
+      encoding: "utf8",
+      input: "",
+      env: { ...env(), ROOTFS: rootfs() },
+      cwd: BIN,
+      timeout: 180_000,
+    });
     assert.equal(r.status, 0, `exit ${r.status}:\n${r.stdout}${r.stderr}`);
     assert.match(r.stdout, /^\s*1\s.*ps$/m);
   });
 
   test("the same under a pseudo-terminal (script -qec): it passes", () => {
     const r = spawnSync("script", ["-qec", `sh -c '${script.replace(/'/g, "'\\''")}'`, "/dev/null"], {
-      encoding: "utf8", input: "", env: { ...env(), ROOTFS: rootfs(), TERM: "dumb" }, cwd: BIN, timeout: 180_000,
+      encoding: "utf8",
+      input: "",
+      env: { ...env(), ROOTFS: rootfs(), TERM: "dumb" },
+      cwd: BIN,
+      timeout: 180_000,
     });
     assert.equal(r.status, 0, `exit ${r.status}:\n${r.stdout}${r.stderr}`);
     assert.match(r.stdout, /^\s*1\s.*ps\r?$/m);

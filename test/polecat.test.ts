@@ -2,18 +2,45 @@
 // packed file as root would run it on another host.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { constants } from "node:os";
 import { after, before, describe, test } from "node:test";
 import { readElf } from "../lib/polecat/elf.ts";
 import { tracedPaths } from "../lib/polecat/strace.ts";
-import { PATIENCE, REPO, bounded, cannotBoot, cleanEnv, freePort, hasTool, leftovers, rootfs, settled, sleep, waitFor } from "./helpers.ts";
+import {
+  PATIENCE,
+  REPO,
+  bounded,
+  cannotBoot,
+  cleanEnv,
+  freePort,
+  hasTool,
+  leftovers,
+  rootfs,
+  settled,
+  sleep,
+  waitFor,
+} from "./helpers.ts";
 
 const POLECAT = `${REPO}/bin/polecat`;
 const CACHE = `${REPO}/test/.cache`;
 
 function missingTool(): string | undefined {
-  for (const [tool, pkg] of [["strace", "strace"], ["mksquashfs", "squashfs-tools"], ["unsquashfs", "squashfs-tools"]]) {
+  for (const [tool, pkg] of [
+    ["strace", "strace"],
+    ["mksquashfs", "squashfs-tools"],
+    ["unsquashfs", "squashfs-tools"],
+  ]) {
     if (!hasTool(tool)) return `needs ${tool} (apt-get install ${pkg}; make deps installs it)`;
   }
   return undefined;
@@ -39,16 +66,30 @@ function makeShims(): void {
   assert.ok(real, "no mktemp");
   shims = `${work}/.shims`;
   mkdirSync(shims);
-  writeFileSync(`${shims}/mktemp`, `#!/bin/sh\nmade=$(${real} "$@") || exit\necho "$made" >> ${shims}/made\necho "$made"\n`, { mode: 0o755 });
+  writeFileSync(
+    `${shims}/mktemp`,
+    `#!/bin/sh\nmade=$(${real} "$@") || exit\necho "$made" >> ${shims}/made\necho "$made"\n`,
+    { mode: 0o755 },
+  );
 }
 
 /** The run directories the packed files run here made (each, whether it is still there or not). */
 function runDirs(): string[] {
-  return existsSync(`${shims}/made`) ? readFileSync(`${shims}/made`, "utf8").split("\n").filter((l) => l !== "") : [];
+  return existsSync(`${shims}/made`)
+    ? readFileSync(`${shims}/made`, "utf8")
+        .split("\n")
+        .filter((l) => l !== "")
+    : [];
 }
 
 function polecat(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): SpawnSyncReturns<string> {
-  return spawnSync(POLECAT, args, { encoding: "utf8", input: "", env: env(opts.env), cwd: opts.cwd ?? work, timeout: 120_000 });
+  return spawnSync(POLECAT, args, {
+    encoding: "utf8",
+    input: "",
+    env: env(opts.env),
+    cwd: opts.cwd ?? work,
+    timeout: 120_000,
+  });
 }
 
 function ok(r: SpawnSyncReturns<string>): SpawnSyncReturns<string> {
@@ -79,7 +120,10 @@ function tgzList(file: string): string[] {
 
 /** Paths as "/a/b", from unsquashfs ("/a/b" with -d "") or tar ("./a/b/"). */
 function normalise(lines: string[]): string[] {
-  return lines.map((l) => l.trim().replace(/^\.\//, "/").replace(/\/$/, "")).filter((l) => l.startsWith("/")).sort();
+  return lines
+    .map((l) => l.trim().replace(/^\.\//, "/").replace(/\/$/, ""))
+    .filter((l) => l.startsWith("/"))
+    .sort();
 }
 
 function duBytes(path: string): number {
@@ -88,13 +132,18 @@ function duBytes(path: string): number {
 
 /** The dynamically linked fixture: coreutils and dash from Debian packages (samples/scripts/debian-packages-rootfs.sh). */
 function debianPackages(): string {
-  const r = spawnSync(`${REPO}/samples/scripts/debian-packages-rootfs.sh`, [`${CACHE}/debian-packages`], { encoding: "utf8", timeout: 300_000 });
+  const r = spawnSync(`${REPO}/samples/scripts/debian-packages-rootfs.sh`, [`${CACHE}/debian-packages`], {
+    encoding: "utf8",
+    timeout: 300_000,
+  });
   assert.equal(r.status, 0, `fixture failed: ${r.stderr}`);
   return r.stdout.trim();
 }
 
 function loopDevices(): string[] {
-  return spawnSync("losetup", ["-a"], { encoding: "utf8" }).stdout.split("\n").filter((l) => l.includes(work) && work !== "");
+  return spawnSync("losetup", ["-a"], { encoding: "utf8" })
+    .stdout.split("\n")
+    .filter((l) => l.includes(work) && work !== "");
 }
 
 /**
@@ -106,7 +155,9 @@ function loopDevices(): string[] {
 function ourLeftovers(): string[] {
   const runs = runDirs().filter((d) => existsSync(d));
   const places = [tmp, work, ...runDirs()].filter((d) => d !== "").map((d) => `${d}/`);
-  const mounts = readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => places.some((d) => l.includes(d)));
+  const mounts = readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter((l) => places.some((d) => l.includes(d)));
   const working = tmp && existsSync(tmp) ? readdirSync(tmp).map((n) => `${tmp}/${n}`) : [];
   return [...working, ...runs, ...loopDevices(), ...mounts, ...leftovers()];
 }
@@ -127,11 +178,23 @@ async function fetchText(url: string, deadline = Date.now() + PATIENCE): Promise
 function startGroup(file: string, args: string[], extra: NodeJS.ProcessEnv) {
   const child = spawn(file, args, { detached: true, env: env(extra), cwd: work, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
-  child.stdout.on("data", (d) => { out += d; });
-  child.stderr.on("data", (d) => { out += d; });
+  child.stdout.on("data", (d) => {
+    out += d;
+  });
+  child.stderr.on("data", (d) => {
+    out += d;
+  });
   const done = new Promise<number | null>((res) => child.on("close", (code) => res(code)));
-  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.on("close", (code, signal) => res({ code, signal })));
-  return { interrupt: () => process.kill(-child.pid!, "SIGINT"), signal: (sig: NodeJS.Signals) => child.kill(sig), done, ended, output: () => out };
+  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
+    child.on("close", (code, signal) => res({ code, signal })),
+  );
+  return {
+    interrupt: () => process.kill(-child.pid!, "SIGINT"),
+    signal: (sig: NodeJS.Signals) => child.kill(sig),
+    done,
+    ended,
+    output: () => out,
+  };
 }
 
 /** Wait until the output shows this line (a command that says it has started). */
@@ -168,11 +231,16 @@ describe("polecat", { skip }, () => {
     assert.match(r.stdout, /^\s*1\s.*\bps$/m, r.stdout);
     const size = statSync(`${work}/out.sh`).size;
     const rootfsSize = duBytes(rootfs());
-    t.diagnostic(`out.sh: ${size} bytes; the busybox rootfs: ${rootfsSize} bytes; polecat took ${built} ms, ./out.sh ${ran} ms`);
+    t.diagnostic(
+      `out.sh: ${size} bytes; the busybox rootfs: ${rootfsSize} bytes; polecat took ${built} ms, ./out.sh ${ran} ms`,
+    );
     assert.ok(size < rootfsSize, "out.sh is not smaller than the rootfs");
     const files = packedList(`${work}/out.sh`);
     assert.ok(files.includes("/bin/busybox") && files.includes("/bin/ps"), files.join(" "));
-    assert.ok(files.includes("/opt/mincs/bin/minc") && files.includes("/opt/mincs/libexec/minc-core"), "the runtime is packed");
+    assert.ok(
+      files.includes("/opt/mincs/bin/minc") && files.includes("/opt/mincs/libexec/minc-core"),
+      "the runtime is packed",
+    );
     assert.ok(!files.includes("/home/user") && !files.includes("/bin/vi"), "files ps never used are in the image");
     assert.equal(ourLeftovers().length, 0, ourLeftovers().join("\n"));
   });
@@ -190,7 +258,12 @@ describe("polecat", { skip }, () => {
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, / bin$/m);
     const files = packedList(`${work}/ls.sh`);
-    for (const f of ["/bin/ls", "/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2"]) {
+    for (const f of [
+      "/bin/ls",
+      "/lib/x86_64-linux-gnu/libc.so.6",
+      "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+      "/lib64/ld-linux-x86-64.so.2",
+    ]) {
       assert.ok(files.includes(f), `${f} is not in the image: ${files.join(" ")}`);
     }
   });
@@ -203,7 +276,10 @@ describe("polecat", { skip }, () => {
     const files = tgzList(`${work}/wc.tgz`);
     assert.ok(files.includes("/bin/ls"), files.join(" "));
     assert.ok(files.includes("/lib/x86_64-linux-gnu/libselinux.so.1"), "DT_NEEDED of ls");
-    assert.ok(files.some((f) => f.startsWith("/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0")), "DT_NEEDED of libselinux");
+    assert.ok(
+      files.some((f) => f.startsWith("/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0")),
+      "DT_NEEDED of libselinux",
+    );
   });
 
   test("-f tgz and -f sfs list the same files (just the image, no runtime)", () => {
@@ -223,16 +299,19 @@ describe("polecat", { skip }, () => {
 
   test("-s: install_command makes a file the command needs; MKDIRS and RMDIRS shape the image", () => {
     const script = `${work}/greet`;
-    writeFileSync(script, [
-      'COMMAND="cat /app/greeting"',
-      'MKDIRS="/var/spool/made"',
-      'RMDIRS="/app/junk"',
-      "install_command() {",
-      "  mkdir -p /app/junk",
-      "  echo 'hello from install_command' > /app/greeting",
-      "}",
-      "",
-    ].join("\n"));
+    writeFileSync(
+      script,
+      [
+        'COMMAND="cat /app/greeting"',
+        'MKDIRS="/var/spool/made"',
+        'RMDIRS="/app/junk"',
+        "install_command() {",
+        "  mkdir -p /app/junk",
+        "  echo 'hello from install_command' > /app/greeting",
+        "}",
+        "",
+      ].join("\n"),
+    );
     ok(polecat(["-s", script, "-o", "greet.sh", rootfs()]));
     const r = runPacked(`${work}/greet.sh`);
     assert.equal(r.status, 0, r.stderr);
@@ -244,7 +323,9 @@ describe("polecat", { skip }, () => {
 
   test("samples/polecat/httpd: the server is traced until Ctrl-C, and the packed file serves the site (Ctrl-C stops it, nothing left)", async () => {
     const port = await freePort();
-    const build = startGroup(POLECAT, ["-s", `${REPO}/samples/polecat/httpd`, "-o", "httpd.sh", rootfs()], { HTTPD_PORT: String(port) });
+    const build = startGroup(POLECAT, ["-s", `${REPO}/samples/polecat/httpd`, "-o", "httpd.sh", rootfs()], {
+      HTTPD_PORT: String(port),
+    });
     try {
       const page = await fetchText(`http://127.0.0.1:${port}/`);
       assert.match(page, /Served from a polecat file/);
@@ -268,7 +349,10 @@ describe("polecat", { skip }, () => {
     const store = mkdtempSync("/tmp/minc-test-polecat-store-");
     try {
       const env = { MINCS_DIR: store };
-      const imp = spawnSync(`${REPO}/bin/marten`, ["import", rootfs(), "--name", "polebox"], { encoding: "utf8", env: cleanEnv(env) });
+      const imp = spawnSync(`${REPO}/bin/marten`, ["import", rootfs(), "--name", "polebox"], {
+        encoding: "utf8",
+        env: cleanEnv(env),
+      });
       assert.equal(imp.status, 0, imp.stderr);
       ok(polecat(["-o", "image.sh", "polebox", "ps"], { env }));
       const r = runPacked(`${work}/image.sh`);
@@ -325,10 +409,21 @@ describe("polecat", { skip }, () => {
   test("--debug: the settings' export, the environment minc-exec gets, copies from the root the command saw, a replayable header write", () => {
     const r = ok(polecat(["--debug", "-o", "dbg.sh", rootfs(), "/bin/echo", "hi"]));
     const lines = r.stderr.trim().split("\n");
-    assert.ok(lines.every((l) => l.startsWith("# ") || l.startsWith("+ ")), `not a trace line:\n${lines.filter((l) => !/^[#+] /.test(l)).join("\n")}`);
-    const tmp = /^\+ export MINC_BASEDIR=\S+ MINC_TMPDIR=(\S+) MINC_IGNORE_STATE=0 MINC_PIVOT=0 MINC_DEBUG=1$/m.exec(r.stderr)?.[1];
+    assert.ok(
+      lines.every((l) => l.startsWith("# ") || l.startsWith("+ ")),
+      `not a trace line:\n${lines.filter((l) => !/^[#+] /.test(l)).join("\n")}`,
+    );
+    const tmp = /^\+ export MINC_BASEDIR=\S+ MINC_TMPDIR=(\S+) MINC_IGNORE_STATE=0 MINC_PIVOT=0 MINC_DEBUG=1$/m.exec(
+      r.stderr,
+    )?.[1];
     assert.ok(tmp, `no export of the settings:\n${r.stderr}`);
-    assert.match(r.stderr, new RegExp(`^\\+ MINC_TMPDIR=${tmp} MINC_BASEDIR=${rootfs()} MINC_DEBUG_PREFIX='\\S*strace [^']* -o ${tmp}/trace' \\S+/libexec/minc-exec /bin/echo hi$`, "m"));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^\\+ MINC_TMPDIR=${tmp} MINC_BASEDIR=${rootfs()} MINC_DEBUG_PREFIX='\\S*strace [^']* -o ${tmp}/trace' \\S+/libexec/minc-exec /bin/echo hi$`,
+        "m",
+      ),
+    );
     const copies = lines.filter((l) => l.startsWith("+ cp -a ") && !l.includes("/dev/null"));
     assert.ok(copies.length > 0 && copies.some((l) => l.endsWith("/storage/bin/busybox")), copies.join("\n"));
     for (const line of copies) assert.match(line, new RegExp(`^\\+ cp -a ${tmp}/root(/\\S+) ${tmp}/storage\\1$`));
@@ -339,23 +434,40 @@ describe("polecat", { skip }, () => {
     const write = lines.find((l) => l.startsWith("+ printf ") && l.endsWith(` > ${partial}`));
     assert.ok(write, "the header's write is not shown");
     const at = (l: string | undefined) => lines.indexOf(l!);
-    assert.ok(at(write) < at(lines.find((l) => l === `+ cat ${tmp}/image.sfs >> ${partial}`)), "the image is appended before the header is written");
+    assert.ok(
+      at(write) < at(lines.find((l) => l === `+ cat ${tmp}/image.sfs >> ${partial}`)),
+      "the image is appended before the header is written",
+    );
     assert.ok(lines.includes(`+ mv ${partial} ${work}/dbg.sh`));
     // Pasted, the write makes the header the file has.
     const replayed = `${work}/replayed-header`;
     const sh = spawnSync("/bin/sh", ["-c", write!.slice(2, -partial!.length) + replayed], { encoding: "utf8" });
     assert.equal(sh.status, 0, sh.stderr);
     const header = readFileSync(replayed);
-    assert.ok(header.length > 500 && readFileSync(`${work}/dbg.sh`).subarray(0, header.length).equals(header), "the shown write does not make the file's header");
+    assert.ok(
+      header.length > 500 && readFileSync(`${work}/dbg.sh`).subarray(0, header.length).equals(header),
+      "the shown write does not make the file's header",
+    );
     assert.equal(runPacked(`${work}/dbg.sh`).stdout, "hi\n");
   });
 
   test("the packed file runs with stdin closed (the command reads /dev/null) and piped", () => {
     ok(polecat(["-o", "cat.sh", rootfs(), "cat"]));
-    const closed = spawnSync("/bin/sh", ["-c", 'exec 0<&-; exec "$0"', `${work}/cat.sh`], { encoding: "utf8", env: env(), cwd: "/", timeout: 60_000 });
+    const closed = spawnSync("/bin/sh", ["-c", 'exec 0<&-; exec "$0"', `${work}/cat.sh`], {
+      encoding: "utf8",
+      env: env(),
+      cwd: "/",
+      timeout: 60_000,
+    });
     assert.equal(closed.status, 0, closed.stderr);
     assert.equal(closed.stdout, "");
-    const piped = spawnSync(`${work}/cat.sh`, [], { encoding: "utf8", input: "piped\n", env: env(), cwd: "/", timeout: 60_000 });
+    const piped = spawnSync(`${work}/cat.sh`, [], {
+      encoding: "utf8",
+      input: "piped\n",
+      env: env(),
+      cwd: "/",
+      timeout: 60_000,
+    });
     assert.equal(piped.stdout, "piped\n", piped.stderr);
     assert.deepEqual(ourLeftovers(), []);
   });
@@ -365,7 +477,13 @@ describe("polecat", { skip }, () => {
     const options = { NODE_OPTIONS: "--experimental-loader=data:text/javascript," };
     const warns = spawnSync("node", ["-e", ""], { encoding: "utf8", env: cleanEnv(options) });
     assert.match(warns.stderr, /Warning/, "this NODE_OPTIONS makes Node print nothing: the test proves nothing");
-    const r = spawnSync(`${work}/hello.sh`, ["there"], { encoding: "utf8", input: "", env: env(options), cwd: "/", timeout: 60_000 });
+    const r = spawnSync(`${work}/hello.sh`, ["there"], {
+      encoding: "utf8",
+      input: "",
+      env: env(options),
+      cwd: "/",
+      timeout: 60_000,
+    });
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, "hello there\n");
     assert.deepEqual(ourLeftovers(), []);
@@ -373,8 +491,18 @@ describe("polecat", { skip }, () => {
     // Cut short: the header itself fails, and says why in one line.
     writeFileSync(`${work}/cut.sh`, readFileSync(`${work}/hello.sh`).subarray(0, 4000), { mode: 0o755 });
     const made = runDirs().length;
-    const cut = spawnSync(`${work}/cut.sh`, [], { encoding: "utf8", input: "", env: env(options), cwd: "/", timeout: 60_000 });
-    assert.equal(runDirs().length, made + 1, "the header made no run directory with mktemp: that none is left proves nothing");
+    const cut = spawnSync(`${work}/cut.sh`, [], {
+      encoding: "utf8",
+      input: "",
+      env: env(options),
+      cwd: "/",
+      timeout: 60_000,
+    });
+    assert.equal(
+      runDirs().length,
+      made + 1,
+      "the header made no run directory with mktemp: that none is left proves nothing",
+    );
     assert.equal(cut.status, 2, cut.stderr);
     assert.match(cut.stderr, /^cut\.sh: .*cut\.sh is cut short: its image is missing$/m);
     assert.doesNotMatch(cut.stderr, /Warning/);
@@ -383,13 +511,21 @@ describe("polecat", { skip }, () => {
 
   test("two builds to one output at once: each writes its own partial file, the output is one whole image", async () => {
     writeFileSync(`${work}/.same.sh.partial`, "another program's"); // (the name polecat used to share)
-    const builds = ["A", "B"].map((word) => startGroup(POLECAT, ["-o", "same.sh", rootfs(), "sh", "-c", `sleep 1; echo ${word}`], {}));
+    const builds = ["A", "B"].map((word) =>
+      startGroup(POLECAT, ["-o", "same.sh", rootfs(), "sh", "-c", `sleep 1; echo ${word}`], {}),
+    );
     const ends = await Promise.all(builds.map((b) => b.ended));
     for (const [i, end] of ends.entries()) {
       const out = builds[i].output();
-      assert.ok(end.code === 0 || (end.code === 1 && !/internal error/.test(out)), `build ${i}: ${JSON.stringify(end)}\n${out}`);
+      assert.ok(
+        end.code === 0 || (end.code === 1 && !/internal error/.test(out)),
+        `build ${i}: ${JSON.stringify(end)}\n${out}`,
+      );
     }
-    assert.ok(ends.some((e) => e.code === 0), "no build made the output");
+    assert.ok(
+      ends.some((e) => e.code === 0),
+      "no build made the output",
+    );
     const r = runPacked(`${work}/same.sh`);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^[AB]\n$/);
@@ -398,10 +534,18 @@ describe("polecat", { skip }, () => {
     rmSync(`${work}/.same.sh.partial`);
   });
 
-  for (const [sig, alone] of [["SIGTERM", "polecat"], ["SIGHUP", "polecat"], ["SIGINT", "polecat alone (not a Ctrl-C of the group)"]] as const) {
+  for (const [sig, alone] of [
+    ["SIGTERM", "polecat"],
+    ["SIGHUP", "polecat"],
+    ["SIGINT", "polecat alone (not a Ctrl-C of the group)"],
+  ] as const) {
     test(`${sig} to ${alone} during the traced run: the container stops, no output, nothing left, polecat ends by ${sig}`, async () => {
       // The command never ends by itself (within the wait's bound): polecat ends only if it stops the container.
-      const build = startGroup(POLECAT, ["-o", "stopped.sh", rootfs(), "sh", "-c", 'echo "st""arted"; exec sleep 3600'], {});
+      const build = startGroup(
+        POLECAT,
+        ["-o", "stopped.sh", rootfs(), "sh", "-c", 'echo "st""arted"; exec sleep 3600'],
+        {},
+      );
       try {
         await untilPrinted(build.output, /^started$/m);
       } catch (e) {
@@ -409,11 +553,18 @@ describe("polecat", { skip }, () => {
         throw e;
       }
       build.signal(sig);
-      const end = await bounded(build.ended, PATIENCE, () => `polecat to end by ${sig}: it waits for the command to end by itself (${build.output()})`).catch((e) => {
+      const end = await bounded(
+        build.ended,
+        PATIENCE,
+        () => `polecat to end by ${sig}: it waits for the command to end by itself (${build.output()})`,
+      ).catch((e) => {
         build.interrupt();
         throw e;
       });
-      assert.ok(end.signal === sig || end.code === 128 + constants.signals[sig], `${JSON.stringify(end)}\n${build.output()}`);
+      assert.ok(
+        end.signal === sig || end.code === 128 + constants.signals[sig],
+        `${JSON.stringify(end)}\n${build.output()}`,
+      );
       assert.match(build.output(), new RegExp(`^polecat: interrupted by ${sig}; nothing kept$`, "m"));
       assert.doesNotMatch(build.output(), /^done:/m);
       assert.equal(existsSync(`${work}/stopped.sh`), false);
@@ -450,7 +601,7 @@ describe("the trace and the ELF reader (no container)", () => {
       '11 readlink("/bin/ps", "/bin/busybox", 4095) = 12',
       "11 +++ exited with 0 +++",
     ].join("\n");
-    assert.deepEqual(tracedPaths(trace), ["/bin/sh", "/app", "/app/run", "/app/data/a\u00e9\"b", "/bin/ps"]);
+    assert.deepEqual(tracedPaths(trace), ["/bin/sh", "/app", "/app/run", '/app/data/a\u00e9"b', "/bin/ps"]);
     assert.equal(tracedPaths('10 openat(AT_FDCWD, "/etc/passwd", O_RDONLY) = 3'), undefined);
   });
 
@@ -468,7 +619,7 @@ describe("the trace and the ELF reader (no container)", () => {
 
   test("readElf: the interpreter and DT_NEEDED of a dynamic program, none of a text file", () => {
     const sh = readElf(realpathSync("/bin/sh"));
-    assert.ok(sh && sh.interpreter?.includes("ld-linux") && sh.needed.includes("libc.so.6"), JSON.stringify(sh));
+    assert.ok(sh?.interpreter?.includes("ld-linux") && sh.needed.includes("libc.so.6"), JSON.stringify(sh));
     assert.equal(readElf("/etc/passwd"), undefined);
   });
 });

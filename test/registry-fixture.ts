@@ -11,8 +11,24 @@
 // after() hook), even when a test failed half-way.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, createPrivateKey, createSign, randomBytes, X509Certificate, type KeyObject } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
 import { dirname, join } from "node:path";
 import { gzipSync, zstdCompressSync } from "node:zlib";
 import { PATIENCE, freePort, sleep } from "./helpers.ts";
@@ -151,8 +167,22 @@ export interface TokenPolicy {
 export async function startTokenServer(policy: TokenPolicy, dir = scratch("minc-token-")): Promise<TokenServer> {
   const keyFile = join(dir, "token.key");
   const certFile = join(dir, "token.crt");
-  sh(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", keyFile, "-out", certFile,
-    "-days", "2", "-subj", "/CN=minc test token issuer"]);
+  sh([
+    "openssl",
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-keyout",
+    keyFile,
+    "-out",
+    certFile,
+    "-days",
+    "2",
+    "-subj",
+    "/CN=minc test token issuer",
+  ]);
   const key: KeyObject = createPrivateKey(readFileSync(keyFile));
   const x5c = new X509Certificate(readFileSync(certFile)).raw.toString("base64");
   const service = "minc-test-registry";
@@ -162,10 +192,18 @@ export async function startTokenServer(policy: TokenPolicy, dir = scratch("minc-
   const sign = (sub: string, access: { type: string; name: string; actions: string[] }[]): string => {
     const now = Math.floor(Date.now() / 1000);
     const header = base64url(JSON.stringify({ typ: "JWT", alg: "RS256", x5c: [x5c] }));
-    const claims = base64url(JSON.stringify({
-      iss: issuer, sub, aud: service, exp: now + 600, nbf: now - 60, iat: now,
-      jti: randomBytes(12).toString("hex"), access,
-    }));
+    const claims = base64url(
+      JSON.stringify({
+        iss: issuer,
+        sub,
+        aud: service,
+        exp: now + 600,
+        nbf: now - 60,
+        iat: now,
+        jti: randomBytes(12).toString("hex"),
+        access,
+      }),
+    );
     const signature = createSign("RSA-SHA256").update(`${header}.${claims}`).sign(key);
     return `${header}.${claims}.${base64url(signature)}`;
   };
@@ -203,7 +241,11 @@ export async function startTokenServer(policy: TokenPolicy, dir = scratch("minc-
   });
   const port = await listen(server);
   return track({
-    realm: `http://127.0.0.1:${port}/token`, service, issuer, certFile, requests,
+    realm: `http://127.0.0.1:${port}/token`,
+    service,
+    issuer,
+    certFile,
+    requests,
     stop: () => closeServer(server),
   });
 }
@@ -245,7 +287,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   let token: TokenServer | undefined;
   if (opts.htpasswd) {
     const lines = Object.entries(opts.htpasswd).map(([u, p]) => sh(["htpasswd", "-Bbn", u, p]).toString().trim());
-    writeFileSync(join(dir, "htpasswd"), lines.join("\n") + "\n");
+    writeFileSync(join(dir, "htpasswd"), `${lines.join("\n")}\n`);
     auth = `auth:\n  htpasswd:\n    realm: minc-test\n    path: ${join(dir, "htpasswd")}\n`;
   } else if (opts.token) {
     token = await startTokenServer(opts.token, dir);
@@ -269,33 +311,51 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
 class PortTaken extends Error {}
 
 /** Start docker-registry on this port and wait until it answers (or fail, with what it printed). */
-async function serveRegistry(dir: string, storage: string, auth: string, token: TokenServer | undefined, port: number): Promise<Registry> {
+async function serveRegistry(
+  dir: string,
+  storage: string,
+  auth: string,
+  token: TokenServer | undefined,
+  port: number,
+): Promise<Registry> {
   writeFileSync(join(dir, "log"), "");
   const config = join(dir, "config.yml");
-  writeFileSync(config, [
-    "version: 0.1",
-    "log:",
-    "  level: warn",
-    "  accesslog:",
-    "    disabled: true",
-    "storage:",
-    "  filesystem:",
-    `    rootdirectory: ${storage}`,
-    "  delete:",
-    "    enabled: true",
-    "http:",
-    `  addr: 127.0.0.1:${port}`,
-    `  secret: ${randomBytes(16).toString("hex")}`,
-    auth,
-  ].join("\n"));
+  writeFileSync(
+    config,
+    [
+      "version: 0.1",
+      "log:",
+      "  level: warn",
+      "  accesslog:",
+      "    disabled: true",
+      "storage:",
+      "  filesystem:",
+      `    rootdirectory: ${storage}`,
+      "  delete:",
+      "    enabled: true",
+      "http:",
+      `  addr: 127.0.0.1:${port}`,
+      `  secret: ${randomBytes(16).toString("hex")}`,
+      auth,
+    ].join("\n"),
+  );
   const setpriv = spawnSync("sh", ["-c", "command -v setpriv"]).status === 0;
   const argv = [...(setpriv ? ["setpriv", "--pdeathsig", "KILL"] : []), "docker-registry", "serve", config];
   const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let output = "";
-  child.stdout!.on("data", (d) => { output += d; });
-  child.stderr!.on("data", (d) => { output += d; });
-  const exited = new Promise<void>((resolve) => child.on("exit", () => { children.delete(child); resolve(); }));
+  child.stdout!.on("data", (d) => {
+    output += d;
+  });
+  child.stderr!.on("data", (d) => {
+    output += d;
+  });
+  const exited = new Promise<void>((resolve) =>
+    child.on("exit", () => {
+      children.delete(child);
+      resolve();
+    }),
+  );
   const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
   const over = (): boolean => child.exitCode !== null || child.signalCode !== null;
   const kill = async (): Promise<void> => {
@@ -325,12 +385,19 @@ async function serveRegistry(dir: string, storage: string, auth: string, token: 
     }
     if (Date.now() > deadline) {
       await kill();
-      throw new Error(`gave up after ${PATIENCE} ms waiting for docker-registry to answer on 127.0.0.1:${port} (last: ${last}):\n${output}`);
+      throw new Error(
+        `gave up after ${PATIENCE} ms waiting for docker-registry to answer on 127.0.0.1:${port} (last: ${last}):\n${output}`,
+      );
     }
     await sleep(50);
   }
   return track<Registry>({
-    host: `127.0.0.1:${port}`, port, url, dir, storage, token,
+    host: `127.0.0.1:${port}`,
+    port,
+    url,
+    dir,
+    storage,
+    token,
     log: () => output,
     async stop() {
       await kill();
@@ -416,8 +483,21 @@ export function makeTar(files: Record<string, FileEntry>): Buffer {
     }
     const top = readdirSync(stage).sort();
     if (!top.length) return sh(["tar", "-cf", "-", "--files-from", "/dev/null"]);
-    return sh(["tar", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "--format=gnu",
-      "-C", stage, "-cf", "-", "--", ...top]);
+    return sh([
+      "tar",
+      "--sort=name",
+      "--mtime=@0",
+      "--owner=0",
+      "--group=0",
+      "--numeric-owner",
+      "--format=gnu",
+      "-C",
+      stage,
+      "-cf",
+      "-",
+      "--",
+      ...top,
+    ]);
   } finally {
     rmSync(stage, { recursive: true, force: true });
   }
@@ -439,14 +519,22 @@ function writeImage(layout: string, spec: ImageSpec): BuiltImage {
     const { data, mediaType } = compress(tar, spec.compression ?? "gzip");
     layers.push(putBlob(layout, mediaType, data));
   }
-  const platform = { architecture: spec.architecture ?? "amd64", os: spec.os ?? "linux", ...(spec.variant ? { variant: spec.variant } : {}) };
-  const config = putBlob(layout, OCI_CONFIG, json({
-    created: "1970-01-01T00:00:00Z",
-    ...platform,
-    config: spec.config ?? {},
-    rootfs: { type: "layers", diff_ids: diffIds },
-    history: diffIds.map(() => ({ created: "1970-01-01T00:00:00Z", created_by: "registry-fixture" })),
-  }));
+  const platform = {
+    architecture: spec.architecture ?? "amd64",
+    os: spec.os ?? "linux",
+    ...(spec.variant ? { variant: spec.variant } : {}),
+  };
+  const config = putBlob(
+    layout,
+    OCI_CONFIG,
+    json({
+      created: "1970-01-01T00:00:00Z",
+      ...platform,
+      config: spec.config ?? {},
+      rootfs: { type: "layers", diff_ids: diffIds },
+      history: diffIds.map(() => ({ created: "1970-01-01T00:00:00Z", created_by: "registry-fixture" })),
+    }),
+  );
   const manifest = putBlob(layout, OCI_MANIFEST, json({ schemaVersion: 2, mediaType: OCI_MANIFEST, config, layers }));
   return { manifest: { ...manifest, platform }, config, layers, diffIds };
 }
@@ -454,7 +542,9 @@ function writeImage(layout: string, spec: ImageSpec): BuiltImage {
 function addToIndex(layout: string, tag: string, desc: Descriptor): void {
   writeFileSync(join(layout, "oci-layout"), json({ imageLayoutVersion: "1.0.0" }));
   const file = join(layout, "index.json");
-  const index = existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] };
+  const index = existsSync(file)
+    ? JSON.parse(readFileSync(file, "utf8"))
+    : { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] };
   const ref = "org.opencontainers.image.ref.name";
   index.manifests = index.manifests.filter((m: Descriptor) => m.annotations?.[ref] !== tag);
   const { platform: _, ...plain } = desc;
@@ -474,25 +564,45 @@ export function buildImage(layout: string, tag: string, spec: ImageSpec): BuiltI
  * with attestation, a BuildKit-style attestation manifest (platform
  * unknown/unknown) for the first one.
  */
-export function buildIndex(layout: string, tag: string, specs: ImageSpec[], opts: { attestation?: boolean } = {}): BuiltIndex {
+export function buildIndex(
+  layout: string,
+  tag: string,
+  specs: ImageSpec[],
+  opts: { attestation?: boolean } = {},
+): BuiltIndex {
   const images = specs.map((s) => writeImage(layout, s));
   const manifests: Descriptor[] = images.map((i) => i.manifest);
   let attestation: Descriptor | undefined;
   if (opts.attestation) {
-    const statement = putBlob(layout, "application/vnd.in-toto+json", json({
-      _type: "https://in-toto.io/Statement/v0.1", predicateType: "https://spdx.dev/Document",
-      subject: [{ name: "x", digest: { sha256: images[0].manifest.digest.slice(7) } }], predicate: {},
-    }));
-    const config = putBlob(layout, OCI_CONFIG, json({
-      architecture: "unknown", os: "unknown", config: {},
-      rootfs: { type: "layers", diff_ids: [statement.digest] },
-    }));
+    const statement = putBlob(
+      layout,
+      "application/vnd.in-toto+json",
+      json({
+        _type: "https://in-toto.io/Statement/v0.1",
+        predicateType: "https://spdx.dev/Document",
+        subject: [{ name: "x", digest: { sha256: images[0].manifest.digest.slice(7) } }],
+        predicate: {},
+      }),
+    );
+    const config = putBlob(
+      layout,
+      OCI_CONFIG,
+      json({
+        architecture: "unknown",
+        os: "unknown",
+        config: {},
+        rootfs: { type: "layers", diff_ids: [statement.digest] },
+      }),
+    );
     const layers = [{ ...statement, annotations: { "in-toto.io/predicate-type": "https://spdx.dev/Document" } }];
     const m = putBlob(layout, OCI_MANIFEST, json({ schemaVersion: 2, mediaType: OCI_MANIFEST, config, layers }));
     attestation = {
       ...m,
       platform: { architecture: "unknown", os: "unknown" },
-      annotations: { "vnd.docker.reference.digest": images[0].manifest.digest, "vnd.docker.reference.type": "attestation-manifest" },
+      annotations: {
+        "vnd.docker.reference.digest": images[0].manifest.digest,
+        "vnd.docker.reference.type": "attestation-manifest",
+      },
     };
     manifests.push(attestation);
   }
@@ -528,11 +638,18 @@ export async function push(layout: string, tag: string, dest: string, opts: Push
     const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env });
     children.add(child);
     let output = "";
-    child.stdout!.on("data", (d) => { output += d; });
-    child.stderr!.on("data", (d) => { output += d; });
+    child.stdout!.on("data", (d) => {
+      output += d;
+    });
+    child.stderr!.on("data", (d) => {
+      output += d;
+    });
     const status = await new Promise<number | null>((resolve, reject) => {
       child.on("error", reject);
-      child.on("close", (code) => { children.delete(child); resolve(code); });
+      child.on("close", (code) => {
+        children.delete(child);
+        resolve(code);
+      });
     });
     if (status !== 0) throw new Error(`${argv.join(" ")} failed (exit ${status}):\n${output}`);
     return readFileSync(digestFile, "utf8").trim();
@@ -577,7 +694,13 @@ export interface FrontOptions {
   holdBlob?: { digest: string; until: Promise<void> };
 }
 
-function forward(target: string, req: IncomingMessage, res: ServerResponse, path: string, alter?: (body: Buffer) => Buffer): void {
+function forward(
+  target: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  alter?: (body: Buffer) => Buffer,
+): void {
   const headers = { ...req.headers };
   delete headers.host;
   delete headers.authorization;
@@ -613,7 +736,12 @@ export async function startFront(registry: { url: string }, opts: FrontOptions =
   const stall = opts.stallBlob?.replace(/^sha256:/, "");
   const requests: SeenRequest[] = [];
   const seen = (req: IncomingMessage, list: SeenRequest[]): void => {
-    list.push({ method: req.method ?? "", path: req.url ?? "", authorization: req.headers.authorization, host: req.headers.host });
+    list.push({
+      method: req.method ?? "",
+      path: req.url ?? "",
+      authorization: req.headers.authorization,
+      host: req.headers.host,
+    });
   };
 
   let cdn: Front["cdn"];
@@ -637,7 +765,8 @@ export async function startFront(registry: { url: string }, opts: FrontOptions =
   const held = opts.holdBlob;
   const server = createServer((req, res) => {
     seen(req, requests);
-    if (held && req.method === "GET" && BLOB.exec(req.url ?? "")?.[2] === held.digest) void held.until.then(() => answer(req, res));
+    if (held && req.method === "GET" && BLOB.exec(req.url ?? "")?.[2] === held.digest)
+      void held.until.then(() => answer(req, res));
     else answer(req, res);
   });
   const answer = (req: IncomingMessage, res: ServerResponse): void => {
@@ -662,25 +791,33 @@ export async function startFront(registry: { url: string }, opts: FrontOptions =
         upRes.on("data", (c: Buffer) => chunks.push(c));
         upRes.on("end", () => {
           const body = Buffer.concat(chunks);
-          res.writeHead(upRes.statusCode ?? 502, { "content-type": "application/octet-stream", "content-length": String(body.length) });
+          res.writeHead(upRes.statusCode ?? 502, {
+            "content-type": "application/octet-stream",
+            "content-length": String(body.length),
+          });
           res.write(body.subarray(0, body.length >> 1));
         });
       });
       up.end();
       return;
     }
-    const alter = (blob && corrupt && blob[2] === `sha256:${corrupt}`) || (opts.corruptManifests && /^\/v2\/.+\/manifests\//.test(path))
-      ? (body: Buffer) => {
-          const copy = Buffer.from(body);
-          copy[copy.length >> 1] ^= 0xff;
-          return copy;
-        }
-      : undefined;
+    const alter =
+      (blob && corrupt && blob[2] === `sha256:${corrupt}`) ||
+      (opts.corruptManifests && /^\/v2\/.+\/manifests\//.test(path))
+        ? (body: Buffer) => {
+            const copy = Buffer.from(body);
+            copy[copy.length >> 1] ^= 0xff;
+            return copy;
+          }
+        : undefined;
     forward(target, req, res, path, alter);
   };
   const port = await listen(server);
   return track<Front>({
-    host: `127.0.0.1:${port}`, port, requests, cdn,
+    host: `127.0.0.1:${port}`,
+    port,
+    requests,
+    cdn,
     async stop() {
       await closeServer(server);
       if (cdnServer) await closeServer(cdnServer);

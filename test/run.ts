@@ -23,9 +23,13 @@ import timing from "./timing.ts";
 const ALONE = new Set(["dens.test.ts", "load.test.ts", "ftrace.test.ts"]);
 
 const dir = resolve(import.meta.dirname);
-const files = process.argv.length > 2
-  ? process.argv.slice(2).map((f) => resolve(f))
-  : readdirSync(dir).filter((f) => f.endsWith(".test.ts")).sort().map((f) => `${dir}/${f}`);
+const files =
+  process.argv.length > 2
+    ? process.argv.slice(2).map((f) => resolve(f))
+    : readdirSync(dir)
+        .filter((f) => f.endsWith(".test.ts"))
+        .sort()
+        .map((f) => `${dir}/${f}`);
 const together = files.filter((f) => !ALONE.has(basename(f)));
 const alone = files.filter((f) => ALONE.has(basename(f)));
 
@@ -36,7 +40,9 @@ async function* events(): AsyncGenerator<unknown> {
 
 let failed = false;
 const source = Readable.from(events());
-source.on("data", (e: { type: string }) => { if (e.type === "test:fail") failed = true; });
+source.on("data", (e: { type: string }) => {
+  if (e.type === "test:fail") failed = true;
+});
 const toSpec = new PassThrough({ objectMode: true });
 const toTiming = new PassThrough({ objectMode: true });
 source.pipe(toSpec);

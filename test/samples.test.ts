@@ -9,10 +9,15 @@ const skip = cannotBoot() ?? (!hasTool("debootstrap") ? "needs debootstrap (make
 if (skip) console.log(`# skipping the sample tests: ${skip}`);
 
 describe("samples", { skip }, () => {
-  test("build-debian-rootfs.sh makes a bookworm rootfs that minc runs (about 30 s: the packages come from Debian's mirror)", { timeout: 600_000 }, () => {
+  test("build-debian-rootfs.sh makes a bookworm rootfs that minc runs (about 30 s: the packages come from Debian's mirror)", {
+    timeout: 600_000,
+  }, () => {
     const work = mkdtempSync("/tmp/minc-test-debian-");
     try {
-      const b = spawnSync(`${REPO}/samples/scripts/build-debian-rootfs.sh`, ["--suite", "bookworm", `${work}/rootfs`], { encoding: "utf8", timeout: 590_000 });
+      const b = spawnSync(`${REPO}/samples/scripts/build-debian-rootfs.sh`, ["--suite", "bookworm", `${work}/rootfs`], {
+        encoding: "utf8",
+        timeout: 590_000,
+      });
       assert.equal(b.status, 0, b.stderr.slice(-2000));
       const r = minc(["-r", `${work}/rootfs`, "sh", "-c", "cat /etc/debian_version; echo $$"]);
       assert.equal(r.status, 0, r.stderr);
@@ -24,7 +29,9 @@ describe("samples", { skip }, () => {
   });
 
   test("bad arguments: exit 2", () => {
-    const r = spawnSync(`${REPO}/samples/scripts/build-debian-rootfs.sh`, ["--suite", "buster", "/tmp/x"], { encoding: "utf8" });
+    const r = spawnSync(`${REPO}/samples/scripts/build-debian-rootfs.sh`, ["--suite", "buster", "/tmp/x"], {
+      encoding: "utf8",
+    });
     assert.equal(r.status, 2);
     assert.match(r.stderr, /bookworm or trixie/);
   });

@@ -1,9 +1,38 @@
 // Signals to minc reach the container, and nothing is left afterwards.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, watch, writeFileSync, type FSWatcher } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  watch,
+  writeFileSync,
+  type FSWatcher,
+} from "node:fs";
 import { after, describe, test, type TestContext } from "node:test";
-import { MINC, PATIENCE, REPO, RUNDIR, allLeftovers, cannotBoot, cleanEnv, freePort, hasTool, leftovers, netLeftovers, rootfs, runtimeDirs, settled, signalled, sleep, start, waitFor, type Started } from "./helpers.ts";
+import {
+  MINC,
+  PATIENCE,
+  REPO,
+  RUNDIR,
+  allLeftovers,
+  cannotBoot,
+  cleanEnv,
+  freePort,
+  hasTool,
+  leftovers,
+  netLeftovers,
+  rootfs,
+  runtimeDirs,
+  settled,
+  signalled,
+  sleep,
+  start,
+  waitFor,
+  type Started,
+} from "./helpers.ts";
 
 const skip = cannotBoot();
 
@@ -40,7 +69,9 @@ function watchBoot(args: string[]): Boot {
   const watchers: FSWatcher[] = [];
   let exited = false;
   let partial = "";
-  const changed = (): void => { for (const check of checks) check(); };
+  const changed = (): void => {
+    for (const check of checks) check();
+  };
   const note = (name: string): void => {
     if (names.includes(name)) return;
     names.push(name);
@@ -48,7 +79,9 @@ function watchBoot(args: string[]): Boot {
   };
   const watchDir = (dir: string, each: (name: string) => void): void => {
     try {
-      const w = watch(dir, (_event, name) => { if (name) each(name); });
+      const w = watch(dir, (_event, name) => {
+        if (name) each(name);
+      });
       w.on("error", () => {}); // (the working directory goes at the end)
       watchers.push(w);
       for (const name of readdirSync(dir)) each(name); // (made before the watch began)
@@ -63,28 +96,38 @@ function watchBoot(args: string[]): Boot {
     changed();
     watchDir(`${RUNDIR}/${name}`, note);
   });
-  if (existsSync("/var/run/netns")) watchDir("/var/run/netns", (name) => { if (name === `minc${pid}`) note(`netns ${name}`); });
+  if (existsSync("/var/run/netns"))
+    watchDir("/var/run/netns", (name) => {
+      if (name === `minc${pid}`) note(`netns ${name}`);
+    });
   const boot: Boot = {
     run,
     names,
     steps,
-    at: (what, reached) => new Promise<void>((res, rej) => {
-      const timer = setTimeout(() => finish(new Error(`gave up after ${PATIENCE} ms waiting for ${what}; ${boot.saw()}`)), PATIENCE);
-      const finish = (error?: Error): void => {
-        clearTimeout(timer);
-        checks.delete(check);
-        if (error) rej(error);
-        else res();
-      };
-      const check = (): void => {
-        if (reached()) finish();
-        else if (exited) finish(new Error(`minc ended before ${what}; ${boot.saw()}`));
-      };
-      checks.add(check);
-      check();
-    }),
-    saw: () => `made: ${names.join(" ")}; ${steps.length} steps, the last: ${steps.at(-1) ?? "none"}; stdout ${JSON.stringify(run.stdout())}, stderr ${JSON.stringify(run.stderr().slice(-2000))}`,
-    close: () => { for (const w of watchers) w.close(); },
+    at: (what, reached) =>
+      new Promise<void>((res, rej) => {
+        const timer = setTimeout(
+          () => finish(new Error(`gave up after ${PATIENCE} ms waiting for ${what}; ${boot.saw()}`)),
+          PATIENCE,
+        );
+        const finish = (error?: Error): void => {
+          clearTimeout(timer);
+          checks.delete(check);
+          if (error) rej(error);
+          else res();
+        };
+        const check = (): void => {
+          if (reached()) finish();
+          else if (exited) finish(new Error(`minc ended before ${what}; ${boot.saw()}`));
+        };
+        checks.add(check);
+        check();
+      }),
+    saw: () =>
+      `made: ${names.join(" ")}; ${steps.length} steps, the last: ${steps.at(-1) ?? "none"}; stdout ${JSON.stringify(run.stdout())}, stderr ${JSON.stringify(run.stderr().slice(-2000))}`,
+    close: () => {
+      for (const w of watchers) w.close();
+    },
   };
   run.child.stdout!.on("data", () => {
     if (boot.readyAt === undefined && run.stdout().includes("ready")) boot.readyAt = Date.now() - started;
@@ -96,7 +139,10 @@ function watchBoot(args: string[]): Boot {
     for (const line of lines) if (line.startsWith("# ")) steps.push(line);
     changed();
   });
-  run.child.on("exit", () => { exited = true; changed(); });
+  run.child.on("exit", () => {
+    exited = true;
+    changed();
+  });
   return boot;
 }
 
@@ -107,17 +153,29 @@ function watchBoot(args: string[]): Boot {
  * status and what is left. Returns how long the last boot took to run the
  * container.
  */
-async function sweep(t: TestContext, args: string[], signal: NodeJS.Signals, events: (boot: Boot) => string[],
-  check: (status: number, pid: number, when: string) => Promise<void>): Promise<number> {
+async function sweep(
+  t: TestContext,
+  args: string[],
+  signal: NodeJS.Signals,
+  events: (boot: Boot) => string[],
+  check: (status: number, pid: number, when: string) => Promise<void>,
+): Promise<number> {
   const moments: string[] = [];
   for (let k = 0; ; k++) {
     const boot = watchBoot(args);
     try {
-      await boot.at(`event ${k} of the boot, or the container running`, () => events(boot).length >= k || boot.readyAt !== undefined);
+      await boot.at(
+        `event ${k} of the boot, or the container running`,
+        () => events(boot).length >= k || boot.readyAt !== undefined,
+      );
       const seen = events(boot);
       const running = seen.length < k;
       boot.run.child.kill(signal);
-      const when = running ? "the container running" : seen.length === 0 ? "its start" : seen.at(-1)!.replace(`${RUNDIR}/`, "");
+      const when = running
+        ? "the container running"
+        : seen.length === 0
+          ? "its start"
+          : seen.at(-1)!.replace(`${RUNDIR}/`, "");
       moments.push(when);
       await check(await boot.run.exit(), boot.run.child.pid!, `${signal} at ${when}`);
       if (running) {
@@ -131,8 +189,13 @@ async function sweep(t: TestContext, args: string[], signal: NodeJS.Signals, eve
 }
 
 /** Signal minc after random delays up to a little more than a boot takes here: only the invariants are checked. */
-async function randomDelays(t: TestContext, args: string[], signal: NodeJS.Signals, bootMs: number,
-  check: (status: number, pid: number, when: string) => Promise<void>): Promise<void> {
+async function randomDelays(
+  t: TestContext,
+  args: string[],
+  signal: NodeJS.Signals,
+  bootMs: number,
+  check: (status: number, pid: number, when: string) => Promise<void>,
+): Promise<void> {
   const delays = Array.from({ length: 8 }, () => Math.round(Math.random() * bootMs * 1.2));
   t.diagnostic(`${signal} after ${delays.join(", ")} ms (a boot took ${bootMs} ms)`);
   for (const delay of delays) {
@@ -146,7 +209,10 @@ async function randomDelays(t: TestContext, args: string[], signal: NodeJS.Signa
 describe("signals", { skip }, () => {
   after(async () => assert.deepEqual(await settled(allLeftovers), [], "a container left something behind"));
 
-  for (const [signal, status] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
+  for (const [signal, status] of [
+    ["SIGTERM", 143],
+    ["SIGINT", 130],
+  ] as const) {
     test(`${signal} ends a container whose PID 1 does not handle it, exit ${status}, nothing left`, async () => {
       const r = await signalled(["sh", "-c", "echo ready; exec sleep 60"], signal);
       assert.equal(r.status, status);
@@ -163,7 +229,10 @@ describe("signals", { skip }, () => {
 
   test("a PID 1 that handles SIGTERM by re-raising it with the default action ends by it, exit 143", async () => {
     // (the kernel drops what PID 1 sends itself: the waiter must see the handler go and give the default action)
-    const r = await signalled(["sh", "-c", "trap 'trap - TERM; kill -TERM $$' TERM; echo ready; while :; do sleep 0.1; done"], "SIGTERM");
+    const r = await signalled(
+      ["sh", "-c", "trap 'trap - TERM; kill -TERM $$' TERM; echo ready; while :; do sleep 0.1; done"],
+      "SIGTERM",
+    );
     assert.equal(r.status, 143);
     assert.deepEqual(leftovers(), []);
   });
@@ -189,7 +258,10 @@ describe("signals", { skip }, () => {
     const mark = `59.${process.pid}`;
     const command = ["--net", "-r", rootfs(), "sh", "-c", `echo ready; exec sleep ${mark}`];
     const cleaned = async (_status: number, pid: number, when: string): Promise<void> => {
-      const mine = (): string[] => [...runtimeDirs().filter((d) => d.includes(`/minc${pid}-`)), ...netLeftovers([`minc${pid}`])];
+      const mine = (): string[] => [
+        ...runtimeDirs().filter((d) => d.includes(`/minc${pid}-`)),
+        ...netLeftovers([`minc${pid}`]),
+      ];
       assert.deepEqual(await settled(mine), [], when);
       assert.equal(spawnSync("pgrep", ["-f", `sleep ${mark}`]).status, 1, `${when}: the container runs on`);
     };
@@ -199,12 +271,19 @@ describe("signals", { skip }, () => {
 
   test("minc-fork.sh does not start a container whose waiter is gone (SIGKILLed before setpriv tied the two)", () => {
     const fork = `${REPO}/libexec/minc-fork.sh`;
-    const orphaned = spawnSync("sh", [fork, "echo", "started"], { encoding: "utf8", env: { ...cleanEnv(), MINC_WAITER_PID: "1" } });
+    const orphaned = spawnSync("sh", [fork, "echo", "started"], {
+      encoding: "utf8",
+      env: { ...cleanEnv(), MINC_WAITER_PID: "1" },
+    });
     assert.equal(orphaned.status, 1);
     assert.equal(orphaned.stdout, "");
     assert.match(orphaned.stderr, /waiter is gone; the container is not started/);
     // Its parent here is the sh that passes its own pid, as the waiter does; the variable goes no further.
-    const tied = spawnSync("sh", ["-c", `MINC_WAITER_PID=$$ sh ${fork} sh -c 'echo started "\${MINC_WAITER_PID-unset}"'`], { encoding: "utf8", env: cleanEnv() });
+    const tied = spawnSync(
+      "sh",
+      ["-c", `MINC_WAITER_PID=$$ sh ${fork} sh -c 'echo started "\${MINC_WAITER_PID-unset}"'`],
+      { encoding: "utf8", env: cleanEnv() },
+    );
     assert.equal(tied.status, 0, tied.stderr);
     assert.equal(tied.stdout, "started unset\n");
   });
@@ -215,14 +294,17 @@ describe("signals", { skip }, () => {
     const dir = mkdtempSync(`${RUNDIR}/minc-guard-`);
     writeFileSync(`${dir}/cleanup`, `rm -rf ${dir}\n`);
     const fakeMinc = start("sleep", ["600"], { stdio: "ignore" });
-    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(fakeMinc.child.pid), "tied"], { stdio: ["pipe", "ignore", "pipe"] });
+    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(fakeMinc.child.pid), "tied"], {
+      stdio: ["pipe", "ignore", "pipe"],
+    });
     try {
       guard.child.stdin!.end(`dir ${dir}\n`);
       writeFileSync(`${dir}/waiter`, "");
       fakeMinc.child.kill("SIGKILL");
       await fakeMinc.exit();
       assert.equal(await guard.exit(), 0);
-      if (existsSync(dir)) assert.fail(`the guard took the empty waiter file for a handover: ${readdirSync(dir).join(" ")}`);
+      if (existsSync(dir))
+        assert.fail(`the guard took the empty waiter file for a handover: ${readdirSync(dir).join(" ")}`);
     } finally {
       fakeMinc.child.kill("SIGKILL");
       guard.child.kill("SIGKILL");
@@ -239,11 +321,17 @@ describe("signals", { skip }, () => {
     try {
       for (let i = 0; i < 5; i++) {
         assert.equal(spawnSync("mount", ["-t", "tmpfs", "tmpfs", dir]).status, 0);
-        assert.equal(spawnSync(MINC, ["-r", rootfs(), "true"], { cwd: dir, env: cleanEnv(), stdio: "ignore" }).status, 0);
+        assert.equal(
+          spawnSync(MINC, ["-r", rootfs(), "true"], { cwd: dir, env: cleanEnv(), stdio: "ignore" }).status,
+          0,
+        );
         umountNow(`run ${i}`);
       }
       assert.equal(spawnSync("mount", ["-t", "tmpfs", "tmpfs", dir]).status, 0);
-      const run = start(MINC, ["-r", rootfs(), "sh", "-c", "echo ready; exec sleep 60"], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+      const run = start(MINC, ["-r", rootfs(), "sh", "-c", "echo ready; exec sleep 60"], {
+        cwd: dir,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
       await run.printed("ready");
       run.child.kill("SIGKILL");
       await run.exit();
@@ -258,15 +346,37 @@ describe("signals", { skip }, () => {
   const netTools = ["ip", "iptables", "nsenter"].every(hasTool);
   const v1 = ["memory", "pids"].every((c) => existsSync(`/sys/fs/cgroup/${c}/cgroup.procs`));
   const why = !netTools ? "needs ip, iptables, nsenter" : !v1 ? "needs cgroup v1 memory and pids" : undefined;
-  test("SIGKILL of minc while its container runs: the guard runs the cleanup chain (cage, network, port map, working dir)", { skip: why }, async () => {
+  test("SIGKILL of minc while its container runs: the guard runs the cleanup chain (cage, network, port map, working dir)", {
+    skip: why,
+  }, async () => {
     assert.deepEqual(await allLeftovers(), [], "left by an earlier test");
     const mark = `58.${process.pid}`;
-    const run = start(MINC, ["--mem-limit", "64M", "--pid-max", "50", "--net", "dens", "-p", `${await freePort()}:80`, "-r", rootfs(), "sh", "-c", `echo ready; exec sleep ${mark}`],
-      { stdio: ["ignore", "pipe", "inherit"] });
+    const run = start(
+      MINC,
+      [
+        "--mem-limit",
+        "64M",
+        "--pid-max",
+        "50",
+        "--net",
+        "dens",
+        "-p",
+        `${await freePort()}:80`,
+        "-r",
+        rootfs(),
+        "sh",
+        "-c",
+        `echo ready; exec sleep ${mark}`,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
     await run.printed("ready");
     const running = await allLeftovers();
     for (const what of [new RegExp(`^${RUNDIR}/minc\\d+-`), /mincv/, /minc:minc\d+/, /\/mincs\/minc\d+/]) {
-      assert.ok(running.some((x) => what.test(x)), `while it runs: ${what} in ${running.join(", ")}`);
+      assert.ok(
+        running.some((x) => what.test(x)),
+        `while it runs: ${what} in ${running.join(", ")}`,
+      );
     }
     run.child.kill("SIGKILL");
     await run.exit();
@@ -274,23 +384,38 @@ describe("signals", { skip }, () => {
     assert.equal(spawnSync("pgrep", ["-f", `sleep ${mark}`]).status, 1, "the container's command still runs");
   });
 
-  test("Ctrl-C (INT to the whole process group) while minc-dens works: a quiet stop, exit 130, nothing left", { skip: why }, async () => {
+  test("Ctrl-C (INT to the whole process group) while minc-dens works: a quiet stop, exit 130, nothing left", {
+    skip: why,
+  }, async () => {
     // minc-dens waits for its lock, held here meanwhile, so the INT finds it
     // at work, as a Ctrl-C can; the lock goes once the INT is sent, as
     // another minc's minc-dens lets it go (the cleanup needs it too).
     const lock = "/var/run/minc-dens.lock";
-    const holder = start("flock", [lock, "sh", "-c", "echo locked; exec cat > /dev/null"], { stdio: ["pipe", "pipe", "pipe"] });
+    const holder = start("flock", [lock, "sh", "-c", "echo locked; exec cat > /dev/null"], {
+      stdio: ["pipe", "pipe", "pipe"],
+    });
     let run: Started | undefined;
     try {
       await holder.printed("locked");
       // detached: a process group of its own, as a terminal's foreground job has.
-      run = start(MINC, ["--net", "dens", "-r", rootfs(), "sleep", "30"], { stdio: ["ignore", "ignore", "pipe"], detached: true });
+      run = start(MINC, ["--net", "dens", "-r", rootfs(), "sleep", "30"], {
+        stdio: ["ignore", "ignore", "pipe"],
+        detached: true,
+      });
       const group = run.child.pid!;
       const saw = (): string => {
-        const ps = spawnSync("ps", ["-o", "pid=,args=", "-g", String(group)], { encoding: "utf8" }).stdout.trim().replace(/\s+/g, " ");
-        return `blocked on it: ${blockedOn(lock).map((p) => `${p} (group ${groupOf(p)})`).join(" ") || "none"}; minc's group ${group}: ${ps}; its stderr ${JSON.stringify(run!.stderr())}`;
+        const ps = spawnSync("ps", ["-o", "pid=,args=", "-g", String(group)], { encoding: "utf8" })
+          .stdout.trim()
+          .replace(/\s+/g, " ");
+        return `blocked on it: ${
+          blockedOn(lock)
+            .map((p) => `${p} (group ${groupOf(p)})`)
+            .join(" ") || "none"
+        }; minc's group ${group}: ${ps}; its stderr ${JSON.stringify(run!.stderr())}`;
       };
-      await waitFor(`minc-dens to wait for ${lock}`, () => blockedOn(lock).some((pid) => groupOf(pid) === group), { saw });
+      await waitFor(`minc-dens to wait for ${lock}`, () => blockedOn(lock).some((pid) => groupOf(pid) === group), {
+        saw,
+      });
       process.kill(-group, "SIGINT");
       holder.child.stdin!.end();
       assert.equal(await run.exit(), 130, run.stderr());
@@ -310,14 +435,18 @@ describe("signals", { skip }, () => {
 /** The processes waiting for a flock of FILE (/proc/locks: "->" lines, indented deeper for those queued behind another waiter). */
 function blockedOn(file: string): number[] {
   const { dev, ino } = statOf(file);
-  return readFileSync("/proc/locks", "utf8").split("\n")
+  return readFileSync("/proc/locks", "utf8")
+    .split("\n")
     .map((l) => /^\d+:\s+-> FLOCK\s+\w+\s+\w+\s+(\d+) ([0-9a-f]+):([0-9a-f]+):(\d+) /.exec(l))
     .filter((m) => m && parseInt(m[2], 16) === dev.major && parseInt(m[3], 16) === dev.minor && Number(m[4]) === ino)
     .map((m) => Number(m![1]));
 }
 
 function statOf(file: string): { dev: { major: number; minor: number }; ino: number } {
-  const [ino, major, minor] = spawnSync("stat", ["-c", "%i %Hd %Ld", file], { encoding: "utf8" }).stdout.trim().split(" ").map(Number);
+  const [ino, major, minor] = spawnSync("stat", ["-c", "%i %Hd %Ld", file], { encoding: "utf8" })
+    .stdout.trim()
+    .split(" ")
+    .map(Number);
   return { dev: { major, minor }, ino };
 }
 

@@ -10,11 +10,36 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gunzipSync, zstdDecompressSync } from "node:zlib";
 import { formatReference, parseReference } from "../lib/store/reference.ts";
-import { Progress, dockerConfigCredentials, parseArch, parseChallenges, parseManifest, pickPlatform, schemesFor, type Descriptor } from "../lib/store/registry.ts";
+import {
+  Progress,
+  dockerConfigCredentials,
+  parseArch,
+  parseChallenges,
+  parseManifest,
+  pickPlatform,
+  schemesFor,
+  type Descriptor,
+} from "../lib/store/registry.ts";
 import { REPO, hasTool, waitFor } from "./helpers.ts";
 import {
-  DOCKER_LIST, DOCKER_MANIFEST, OCI_MANIFEST, buildImage, buildIndex, cannotRunRegistry, freePort, push, scratch, sha256, startFront,
-  startRegistry, stopAll, type BuiltImage, type BuiltIndex, type FileEntry, type LayerSpec, type Registry,
+  DOCKER_LIST,
+  DOCKER_MANIFEST,
+  OCI_MANIFEST,
+  buildImage,
+  buildIndex,
+  cannotRunRegistry,
+  freePort,
+  push,
+  scratch,
+  sha256,
+  startFront,
+  startRegistry,
+  stopAll,
+  type BuiltImage,
+  type BuiltIndex,
+  type FileEntry,
+  type LayerSpec,
+  type Registry,
 } from "./registry-fixture.ts";
 
 const SMUGGLER = `${REPO}/libexec/minc-smuggler`;
@@ -34,7 +59,12 @@ describe("references", () => {
     ["[::1]:5000/x:t", "[::1]:5000/x:t", "[::1]:5000", "x"],
     ["a.b-c/d__e/f.g-h:T_1.x-y", "a.b-c/d__e/f.g-h:T_1.x-y", "a.b-c", "d__e/f.g-h"],
     [`x@sha256:${"a".repeat(64)}`, `docker.io/library/x@sha256:${"a".repeat(64)}`, "registry-1.docker.io", "library/x"],
-    [`x:t@sha256:${"a".repeat(64)}`, `docker.io/library/x:t@sha256:${"a".repeat(64)}`, "registry-1.docker.io", "library/x"],
+    [
+      `x:t@sha256:${"a".repeat(64)}`,
+      `docker.io/library/x:t@sha256:${"a".repeat(64)}`,
+      "registry-1.docker.io",
+      "library/x",
+    ],
   ];
   for (const [input, full, endpoint, repository] of cases) {
     test(`${input} is ${full}`, () => {
@@ -64,13 +94,18 @@ describe("references", () => {
     ["0123456789abcdef".repeat(4), /64 hex digits are an image id/],
   ];
   test("plain HTTP only on the loopback, or with MINC_PULL_INSECURE", () => {
-    for (const local of ["127.0.0.1:5000", "localhost", "localhost:80", "[::1]:5000"]) assert.deepEqual(schemesFor(local, false), ["https", "http"], local);
-    for (const remote of ["registry-1.docker.io", "ghcr.io", "127.0.0.2:5000", "localhost.example:5000"]) assert.deepEqual(schemesFor(remote, false), ["https"], remote);
+    for (const local of ["127.0.0.1:5000", "localhost", "localhost:80", "[::1]:5000"])
+      assert.deepEqual(schemesFor(local, false), ["https", "http"], local);
+    for (const remote of ["registry-1.docker.io", "ghcr.io", "127.0.0.2:5000", "localhost.example:5000"])
+      assert.deepEqual(schemesFor(remote, false), ["https"], remote);
     assert.deepEqual(schemesFor("ghcr.io", true), ["https", "http"]);
   });
   for (const [input, message] of bad) {
     test(`refused: ${JSON.stringify(input).slice(0, 40)}`, () => {
-      assert.throws(() => parseReference(input), (e: Error & { status?: number }) => message.test(e.message) && e.status === 2);
+      assert.throws(
+        () => parseReference(input),
+        (e: Error & { status?: number }) => message.test(e.message) && e.status === 2,
+      );
     });
   }
 });
@@ -78,9 +113,20 @@ describe("references", () => {
 describe("platforms", () => {
   test("MINC_ARCH names are normalized to OCI's", () => {
     for (const [name, arch, variant] of [
-      ["amd64", "amd64"], ["x86_64", "amd64"], ["arm64", "arm64"], ["aarch64", "arm64"], ["arm", "arm", "v7"],
-      ["armv7l", "arm", "v7"], ["armel", "arm", "v7"], ["arm/v6", "arm", "v6"], ["ppc64le", "ppc64le"],
-      ["riscv64", "riscv64"], ["s390x", "s390x"], ["386", "386"], ["i386", "386"], ["linux/arm64/v8", "arm64", "v8"],
+      ["amd64", "amd64"],
+      ["x86_64", "amd64"],
+      ["arm64", "arm64"],
+      ["aarch64", "arm64"],
+      ["arm", "arm", "v7"],
+      ["armv7l", "arm", "v7"],
+      ["armel", "arm", "v7"],
+      ["arm/v6", "arm", "v6"],
+      ["ppc64le", "ppc64le"],
+      ["riscv64", "riscv64"],
+      ["s390x", "s390x"],
+      ["386", "386"],
+      ["i386", "386"],
+      ["linux/arm64/v8", "arm64", "v8"],
     ]) {
       assert.deepEqual(parseArch(name!), { os: "linux", architecture: arch, ...(variant ? { variant } : {}) }, name);
     }
@@ -89,12 +135,20 @@ describe("platforms", () => {
   });
 
   const d = (architecture: string, variant?: string, extra: Partial<Descriptor> = {}): Descriptor => ({
-    mediaType: OCI_MANIFEST, digest: `sha256:${sha256(`${architecture}${variant}${JSON.stringify(extra)}`)}`, size: 1,
-    platform: { os: "linux", architecture, ...(variant ? { variant } : {}) }, ...extra,
+    mediaType: OCI_MANIFEST,
+    digest: `sha256:${sha256(`${architecture}${variant}${JSON.stringify(extra)}`)}`,
+    size: 1,
+    platform: { os: "linux", architecture, ...(variant ? { variant } : {}) },
+    ...extra,
   });
   const index = [
-    d("amd64"), d("arm64", "v8"), d("arm", "v6"),
-    d("unknown", undefined, { platform: { os: "unknown", architecture: "unknown" }, annotations: { "vnd.docker.reference.type": "attestation-manifest" } }),
+    d("amd64"),
+    d("arm64", "v8"),
+    d("arm", "v6"),
+    d("unknown", undefined, {
+      platform: { os: "unknown", architecture: "unknown" },
+      annotations: { "vnd.docker.reference.type": "attestation-manifest" },
+    }),
   ];
   test("an index entry is picked by os, architecture and variant (defaults filled in)", () => {
     assert.equal(pickPlatform(index, parseArch("amd64"), "x"), index[0]);
@@ -105,8 +159,12 @@ describe("platforms", () => {
     assert.throws(() => pickPlatform(index, parseArch("arm/v7"), "x", true), /no image for linux\/arm\/v7/);
   });
   test("a missing platform lists the ones there are, attestations left out", () => {
-    assert.throws(() => pickPlatform(index, parseArch("s390x"), "img"), (e: Error) =>
-      /img has no image for linux\/s390x; it has: linux\/amd64, linux\/arm64\/v8, linux\/arm\/v6/.test(e.message) && !/unknown/.test(e.message));
+    assert.throws(
+      () => pickPlatform(index, parseArch("s390x"), "img"),
+      (e: Error) =>
+        /img has no image for linux\/s390x; it has: linux\/amd64, linux\/arm64\/v8, linux\/arm\/v6/.test(e.message) &&
+        !/unknown/.test(e.message),
+    );
   });
 });
 
@@ -116,19 +174,35 @@ describe("manifests", () => {
     assert.throws(() => parseManifest(m, "application/vnd.docker.distribution.manifest.v1+prettyjws", "x"), /schema 1/);
   });
   test("a descriptor with a digest that is not a file name is refused", () => {
-    const m = Buffer.from(JSON.stringify({
-      schemaVersion: 2, mediaType: OCI_MANIFEST,
-      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: "sha256:../../etc/passwd", size: 1 }, layers: [],
-    }));
+    const m = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: "sha256:../../etc/passwd", size: 1 },
+        layers: [],
+      }),
+    );
     assert.throws(() => parseManifest(m, null, "x"), /not sha256/);
   });
 });
 
 describe("WWW-Authenticate", () => {
   test("bearer with quoted parameters, basic, several challenges", () => {
-    assert.deepEqual(parseChallenges('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"'), [
-      { scheme: "bearer", params: { realm: "https://auth.docker.io/token", service: "registry.docker.io", scope: "repository:library/alpine:pull" } },
-    ]);
+    assert.deepEqual(
+      parseChallenges(
+        'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"',
+      ),
+      [
+        {
+          scheme: "bearer",
+          params: {
+            realm: "https://auth.docker.io/token",
+            service: "registry.docker.io",
+            scope: "repository:library/alpine:pull",
+          },
+        },
+      ],
+    );
     assert.deepEqual(parseChallenges('Basic realm="minc test"'), [{ scheme: "basic", params: { realm: "minc test" } }]);
     assert.deepEqual(parseChallenges('Basic realm="a, b", Bearer realm="http://x/t",error=insufficient_scope'), [
       { scheme: "basic", params: { realm: "a, b" } },
@@ -139,19 +213,28 @@ describe("WWW-Authenticate", () => {
 
 describe("credentials from docker's config.json", () => {
   let home = "";
-  before(() => { home = scratch("minc-home-"); });
+  before(() => {
+    home = scratch("minc-home-");
+  });
   after(() => stopAll());
   test("auth (base64 user:pass) or username/password, by registry host; docker.io under its old names", () => {
     mkdirSync(join(home, ".docker"), { recursive: true });
-    writeFileSync(join(home, ".docker", "config.json"), JSON.stringify({
-      auths: {
-        "127.0.0.1:5000": { auth: Buffer.from("alice:pa:ss").toString("base64") },
-        "https://registry.example:8443/v2/": { username: "bob", password: "pw" },
-        "https://index.docker.io/v1/": { auth: Buffer.from("hub:tok").toString("base64") },
-      },
-    }));
+    writeFileSync(
+      join(home, ".docker", "config.json"),
+      JSON.stringify({
+        auths: {
+          "127.0.0.1:5000": { auth: Buffer.from("alice:pa:ss").toString("base64") },
+          "https://registry.example:8443/v2/": { username: "bob", password: "pw" },
+          "https://index.docker.io/v1/": { auth: Buffer.from("hub:tok").toString("base64") },
+        },
+      }),
+    );
     const env = { HOME: home };
-    assert.deepEqual(dockerConfigCredentials("127.0.0.1:5000", env), { user: "alice", password: "pa:ss", source: join(home, ".docker", "config.json") });
+    assert.deepEqual(dockerConfigCredentials("127.0.0.1:5000", env), {
+      user: "alice",
+      password: "pa:ss",
+      source: join(home, ".docker", "config.json"),
+    });
     assert.equal(dockerConfigCredentials("registry.example:8443", env)?.user, "bob");
     assert.equal(dockerConfigCredentials("docker.io", env)?.password, "tok");
     assert.equal(dockerConfigCredentials("127.0.0.1:5001", env), undefined);
@@ -163,19 +246,35 @@ describe("progress", () => {
   test("plain lines when not a terminal: start and end of each blob", () => {
     let out = "";
     let now = 0;
-    const p = new Progress({ write: (s) => { out += s; }, tty: false, now: () => now });
+    const p = new Progress({
+      write: (s) => {
+        out += s;
+      },
+      tty: false,
+      now: () => now,
+    });
     const a = p.add("layer 1/1 sha256:abc", 2 << 20);
     p.start(a);
     p.bytes(a, 1 << 20);
     now = 2000;
     p.done(a);
     p.finish();
-    assert.equal(out, "layer 1/1 sha256:abc: downloading 2.0 MiB\nlayer 1/1 sha256:abc: done, 2.0 MiB in 2.0 s (1.0 MiB/s)\n");
+    assert.equal(
+      out,
+      "layer 1/1 sha256:abc: downloading 2.0 MiB\nlayer 1/1 sha256:abc: done, 2.0 MiB in 2.0 s (1.0 MiB/s)\n",
+    );
   });
   test("on a terminal: one line per blob with bytes, total and speed, redrawn in place", () => {
     let out = "";
     let now = 0;
-    const p = new Progress({ write: (s) => { out += s; }, tty: true, now: () => now, columns: () => 100 });
+    const p = new Progress({
+      write: (s) => {
+        out += s;
+      },
+      tty: true,
+      now: () => now,
+      columns: () => 100,
+    });
     const a = p.add("layer 1/2 sha256:aaa", 4 << 20);
     const b = p.add("layer 2/2 sha256:bbb", 1 << 20);
     p.start(a);
@@ -209,13 +308,19 @@ function smugglerEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 }
 
 /** Run minc-smuggler asynchronously: the token server and the front servers live in this process. */
-function smuggle(args: string[], extra: NodeJS.ProcessEnv = {}, onStderr?: (text: string, kill: (s: NodeJS.Signals) => void) => void): Promise<Result> {
+function smuggle(
+  args: string[],
+  extra: NodeJS.ProcessEnv = {},
+  onStderr?: (text: string, kill: (s: NodeJS.Signals) => void) => void,
+): Promise<Result> {
   return new Promise((resolve, reject) => {
     const child = spawn(SMUGGLER, args, { env: smugglerEnv(extra), stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.stdout.on("data", (d) => { stdout += d; });
+    child.stdout.on("data", (d) => {
+      stdout += d;
+    });
     child.stderr.on("data", (d) => {
       stderr += d;
       onStderr?.(stderr, (s) => child.kill(s));
@@ -233,7 +338,12 @@ function smuggle(args: string[], extra: NodeJS.ProcessEnv = {}, onStderr?: (text
  * the half of it that the front sends is in its partial file in DEST: the
  * pull is then mid-download, on a machine of any speed.
  */
-async function interruptedMidBlob(args: string[], dest: string, stalled: { digest: string; size: number }, signal: NodeJS.Signals): Promise<Result> {
+async function interruptedMidBlob(
+  args: string[],
+  dest: string,
+  stalled: { digest: string; size: number },
+  signal: NodeJS.Signals,
+): Promise<Result> {
   let kill: ((s: NodeJS.Signals) => void) | undefined;
   let stderr = "";
   let result: Result | undefined;
@@ -243,12 +353,25 @@ async function interruptedMidBlob(args: string[], dest: string, stalled: { diges
   }).then((r) => (result = r));
   const dir = join(dest, "blobs", "sha256");
   const half = stalled.size >> 1;
-  const partials = (): string[] => (existsSync(dir) ? readdirSync(dir).filter((f) => f.startsWith(`${stalled.digest.slice(7)}.partial-`)) : []);
+  const partials = (): string[] =>
+    existsSync(dir) ? readdirSync(dir).filter((f) => f.startsWith(`${stalled.digest.slice(7)}.partial-`)) : [];
   const size = (f: string): number => statSync(join(dir, f), { throwIfNoEntry: false })?.size ?? 0;
-  await waitFor(`half of ${stalled.digest} (${half} bytes) written to its partial file in ${dir}`, () => {
-    if (result) assert.fail(`minc-smuggler ended first (status ${result.status}, signal ${result.signal}): ${result.stderr}`);
-    return kill !== undefined && partials().some((f) => size(f) >= half);
-  }, { saw: () => `${partials().map((f) => `${f} (${size(f)} bytes)`).join(", ") || "no partial file"}; stderr ${JSON.stringify(stderr)}` });
+  await waitFor(
+    `half of ${stalled.digest} (${half} bytes) written to its partial file in ${dir}`,
+    () => {
+      if (result)
+        assert.fail(`minc-smuggler ended first (status ${result.status}, signal ${result.signal}): ${result.stderr}`);
+      return kill !== undefined && partials().some((f) => size(f) >= half);
+    },
+    {
+      saw: () =>
+        `${
+          partials()
+            .map((f) => `${f} (${size(f)} bytes)`)
+            .join(", ") || "no partial file"
+        }; stderr ${JSON.stringify(stderr)}`,
+    },
+  );
   kill!(signal);
   return pulled;
 }
@@ -262,7 +385,11 @@ function blob(dest: string, digest: string): Buffer {
 }
 
 /** What a pull must leave: a complete, consistent OCI layout whose blobs all match their names. */
-function checkLayout(dest: string, r: Result, expect: { digest: string; tag?: string; ref: string; mediaType: string }): any {
+function checkLayout(
+  dest: string,
+  r: Result,
+  expect: { digest: string; tag?: string; ref: string; mediaType: string },
+): any {
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, `${expect.digest}\n`);
   assert.deepEqual(readJson(join(dest, "oci-layout")), { imageLayoutVersion: "1.0.0" });
@@ -284,10 +411,19 @@ function checkLayout(dest: string, r: Result, expect: { digest: string; tag?: st
   manifest.layers.forEach((l: Descriptor, i: number) => {
     const data = blob(dest, l.digest);
     assert.equal(data.length, l.size);
-    const tar = /zstd/.test(l.mediaType) ? zstdDecompressSync(data) : /gzip/.test(l.mediaType) ? gunzipSync(data) : data;
+    const tar = /zstd/.test(l.mediaType)
+      ? zstdDecompressSync(data)
+      : /gzip/.test(l.mediaType)
+        ? gunzipSync(data)
+        : data;
     assert.equal(`sha256:${sha256(tar)}`, config.rootfs.diff_ids[i], "a layer does not match its diff_id");
   });
-  assert.deepEqual(files.sort(), [...new Set([expect.digest, manifest.config.digest, ...manifest.layers.map((l: Descriptor) => l.digest)])].map((d) => d.slice(7)).sort());
+  assert.deepEqual(
+    files.sort(),
+    [...new Set([expect.digest, manifest.config.digest, ...manifest.layers.map((l: Descriptor) => l.digest)])]
+      .map((d) => d.slice(7))
+      .sort(),
+  );
   return { index, manifest, config };
 }
 
@@ -299,14 +435,24 @@ function skopeoInspect(dest: string): any {
 
 /** Nothing of a failed pull stays: the directory is as it was (absent, or empty). */
 function assertUntouched(dest: string, existed: boolean): void {
-  if (!existed) assert.equal(existsSync(dest), false, `${dest} was left behind: ${existsSync(dest) ? readdirSync(dest, { recursive: true }).join(" ") : ""}`);
+  if (!existed)
+    assert.equal(
+      existsSync(dest),
+      false,
+      `${dest} was left behind: ${existsSync(dest) ? readdirSync(dest, { recursive: true }).join(" ") : ""}`,
+    );
   else assert.deepEqual(readdirSync(dest), [], "the pull left files in DESTDIR");
 }
 
 const skip = cannotRunRegistry() ?? (existsSync(SMUGGLER) ? undefined : `${SMUGGLER} is not built (run make)`);
 if (skip) process.stderr.write(`# smuggler registry tests skipped: ${skip}\n`);
 
-const CONFIG = { Env: ["PATH=/usr/bin:/bin", "GREETING=hello"], Cmd: ["/bin/sh", "-c", "cat /etc/motd"], Entrypoint: ["/bin/entry"], WorkingDir: "/srv" };
+const CONFIG = {
+  Env: ["PATH=/usr/bin:/bin", "GREETING=hello"],
+  Cmd: ["/bin/sh", "-c", "cat /etc/motd"],
+  Entrypoint: ["/bin/entry"],
+  WorkingDir: "/srv",
+};
 const LAYERS: LayerSpec[] = [
   { "etc/motd": "first layer\n", "bin/": { dir: true }, "etc/gone": "deleted in layer 2\n" },
   { "etc/motd": "second layer\n", "etc/.wh.gone": "", "srv/data": Buffer.alloc(200_000, 7) },
@@ -331,10 +477,15 @@ describe("pulling from a registry on 127.0.0.1", { skip }, () => {
     oci = buildImage(layout, "v1", { layers: LAYERS, config: CONFIG });
     assert.equal(await push(layout, "v1", `${reg.host}/library/oci:v1`), oci.manifest.digest);
     dockerDigest = await push(layout, "v1", `${reg.host}/library/docker:v1`, { format: "v2s2" });
-    multi = buildIndex(layout, "multi", [
-      { architecture: "amd64", layers: [{ "etc/arch": "amd64\n" }] },
-      { architecture: "arm64", variant: "v8", layers: [{ "etc/arch": "arm64\n" }] },
-    ], { attestation: true });
+    multi = buildIndex(
+      layout,
+      "multi",
+      [
+        { architecture: "amd64", layers: [{ "etc/arch": "amd64\n" }] },
+        { architecture: "arm64", variant: "v8", layers: [{ "etc/arch": "arm64\n" }] },
+      ],
+      { attestation: true },
+    );
     assert.equal(await push(layout, "multi", `${reg.host}/library/multi:latest`, { all: true }), multi.index.digest);
     zstdImage = buildImage(layout, "zstd", { layers: [{ "etc/z": "zstd\n" }], compression: "zstd" });
     await push(layout, "zstd", `${reg.host}/library/zstd:v1`);
@@ -344,11 +495,19 @@ describe("pulling from a registry on 127.0.0.1", { skip }, () => {
   test("an OCI-manifest image: the manifest byte for byte, config and layers, a layout skopeo reads", async () => {
     const d = dest();
     const r = await smuggle([`${reg.host}/library/oci:v1`, d]);
-    const { config } = checkLayout(d, r, { digest: oci.manifest.digest, tag: "v1", ref: `${reg.host}/library/oci:v1`, mediaType: OCI_MANIFEST });
+    const { config } = checkLayout(d, r, {
+      digest: oci.manifest.digest,
+      tag: "v1",
+      ref: `${reg.host}/library/oci:v1`,
+      mediaType: OCI_MANIFEST,
+    });
     assert.deepEqual(config.config, CONFIG);
     const inspected = skopeoInspect(d);
     assert.equal(inspected.Digest, oci.manifest.digest);
-    assert.deepEqual(inspected.Layers, oci.layers.map((l) => l.digest));
+    assert.deepEqual(
+      inspected.Layers,
+      oci.layers.map((l) => l.digest),
+    );
     const copy = join(work, "copied");
     const c = spawnSync("skopeo", ["copy", "--quiet", `oci:${d}:v1`, `dir:${copy}`], { encoding: "utf8" });
     assert.equal(c.status, 0, c.stderr);
@@ -358,7 +517,12 @@ describe("pulling from a registry on 127.0.0.1", { skip }, () => {
   test("a Docker schema2 image", async () => {
     const d = dest();
     const r = await smuggle([`${reg.host}/library/docker:v1`, d]);
-    const { manifest } = checkLayout(d, r, { digest: dockerDigest, tag: "v1", ref: `${reg.host}/library/docker:v1`, mediaType: DOCKER_MANIFEST });
+    const { manifest } = checkLayout(d, r, {
+      digest: dockerDigest,
+      tag: "v1",
+      ref: `${reg.host}/library/docker:v1`,
+      mediaType: DOCKER_MANIFEST,
+    });
     assert.equal(manifest.layers[0].mediaType, "application/vnd.docker.image.rootfs.diff.tar.gzip");
     assert.equal(skopeoInspect(d).Digest, dockerDigest);
   });
@@ -366,7 +530,12 @@ describe("pulling from a registry on 127.0.0.1", { skip }, () => {
   test("zstd layers", async () => {
     const d = dest();
     const r = await smuggle([`${reg.host}/library/zstd:v1`, d]);
-    checkLayout(d, r, { digest: zstdImage.manifest.digest, tag: "v1", ref: `${reg.host}/library/zstd:v1`, mediaType: OCI_MANIFEST });
+    checkLayout(d, r, {
+      digest: zstdImage.manifest.digest,
+      tag: "v1",
+      ref: `${reg.host}/library/zstd:v1`,
+      mediaType: OCI_MANIFEST,
+    });
   });
 
   test("a multi-arch index: amd64 by default, MINC_ARCH picks another, attestations skipped", async () => {
@@ -399,12 +568,17 @@ describe("pulling from a registry on 127.0.0.1", { skip }, () => {
     await push(listLayout, "list", `${reg.host}/library/list:latest`, { all: true, format: "v2s2" });
     const res = await fetch(`${reg.url}/v2/library/list/manifests/latest`, { headers: { accept: DOCKER_LIST } });
     assert.equal(res.headers.get("content-type"), DOCKER_LIST);
-    const list = await res.json() as { manifests: Descriptor[] };
+    const list = (await res.json()) as { manifests: Descriptor[] };
     for (const arch of ["amd64", "arm64"]) {
       const d = dest();
       const entry = list.manifests.find((m) => m.platform?.architecture === arch)!;
       const ref = `${reg.host}/library/list:latest`;
-      checkLayout(d, await smuggle([`${reg.host}/library/list`, d], { MINC_ARCH: arch }), { digest: entry.digest, tag: "latest", ref, mediaType: DOCKER_MANIFEST });
+      checkLayout(d, await smuggle([`${reg.host}/library/list`, d], { MINC_ARCH: arch }), {
+        digest: entry.digest,
+        tag: "latest",
+        ref,
+        mediaType: DOCKER_MANIFEST,
+      });
       assert.equal(skopeoInspect(d).Architecture, arch);
     }
   });
@@ -422,17 +596,30 @@ describe("pulling from a registry on 127.0.0.1", { skip }, () => {
   test("by digest: the manifest is checked against it; an index digest is narrowed to the platform", async () => {
     let d = dest();
     const byDigest = `${reg.host}/library/oci@${oci.manifest.digest}`;
-    const { index } = checkLayout(d, await smuggle([byDigest, d]), { digest: oci.manifest.digest, ref: byDigest, mediaType: OCI_MANIFEST });
+    const { index } = checkLayout(d, await smuggle([byDigest, d]), {
+      digest: oci.manifest.digest,
+      ref: byDigest,
+      mediaType: OCI_MANIFEST,
+    });
     assert.equal(index.manifests[0].annotations["org.opencontainers.image.ref.name"], undefined);
     assert.equal(skopeoInspect(d).Digest, oci.manifest.digest);
 
     d = dest();
     const tagged = `${reg.host}/library/oci:v1@${oci.manifest.digest}`;
-    checkLayout(d, await smuggle([tagged, d]), { digest: oci.manifest.digest, tag: "v1", ref: tagged, mediaType: OCI_MANIFEST });
+    checkLayout(d, await smuggle([tagged, d]), {
+      digest: oci.manifest.digest,
+      tag: "v1",
+      ref: tagged,
+      mediaType: OCI_MANIFEST,
+    });
 
     d = dest();
     const indexRef = `${reg.host}/library/multi@${multi.index.digest}`;
-    checkLayout(d, await smuggle([indexRef, d], { MINC_ARCH: "arm64" }), { digest: multi.images[1].manifest.digest, ref: indexRef, mediaType: OCI_MANIFEST });
+    checkLayout(d, await smuggle([indexRef, d], { MINC_ARCH: "arm64" }), {
+      digest: multi.images[1].manifest.digest,
+      ref: indexRef,
+      mediaType: OCI_MANIFEST,
+    });
 
     d = dest();
     const r = await smuggle([`${reg.host}/library/oci@sha256:${"0".repeat(64)}`, d]);
@@ -514,7 +701,15 @@ describe("pulling from a registry on 127.0.0.1", { skip }, () => {
     await push(layout, "race", `${reg.host}/library/race:1`);
     const [first, late] = image.layers;
     let release = (): void => {};
-    const front = await startFront(reg, { corruptBlob: late.digest, holdBlob: { digest: late.digest, until: new Promise((r) => { release = r; }) } });
+    const front = await startFront(reg, {
+      corruptBlob: late.digest,
+      holdBlob: {
+        digest: late.digest,
+        until: new Promise((r) => {
+          release = r;
+        }),
+      },
+    });
     try {
       const d = dest();
       const r = await smuggle([`${front.host}/library/race:1`, d], { MINC_PULL_UNPACK: "1" }, (text) => {
@@ -589,11 +784,16 @@ describe("pulling from a registry on 127.0.0.1", { skip }, () => {
     assert.doesNotMatch(r.stderr, /\x1b\[/);
   });
 
-  test("progress: redrawn in place on a terminal", { skip: !hasTool("script") && "needs script (bsdutils)" }, async () => {
+  test("progress: redrawn in place on a terminal", {
+    skip: !hasTool("script") && "needs script (bsdutils)",
+  }, async () => {
     const d = dest();
     const log = join(work, "tty.log");
     // script(1) runs the pull on a terminal of its own and keeps what it showed.
-    const r = spawnSync("script", ["-qec", `${SMUGGLER} ${reg.host}/library/oci:v1 ${d}`, log], { encoding: "utf8", env: smugglerEnv() });
+    const r = spawnSync("script", ["-qec", `${SMUGGLER} ${reg.host}/library/oci:v1 ${d}`, log], {
+      encoding: "utf8",
+      env: smugglerEnv(),
+    });
     assert.equal(r.status, 0, r.stdout + r.stderr);
     const seen = readFileSync(log, "utf8");
     assert.match(seen, /\x1b\[\d+A/, "no cursor movement");
@@ -613,7 +813,10 @@ describe("pulling from a registry on 127.0.0.1", { skip }, () => {
     // SIGKILL leaves what it wrote; the next pull into the same place removes the partial file and completes.
     const k = await interruptedMidBlob([`${front.host}/library/oci:v1`, d], d, stalled, "SIGKILL");
     assert.equal(k.signal, "SIGKILL");
-    assert.ok(readdirSync(join(d, "blobs", "sha256")).some((f) => f.includes(".partial-")), "no partial file to clean up");
+    assert.ok(
+      readdirSync(join(d, "blobs", "sha256")).some((f) => f.includes(".partial-")),
+      "no partial file to clean up",
+    );
     const ref = `${reg.host}/library/oci:v1`;
     checkLayout(d, await smuggle([ref, d]), { digest: oci.manifest.digest, tag: "v1", ref, mediaType: OCI_MANIFEST });
     await front.stop();
@@ -647,7 +850,8 @@ describe("authentication", { skip }, () => {
 
   test("bearer tokens: anonymous where the token server allows it, credentials where it does not", async () => {
     const reg = await startRegistry({ token: { users: { alice: "s3cret" }, anonymous: ["library/public"] } });
-    for (const repo of ["public", "private"]) await push(layout, "v1", `${reg.host}/library/${repo}:v1`, { creds: "alice:s3cret" });
+    for (const repo of ["public", "private"])
+      await push(layout, "v1", `${reg.host}/library/${repo}:v1`, { creds: "alice:s3cret" });
     const tokens = reg.token!.requests;
     tokens.length = 0;
 
@@ -669,7 +873,10 @@ describe("authentication", { skip }, () => {
     tokens.length = 0;
     d = dest();
     checkLayout(d, await smuggle([priv, d], { MINC_PULL_USER: "alice:s3cret" }), expect(priv));
-    assert.ok(tokens.some((t) => t.user === "alice"), "the token was asked for as alice");
+    assert.ok(
+      tokens.some((t) => t.user === "alice"),
+      "the token was asked for as alice",
+    );
 
     d = dest();
     r = await smuggle([priv, d], { MINC_PULL_USER: "alice:wrong" });
@@ -687,9 +894,19 @@ describe("authentication", { skip }, () => {
     r = await smuggle([priv, d], { MINC_PULL_USER: "alice:s3cret", MINC_DEBUG: "1" });
     assert.equal(r.status, 0, r.stderr);
     const lines = r.stderr.trim().split("\n");
-    assert.deepEqual(lines.filter((l) => !/^[#+] /.test(l)), [], "not a trace line");
-    assert.ok(lines.some((l) => l.startsWith("+ TOKEN=$(curl ") && l.includes('-u "$PULL_USER:$PULL_PASSWORD"')), r.stderr);
-    assert.ok(lines.some((l) => /^\+ curl .*Authorization: Bearer \$TOKEN.*\/manifests\/v1$/.test(l)), r.stderr);
+    assert.deepEqual(
+      lines.filter((l) => !/^[#+] /.test(l)),
+      [],
+      "not a trace line",
+    );
+    assert.ok(
+      lines.some((l) => l.startsWith("+ TOKEN=$(curl ") && l.includes('-u "$PULL_USER:$PULL_PASSWORD"')),
+      r.stderr,
+    );
+    assert.ok(
+      lines.some((l) => /^\+ curl .*Authorization: Bearer \$TOKEN.*\/manifests\/v1$/.test(l)),
+      r.stderr,
+    );
     assert.doesNotMatch(r.stderr, /s3cret|eyJ/);
     await reg.stop();
   });
@@ -716,7 +933,11 @@ describe("authentication", { skip }, () => {
     assertUntouched(d, false);
 
     d = dest();
-    checkLayout(d, await smuggle([ref, d], { HOME: home(`http://${reg.host}`, { username: "bob", password: "hunter2" }) }), expect(ref));
+    checkLayout(
+      d,
+      await smuggle([ref, d], { HOME: home(`http://${reg.host}`, { username: "bob", password: "hunter2" }) }),
+      expect(ref),
+    );
     await reg.stop();
   });
 
@@ -729,9 +950,16 @@ describe("authentication", { skip }, () => {
     checkLayout(d, await smuggle([ref, d], { MINC_PULL_USER: "carol:pw" }), expect(ref));
     const cdn = front.cdn!.requests;
     assert.equal(cdn.length, 2, "config and layer came from the CDN");
-    assert.deepEqual(cdn.filter((q) => q.authorization !== undefined), [], "the CDN saw credentials");
+    assert.deepEqual(
+      cdn.filter((q) => q.authorization !== undefined),
+      [],
+      "the CDN saw credentials",
+    );
     const manifests = front.requests.filter((q) => /\/manifests\//.test(q.path));
-    assert.ok(manifests.length > 0 && manifests.every((q) => q.authorization?.startsWith("Basic ")), "the registry itself got them");
+    assert.ok(
+      manifests.length > 0 && manifests.every((q) => q.authorization?.startsWith("Basic ")),
+      "the registry itself got them",
+    );
     assert.equal(front.requests.filter((q) => /\/blobs\//.test(q.path)).length, 2);
     await front.stop();
     await reg.stop();

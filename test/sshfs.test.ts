@@ -7,7 +7,18 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { cannotBoot, cleanEnv, freePort, hasTool, leftovers, minc, RUNDIR, rootfs, start, type Started } from "./helpers.ts";
+import {
+  cannotBoot,
+  cleanEnv,
+  freePort,
+  hasTool,
+  leftovers,
+  minc,
+  RUNDIR,
+  rootfs,
+  start,
+  type Started,
+} from "./helpers.ts";
 
 function why(): string | undefined {
   const boot = cannotBoot();
@@ -27,26 +38,43 @@ let sshd: Started | undefined;
 
 /** sshfs mounts of this file's containers (minc mounts it in the working dir). */
 function sshfsMounts(): string[] {
-  return readFileSync("/proc/self/mounts", "utf8").split("\n").filter((l) => /\bfuse\.sshfs\b/.test(l) && l.includes(`${RUNDIR}/`));
+  return readFileSync("/proc/self/mounts", "utf8")
+    .split("\n")
+    .filter((l) => /\bfuse\.sshfs\b/.test(l) && l.includes(`${RUNDIR}/`));
 }
 
 function env(): NodeJS.ProcessEnv {
-  return cleanEnv({ MINC_SSHFS_OPTS: `IdentityFile=${dir}/client,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes,LogLevel=ERROR` });
+  return cleanEnv({
+    MINC_SSHFS_OPTS: `IdentityFile=${dir}/client,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes,LogLevel=ERROR`,
+  });
 }
 
 async function startSshd(): Promise<void> {
   mkdirSync("/run/sshd", { recursive: true }); // sshd's privilege separation dir
-  for (const key of ["host", "client"]) spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/${key}`]);
+  for (const key of ["host", "client"])
+    spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/${key}`]);
   cpSync(`${dir}/client.pub`, `${dir}/authorized_keys`);
   // A port free now may be taken before sshd binds it (another test, a
   // user's program): then sshd says so and ends, and we try another.
   for (let attempt = 1; ; attempt++) {
     port = await freePort("tcp");
-    writeFileSync(`${dir}/sshd_config`, [
-      `Port ${port}`, "ListenAddress 127.0.0.1", `HostKey ${dir}/host`, `AuthorizedKeysFile ${dir}/authorized_keys`,
-      "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-      "StrictModes no", `PidFile ${dir}/sshd.pid`, "Subsystem sftp internal-sftp", "",
-    ].join("\n"));
+    writeFileSync(
+      `${dir}/sshd_config`,
+      [
+        `Port ${port}`,
+        "ListenAddress 127.0.0.1",
+        `HostKey ${dir}/host`,
+        `AuthorizedKeysFile ${dir}/authorized_keys`,
+        "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        `PidFile ${dir}/sshd.pid`,
+        "Subsystem sftp internal-sftp",
+        "",
+      ].join("\n"),
+    );
     sshd = start("/usr/sbin/sshd", ["-D", "-e", "-f", `${dir}/sshd_config`]);
     // -e: its log on stderr, where it says when it listens (or why it cannot).
     try {
@@ -77,7 +105,16 @@ describe("an sshfs rootdir", { skip }, () => {
   });
 
   test("boots from the remote rootfs, its absolute symlinks intact; writes stay local; the mount goes", () => {
-    const r = minc(["-r", `sshfs://root@127.0.0.1:${port}${dir}/rootfs`, "sh", "-c", "cat /marker; readlink /bin/sh; echo local > /written; echo $$"], { env: env() });
+    const r = minc(
+      [
+        "-r",
+        `sshfs://root@127.0.0.1:${port}${dir}/rootfs`,
+        "sh",
+        "-c",
+        "cat /marker; readlink /bin/sh; echo local > /written; echo $$",
+      ],
+      { env: env() },
+    );
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, "remote marker\n/bin/busybox\n1\n");
     assert.ok(!existsSync(`${dir}/rootfs/written`), "the remote rootfs is the lower layer: not written");

@@ -10,7 +10,16 @@ export interface E {
    * all that follow) are headers of their own, with data as given: records
    * made with paxRecords() (their values bytes, UTF-8 or not), or malformed.
    */
-  type?: "file" | "directory" | "symlink" | "link" | "character-device" | "block-device" | "fifo" | "pax-header" | "pax-global-header";
+  type?:
+    | "file"
+    | "directory"
+    | "symlink"
+    | "link"
+    | "character-device"
+    | "block-device"
+    | "fifo"
+    | "pax-header"
+    | "pax-global-header";
   data?: string | Buffer;
   linkname?: string | Buffer;
   mode?: number;
@@ -29,7 +38,10 @@ export async function makeTar(entries: E[]): Promise<Buffer> {
   const pack = tar.pack();
   const chunks: Buffer[] = [];
   pack.on("data", (c: unknown) => chunks.push(c as Buffer));
-  const done = new Promise<void>((resolve, reject) => { pack.on("end", resolve); pack.on("error", reject); });
+  const done = new Promise<void>((resolve, reject) => {
+    pack.on("end", resolve);
+    pack.on("error", reject);
+  });
   // tar-stream writes names as UTF-8 (a pax record when not ASCII): raw names go in as placeholders, patched after.
   const raw = new Map<string, Buffer>();
   // tar-stream writes no pax header of given data: one goes in as a file, its name and type patched after.
@@ -41,14 +53,25 @@ export async function makeTar(entries: E[]): Promise<Buffer> {
     return p;
   };
   for (const e of entries) {
-    if (Buffer.isBuffer(e.name) && e.pax) throw new Error("makeTar: a raw name cannot have pax records (tar-stream would write its placeholder as a pax path)");
+    if (Buffer.isBuffer(e.name) && e.pax)
+      throw new Error(
+        "makeTar: a raw name cannot have pax records (tar-stream would write its placeholder as a pax path)",
+      );
     const type = e.type ?? "file";
     let name = placeholder(e.name)!;
     const paxType = { "pax-header": "x", "pax-global-header": "g" }[type as string];
-    if (paxType) paxTypes.set(name = `raw-pax-${paxTypes.size}`, paxType.charCodeAt(0));
+    if (paxType) paxTypes.set((name = `raw-pax-${paxTypes.size}`), paxType.charCodeAt(0));
     const header = {
-      name, type: paxType ? "file" as const : type as Exclude<typeof type, "pax-header" | "pax-global-header">, linkname: placeholder(e.linkname), mode: e.mode ?? (type === "directory" ? 0o755 : 0o644),
-      uid: e.uid ?? 0, gid: e.gid ?? 0, mtime: e.mtime ?? T0, devmajor: e.devmajor, devminor: e.devminor, pax: e.pax,
+      name,
+      type: paxType ? ("file" as const) : (type as Exclude<typeof type, "pax-header" | "pax-global-header">),
+      linkname: placeholder(e.linkname),
+      mode: e.mode ?? (type === "directory" ? 0o755 : 0o644),
+      uid: e.uid ?? 0,
+      gid: e.gid ?? 0,
+      mtime: e.mtime ?? T0,
+      devmajor: e.devmajor,
+      devminor: e.devminor,
+      pax: e.pax,
     };
     await new Promise<void>((resolve, reject) => {
       const cb = (err?: Error | null): void => (err ? reject(err) : resolve());
@@ -63,12 +86,14 @@ export async function makeTar(entries: E[]): Promise<Buffer> {
 
 /** Pax records ("LEN KEY=VALUE\n", LEN in bytes, its own digits included) with values as given, bytes or text. */
 export function paxRecords(records: Record<string, string | Buffer>): Buffer {
-  return Buffer.concat(Object.entries(records).map(([key, value]) => {
-    const body = Buffer.concat([Buffer.from(` ${key}=`), Buffer.from(value), Buffer.from("\n")]);
-    let len = body.length + 1;
-    while (len !== body.length + String(len).length) len = body.length + String(len).length;
-    return Buffer.concat([Buffer.from(String(len)), body]);
-  }));
+  return Buffer.concat(
+    Object.entries(records).map(([key, value]) => {
+      const body = Buffer.concat([Buffer.from(` ${key}=`), Buffer.from(value), Buffer.from("\n")]);
+      let len = body.length + 1;
+      while (len !== body.length + String(len).length) len = body.length + String(len).length;
+      return Buffer.concat([Buffer.from(String(len)), body]);
+    }),
+  );
 }
 
 const BLOCK = 512;
@@ -87,7 +112,10 @@ function patched(archive: Buffer, raw: Map<string, Buffer>, paxTypes: Map<string
   for (let off = 0; off + BLOCK <= archive.length; ) {
     const h = archive.subarray(off, off + BLOCK);
     if (h.every((b) => b === 0)) break;
-    for (const [at, len] of [[0, 100], [157, 100]]) {
+    for (const [at, len] of [
+      [0, 100],
+      [157, 100],
+    ]) {
       const bytes = raw.get(field(h, at, len).toString("latin1"));
       if (bytes === undefined) continue;
       if (bytes.length > len) throw new Error("a raw name is longer than its ustar field");

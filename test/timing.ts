@@ -6,7 +6,13 @@ import { relative } from "node:path";
 
 interface Event {
   type: string;
-  data: { file?: string; nesting?: number; skip?: unknown; todo?: unknown; details?: { duration_ms?: number; type?: string } };
+  data: {
+    file?: string;
+    nesting?: number;
+    skip?: unknown;
+    todo?: unknown;
+    details?: { duration_ms?: number; type?: string };
+  };
 }
 
 export default async function* timing(source: AsyncIterable<Event>): AsyncGenerator<string> {

@@ -17,27 +17,47 @@ describe("the --debug trace", { skip }, () => {
     const r = minc(["--debug", "-r", rootfs(), "--name", "traced", "ps"]);
     assert.equal(r.status, 0, r.stderr);
     const lines = r.stderr.trim().split("\n");
-    assert.ok(lines.every((l) => l.startsWith("# ") || l.startsWith("+ ")), `not a trace line:\n${lines.filter((l) => !/^[#+] /.test(l)).join("\n")}`);
+    assert.ok(
+      lines.every((l) => l.startsWith("# ") || l.startsWith("+ ")),
+      `not a trace line:\n${lines.filter((l) => !/^[#+] /.test(l)).join("\n")}`,
+    );
 
-    const heads = lines.filter((l) => l.startsWith("# ==== ")).map((l) => /# ==== (\S+): (?:phase (\d)\/5)?/.exec(l)!.slice(1, 3).join(" ").trim());
-    assert.deepEqual(heads, ["minc 1", "minc-exec 2", "minc-exec 3", "minc-waiter", "minc-core 4", "minc-coat 4", "minc-leash 5", "minc-waiter"]);
+    const heads = lines
+      .filter((l) => l.startsWith("# ==== "))
+      .map((l) => /# ==== (\S+): (?:phase (\d)\/5)?/.exec(l)!.slice(1, 3).join(" ").trim());
+    assert.deepEqual(heads, [
+      "minc 1",
+      "minc-exec 2",
+      "minc-exec 3",
+      "minc-waiter",
+      "minc-core 4",
+      "minc-coat 4",
+      "minc-leash 5",
+      "minc-waiter",
+    ]);
 
     const tmpdir = new RegExp(`^\\+ export MINC_TMPDIR=(${base}/minc\\d+-\\w{6})$`, "m").exec(r.stderr)?.[1];
     assert.ok(tmpdir, "no MINC_TMPDIR line");
     const expect = [
       new RegExp(`^\\+ mkdir -m 700 ${tmpdir} +# \\(a new name, as mktemp -d ${base}/minc\\d+-XXXXXX makes one\\)$`),
       new RegExp(`^\\+ printf '%s\\\\n' 'rm -rf --one-file-system ${tmpdir}' >> ${tmpdir}/cleanup$`),
-      new RegExp(`^\\+ exec \\S+/libexec/minc-exec ps$`),
+      /^\+ exec \S+\/libexec\/minc-exec ps$/,
       new RegExp(`^\\+ \\S+/libexec/minc-core --write-down ${tmpdir}/minc-core.sh ps$`),
-      new RegExp(`^\\+ exec /bin/sh \\S+/libexec/minc-waiter.sh ${tmpdir} (setpriv --pdeathsig KILL )?unshare -iump --propagation private /bin/sh \\S+/libexec/minc-fork.sh /bin/sh ${tmpdir}/minc-core.sh$`),
+      new RegExp(
+        `^\\+ exec /bin/sh \\S+/libexec/minc-waiter.sh ${tmpdir} (setpriv --pdeathsig KILL )?unshare -iump --propagation private /bin/sh \\S+/libexec/minc-fork.sh /bin/sh ${tmpdir}/minc-core.sh$`,
+      ),
       new RegExp(`^\\+ echo "\\$\\$" > ${tmpdir}/waiter$`),
       new RegExp(`^\\+ echo \\d+ > ${tmpdir}/pid$`),
-      new RegExp(`^\\+ (echo|printf '%s\\\\n') traced > /proc/sys/kernel/hostname$`),
-      new RegExp(`^\\+ mount -t overlay -o lowerdir=${rootfs()},upperdir=${tmpdir}/storage,workdir=${tmpdir}/work overlay ${tmpdir}/root$`),
+      /^\+ (echo|printf '%s\\n') traced > \/proc\/sys\/kernel\/hostname$/,
+      new RegExp(
+        `^\\+ mount -t overlay -o lowerdir=${rootfs()},upperdir=${tmpdir}/storage,workdir=${tmpdir}/work overlay ${tmpdir}/root$`,
+      ),
       new RegExp(`^\\+ mount -t proc -o nosuid,nodev,noexec proc ${tmpdir}/root/proc$`),
       new RegExp(`^\\+ exec \\S+/libexec/minc-leash ${tmpdir}/root ps$`),
-      new RegExp(`^\\+ exec \\S+/env --default-signal=INT,QUIT \\S*capsh --chroot=${tmpdir}/root --drop=cap_sys_chroot (--shell=/bin/sh )?-- -c 'exec "\\$0" "\\$@"' ps$`),
-      new RegExp(`^# ==== minc-waiter: the container has ended`),
+      new RegExp(
+        `^\\+ exec \\S+/env --default-signal=INT,QUIT \\S*capsh --chroot=${tmpdir}/root --drop=cap_sys_chroot (--shell=/bin/sh )?-- -c 'exec "\\$0" "\\$@"' ps$`,
+      ),
+      /^# ==== minc-waiter: the container has ended/,
       new RegExp(`^\\+ rm -rf --one-file-system ${tmpdir}$`),
     ];
     let at = 0;
@@ -54,14 +74,28 @@ describe("the --debug trace", { skip }, () => {
 
   test("pasted into sh, the trace boots the same container and cleans up after it", async () => {
     // Phase 1 is minc's own lines; its exec of minc-exec then does the rest again, as in the boot.
-    const traced = minc(["--debug", "-r", rootfs(), "--name", "pasted", "/bin/sh", "-c", "echo \"in $(hostname) as $$\""]);
+    const traced = minc([
+      "--debug",
+      "-r",
+      rootfs(),
+      "--name",
+      "pasted",
+      "/bin/sh",
+      "-c",
+      'echo "in $(hostname) as $$"',
+    ]);
     assert.equal(traced.status, 0, traced.stderr);
-    const script = traced.stderr.split("\n").filter((l) => l.startsWith("+ ")).map((l) => l.slice(2)).join("\n");
+    const script = traced.stderr
+      .split("\n")
+      .filter((l) => l.startsWith("+ "))
+      .map((l) => l.slice(2))
+      .join("\n");
     // The pasted lines make the same directory again: the traced run's guard must be gone first,
     // or it would take the new cleanup chain for its own (as no run but a pasted trace can do).
     const pid = new RegExp(`^\\+ export MINC_TMPDIR=${base}/minc(\\d+)-`, "m").exec(traced.stderr)?.[1];
     assert.ok(pid, `no MINC_TMPDIR line in ${base}:\n${traced.stderr}`);
-    const guard = (): string => spawnSync("pgrep", ["-af", `minc-waiter.sh --guard ${pid} `], { encoding: "utf8" }).stdout.trim();
+    const guard = (): string =>
+      spawnSync("pgrep", ["-af", `minc-waiter.sh --guard ${pid} `], { encoding: "utf8" }).stdout.trim();
     await waitFor(`the traced run's guard (of minc ${pid}) to be gone`, () => guard() === "", { saw: guard });
     const pasted = spawnSync("sh", ["-c", script], { encoding: "utf8", timeout: 60_000 });
     assert.equal(pasted.status, 0, pasted.stderr);
@@ -75,7 +109,10 @@ describe("the --debug trace", { skip }, () => {
       for (const extra of [[], ["--pivot"]]) {
         const r = minc(["--debug", ...extra, "-r", rootfs(), "-t", dir, "true"]);
         assert.equal(r.status, 0, r.stderr);
-        const bad = r.stderr.split("\n").filter((l) => l.startsWith("+ ")).filter((l) => spawnSync("sh", ["-n", "-c", l.slice(2)]).status !== 0);
+        const bad = r.stderr
+          .split("\n")
+          .filter((l) => l.startsWith("+ "))
+          .filter((l) => spawnSync("sh", ["-n", "-c", l.slice(2)]).status !== 0);
         assert.deepEqual(bad, [], `not valid sh (${extra.join(" ") || "plain"})`);
       }
     } finally {

@@ -29,7 +29,6 @@ function assertNothingLeft(r: UmlResult): void {
   assert.deepEqual(umlProcesses(umid), [], `UML processes of ${umid} left behind`);
 }
 
-
 const PROBE = String.raw`
 cg=/sys/fs/cgroup
 echo "controllers: $(cat $cg/cgroup.controllers)"

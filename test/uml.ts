@@ -14,7 +14,18 @@
 // A run that outlives its timeout is killed with its whole process group
 // (UML's own session: killing linux.uml alone leaves its helpers running).
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { accessSync, chmodSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  accessSync,
+  chmodSync,
+  constants,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 
@@ -63,7 +74,8 @@ function isWritableDir(path: string): boolean {
 
 /** Why the UML guest cannot run on this machine, or undefined if it can. */
 export function umlUnavailable(): string | undefined {
-  if (process.platform !== "linux" || process.arch !== "x64") return `needs an x86_64 Linux host (this is ${process.platform}/${process.arch})`;
+  if (process.platform !== "linux" || process.arch !== "x64")
+    return `needs an x86_64 Linux host (this is ${process.platform}/${process.arch})`;
   try {
     accessSync(UML_KERNEL, constants.X_OK);
   } catch {
@@ -73,8 +85,13 @@ export function umlUnavailable(): string | undefined {
   const memDirs = [process.env.TMPDIR, "/dev/shm", "/tmp"].filter((d): d is string => !!d);
   if (!memDirs.some(isWritableDir)) return `needs a writable ${memDirs.join(" or ")} for the UML guest's memory file`;
   if (!isWritableDir(workBase())) return `needs a writable ${workBase()} for the guest's shared dir`;
-  const v = spawnSync(UML_KERNEL, ["--version"], { encoding: "utf8", timeout: 10_000, stdio: ["ignore", "pipe", "pipe"] });
-  if (v.error || v.status !== 0) return `${UML_KERNEL} --version fails: ${v.error?.message ?? (v.stderr || v.stdout).trim()}`;
+  const v = spawnSync(UML_KERNEL, ["--version"], {
+    encoding: "utf8",
+    timeout: 10_000,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  if (v.error || v.status !== 0)
+    return `${UML_KERNEL} --version fails: ${v.error?.message ?? (v.stderr || v.stdout).trim()}`;
   return undefined;
 }
 
@@ -91,7 +108,10 @@ function shQuote(s: string): string {
 /** The guest's PID 1 (test/uml-init.sh, with its @SHARE@ and @UML_MODULES@). It never exits (a dying init panics UML, which dumps core): it powers off. */
 function initScript(share: string): string {
   const fill: Record<string, string> = { SHARE: shQuote(share), UML_MODULES };
-  return readFileSync(new URL("./uml-init.sh", import.meta.url), "utf8").replace(/@(SHARE|UML_MODULES)@/g, (_, name: string) => fill[name]);
+  return readFileSync(new URL("./uml-init.sh", import.meta.url), "utf8").replace(
+    /@(SHARE|UML_MODULES)@/g,
+    (_, name: string) => fill[name],
+  );
 }
 
 // Runs still alive if this process exits early: kill them, remove their dirs.
@@ -151,7 +171,8 @@ async function reap(pgid: number): Promise<void> {
   for (;;) {
     const members = groupMembers(pgid);
     if (members.length === 0) return;
-    if (Date.now() > deadline) throw new Error(`UML processes of group ${pgid} survive SIGKILL for ${REAP_MS} ms: ${described(members)}`);
+    if (Date.now() > deadline)
+      throw new Error(`UML processes of group ${pgid} survive SIGKILL for ${REAP_MS} ms: ${described(members)}`);
     killGroup(pgid);
     await sleep(25); // (a poll's interval)
   }
@@ -169,10 +190,16 @@ function readOr(path: string, dflt: string): string {
 export function umlArgs(dir: string, opts: UmlOptions = {}): string[] {
   return [
     `mem=${opts.memMB ?? 512}M`,
-    "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "ro",
+    "root=/dev/root",
+    "rootfstype=hostfs",
+    "rootflags=/",
+    "ro",
     `init=${dir}/init`,
-    `umid=${basename(dir)}`, `uml_dir=${dir}`,
-    "con=null", "con0=null,fd:1", "ssl=null",
+    `umid=${basename(dir)}`,
+    `uml_dir=${dir}`,
+    "con=null",
+    "con0=null,fd:1",
+    "ssl=null",
     "cgroup_no_v1=all",
     "quiet",
     ...(opts.kernelArgs ?? []),
@@ -256,9 +283,15 @@ export async function runInUml(script: string, opts: UmlOptions = {}): Promise<U
     await reap(pgid);
     // Pipes close once the group is gone; should one be held elsewhere, the console says so.
     let closeTimer: NodeJS.Timeout | undefined;
-    const isClosed = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => (closeTimer = setTimeout(() => r(false), REAP_MS)))]);
+    const isClosed = await Promise.race([
+      closed.then(() => true),
+      new Promise<boolean>((r) => (closeTimer = setTimeout(() => r(false), REAP_MS))),
+    ]);
     clearTimeout(closeTimer);
-    if (!isClosed) chunks.push(Buffer.from(`\n(uml.ts: UML's stdout and stderr still open ${REAP_MS} ms after its group is gone)\n`));
+    if (!isClosed)
+      chunks.push(
+        Buffer.from(`\n(uml.ts: UML's stdout and stderr still open ${REAP_MS} ms after its group is gone)\n`),
+      );
     const statusText = readOr(`${dir}/status`, "").trim();
     return {
       status: /^\d+$/.test(statusText) ? Number(statusText) : null,
@@ -275,6 +308,7 @@ export async function runInUml(script: string, opts: UmlOptions = {}): Promise<U
     }
     if (watchdog) await stopWatchdog(watchdog);
     rmSync(dir, { recursive: true, force: true });
+    // biome-ignore lint/correctness/noUnsafeFinally: a VM's directory that cannot be removed fails the run, whatever it returned
     if (existsSync(dir)) throw new Error(`cannot remove ${dir}`);
   }
 }

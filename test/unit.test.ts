@@ -1,6 +1,16 @@
 // The pieces that need no container: option parsing, quoting, paths in a root.
 import assert from "node:assert/strict";
-import { chmodSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { spawnSync } from "node:child_process";
 import { describe, test } from "node:test";
 import { parseMincArgs } from "../lib/boot/minc-options.ts";
@@ -47,7 +57,17 @@ describe("shell quoting in the trace", () => {
   });
 
   test("every word pastes back as itself; one with a newline inside stays on one line", () => {
-    const words = ["plain", "", "a b", "it's", "$HOME `id` \\ \"q\"", "two\nlines", "it's\n$x\n\nthree", "ends with a newline\n", "\nstarts with one"];
+    const words = [
+      "plain",
+      "",
+      "a b",
+      "it's",
+      '$HOME `id` \\ "q"',
+      "two\nlines",
+      "it's\n$x\n\nthree",
+      "ends with a newline\n",
+      "\nstarts with one",
+    ];
     for (const word of words) {
       const r = spawnSync("sh", ["-c", `printf %s ${quote(word)}`], { encoding: "utf8" });
       assert.equal(r.stdout, word, JSON.stringify(word));
@@ -102,7 +122,13 @@ test("the version is package.json's", () => {
 });
 
 test("a file write as the trace shows it prints the same bytes when sh runs it (backslashes, quotes, several lines)", () => {
-  for (const content of ["plain\n", "a\\tb\\c \\\\ %s '\"$x`\n", "two\nlines\n", "no newline at the end", "two lines,\nno newline at the end"]) {
+  for (const content of [
+    "plain\n",
+    "a\\tb\\c \\\\ %s '\"$x`\n",
+    "two\nlines\n",
+    "no newline at the end",
+    "two lines,\nno newline at the end",
+  ]) {
     const r = spawnSync("sh", ["-c", printfLines(content)], { encoding: "utf8" });
     assert.equal(r.stdout, content, JSON.stringify(content));
   }
@@ -126,7 +152,8 @@ test("an imported tree's id: the same tree, the same id; any change marten would
     };
     // Two trees that differ only in the bytes of a name that is not UTF-8 (both read as "caf\ufffd").
     const latin1Tree = (name: string): string => {
-      const t = new Date(0), tree = `${dir}/${name.charCodeAt(3).toString(16)}`;
+      const t = new Date(0),
+        tree = `${dir}/${name.charCodeAt(3).toString(16)}`;
       mkdirSync(tree);
       writeFileSync(Buffer.from(`${tree}/${name}`, "latin1"), "");
       utimesSync(Buffer.from(`${tree}/${name}`, "latin1"), t, t);
@@ -138,7 +165,11 @@ test("an imported tree's id: the same tree, the same id; any change marten would
     chmodSync(`${a}/sub/f`, 0o644);
     changed("an xattr", () => spawnSync("setfattr", ["-n", "user.mincs", "-v", "1", `${a}/sub/f`]));
     spawnSync("setfattr", ["-x", "user.mincs", `${a}/sub/f`]);
-    changed("a file's bytes, same size", () => { const t = new Date(0); writeFileSync(`${a}/sub/f`, "CONTENT\n"); utimesSync(`${a}/sub/f`, t, t); });
+    changed("a file's bytes, same size", () => {
+      const t = new Date(0);
+      writeFileSync(`${a}/sub/f`, "CONTENT\n");
+      utimesSync(`${a}/sub/f`, t, t);
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -14,7 +14,10 @@ const ENTRIES = Object.entries(WORKDIR) as [string, WorkdirEntry][];
 const COMMON = "libexec/minc-waiter-common.sh";
 
 /** The sh files of libexec/: the waiter's parts and minc-fork.sh. */
-const SH_FILES = readdirSync(`${REPO}/libexec`).filter((f) => f.endsWith(".sh")).sort().map((f) => `libexec/${f}`);
+const SH_FILES = readdirSync(`${REPO}/libexec`)
+  .filter((f) => f.endsWith(".sh"))
+  .sort()
+  .map((f) => `libexec/${f}`);
 
 function source(file: string): string {
   return readFileSync(`${REPO}/${file}`, "utf8");
@@ -29,7 +32,10 @@ function workdirFilesBody(): string {
 
 /** sh code without its comments (a # that starts a word; not ${x#...}). */
 function code(text: string): string[] {
-  return text.split("\n").map((l) => l.replace(/(^|\s)#.*$/, "")).filter((l) => l.trim() !== "");
+  return text
+    .split("\n")
+    .map((l) => l.replace(/(^|\s)#.*$/, ""))
+    .filter((l) => l.trim() !== "");
 }
 
 describe("the working directory's layout (lib/boot/workdir.ts)", () => {
@@ -57,7 +63,9 @@ describe("the working directory's layout (lib/boot/workdir.ts)", () => {
         assigned.set(m[1], m[2]);
       }
     }
-    const table = new Map(Object.entries(SH_VARIABLES).map(([key, v]) => [v, fixedPart(WORKDIR[key as keyof typeof WORKDIR].name)]));
+    const table = new Map(
+      Object.entries(SH_VARIABLES).map(([key, v]) => [v, fixedPart(WORKDIR[key as keyof typeof WORKDIR].name)]),
+    );
     assert.deepEqual([...assigned].sort(), [...table].sort());
   });
 
@@ -68,25 +76,47 @@ describe("the working directory's layout (lib/boot/workdir.ts)", () => {
     for (const file of SH_FILES) {
       const text = file === COMMON ? source(file).replace(body, "") : source(file);
       for (const line of code(text)) {
-        assert.doesNotMatch(line, /\$\{?tmpdir\}?"?\//, `${file}: a path built on $tmpdir, not named in workdir_files: ${line.trim()}`);
+        assert.doesNotMatch(
+          line,
+          /\$\{?tmpdir\}?"?\//,
+          `${file}: a path built on $tmpdir, not named in workdir_files: ${line.trim()}`,
+        );
         for (const v of vars) if (new RegExp(`\\$\\{?${v}\\b`).test(line)) used.add(v);
       }
     }
-    assert.deepEqual(vars.filter((v) => !used.has(v)), [], "set by workdir_files, used nowhere");
+    assert.deepEqual(
+      vars.filter((v) => !used.has(v)),
+      [],
+      "set by workdir_files, used nowhere",
+    );
   });
 
   test("the waiter's parts are the minc-waiter*.sh of libexec/ (what is installed and packed)", () => {
-    assert.deepEqual([...WAITER_SCRIPTS].sort(), SH_FILES.map((f) => f.slice("libexec/".length)).filter((f) => f.startsWith("minc-waiter")).sort());
+    assert.deepEqual(
+      [...WAITER_SCRIPTS].sort(),
+      SH_FILES.map((f) => f.slice("libexec/".length))
+        .filter((f) => f.startsWith("minc-waiter"))
+        .sort(),
+    );
   });
 
   test("no other TypeScript joins a name of the table onto a directory", () => {
-    const names = ENTRIES.map(([, e]) => fixedPart(e.name).replace(/[.]/g, "\\.") + (fixedPart(e.name) !== e.name ? "" : "(?![\\w.-])")).join("|");
+    const names = ENTRIES.map(
+      ([, e]) => fixedPart(e.name).replace(/[.]/g, "\\.") + (fixedPart(e.name) !== e.name ? "" : "(?![\\w.-])"),
+    ).join("|");
     const join = new RegExp(`\\$\\{([^{}]*)\\}/(${names})`, "g");
     // An image's layer directory in the store (lib/store/farm.ts's layout) has a
     // root, a storage and a baseid too: not a working directory.
     const layerDirs: Record<string, string[]> = {
       "lib/store/archive.ts": ["dir", "b.dir", "blob.dir"],
-      "lib/store/farm.ts": ["this.imageDir(id)", "this.imageDir(cur)", "this.imageDir(l)", "this.imageDir(i)", "l.dir", "target"],
+      "lib/store/farm.ts": [
+        "this.imageDir(id)",
+        "this.imageDir(cur)",
+        "this.imageDir(l)",
+        "this.imageDir(i)",
+        "l.dir",
+        "target",
+      ],
       "libexec/minc-farm.ts": ["store.imageDir(id)", "stage"],
       "libexec/minc-smuggler.ts": ["dir"],
     };
@@ -95,13 +125,15 @@ describe("the working directory's layout (lib/boot/workdir.ts)", () => {
       for (const f of readdirSync(`${REPO}/${top}`).filter((f) => f.endsWith(".ts"))) {
         const file = `${top}/${f}`;
         if (file === "lib/boot/workdir.ts") continue;
-        source(file).split("\n").forEach((line, i) => {
-          for (const m of line.matchAll(join)) {
-            const [, expr, name] = m;
-            if (["root", "storage", "baseid"].includes(name) && layerDirs[file]?.includes(expr.trim())) continue;
-            found.push(`${file}:${i + 1}: ${m[0]}`);
-          }
-        });
+        source(file)
+          .split("\n")
+          .forEach((line, i) => {
+            for (const m of line.matchAll(join)) {
+              const [, expr, name] = m;
+              if (["root", "storage", "baseid"].includes(name) && layerDirs[file]?.includes(expr.trim())) continue;
+              found.push(`${file}:${i + 1}: ${m[0]}`);
+            }
+          });
       }
     }
     assert.deepEqual(found, [], "use workdirPaths(dir) of lib/boot/workdir.ts");

@@ -4,12 +4,30 @@ import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { vethName } from "../lib/net/dens.ts";
-import { MINC, REPO, allLeftovers, cages, cannotBoot, cleanEnv, ended, hasTool, minc, rootfs, runtimeDirs, settled, waitFor } from "./helpers.ts";
+import {
+  MINC,
+  REPO,
+  allLeftovers,
+  cages,
+  cannotBoot,
+  cleanEnv,
+  ended,
+  hasTool,
+  minc,
+  rootfs,
+  runtimeDirs,
+  settled,
+  waitFor,
+} from "./helpers.ts";
 
 const skip = cannotBoot();
 const noFlock = hasTool("flock") ? undefined : "needs flock";
 const densMissing = ["ip", "iptables", "iptables-save"].filter((t) => !hasTool(t));
-const noDens = densMissing.length ? `needs ${densMissing.join(", ")}` : !existsSync("/sys/fs/cgroup/pids/cgroup.procs") ? "needs the cgroup v1 pids controller" : undefined;
+const noDens = densMissing.length
+  ? `needs ${densMissing.join(", ")}`
+  : !existsSync("/sys/fs/cgroup/pids/cgroup.procs")
+    ? "needs the cgroup v1 pids controller"
+    : undefined;
 if (noDens) console.log(`# skipping the -t test on a -n dens --pid-max container: ${noDens}`);
 
 /** What a container's files say, to see that a refused minc changed none of them. */
@@ -24,15 +42,32 @@ function snapshot(dir: string): Record<string, string> {
 /** What the host has of the container of a working directory minc made: "netns: ...", "veth: ...", "lease: ...", "rule: ...", "cage: ...". */
 function hostTraces(dir: string): string[] {
   const netns = /\/(minc\d+)-/.exec(dir)![1]; // (minc's PID names the netns and dens's id)
-  const sh = (cmd: string): string[] => (spawnSync("sh", ["-c", cmd], { encoding: "utf8" }).stdout ?? "").split("\n").filter((l) => l);
+  const sh = (cmd: string): string[] =>
+    (spawnSync("sh", ["-c", cmd], { encoding: "utf8" }).stdout ?? "").split("\n").filter((l) => l);
   const id = dir.split("/").pop()!;
   const tagged = (kind: string, lines: string[]): string[] => lines.map((l) => `${kind}: ${l}`);
   return [
-    ...tagged("netns", sh("ip netns list").filter((l) => l.split(" ")[0] === netns)),
+    ...tagged(
+      "netns",
+      sh("ip netns list").filter((l) => l.split(" ")[0] === netns),
+    ),
     ...tagged("veth", sh(`ip -o link show ${vethName(netns)} 2>/dev/null`)),
-    ...tagged("lease", existsSync("/var/run/minc.lease") ? readFileSync("/var/run/minc.lease", "utf8").split("\n").filter((l) => l.split(" ").includes(netns)) : []),
-    ...tagged("rule", sh("iptables-save 2>/dev/null").filter((l) => l.includes(`minc:${netns} `))),
-    ...tagged("cage", cages().filter((c) => c.endsWith(`/${id}`))),
+    ...tagged(
+      "lease",
+      existsSync("/var/run/minc.lease")
+        ? readFileSync("/var/run/minc.lease", "utf8")
+            .split("\n")
+            .filter((l) => l.split(" ").includes(netns))
+        : [],
+    ),
+    ...tagged(
+      "rule",
+      sh("iptables-save 2>/dev/null").filter((l) => l.includes(`minc:${netns} `)),
+    ),
+    ...tagged(
+      "cage",
+      cages().filter((c) => c.endsWith(`/${id}`)),
+    ),
   ];
 }
 
@@ -61,7 +96,10 @@ async function refusedWhileRunning(options: string[]): Promise<void> {
     assert.equal(r.status, 0, r.stderr);
     dir = /See (\S+)\/log for output/.exec(r.stdout)![1];
     // (its command runs: the boot, and what it made on the host, is done)
-    await waitFor(`the container of ${dir} to run its command`, () => existsSync(`${gate}/running`), { saw: () => `${listing(dir)}; log ${JSON.stringify(existsSync(`${dir}/log`) ? readFileSync(`${dir}/log`, "utf8") : "")}` });
+    await waitFor(`the container of ${dir} to run its command`, () => existsSync(`${gate}/running`), {
+      saw: () =>
+        `${listing(dir)}; log ${JSON.stringify(existsSync(`${dir}/log`) ? readFileSync(`${dir}/log`, "utf8") : "")}`,
+    });
     const traces = hostTraces(dir);
     const before = snapshot(dir);
     const second = minc(["-r", rootfs(), "-t", dir, "echo", "second"]);
@@ -71,13 +109,21 @@ async function refusedWhileRunning(options: string[]): Promise<void> {
     assert.deepEqual(snapshot(dir), before, "the refused minc changed the running container's files");
     if (options.includes("dens")) {
       const kinds = new Set(traces.map((t) => t.split(":")[0]));
-      assert.deepEqual(["netns", "veth", "lease", "cage"].filter((k) => !kinds.has(k)), [], `missing on the host while it runs: ${traces.join("; ")}`);
+      assert.deepEqual(
+        ["netns", "veth", "lease", "cage"].filter((k) => !kinds.has(k)),
+        [],
+        `missing on the host while it runs: ${traces.join("; ")}`,
+      );
     }
     writeFileSync(`${gate}/go`, "");
     await ended(dir);
     assert.deepEqual(await settled(() => hostTraces(dir)), [], "left on the host");
     // (the chain's last step removes these: it ran)
-    assert.deepEqual(["cleanup", "pid", "waiter"].filter((f) => existsSync(`${dir}/${f}`)), [], "the cleanup chain did not run");
+    assert.deepEqual(
+      ["cleanup", "pid", "waiter"].filter((f) => existsSync(`${dir}/${f}`)),
+      [],
+      "the cleanup chain did not run",
+    );
   } finally {
     writeFileSync(`${gate}/go`, ""); // (the container ends, should the test have failed before)
     if (dir) {
@@ -133,16 +179,24 @@ describe("the working directory", { skip }, () => {
     await refusedWhileRunning([]);
   });
 
-  test("-t on a running -n dens --pid-max container's directory: its netns, lease, rules and cage still go when it ends", { skip: noDens }, async () => {
+  test("-t on a running -n dens --pid-max container's directory: its netns, lease, rules and cage still go when it ends", {
+    skip: noDens,
+  }, async () => {
     await refusedWhileRunning(["-n", "dens", "--pid-max", "30"]);
   });
 
-  test("-t on a directory whose lock another holds (a container starting or being cleaned up): refused after a grace, nothing written", { skip: noFlock }, async () => {
+  test("-t on a directory whose lock another holds (a container starting or being cleaned up): refused after a grace, nothing written", {
+    skip: noFlock,
+  }, async () => {
     const tmpdir = mkdtempSync("/tmp/minc-test-t-");
     // (it holds the lock until its stdin closes)
     const holder = spawn("flock", ["-s", `${tmpdir}/lock`, "cat"], { stdio: ["pipe", "ignore", "ignore"] });
     try {
-      await waitFor(`flock to hold ${tmpdir}/lock`, () => existsSync(`${tmpdir}/lock`) && spawnSync("flock", ["-xn", `${tmpdir}/lock`, "true"]).status === 1, { saw: () => listing(tmpdir) });
+      await waitFor(
+        `flock to hold ${tmpdir}/lock`,
+        () => existsSync(`${tmpdir}/lock`) && spawnSync("flock", ["-xn", `${tmpdir}/lock`, "true"]).status === 1,
+        { saw: () => listing(tmpdir) },
+      );
       const started = Date.now();
       const r = minc(["-r", rootfs(), "-t", tmpdir, "true"]);
       assert.equal(r.status, 2, r.stderr);
@@ -179,13 +233,24 @@ describe("the working directory", { skip }, () => {
       assert.equal(b.status, 0, b.stderr);
       const id = /^([0-9a-f]{64})$/m.exec(b.stdout)![1];
       dir = `${store}/containers/${id}`;
-      await waitFor(`the container of ${dir} to run its command`, () => existsSync(`${gate}/running`), { saw: () => listing(dir) });
+      await waitFor(`the container of ${dir} to run its command`, () => existsSync(`${gate}/running`), {
+        saw: () => listing(dir),
+      });
       const r = minc(["-t", id.slice(0, 12), "true"], { env });
       assert.equal(r.status, 2, r.stderr);
-      assert.match(r.stderr, new RegExp(`^minc: container ${id.slice(0, 12)}: in use by a running container \\(its waiter is PID \\d+\\)\n$`));
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `^minc: container ${id.slice(0, 12)}: in use by a running container \\(its waiter is PID \\d+\\)\n$`,
+        ),
+      );
       writeFileSync(`${gate}/go`, "");
       await ended(dir);
-      assert.equal(minc(["-t", id.slice(0, 12), "true"], { env }).status, 0, "the ended container's directory is free again");
+      assert.equal(
+        minc(["-t", id.slice(0, 12), "true"], { env }).status,
+        0,
+        "the ended container's directory is free again",
+      );
     } finally {
       writeFileSync(`${gate}/go`, ""); // (the container ends, should the test have failed before)
       if (dir) await ended(dir);

@@ -36,7 +36,15 @@ describe("the boot written down ahead", { skip }, () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-    const inside = await bootedInside(["--name", "same", "-r", rootfs(), "sh", "-c", `${MOUNTS}; echo pid $$; hostname`]);
+    const inside = await bootedInside([
+      "--name",
+      "same",
+      "-r",
+      rootfs(),
+      "sh",
+      "-c",
+      `${MOUNTS}; echo pid $$; hostname`,
+    ]);
     try {
       assert.ok(!existsSync(`${inside.dir}/minc-core.sh`), "-B wrote the boot down");
       const same = (out: string): string => out.replace(/minc\d+-\w{6}/g, "minc<pid>-<random>"); // (each its own working dir)
@@ -60,7 +68,17 @@ describe("the boot written down ahead", { skip }, () => {
       assert.equal(first.status, 0, first.stderr);
       assert.equal(first.stdout, "removed\n");
       // The second run must see no /etc/hosts (not the lower one), make it, and bind the container's own on it.
-      const second = minc(["-r", copy, "-t", work, "--name", "layers", "sh", "-c", "grep -q layers /etc/hosts && echo own-hosts; cat /run/resolv.conf"]);
+      const second = minc([
+        "-r",
+        copy,
+        "-t",
+        work,
+        "--name",
+        "layers",
+        "sh",
+        "-c",
+        "grep -q layers /etc/hosts && echo own-hosts; cat /run/resolv.conf",
+      ]);
       assert.equal(second.status, 0, second.stderr);
       assert.equal(second.stdout, `own-hosts\n${readFileSync(`${work}/resolv.conf`, "utf8")}`);
       assert.equal(readFileSync(`${copy}/etc/hosts`, "utf8"), "# the rootfs's own\n", "the rootdir was written");
@@ -77,10 +95,28 @@ describe("the boot written down ahead", { skip }, () => {
       cpSync(rootfs(), copy, { recursive: true, verbatimSymlinks: true });
       writeFileSync(`${copy}/etc/hosts`, "# the rootfs's own\n");
       // /etc removed and made again: overlayfs marks it opaque (an xattr) in the upper layer, hiding the rootfs's /etc/hosts.
-      const first = minc(["-r", copy, "-t", work, "sh", "-c", "umount /etc/hosts /etc/resolv.conf && rm -rf /etc && mkdir /etc && echo remade"]);
+      const first = minc([
+        "-r",
+        copy,
+        "-t",
+        work,
+        "sh",
+        "-c",
+        "umount /etc/hosts /etc/resolv.conf && rm -rf /etc && mkdir /etc && echo remade",
+      ]);
       assert.equal(first.status, 0, first.stderr);
       assert.equal(first.stdout, "remade\n");
-      const second = minc(["-r", copy, "-t", work, "--name", "opaque", "sh", "-c", "grep -q opaque /etc/hosts && echo own-hosts; ls /etc"]);
+      const second = minc([
+        "-r",
+        copy,
+        "-t",
+        work,
+        "--name",
+        "opaque",
+        "sh",
+        "-c",
+        "grep -q opaque /etc/hosts && echo own-hosts; ls /etc",
+      ]);
       assert.equal(second.status, 0, second.stderr);
       assert.equal(second.stdout, "own-hosts\nhosts\nresolv.conf\n");
     } finally {

@@ -56,7 +56,7 @@ export function finishWritingDown(): void {
   const script = current;
   if (!script) return;
   flush(script);
-  writeFileSync(script.file, script.lines.join("\n") + "\n");
+  writeFileSync(script.file, `${script.lines.join("\n")}\n`);
   current = undefined;
 }
 
@@ -113,9 +113,10 @@ function flush(script: Script, paths?: readonly string[]): void {
   if (n === 0) return;
   const fstab = fstabOf(script.file, ++script.fstabs);
   const batch = script.mounts.slice(0, n);
-  writeFileSync(fstab, batch.map((m) => m.entry).join("\n") + "\n");
+  writeFileSync(fstab, `${batch.map((m) => m.entry).join("\n")}\n`);
   script.mounts = script.mounts.slice(n);
-  if (n > 1 && script.tracing) script.trace.push(`# (${n} of the mounts above are made together, by one mount(8): mount -a -T ${fstab})`);
+  if (n > 1 && script.tracing)
+    script.trace.push(`# (${n} of the mounts above are made together, by one mount(8): mount -a -T ${fstab})`);
   flushTrace(script);
   const mountAll = `mount -a -T ${quote(fstab)}`;
   const failed = `fail ${quote(`failed: the mounts of ${fstab}`)}`;
@@ -134,13 +135,20 @@ function flush(script: Script, paths?: readonly string[]): void {
  */
 function remakeMountpoints(script: Script, batch: Script["mounts"]): string {
   if (!script.remake) return "";
-  const steps = batch.filter((m) => m.target.startsWith(`${script.root}/`)).map(({ target, kind }) => {
-    const t = quote(target);
-    const make = kind === "dir" ? `mkdir -p ${t}` : `{ mkdir -p ${quote(target.slice(0, target.lastIndexOf("/")))} && : >> ${t}; }`;
-    return `[ -e ${t} ] || ${make};`;
-  });
+  const steps = batch
+    .filter((m) => m.target.startsWith(`${script.root}/`))
+    .map(({ target, kind }) => {
+      const t = quote(target);
+      const make =
+        kind === "dir"
+          ? `mkdir -p ${t}`
+          : `{ mkdir -p ${quote(target.slice(0, target.lastIndexOf("/")))} && : >> ${t}; }`;
+      return `[ -e ${t} ] || ${make};`;
+    });
   if (steps.length === 0) return "";
-  const note = script.tracing ? "printf '%s\\n' '# (a mountpoint the plan saw in a lower layer is hidden by an opaque directory above: made now)' >&2; " : "";
+  const note = script.tracing
+    ? "printf '%s\\n' '# (a mountpoint the plan saw in a lower layer is hidden by an opaque directory above: made now)' >&2; "
+    : "";
   // (Only while the working dir is there: mkdir -p must not make it again after a cleanup.)
   return `[ -d ${quote(script.root)} ] && { ${note}${steps.join(" ")} } &&`;
 }
@@ -186,7 +194,14 @@ export function parseMount(args: readonly string[]): MountArgs | undefined {
 
 /** fstab's six fields. */
 function fstabEntry(m: MountArgs): string {
-  return [fstabField(m.source), fstabField(m.target), fstabField(m.type), fstabField(m.options.length > 0 ? m.options.join(",") : "defaults"), "0", "0"].join(" ");
+  return [
+    fstabField(m.source),
+    fstabField(m.target),
+    fstabField(m.type),
+    fstabField(m.options.length > 0 ? m.options.join(",") : "defaults"),
+    "0",
+    "0",
+  ].join(" ");
 }
 
 /** fstab separates fields by blanks: spaces and the like are written in octal, as getmntent(3) reads them. */

@@ -38,7 +38,9 @@ const STEP_MS = 100;
  */
 export function claimWorkingDir(dir: string, what: string): number | undefined {
   const file = workdirPaths(dir).lock;
-  step(`Claim the working directory: refused while another container uses it (its minc, guard and waiter hold ${file}, shared, to the end of its cleanup)`);
+  step(
+    `Claim the working directory: refused while another container uses it (its minc, guard and waiter hold ${file}, shared, to the end of its cleanup)`,
+  );
   refuseRunning(dir, what);
   if (!findInPath("flock")) {
     step("(there is no flock: only a running waiter is seen)");
@@ -51,7 +53,9 @@ export function claimWorkingDir(dir: string, what: string): number | undefined {
     return undefined; // an unwritable directory: the boot says so when it writes there
   }
   shown(`exec 9>> ${quote(file)}`);
-  shown(`flock -x -w ${GRACE_MS / 1000} 9 && flock -s -n 9   # (no one else holds it, then held shared as its guard and waiter will hold it)`);
+  shown(
+    `flock -x -w ${GRACE_MS / 1000} 9 && flock -s -n 9   # (no one else holds it, then held shared as its guard and waiter will hold it)`,
+  );
   const exclusive = ["-x", "-w", String(STEP_MS / 1000)];
   let status = flock(fd, exclusive);
   for (let waited = STEP_MS; status === HELD && waited < GRACE_MS; waited += STEP_MS) {

@@ -19,12 +19,20 @@ import { workdirPaths } from "./workdir.ts";
  * MINC_* values for this container on top of the caller's environment; the
  * trace line names them, and MINC_TMPDIR, so that pasted it does the same.
  */
-export function runContainer(tmpdir: string, command: readonly string[], settings: Partial<Settings> = {}): Promise<number> {
+export function runContainer(
+  tmpdir: string,
+  command: readonly string[],
+  settings: Partial<Settings> = {},
+): Promise<number> {
   const argv = [backend("minc-exec"), ...command];
   const given = settingsEnv({ MINC_TMPDIR: tmpdir, ...settings });
   shown([...Object.entries(given).map(([k, v]) => `${k}=${quote(v)}`), quoteAll(argv)].join(" "));
   const tracer = settings.MINC_DEBUG_PREFIX?.[0];
-  return runStoppable(argv, { env: { ...process.env, ...given } }, tracer ? passOnPastTracer(tmpdir, tracer) : undefined);
+  return runStoppable(
+    argv,
+    { env: { ...process.env, ...given } },
+    tracer ? passOnPastTracer(tmpdir, tracer) : undefined,
+  );
 }
 
 /**

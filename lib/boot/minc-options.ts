@@ -26,46 +26,187 @@ export const MINC_OPTIONS: readonly OptionSpec[] = [
   { long: "help", short: "h", help: "Show this help", group: "container" },
   { long: "version", help: "Show the version", group: "container" },
   { long: "keep", short: "k", help: "Keep the temporary directory", group: "container" },
-  { long: "tempdir", short: "t", arg: "DIR", setting: "MINC_TMPDIR", help: "Use DIR as the working directory (implies -k); reuse it to see earlier writes (not while another container uses it)", group: "container" },
-  { long: "direct", short: "D", setting: "MINC_DIRECT", help: "Use the rootdir itself, no overlay (the rootdir is never written by minc)", group: "container" },
-  { long: "rootdir", short: "r", arg: "DIR", setting: "MINC_BASEDIR", help: "Use DIR as the lower layer of the root instead of /", group: "container" },
-  { long: "bind", short: "b", arg: "HOSTPATH[:PATH]", setting: "MINC_RWBIND", help: "Bind HOSTPATH to PATH (absolute) in the container; repeatable", group: "container" },
-  { long: "background", short: "B", setting: "MINC_BACKGROUND", help: "Run in the background; output goes to the working directory's log and debug", group: "container" },
-  { long: "X11", short: "X", setting: "MINC_RWBIND", help: "Export the local X11 socket and $XAUTHORITY", group: "container" },
-  { long: "name", arg: "NAME", setting: "MINC_UTSNAME", help: "Set NAME as the container's hostname", group: "container" },
-  { long: "user", arg: "UID[:GID]", setting: "MINC_USERSPEC", help: "Run the command as UID and GID (numbers, or names from the rootfs)", group: "container" },
+  {
+    long: "tempdir",
+    short: "t",
+    arg: "DIR",
+    setting: "MINC_TMPDIR",
+    help: "Use DIR as the working directory (implies -k); reuse it to see earlier writes (not while another container uses it)",
+    group: "container",
+  },
+  {
+    long: "direct",
+    short: "D",
+    setting: "MINC_DIRECT",
+    help: "Use the rootdir itself, no overlay (the rootdir is never written by minc)",
+    group: "container",
+  },
+  {
+    long: "rootdir",
+    short: "r",
+    arg: "DIR",
+    setting: "MINC_BASEDIR",
+    help: "Use DIR as the lower layer of the root instead of /",
+    group: "container",
+  },
+  {
+    long: "bind",
+    short: "b",
+    arg: "HOSTPATH[:PATH]",
+    setting: "MINC_RWBIND",
+    help: "Bind HOSTPATH to PATH (absolute) in the container; repeatable",
+    group: "container",
+  },
+  {
+    long: "background",
+    short: "B",
+    setting: "MINC_BACKGROUND",
+    help: "Run in the background; output goes to the working directory's log and debug",
+    group: "container",
+  },
+  {
+    long: "X11",
+    short: "X",
+    setting: "MINC_RWBIND",
+    help: "Export the local X11 socket and $XAUTHORITY",
+    group: "container",
+  },
+  {
+    long: "name",
+    arg: "NAME",
+    setting: "MINC_UTSNAME",
+    help: "Set NAME as the container's hostname",
+    group: "container",
+  },
+  {
+    long: "user",
+    arg: "UID[:GID]",
+    setting: "MINC_USERSPEC",
+    help: "Run the command as UID and GID (numbers, or names from the rootfs)",
+    group: "container",
+  },
   { long: "usedev", setting: "MINC_USE_DEV", help: "Use devtmpfs for /dev (loop devices etc.)", group: "container" },
   { long: "debugfs", setting: "MINC_MNT_DEBUGFS", help: "Mount debugfs (for ftrace etc.)", group: "container" },
-  { long: "nocaps", arg: "CAPS", setting: "MINC_DROPCAPS", help: "Drop these capabilities too (capsh syntax, e.g. cap_sys_admin,cap_net_raw)", group: "container" },
-  { long: "pivot", setting: "MINC_PIVOT", help: "Use pivot_root instead of capsh (needs umount in the rootfs)", group: "container" },
-  { long: "cpu", short: "c", arg: "MASK", setting: "MINC_CPUMASK", help: "Run on the CPUs in this hex bitmask (taskset)", group: "limits" },
-  { long: "mem-limit", arg: "SIZE", setting: "MINC_MEM_LIMIT", help: "Memory limit by cgroups (bytes, or with K, M, G)", group: "limits" },
+  {
+    long: "nocaps",
+    arg: "CAPS",
+    setting: "MINC_DROPCAPS",
+    help: "Drop these capabilities too (capsh syntax, e.g. cap_sys_admin,cap_net_raw)",
+    group: "container",
+  },
+  {
+    long: "pivot",
+    setting: "MINC_PIVOT",
+    help: "Use pivot_root instead of capsh (needs umount in the rootfs)",
+    group: "container",
+  },
+  {
+    long: "cpu",
+    short: "c",
+    arg: "MASK",
+    setting: "MINC_CPUMASK",
+    help: "Run on the CPUs in this hex bitmask (taskset)",
+    group: "limits",
+  },
+  {
+    long: "mem-limit",
+    arg: "SIZE",
+    setting: "MINC_MEM_LIMIT",
+    help: "Memory limit by cgroups (bytes, or with K, M, G)",
+    group: "limits",
+  },
   { long: "mem-swap", arg: "SIZE", setting: "MINC_MEM_SWAP", help: "Memory+swap limit by cgroups", group: "limits" },
   { long: "mem-kmem", arg: "SIZE", setting: "MINC_MEM_KMEM", help: "Kernel memory limit by cgroups", group: "limits" },
-  { long: "cpu-shares", arg: "SHARE", setting: "MINC_CPU_SHARES", help: "CPU shares by cgroups, 2..262144 (default 1024)", group: "limits" },
-  { long: "cpu-quota", arg: "USEC", setting: "MINC_CPU_QUOTA", help: "CPU quota in usec per 100000 by cgroups", group: "limits" },
-  { long: "pid-max", arg: "MAX", setting: "MINC_PID_MAX", help: "Maximum number of processes by cgroups", group: "limits" },
   {
-    long: "net", short: "n", arg: "MODE", optionalArg: (next) => /^(raw|dens)/.test(next), setting: "MINC_NETMODE",
-    help: "Use a network namespace; MODE is raw[,IFNAME] (default: only lo; IFNAME is moved in) or dens (NAT)", group: "network",
+    long: "cpu-shares",
+    arg: "SHARE",
+    setting: "MINC_CPU_SHARES",
+    help: "CPU shares by cgroups, 2..262144 (default 1024)",
+    group: "limits",
   },
-  { long: "port", short: "p", arg: "HOSTPORT[:PORT[:PROTO]]", setting: "MINC_PORT_MAP", help: "Map a host port to the container, tcp or udp (implies --net dens); repeatable", group: "network" },
-  { long: "cross", arg: "ARCH", setting: "MINC_ARCH", help: "Run a rootfs of another arch with qemu-user (binfmt_misc)", group: "special" },
+  {
+    long: "cpu-quota",
+    arg: "USEC",
+    setting: "MINC_CPU_QUOTA",
+    help: "CPU quota in usec per 100000 by cgroups",
+    group: "limits",
+  },
+  {
+    long: "pid-max",
+    arg: "MAX",
+    setting: "MINC_PID_MAX",
+    help: "Maximum number of processes by cgroups",
+    group: "limits",
+  },
+  {
+    long: "net",
+    short: "n",
+    arg: "MODE",
+    optionalArg: (next) => /^(raw|dens)/.test(next),
+    setting: "MINC_NETMODE",
+    help: "Use a network namespace; MODE is raw[,IFNAME] (default: only lo; IFNAME is moved in) or dens (NAT)",
+    group: "network",
+  },
+  {
+    long: "port",
+    short: "p",
+    arg: "HOSTPORT[:PORT[:PROTO]]",
+    setting: "MINC_PORT_MAP",
+    help: "Map a host port to the container, tcp or udp (implies --net dens); repeatable",
+    group: "network",
+  },
+  {
+    long: "cross",
+    arg: "ARCH",
+    setting: "MINC_ARCH",
+    help: "Run a rootfs of another arch with qemu-user (binfmt_misc)",
+    group: "special",
+  },
   { long: "arch", arg: "ARCH", setting: "MINC_ARCH", help: "Same as --cross", group: "special" },
-  { long: "nopriv", arg: "DIR", setting: "MINC_NOPRIV", help: "Run as an ordinary user (user namespace) with DIR as the rootdir", group: "special" },
-  { long: "qemu", setting: "MINC_QEMU", help: "Run the container in a qemu virtual machine (ermine kernel; MINC_QEMU_ACCEL=kvm|tcg)", group: "special" },
+  {
+    long: "nopriv",
+    arg: "DIR",
+    setting: "MINC_NOPRIV",
+    help: "Run as an ordinary user (user namespace) with DIR as the rootdir",
+    group: "special",
+  },
+  {
+    long: "qemu",
+    setting: "MINC_QEMU",
+    help: "Run the container in a qemu virtual machine (ermine kernel; MINC_QEMU_ACCEL=kvm|tcg)",
+    group: "special",
+  },
   { long: "um", setting: "MINC_QEMU", help: "Run the container in user-mode Linux (ermine kernel)", group: "special" },
-  { long: "ftrace", arg: "SCRIPT", setting: "MINC_FTRACE", help: "Set the ftrace pid filter to the container and run SCRIPT (sh, in the tracing dir) to set it up", group: "special" },
-  { long: "debug", setting: "MINC_DEBUG", help: "Print every step of the boot as shell lines on stderr", group: "container" },
+  {
+    long: "ftrace",
+    arg: "SCRIPT",
+    setting: "MINC_FTRACE",
+    help: "Set the ftrace pid filter to the container and run SCRIPT (sh, in the tracing dir) to set it up",
+    group: "special",
+  },
+  {
+    long: "debug",
+    setting: "MINC_DEBUG",
+    help: "Print every step of the boot as shell lines on stderr",
+    group: "container",
+  },
 ];
 
 /** --cross/--arch ARCH: qemu's names for the arches MINCS knew, and the usual aliases (the completion offers these). */
 export const CROSS_ARCHES: Readonly<Record<string, string>> = {
-  amd64: "x86_64", x86_64: "x86_64",
-  arm: "arm", armv7l: "arm", armel: "arm", armhf: "arm",
-  arm64: "aarch64", aarch64: "aarch64",
-  ppc64: "ppc64le", ppc64le: "ppc64le", ppc64el: "ppc64le",
-  riscv64: "riscv64", s390x: "s390x",
+  amd64: "x86_64",
+  x86_64: "x86_64",
+  arm: "arm",
+  armv7l: "arm",
+  armel: "arm",
+  armhf: "arm",
+  arm64: "aarch64",
+  aarch64: "aarch64",
+  ppc64: "ppc64le",
+  ppc64le: "ppc64le",
+  ppc64el: "ppc64le",
+  riscv64: "riscv64",
+  s390x: "s390x",
 };
 
 /** The option that fills a setting (the first, where two do: --cross and --arch). */
@@ -121,7 +262,10 @@ export function parseMincArgs(argv: readonly string[]): ParsedArgs {
   let i = 0;
   while (i < argv.length) {
     const word = argv[i];
-    if (word === "--") { i++; break; }
+    if (word === "--") {
+      i++;
+      break;
+    }
     if (!word.startsWith("-") || word === "-") break;
     i++;
     const { spec, inline } = lookup(word);
@@ -158,9 +302,12 @@ export function mincUsage(): string {
   for (const [group, title] of Object.entries(OPTION_GROUPS)) {
     out.push("", `${title}:`);
     for (const o of MINC_OPTIONS.filter((x) => x.group === group)) {
-      const names = (o.short ? `-${o.short}, ` : "    ") + `--${o.long}` + (o.arg ? (o.optionalArg ? ` [${o.arg}]` : ` ${o.arg}`) : "");
+      const names =
+        (o.short ? `-${o.short}, ` : "    ") +
+        `--${o.long}` +
+        (o.arg ? (o.optionalArg ? ` [${o.arg}]` : ` ${o.arg}`) : "");
       out.push(`  ${names.padEnd(34)} ${o.help}`);
     }
   }
-  return out.join("\n") + "\n";
+  return `${out.join("\n")}\n`;
 }

@@ -17,12 +17,18 @@ export function resolveInRoot(root: string, path: string): string {
   while (todo.length > 0) {
     const name = todo.shift()!;
     if (name === ".") continue;
-    if (name === "..") { done.pop(); continue; }
+    if (name === "..") {
+      done.pop();
+      continue;
+    }
     const here = hostPath(root, [...done, name]);
     let target: string | undefined;
     // Not there (yet): the rest is taken as written.
     if (lstatInRoot(here)?.isSymbolicLink()) target = readlinkInRoot(here);
-    if (target === undefined) { done.push(name); continue; }
+    if (target === undefined) {
+      done.push(name);
+      continue;
+    }
     if (++links > MAX_LINKS) throw new MincError(`too many symbolic links in ${path} inside ${root}`);
     if (target.startsWith("/")) done.length = 0;
     todo = [...target.split("/").filter((c) => c !== "" && c !== "."), ...todo];

@@ -26,7 +26,9 @@ export interface User {
 
 function table(root: string, file: string): string[][] {
   try {
-    return readFileInRoot(resolveInRoot(root, file)).split("\n").map((l) => l.split(":"));
+    return readFileInRoot(resolveInRoot(root, file))
+      .split("\n")
+      .map((l) => l.split(":"));
   } catch {
     return [];
   }

@@ -54,7 +54,11 @@ export function subordinateIds(): { uids: IdRange; gids: IdRange } | undefined {
 export function userNamespaceOptions(): string[] {
   const ids = subordinateIds();
   if (!ids) return ["--map-root-user"];
-  return ["--map-root-user", `--map-users=${ids.uids.start},1,${ids.uids.count}`, `--map-groups=${ids.gids.start},1,${ids.gids.count}`];
+  return [
+    "--map-root-user",
+    `--map-users=${ids.uids.start},1,${ids.uids.count}`,
+    `--map-groups=${ids.gids.start},1,${ids.gids.count}`,
+  ];
 }
 
 /** Linux lets an unprivileged user mount overlayfs (in its own user namespace) since 5.11. */

@@ -81,169 +81,205 @@ export interface WorkdirEntry {
 /** Everything minc and its backends put in a working directory. */
 export const WORKDIR = {
   root: {
-    name: "root", kind: "dir",
-    writes: "minc-coat bind mounts the container's root on it, the overlay (or, direct, the rootdir itself); minc-farm makes it for a container of the store",
-    reads: "minc-core and minc-leash boot the container in it; minc-trapper looks at the view; minc-farm rm unmounts it",
+    name: "root",
+    kind: "dir",
+    writes:
+      "minc-coat bind mounts the container's root on it, the overlay (or, direct, the rootdir itself); minc-farm makes it for a container of the store",
+    reads:
+      "minc-core and minc-leash boot the container in it; minc-trapper looks at the view; minc-farm rm unmounts it",
     goes: "unmounted with the container's mount namespace; the directory with the working dir",
   },
   storage: {
-    name: "storage", kind: "dir",
+    name: "storage",
+    kind: "dir",
     writes: "minc-coat makes it: the overlay's upper layer, what the container writes",
     reads: "marten commit (minc-farm), minc-trapper and polecat take an image from it",
     goes: "with the working dir (kept with -k, -t and in the store)",
   },
   work: {
-    name: "work", kind: "dir",
+    name: "work",
+    kind: "dir",
     writes: "minc-coat makes it: overlayfs's scratch directory",
     reads: "overlayfs",
     goes: "with the working dir",
   },
   pid: {
-    name: "pid", kind: "file",
-    writes: "the first step of the boot in the new namespaces (minc-core, or its script): the container's init, as the host sees it",
-    reads: "the waiter (relay signals; booting while it is missing), its guard and watcher (an untied init), lib/boot/container.ts, the store (lib/store/farm.ts: running?)",
+    name: "pid",
+    kind: "file",
+    writes:
+      "the first step of the boot in the new namespaces (minc-core, or its script): the container's init, as the host sees it",
+    reads:
+      "the waiter (relay signals; booting while it is missing), its guard and watcher (an untied init), lib/boot/container.ts, the store (lib/store/farm.ts: running?)",
     goes: "the cleanup chain's run removes it; minc-exec removes a last run's before the boot",
   },
   waiter: {
-    name: "waiter", kind: "file",
+    name: "waiter",
+    kind: "file",
     writes: "the waiter, its PID, once every trap of its own is set: it is in charge",
     reads: "minc's guard (handed over), minc-exec -B (started), lib/boot/claim.ts (a running container)",
     goes: "the cleanup chain's run removes it; minc removes a last run's once it has claimed the directory",
   },
   lock: {
-    name: "lock", kind: "file",
+    name: "lock",
+    kind: "file",
     writes: "lib/boot/claim.ts, the guard, the waiter and its watcher open it and hold a flock on it (shared, on fd 9)",
     reads: "lib/boot/claim.ts: another minc takes it exclusive for a moment, and is refused while it is held",
     goes: "with the working dir (a lock belongs to the open file: never stale)",
   },
   cleanup: {
-    name: "cleanup", kind: "file",
-    writes: "lib/boot/cleanup.ts onExit: minc's trap first, then minc-cage, minc-exec (network, sshfs), each before it makes what the line undoes",
-    reads: "the waiter, last line first, when the container ends; before the handover minc-exec (--cleanup) or the guard; the guard or watcher after a SIGKILLed waiter",
+    name: "cleanup",
+    kind: "file",
+    writes:
+      "lib/boot/cleanup.ts onExit: minc's trap first, then minc-cage, minc-exec (network, sshfs), each before it makes what the line undoes",
+    reads:
+      "the waiter, last line first, when the container ends; before the handover minc-exec (--cleanup) or the guard; the guard or watcher after a SIGKILLed waiter",
     goes: "the run removes it (its first line removes the whole directory); minc removes a last run's once it has claimed the directory",
   },
   settings: {
-    name: "settings", kind: "file",
+    name: "settings",
+    kind: "file",
     writes: "minc-exec: the container's MINC_* settings (env | grep ^MINC_), as the shell MINCS saved them",
     reads: "the user",
     goes: "with the working dir",
   },
   utsname: {
-    name: "utsname", kind: "file",
+    name: "utsname",
+    kind: "file",
     writes: "minc-core (--name); marten rename (minc-farm)",
-    reads: "minc-core and minc-exec on a reused directory (its hostname, its name in /etc/hosts); the store (a container's name)",
+    reads:
+      "minc-core and minc-exec on a reused directory (its hostname, its name in /etc/hosts); the store (a container's name)",
     goes: "with the working dir",
   },
   baseid: {
-    name: "baseid", kind: "file",
+    name: "baseid",
+    kind: "file",
     writes: "minc-farm, for a container of the store: its image's id",
     reads: "minc (the container's image), minc-farm (its layers, marten commit, which images are used)",
     goes: "with the container",
   },
   hosts: {
-    name: "hosts", kind: "file",
+    name: "hosts",
+    kind: "file",
     writes: "minc-exec (phase 3): the container's names",
     reads: "minc-core binds it on the container's /etc/hosts",
     goes: "with the working dir",
   },
   resolvConf: {
-    name: "resolv.conf", kind: "file",
+    name: "resolv.conf",
+    kind: "file",
     writes: "minc-exec (phase 3): the container's resolvers",
     reads: "minc-core binds it on the container's /etc/resolv.conf",
     goes: "with the working dir",
   },
   ipv4: {
-    name: "ipv4", kind: "file",
+    name: "ipv4",
+    kind: "file",
     writes: "minc-exec (--net dens): the address the container leased",
     reads: "the user",
     goes: "with the working dir",
   },
   portmap: {
-    name: "portmap", kind: "file",
+    name: "portmap",
+    kind: "file",
     writes: "minc-exec (--net dens -p): the ports mapped to the container",
     reads: "the user",
     goes: "with the working dir",
   },
   sshfs: {
-    name: "sshfs", kind: "dir",
+    name: "sshfs",
+    kind: "dir",
     writes: "minc-exec (-r sshfs://): the remote rootdir is mounted there",
     reads: "minc-coat, as the lower layer",
     goes: "the cleanup chain unmounts it",
   },
   log: {
-    name: "log", kind: "file",
+    name: "log",
+    kind: "file",
     writes: "minc-exec -B: the waiter's (and so the container's) stdout",
     reads: "the user",
     goes: "with the working dir",
   },
   debug: {
-    name: "debug", kind: "file",
+    name: "debug",
+    kind: "file",
     writes: "minc-exec -B: the waiter's (and so the container's) stderr, with --debug the trace",
     reads: "the user",
     goes: "with the working dir",
   },
   bootScript: {
-    name: "minc-core.sh", kind: "file",
+    name: "minc-core.sh",
+    kind: "file",
     writes: "minc-core --write-down (lib/boot/bootscript.ts): the boot of the new root, for sh",
     reads: "minc-fork.sh runs it as PID 1; the waiter: an init running it is still booting",
     goes: "with the working dir (the next run writes it again)",
   },
   fstab: {
-    name: "minc-core.fstab{N}", kind: "file",
+    name: "minc-core.fstab{N}",
+    kind: "file",
     writes: "minc-core --write-down (lib/boot/bootscript.ts): the mounts that one mount -a makes, in order",
     reads: "the boot script's mount -a -T",
     goes: "with the working dir",
   },
   devSkeleton: {
-    name: "dev.skel", kind: "dir",
+    name: "dev.skel",
+    kind: "dir",
     writes: "minc-core, once: the rest of /dev (mountpoints, links)",
     reads: "minc-core copies it into the container's /dev",
     goes: "with the working dir",
   },
   dev: {
-    name: "dev", kind: "dir",
-    writes: "minc-core (--nopriv): the container's /dev, bound (a tmpfs of a user namespace cannot hold devices that open)",
+    name: "dev",
+    kind: "dir",
+    writes:
+      "minc-core (--nopriv): the container's /dev, bound (a tmpfs of a user namespace cannot hold devices that open)",
     reads: "the container",
     goes: "with the working dir (the next run makes it again)",
   },
   wake: {
-    name: ".wake-{PID}", kind: "fifo",
+    name: ".wake-{PID}",
+    kind: "fifo",
     writes: "the guard and the watcher (PID: theirs), to be woken by their WINCH trap",
     reads: "the same",
     goes: "at once: removed once opened",
   },
   stdin: {
-    name: "stdin", kind: "file",
+    name: "stdin",
+    kind: "file",
     writes: "minc-moult (--qemu, --um): a stdin that is not a terminal, read to its end",
     reads: "the guest's command",
     goes: "with the working dir",
   },
   runScript: {
-    name: "run.sh", kind: "file",
+    name: "run.sh",
+    kind: "file",
     writes: "minc-moult (--qemu, --um): the guest's minc command line; ermine-breeder testrun in its share",
     reads: "the guest's init (lib/ermine/ermine.ts)",
     goes: "with the working dir",
   },
   exitCode: {
-    name: "exitcode", kind: "file",
+    name: "exitcode",
+    kind: "file",
     writes: "the guest's init (lib/ermine/ermine.ts): run.sh's exit status",
     reads: "lib/ermine/ermine.ts bootGuest: the guest's status becomes minc-moult's",
     goes: "with the working dir",
   },
   umlDir: {
-    name: ".uml", kind: "dir",
+    name: ".uml",
+    kind: "dir",
     writes: "user-mode Linux (--um): its run directory (uml_dir)",
     reads: "user-mode Linux",
     goes: "lib/ermine/ermine.ts removes it when the guest is gone",
   },
   trace: {
-    name: "trace", kind: "file",
+    name: "trace",
+    kind: "file",
     writes: "minc-trapper: strace -o, the traced command's system calls",
     reads: "minc-trapper: what the command used",
     goes: "with polecat's working dir",
   },
   squashfs: {
-    name: "image.sfs", kind: "file",
+    name: "image.sfs",
+    kind: "file",
     writes: "polecat (--format sh): the image, before it goes after the header",
     reads: "polecat",
     goes: "polecat removes it once appended",
@@ -255,12 +291,19 @@ export const WORKDIR = {
  * workdir_files in libexec/minc-waiter-common.sh sets each, to its name.
  */
 export const SH_VARIABLES = {
-  pid: "pidfile", waiter: "waiterfile", lock: "lockfile", cleanup: "registered", bootScript: "bootscript", wake: "wakefifo",
+  pid: "pidfile",
+  waiter: "waiterfile",
+  lock: "lockfile",
+  cleanup: "registered",
+  bootScript: "bootscript",
+  wake: "wakefifo",
 } as const satisfies { readonly [K in keyof typeof WORKDIR]?: string };
 
 type Entries = typeof WORKDIR;
 /** The entries whose name is complete (no {N} or {PID} in it). */
-export type WorkdirFile = { [K in keyof Entries]: Entries[K]["name"] extends `${string}{${string}` ? never : K }[keyof Entries];
+export type WorkdirFile = {
+  [K in keyof Entries]: Entries[K]["name"] extends `${string}{${string}` ? never : K;
+}[keyof Entries];
 
 /** A name without what completes it: "minc-core.fstab{N}" starts "minc-core.fstab". */
 export function fixedPart(name: string): string {

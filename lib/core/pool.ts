@@ -5,7 +5,12 @@
  * starting (and aborts the controller, for those running that listen to it)
  * and is thrown once all have settled, so nothing runs on after we return.
  */
-export async function pool<T>(items: readonly T[], n: number, controller: AbortController, fn: (item: T) => Promise<void>): Promise<void> {
+export async function pool<T>(
+  items: readonly T[],
+  n: number,
+  controller: AbortController,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
   let next = 0;
   let failed = false;
   let first: unknown;

@@ -4,7 +4,7 @@ const SAFE = /^[A-Za-z0-9_@%+=:,./-]+$/;
 
 /** One word in single quotes, its own quotes as '\''. */
 function singleQuoted(word: string): string {
-  return "'" + word.replace(/'/g, "'\\''") + "'";
+  return `'${word.replace(/'/g, "'\\''")}'`;
 }
 
 /**
@@ -15,7 +15,8 @@ function singleQuoted(word: string): string {
  */
 export function quote(word: string): string {
   if (word !== "" && SAFE.test(word)) return word;
-  if (word.includes("\n") && !word.endsWith("\n")) return `"$(printf '%s\\n' ${word.split("\n").map(singleQuoted).join(" ")})"`;
+  if (word.includes("\n") && !word.endsWith("\n"))
+    return `"$(printf '%s\\n' ${word.split("\n").map(singleQuoted).join(" ")})"`;
   return singleQuoted(word);
 }
 

@@ -2,9 +2,32 @@
 // does the same thing. Backends use these instead of calling child_process
 // or fs directly, so nothing they do escapes the --debug trace.
 import { spawn, spawnSync } from "node:child_process";
-import { accessSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  accessSync,
+  closeSync,
+  constants,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { basename, dirname } from "node:path";
-import { inNewRoot, NotWrittenDown, parseMount, recordCommand, recordMount, recordRaw, writingDown } from "../boot/bootscript.ts";
+import {
+  inNewRoot,
+  NotWrittenDown,
+  parseMount,
+  recordCommand,
+  recordMount,
+  recordRaw,
+  writingDown,
+} from "../boot/bootscript.ts";
 import { HandedOver, MincError, statusOf, type Main } from "./fail.ts";
 import { stopOnInterrupt } from "./interrupt.ts";
 import { libexecDir } from "./libexec.ts";
@@ -55,7 +78,10 @@ export function run(argv: readonly string[], input?: string): void {
   const main = input === undefined ? mainHere(argv[0]) : undefined;
   if (main) return runHere(main, argv);
   if (writingDown()) return recordCommand(line);
-  const r = spawnSync(program(argv[0]), argv.slice(1), { stdio: [input === undefined ? "ignore" : "pipe", "inherit", "inherit"], input });
+  const r = spawnSync(program(argv[0]), argv.slice(1), {
+    stdio: [input === undefined ? "ignore" : "pipe", "inherit", "inherit"],
+    input,
+  });
   if (r.error) throw new MincError(`cannot run ${argv[0]}: ${r.error.message}`);
   if (r.status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${r.status ?? r.signal})`);
 }
@@ -110,7 +136,10 @@ export function runTogether(argv: readonly string[]): void {
   if (writingDown()) {
     // Written down, it waits only for the mounts on the paths it names.
     shown(quoteAll(argv));
-    return recordCommand(quoteAll(argv), argv.filter((a) => a.startsWith("/")));
+    return recordCommand(
+      quoteAll(argv),
+      argv.filter((a) => a.startsWith("/")),
+    );
   }
   if (!queue) return run(argv);
   const line = quoteAll(argv);
@@ -248,7 +277,7 @@ function withSbin(path: string): string {
 
 /** argv[0] as spawn gets it: found in PATH or sbin (see SBIN), else as given (spawn then says it is missing). */
 function program(cmd: string): string {
-  return cmd.includes("/") ? cmd : findInPath(cmd) ?? cmd;
+  return cmd.includes("/") ? cmd : (findInPath(cmd) ?? cmd);
 }
 
 /** Look a command up in PATH (and sbin, for the host's own tools) as the shell's exec would. */
@@ -299,10 +328,14 @@ export function exec(argv: readonly string[], env: NodeJS.ProcessEnv = process.e
  */
 function writeDownExec(file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
   const reset = defaultSignals();
-  step("(INT and QUIT are ignored in this sh, a background job of the waiter: env gives the command their default action)");
+  step(
+    "(INT and QUIT are ignored in this sh, a background job of the waiter: env gives the command their default action)",
+  );
   const line = quoteAll([...reset, file, ...argv.slice(1)]);
   shown(`exec ${line}`);
-  const gone = Object.keys(process.env).filter((k) => env[k] === undefined).sort();
+  const gone = Object.keys(process.env)
+    .filter((k) => env[k] === undefined)
+    .sort();
   if (gone.length > 0) recordRaw(`unset ${gone.join(" ")}`);
   for (const [k, v] of Object.entries(env)) {
     if (v !== undefined && process.env[k] !== v) recordRaw(`export ${k}=${quote(v)}`);
@@ -386,7 +419,8 @@ function runHere(main: Main, argv: readonly string[]): void {
     for (const k of Object.keys(process.env)) if (!(k in saved.env)) delete process.env[k];
     Object.assign(process.env, saved.env);
   }
-  if (typeof status !== "number") throw new Error(`${argv[0]} does not end synchronously: run() cannot run it in this Node`);
+  if (typeof status !== "number")
+    throw new Error(`${argv[0]} does not end synchronously: run() cannot run it in this Node`);
   if (status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${status})`, status);
 }
 

@@ -28,7 +28,10 @@ export function resetSignals(signals: readonly NodeJS.Signals[]): void {
  */
 export function holdSignals(signals: readonly NodeJS.Signals[]): () => NodeJS.Signals | undefined {
   let first: NodeJS.Signals | undefined;
-  for (const sig of signals) process.on(sig, () => { first ??= sig; });
+  for (const sig of signals)
+    process.on(sig, () => {
+      first ??= sig;
+    });
   return () => first;
 }
 

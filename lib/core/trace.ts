@@ -35,7 +35,7 @@ export function progname(): string {
  */
 export function toStderr(line: string): void {
   try {
-    writeSync(2, line + "\n");
+    writeSync(2, `${line}\n`);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EPIPE") throw e;
     delete process.env.MINC_DEBUG;
@@ -44,7 +44,8 @@ export function toStderr(line: string): void {
 
 function say(line: string): void {
   if (!tracing()) return;
-  if (writingDown()) recordTrace(line); // printed when the written-down boot gets there
+  if (writingDown())
+    recordTrace(line); // printed when the written-down boot gets there
   else toStderr(line);
 }
 

@@ -47,18 +47,46 @@ export interface GuestArch {
  */
 export function guestArch(given: string): GuestArch {
   const host = process.arch === "x64" ? "x86_64" : process.arch === "arm64" ? "arm64" : process.arch;
-  const a = (arch: string, qemu: string | undefined, machine: string[], console: string, maxCpus?: number): GuestArch =>
-    ({ arch, qemu, machine, console, kvmCapable: arch === host, maxCpus });
+  const a = (
+    arch: string,
+    qemu: string | undefined,
+    machine: string[],
+    console: string,
+    maxCpus?: number,
+  ): GuestArch => ({ arch, qemu, machine, console, kvmCapable: arch === host, maxCpus });
   switch (given) {
-    case "x86_64": case "amd64": return a("x86_64", "x86_64", ["-M", "pc"], "ttyS0");
-    case "i386": case "i486": case "i586": case "i686": return a("i386", "i386", ["-M", "pc"], "ttyS0");
-    case "arm": case "armv7l": case "armhf": return a("arm", "arm", ["-M", "virt"], "ttyAMA0", 2);
-    case "arm64": case "aarch64": return a("arm64", "aarch64", ["-M", "virt,gic-version=3", "-cpu", "cortex-a57"], "ttyAMA0");
-    case "ppc64le": case "ppc64": case "ppc64el": case "powerpc64le": case "powerpc": return a("powerpc", "ppc64", ["-M", "pseries", "-cpu", "POWER8"], "hvc0");
-    case "riscv64": case "riscv": return a("riscv", "riscv64", ["-M", "virt", "-cpu", "rv64"], "ttyS0");
-    case "s390x": case "s390": return a("s390", "s390x", ["-M", "s390-ccw-virtio", "-cpu", "max,zpci=on"], "ttysclp0");
-    case "um": case "uml": return a("um", undefined, [], "tty1");
-    default: throw usageError(`${given}: not an arch ermine knows (x86_64, i386, arm, arm64, ppc64le, riscv64, s390x, um)`);
+    case "x86_64":
+    case "amd64":
+      return a("x86_64", "x86_64", ["-M", "pc"], "ttyS0");
+    case "i386":
+    case "i486":
+    case "i586":
+    case "i686":
+      return a("i386", "i386", ["-M", "pc"], "ttyS0");
+    case "arm":
+    case "armv7l":
+    case "armhf":
+      return a("arm", "arm", ["-M", "virt"], "ttyAMA0", 2);
+    case "arm64":
+    case "aarch64":
+      return a("arm64", "aarch64", ["-M", "virt,gic-version=3", "-cpu", "cortex-a57"], "ttyAMA0");
+    case "ppc64le":
+    case "ppc64":
+    case "ppc64el":
+    case "powerpc64le":
+    case "powerpc":
+      return a("powerpc", "ppc64", ["-M", "pseries", "-cpu", "POWER8"], "hvc0");
+    case "riscv64":
+    case "riscv":
+      return a("riscv", "riscv64", ["-M", "virt", "-cpu", "rv64"], "ttyS0");
+    case "s390x":
+    case "s390":
+      return a("s390", "s390x", ["-M", "s390-ccw-virtio", "-cpu", "max,zpci=on"], "ttysclp0");
+    case "um":
+    case "uml":
+      return a("um", undefined, [], "tty1");
+    default:
+      throw usageError(`${given}: not an arch ermine knows (x86_64, i386, arm, arm64, ppc64le, riscv64, s390x, um)`);
   }
 }
 
@@ -82,8 +110,16 @@ export function initramfsOf(dir: string, arch: string): string {
 
 /** Modules of Debian's kernel that reach a 9p share over virtio, in the order they load. */
 export const GUEST_MODULES = [
-  "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
-  "9pnet", "9pnet_virtio", "netfs", "fscache", "9p",
+  "virtio_ring",
+  "virtio",
+  "virtio_pci_modern_dev",
+  "virtio_pci_legacy_dev",
+  "virtio_pci",
+  "9pnet",
+  "9pnet_virtio",
+  "netfs",
+  "fscache",
+  "9p",
 ];
 
 /**
@@ -249,9 +285,16 @@ export function chooseAccel(guest: GuestArch, kernel: string): "kvm" | "tcg" {
   let answer = existsSync(cache) ? readFileSync(cache, "utf8").trim() : "";
   if (answer !== "kvm" && answer !== "tcg") {
     answer = probeKvm(guest, kernel) ? "kvm" : "tcg";
-    try { writeFileSync(cache, `${answer}\n`); } catch { /* a read-only /run: probe again next time */ }
+    try {
+      writeFileSync(cache, `${answer}\n`);
+    } catch {
+      /* a read-only /run: probe again next time */
+    }
   }
-  if (answer === "tcg") notice("KVM cannot boot a kernel on this host (the probe saw no banner): using TCG, which is slower; MINC_QEMU_ACCEL=tcg skips the probe");
+  if (answer === "tcg")
+    notice(
+      "KVM cannot boot a kernel on this host (the probe saw no banner): using TCG, which is slower; MINC_QEMU_ACCEL=tcg skips the probe",
+    );
   return answer as "kvm" | "tcg";
 }
 
@@ -263,11 +306,36 @@ const KVM_PROBE_MS = 4000;
 
 function probeKvm(guest: GuestArch, kernel: string): boolean {
   step(`Probe KVM: does the kernel print its banner within ${KVM_PROBE_MS / 1000} s?`);
-  const argv = [`qemu-system-${guest.qemu}`, ...guest.machine, "-accel", "kvm", "-m", "256", "-display", "none", "-vga", "none",
-    "-monitor", "none", "-serial", "stdio", "-no-reboot", "-nic", "none", "-kernel", kernel,
-    "-append", `console=${guest.console} earlyprintk=serial loglevel=8 panic=-1`];
+  const argv = [
+    `qemu-system-${guest.qemu}`,
+    ...guest.machine,
+    "-accel",
+    "kvm",
+    "-m",
+    "256",
+    "-display",
+    "none",
+    "-vga",
+    "none",
+    "-monitor",
+    "none",
+    "-serial",
+    "stdio",
+    "-no-reboot",
+    "-nic",
+    "none",
+    "-kernel",
+    kernel,
+    "-append",
+    `console=${guest.console} earlyprintk=serial loglevel=8 panic=-1`,
+  ];
   shown(`timeout ${KVM_PROBE_MS / 1000} ${quoteAll(argv)} | grep -q 'Linux version'`);
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "ignore"], encoding: "utf8", timeout: KVM_PROBE_MS, killSignal: "SIGKILL" });
+  const r = spawnSync(argv[0], argv.slice(1), {
+    stdio: ["ignore", "pipe", "ignore"],
+    encoding: "utf8",
+    timeout: KVM_PROBE_MS,
+    killSignal: "SIGKILL",
+  });
   return /Linux version/.test(r.stdout ?? "");
 }
 
@@ -286,7 +354,15 @@ function kernelCommandLine(guest: GuestArch, extra: string[], opts: BootOptions)
   const log = tracing() ? [`console=${kernelConsole}`, "loglevel=7"] : ["console=tty0", "quiet", "loglevel=1"];
   // (In the kernel's own ip= syntax, which the guest's init reads: Debian's kernel has no IP_PNP to do it.)
   const net = opts.net ? [`ip=${opts.net.ip}::${GATEWAY}:255.255.255.0::eth0:off`] : [];
-  return ["rdinit=/init", "panic=-1", `minc.console=${guest.console}`, ...log, ...extra, ...net, ...(opts.cmdline ?? [])];
+  return [
+    "rdinit=/init",
+    "panic=-1",
+    `minc.console=${guest.console}`,
+    ...log,
+    ...extra,
+    ...net,
+    ...(opts.cmdline ?? []),
+  ];
 }
 
 function qemuArgv(guest: GuestArch, dir: string, opts: BootOptions): string[] {
@@ -297,17 +373,49 @@ function qemuArgv(guest: GuestArch, dir: string, opts: BootOptions): string[] {
   // The console on stdio without qemu's monitor or signals: ^C goes to the guest as in MINCS.
   const stdio = ["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"];
   // With --debug on a pc, kernel messages go to a second serial port, shown on stderr.
-  const klog = tracing() && guest.machine.includes("pc") ? ["-chardev", "file,id=klog,path=/dev/stderr", "-serial", "chardev:klog"] : [];
-  const nic = opts.net ? ["-netdev", `tap,id=net0,ifname=${opts.net.tap},script=no,downscript=no`,
-    "-device", `virtio-net-pci,netdev=net0,mac=${opts.net.mac}`] : ["-nic", "none"];
+  const klog =
+    tracing() && guest.machine.includes("pc")
+      ? ["-chardev", "file,id=klog,path=/dev/stderr", "-serial", "chardev:klog"]
+      : [];
+  const nic = opts.net
+    ? [
+        "-netdev",
+        `tap,id=net0,ifname=${opts.net.tap},script=no,downscript=no`,
+        "-device",
+        `virtio-net-pci,netdev=net0,mac=${opts.net.mac}`,
+      ]
+    : ["-nic", "none"];
   return [
-    `qemu-system-${guest.qemu}`, ...guest.machine, "-accel", accel, "-smp", String(cpus), "-m", "512",
-    "-display", "none", "-vga", "none", "-monitor", "none", ...stdio, ...klog,
-    "-no-reboot", ...nic, "-device", "virtio-rng-pci",
-    "-kernel", kernel, "-initrd", initramfsOf(dir, guest.arch),
-    "-append", kernelCommandLine(guest, [], opts).join(" "),
-    "-virtfs", `local,id=minc,path=${share},security_model=none,mount_tag=minc,multidevs=remap`,
-    "-virtfs", "local,id=minchost,path=/,security_model=none,mount_tag=minchost,multidevs=remap,readonly=on",
+    `qemu-system-${guest.qemu}`,
+    ...guest.machine,
+    "-accel",
+    accel,
+    "-smp",
+    String(cpus),
+    "-m",
+    "512",
+    "-display",
+    "none",
+    "-vga",
+    "none",
+    "-monitor",
+    "none",
+    ...stdio,
+    ...klog,
+    "-no-reboot",
+    ...nic,
+    "-device",
+    "virtio-rng-pci",
+    "-kernel",
+    kernel,
+    "-initrd",
+    initramfsOf(dir, guest.arch),
+    "-append",
+    kernelCommandLine(guest, [], opts).join(" "),
+    "-virtfs",
+    `local,id=minc,path=${share},security_model=none,mount_tag=minc,multidevs=remap`,
+    "-virtfs",
+    "local,id=minchost,path=/,security_model=none,mount_tag=minchost,multidevs=remap,readonly=on",
     ...(opts.qemuOptions ?? []),
   ];
 }
@@ -323,11 +431,18 @@ function availableCpus(): number {
  */
 function umArgv(guest: GuestArch, dir: string, opts: BootOptions): string[] {
   const share = opts.share;
-  if (/[\s,]/.test(share)) throw usageError(`${share}: a shared directory with blanks or commas cannot be a hostfs path`);
+  if (/[\s,]/.test(share))
+    throw usageError(`${share}: a shared directory with blanks or commas cannot be a hostfs path`);
   return [
-    kernelOf(dir, guest.arch), "mem=512M", `initrd=${initramfsOf(dir, guest.arch)}`,
-    `umid=ermine-${basename(share)}`, `uml_dir=${workdirPaths(share).umlDir}`,
-    tracing() ? "con0=null,fd:2" : "con0=null", "con1=fd:0,fd:3", "con=null", "ssl=null",
+    kernelOf(dir, guest.arch),
+    "mem=512M",
+    `initrd=${initramfsOf(dir, guest.arch)}`,
+    `umid=ermine-${basename(share)}`,
+    `uml_dir=${workdirPaths(share).umlDir}`,
+    tracing() ? "con0=null,fd:2" : "con0=null",
+    "con1=fd:0,fd:3",
+    "con=null",
+    "ssl=null",
     ...(opts.net ? [`eth0=tuntap,${opts.net.tap},${opts.net.mac}`] : []),
     ...kernelCommandLine(guest, [`minc.share=${share}`], opts),
   ];
@@ -351,8 +466,11 @@ export async function bootGuest(guest: GuestArch, dir: string, opts: BootOptions
     step(`In the network namespace ${opts.net.netns}, where the other end of its network card, ${opts.net.tap}, is`);
     argv = ["ip", "netns", "exec", opts.net.netns, ...argv];
   }
-  step(guest.qemu ? `Boot qemu (${guest.arch}): the working directory is 9p tag minc, the host's / tag minchost (read-only)` :
-    "Boot user-mode Linux: the working directory and the host's / (read-only) through hostfs");
+  step(
+    guest.qemu
+      ? `Boot qemu (${guest.arch}): the working directory is 9p tag minc, the host's / tag minchost (read-only)`
+      : "Boot user-mode Linux: the working directory and the host's / (read-only) through hostfs",
+  );
   if (opts.timeoutSeconds > 0) step(`(killed after ${opts.timeoutSeconds} s)`);
   // UML writes early messages on its stdout: the console gets a copy of ours as fd 3 instead.
   const umStdout = tracing() ? 2 : "ignore";
@@ -365,8 +483,11 @@ export async function bootGuest(guest: GuestArch, dir: string, opts: BootOptions
   // --kill-child then kills the guest), and UML, in a process group of its
   // own, would miss a group's signal.
   const timeout = opts.timeoutSeconds > 0 ? opts.timeoutSeconds * 1000 : undefined;
-  const code = await runStoppable(argv, { stdio: stdio as ("inherit" | "ignore" | number)[], timeout, killSignal: "SIGKILL" },
-    (_sig, child) => child.kill("SIGKILL"));
+  const code = await runStoppable(
+    argv,
+    { stdio: stdio as ("inherit" | "ignore" | number)[], timeout, killSignal: "SIGKILL" },
+    (_sig, child) => child.kill("SIGKILL"),
+  );
   const timedOut = timeout !== undefined && code === 128 + os.signals.SIGKILL && Date.now() - started >= timeout;
   step(`(the guest ran ${((Date.now() - started) / 1000).toFixed(1)} s)`);
   if (!guest.qemu) rmSync(umlDir, { recursive: true, force: true });
@@ -374,11 +495,12 @@ export async function bootGuest(guest: GuestArch, dir: string, opts: BootOptions
   const status = existsSync(exitFile) ? readFileSync(exitFile, "utf8").trim() : "";
   if (!/^\d+$/.test(status)) {
     const how = code > 128 ? `killed by signal ${code - 128}` : `exit ${code}`;
-    throw new MincError(`the virtual machine ended (${how}) without the command's exit status: it crashed or could not start run.sh`);
+    throw new MincError(
+      `the virtual machine ended (${how}) without the command's exit status: it crashed or could not start run.sh`,
+    );
   }
   return Number(status);
 }
-
 
 /** A guest's place on the dens network (testrun --net). */
 export interface GuestNet {

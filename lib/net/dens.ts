@@ -41,13 +41,15 @@ const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:@%+=,-]{0,199}$/;
 
 /** A container id (the basename of its working directory) as minc-dens accepts it. */
 export function checkId(id: string | undefined): string {
-  if (!id || !NAME.test(id)) throw usageError(`bad container id ${JSON.stringify(id ?? "")}: use letters, digits and _.:@%+=,- (at most 200)`);
+  if (!id || !NAME.test(id))
+    throw usageError(`bad container id ${JSON.stringify(id ?? "")}: use letters, digits and _.:@%+=,- (at most 200)`);
   return id;
 }
 
 /** A network namespace name, as `ip netns add` made it (a file under /run/netns). */
 export function checkNetns(name: string | undefined): string {
-  if (!name || !NAME.test(name) || name.length > 200) throw usageError(`bad network namespace name ${JSON.stringify(name ?? "")}`);
+  if (!name || !NAME.test(name) || name.length > 200)
+    throw usageError(`bad network namespace name ${JSON.stringify(name ?? "")}`);
   return name;
 }
 
@@ -55,7 +57,10 @@ export function checkNetns(name: string | undefined): string {
 export function checkContainerIp(ip: string | undefined): string {
   const m = /^192\.168\.139\.(\d{1,3})$/.exec(ip ?? "");
   const host = m ? Number(m[1]) : NaN;
-  if (!(host >= FIRST_HOST && host <= LAST_HOST)) throw usageError(`bad address ${JSON.stringify(ip ?? "")}: a container's address is ${NET_PREFIX}.${FIRST_HOST}-${LAST_HOST}`);
+  if (!(host >= FIRST_HOST && host <= LAST_HOST))
+    throw usageError(
+      `bad address ${JSON.stringify(ip ?? "")}: a container's address is ${NET_PREFIX}.${FIRST_HOST}-${LAST_HOST}`,
+    );
   return `${NET_PREFIX}.${host}`;
 }
 
@@ -85,7 +90,8 @@ export interface PortMap {
 
 function parsePort(word: string, what: string, spec: string): number {
   const n = /^\d{1,5}$/.test(word) ? Number(word) : NaN;
-  if (!(n >= 1 && n <= 65535)) throw usageError(`bad port map ${JSON.stringify(spec)}: ${what} must be a number from 1 to 65535`);
+  if (!(n >= 1 && n <= 65535))
+    throw usageError(`bad port map ${JSON.stringify(spec)}: ${what} must be a number from 1 to 65535`);
   return n;
 }
 
@@ -96,7 +102,8 @@ export function parsePortMap(spec: string): PortMap {
   const hostPort = parsePort(parts[0], "HOSTPORT", spec);
   const port = parts.length > 1 ? parsePort(parts[1], "PORT", spec) : hostPort;
   const proto = parts[2] ?? "tcp";
-  if (proto !== "tcp" && proto !== "udp") throw usageError(`bad port map ${JSON.stringify(spec)}: PROTO must be tcp or udp`);
+  if (proto !== "tcp" && proto !== "udp")
+    throw usageError(`bad port map ${JSON.stringify(spec)}: PROTO must be tcp or udp`);
   return { hostPort, port, proto };
 }
 
@@ -143,7 +150,12 @@ export interface Allocation {
  * longer exists (`alive` says); stale leases are dropped and their addresses
  * reused. Throws when every address is held by a live lease.
  */
-export function allocate(current: readonly Lease[], id: string, netns: string, alive: (l: Lease) => boolean): Allocation {
+export function allocate(
+  current: readonly Lease[],
+  id: string,
+  netns: string,
+  alive: (l: Lease) => boolean,
+): Allocation {
   const dropped = current.filter((l) => l.id === id || (l.netns !== "-" && !alive(l)));
   const kept = current.filter((l) => !dropped.includes(l));
   const used = new Set(kept.map((l) => l.ip));
@@ -157,7 +169,9 @@ export function allocate(current: readonly Lease[], id: string, netns: string, a
 /** Every address is leased to a running container: exit 1, nothing made. */
 export class ExhaustedError extends MincError {
   constructor(inUse: number) {
-    super(`no free address in ${SUBNET}: all ${inUse} of ${LAST_HOST - FIRST_HOST + 1} are leased to running containers`);
+    super(
+      `no free address in ${SUBNET}: all ${inUse} of ${LAST_HOST - FIRST_HOST + 1} are leased to running containers`,
+    );
   }
 }
 
@@ -181,17 +195,41 @@ export function sharedRules(): Rule[] {
     // route_localnet (below) lets 127.0.0.0/8 be routed on the bridge, both ways: a container must
     // not reach the host's loopback-only services that way. Only replies (to a port map used through
     // 127.0.0.1) may come in.
-    { table: "filter", chain: CHAINS.input, args: ["-d", "127.0.0.0/8", "-i", BRIDGE, "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED", "-j", "DROP"] },
+    {
+      table: "filter",
+      chain: CHAINS.input,
+      args: [
+        "-d",
+        "127.0.0.0/8",
+        "-i",
+        BRIDGE,
+        "-m",
+        "conntrack",
+        "!",
+        "--ctstate",
+        "RELATED,ESTABLISHED",
+        "-j",
+        "DROP",
+      ],
+    },
     // Containers may send anything out (to the world, to each other).
     { table: "filter", chain: CHAINS.forward, args: ["-i", BRIDGE, "-j", "ACCEPT"] },
     // Replies to what they sent may come back in.
-    { table: "filter", chain: CHAINS.forward, args: ["-o", BRIDGE, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"] },
+    {
+      table: "filter",
+      chain: CHAINS.forward,
+      args: ["-o", BRIDGE, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+    },
     // Outgoing traffic leaves with the host's address (the container's is private).
     { table: "nat", chain: CHAINS.postrouting, args: ["-s", SUBNET, "!", "-o", BRIDGE, "-j", "MASQUERADE"] },
     // A port map used through 127.0.0.1: a loopback source cannot go on a wire, so it becomes the bridge's.
     { table: "nat", chain: CHAINS.postrouting, args: ["-s", "127.0.0.0/8", "-o", BRIDGE, "-j", "MASQUERADE"] },
     // A container using a port map (of itself or another): the reply must come back through the host to be un-DNATed.
-    { table: "nat", chain: CHAINS.postrouting, args: ["-s", SUBNET, "-o", BRIDGE, "-m", "conntrack", "--ctstate", "DNAT", "-j", "MASQUERADE"] },
+    {
+      table: "nat",
+      chain: CHAINS.postrouting,
+      args: ["-s", SUBNET, "-o", BRIDGE, "-m", "conntrack", "--ctstate", "DNAT", "-j", "MASQUERADE"],
+    },
   ];
 }
 
@@ -211,8 +249,42 @@ export function hookRules(): Rule[] {
 export function portRules(id: string, ip: string, m: PortMap): Rule[] {
   const comment = ["-m", "comment", "--comment", tag(id)];
   return [
-    { table: "nat", chain: CHAINS.dnat, args: ["-p", m.proto, "-m", m.proto, "--dport", String(m.hostPort), ...comment, "-j", "DNAT", "--to-destination", `${ip}:${m.port}`] },
-    { table: "filter", chain: CHAINS.forward, args: ["-d", `${ip}/32`, "-o", BRIDGE, "-p", m.proto, "-m", m.proto, "--dport", String(m.port), ...comment, "-j", "ACCEPT"] },
+    {
+      table: "nat",
+      chain: CHAINS.dnat,
+      args: [
+        "-p",
+        m.proto,
+        "-m",
+        m.proto,
+        "--dport",
+        String(m.hostPort),
+        ...comment,
+        "-j",
+        "DNAT",
+        "--to-destination",
+        `${ip}:${m.port}`,
+      ],
+    },
+    {
+      table: "filter",
+      chain: CHAINS.forward,
+      args: [
+        "-d",
+        `${ip}/32`,
+        "-o",
+        BRIDGE,
+        "-p",
+        m.proto,
+        "-m",
+        m.proto,
+        "--dport",
+        String(m.port),
+        ...comment,
+        "-j",
+        "ACCEPT",
+      ],
+    },
   ];
 }
 

@@ -98,9 +98,21 @@ function segmentsOf(r: Reader, header: Buffer): Segment[] {
   const segments: Segment[] = [];
   for (let i = 0; i < phnum; i++) {
     const at = i * phentsize;
-    segments.push(is64
-      ? { type: r.word(table, at), offset: r.addr(table, at + 8), vaddr: r.addr(table, at + 16), filesz: r.addr(table, at + 32) }
-      : { type: r.word(table, at), offset: r.word(table, at + 4), vaddr: r.word(table, at + 8), filesz: r.word(table, at + 16) });
+    segments.push(
+      is64
+        ? {
+            type: r.word(table, at),
+            offset: r.addr(table, at + 8),
+            vaddr: r.addr(table, at + 16),
+            filesz: r.addr(table, at + 32),
+          }
+        : {
+            type: r.word(table, at),
+            offset: r.word(table, at + 4),
+            vaddr: r.word(table, at + 8),
+            filesz: r.word(table, at + 16),
+          },
+    );
   }
   return segments;
 }
@@ -129,8 +141,18 @@ function readDynamic(r: Reader, segments: Segment[], info: ElfInfo): void {
   const text = (value: number): string => r.string(strings + value);
   for (const [tag, value] of entries) {
     if (tag === DT_NEEDED) info.needed.push(text(value));
-    else if (tag === DT_RPATH) info.rpath.push(...text(value).split(":").filter((d) => d));
-    else if (tag === DT_RUNPATH) info.runpath.push(...text(value).split(":").filter((d) => d));
+    else if (tag === DT_RPATH)
+      info.rpath.push(
+        ...text(value)
+          .split(":")
+          .filter((d) => d),
+      );
+    else if (tag === DT_RUNPATH)
+      info.runpath.push(
+        ...text(value)
+          .split(":")
+          .filter((d) => d),
+      );
   }
 }
 

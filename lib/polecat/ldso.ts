@@ -23,9 +23,17 @@ function globInRoot(root: string, pattern: string): string[] {
   const dir = dirname(pattern);
   const base = pattern.slice(dir.length + 1);
   if (!/[*?[]/.test(base)) return [pattern];
-  const re = new RegExp(`^${base.replace(/[.+^${}()|\\]/g, "\\$&").replace(/\*/g, "[^/]*").replace(/\?/g, "[^/]")}$`);
+  const re = new RegExp(
+    `^${base
+      .replace(/[.+^${}()|\\]/g, "\\$&")
+      .replace(/\*/g, "[^/]*")
+      .replace(/\?/g, "[^/]")}$`,
+  );
   try {
-    return readdirSync(resolveInRoot(root, dir)).filter((n) => re.test(n) && !n.startsWith(".")).sort().map((n) => `${dir}/${n}`);
+    return readdirSync(resolveInRoot(root, dir))
+      .filter((n) => re.test(n) && !n.startsWith("."))
+      .sort()
+      .map((n) => `${dir}/${n}`);
   } catch {
     return [];
   }
@@ -67,7 +75,8 @@ function defaultDirs(elf: ElfInfo): string[] {
   return [
     ...(triplet ? [`/lib/${triplet}`, `/usr/lib/${triplet}`] : []),
     ...(elf.bits === 64 ? ["/lib64", "/usr/lib64"] : []),
-    "/lib", "/usr/lib",
+    "/lib",
+    "/usr/lib",
   ];
 }
 
@@ -80,7 +89,8 @@ function expand(dir: string, objectPath: string, elf: ElfInfo): string {
 
 /** The search path for the libraries of one object (at objectPath inside the root), in the loader's order. */
 export function searchPath(objectPath: string, elf: ElfInfo, confDirs: string[]): string[] {
-  const own = (dirs: string[]): string[] => dirs.map((d) => expand(d, objectPath, elf)).filter((d) => d.startsWith("/"));
+  const own = (dirs: string[]): string[] =>
+    dirs.map((d) => expand(d, objectPath, elf)).filter((d) => d.startsWith("/"));
   const dirs = [
     ...(elf.runpath.length === 0 ? own(elf.rpath) : []),
     ...own(elf.runpath),
@@ -104,7 +114,13 @@ function isFile(path: string): boolean {
  * object of the same class and machine (a 32-bit library of the same name
  * in /usr/lib is skipped for a 64-bit program, as the loader skips it).
  */
-export function findLibrary(root: string, name: string, objectPath: string, elf: ElfInfo, confDirs: string[]): string | undefined {
+export function findLibrary(
+  root: string,
+  name: string,
+  objectPath: string,
+  elf: ElfInfo,
+  confDirs: string[],
+): string | undefined {
   if (name.includes("/")) return name.startsWith("/") ? name : undefined;
   for (const dir of searchPath(objectPath, elf, confDirs)) {
     const candidate = `${dir}/${name}`;

@@ -10,7 +10,15 @@ import SELF from "./polecat-self.sh" with { type: "text" };
 export const RUNTIME_DIR = "/opt/mincs";
 
 /** minc and the backends one plain boot needs (no network, no image store). */
-export const RUNTIME_BACKENDS = ["minc-exec", "minc-core", "minc-coat", "minc-leash", "minc-cage", ...WAITER_SCRIPTS, "minc-fork.sh"];
+export const RUNTIME_BACKENDS = [
+  "minc-exec",
+  "minc-core",
+  "minc-coat",
+  "minc-leash",
+  "minc-cage",
+  ...WAITER_SCRIPTS,
+  "minc-fork.sh",
+];
 
 /**
  * The header of a self-executable file: sh that checks the host, mounts the
@@ -33,4 +41,3 @@ export function header(command: readonly string[], size: number): string {
   // One pass, so that a command containing a placeholder's name stays as it is.
   return SELF.replace(/@(POLECAT_[A-Z_]+)@/g, (whole, name: string) => fill[name] ?? whole);
 }
-

@@ -44,9 +44,13 @@ export function unescapeC(s: string): string {
     const next = s[++i];
     const oct = /^[0-7]{1,3}/.exec(s.slice(i));
     const hex = /^x([0-9a-fA-F]{2})/.exec(s.slice(i));
-    if (oct) { bytes.push(parseInt(oct[0], 8)); i += oct[0].length - 1; }
-    else if (hex) { bytes.push(parseInt(hex[1], 16)); i += 2; }
-    else bytes.push(ESCAPES[next] ?? next.charCodeAt(0));
+    if (oct) {
+      bytes.push(parseInt(oct[0], 8));
+      i += oct[0].length - 1;
+    } else if (hex) {
+      bytes.push(parseInt(hex[1], 16));
+      i += 2;
+    } else bytes.push(ESCAPES[next] ?? next.charCodeAt(0));
   }
   return Buffer.from(bytes).toString("utf8");
 }
@@ -105,7 +109,11 @@ export function tracedPaths(trace: string): string[] | undefined {
     const here = cwd.get(pid) ?? "/";
     if (name === "chroot") {
       const into = call ? STRING.exec(call[2]) : null;
-      if (result(rest) === 0) { chrooted = true; cwd.set(pid, "/"); if (into) root = posix.normalize(unescapeC(into[1])); }
+      if (result(rest) === 0) {
+        chrooted = true;
+        cwd.set(pid, "/");
+        if (into) root = posix.normalize(unescapeC(into[1]));
+      }
       continue;
     }
     if (!chrooted) continue;

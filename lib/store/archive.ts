@@ -11,7 +11,17 @@ import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { MincError, usageError, warn } from "../core/fail.ts";
 import { chainId, type StagedLayer, type Store } from "./farm.ts";
-import { decompress, digestLayer, entryText, normalizeDigest, StreamDigests, unpackedDir, unpackLayer, walkTar, type UnpackResult } from "./layer.ts";
+import {
+  decompress,
+  digestLayer,
+  entryText,
+  normalizeDigest,
+  StreamDigests,
+  unpackedDir,
+  unpackLayer,
+  walkTar,
+  type UnpackResult,
+} from "./layer.ts";
 import { pool } from "../core/pool.ts";
 import { resolveInRoot } from "../boot/paths.ts";
 import { removeTree, run } from "../core/run.ts";
@@ -76,7 +86,10 @@ class DirSource implements Source {
   }
 
   /** Files of a directory can be read at once: a few layers unpack side by side (zlib works on other threads). */
-  async stream(names: readonly string[], each: (name: string, data: AsyncIterable<Buffer>) => Promise<void>): Promise<void> {
+  async stream(
+    names: readonly string[],
+    each: (name: string, data: AsyncIterable<Buffer>) => Promise<void>,
+  ): Promise<void> {
     await pool(names, UNPACK_PARALLEL, new AbortController(), async (n) => {
       const s = createReadStream(resolveInRoot(this.root, n));
       try {
@@ -180,7 +193,10 @@ class TarSource implements Source {
   }
 
   /** Second reading: stream the wanted files as they come. */
-  async stream(names: readonly string[], each: (name: string, data: AsyncIterable<Buffer>) => Promise<void>): Promise<void> {
+  async stream(
+    names: readonly string[],
+    each: (name: string, data: AsyncIterable<Buffer>) => Promise<void>,
+  ): Promise<void> {
     const wanted = new Map<number, string>();
     for (const n of names) {
       const r = this.records.get(n);
@@ -271,7 +287,8 @@ const IMAGE_CONFIG: Shape = { "rootfs?": { "diff_ids?": ["string"] } };
 function checkDiffIds(config: ImageConfig, layers: number, what: string): string[] | undefined {
   const ids = config.rootfs?.diff_ids;
   if (ids === undefined || ids === null) return undefined;
-  if (ids.length !== layers) throw new MincError(`${what}: the config lists ${ids.length} diff_ids for ${layers} layers`);
+  if (ids.length !== layers)
+    throw new MincError(`${what}: the config lists ${ids.length} diff_ids for ${layers} layers`);
   return ids.map(normalizeDigest);
 }
 
@@ -283,7 +300,8 @@ function digestInName(name: string): string | undefined {
 
 function verifyBuffer(buf: Buffer, digest: string | undefined, size: number | undefined, what: string): Buffer {
   if (size !== undefined && buf.length !== size) throw new MincError(`${what}: size ${buf.length}, expected ${size}`);
-  if (digest !== undefined && sha256(buf) !== normalizeDigest(digest)) throw new MincError(`${what}: digest ${sha256(buf)}, expected ${digest}`);
+  if (digest !== undefined && sha256(buf) !== normalizeDigest(digest))
+    throw new MincError(`${what}: digest ${sha256(buf)}, expected ${digest}`);
   return buf;
 }
 
@@ -291,7 +309,11 @@ const DOCKER_MANIFEST: Shape = [{ Config: "string", Layers: ["string"], "RepoTag
 
 /** docker save, the current format: manifest.json lists each image's config and layers. */
 function dockerPlans(src: Source): ImagePlan[] {
-  const manifest = readJson<{ Config: string; RepoTags?: string[] | null; Layers: string[] }[]>(src.read("manifest.json"), DOCKER_MANIFEST, `${src.label}: manifest.json`);
+  const manifest = readJson<{ Config: string; RepoTags?: string[] | null; Layers: string[] }[]>(
+    src.read("manifest.json"),
+    DOCKER_MANIFEST,
+    `${src.label}: manifest.json`,
+  );
   if (manifest.length === 0) throw new MincError(`${src.label}: manifest.json lists no image`);
   return manifest.map((m, n) => {
     const label = `${src.label}: image ${n + 1}`;
@@ -301,7 +323,12 @@ function dockerPlans(src: Source): ImagePlan[] {
     return {
       label,
       name: tag ? nameFromReference(tag) : undefined,
-      layers: m.Layers.map((f, i) => ({ file: src.canonical(f), label: f, digest: digestInName(f), diffId: diffIds?.[i] })),
+      layers: m.Layers.map((f, i) => ({
+        file: src.canonical(f),
+        label: f,
+        digest: digestInName(f),
+        diffId: diffIds?.[i],
+      })),
       config: () => raw,
     };
   });
@@ -313,19 +340,29 @@ const LEGACY_LAYER: Shape = { "parent?": "string" };
 
 /** docker save, the old format: repositories names the top layer; each <id>/json names its parent. */
 function legacyPlans(src: Source): ImagePlan[] {
-  const repos = readJson<Record<string, Record<string, string>>>(src.read("repositories"), LEGACY_REPOSITORIES, `${src.label}: repositories`);
+  const repos = readJson<Record<string, Record<string, string>>>(
+    src.read("repositories"),
+    LEGACY_REPOSITORIES,
+    `${src.label}: repositories`,
+  );
   const plans: ImagePlan[] = [];
   const seen = new Set<string>();
   for (const [repo, tags] of Object.entries(repos)) {
     for (const [tag, top] of Object.entries(tags)) {
-      if (!/^[0-9a-f]{64}$/.test(top)) throw new MincError(`${src.label}: repositories: ${repo}:${tag} has a bad id ${JSON.stringify(top)}`);
+      if (!/^[0-9a-f]{64}$/.test(top))
+        throw new MincError(`${src.label}: repositories: ${repo}:${tag} has a bad id ${JSON.stringify(top)}`);
       if (seen.has(top)) continue;
       seen.add(top);
       const chain: string[] = [];
       let topJson: Record<string, unknown> = {};
       for (let id: string | undefined = top; id; ) {
-        if (!/^[0-9a-f]{64}$/.test(id) || chain.includes(id)) throw new MincError(`${src.label}: bad parent chain at ${id}`);
-        const json: Record<string, unknown> = readJson<Record<string, unknown>>(src.read(`${id}/json`), LEGACY_LAYER, `${src.label}: ${id}/json`);
+        if (!/^[0-9a-f]{64}$/.test(id) || chain.includes(id))
+          throw new MincError(`${src.label}: bad parent chain at ${id}`);
+        const json: Record<string, unknown> = readJson<Record<string, unknown>>(
+          src.read(`${id}/json`),
+          LEGACY_LAYER,
+          `${src.label}: ${id}/json`,
+        );
         if (id === top) topJson = json;
         chain.unshift(id);
         id = typeof json.parent === "string" && json.parent ? json.parent : undefined;
@@ -334,13 +371,16 @@ function legacyPlans(src: Source): ImagePlan[] {
         label: `${src.label}: ${repo}:${tag}`,
         name: nameFromReference(`${repo}:${tag}`),
         layers: chain.map((id) => ({ file: src.canonical(`${id}/layer.tar`), label: `${id}/layer.tar` })),
-        config: (diffIds) => Buffer.from(JSON.stringify({
-          architecture: topJson.architecture,
-          os: topJson.os,
-          created: topJson.created,
-          config: topJson.config ?? topJson.container_config ?? {},
-          rootfs: { type: "layers", diff_ids: diffIds },
-        })),
+        config: (diffIds) =>
+          Buffer.from(
+            JSON.stringify({
+              architecture: topJson.architecture,
+              os: topJson.os,
+              created: topJson.created,
+              config: topJson.config ?? topJson.container_config ?? {},
+              rootfs: { type: "layers", diff_ids: diffIds },
+            }),
+          ),
       });
     }
   }
@@ -348,8 +388,14 @@ function legacyPlans(src: Source): ImagePlan[] {
   return plans;
 }
 
-const INDEX_TYPES = ["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
-const MANIFEST_TYPES = ["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
+const INDEX_TYPES = [
+  "application/vnd.oci.image.index.v1+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+const MANIFEST_TYPES = [
+  "application/vnd.oci.image.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.v2+json",
+];
 
 interface IndexOrManifest {
   mediaType?: string;
@@ -382,7 +428,12 @@ function refNameOf(d: Descriptor): string | undefined {
 
 const OCI_LAYOUT: Shape = { imageLayoutVersion: "string" };
 /** An image index (index.json, a nested one) or an image manifest: kindOf() tells which. */
-const INDEX_OR_MANIFEST: Shape = { "mediaType?": "string", "manifests?": [DESCRIPTOR], "config?": DESCRIPTOR, "layers?": [DESCRIPTOR] };
+const INDEX_OR_MANIFEST: Shape = {
+  "mediaType?": "string",
+  "manifests?": [DESCRIPTOR],
+  "config?": DESCRIPTOR,
+  "layers?": [DESCRIPTOR],
+};
 
 /** OCI image layout: index.json, through nested indexes, to the manifest for the platform. */
 function ociPlans(src: Source, arch?: string): ImagePlan[] {
@@ -404,14 +455,22 @@ function ociPlans(src: Source, arch?: string): ImagePlan[] {
   };
   const picks: { desc: Descriptor; body: IndexOrManifest; name?: string }[] = [];
   const choose = (entries: Descriptor[]): Descriptor => {
-    const ok = entries.filter((e) => (e.platform?.os ?? "linux") === want.os && e.platform?.architecture === want.architecture &&
-      (want.variant === undefined || e.platform?.variant === undefined || e.platform.variant === want.variant));
+    const ok = entries.filter(
+      (e) =>
+        (e.platform?.os ?? "linux") === want.os &&
+        e.platform?.architecture === want.architecture &&
+        (want.variant === undefined || e.platform?.variant === undefined || e.platform.variant === want.variant),
+    );
     if (ok.length === 0 && entries.length === 1 && !arch) {
-      warn(`${src.label}: the image is for ${platformName(entries[0].platform)}, not for this host (${platformName(want)})`);
+      warn(
+        `${src.label}: the image is for ${platformName(entries[0].platform)}, not for this host (${platformName(want)})`,
+      );
       return entries[0];
     }
     if (ok.length === 0) {
-      throw new MincError(`${src.label}: no image for ${platformName(want)}; there are: ${entries.map((e) => platformName(e.platform)).join(", ")}`);
+      throw new MincError(
+        `${src.label}: no image for ${platformName(want)}; there are: ${entries.map((e) => platformName(e.platform)).join(", ")}`,
+      );
     }
     return ok.find((e) => e.platform?.variant === want.variant) ?? ok[0];
   };
@@ -427,7 +486,11 @@ function ociPlans(src: Source, arch?: string): ImagePlan[] {
     else if (depth === 0 || entries.length === 1) list = entries;
     else throw new MincError(`${src.label}: an image index lists ${entries.length} manifests and no platforms`);
     for (const e of list) {
-      const body = readJson<IndexOrManifest>(blob(e, "manifest"), INDEX_OR_MANIFEST, `${src.label}: manifest ${e.digest}`);
+      const body = readJson<IndexOrManifest>(
+        blob(e, "manifest"),
+        INDEX_OR_MANIFEST,
+        `${src.label}: manifest ${e.digest}`,
+      );
       const own = refNameOf(e) ?? name;
       if (kindOf(e, body) === "index") walk(body, own, depth + 1);
       else picks.push({ desc: e, body, name: own });
@@ -438,13 +501,23 @@ function ociPlans(src: Source, arch?: string): ImagePlan[] {
     const label = `${src.label}: manifest ${desc.digest}`;
     if (!manifest.config || !manifest.layers) throw new MincError(`${label} has no config or layers`);
     const raw = blob(manifest.config, "config");
-    const diffIds = checkDiffIds(readJson<ImageConfig>(raw, IMAGE_CONFIG, `${label}: config`), manifest.layers.length, label);
+    const diffIds = checkDiffIds(
+      readJson<ImageConfig>(raw, IMAGE_CONFIG, `${label}: config`),
+      manifest.layers.length,
+      label,
+    );
     return {
       label,
       name,
       layers: manifest.layers.map((l, i) => {
         const digest = normalizeDigest(l.digest);
-        return { file: src.canonical(`blobs/sha256/${digest.slice(7)}`), label: `blobs/sha256/${digest.slice(7)}`, digest, size: l.size, diffId: diffIds?.[i] };
+        return {
+          file: src.canonical(`blobs/sha256/${digest.slice(7)}`),
+          label: `blobs/sha256/${digest.slice(7)}`,
+          digest,
+          size: l.size,
+          diffId: diffIds?.[i],
+        };
       }),
       config: () => raw,
     };
@@ -475,7 +548,6 @@ export interface ImportOptions {
   preUnpacked?: boolean;
 }
 
-
 interface Blob {
   file: string;
   dir: string;
@@ -497,7 +569,8 @@ export async function importArchive(store: Store, path: string, opts: ImportOpti
   step(`Read the image archive ${path}`);
   const src = await openSource(path);
   const plans = plansOf(src, opts.arch);
-  if (opts.name !== undefined && plans.length > 1) throw usageError(`${path} holds ${plans.length} images: --name needs one`);
+  if (opts.name !== undefined && plans.length > 1)
+    throw usageError(`${path} holds ${plans.length} images: --name needs one`);
   const stage = store.makeStaging("import");
   try {
     return await importPlans(store, src, plans, stage, opts);
@@ -515,7 +588,13 @@ function knownChain(plan: ImagePlan): string[] | undefined {
   return ids;
 }
 
-async function importPlans(store: Store, src: Source, plans: ImagePlan[], stage: string, opts: ImportOptions): Promise<string[]> {
+async function importPlans(
+  store: Store,
+  src: Source,
+  plans: ImagePlan[],
+  stage: string,
+  opts: ImportOptions,
+): Promise<string[]> {
   // Which files to unpack: the layers the store lacks (all of them when the
   // DiffIDs are unknown). Those it has are still checked when the source has
   // them; a source may leave them out (a pull skips layers the store has).
@@ -530,7 +609,11 @@ async function importPlans(store: Store, src: Source, plans: ImagePlan[], stage:
         throw new MincError(`${plan.label}: layer ${layer.label} is missing from the archive`);
       }
       let b = blobs.get(layer.file);
-      if (!b) blobs.set(layer.file, b = { file: layer.file, dir: `${stage}/blob-${blobs.size}`, jobs: [], unpack: false, used: false });
+      if (!b)
+        blobs.set(
+          layer.file,
+          (b = { file: layer.file, dir: `${stage}/blob-${blobs.size}`, jobs: [], unpack: false, used: false }),
+        );
       b.jobs.push({ plan, layer, index });
       if (!have) b.unpack = true;
     });
@@ -542,7 +625,9 @@ async function importPlans(store: Store, src: Source, plans: ImagePlan[], stage:
     try {
       const early = b.unpack && opts.preUnpacked ? src.takeUnpacked?.(file, `${b.dir}/root`) : undefined;
       if (early) {
-        step(`Layer ${first.index + 1}/${first.plan.layers.length} (${first.layer.label}) was unpacked as it came: take it`);
+        step(
+          `Layer ${first.index + 1}/${first.plan.layers.length} (${first.layer.label}) was unpacked as it came: take it`,
+        );
         b.result = early;
       } else if (b.unpack) {
         step(`Unpack layer ${first.index + 1}/${first.plan.layers.length} (${first.layer.label}) into ${b.dir}/root`);
@@ -550,7 +635,9 @@ async function importPlans(store: Store, src: Source, plans: ImagePlan[], stage:
         shown(`# ${r.entries} entries, ${r.compression}, ${r.diffId}`);
         b.result = r;
       } else {
-        step(`Check layer ${first.index + 1}/${first.plan.layers.length} (${first.layer.label}), which the store has already`);
+        step(
+          `Check layer ${first.index + 1}/${first.plan.layers.length} (${first.layer.label}), which the store has already`,
+        );
         b.result = await digestLayer(data);
       }
     } catch (e) {
@@ -559,12 +646,16 @@ async function importPlans(store: Store, src: Source, plans: ImagePlan[], stage:
     }
     for (const { plan, layer } of b.jobs) {
       const what = `${plan.label}: layer ${layer.label}`;
-      if (layer.size !== undefined && b.result.size !== layer.size) throw new MincError(`${what}: size ${b.result.size}, expected ${layer.size}`);
-      if (layer.digest !== undefined && b.result.digest !== normalizeDigest(layer.digest)) throw new MincError(`${what}: digest ${b.result.digest}, expected ${layer.digest}`);
-      if (layer.diffId !== undefined && b.result.diffId !== layer.diffId) throw new MincError(`${what}: diff_id ${b.result.diffId}, expected ${layer.diffId}`);
+      if (layer.size !== undefined && b.result.size !== layer.size)
+        throw new MincError(`${what}: size ${b.result.size}, expected ${layer.size}`);
+      if (layer.digest !== undefined && b.result.digest !== normalizeDigest(layer.digest))
+        throw new MincError(`${what}: digest ${b.result.digest}, expected ${layer.digest}`);
+      if (layer.diffId !== undefined && b.result.diffId !== layer.diffId)
+        throw new MincError(`${what}: diff_id ${b.result.diffId}, expected ${layer.diffId}`);
     }
   });
-  for (const b of blobs.values()) if (!b.result) throw new MincError(`${src.label}: ${b.file} was not found on reading`);
+  for (const b of blobs.values())
+    if (!b.result) throw new MincError(`${src.label}: ${b.file} was not found on reading`);
 
   // Every layer staged (or already in the store), under its ChainID.
   const staged = new Map<string, string>();

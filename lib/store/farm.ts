@@ -250,7 +250,9 @@ export class Store {
     if (hits.length === 1) return hits[0];
     if (hits.length === 0) throw new MincError(`no such ${kind}: ${ref}`);
     if (named.length > 0 && started.length > 0) {
-      throw new MincError(`${kind} ${ref} is ambiguous: it is the name of ${named.join(", ")} and the start of the id of ${started.join(", ")}; give the full id`);
+      throw new MincError(
+        `${kind} ${ref} is ambiguous: it is the name of ${named.join(", ")} and the start of the id of ${started.join(", ")}; give the full id`,
+      );
     }
     throw new MincError(`${kind} ${ref} is ambiguous: it matches ${hits.join(", ")}`);
   }
@@ -260,7 +262,10 @@ export class Store {
     const names = new Map(ids.map((id) => [id, this.nameOf(kind, id)]));
     const exact = ids.filter((id) => names.get(id) === ref);
     if (exact.length > 0) return exact;
-    return ids.filter((id) => { const n = names.get(id); return n !== undefined && sameName(n, ref); });
+    return ids.filter((id) => {
+      const n = names.get(id);
+      return n !== undefined && sameName(n, ref);
+    });
   }
 
   resolveImage(ref: string): string {
@@ -277,7 +282,9 @@ export class Store {
     for (let cur: string | undefined = id; cur !== undefined; cur = this.baseOf(cur)) {
       if (seen.includes(cur)) throw new MincError(`image ${id}: its layers form a loop at ${cur}`);
       if (!isDir(`${this.imageDir(cur)}/root`)) {
-        throw new MincError(cur === id ? `image ${id} has no root directory` : `image ${id}: its base layer ${cur} is missing`);
+        throw new MincError(
+          cur === id ? `image ${id} has no root directory` : `image ${id}: its base layer ${cur} is missing`,
+        );
       }
       seen.push(cur);
     }
@@ -286,7 +293,9 @@ export class Store {
 
   /** The overlay lowerdir list of an image, top layer first. */
   stack(id: string): string {
-    return this.layers(id).map((l) => `${this.imageDir(l)}/root`).join(":");
+    return this.layers(id)
+      .map((l) => `${this.imageDir(l)}/root`)
+      .join(":");
   }
 
   /** The config JSON of the image (the first layer from the top that has one). */
@@ -391,7 +400,10 @@ export class Store {
     }
     if (top.dir && meta.config !== undefined) writeShown(`${top.dir}/config.json`, meta.config);
     return this.withLock(() => {
-      const name = this.admitName(meta, layers.map((l) => l.id));
+      const name = this.admitName(
+        meta,
+        layers.map((l) => l.id),
+      );
       if (name !== undefined) {
         this.takeName(top.id, name);
         if (top.dir) writeShown(`${top.dir}/name`, `${name}\n`);
@@ -402,13 +414,16 @@ export class Store {
         if (exists(target)) {
           const base = readTrimmed(`${target}/baseid`) || undefined;
           if (base !== l.base) {
-            throw new MincError(`image ${l.id} is already in the store with base ${base ?? "(none)"}, not ${l.base ?? "(none)"}`);
+            throw new MincError(
+              `image ${l.id} is already in the store with base ${base ?? "(none)"}, not ${l.base ?? "(none)"}`,
+            );
           }
           if (l === top) topWasThere = true;
           continue;
         }
         if (!l.dir) throw new MincError(`layer ${l.id} left the store during the import; try again`);
-        if (l.base !== undefined && !isDir(this.imageDir(l.base))) throw new MincError(`base image ${l.base} is not in the store`);
+        if (l.base !== undefined && !isDir(this.imageDir(l.base)))
+          throw new MincError(`base image ${l.base} is not in the store`);
         shown(`mv ${quote(l.dir)} ${quote(target)}`);
         fs.renameSync(l.dir, target);
       }
@@ -463,7 +478,9 @@ export class Store {
     const plain = plainName(name);
     if (!isIdPrefix(plain)) return undefined;
     const started = [...this.ids(kind), ...newIds].find((id) => id.startsWith(plain));
-    return started === undefined ? undefined : `name ${JSON.stringify(name)} is the start of the id of ${kind} ${started}: a name may not be an id or the start of one`;
+    return started === undefined
+      ? undefined
+      : `name ${JSON.stringify(name)} is the start of the id of ${kind} ${started}: a name may not be an id or the start of one`;
   }
 
   /** The name leaves every other image that has it (call under the lock). */
@@ -484,7 +501,8 @@ export class Store {
       this.checkNameFor("image", name);
       for (const other of this.listImages()) {
         const n = this.imageName(other);
-        if (other !== id && n !== undefined && sameName(n, name)) throw usageError(`${name} is already used by image ${other}`);
+        if (other !== id && n !== undefined && sameName(n, name))
+          throw usageError(`${name} is already used by image ${other}`);
       }
       writeShown(`${this.imageDir(id)}/name`, `${name}\n`);
       return id;
@@ -498,7 +516,8 @@ export class Store {
       const id = this.resolveContainer(ref);
       this.checkNameFor("container", name);
       for (const other of this.listContainers()) {
-        if (other !== id && this.containerName(other) === name) throw usageError(`${name} is already used by container ${other}`);
+        if (other !== id && this.containerName(other) === name)
+          throw usageError(`${name} is already used by container ${other}`);
       }
       writeShown(this.containerFiles(id).utsname, `${name}\n`);
       return id;
@@ -535,7 +554,8 @@ export class Store {
   removeImage(id: string): void {
     const trash = this.withLock(() => {
       const deps = this.dependents(id);
-      if (deps.containers.length) throw new MincError(`image ${id} is used by the containers ${deps.containers.join(", ")}`);
+      if (deps.containers.length)
+        throw new MincError(`image ${id} is used by the containers ${deps.containers.join(", ")}`);
       if (deps.images.length) throw new MincError(`image ${id} is the base of the images ${deps.images.join(", ")}`);
       if (mountsUnder(this.imageDir(id)).length) throw new MincError(`image ${id} is mounted`);
       return this.toTrash(this.imageDir(id));
@@ -581,11 +601,11 @@ function replaceShown(from: string, to: string): void {
   fs.renameSync(from, to);
 }
 
-
 /** Mount points at or below dir. */
 export function mountsUnder(dir: string): string[] {
-  return mounts().map((m) => m.point).filter((m) => m === dir || m.startsWith(`${dir}/`));
+  return mounts()
+    .map((m) => m.point)
+    .filter((m) => m === dir || m.startsWith(`${dir}/`));
 }
 
 // ---- the start of an async entrypoint ----
-

@@ -99,7 +99,8 @@ export async function* decompress(
   }
   const head = Buffer.concat(first);
   const kind = want === "auto" ? sniff(head) : want;
-  if (kind === "xz" || kind === "bzip2") throw new MincError(`${kind} compressed layers are not supported (only gzip, zstd or plain tar)`);
+  if (kind === "xz" || kind === "bzip2")
+    throw new MincError(`${kind} compressed layers are not supported (only gzip, zstd or plain tar)`);
   d.compression = kind;
   async function* raw(): AsyncGenerator<Buffer> {
     if (head.length) yield head;
@@ -128,7 +129,9 @@ export async function* decompress(
   } catch (e) {
     if (e instanceof MincError) throw e;
     const why = systemErrorText(e); // (the input could not be read: not a decompression failure)
-    throw new MincError(why !== undefined ? `cannot read the layer: ${why}` : `cannot decompress (${kind}): ${(e as Error).message}`);
+    throw new MincError(
+      why !== undefined ? `cannot read the layer: ${why}` : `cannot decompress (${kind}): ${(e as Error).message}`,
+    );
   }
 }
 
@@ -212,7 +215,9 @@ export async function walkTar(chunks: AsyncIterable<Buffer>, each: (entry: Entry
   // The pax records as bytes, read from the same stream on its way in.
   const paxReader = new PaxReader();
   let feedError: unknown;
-  const feeding = pipeline(Readable.from(paxReader.watch(chunks)), extract).catch((e: unknown) => { feedError = e; });
+  const feeding = pipeline(Readable.from(paxReader.watch(chunks)), extract).catch((e: unknown) => {
+    feedError = e;
+  });
   let handlerError: unknown;
   let iterError: unknown;
   try {
@@ -248,7 +253,12 @@ type TarStream = Extract extends AsyncIterable<infer S> ? S : never;
 function withPax(stream: TarStream, paxReader: PaxReader): Entry {
   const header = stream.header;
   const pax = paxReader.take((header as Header & { byteOffset: number }).byteOffset);
-  return { header, pax, resume: () => stream.resume(), [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() as AsyncIterator<Buffer> };
+  return {
+    header,
+    pax,
+    resume: () => stream.resume(),
+    [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>,
+  };
 }
 
 /** The components of an entry's path (its bytes, see BYTES); absolute paths and ".." are refused. */
@@ -289,7 +299,7 @@ function dumpQuoted(bytes: Buffer): string {
   let out = "";
   for (const b of bytes) {
     const c = String.fromCharCode(b);
-    out += /[A-Za-z0-9._\/+:@,-]/.test(c) ? c : `\\${b.toString(8).padStart(3, "0")}`;
+    out += /[A-Za-z0-9._/+:@,-]/.test(c) ? c : `\\${b.toString(8).padStart(3, "0")}`;
   }
   return out;
 }
@@ -301,8 +311,12 @@ function dumpQuoted(bytes: Buffer): string {
  * carry a path that is not UTF-8.
  */
 function setXattrs(path: string, attrs: readonly (readonly [string, string])[]): void {
-  if (!findInPath("setfattr")) throw new MincError("setfattr is needed to set extended attributes (opaque directories): apt-get install attr");
-  const dump = [`# file: ${dumpQuoted(fsPath(path))}`, ...attrs.map(([name, hex]) => `${dumpQuoted(fsPath(name))}=0x${hex}`)];
+  if (!findInPath("setfattr"))
+    throw new MincError("setfattr is needed to set extended attributes (opaque directories): apt-get install attr");
+  const dump = [
+    `# file: ${dumpQuoted(fsPath(path))}`,
+    ...attrs.map(([name, hex]) => `${dumpQuoted(fsPath(name))}=0x${hex}`),
+  ];
   run(["setfattr", "-h", "--restore=-"], `${dump.join("\n")}\n`);
 }
 
@@ -327,7 +341,10 @@ async function writeData(data: AsyncIterable<Buffer>, path: string): Promise<voi
 function paxXattr(key: string, value: Buffer): [string, string] | undefined {
   if (key.startsWith("SCHILY.xattr.")) return [key.slice("SCHILY.xattr.".length), value.toString("hex")];
   if (key.startsWith("LIBARCHIVE.xattr.")) {
-    return [percentDecoded(key.slice("LIBARCHIVE.xattr.".length)), Buffer.from(value.toString("latin1"), "base64").toString("hex")];
+    return [
+      percentDecoded(key.slice("LIBARCHIVE.xattr.".length)),
+      Buffer.from(value.toString("latin1"), "base64").toString("hex"),
+    ];
   }
   return undefined;
 }
@@ -370,12 +387,16 @@ class Unpacker {
       if (st === undefined) {
         fs.mkdirSync(fsPath(p), { mode: 0o755 });
       } else if (st.isSymbolicLink()) {
-        throw new MincError(`refused: entry ${JSON.stringify(text(what))} goes through the symbolic link ${text(parts.slice(0, i).join("/"))}`);
+        throw new MincError(
+          `refused: entry ${JSON.stringify(text(what))} goes through the symbolic link ${text(parts.slice(0, i).join("/"))}`,
+        );
       } else if (isWhiteoutDevice(st)) {
         fs.unlinkSync(fsPath(p));
         fs.mkdirSync(fsPath(p), { mode: 0o755 });
       } else if (!st.isDirectory()) {
-        throw new MincError(`refused: entry ${JSON.stringify(text(what))}: ${text(parts.slice(0, i).join("/"))} is not a directory`);
+        throw new MincError(
+          `refused: entry ${JSON.stringify(text(what))}: ${text(parts.slice(0, i).join("/"))} is not a directory`,
+        );
       }
       this.dirs.add(p);
     }
@@ -445,8 +466,12 @@ class Unpacker {
         const target = this.linkTarget(linkname, name);
         this.checkParents(target, name);
         const st = lstatOrUndefined(this.path(target));
-        if (st === undefined) throw new MincError(`refused: hardlink ${JSON.stringify(text(name))} points at ${JSON.stringify(text(linkname))}, which is not in the layer`);
-        if (st.isDirectory()) throw new MincError(`refused: hardlink ${JSON.stringify(text(name))} points at a directory`);
+        if (st === undefined)
+          throw new MincError(
+            `refused: hardlink ${JSON.stringify(text(name))} points at ${JSON.stringify(text(linkname))}, which is not in the layer`,
+          );
+        if (st.isDirectory())
+          throw new MincError(`refused: hardlink ${JSON.stringify(text(name))} points at a directory`);
         if (this.path(target) === path) return;
         this.clear(path, false);
         fs.linkSync(fsPath(this.path(target)), fsPath(path));
@@ -456,12 +481,17 @@ class Unpacker {
       case "block-device":
       case "fifo": {
         this.clear(path, false);
-        const kind = h.type === "fifo" ? ["p"] : [h.type === "block-device" ? "b" : "c", String(h.devmajor ?? 0), String(h.devminor ?? 0)];
+        const kind =
+          h.type === "fifo"
+            ? ["p"]
+            : [h.type === "block-device" ? "b" : "c", String(h.devmajor ?? 0), String(h.devminor ?? 0)];
         this.mknod(path, ["-m", mode.toString(8)], kind);
         break;
       }
       default:
-        throw new MincError(`refused: entry ${JSON.stringify(text(name))} has an unsupported type (${h.type ?? "unknown"})`);
+        throw new MincError(
+          `refused: entry ${JSON.stringify(text(name))} has an unsupported type (${h.type ?? "unknown"})`,
+        );
     }
     this.owner(path, uid, gid);
     fs.chmodSync(fsPath(path), mode); // after chown, which clears set-id bits
@@ -490,7 +520,9 @@ class Unpacker {
     try {
       return entryParts(linkname);
     } catch {
-      throw new MincError(`refused: hardlink ${JSON.stringify(text(name))} points outside the layer (${JSON.stringify(text(linkname))})`);
+      throw new MincError(
+        `refused: hardlink ${JSON.stringify(text(name))} points outside the layer (${JSON.stringify(text(linkname))})`,
+      );
     }
   }
 
@@ -500,9 +532,14 @@ class Unpacker {
       const p = this.path(parts.slice(0, i));
       if (this.dirs.has(p)) continue;
       const st = lstatOrUndefined(p);
-      if (st === undefined) throw new MincError(`refused: hardlink ${JSON.stringify(text(what))} points at ${text(parts.join("/"))}, which is not in the layer`);
+      if (st === undefined)
+        throw new MincError(
+          `refused: hardlink ${JSON.stringify(text(what))} points at ${text(parts.join("/"))}, which is not in the layer`,
+        );
       if (!st.isDirectory()) {
-        throw new MincError(`refused: hardlink ${JSON.stringify(text(what))} points through ${text(parts.slice(0, i).join("/"))}, not a directory of the layer`);
+        throw new MincError(
+          `refused: hardlink ${JSON.stringify(text(what))} points through ${text(parts.slice(0, i).join("/"))}, not a directory of the layer`,
+        );
       }
       this.dirs.add(p);
     }
@@ -524,7 +561,8 @@ class Unpacker {
     }
     if (base.startsWith(`${WH}${WH}`)) return; // AUFS's own bookkeeping (.wh..wh.plnk, ...)
     const hidden = base.slice(WH.length);
-    if (hidden === "" || hidden === "." || hidden === "..") throw new MincError(`refused: bad whiteout ${JSON.stringify(text(name))}`);
+    if (hidden === "" || hidden === "." || hidden === "..")
+      throw new MincError(`refused: bad whiteout ${JSON.stringify(text(name))}`);
     const target = [...dirParts, hidden];
     this.parents(target, name);
     // A whiteout hides the lower layers' file; this layer's own stays.
@@ -550,7 +588,11 @@ class Unpacker {
 }
 
 /** Unpack a layer into dest (made if missing); see the top of this file. */
-export async function unpackLayer(input: Readable | AsyncIterable<Buffer>, dest: string, opts: UnpackOptions = {}): Promise<UnpackResult> {
+export async function unpackLayer(
+  input: Readable | AsyncIterable<Buffer>,
+  dest: string,
+  opts: UnpackOptions = {},
+): Promise<UnpackResult> {
   const want = opts.diffId === undefined ? undefined : normalizeDigest(opts.diffId);
   fs.mkdirSync(dest, { recursive: true });
   const d = new StreamDigests(opts.digest === undefined);
@@ -573,10 +615,18 @@ export async function unpackLayer(input: Readable | AsyncIterable<Buffer>, dest:
 }
 
 /** The digests of a layer without unpacking it (a layer the store has already, checked all the same). */
-export async function digestLayer(input: Readable | AsyncIterable<Buffer>, compression: Compression | "auto" = "auto"): Promise<Pick<UnpackResult, "diffId" | "digest" | "size" | "compression">> {
+export async function digestLayer(
+  input: Readable | AsyncIterable<Buffer>,
+  compression: Compression | "auto" = "auto",
+): Promise<Pick<UnpackResult, "diffId" | "digest" | "size" | "compression">> {
   const d = new StreamDigests();
   for await (const chunk of decompress(input, compression, d)) void chunk;
-  return { diffId: `sha256:${d.plain.digest("hex")}`, digest: `sha256:${d.given!.digest("hex")}`, size: d.size, compression: d.compression };
+  return {
+    diffId: `sha256:${d.plain.digest("hex")}`,
+    digest: `sha256:${d.given!.digest("hex")}`,
+    size: d.size,
+    compression: d.compression,
+  };
 }
 
 /** Where minc-smuggler unpacks blobs/sha256/HEX of an OCI layout as it comes: LAYOUT/unpacked/HEX/{root,result.json}. */

@@ -71,7 +71,9 @@ export function checkName(name: string, what = "name"): string {
  * registry:5000/a/b): no empty part, no leading "/", no "." or ".." part.
  */
 export function isRef(ref: string): boolean {
-  return HEX.test(ref) || (ref.length <= REF_MAX && !ref.includes("..") && ref.split("/").every((p) => REF_PART.test(p)));
+  return (
+    HEX.test(ref) || (ref.length <= REF_MAX && !ref.includes("..") && ref.split("/").every((p) => REF_PART.test(p)))
+  );
 }
 
 /** A reference to an image or container, checked (bad input: exit 2). */

@@ -90,8 +90,15 @@ export class PaxReader {
   take(offset: number): PaxRecords {
     const q = this.queue[this.head];
     if (q === undefined || q.offset !== offset) {
-      const why = this.lostAt !== undefined ? `an unreadable header at byte ${this.lostAt}` : q === undefined ? "no header seen" : `a header at byte ${q.offset - BLOCK}`;
-      throw new MincError(`not a valid tar archive: the entry at byte ${offset - BLOCK} is out of step with its headers (${why})`);
+      const why =
+        this.lostAt !== undefined
+          ? `an unreadable header at byte ${this.lostAt}`
+          : q === undefined
+            ? "no header seen"
+            : `a header at byte ${q.offset - BLOCK}`;
+      throw new MincError(
+        `not a valid tar archive: the entry at byte ${offset - BLOCK} is out of step with its headers (${why})`,
+      );
     }
     this.queue[this.head++] = undefined;
     if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
@@ -216,14 +223,17 @@ export class PaxReader {
 export function parsePaxRecords(data: Buffer, headerAt = 0): Map<string, Buffer> {
   const records = new Map<string, Buffer>();
   const bad = (at: number, why: string): MincError =>
-    new MincError(`not a valid tar archive: bad pax record in the header at byte ${headerAt} (record at byte ${at} of its data): ${why}`);
+    new MincError(
+      `not a valid tar archive: bad pax record in the header at byte ${headerAt} (record at byte ${at} of its data): ${why}`,
+    );
   for (let at = 0; at < data.length; ) {
     const space = data.indexOf(0x20, at);
     const digits = space < 0 ? "" : data.toString("latin1", at, space);
     if (!/^[0-9]{1,9}$/.test(digits)) throw bad(at, "no length");
     const len = Number(digits);
     const end = at + len;
-    if (end > data.length) throw bad(at, `its length ${len} runs past the end of the header's data (${data.length - at} bytes left)`);
+    if (end > data.length)
+      throw bad(at, `its length ${len} runs past the end of the header's data (${data.length - at} bytes left)`);
     if (end <= space + 1 || data[end - 1] !== 0x0a) throw bad(at, `its length ${len} does not end it at a newline`);
     const eq = data.indexOf(0x3d, space + 1);
     if (eq <= space + 1 || eq >= end) throw bad(at, "no KEY=");
@@ -282,7 +292,8 @@ function base256(buf: Buffer, at: number, len: number): number {
 /** "ustar\0" at 257 (POSIX) or "ustar  \0" (GNU): the formats tar-stream reads. */
 function knownFormat(buf: Buffer, b: number): boolean {
   const m = b + 257;
-  if (buf[m] !== 0x75 || buf[m + 1] !== 0x73 || buf[m + 2] !== 0x74 || buf[m + 3] !== 0x61 || buf[m + 4] !== 0x72) return false;
+  if (buf[m] !== 0x75 || buf[m + 1] !== 0x73 || buf[m + 2] !== 0x74 || buf[m + 3] !== 0x61 || buf[m + 4] !== 0x72)
+    return false;
   return buf[m + 5] === 0 || (buf[m + 5] === 0x20 && buf[m + 6] === 0x20 && buf[m + 7] === 0);
 }
 

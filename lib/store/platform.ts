@@ -11,13 +11,30 @@ export interface Platform {
 
 /** Each name a user or uname may give, as OCI's architecture and (default) variant. */
 const ARCHES: Record<string, [string, string?]> = {
-  amd64: ["amd64"], x86_64: ["amd64"], "x86-64": ["amd64"], x64: ["amd64"],
-  arm64: ["arm64"], aarch64: ["arm64"],
-  arm: ["arm", "v7"], armv7l: ["arm", "v7"], armv7: ["arm", "v7"], armel: ["arm", "v7"], armhf: ["arm", "v7"],
-  armv6l: ["arm", "v6"], armv6: ["arm", "v6"], armv5l: ["arm", "v5"], armv5: ["arm", "v5"],
-  ppc64le: ["ppc64le"], riscv64: ["riscv64"], s390x: ["s390x"],
-  "386": ["386"], i386: ["386"], i686: ["386"], ia32: ["386"],
-  mips64le: ["mips64le"], loong64: ["loong64"],
+  amd64: ["amd64"],
+  x86_64: ["amd64"],
+  "x86-64": ["amd64"],
+  x64: ["amd64"],
+  arm64: ["arm64"],
+  aarch64: ["arm64"],
+  arm: ["arm", "v7"],
+  armv7l: ["arm", "v7"],
+  armv7: ["arm", "v7"],
+  armel: ["arm", "v7"],
+  armhf: ["arm", "v7"],
+  armv6l: ["arm", "v6"],
+  armv6: ["arm", "v6"],
+  armv5l: ["arm", "v5"],
+  armv5: ["arm", "v5"],
+  ppc64le: ["ppc64le"],
+  riscv64: ["riscv64"],
+  s390x: ["s390x"],
+  "386": ["386"],
+  i386: ["386"],
+  i686: ["386"],
+  ia32: ["386"],
+  mips64le: ["mips64le"],
+  loong64: ["loong64"],
 };
 
 /** The names marten's --arch and MINC_ARCH take (the completion offers these). */
@@ -25,10 +42,16 @@ export const ARCH_NAMES: readonly string[] = Object.keys(ARCHES);
 
 /** MINC_ARCH (ARCH or ARCH/VARIANT, an optional linux/ before) as an OCI platform; unknown is a usage error. */
 export function parseArch(spec: string): Platform {
-  const parts = spec.trim().toLowerCase().replace(/^linux\//, "").split("/");
+  const parts = spec
+    .trim()
+    .toLowerCase()
+    .replace(/^linux\//, "")
+    .split("/");
   const known = ARCHES[parts[0]];
   if (!known || parts.length > 2 || (parts.length === 2 && !/^v\d+$/.test(parts[1]))) {
-    throw usageError(`unknown architecture ${JSON.stringify(spec)} (MINC_ARCH: amd64, arm64, arm[/v6|v7], ppc64le, riscv64, s390x, 386, ...)`);
+    throw usageError(
+      `unknown architecture ${JSON.stringify(spec)} (MINC_ARCH: amd64, arm64, arm[/v6|v7], ppc64le, riscv64, s390x, 386, ...)`,
+    );
   }
   const variant = parts[1] ?? known[1];
   return { os: "linux", architecture: known[0], ...(variant ? { variant } : {}) };

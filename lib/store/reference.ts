@@ -87,14 +87,19 @@ export function parseReference(input: string): Reference {
   if (colon > rest.lastIndexOf("/") && !(rest.startsWith("[") && colon < rest.indexOf("]"))) {
     tag = rest.slice(colon + 1);
     rest = rest.slice(0, colon);
-    if (!TAG.test(tag)) throw bad(`tag ${JSON.stringify(tag)}: up to 128 letters, digits, _, . and -, not starting with . or -`);
+    if (!TAG.test(tag))
+      throw bad(`tag ${JSON.stringify(tag)}: up to 128 letters, digits, _, . and -, not starting with . or -`);
   }
 
   const parts = rest.split("/");
   let domain = DOCKER_HUB;
   const first = parts[0];
-  if (parts.length > 1 && (first.includes(".") || first.includes(":") || first === "localhost" || first.startsWith("["))) {
-    if (!DOMAIN.test(first)) throw bad(`registry ${JSON.stringify(first)} is not a host name or address with an optional port`);
+  if (
+    parts.length > 1 &&
+    (first.includes(".") || first.includes(":") || first === "localhost" || first.startsWith("["))
+  ) {
+    if (!DOMAIN.test(first))
+      throw bad(`registry ${JSON.stringify(first)} is not a host name or address with an optional port`);
     domain = first;
     parts.shift();
   }
@@ -140,6 +145,7 @@ export function checkReference(ref: string): string {
   parseReference(ref);
   const name = nameFromReference(ref);
   const why = name === undefined ? "it has no name" : whyNotName(name);
-  if (name === undefined || why !== undefined) throw usageError(`image reference ${JSON.stringify(ref)} gives no name for the store (${why}): give --name`);
+  if (name === undefined || why !== undefined)
+    throw usageError(`image reference ${JSON.stringify(ref)} gives no name for the store (${why}): give --name`);
   return name;
 }

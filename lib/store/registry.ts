@@ -26,7 +26,10 @@ export const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 export const DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json";
 export const DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_SCHEMA1 = ["application/vnd.docker.distribution.manifest.v1+json", "application/vnd.docker.distribution.manifest.v1+prettyjws"];
+const DOCKER_SCHEMA1 = [
+  "application/vnd.docker.distribution.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.v1+prettyjws",
+];
 export const OCI_CONFIG = "application/vnd.oci.image.config.v1+json";
 export const DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json";
 /** Layer types an image may have: plain tar, gzip or zstd. */
@@ -48,7 +51,6 @@ function failure(message: string): MincError {
 }
 
 // ---- descriptors and manifests ----
-
 
 export interface Descriptor {
   mediaType: string;
@@ -73,11 +75,16 @@ export function checkDescriptor(value: unknown, what: string): Descriptor {
   if (typeof d.digest !== "string" || !SHA256.test(d.digest)) {
     throw failure(`${what}: digest ${JSON.stringify(d.digest)} is not sha256: and 64 lowercase hex digits`);
   }
-  if (typeof d.size !== "number" || !Number.isSafeInteger(d.size) || d.size < 0) throw failure(`${what}: bad size ${JSON.stringify(d.size)}`);
+  if (typeof d.size !== "number" || !Number.isSafeInteger(d.size) || d.size < 0)
+    throw failure(`${what}: bad size ${JSON.stringify(d.size)}`);
   const out: Descriptor = { mediaType: d.mediaType, digest: d.digest, size: d.size };
   if (d.platform && typeof d.platform === "object") {
     const p = d.platform;
-    out.platform = { architecture: String(p.architecture ?? ""), os: String(p.os ?? ""), ...(p.variant ? { variant: String(p.variant) } : {}) };
+    out.platform = {
+      architecture: String(p.architecture ?? ""),
+      os: String(p.os ?? ""),
+      ...(p.variant ? { variant: String(p.variant) } : {}),
+    };
   }
   if (d.annotations && typeof d.annotations === "object") out.annotations = d.annotations;
   if (Array.isArray(d.urls)) out.urls = d.urls;
@@ -96,13 +103,27 @@ export function parseManifest(bytes: Buffer, contentType: string | null, what: s
   const served = (contentType ?? "").split(";")[0].trim().toLowerCase();
   const mediaType = typeof json.mediaType === "string" ? json.mediaType : served;
   if (json.schemaVersion === 1 || DOCKER_SCHEMA1.includes(mediaType)) {
-    throw failure(`${what}: Docker schema 1 manifests are deprecated and not supported (push the image again with a current tool)`);
+    throw failure(
+      `${what}: Docker schema 1 manifests are deprecated and not supported (push the image again with a current tool)`,
+    );
   }
-  if (json.schemaVersion !== 2) throw failure(`${what}: unknown manifest schemaVersion ${JSON.stringify(json.schemaVersion)}`);
-  if (Array.isArray(json.manifests) && (mediaType === OCI_INDEX || mediaType === DOCKER_LIST || (!mediaType && !json.config))) {
-    return { kind: "index", mediaType: mediaType || OCI_INDEX, manifests: json.manifests.map((m, i) => checkDescriptor(m, `${what}: manifest ${i + 1}`)) };
+  if (json.schemaVersion !== 2)
+    throw failure(`${what}: unknown manifest schemaVersion ${JSON.stringify(json.schemaVersion)}`);
+  if (
+    Array.isArray(json.manifests) &&
+    (mediaType === OCI_INDEX || mediaType === DOCKER_LIST || (!mediaType && !json.config))
+  ) {
+    return {
+      kind: "index",
+      mediaType: mediaType || OCI_INDEX,
+      manifests: json.manifests.map((m, i) => checkDescriptor(m, `${what}: manifest ${i + 1}`)),
+    };
   }
-  if (json.config && Array.isArray(json.layers) && (mediaType === OCI_MANIFEST || mediaType === DOCKER_MANIFEST || !mediaType)) {
+  if (
+    json.config &&
+    Array.isArray(json.layers) &&
+    (mediaType === OCI_MANIFEST || mediaType === DOCKER_MANIFEST || !mediaType)
+  ) {
     return {
       kind: "image",
       mediaType: mediaType || OCI_MANIFEST,
@@ -120,7 +141,8 @@ export function checkImage(m: Extract<Manifest, { kind: "image" }>, what: string
   }
   m.layers.forEach((l, i) => {
     if (LAYER_TYPES.has(l.mediaType)) return;
-    if (/nondistributable|foreign/.test(l.mediaType)) throw failure(`${what}: layer ${i + 1} is a foreign layer (${l.mediaType}), not supported`);
+    if (/nondistributable|foreign/.test(l.mediaType))
+      throw failure(`${what}: layer ${i + 1} is a foreign layer (${l.mediaType}), not supported`);
     throw failure(`${what}: layer ${i + 1} has an unknown media type ${l.mediaType}`);
   });
 }
@@ -136,8 +158,10 @@ function variantOf(p: Platform): string {
 
 /** BuildKit's provenance and SBOM entries: not an image to run. */
 export function isAttestation(d: Descriptor): boolean {
-  return d.annotations?.["vnd.docker.reference.type"] === "attestation-manifest" ||
-    (d.platform?.architecture === "unknown" && d.platform?.os === "unknown");
+  return (
+    d.annotations?.["vnd.docker.reference.type"] === "attestation-manifest" ||
+    (d.platform?.architecture === "unknown" && d.platform?.os === "unknown")
+  );
 }
 
 /**
@@ -146,19 +170,30 @@ export function isAttestation(d: Descriptor): boolean {
  * older one (v6, v5) if that is all there is. None is an error listing
  * what there is.
  */
-export function pickPlatform(manifests: readonly Descriptor[], want: Platform, what: string, variantGiven = true): Descriptor {
+export function pickPlatform(
+  manifests: readonly Descriptor[],
+  want: Platform,
+  what: string,
+  variantGiven = true,
+): Descriptor {
   const images = manifests.filter((d) => !isAttestation(d) && d.platform);
   const same = images.filter((d) => d.platform!.os === want.os && d.platform!.architecture === want.architecture);
   const exact = same.find((d) => variantOf(d.platform!) === variantOf(want));
   if (exact) return exact;
   if (!variantGiven && want.architecture === "arm") {
     const lower = same
-      .filter((d) => /^v\d+$/.test(variantOf(d.platform!)) && Number(variantOf(d.platform!).slice(1)) < Number(variantOf(want).slice(1)))
+      .filter(
+        (d) =>
+          /^v\d+$/.test(variantOf(d.platform!)) &&
+          Number(variantOf(d.platform!).slice(1)) < Number(variantOf(want).slice(1)),
+      )
       .sort((a, b) => Number(variantOf(b.platform!).slice(1)) - Number(variantOf(a.platform!).slice(1)));
     if (lower.length) return lower[0];
   }
   const there = [...new Set(images.map((d) => formatPlatform(d.platform!)))];
-  throw failure(`${what} has no image for ${formatPlatform(want)}; it has: ${there.join(", ") || "none"} (choose one with MINC_ARCH)`);
+  throw failure(
+    `${what} has no image for ${formatPlatform(want)}; it has: ${there.join(", ") || "none"} (choose one with MINC_ARCH)`,
+  );
 }
 
 // ---- credentials ----
@@ -203,7 +238,10 @@ export function dockerConfigCredentials(domain: string, env: NodeJS.ProcessEnv =
   }
   const keys = authKeys(domain);
   for (const [key, entry] of Object.entries(auths)) {
-    const host = key.toLowerCase().replace(/^[a-z]+:\/\//, "").replace(/\/.*$/, "");
+    const host = key
+      .toLowerCase()
+      .replace(/^[a-z]+:\/\//, "")
+      .replace(/\/.*$/, "");
     if (!keys.includes(host) || !entry || typeof entry !== "object") continue;
     if (typeof entry.auth === "string" && entry.auth) {
       const plain = Buffer.from(entry.auth, "base64").toString("utf8");
@@ -282,7 +320,8 @@ async function errorText(res: Response): Promise<string> {
   }
   try {
     const errs = JSON.parse(text).errors as { code?: string; message?: string }[];
-    if (Array.isArray(errs) && errs.length) return `${res.status} ${errs.map((e) => [e.code, e.message].filter(Boolean).join(": ")).join("; ")}`;
+    if (Array.isArray(errs) && errs.length)
+      return `${res.status} ${errs.map((e) => [e.code, e.message].filter(Boolean).join(": ")).join("; ")}`;
   } catch {
     // not JSON
   }
@@ -333,7 +372,12 @@ export class RegistryClient {
   }
 
   /** One request; redirects followed by hand, Authorization only to the registry's origin. */
-  private async send(url: URL, headers: Record<string, string>, auth: string | undefined, show: string): Promise<Fetched> {
+  private async send(
+    url: URL,
+    headers: Record<string, string>,
+    auth: string | undefined,
+    show: string,
+  ): Promise<Fetched> {
     const origin = url.origin;
     for (let hop = 0; ; hop++) {
       const h: Record<string, string> = { "user-agent": `mincs/${VERSION}`, ...headers };
@@ -350,9 +394,12 @@ export class RegistryClient {
         await drain(res);
         if (hop >= 10) throw failure(`too many redirects from ${origin}`);
         const next = new URL(location, url);
-        if (next.protocol !== "https:" && next.protocol !== "http:") throw failure(`redirected to ${next.protocol} URL`);
+        if (next.protocol !== "https:" && next.protocol !== "http:")
+          throw failure(`redirected to ${next.protocol} URL`);
         if (next.origin !== url.origin) {
-          step(`Redirected to ${next.origin}: ${next.origin === origin ? "back to the registry" : "another host, sent no credentials"}`);
+          step(
+            `Redirected to ${next.origin}: ${next.origin === origin ? "back to the registry" : "another host, sent no credentials"}`,
+          );
         }
         url = next;
         continue;
@@ -376,7 +423,8 @@ export class RegistryClient {
       } catch (e) {
         if (e instanceof Error && e.name === "AbortError") throw e;
         firstError ??= e;
-        if (scheme === "https" && schemes.length > 1) step(`No HTTPS at ${host}; ${this.insecure ? "MINC_PULL_INSECURE allows" : "on the loopback"} plain HTTP`);
+        if (scheme === "https" && schemes.length > 1)
+          step(`No HTTPS at ${host}; ${this.insecure ? "MINC_PULL_INSECURE allows" : "on the loopback"} plain HTTP`);
       }
     }
     if (!res) throw firstError;
@@ -406,19 +454,31 @@ export class RegistryClient {
     }
     if (basic) {
       if (!this.credentials) {
-        throw failure(`${host} wants a user name and password (set MINC_PULL_USER=user:password, or log in to it in ~/.docker/config.json)`);
+        throw failure(
+          `${host} wants a user name and password (set MINC_PULL_USER=user:password, or log in to it in ~/.docker/config.json)`,
+        );
       }
-      if (again || this.basic) throw failure(`authentication failed for ${host} (user ${this.credentials.user} from ${this.credentials.source})`);
-      step(`${host} asks for basic authentication: send ${this.credentials.user}'s password (from ${this.credentials.source}) to it, and only to it`);
+      if (again || this.basic)
+        throw failure(
+          `authentication failed for ${host} (user ${this.credentials.user} from ${this.credentials.source})`,
+        );
+      step(
+        `${host} asks for basic authentication: send ${this.credentials.user}'s password (from ${this.credentials.source}) to it, and only to it`,
+      );
       this.basic = true;
       this.authorization = `Basic ${Buffer.from(`${this.credentials.user}:${this.credentials.password}`).toString("base64")}`;
       // Check the password now, for a clear error before anything else.
       const { res } = await this.send(new URL(`${this.base}/v2/`), {}, this.authorization, "");
       await drain(res);
-      if (res.status === 401) throw failure(`authentication failed for ${host} (user ${this.credentials.user} from ${this.credentials.source})`);
+      if (res.status === 401)
+        throw failure(
+          `authentication failed for ${host} (user ${this.credentials.user} from ${this.credentials.source})`,
+        );
       return;
     }
-    throw failure(`${host} asks for authentication this client does not know: ${header || "(no WWW-Authenticate header)"}`);
+    throw failure(
+      `${host} asks for authentication this client does not know: ${header || "(no WWW-Authenticate header)"}`,
+    );
   }
 
   /** A bearer token for pulling this repository from the challenge's realm. */
@@ -430,7 +490,8 @@ export class RegistryClient {
     } catch {
       throw failure(`${host} names a bad token realm ${JSON.stringify(challenge.params.realm)}`);
     }
-    if (realm.protocol !== "https:" && realm.protocol !== "http:") throw failure(`${host} names a token realm that is not HTTP: ${realm}`);
+    if (realm.protocol !== "https:" && realm.protocol !== "http:")
+      throw failure(`${host} names a token realm that is not HTTP: ${realm}`);
     const scope = `repository:${this.ref.repository}:pull`;
     const scopes = [scope];
     if (challenge.params.scope && !challenge.params.scope.split(" ").every((s) => s === scope)) {
@@ -442,7 +503,9 @@ export class RegistryClient {
     let auth: string | undefined;
     if (creds) {
       if (realm.protocol === "http:" && !this.plainAllowed(realm.hostname)) {
-        throw failure(`refusing to send the password for ${host} to ${realm.origin} over plain HTTP (MINC_PULL_INSECURE=1 allows it)`);
+        throw failure(
+          `refusing to send the password for ${host} to ${realm.origin} over plain HTTP (MINC_PULL_INSECURE=1 allows it)`,
+        );
       }
       realm.searchParams.set("account", creds.user);
       auth = `Basic ${Buffer.from(`${creds.user}:${creds.password}`).toString("base64")}`;
@@ -456,7 +519,8 @@ export class RegistryClient {
       if (creds) throw failure(`authentication failed for ${host} (user ${creds.user} from ${creds.source}: ${why})`);
       throw failure(`${host} refuses anonymous access (${why}); set MINC_PULL_USER=user:password`);
     }
-    if (res.status !== 200) throw failure(`the token server ${realm.origin} of ${host} answered ${await errorText(res)}`);
+    if (res.status !== 200)
+      throw failure(`the token server ${realm.origin} of ${host} answered ${await errorText(res)}`);
     let body: { token?: string; access_token?: string };
     try {
       body = JSON.parse((await readLimited(res, 1 << 20, "the token answer")).toString("utf8"));
@@ -499,13 +563,24 @@ export class RegistryClient {
 
   private denied(): MincError {
     const host = this.ref.domain;
-    if (this.basic && this.credentials) return failure(`authentication failed for ${host} (user ${this.credentials.user} from ${this.credentials.source})`);
-    if (this.credentials) return failure(`${host} denies ${this.credentials.user} access to ${this.ref.repository} (no such repository, or no pull right)`);
-    return failure(`${host} denies anonymous access to ${this.ref.repository} (no such repository, or it needs credentials: set MINC_PULL_USER=user:password)`);
+    if (this.basic && this.credentials)
+      return failure(
+        `authentication failed for ${host} (user ${this.credentials.user} from ${this.credentials.source})`,
+      );
+    if (this.credentials)
+      return failure(
+        `${host} denies ${this.credentials.user} access to ${this.ref.repository} (no such repository, or no pull right)`,
+      );
+    return failure(
+      `${host} denies anonymous access to ${this.ref.repository} (no such repository, or it needs credentials: set MINC_PULL_USER=user:password)`,
+    );
   }
 
   /** A manifest or index by tag or digest, as served (bytes), with its digest checked. */
-  async manifest(reference: string, expected?: Descriptor): Promise<{ bytes: Buffer; digest: string; contentType: string | null }> {
+  async manifest(
+    reference: string,
+    expected?: Descriptor,
+  ): Promise<{ bytes: Buffer; digest: string; contentType: string | null }> {
     const what = `${this.ref.domain}/${this.ref.repository}${reference.startsWith("sha256:") ? "@" : ":"}${reference}`;
     const { res } = await this.get(`manifests/${reference}`, { accept: MANIFEST_ACCEPT }, "");
     if (res.status === 404) {
@@ -546,7 +621,7 @@ function curl(url: URL, headers: Record<string, string>, show: string): string {
   for (const [k, v] of Object.entries(headers)) {
     if (k === "user-agent") continue;
     if (k === "authorization") {
-      words.push(v.startsWith("Bearer ") ? `-H "Authorization: Bearer \$TOKEN"` : `-u "\$PULL_USER:\$PULL_PASSWORD"`);
+      words.push(v.startsWith("Bearer ") ? `-H "Authorization: Bearer $TOKEN"` : `-u "$PULL_USER:$PULL_PASSWORD"`);
       continue;
     }
     words.push("-H", quote(`${k[0].toUpperCase()}${k.slice(1)}: ${v}`));
@@ -586,7 +661,14 @@ export async function hasBlob(path: string, d: Descriptor): Promise<boolean> {
  * sha256 at the end; then rename it to `path`. On any failure the partial
  * file is removed and nothing is at `path`.
  */
-export async function saveBlob(res: Response, d: Descriptor, partial: string, path: string, onBytes: (n: number) => void, what: string): Promise<void> {
+export async function saveBlob(
+  res: Response,
+  d: Descriptor,
+  partial: string,
+  path: string,
+  onBytes: (n: number) => void,
+  what: string,
+): Promise<void> {
   const fh = await open(partial, "wx", 0o644);
   try {
     const hash = createHash("sha256");
@@ -604,7 +686,10 @@ export async function saveBlob(res: Response, d: Descriptor, partial: string, pa
     }
     if (size !== d.size) throw failure(`${what}: got ${size} bytes, the manifest says ${d.size}`);
     const digest = `sha256:${hash.digest("hex")}`;
-    if (digest !== d.digest) throw failure(`${what}: digest mismatch: the registry sent data whose sha256 is ${digest.slice(7)}, not ${d.digest.slice(7)}`);
+    if (digest !== d.digest)
+      throw failure(
+        `${what}: digest mismatch: the registry sent data whose sha256 is ${digest.slice(7)}, not ${d.digest.slice(7)}`,
+      );
     await fh.sync();
     await fh.close();
     await rename(partial, path);
@@ -697,7 +782,9 @@ export class Progress {
     row.state = "done";
     row.bytes = row.total;
     const secs = row.started === undefined ? 0 : (this.now() - row.started) / 1000;
-    row.note = note ?? `done, ${formatBytes(row.total)} in ${secs.toFixed(1)} s${secs > 0 ? ` (${formatBytes(Math.round(row.total / secs))}/s)` : ""}`;
+    row.note =
+      note ??
+      `done, ${formatBytes(row.total)} in ${secs.toFixed(1)} s${secs > 0 ? ` (${formatBytes(Math.round(row.total / secs))}/s)` : ""}`;
     if (this.tty) this.draw();
     else this.plain(row, row.note);
   }

@@ -22,7 +22,11 @@ export function farm(...args: string[]): string {
   shown(quoteAll(argv));
   const r = spawnSync(argv[0], args, { stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
   if (r.status !== 0) {
-    const why = (r.stderr || r.error?.message || "").trim().split("\n").pop()!.replace(/^minc-farm: /, "");
+    const why = (r.stderr || r.error?.message || "")
+      .trim()
+      .split("\n")
+      .pop()!
+      .replace(/^minc-farm: /, "");
     throw usageError(why || `failed: ${quoteAll(argv)}`);
   }
   return r.stdout.trim();

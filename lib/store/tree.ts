@@ -42,7 +42,7 @@ function xattrsOf(dir: string): Map<string, string> {
   }
   const dump = captureBytes(["getfattr", "-R", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names", dir]);
   let file = "";
-  for (let start = 0; start < dump.length;) {
+  for (let start = 0; start < dump.length; ) {
     let end = dump.indexOf(0x0a, start);
     if (end < 0) end = dump.length;
     const line = dump.subarray(start, end);
@@ -104,11 +104,22 @@ export function treeDigest(given: string): string {
       if (first === undefined) firstLink.set(inode, path);
       else [type, link] = ["h", first];
     }
-    const meta = [type, st.mode.toString(8), `${st.uid}:${st.gid}`, st.size, st.mtimeNs, st.rdev, nameText(path), nameText(link), xattrs.get(key(full)) ?? ""];
+    const meta = [
+      type,
+      st.mode.toString(8),
+      `${st.uid}:${st.gid}`,
+      st.size,
+      st.mtimeNs,
+      st.rdev,
+      nameText(path),
+      nameText(link),
+      xattrs.get(key(full)) ?? "",
+    ];
     hash.update(`${meta.join(" ")}\n`);
     if (type === "f") hashFile(full, hash, buf);
     else if (type === "d") {
-      const below = (at: Buffer, name: Buffer): Buffer => Buffer.concat(at.equals(SLASH) ? [SLASH, name] : [at, SLASH, name]);
+      const below = (at: Buffer, name: Buffer): Buffer =>
+        Buffer.concat(at.equals(SLASH) ? [SLASH, name] : [at, SLASH, name]);
       for (const name of namesIn(full)) entry(below(path, name), below(full, name));
     }
   };
@@ -119,7 +130,7 @@ export function treeDigest(given: string): string {
 function hashFile(path: Buffer, hash: Hash, buf: Buffer): void {
   const fd = fs.openSync(path, "r");
   try {
-    for (let n; (n = fs.readSync(fd, buf, 0, CHUNK, null)) > 0;) hash.update(buf.subarray(0, n));
+    for (let n: number; (n = fs.readSync(fd, buf, 0, CHUNK, null)) > 0; ) hash.update(buf.subarray(0, n));
   } finally {
     fs.closeSync(fd);
   }
