@@ -7,7 +7,7 @@
 // MINCS's `trap "$TRAPCMD" EXIT`, so no Node process stays resident while
 // the container runs.
 import { spawn } from "node:child_process";
-import { accessSync, constants, existsSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { basename, resolve } from "node:path";
 import { anyLimit, cageDirs, checkCagesFree, controllersFor, findHierarchy, limitsOf } from "../lib/cgroups/cage.ts";
 import { claimWorkingDir } from "../lib/boot/claim.ts";
@@ -458,6 +458,12 @@ function makeWorkingDir(plan: Plan, guard: Guard): void {
   } catch (e) {
     throw new MincError(`cannot make a working directory in ${where}: ${(e as Error).message}`);
   }
+  // Its lock is made with it, here: the guard and the waiter only open it,
+  // so that a guard told the name late never makes it again in a directory
+  // that a failing minc is removing (rm: Directory not empty).
+  const lock = workdirPaths(dir).lock;
+  shown(`: > ${quote(lock)}   # (the lock its guard and waiter hold; they open it, never make it)`);
+  closeSync(openSync(lock, "a"));
   plan.settings.MINC_TMPDIR = dir;
   shown(`export MINC_TMPDIR=${quote(dir)}`);
   process.env.MINC_TMPDIR = dir;
@@ -499,7 +505,11 @@ function forgetLastRun(dir: string): void {
  * should the waiter be SIGKILLed, the guard runs the cleanup chain instead.
  * Meanwhile it holds the working directory's lock (lib/boot/claim.ts): a claim
  * minc made is passed to it as fd 9, so that the lock is held without a gap
- * when minc execs its waiter, which takes one of its own.
+ * when minc execs its waiter, which takes one of its own. The waiter tells
+ * it when it takes charge, with a URG (it is given the guard's PID as
+ * MINC_GUARD_PID): a guard so told that finds the waiter file gone knows
+ * the chain has run, and does not take minc's end for a death before the
+ * handover, however late it is scheduled.
  */
 interface Guard {
   /** minc is about to make its working directory with this mktemp template (then XXXXXX). */
@@ -529,6 +539,9 @@ function startGuard(lock: number | undefined): Guard {
     stdio: ["pipe", "ignore", "inherit", ...claim],
   });
   guard.unref();
+  // For the waiter alone (minc-exec takes it out of the environment and gives it to the waiter's
+  // command): it tells the guard with a URG that it is in charge (see minc-waiter-guard.sh).
+  if (guard.pid !== undefined) process.env.MINC_GUARD_PID = String(guard.pid);
   const tell = guard.stdin!; // ("pipe")
   return {
     made: (template) => {

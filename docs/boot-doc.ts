@@ -51,9 +51,19 @@ function mincEnv(): NodeJS.ProcessEnv {
 }
 
 /** Boot once with --debug and return the raw trace (stderr). */
-export function rawTrace(run: string, e: BootEnv): string {
-  const opts = BOOT_RUNS[run];
-  if (!opts) throw new Error(`unknown run ${run}`);
+/** The host port of the dens run's -p, as the walkthrough shows it. */
+const DOC_PORT = "8080";
+
+/**
+ * The --debug trace of one run. hostPort maps another host port than the
+ * walkthrough's (a free one: 8080 may be taken on this host), and the trace
+ * is given back as if it were 8080.
+ */
+export function rawTrace(run: string, e: BootEnv, hostPort?: number): string {
+  const asShown = BOOT_RUNS[run];
+  if (!asShown) throw new Error(`unknown run ${run}`);
+  const port = hostPort === undefined ? DOC_PORT : String(hostPort);
+  const opts = asShown.map((o) => (o === `${DOC_PORT}:80` ? `${port}:80` : o));
   const minc = `${e.repo}/bin/minc`;
   if (run === "dens") {
     // The first dens container of a host makes the bridge and the shared
@@ -69,7 +79,9 @@ export function rawTrace(run: string, e: BootEnv): string {
   });
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`minc ${opts.join(" ")} failed (${r.status}):\n${r.stderr}`);
-  return r.stderr;
+  if (port === DOC_PORT) return r.stderr;
+  // (the port where the trace names it: PORT:80, --dport PORT, port PORT/tcp)
+  return r.stderr.replace(new RegExp(`(?<![\\w.])${port}(?=:80\\b|/tcp\\b|\\s|$)`, "gm"), DOC_PORT);
 }
 
 function escapeRe(s: string): string {

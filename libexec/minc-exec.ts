@@ -44,6 +44,8 @@ runInThisNode({ "minc-core": core, "minc-dens": dens });
 let settings: Settings;
 let tmpdir: string;
 let files: WorkdirPaths;
+/** minc's guard (bin/minc.ts startGuard): only the waiter is given it, to tell the guard it is in charge. */
+let guardPid: string | undefined;
 
 /** The signals minc holds until the waiter takes over (see main below). */
 const HELD: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
@@ -307,17 +309,19 @@ function runningInBackground(): boolean {
  */
 function handOverToWaiter(command: string[]): never {
   const waiter = ["/bin/sh", backend("minc-waiter.sh"), tmpdir, ...command];
-  if (runningInBackground()) return startInBackground(waiter);
+  const env = guardPid ? { ...process.env, MINC_GUARD_PID: guardPid } : process.env;
+  if (runningInBackground()) return startInBackground(waiter, env);
   releaseSignals(HELD); // first thing after the last look at the held signals: see releaseSignals
   step("minc becomes its waiter, a small sh that starts the container, relays signals to it and cleans up after it");
-  return exec(waiter);
+  return exec(waiter, env);
 }
 
-function startInBackground(waiter: string[]): never {
+function startInBackground(waiter: string[], env: NodeJS.ProcessEnv): never {
   step("Start the waiter in a session of its own, the container's output in the working directory");
   shown(`setsid ${quoteAll(waiter)} > ${quote(files.log)} 2> ${quote(files.debug)} < /dev/null &`);
   spawn(waiter[0], waiter.slice(1), {
     detached: true,
+    env,
     stdio: ["ignore", openSync(files.log, "a"), openSync(files.debug, "a")],
   }).unref();
   step("Return once it has taken over (it writes the waiter file), so minc's guard leaves the working directory to it");
@@ -353,6 +357,9 @@ function makesMoreThanTheWorkingDir(): boolean {
 }
 
 export async function main(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  guardPid = env.MINC_GUARD_PID;
+  delete env.MINC_GUARD_PID; // (not a setting: the backends and the settings file do not get it)
+  delete process.env.MINC_GUARD_PID;
   settings = readSettings(env);
   tmpdir = settings.MINC_TMPDIR;
   files = workdirPaths(tmpdir);

@@ -28,10 +28,15 @@ quoted() { # WORD: quoted for the trace as minc quotes (only with --debug: sed i
 # whole life, hold TMPDIR/lock shared (fd 9), and so does the watcher, which
 # inherits the waiter's; another minc refuses the directory while any of
 # them holds it. The container is not given fd 9, nor is a sleep.
+# The lock is opened, never made (flock holds a read-only one as well): minc
+# makes it with the directory, its claim in one given (lib/boot/claim.ts). A
+# guard told "dir TMPDIR" late, while a minc that failed early removes the
+# directory itself, must not make the file again in it (rm would fail:
+# Directory not empty).
 hold_dir() { # hold the working directory's lock (shared) on fd 9 while we, or what inherits fd 9, live
   command -v flock > /dev/null 2>&1 || return 0
   # Taken on fd 8 first: a claim of minc's that fd 9 may hold goes only once ours is held.
-  { command exec 8>> "$lockfile"; } 2> /dev/null || return 0   # (gone: nothing left to hold)
+  { command exec 8< "$lockfile"; } 2> /dev/null || return 0   # (gone, or never made: nothing to hold)
   flock -s 8
   exec 9>&8 8>&-
 }

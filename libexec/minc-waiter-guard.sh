@@ -14,7 +14,19 @@
 # has written TMPDIR/waiter (handed over) or minc's PID is gone (died: run
 # the cleanup chain, which removes a made TMPDIR; one that died before it
 # wrote the chain is removed by the guard; a chain run already is not run
-# twice). Handed over to a waiter in the foreground (minc's own PID, the
+# twice).
+#
+# The waiter may write its file, run the whole chain (which removes the
+# file, with the directory or, kept, alone) and exit between two looks of a
+# guard that is not scheduled: the file alone cannot tell "handed over, and
+# done" from "minc died before the handover", and taking the one for the
+# other would run the chain twice and, with -k, remove the kept directory.
+# So the waiter also tells the guard, once its file is written, with a URG
+# (minc gives it our PID as MINC_GUARD_PID): a signal that is pending is
+# not lost, our trap (set first thing, in minc-waiter.sh) notes it, and a
+# guard so told that finds no waiter file knows the chain has run. (URG:
+# were it to come before the trap is set, its default action is to ignore
+# it; the guard is then as it was without it.) Handed over to a waiter in the foreground (minc's own PID, the
 # guard's parent), the guard stays until the waiter ends, which setpriv
 # --pdeathsig tells it with a WINCH: if it ended without running the chain
 # (SIGKILL), the guard runs it. A waiter in the background (-B) is not
@@ -35,8 +47,10 @@ if [ -z "$tmpdir" ]; then
 fi
 # (-s, not -e: the file is made empty, then written; minc SIGKILLed in
 # between never handed over, and never started the container.)
-while [ ! -s "$waiterfile" ] && running "$guard"; do sleep 0.01; done
+while [ ! -s "$waiterfile" ] && [ -z "$handed" ] && running "$guard"; do sleep 0.01; done
 { read -r waiter < "$waiterfile"; } 2>/dev/null || waiter=''
+# Told, and no waiter file: the waiter has run the chain, which removed it.
+[ -n "$waiter" ] || [ -z "$handed" ] || exit 0
 if [ -n "$waiter" ]; then
   # Handed over. A waiter in the background is not minc (it has a watcher
   # of its own), and without setpriv nothing would tell us of its end:
@@ -45,6 +59,8 @@ if [ -n "$waiter" ]; then
   until_waiter_ends
   clean_after_waiter
 fi
+# (No directory: no chain left to run; minc's failure, or a chain run, removed it.)
+[ -d "$tmpdir" ] || exit 0
 had_chain=''; [ ! -s "$registered" ] || had_chain=1   # (made, but empty: minc died in the write of its first line)
 cleanup
 # A directory minc made, before it wrote the chain that removes it.

@@ -114,7 +114,7 @@ trap 'relay QUIT 3' QUIT
 if [ -n "${MINC_DEBUG:-}" ]; then
   say "# ==== minc-waiter: wait for the container, pass signals on to it, undo the boot when it ends ===="
   say "# Hold the working directory's lock to the end of the cleanup: another minc refuses the directory meanwhile (the container does not get it)"
-  say "+ exec 9>> $(quoted "$lockfile") && flock -s 9"
+  say "+ exec 9< $(quoted "$lockfile") && flock -s 9"
 fi
 hold_dir
 if [ -n "${MINC_DEBUG:-}" ]; then
@@ -122,6 +122,11 @@ if [ -n "${MINC_DEBUG:-}" ]; then
   say "+ echo \"\$\$\" > $(quoted "$waiterfile")"
 fi
 echo $$ > "$waiterfile"
+# And tell minc's guard so, should it look only once we have run the chain
+# (which removes the file) and gone: no waiting for it (minc-waiter-guard.sh).
+# Neither the container nor our watcher gets its PID.
+[ -z "${MINC_GUARD_PID:-}" ] || kill -s URG "$MINC_GUARD_PID" 2>/dev/null
+unset MINC_GUARD_PID
 # In the background (-B) minc has left: a watcher of our own runs the chain
 # should we be SIGKILLed (in the foreground, minc's guard does).
 if [ -n "${MINC_BACKGROUND:-}" ] && command -v setpriv > /dev/null 2>&1; then

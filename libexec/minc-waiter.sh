@@ -29,7 +29,10 @@ trap : PIPE
 
 guard='' now='' watch=''
 case $1 in
-  --guard) guard=$2 tied=${3:-}; shift 2; set -- "" ;;   # (tied: started by setpriv --pdeathsig WINCH)
+  --guard)   # (tied: started by setpriv --pdeathsig WINCH)
+    # First thing: the waiter's URG, "in charge" (minc-waiter-guard.sh).
+    handed=''; trap 'handed=1' URG
+    guard=$2 tied=${3:-}; shift 2; set -- "" ;;
   --watch) watch=1 guard=$3; shift ;;   # TMPDIR PID: the waiter of a -B container, our parent
   --cleanup) now=1; shift ;;
 esac

@@ -7,7 +7,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { syncBuiltinESMExports } from "node:module";
 import { after, describe, test } from "node:test";
 import { bootRootfs, excerptDiff, fill, normalise, rawTrace, runsOf, select, type BootEnv } from "../docs/boot-doc.ts";
-import { cages, cannotBoot, MINC, netLeftovers, REPO, settled } from "./helpers.ts";
+import { cages, cannotBoot, freePort, MINC, netLeftovers, REPO, settled } from "./helpers.ts";
 
 /**
  * body's value; the PIDs of the minc processes it ran go into pids. The
@@ -49,10 +49,11 @@ function ownLeases(raw: string): string {
 }
 
 /** regenerate() of docs/boot-doc.ts (what make docs writes), the traces less other containers' leases. */
-function regenerateOwn(doc: string): string {
+function regenerateOwn(doc: string, port: number): string {
   const e: BootEnv = { repo: REPO, rootfs: bootRootfs(REPO) };
   const traces: Record<string, string> = {};
-  for (const run of runsOf(doc)) traces[run] = normalise(ownLeases(rawTrace(run, e)), e);
+  // (a free host port for the dens run's -p: the walkthrough's 8080 may be a user's)
+  for (const run of runsOf(doc)) traces[run] = normalise(ownLeases(rawTrace(run, e, port)), e);
   return fill(doc, traces);
 }
 
@@ -137,11 +138,12 @@ describe("docs/boot.md", { skip: cannotBoot() }, () => {
   const pids: number[] = [];
   after(async () => assert.deepEqual(await settled(() => leftoversOf(pids)), [], "a container left something behind"));
 
-  test("its trace excerpts are what minc --debug prints now (make docs regenerates them)", () => {
+  test("its trace excerpts are what minc --debug prints now (make docs regenerates them)", async () => {
     const doc = readFileSync(`${REPO}/docs/boot.md`, "utf8");
     const runs = runsOf(doc);
     assert.deepEqual(runs.sort(), ["dens", "direct", "mem", "nopriv", "pivot", "plain"]);
-    const now = recordingMincs(pids, () => regenerateOwn(doc));
+    const port = await freePort();
+    const now = recordingMincs(pids, () => regenerateOwn(doc, port));
     // (a boot per run, and dens's warm-up: none unseen, or the check of what they left proves nothing)
     assert.equal(pids.length, runs.length + 1, `the document's boots were not all seen: minc PIDs ${pids.join(" ")}`);
     const diff = excerptDiff(doc, now);

@@ -312,6 +312,82 @@ describe("signals", { skip }, () => {
     }
   });
 
+  /** The guard (PID) is in its wait for the handover: its poll's sleep is its child. */
+  const polling = (pid: number) => (): boolean => {
+    let kids: string[];
+    try {
+      kids = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+    } catch {
+      return false;
+    }
+    return kids.some((kid) => {
+      try {
+        return readFileSync(`/proc/${kid}/cmdline`, "utf8").startsWith("sleep\0");
+      } catch {
+        return false;
+      }
+    });
+  };
+
+  test("a container that ends, and is cleaned up, between two looks of its guard: not cleaned up twice, a kept directory stays", async () => {
+    // The waiter writes its file, runs the chain (which removes the file) and exits, all while
+    // the guard is not scheduled: played with the guard alone, SIGSTOPped in its wait, a sleep
+    // standing for minc, and the real waiter on a directory kept as with -k.
+    const template = `${RUNDIR}/minc-guard-`;
+    const dir = mkdtempSync(template);
+    writeFileSync(`${dir}/lock`, ""); // (as minc makes it with the directory)
+    writeFileSync(`${dir}/cleanup`, "echo 'To reuse this, run: minc -t DIR'\n"); // (-k: the chain keeps the directory)
+    const fakeMinc = start("sleep", ["600"], { stdio: "ignore" });
+    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(fakeMinc.child.pid)], {
+      stdio: ["pipe", "ignore", "pipe"],
+      env: { ...cleanEnv(), MINC_DEBUG: "1" },
+    });
+    const gpid = guard.child.pid!;
+    try {
+      guard.child.stdin!.end(`made ${template}\ndir ${dir}\n`);
+      await waitFor("the guard to wait for the handover", polling(gpid), { saw: guard.stderr });
+      guard.child.kill("SIGSTOP");
+      const waiter = spawnSync("sh", [`${REPO}/libexec/minc-waiter.sh`, dir, "true"], {
+        encoding: "utf8",
+        env: { ...cleanEnv(), MINC_GUARD_PID: String(gpid) },
+      });
+      assert.equal(waiter.status, 0, waiter.stderr);
+      assert.ok(!existsSync(`${dir}/waiter`), "the waiter's chain removed its file");
+      fakeMinc.child.kill("SIGKILL"); // (minc is the waiter: gone with it)
+      await fakeMinc.exit();
+      guard.child.kill("SIGCONT");
+      assert.equal(await guard.exit(), 0);
+      assert.ok(existsSync(dir), "the guard removed the kept directory, after the waiter had cleaned up");
+      assert.doesNotMatch(guard.stderr(), /the container has ended/, "the guard ran the chain again");
+    } finally {
+      fakeMinc.child.kill("SIGKILL");
+      guard.child.kill("SIGKILL");
+      guard.child.kill("SIGCONT");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a guard told a directory without a lock file does not make one (minc may be removing that directory)", async () => {
+    const dir = mkdtempSync(`${RUNDIR}/minc-guard-`);
+    const fakeMinc = start("sleep", ["600"], { stdio: "ignore" });
+    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(fakeMinc.child.pid), "tied"], {
+      stdio: ["pipe", "ignore", "pipe"],
+    });
+    try {
+      guard.child.stdin!.end(`dir ${dir}\n`);
+      await waitFor("the guard to wait for the handover", polling(guard.child.pid!), { saw: guard.stderr });
+      assert.ok(!existsSync(`${dir}/lock`), "the guard made the lock file");
+      fakeMinc.child.kill("SIGKILL");
+      await fakeMinc.exit();
+      assert.equal(await guard.exit(), 0);
+      assert.deepEqual(readdirSync(dir), []);
+    } finally {
+      fakeMinc.child.kill("SIGKILL");
+      guard.child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("the guard does not keep the user's directory busy: a umount right after minc ends, or is SIGKILLed, works", async () => {
     const dir = mkdtempSync("/tmp/minc-test-cwd-");
     const umountNow = (what: string): void => {

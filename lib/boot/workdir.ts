@@ -44,6 +44,17 @@
 //   until setpriv --pdeathsig tells it the waiter ended; a waiter in the
 //   background has a watcher of its own. minc-exec -B returns once the file
 //   is there; lib/boot/claim.ts refuses a directory whose waiter still runs.
+// - The guard's URG. A container that ends at once may have its waiter
+//   write the file, run the chain (which removes it) and exit between two
+//   looks of a guard the machine did not schedule: the file alone cannot
+//   tell that from minc dying before the handover (the guard would run the
+//   chain again and, with -k, remove the kept directory). So once its file
+//   is written the waiter also sends the guard a URG, without waiting for
+//   it: minc gives the guard's PID to the waiter alone (MINC_GUARD_PID,
+//   which minc-exec takes out of the environment of everything else, and
+//   the waiter out of the container's). A pending signal is not lost; the
+//   guard's trap, set first thing, notes it, and a guard so told that finds
+//   no waiter file knows the chain has run.
 // - The pid file (WORKDIR.pid): the first step of the boot in the new
 //   namespaces (minc-core, or the script it wrote down) writes the
 //   container's init as the host sees it. Before it is there, or while that
@@ -55,7 +66,11 @@
 // - The lock (WORKDIR.lock, lib/boot/claim.ts): minc through the boot, the guard,
 //   the waiter and its watcher hold it shared on fd 9, to the end of the
 //   cleanup; another minc that wants the directory takes it exclusive for a
-//   moment first, and so refuses it while any of them holds it.
+//   moment first, and so refuses it while any of them holds it. minc makes
+//   the file: with the directory, or in its claim of one given (-t, the
+//   store). The guard, the waiter and the watcher only open it, so that a
+//   guard told the directory late never makes it again in one that a
+//   failing minc is removing.
 // - The cleanup chain (WORKDIR.cleanup, lib/boot/cleanup.ts): what undoes the
 //   boot, one line each, written before what it undoes is made; minc's own
 //   trap (remove the directory, or say how to reuse it) is its first line.
@@ -122,7 +137,8 @@ export const WORKDIR = {
   lock: {
     name: "lock",
     kind: "file",
-    writes: "lib/boot/claim.ts, the guard, the waiter and its watcher open it and hold a flock on it (shared, on fd 9)",
+    writes:
+      "minc makes it with the directory, lib/boot/claim.ts in a given one; the guard, the waiter and its watcher open it (never make it) and hold a flock on it (shared, on fd 9)",
     reads: "lib/boot/claim.ts: another minc takes it exclusive for a moment, and is refused while it is held",
     goes: "with the working dir (a lock belongs to the open file: never stale)",
   },

@@ -199,11 +199,16 @@ const OTHERS = {
     by: "the user (the tests)",
   },
   MINC_DENS_IPTABLES: { kind: "text", help: "iptables, iptables-nft or iptables-legacy for minc-dens", by: "the user" },
-  // The shell scripts' own (minc-fork.sh)
+  // The shell scripts' own (minc-fork.sh, minc-waiter.sh)
   MINC_WAITER_PID: {
     kind: "text",
     help: "the waiter's PID, for minc-fork.sh to check that the waiter is its parent",
     by: "minc-waiter.sh",
+  },
+  MINC_GUARD_PID: {
+    kind: "text",
+    help: "minc's guard's PID, for the waiter alone: it sends the guard a URG once in charge",
+    by: "minc (startGuard); minc-exec gives it to the waiter only",
   },
 } as const satisfies Record<string, SettingSpec>;
 
