@@ -208,15 +208,6 @@ export function mount(...args: string[]): void {
   live.mount(...args);
 }
 
-export function bindMount(source: string, target: string): void {
-  live.bindMount(source, target);
-}
-
-/** A read-only bind mount (mount(8) binds, then remounts it read-only). */
-export function bindMountReadonly(source: string, target: string, extra = ""): void {
-  live.bindMountReadonly(source, target, extra);
-}
-
 export function exportVar(name: string, value: string): void {
   live.exportVar(name, value);
 }
@@ -227,10 +218,6 @@ export function mkdirs(...dirs: string[]): void {
 
 export function touch(file: string): void {
   live.touch(file);
-}
-
-export function symlink(target: string, path: string): void {
-  live.symlink(target, path);
 }
 
 export function removeFile(path: string): void {
@@ -321,7 +308,7 @@ export function exec(argv: readonly string[], env: NodeJS.ProcessEnv = process.e
   return live.exec(argv, env, shownAs);
 }
 
-export function execNow(argv: readonly string[], env: NodeJS.ProcessEnv, host: Host): void {
+function execNow(argv: readonly string[], env: NodeJS.ProcessEnv, host: Host): void {
   const file = findInPath(argv[0], env.PATH);
   // execve aborts the whole process when it fails, so check first.
   if (!file) throw new MincError(`${argv[0]}: command not found or not executable`, 127);
