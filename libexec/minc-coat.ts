@@ -10,15 +10,16 @@
 import { existsSync, statSync } from "node:fs";
 import { MincError, usageError } from "../lib/core/fail.ts";
 import { mounts } from "../lib/core/mounts.ts";
-import { writingDown } from "../lib/boot/bootscript.ts";
-import { viewRoot } from "../lib/boot/rootview.ts";
-import { bindMount, mkdirs, mount, run } from "../lib/core/run.ts";
+import type { Host } from "../lib/core/host.ts";
+import { live } from "../lib/core/run.ts";
 import { readSettings, type Settings } from "../lib/core/settings.ts";
 import { phase, step } from "../lib/core/trace.ts";
 import { workdirPaths } from "../lib/boot/workdir.ts";
 
 // The settings, from the environment main() is given.
 let settings: Settings;
+/** Does each step: live, or written down ahead (minc-core's choice). */
+let host: Host;
 
 function checkTmpdir(tmpdir: string | undefined): string {
   if (!tmpdir || !existsSync(tmpdir) || !statSync(tmpdir).isDirectory()) {
@@ -32,19 +33,26 @@ function bind(tmpdir: string, basedir: string | undefined): void {
   if (!basedir) throw usageError("usage: minc-coat bind TMPDIR BASEDIR");
   const { root, storage: upper, work } = workdirPaths(tmpdir);
   step("Working sub-directories: root is the mountpoint, storage the upper layer, work is overlayfs's scratch");
-  mkdirs(root, upper, work);
+  host.mkdirs(root, upper, work);
   const direct = settings.MINC_DIRECT;
   // Written down ahead, the root is not mounted until the script runs: until then, look at what it will show.
-  if (writingDown()) viewRoot(root, direct ? [basedir] : [upper, ...basedir.split(":")]);
+  host.rootWillBe(root, direct ? [basedir] : [upper, ...basedir.split(":")]);
   if (direct) {
     step("Direct mode: bind the rootdir itself as the root");
-    bindMount(basedir, root);
+    host.bindMount(basedir, root);
     return;
   }
   step("Mount the overlay: the rootdir below, storage on top; writes land in storage");
   // In a user namespace overlayfs keeps whiteouts and opaque dirs in user.* xattrs (trusted.* needs the host's root).
   const userxattr = settings.MINC_NOPRIV ? ",userxattr" : "";
-  mount("-t", "overlay", "-o", `lowerdir=${basedir},upperdir=${upper},workdir=${work}${userxattr}`, "overlay", root);
+  host.mount(
+    "-t",
+    "overlay",
+    "-o",
+    `lowerdir=${basedir},upperdir=${upper},workdir=${work}${userxattr}`,
+    "overlay",
+    root,
+  );
 }
 
 function isMountpoint(dir: string): boolean {
@@ -55,11 +63,12 @@ function unbind(tmpdir: string): void {
   const { root } = workdirPaths(tmpdir);
   if (!existsSync(root) || !isMountpoint(root)) return;
   step("Unmount the container's root");
-  run(["umount", root]);
+  host.run(["umount", root]);
 }
 
-export function main(args: string[], env: NodeJS.ProcessEnv): number {
+export function main(args: string[], env: NodeJS.ProcessEnv, given: Host = live): number {
   settings = readSettings(env);
+  host = given;
   const [cmd, tmpdir, basedir] = args;
   if (cmd === "bind") bind(checkTmpdir(tmpdir), basedir);
   else if (cmd === "unbind") unbind(checkTmpdir(tmpdir));

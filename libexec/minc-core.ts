@@ -14,41 +14,19 @@
 // PID 1 instead, so that no Node has to start in there. A boot that must
 // look inside the namespaces (--nopriv, a VM, --ftrace, -B, pivot_root)
 // exits NOT_WRITTEN_DOWN and minc-core boots there itself.
-import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname } from "node:path";
-import {
-  abandonWritingDown,
-  finishWritingDown,
-  NotWrittenDown,
-  recordRaw,
-  startWritingDown,
-  writingDown,
-} from "../lib/boot/bootscript.ts";
-import { HandedOver, MincError, NOT_WRITTEN_DOWN, usageError } from "../lib/core/fail.ts";
+import { writeDown as writtenDown } from "../lib/boot/bootscript.ts";
+import { HandedOver, MincError, NOT_WRITTEN_DOWN, NotWrittenDown, usageError } from "../lib/core/fail.ts";
+import { Host } from "../lib/core/host.ts";
 import { backend } from "../lib/core/libexec.ts";
 import { resolveInRoot } from "../lib/boot/paths.ts";
-import { closeView, lstatInRoot } from "../lib/boot/rootview.ts";
-import {
-  bindMount,
-  bindMountReadonly,
-  exec,
-  exportVar,
-  mkdirs,
-  mount,
-  mountsTogether,
-  removeFile,
-  removeTree,
-  run,
-  runInThisNode,
-  runTogether,
-  symlink,
-  touch,
-  writeFile,
-} from "../lib/core/run.ts";
+import { lstatInRoot } from "../lib/boot/rootview.ts";
+import { live, runInThisNode } from "../lib/core/run.ts";
 import { readSettings, type Settings } from "../lib/core/settings.ts";
 import { resetSignals } from "../lib/core/signals.ts";
 import { userTerminal } from "../lib/core/terminal.ts";
-import { phase, quote, step, tracing } from "../lib/core/trace.ts";
+import { phase, step, tracing } from "../lib/core/trace.ts";
 import { workdirPaths, type WorkdirPaths } from "../lib/boot/workdir.ts";
 import { main as coat } from "./minc-coat.ts";
 import { main as leash } from "./minc-leash.ts";
@@ -65,39 +43,27 @@ let direct: boolean;
 let nopriv: boolean;
 let files: WorkdirPaths;
 let rootdir: string;
+/** Does each step: live, or written down ahead (chosen in main). */
+let host: Host;
 
 function recordPid(): void {
   step("Record our PID as the host sees it: /proc is still the host's, so /proc/self tells it (here we are PID 1)");
-  if (writingDown()) return recordPidWhenRun();
-  const pid = readlinkSync("/proc/self");
-  exportVar("MINC_PID", pid);
-  writeFile(files.pid, `${pid}\n`);
-}
-
-/** The PID is known only when the script runs: sh reads it from the first field of /proc/self/stat. */
-function recordPidWhenRun(): void {
-  const pidfile = quote(files.pid);
-  recordRaw("read -r MINC_PID _ < /proc/self/stat; export MINC_PID");
-  // (the trace shows the path quoted as the other lines do: quoted once more here, for sh to print it so)
-  if (tracing())
-    recordRaw(`printf '+ export MINC_PID=%s\\n+ echo %s > %s\\n' "$MINC_PID" "$MINC_PID" ${quote(pidfile)} >&2`);
-  recordRaw(`echo "$MINC_PID" > ${pidfile}`);
-  process.env.MINC_PID = "(known when the script runs)"; // so minc-leash washes it out
+  host.recordPid(files.pid);
 }
 
 function setHostname(): void {
   let name = settings.MINC_UTSNAME;
   if (name) {
     step("Name the container (this UTS namespace is ours alone)");
-    writeFile(files.utsname, `${name}\n`);
+    host.writeFile(files.utsname, `${name}\n`);
   } else if (existsSync(files.utsname)) {
     step("Name the container as it was named before");
     name = readFileSync(files.utsname, "utf8").trim();
   }
   if (!name) return;
   // /proc/sys belongs to the host's root; in a user namespace only the syscall (hostname(1)) may name ours.
-  if (nopriv) run(["hostname", name]);
-  else writeFile("/proc/sys/kernel/hostname", `${name}\n`);
+  if (nopriv) host.run(["hostname", name]);
+  else host.writeFile("/proc/sys/kernel/hostname", `${name}\n`);
 }
 
 function mountsStayInside(): void {
@@ -105,12 +71,12 @@ function mountsStayInside(): void {
     "(Every mount is private already, so nothing mounted here shows on the host: unshare --propagation private did it)",
   );
   step("Keep mount(8) from writing /etc/mtab");
-  exportVar("LIBMOUNT_MTAB", "/proc/mounts");
+  host.exportVar("LIBMOUNT_MTAB", "/proc/mounts");
 }
 
 function mountRoot(): void {
   step("Mount the container's root with minc-coat");
-  run([backend("minc-coat"), "bind", tmpdir, basedir]);
+  host.run([backend("minc-coat"), "bind", tmpdir, basedir]);
 }
 
 /**
@@ -127,10 +93,10 @@ function mountpoint(path: string, kind: "dir" | "file"): string | undefined {
     return undefined;
   }
   try {
-    if (kind === "dir") mkdirs(at);
+    if (kind === "dir") host.mkdirs(at);
     else {
-      if (!lstatInRoot(dirname(at))) mkdirs(dirname(at));
-      touch(at);
+      if (!lstatInRoot(dirname(at))) host.mkdirs(dirname(at));
+      host.touch(at);
     }
   } catch (e) {
     // A rootdir owned by the host's root cannot be written (not even copied up) from a user namespace.
@@ -158,7 +124,7 @@ function resolvedOrReplaced(path: string): string | undefined {
     return undefined;
   }
   step(`${path} is a symbolic link that leads nowhere: replace it to mount on`);
-  removeFile(at);
+  host.removeFile(at);
   return at;
 }
 
@@ -169,7 +135,7 @@ function bindResolvers(): void {
     ["hosts", files.hosts],
   ]) {
     const at = mountpoint(`/etc/${name}`, "file");
-    if (at) bindMount(file, at);
+    if (at) host.bindMount(file, at);
   }
 }
 
@@ -179,7 +145,7 @@ function bindCrossQemu(): void {
   if (!qemu) return;
   step(`Bind qemu-user (${qemu}) into the new root at the same path, for the ${settings.MINC_ARCH} binaries`);
   const at = mountpoint(qemu, "file");
-  if (at) bindMount(qemu, at);
+  if (at) host.bindMount(qemu, at);
 }
 
 function hideMtab(): void {
@@ -188,8 +154,8 @@ function hideMtab(): void {
   const stat = lstatInRoot(mtab);
   if (!stat || stat.isSymbolicLink()) return;
   step("Show the container's own mounts as /etc/mtab");
-  removeFile(mtab);
-  symlink("/proc/mounts", mtab);
+  host.removeFile(mtab);
+  host.symlink("/proc/mounts", mtab);
 }
 
 const DEVICES = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -199,7 +165,7 @@ function prepareDev(): void {
   if (!dev) return;
   if (settings.MINC_USE_DEV) {
     step("Use devtmpfs for /dev (--usedev): the host's device nodes");
-    mount("-t", "devtmpfs", "devtmpfs", dev);
+    host.mount("-t", "devtmpfs", "devtmpfs", dev);
     return;
   }
   freshDev(dev);
@@ -208,17 +174,24 @@ function prepareDev(): void {
   if (nopriv) bindDevices(dev);
   if (tty) {
     step("Bind the user's terminal as the container's /dev/console");
-    bindMount(tty, `${dev}/console`);
+    host.bindMount(tty, `${dev}/console`);
   } else {
     step("(No terminal on stdin, stdout or stderr: no /dev/console)");
   }
   step("A new devpts instance, so the host's ptys stay hidden");
   // gid 5 (tty) may not exist in a user namespace that maps only root.
   const ttyGroup = nopriv && !ttyGroupMapped() ? "" : ",gid=5";
-  mount("-t", "devpts", "-o", `newinstance,ptmxmode=0666,mode=0620${ttyGroup},nosuid,noexec`, "devpts", `${dev}/pts`);
+  host.mount(
+    "-t",
+    "devpts",
+    "-o",
+    `newinstance,ptmxmode=0666,mode=0620${ttyGroup},nosuid,noexec`,
+    "devpts",
+    `${dev}/pts`,
+  );
   step("POSIX message queues and shared memory of the container's own IPC namespace");
-  mount("-t", "mqueue", "-o", "nosuid,nodev,noexec", "mqueue", `${dev}/mqueue`);
-  mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "shm", `${dev}/shm`);
+  host.mount("-t", "mqueue", "-o", "nosuid,nodev,noexec", "mqueue", `${dev}/mqueue`);
+  host.mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "shm", `${dev}/shm`);
 }
 
 /**
@@ -239,10 +212,10 @@ function devSkeleton(console: boolean): string[] {
   const entries = ["pts", "mqueue", "shm", ...links.map(([name]) => name), ...(console ? ["console"] : [])];
   if (!entries.every((e) => lstatSync(`${skeleton}/${e}`, { throwIfNoEntry: false }))) {
     step("The rest of /dev, made once in the working dir: mountpoints, and links into devpts and /proc/self/fd");
-    removeTree(skeleton); // a part left by an earlier run, if any
-    mkdirs(`${skeleton}/pts`, `${skeleton}/mqueue`, `${skeleton}/shm`);
-    for (const [name, target] of links) symlink(target, `${skeleton}/${name}`);
-    if (console) touch(`${skeleton}/console`);
+    host.removeTree(skeleton); // a part left by an earlier run, if any
+    host.mkdirs(`${skeleton}/pts`, `${skeleton}/mqueue`, `${skeleton}/shm`);
+    for (const [name, target] of links) host.symlink(target, `${skeleton}/${name}`);
+    if (console) host.touch(`${skeleton}/console`);
   }
   return entries.map((e) => `${skeleton}/${e}`);
 }
@@ -260,14 +233,14 @@ function fillDev(dev: string, skeleton: string[]): void {
       ? "Put the rest of /dev in place"
       : "Make the fundamental device nodes, as the host's, and put the rest of /dev in place",
   );
-  runTogether(["cp", "-a", ...devices, ...skeleton, `${dev}/`]);
+  host.runTogether(["cp", "-a", ...devices, ...skeleton, `${dev}/`]);
 }
 
 function bindDevices(dev: string): void {
   step("Bind the fundamental device files (a user namespace may not make device nodes)");
   for (const d of DEVICES.filter((d) => existsSync(`/dev/${d}`))) {
-    touch(`${dev}/${d}`);
-    bindMount(`/dev/${d}`, `${dev}/${d}`);
+    host.touch(`${dev}/${d}`);
+    host.bindMount(`/dev/${d}`, `${dev}/${d}`);
   }
 }
 
@@ -279,16 +252,16 @@ function bindDevices(dev: string): void {
 function freshDev(dev: string): void {
   if (!nopriv) {
     step("Make a fresh /dev on a tmpfs, with only the harmless devices");
-    mount("-t", "tmpfs", "-o", "nosuid,mode=0755", "tmpfs", dev);
+    host.mount("-t", "tmpfs", "-o", "nosuid,mode=0755", "tmpfs", dev);
     return;
   }
   step(
     "Make a fresh /dev, with only the harmless devices: --nopriv binds a directory of the working dir (devices do not open on a tmpfs of a user namespace)",
   );
   const dir = files.dev;
-  removeTree(dir); // from a last run with this working dir, if any
-  mkdirs(dir);
-  bindMount(dir, dev);
+  host.removeTree(dir); // from a last run with this working dir, if any
+  host.mkdirs(dir);
+  host.bindMount(dir, dev);
 }
 
 function ttyGroupMapped(): boolean {
@@ -306,11 +279,11 @@ function prepareProc(): void {
   const proc = mountpoint("/proc", "dir");
   if (!proc) return;
   step("A fresh /proc that shows only the container's processes");
-  mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", proc);
+  host.mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", proc);
   step("Its parts that reach into the host's kernel are read-only");
   for (const p of PROC_READONLY) {
     // (the host's /proc tells what the new one, not mounted yet, will have: the same kernel)
-    if (existsSync(`/proc/${p}`)) bindMountReadonly(`${proc}/${p}`, `${proc}/${p}`, ",nosuid,nodev,noexec");
+    if (existsSync(`/proc/${p}`)) host.bindMountReadonly(`${proc}/${p}`, `${proc}/${p}`, ",nosuid,nodev,noexec");
   }
 }
 
@@ -319,10 +292,10 @@ function prepareSys(): void {
   const sys = mountpoint("/sys", "dir");
   if (!sys) return;
   step("The host's /sys, read-only");
-  bindMountReadonly("/sys", sys, ",nosuid,nodev,noexec");
+  host.bindMountReadonly("/sys", sys, ",nosuid,nodev,noexec");
   if (settings.MINC_MNT_DEBUGFS) {
     step("Mount debugfs (--debugfs)");
-    mount("-t", "debugfs", "debugfs", `${sys}/kernel/debug`);
+    host.mount("-t", "debugfs", "debugfs", `${sys}/kernel/debug`);
   }
 }
 
@@ -330,7 +303,7 @@ function prepareTmp(): void {
   const tmp = mountpoint("/tmp", "dir");
   if (!tmp) return;
   step("/tmp is the application's scratch space: a tmpfs");
-  mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "tmpfs", tmp);
+  host.mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "tmpfs", tmp);
 }
 
 function userBinds(): void {
@@ -339,12 +312,12 @@ function userBinds(): void {
   step("Bind the user's directories and files (-b)");
   for (const bind of binds) {
     const colon = bind.indexOf(":");
-    const host = colon < 0 ? bind : bind.slice(0, colon);
-    const inside = colon < 0 ? host : bind.slice(colon + 1);
-    if (!existsSync(host)) throw usageError(`bind source ${host}: no such file or directory`);
-    const at = mountpoint(inside, statSync(host).isDirectory() ? "dir" : "file");
+    const source = colon < 0 ? bind : bind.slice(0, colon);
+    const inside = colon < 0 ? source : bind.slice(colon + 1);
+    if (!existsSync(source)) throw usageError(`bind source ${source}: no such file or directory`);
+    const at = mountpoint(inside, statSync(source).isDirectory() ? "dir" : "file");
     if (!at) throw usageError(`bind target ${inside} does not exist in the rootdir (direct mode does not create it)`);
-    bindMount(host, at);
+    host.bindMount(source, at);
   }
 }
 
@@ -352,12 +325,12 @@ function userBinds(): void {
 function moultIntoVm(command: string[]): never {
   userBinds();
   step("Hand over to minc-moult, which boots a virtual machine on this root (the guest's minc does the rest)");
-  return exec([backend("minc-moult"), ...command]);
+  return host.exec([backend("minc-moult"), ...command]);
 }
 
 function diveIn(command: string[]): never {
   step("Hand over to minc-leash, which dives into the new root");
-  return exec([backend("minc-leash"), rootdir, ...command]);
+  return host.exec([backend("minc-leash"), rootdir, ...command]);
 }
 
 function boot(command: string[]): void {
@@ -367,7 +340,7 @@ function boot(command: string[]): void {
   mountsStayInside();
   mountRoot();
   // One sh runs these mounts, in this order, rather than one spawn from Node each.
-  mountsTogether(() => {
+  host.together(() => {
     bindResolvers();
     bindCrossQemu();
     if (settings.MINC_QEMU) return; // the guest's own minc makes the rest, inside the VM
@@ -399,7 +372,8 @@ function refuseWhatNeedsTheInside(): void {
  * It ends where minc-leash execs the command: the script's last line.
  */
 function writeDown(script: string, command: string[]): number | Promise<number> {
-  startWritingDown(script, rootdir, { tracing: tracing(), remake: !direct });
+  const ahead = writtenDown(script, rootdir, { tracing: tracing(), remake: !direct });
+  host = new Host(ahead);
   try {
     refuseWhatNeedsTheInside();
     boot(command);
@@ -407,20 +381,19 @@ function writeDown(script: string, command: string[]): number | Promise<number> 
   } catch (e) {
     if (e instanceof HandedOver) {
       if (e.status !== 0) return e.status; // minc-leash said why
-      finishWritingDown();
+      ahead.finish();
       return 0;
     }
     if (!(e instanceof NotWrittenDown)) throw e;
-    abandonWritingDown();
+    ahead.abandon();
     step(`(This boot is not written down ahead: ${e.message}. minc-core boots in the new namespaces itself.)`);
     return NOT_WRITTEN_DOWN;
   } finally {
-    abandonWritingDown();
-    closeView();
+    ahead.abandon();
   }
 }
 
-export function main(args: string[], env: NodeJS.ProcessEnv): number | void | Promise<number> {
+export function main(args: string[], env: NodeJS.ProcessEnv, given: Host = live): number | void | Promise<number> {
   settings = readSettings(env);
   tmpdir = settings.MINC_TMPDIR;
   basedir = settings.MINC_BASEDIR;
@@ -428,6 +401,7 @@ export function main(args: string[], env: NodeJS.ProcessEnv): number | void | Pr
   nopriv = settings.MINC_NOPRIV;
   files = workdirPaths(tmpdir);
   rootdir = files.root;
+  host = given;
   if (!tmpdir || !basedir) throw new MincError("MINC_TMPDIR and MINC_BASEDIR must be set (run minc)");
   if (args[0] === "--write-down") {
     if (!args[1]) throw usageError("usage: minc-core --write-down SCRIPT [COMMAND [ARG...]]");

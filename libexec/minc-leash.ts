@@ -13,8 +13,8 @@ import { MincError, usageError } from "../lib/core/fail.ts";
 import { backend } from "../lib/core/libexec.ts";
 import { resolveInRoot } from "../lib/boot/paths.ts";
 import { isExecutableInRoot, shellOf, userOf, type User } from "../lib/boot/rootfs.ts";
-import { NotWrittenDown, writingDown } from "../lib/boot/bootscript.ts";
-import { capture, exec, findInPath, run, runInThisNode, stringsOf } from "../lib/core/run.ts";
+import type { Host } from "../lib/core/host.ts";
+import { capture, findInPath, live, runInThisNode, stringsOf } from "../lib/core/run.ts";
 import { readSettings, type Settings } from "../lib/core/settings.ts";
 import { phase, quote, shown, step } from "../lib/core/trace.ts";
 import { main as hunt } from "./minc-hunt.ts";
@@ -24,6 +24,8 @@ runInThisNode({ "minc-hunt": hunt });
 
 // The settings, from the environment main() is given.
 let settings: Settings;
+/** Does each step: live, or written down ahead (minc-core's choice). */
+let host: Host;
 
 function checkRoot(rootdir: string | undefined): string {
   try {
@@ -46,7 +48,7 @@ function commandOf(rootdir: string, argv: string[]): string[] {
 function huntIfAsked(): void {
   if (!settings.MINC_FTRACE) return;
   step("Set up ftrace for the container with minc-hunt");
-  run([backend("minc-hunt")]);
+  host.run([backend("minc-hunt")]);
 }
 
 function userOfSettings(rootdir: string): User | undefined {
@@ -155,17 +157,17 @@ function diveWithCapsh(
     args.push(`--gid=${user.gid}`, `--groups=${user.gid}`, `--uid=${user.uid}`);
   }
   const washed = washedEnv();
-  enterCages(cage);
+  enterCages(cage, host);
   if (capsh.exec && !workdir()) {
     step("Execute the command in the new root; it becomes PID 1");
-    return exec([...args, "--exec", "--", ...command], washed);
+    return host.exec([...args, "--exec", "--", ...command], washed);
   }
   const shell = capshShell(rootdir, capsh)!;
   step(`This capsh has no --exec: it starts ${shell}, which execs the command (so it becomes PID 1)`);
   const viaShell = shell === "/bin/bash" ? [] : [`--shell=${shell}`];
   const dir = workdir();
-  if (dir) return exec([...args, ...viaShell, "--", "-c", 'cd -- "$0" && exec "$@"', dir, ...command], washed);
-  return exec([...args, ...viaShell, "--", "-c", 'exec "$0" "$@"', ...command], washed);
+  if (dir) return host.exec([...args, ...viaShell, "--", "-c", 'cd -- "$0" && exec "$@"', dir, ...command], washed);
+  return host.exec([...args, ...viaShell, "--", "-c", 'exec "$0" "$@"', ...command], washed);
 }
 
 /**
@@ -180,12 +182,12 @@ function diveWithChroot(rootdir: string, command: string[], user: User | undefin
   );
   const spec = user ? [`--userspec=${user.uid}:${user.gid}`, `--groups=${user.gid}`] : [];
   const washed = washedEnv();
-  enterCages(cage);
-  return exec([...prefix, "chroot", ...spec, rootdir, ...command], washed);
+  enterCages(cage, host);
+  return host.exec([...prefix, "chroot", ...spec, rootdir, ...command], washed);
 }
 
 function diveWithPivot(rootdir: string, command: string[], user: User | undefined, cage: CageDoor[]): never {
-  if (writingDown()) throw new NotWrittenDown("pivot_root changes this process's own root and ids");
+  host.needsInside("pivot_root changes this process's own root and ids");
   const umountInside = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"].some((d) =>
     isExecutableInRoot(resolveInRoot(rootdir, `${d}/umount`)),
   );
@@ -195,9 +197,9 @@ function diveWithPivot(rootdir: string, command: string[], user: User | undefine
   step("Swap the roots: the new root becomes / and the old one is stacked on top of it");
   shown(`cd ${quote(rootdir)}`);
   process.chdir(rootdir);
-  run(["pivot_root", ".", "."]);
+  host.run(["pivot_root", ".", "."]);
   step("Detach the old root (this umount is the rootfs's own: the host's is gone)");
-  run(["umount", "-l", "."]);
+  host.run(["umount", "-l", "."]);
   shown("cd /");
   process.chdir("/");
   if (user) {
@@ -212,19 +214,20 @@ function diveWithPivot(rootdir: string, command: string[], user: User | undefine
     shown(`cd ${quote(dir)}`);
     process.chdir(dir);
   }
-  enterCages(cage);
+  enterCages(cage, host);
   step("Execute the command in the new root; it becomes PID 1");
-  return exec(command, washed);
+  return host.exec(command, washed);
 }
 
-export function main(args: string[], env: NodeJS.ProcessEnv): number {
+export function main(args: string[], env: NodeJS.ProcessEnv, boot: Host = live): number {
   settings = readSettings(env);
+  host = boot;
   phase(5);
   const [given, ...argv] = args;
   const rootdir = checkRoot(given);
   const command = commandOf(rootdir, argv);
   const user = userOfSettings(rootdir);
-  const cage = openCages(settings);
+  const cage = openCages(settings, host);
   const capsh = findCapsh();
   huntIfAsked();
   if (capsh && (capsh.exec || capshShell(rootdir, capsh))) return diveWithCapsh(rootdir, capsh, command, user, cage);

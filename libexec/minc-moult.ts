@@ -17,7 +17,7 @@ import { bootGuest, checkGuest, ermineDir, guestArch, GUEST_SHARE, terminalSize 
 import { MincError, usageError } from "../lib/core/fail.ts";
 import { frontend } from "../lib/core/libexec.ts";
 import { optionsFor } from "../lib/boot/minc-options.ts";
-import { writeFile } from "../lib/core/run.ts";
+import { live, writeFile } from "../lib/core/run.ts";
 import { readSettings, settingsEnv, type Settings } from "../lib/core/settings.ts";
 import { sleepSync } from "../lib/core/signals.ts";
 import { phase, quote, quoteAll, shown, step } from "../lib/core/trace.ts";
@@ -146,6 +146,6 @@ export async function main(args: string[], env: NodeJS.ProcessEnv): Promise<numb
   checkGuest(guest, dir);
   writeRunScript(args);
   // The resource limits hold for the whole VM.
-  enterCages(openCages(settings));
+  enterCages(openCages(settings, live), live);
   return bootGuest(guest, dir, { share: tmpdir, timeoutSeconds: timeoutSeconds(), ownPidNamespace: false });
 }

@@ -2,8 +2,8 @@
 //
 // Starting Node inside the new namespaces costs about 20 ms, more than
 // everything minc-core does there. So minc-exec, before it enters them, runs
-// minc-core (and minc-leash after it) inside minc's own Node in "write
-// down" mode: their steps run as usual, but each command, mount and write
+// minc-core (and minc-leash after it) inside minc's own Node, given the
+// executor here (writeDown; lib/core/host.ts): their steps run as usual, but each command, mount and write
 // under the new root becomes a line of TMPDIR/minc-core.sh instead of being
 // done, and their --debug trace becomes lines that print it when the script
 // runs. minc-fork.sh then starts `sh minc-core.sh` as PID 1, and the boot
@@ -15,8 +15,13 @@
 // - A step that cannot be written down (it needs to look inside the new
 //   namespaces) throws NotWrittenDown: minc-exec then starts minc-core
 //   itself in them, as before.
-import { writeFileSync } from "node:fs";
-import { quote } from "../core/quote.ts";
+import { statSync, writeFileSync } from "node:fs";
+import { HandedOver, NotWrittenDown } from "../core/fail.ts";
+import { type Executor, type Host, lineOf, type Op } from "../core/host.ts";
+import { quote, quoteAll } from "../core/quote.ts";
+import { findInPath, liveExecutor, mainHere, stringsOf } from "../core/run.ts";
+import { traceAside } from "../core/trace.ts";
+import { closeView, viewMount, viewRemove, viewRoot } from "./rootview.ts";
 import { fstabOf } from "./workdir.ts";
 
 interface Script {
@@ -33,9 +38,6 @@ interface Script {
   fstabs: number;
 }
 
-/** The script being written down, if any. */
-let current: Script | undefined;
-
 const HEAD = [
   "# The boot of the new root, written down ahead by minc-core (lib/boot/bootscript.ts);",
   "# minc-fork.sh runs it as PID 1 of the new namespaces.",
@@ -43,36 +45,179 @@ const HEAD = [
   "trap : PIPE   # (a --debug reader gone: the boot goes on; the command it execs gets the default)",
 ];
 
-export function startWritingDown(file: string, root: string, o: { tracing: boolean; remake: boolean }): void {
-  current = { file, tracing: o.tracing, remake: o.remake, root, lines: [...HEAD], trace: [], mounts: [], fstabs: 0 };
+/** The executor that writes the boot down (lib/core/host.ts); finish() writes the script out, abandon() drops it. */
+export interface WrittenDown extends Executor {
+  finish(): void;
+  abandon(): void;
 }
 
-export function writingDown(): boolean {
-  return current !== undefined;
+/** Start writing the boot down as file, for the root mounted on root; the trace goes into it too. */
+export function writeDown(file: string, root: string, o: { tracing: boolean; remake: boolean }): WrittenDown {
+  const script: Script = {
+    file,
+    tracing: o.tracing,
+    remake: o.remake,
+    root,
+    lines: [...HEAD],
+    trace: [],
+    mounts: [],
+    fstabs: 0,
+  };
+  traceAside({ line: (line) => script.trace.push(line), phaseEnds: () => flush(script) });
+  const done = (): void => {
+    traceAside(undefined);
+    closeView();
+  };
+  return {
+    ahead: true,
+    traceOf: (op) => traceOf(script, op),
+    do: (op, host) => perform(script, op, host),
+    together: (body) => body(), // (one fstab per batch: see flush)
+    finish(): void {
+      flush(script); // the last pending mounts first
+      writeFileSync(script.file, `${script.lines.join("\n")}\n`);
+      done();
+    },
+    abandon: done,
+  };
 }
 
-/** Write the script out (the last pending mounts first). */
-export function finishWritingDown(): void {
-  const script = current;
-  if (!script) return;
-  flush(script);
-  writeFileSync(script.file, `${script.lines.join("\n")}\n`);
-  current = undefined;
+/**
+ * Is this write for the script (in the new root, or anywhere but the
+ * working dir, /proc/sys/kernel/hostname say)? The working dir's own
+ * files are written at once.
+ */
+function deferred(script: Script, path: string): boolean {
+  const workdir = process.env.MINC_TMPDIR;
+  return path.startsWith(`${script.root}/`) || !workdir || !(path === workdir || path.startsWith(`${workdir}/`));
 }
 
-export function abandonWritingDown(): void {
-  current = undefined;
+function traceOf(script: Script, op: Op): string[] {
+  switch (op.op) {
+    case "removeTree":
+      return deferred(script, op.path) ? lineOf(op) : liveExecutor.traceOf(op);
+    case "recordPid":
+      return []; // the script prints it (recordPidWhenRun)
+    case "exec": {
+      const file = findInPath(op.argv[0], op.env.PATH);
+      if (!file || mainHere(file)) return lineOf(op);
+      const line = quoteAll([...defaultSignals(), file, ...op.argv.slice(1)]);
+      return [
+        "# (INT and QUIT are ignored in this sh, a background job of the waiter: env gives the command their default action)",
+        `exec ${line}`,
+      ];
+    }
+    default:
+      return lineOf(op);
+  }
 }
 
-/** True for a path in the new root (below its mountpoint), which only the script may touch. */
-export function inNewRoot(path: string): boolean {
-  const root = current?.root;
-  return root !== undefined && path.startsWith(`${root}/`);
+function perform(script: Script, op: Op, host: Host): void {
+  const atOnce = (): void => liveExecutor.do(op, host);
+  switch (op.op) {
+    case "mount":
+      return writeDownMount(script, op.args);
+    case "runTogether":
+      // Written down, it waits only for the mounts on the paths it names.
+      return recordCommand(
+        script,
+        quoteAll(op.argv),
+        op.argv.filter((a) => a.startsWith("/")),
+      );
+    case "run":
+      if (op.input === undefined && mainHere(op.argv[0])) return atOnce(); // a backend of this Node: it writes its own steps down
+      return recordCommand(script, lineOf(op)[0]);
+    case "export":
+      recordRaw(script, lineOf(op)[0]);
+      process.env[op.name] = op.value;
+      return;
+    case "mkdirs":
+      if (!op.dirs.some((d) => deferred(script, d))) return atOnce();
+      return recordCommand(script, lineOf(op)[0], op.dirs);
+    case "touch":
+      if (!deferred(script, op.path)) return atOnce();
+      return recordCommand(script, `: >> ${quote(op.path)}`, [op.path]); // (touch, without a process)
+    case "symlink":
+    case "writeFile":
+      if (!deferred(script, op.path)) return atOnce();
+      return recordCommand(script, lineOf(op)[0], [op.path]);
+    case "removeFile":
+      if (!deferred(script, op.path)) return atOnce();
+      viewRemove(op.path);
+      return recordCommand(script, lineOf(op)[0], [op.path]);
+    case "removeTree":
+      if (!deferred(script, op.path)) return atOnce();
+      return recordCommand(script, lineOf(op)[0]);
+    case "copyFile":
+      if (!deferred(script, op.to)) return atOnce();
+      return recordCommand(script, lineOf(op)[0], [op.to]);
+    case "exec": {
+      const file = findInPath(op.argv[0], op.env.PATH);
+      if (!file || mainHere(file)) return atOnce();
+      return writeDownExec(script, file, op.argv, op.env);
+    }
+    case "recordPid":
+      return recordPidWhenRun(script, op.file);
+    case "rootWillBe":
+      // The root is not mounted until the script runs: until then, look at what it will show.
+      return viewRoot(op.root, [...op.layers]);
+    case "needsInside":
+      throw new NotWrittenDown(op.why);
+    case "enterCage":
+      // (not opened ahead: the script, still outside the new root, writes the file itself)
+      return recordCommand(script, lineOf(op)[0]);
+  }
 }
 
-/** A line of the --debug trace, printed when the script gets there. */
-export function recordTrace(line: string): void {
-  current!.trace.push(line);
+/** A mount for the written-down boot; the root's view learns what it will show there. */
+function writeDownMount(script: Script, args: readonly string[]): void {
+  const m = parseMount(args);
+  const bind = !!m?.options.includes("bind");
+  const onFile = bind && !!statSync(m!.source, { throwIfNoEntry: false })?.isFile(); // a file is bound onto a file
+  if (!m || !recordMount(script, m, onFile ? "file" : "dir")) recordCommand(script, quoteAll(["mount", ...args]));
+  if (m) viewMount(m.target, bind ? m.source : undefined);
+}
+
+/** The PID is known only when the script runs: sh reads it from the first field of /proc/self/stat. */
+function recordPidWhenRun(script: Script, file: string): void {
+  const pidfile = quote(file);
+  recordRaw(script, "read -r MINC_PID _ < /proc/self/stat; export MINC_PID");
+  // (the trace shows the path quoted as the other lines do: quoted once more here, for sh to print it so)
+  if (script.tracing)
+    recordRaw(
+      script,
+      `printf '+ export MINC_PID=%s\\n+ echo %s > %s\\n' "$MINC_PID" "$MINC_PID" ${quote(pidfile)} >&2`,
+    );
+  recordRaw(script, `echo "$MINC_PID" > ${pidfile}`);
+  process.env.MINC_PID = "(known when the script runs)"; // so minc-leash washes it out
+}
+
+/**
+ * The written-down boot ends by exec, with the environment the next program
+ * gets. The script's sh is a background job of minc's waiter, started with
+ * INT and QUIT ignored for good (sh cannot undo that, Node could), so env
+ * gives them back their default action on the way.
+ */
+function writeDownExec(script: Script, file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
+  const line = quoteAll([...defaultSignals(), file, ...argv.slice(1)]);
+  const gone = Object.keys(process.env)
+    .filter((k) => env[k] === undefined)
+    .sort();
+  if (gone.length > 0) recordRaw(script, `unset ${gone.join(" ")}`);
+  for (const [k, v] of Object.entries(env)) {
+    if (v !== undefined && process.env[k] !== v) recordRaw(script, `export ${k}=${quote(v)}`);
+  }
+  recordRaw(script, `exec ${line}`);
+  throw new HandedOver();
+}
+
+/** env --default-signal (GNU coreutils 8.31 and later; busybox's env has not got it: then minc-core boots inside itself). */
+function defaultSignals(): string[] {
+  const env = findInPath("env");
+  if (!env || !stringsOf(env)?.includes("default-signal")) {
+    throw new NotWrittenDown("this env(1) cannot give INT and QUIT their default action back (--default-signal)");
+  }
+  return [env, "--default-signal=INT,QUIT"];
 }
 
 /**
@@ -80,30 +225,22 @@ export function recordTrace(line: string): void {
  * waits only for the pending mounts on or under them, so the mounts before
  * and after it can still be made together.
  */
-export function recordCommand(line: string, paths?: readonly string[]): void {
-  recordRaw(`${line} || fail ${quote(`failed: ${line}`)}`, paths);
+function recordCommand(script: Script, line: string, paths?: readonly string[]): void {
+  recordRaw(script, `${line} || fail ${quote(`failed: ${line}`)}`, paths);
 }
 
 /** A line of sh as it is (see recordCommand for paths). */
-export function recordRaw(line: string, paths?: readonly string[]): void {
-  const script = current!;
+function recordRaw(script: Script, line: string, paths?: readonly string[]): void {
   flush(script, paths);
   script.lines.push(line);
 }
 
 /** A mount for the fstab of the next mount -a; false if it does not fit one (then record the command). */
-export function recordMount(m: MountArgs, kind: "dir" | "file"): boolean {
+function recordMount(script: Script, m: MountArgs, kind: "dir" | "file"): boolean {
   if (m.options.includes("noauto")) return false;
-  const script = current!;
   flushTrace(script);
   script.mounts.push({ entry: fstabEntry(m), target: m.target, kind });
   return true;
-}
-
-/** At a phase's end: its mounts are made before the next phase's trace (nothing when not writing down). */
-export function flushWrittenDown(): void {
-  const script = current;
-  if (script) flush(script);
 }
 
 /** Make the pending mounts (those that paths wait for, or all), by one mount -a. */
@@ -208,6 +345,3 @@ function fstabEntry(m: MountArgs): string {
 function fstabField(text: string): string {
   return text.replace(/[\\\s]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`);
 }
-
-/** Thrown by a step that cannot be written down ahead (the reason is its message). */
-export class NotWrittenDown extends Error {}

@@ -6,9 +6,9 @@
 // controllers, else v1 (as on a "hybrid" host, whose unified hierarchy is
 // empty). The values are checked and converted here, without side effects,
 // so that minc can refuse bad input before anything is made.
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
-import { recordCommand, writingDown } from "../boot/bootscript.ts";
+import type { Host } from "../core/host.ts";
 import { usageError } from "../core/fail.ts";
 import { shortHash } from "../core/hash.ts";
 import { optionName } from "../boot/minc-options.ts";
@@ -249,10 +249,10 @@ export interface CageDoor {
   fd: number | undefined;
 }
 
-export function openCages(settings: CageSettings): CageDoor[] {
+export function openCages(settings: CageSettings, host: Host): CageDoor[] {
   return cageDirs(settings).map((cage) => ({
     file: `${cage}/cgroup.procs`,
-    fd: writingDown() ? undefined : openSync(`${cage}/cgroup.procs`, "w"),
+    fd: host.ahead ? undefined : openSync(`${cage}/cgroup.procs`, "w"),
   }));
 }
 
@@ -262,20 +262,8 @@ export function openCages(settings: CageSettings): CageDoor[] {
  * becomes the user's command: from then on even a fork of Node's would
  * count against --pid-max.
  */
-export function enterCages(doors: CageDoor[]): void {
+export function enterCages(doors: CageDoor[], host: Host): void {
   if (doors.length === 0) return;
   step("Step into the cage: from here on this process and all it starts count against the limits");
-  for (const { file, fd } of doors) {
-    shown(`echo 0 > ${quote(file)}`);
-    if (fd === undefined) {
-      recordCommand(`echo 0 > ${quote(file)}`);
-      continue;
-    }
-    try {
-      writeSync(fd, "0");
-    } catch (e) {
-      throw usageError(`cannot enter the cage ${file}: ${(e as NodeJS.ErrnoException).code}`);
-    }
-    closeSync(fd);
-  }
+  for (const { file, fd } of doors) host.enterCage(file, fd);
 }

@@ -1,8 +1,8 @@
 // Errors and the common start of every entrypoint.
 import { getSystemErrorMessage } from "node:util";
-import { NotWrittenDown } from "../boot/bootscript.ts";
 import { useCompileCache } from "./compilecache.ts";
 import { resetSignals } from "./signals.ts";
+import type { Host } from "./host.ts";
 import { progname, toStderr } from "./trace.ts";
 
 /** Exit status for bad input (options, names, paths), as the issue asks. */
@@ -40,7 +40,8 @@ export class HandedOver extends Error {
  * environment in, its exit status out (undefined: 0). A backend exports
  * its own as `main`; the build makes the executable that starts it.
  */
-export type Main = (args: string[], env: NodeJS.ProcessEnv) => number | void | Promise<number | void>;
+/** A program's main; a boot step's is given the Host of the boot that runs it (lib/core/host.ts). */
+export type Main = (args: string[], env: NodeJS.ProcessEnv, host?: Host) => number | void | Promise<number | void>;
 
 /** Bad input from the user. */
 export function usageError(message: string): MincError {
@@ -118,10 +119,15 @@ export function start(program: Main): void {
  * start() runs this process's program so, and lib/core/run.ts each backend it
  * runs or execs in this Node.
  */
-export function statusOf(program: Main, args: readonly string[], env: NodeJS.ProcessEnv): number | Promise<number> {
+export function statusOf(
+  program: Main,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  host?: Host,
+): number | Promise<number> {
   let result: ReturnType<Main>;
   try {
-    result = program([...args], env);
+    result = program([...args], env, host);
   } catch (e) {
     return failed(e);
   }
@@ -134,3 +140,6 @@ function failed(e: unknown): number | Promise<number> {
   if (e instanceof NotWrittenDown) throw e; // for minc-core --write-down, which ran us: it boots inside instead
   return report(e);
 }
+
+/** Thrown by a boot step that cannot be written down ahead (the reason is its message; lib/boot/bootscript.ts). */
+export class NotWrittenDown extends Error {}

@@ -1,6 +1,8 @@
 // Commands and file writes, each shown in the trace as the shell line that
 // does the same thing. Backends use these instead of calling child_process
-// or fs directly, so nothing they do escapes the --debug trace.
+// or fs directly, so nothing they do escapes the --debug trace. They are
+// the operations of `live` (lib/core/host.ts), done as they come; the boot
+// steps are given a Host, live or written down ahead.
 import { spawn, spawnSync } from "node:child_process";
 import {
   accessSync,
@@ -13,28 +15,21 @@ import {
   mkdtempSync,
   openSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
+  writeSync,
 } from "node:fs";
 import { basename, dirname } from "node:path";
-import {
-  inNewRoot,
-  NotWrittenDown,
-  parseMount,
-  recordCommand,
-  recordMount,
-  recordRaw,
-  writingDown,
-} from "../boot/bootscript.ts";
-import { HandedOver, MincError, statusOf, type Main } from "./fail.ts";
+import { HandedOver, MincError, statusOf, usageError, type Main } from "./fail.ts";
 import { stopOnInterrupt } from "./interrupt.ts";
 import { libexecDir } from "./libexec.ts";
-import { viewMount, viewRemove } from "../boot/rootview.ts";
 import { flushCompileCache } from "./compilecache.ts";
 import { resetSignals } from "./signals.ts";
-import { quote, quoteAll, shown, step } from "./trace.ts";
+import { Host, lineOf, type Executor, type Op } from "./host.ts";
+import { quote, quoteAll, shown } from "./trace.ts";
 
 /**
  * Mounts queued by mountsTogether(): they run in one sh, in order, instead
@@ -45,7 +40,7 @@ import { quote, quoteAll, shown, step } from "./trace.ts";
 let queue: { lines: string[]; targets: string[] } | undefined;
 
 /** Run body(), with its mounts batched as above; they have all run when it returns. */
-export function mountsTogether(body: () => void): void {
+function mountsTogether(body: () => void): void {
   queue = { lines: [], targets: [] };
   try {
     body();
@@ -72,12 +67,14 @@ function settle(path: string): void {
 
 /** Run a command to its end, with input on its stdin if given (shown as a here-document); a non-zero exit is a MincError. */
 export function run(argv: readonly string[], input?: string): void {
+  live.run(argv, input);
+}
+
+/** run(), untraced. */
+function runNow(argv: readonly string[], input: string | undefined, host: Host): void {
   runQueuedMounts();
-  const line = input === undefined ? quoteAll(argv) : `${quoteAll(argv)} <<'EOF'\n${input.replace(/\n?$/, "\n")}EOF`;
-  shown(line);
   const main = input === undefined ? mainHere(argv[0]) : undefined;
-  if (main) return runHere(main, argv);
-  if (writingDown()) return recordCommand(line);
+  if (main) return runHere(main, argv, host);
   const r = spawnSync(program(argv[0]), argv.slice(1), {
     stdio: [input === undefined ? "ignore" : "pipe", "inherit", "inherit"],
     input,
@@ -124,128 +121,131 @@ export function captureBytes(argv: readonly string[], show: boolean | string = t
   return r.stdout;
 }
 
-export function mount(...args: string[]): void {
-  if (writingDown()) return writeDownMount(args);
-  if (!queue) return run(["mount", ...args]);
-  runTogether(["mount", ...args]);
-  queue.targets.push(args[args.length - 1]);
-}
+/** Each operation done as it comes (the trace is shown by Host, before). */
+export const liveExecutor: Executor = {
+  ahead: false,
+  traceOf(op: Op): string[] {
+    if (op.op === "removeTree" && !lstatSync(op.path, { throwIfNoEntry: false })) return []; // gone already
+    if (op.op === "recordPid") {
+      const pid = readlinkSync("/proc/self");
+      return [`export MINC_PID=${quote(pid)}`, ...lineOf({ op: "writeFile", path: op.file, content: `${pid}\n` })];
+    }
+    return lineOf(op);
+  },
+  together: mountsTogether,
+  do(op: Op, host: Host): void {
+    for (const path of filesOf(op)) settle(path);
+    switch (op.op) {
+      case "mount":
+        if (!queue) return runNow(["mount", ...op.args], undefined, host);
+        queue.lines.push(quoteAll(["mount", ...op.args]));
+        queue.targets.push(op.args[op.args.length - 1]);
+        return;
+      case "runTogether":
+        if (!queue) return runNow(op.argv, undefined, host);
+        queue.lines.push(quoteAll(op.argv));
+        return;
+      case "run":
+        return runNow(op.argv, op.input, host);
+      case "export":
+        process.env[op.name] = op.value;
+        return;
+      case "mkdirs":
+        for (const d of op.dirs) mkdirSync(d, { recursive: true });
+        return;
+      case "touch":
+        return closeSync(openSync(op.path, "a"));
+      case "symlink":
+        return symlinkSync(op.target, op.path);
+      case "removeFile":
+        return rmSync(op.path, { force: true });
+      case "removeTree":
+        return removeTreeNow(op.path);
+      case "writeFile":
+        return writeFileSync(op.path, op.content);
+      case "copyFile":
+        return copyFileSync(op.from, op.to);
+      case "exec":
+        return execNow(op.argv, op.env, host);
+      case "recordPid": {
+        const pid = readlinkSync("/proc/self");
+        process.env.MINC_PID = pid;
+        return writeFileSync(op.file, `${pid}\n`);
+      }
+      case "rootWillBe":
+      case "needsInside":
+        return; // live, the root is mounted and we are inside
+      case "enterCage":
+        return enterCageNow(op.file, op.fd!);
+    }
+  },
+};
 
-/** Run a command with the mounts of mountsTogether() if it is open (in order with them), else now. */
-export function runTogether(argv: readonly string[]): void {
-  if (writingDown()) {
-    // Written down, it waits only for the mounts on the paths it names.
-    shown(quoteAll(argv));
-    return recordCommand(
-      quoteAll(argv),
-      argv.filter((a) => a.startsWith("/")),
-    );
+/** The files a file operation works on: the queued mounts they may lie under are made first. */
+function filesOf(op: Op): readonly string[] {
+  switch (op.op) {
+    case "mkdirs":
+      return op.dirs;
+    case "touch":
+    case "symlink":
+    case "removeFile":
+    case "removeTree":
+    case "writeFile":
+      return [op.path];
+    case "copyFile":
+      return [op.to];
+    case "recordPid":
+      return [op.file];
+    default:
+      return [];
   }
-  if (!queue) return run(argv);
-  const line = quoteAll(argv);
-  shown(line);
-  queue.lines.push(line);
 }
 
-/** A mount for the written-down boot (lib/boot/bootscript.ts); the root's view learns what it will show there. */
-function writeDownMount(args: readonly string[]): void {
-  const line = quoteAll(["mount", ...args]);
-  shown(line);
-  const m = parseMount(args);
-  const bind = !!m?.options.includes("bind");
-  const onFile = bind && !!statSync(m!.source, { throwIfNoEntry: false })?.isFile(); // a file is bound onto a file
-  if (!m || !recordMount(m, onFile ? "file" : "dir")) recordCommand(line);
-  if (m) viewMount(m.target, bind ? m.source : undefined);
-}
+/** The live host: what the programs outside the boot use (frontends, the store), and a live boot. */
+export const live = new Host(liveExecutor);
 
-/**
- * While the boot is written down, is this write for the script (in the new
- * root, or anywhere but the working dir, /proc/sys/kernel/hostname say)?
- * The working dir's own files are written at once.
- */
-function deferred(path: string): boolean {
-  if (!writingDown()) return false;
-  const workdir = process.env.MINC_TMPDIR;
-  return inNewRoot(path) || !workdir || !(path === workdir || path.startsWith(`${workdir}/`));
-}
-
-export function bindMount(source: string, target: string): void {
-  mount("--bind", source, target);
-}
-
-/** A read-only bind mount (mount(8) binds, then remounts it read-only). */
-export function bindMountReadonly(source: string, target: string, extra = ""): void {
-  mount("-o", `bind,ro${extra}`, source, target);
+export function mount(...args: string[]): void {
+  live.mount(...args);
 }
 
 export function exportVar(name: string, value: string): void {
-  shown(`export ${name}=${quote(value)}`);
-  if (writingDown()) recordRaw(`export ${name}=${quote(value)}`);
-  process.env[name] = value;
+  live.exportVar(name, value);
 }
 
 export function mkdirs(...dirs: string[]): void {
-  for (const d of dirs) settle(d);
-  shown(`mkdir -p ${quoteAll(dirs)}`);
-  if (dirs.some(deferred)) return recordCommand(`mkdir -p ${quoteAll(dirs)}`, dirs);
-  for (const d of dirs) mkdirSync(d, { recursive: true });
+  live.mkdirs(...dirs);
 }
 
 export function touch(file: string): void {
-  settle(file);
-  shown(`touch ${quote(file)}`);
-  if (deferred(file)) return recordCommand(`: >> ${quote(file)}`, [file]); // (touch, without a process)
-  closeSync(openSync(file, "a"));
-}
-
-export function symlink(target: string, path: string): void {
-  settle(path);
-  shown(`ln -s ${quote(target)} ${quote(path)}`);
-  if (deferred(path)) return recordCommand(`ln -s ${quote(target)} ${quote(path)}`, [path]);
-  symlinkSync(target, path);
+  live.touch(file);
 }
 
 export function removeFile(path: string): void {
-  settle(path);
-  shown(`rm -f ${quote(path)}`);
-  if (deferred(path)) {
-    viewRemove(path);
-    return recordCommand(`rm -f ${quote(path)}`, [path]);
-  }
-  rmSync(path, { force: true });
+  live.removeFile(path);
 }
 
 /** rm -rf --one-file-system: never into a mount below the directory. */
 export function removeTree(dir: string): void {
-  settle(dir);
-  if (deferred(dir)) return run(["rm", "-rf", "--one-file-system", dir]);
-  try {
-    lstatSync(dir);
-  } catch {
-    return; // gone already
-  }
+  live.removeTree(dir);
+}
+
+function removeTreeNow(dir: string): void {
   const argv = ["rm", "-rf", "--one-file-system", dir];
-  shown(quoteAll(argv));
+  if (!lstatSync(dir, { throwIfNoEntry: false })) return; // gone already
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "inherit", "inherit"] });
   if (r.error || r.status !== 0) throw new MincError(`cannot remove ${dir}`);
 }
 
 /** Write a file, shown as a printf of its lines (sh's echo would read backslashes in them). */
 export function writeFile(path: string, content: string): void {
-  settle(path);
-  const line = `${printfLines(content)} > ${quote(path)}`;
-  shown(line);
-  if (deferred(path)) return recordCommand(line, [path]);
-  writeFileSync(path, content);
+  live.writeFile(path, content);
 }
 
-/** The shell line that prints this text byte for byte (sh's echo would read backslashes in it). */
-export function printfLines(content: string): string {
-  const lines = content.replace(/\n$/, "").split("\n");
-  // printf reuses its format for every argument; without a last newline, one "%s" per line says where they go.
-  const format = content.endsWith("\n") ? "%s\\n" : `${"%s\\n".repeat(lines.length - 1)}%s`;
-  return `printf '${format}' ${quoteAll(lines)}`;
+export function copyFile(from: string, to: string): void {
+  live.copyFile(from, to);
 }
+
+export { printfLines } from "./host.ts";
 
 /**
  * mktemp -d PREFIXXXXXXX, shown as the mkdir of the name it chose: pasted,
@@ -305,52 +305,29 @@ export function isExecutable(path: string): boolean {
  * Node process stays behind.
  */
 export function exec(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, shownAs?: string): never {
+  return live.exec(argv, env, shownAs);
+}
+
+function execNow(argv: readonly string[], env: NodeJS.ProcessEnv, host: Host): void {
   const file = findInPath(argv[0], env.PATH);
-  const main = file ? mainHere(file) : undefined;
-  if (file && writingDown() && !main) writeDownExec(file, argv, env);
-  if (shownAs !== "") shown(shownAs ?? `exec ${quoteAll(argv)}`);
   // execve aborts the whole process when it fails, so check first.
   if (!file) throw new MincError(`${argv[0]}: command not found or not executable`, 127);
-  if (main) execHere(main, file, argv, env);
+  const main = mainHere(file);
+  if (main) execHere(main, file, argv, env, host);
   resetSignals(["SIGPIPE", "SIGXFSZ"]);
   flushCompileCache();
   const clean: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined) clean[k] = v;
   process.execve!(file, [...argv], clean);
-  throw new MincError("execve returned"); // not reached
 }
 
-/**
- * The written-down boot ends by exec, with the environment the next program
- * gets. The script's sh is a background job of minc's waiter, started with
- * INT and QUIT ignored for good (sh cannot undo that, Node could), so env
- * gives them back their default action on the way.
- */
-function writeDownExec(file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
-  const reset = defaultSignals();
-  step(
-    "(INT and QUIT are ignored in this sh, a background job of the waiter: env gives the command their default action)",
-  );
-  const line = quoteAll([...reset, file, ...argv.slice(1)]);
-  shown(`exec ${line}`);
-  const gone = Object.keys(process.env)
-    .filter((k) => env[k] === undefined)
-    .sort();
-  if (gone.length > 0) recordRaw(`unset ${gone.join(" ")}`);
-  for (const [k, v] of Object.entries(env)) {
-    if (v !== undefined && process.env[k] !== v) recordRaw(`export ${k}=${quote(v)}`);
+function enterCageNow(file: string, fd: number): void {
+  try {
+    writeSync(fd, "0");
+  } catch (e) {
+    throw usageError(`cannot enter the cage ${file}: ${(e as NodeJS.ErrnoException).code}`);
   }
-  recordRaw(`exec ${line}`);
-  throw new HandedOver();
-}
-
-/** env --default-signal (GNU coreutils 8.31 and later; busybox's env has not got it: then minc-core boots inside itself). */
-function defaultSignals(): string[] {
-  const env = findInPath("env");
-  if (!env || !stringsOf(env)?.includes("default-signal")) {
-    throw new NotWrittenDown("this env(1) cannot give INT and QUIT their default action back (--default-signal)");
-  }
-  return [env, "--default-signal=INT,QUIT"];
+  closeSync(fd);
 }
 
 /**
@@ -380,7 +357,7 @@ export function runInThisNode(backends: Record<string, Main>): void {
 }
 
 /** The main of file, if it is the program of one of our backends that runs in this Node (runInThisNode). */
-function mainHere(file: string): Main | undefined {
+export function mainHere(file: string): Main | undefined {
   if (!file.startsWith("/") || dirname(file) !== libexecDir()) return undefined;
   const main = mains.get(basename(file));
   return main && isExecutable(file) ? main : undefined;
@@ -393,12 +370,12 @@ function mainHere(file: string): Main | undefined {
  * the same as an exec: this program's code does not go on (HandedOver),
  * and its exit status is the next one's.
  */
-function execHere(main: Main, file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
+function execHere(main: Main, file: string, argv: readonly string[], env: NodeJS.ProcessEnv, host: Host): never {
   for (const k of Object.keys(process.env)) if (env[k] === undefined) delete process.env[k];
   for (const [k, v] of Object.entries(env)) if (v !== undefined) process.env[k] = v;
   process.argv = [process.argv[0], file, ...argv.slice(1)];
   // (It may still have work on the event loop: minc-exec waits a turn for signals.)
-  throw new HandedOver(statusOf(main, argv.slice(1), process.env));
+  throw new HandedOver(statusOf(main, argv.slice(1), process.env, host));
 }
 
 /**
@@ -408,12 +385,12 @@ function execHere(main: Main, file: string, argv: readonly string[], env: NodeJS
  * backends run so are synchronous, and end by returning from main, never
  * by process.exit.
  */
-function runHere(main: Main, argv: readonly string[]): void {
+function runHere(main: Main, argv: readonly string[], host: Host): void {
   const saved = { argv: process.argv, env: { ...process.env } };
   process.argv = [process.argv[0], argv[0], ...argv.slice(1)];
   let status: number | Promise<number>;
   try {
-    status = statusOf(main, argv.slice(1), process.env);
+    status = statusOf(main, argv.slice(1), process.env, host);
   } finally {
     process.argv = saved.argv;
     for (const k of Object.keys(process.env)) if (!(k in saved.env)) delete process.env[k];
@@ -422,11 +399,4 @@ function runHere(main: Main, argv: readonly string[]): void {
   if (typeof status !== "number")
     throw new Error(`${argv[0]} does not end synchronously: run() cannot run it in this Node`);
   if (status !== 0) throw new MincError(`failed: ${quoteAll(argv)} (exit ${status})`, status);
-}
-
-export function copyFile(from: string, to: string): void {
-  settle(to);
-  shown(`cp ${quote(from)} ${quote(to)}`);
-  if (deferred(to)) return recordCommand(`cp ${quote(from)} ${quote(to)}`, [to]);
-  copyFileSync(from, to);
 }

@@ -6,7 +6,6 @@
 // pasted into a root shell) to follow one container's boot.
 import { writeSync } from "node:fs";
 import { basename } from "node:path";
-import { flushWrittenDown, recordTrace, writingDown } from "../boot/bootscript.ts";
 
 /** The five phases of a boot, as the MINCS talk names them. */
 export const PHASES = [
@@ -42,16 +41,29 @@ export function toStderr(line: string): void {
   }
 }
 
+/** Where the trace goes instead of stderr: the boot written down ahead prints it when it gets there (lib/boot/bootscript.ts). */
+export interface TraceAside {
+  line(line: string): void;
+  /** A phase ends: what it left pending is done before the next one's trace. */
+  phaseEnds(): void;
+}
+
+let aside: TraceAside | undefined;
+
+/** Send the trace there from now on (undefined: back to stderr). */
+export function traceAside(to: TraceAside | undefined): void {
+  aside = to;
+}
+
 function say(line: string): void {
   if (!tracing()) return;
-  if (writingDown())
-    recordTrace(line); // printed when the written-down boot gets there
+  if (aside) aside.line(line);
   else toStderr(line);
 }
 
 /** Head a phase; each program heads the phases it prints in. */
 export function phase(n: 1 | 2 | 3 | 4 | 5): void {
-  flushWrittenDown(); // written down, the last phase's mounts are made before this one starts
+  aside?.phaseEnds(); // written down, the last phase's mounts are made before this one starts
   say(`# ==== ${progname()}: phase ${n}/5: ${PHASES[n]} ====`);
 }
 
