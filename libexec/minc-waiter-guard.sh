@@ -41,8 +41,12 @@ while read -r what name; do
   case $what in made) made=$name ;; dir) tmpdir=$name; workdir_files "$tmpdir"; hold_dir ;; esac
 done
 if [ -z "$tmpdir" ]; then
-  # minc died between its mktemp and telling the name: only an empty directory can be there.
-  [ -z "$made" ] || for dir in "$made"??????; do [ ! -d "$dir" ] || rmdir "$dir" 2>/dev/null; done
+  # minc died between its mktemp and telling the name: only an empty
+  # directory can be there, or one with its lock, which minc makes right
+  # after it (nothing else: minc tells the name before it writes more).
+  [ -z "$made" ] || for dir in "$made"??????; do
+    [ ! -d "$dir" ] || { workdir_files "$dir"; rm -f "$lockfile"; rmdir "$dir"; } 2>/dev/null
+  done
   exit 0
 fi
 # (-s, not -e: the file is made empty, then written; minc SIGKILLed in

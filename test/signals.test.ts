@@ -288,6 +288,28 @@ describe("signals", { skip }, () => {
     assert.equal(tied.stdout, "started unset\n");
   });
 
+  test("minc SIGKILLed between its mktemp (and the lock made with it) and telling the guard the name: the guard removes it", async () => {
+    // Played with the guard alone: told only "made TEMPLATE", it finds TEMPLATE?????? holding the lock.
+    const template = `${RUNDIR}/minc-guard${process.pid}-`;
+    const dir = mkdtempSync(template);
+    writeFileSync(`${dir}/lock`, "");
+    const fakeMinc = start("sleep", ["600"], { stdio: "ignore" });
+    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(fakeMinc.child.pid), "tied"], {
+      stdio: ["pipe", "ignore", "pipe"],
+    });
+    try {
+      guard.child.stdin!.end(`made ${template}\n`);
+      fakeMinc.child.kill("SIGKILL");
+      await fakeMinc.exit();
+      assert.equal(await guard.exit(), 0);
+      if (existsSync(dir)) assert.fail(`the guard left the directory minc made: ${readdirSync(dir).join(" ")}`);
+    } finally {
+      fakeMinc.child.kill("SIGKILL");
+      guard.child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("minc SIGKILLed between making its waiter file and writing its PID there: the guard still cleans up", async () => {
     // The waiter writes TMPDIR/waiter with `echo $$ >`: the file exists, empty, for a moment.
     // Played here with the guard alone, a sleep standing for minc, and a chain that removes the directory.
