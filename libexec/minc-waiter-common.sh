@@ -9,7 +9,7 @@ workdir_files() { # TMPDIR: the paths of the working directory's files we act on
   # Spelled here alone, as lib/boot/workdir.ts spells them (WORKDIR, and its
   # SH_VARIABLES: these variables); test/workdir-layout.test.ts checks
   # that the two agree, and that no other line builds a path on $tmpdir.
-  pidfile=$1/pid registered=$1/cleanup waiterfile=$1/waiter lockfile=$1/lock bootscript=$1/minc-core.sh wakefifo=$1/.wake-
+  pidfile=$1/pid registered=$1/cleanup waiterfile=$1/waiter lockfile=$1/lock bootscript=$1/minc-core.sh
 }
 
 say() { # LINE: into the --debug trace
@@ -123,7 +123,10 @@ until_waiter_ends() {
 }
 
 wake_on_signal() { # fd 7: a pipe of our own, read and written (no EOF), with no name left in the file system
-  fifo=$wakefifo$$
+  # Not in the working directory: a guard may get here late, after minc has
+  # returned and while the user removes a kept directory (rm -rf after -k or
+  # -t); a FIFO made there then, even for a moment, leaves it behind, empty.
+  fifo=${TMPDIR:-/tmp}/.minc-wake-$$
   mkfifo -m 600 "$fifo" 2>/dev/null || return 1
   exec 7<> "$fifo"
   rm -f "$fifo"

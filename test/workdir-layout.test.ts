@@ -50,7 +50,6 @@ describe("the working directory's layout (lib/boot/workdir.ts)", () => {
     assert.equal(paths.pid, "/d/pid");
     assert.equal(paths.resolvConf, "/d/resolv.conf");
     assert.equal(paths.fstab(3), "/d/minc-core.fstab3");
-    assert.equal(paths.wake(42), "/d/.wake-42");
     assert.equal(fstabOf(paths.bootScript, 3), paths.fstab(3), "the boot script's fstabs are named after it");
   });
 

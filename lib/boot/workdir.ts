@@ -251,13 +251,6 @@ export const WORKDIR = {
     reads: "the container",
     goes: "with the working dir (the next run makes it again)",
   },
-  wake: {
-    name: ".wake-{PID}",
-    kind: "fifo",
-    writes: "the guard and the watcher (PID: theirs), to be woken by their WINCH trap",
-    reads: "the same",
-    goes: "at once: removed once opened",
-  },
   stdin: {
     name: "stdin",
     kind: "file",
@@ -312,7 +305,6 @@ export const SH_VARIABLES = {
   lock: "lockfile",
   cleanup: "registered",
   bootScript: "bootscript",
-  wake: "wakefifo",
 } as const satisfies { readonly [K in keyof typeof WORKDIR]?: string };
 
 type Entries = typeof WORKDIR;
@@ -329,8 +321,6 @@ export function fixedPart(name: string): string {
 export type WorkdirPaths = { readonly [K in WorkdirFile]: string } & {
   /** minc-core.fstabN, the Nth fstab of the boot script. */
   fstab(n: number): string;
-  /** .wake-PID, the FIFO of a guard or watcher. */
-  wake(pid: number): string;
 };
 
 /** The paths of a working directory's files. */
@@ -340,7 +330,6 @@ export function workdirPaths(dir: string): WorkdirPaths {
     if (fixedPart(entry.name) === entry.name) paths[key] = `${dir}/${entry.name}`;
   }
   paths.fstab = (n: number) => `${dir}/${fixedPart(WORKDIR.fstab.name)}${n}`;
-  paths.wake = (pid: number) => `${dir}/${fixedPart(WORKDIR.wake.name)}${pid}`;
   return paths as WorkdirPaths;
 }
 
