@@ -69,18 +69,19 @@ interface Run {
   stderr: string;
 }
 
-/** minc run as the test user, its working dirs in $TMPDIR=dir/tmp. */
+/** runuser's arguments to run COMMAND as the test user, with $TMPDIR=dir/tmp (and no XDG_RUNTIME_DIR) for its working dirs. */
+function userArgs(...command: string[]): string[] {
+  return ["-u", USER, "--", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${dir}/tmp`, ...command];
+}
+
+/** minc run as the test user. */
 function asUser(args: string[], opts: { timeout?: number } = {}): Run {
-  const r = spawnSync(
-    "runuser",
-    ["-u", USER, "--", "env", "-u", "XDG_RUNTIME_DIR", `TMPDIR=${dir}/tmp`, minc, ...args],
-    {
-      encoding: "utf8",
-      cwd: "/",
-      input: "",
-      timeout: opts.timeout ?? PATIENCE,
-    },
-  );
+  const r = spawnSync("runuser", userArgs(minc, ...args), {
+    encoding: "utf8",
+    cwd: "/",
+    input: "",
+    timeout: opts.timeout ?? PATIENCE,
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -169,19 +170,12 @@ describe("--nopriv", { skip }, () => {
   test("the user's terminal is the container's console", () => {
     const r = spawnSync(
       "runuser",
-      [
-        "-u",
-        USER,
-        "--",
-        "env",
-        "-u",
-        "XDG_RUNTIME_DIR",
-        `TMPDIR=${dir}/tmp`,
+      userArgs(
         "script",
         "-qec",
         `${minc} --nopriv ${dir}/rootfs sh -c 'tty; echo to-console > /dev/console'`,
         "/dev/null",
-      ],
+      ),
       {
         encoding: "utf8",
         cwd: "/",
@@ -196,21 +190,7 @@ describe("--nopriv", { skip }, () => {
   test("an ordinary user's PATH (no sbin, where pivot_root and capsh are) is enough", () => {
     const r = spawnSync(
       "runuser",
-      [
-        "-u",
-        USER,
-        "--",
-        "env",
-        "-u",
-        "XDG_RUNTIME_DIR",
-        `TMPDIR=${dir}/tmp`,
-        `PATH=${dirname(process.execPath)}:/usr/bin:/bin`,
-        minc,
-        "--nopriv",
-        `${dir}/rootfs`,
-        "echo",
-        "found",
-      ],
+      userArgs(`PATH=${dirname(process.execPath)}:/usr/bin:/bin`, minc, "--nopriv", `${dir}/rootfs`, "echo", "found"),
       { encoding: "utf8", cwd: "/", input: "", timeout: PATIENCE },
     );
     assert.equal(r.status, 0, r.stderr);
@@ -243,25 +223,10 @@ describe("--nopriv", { skip }, () => {
   });
 
   test("SIGTERM ends it with 143 and nothing is left", async () => {
-    const run = start(
-      "runuser",
-      [
-        "-u",
-        USER,
-        "--",
-        "env",
-        "-u",
-        "XDG_RUNTIME_DIR",
-        `TMPDIR=${dir}/tmp`,
-        minc,
-        "--nopriv",
-        `${dir}/rootfs`,
-        "sh",
-        "-c",
-        "echo ready; exec sleep 30",
-      ],
-      { cwd: "/", stdio: ["ignore", "pipe", "pipe"] },
-    );
+    const run = start("runuser", userArgs(minc, "--nopriv", `${dir}/rootfs`, "sh", "-c", "echo ready; exec sleep 30"), {
+      cwd: "/",
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     await run.printed("ready");
     // The user's waiter (and its guard, which ignores TERM), as the user's own kill would reach it.
     sh(`pkill -TERM -u ${USER} -f 'minc-waiter.sh'`);

@@ -304,6 +304,9 @@ function notice(message: string): void {
 
 const KVM_PROBE_MS = 4000;
 
+/** qemu with no screen, graphics card or monitor: the guest's console is a serial line. */
+const HEADLESS = ["-display", "none", "-vga", "none", "-monitor", "none"];
+
 function probeKvm(guest: GuestArch, kernel: string): boolean {
   step(`Probe KVM: does the kernel print its banner within ${KVM_PROBE_MS / 1000} s?`);
   const argv = [
@@ -313,12 +316,7 @@ function probeKvm(guest: GuestArch, kernel: string): boolean {
     "kvm",
     "-m",
     "256",
-    "-display",
-    "none",
-    "-vga",
-    "none",
-    "-monitor",
-    "none",
+    ...HEADLESS,
     "-serial",
     "stdio",
     "-no-reboot",
@@ -394,12 +392,7 @@ function qemuArgv(guest: GuestArch, dir: string, opts: BootOptions): string[] {
     String(cpus),
     "-m",
     "512",
-    "-display",
-    "none",
-    "-vga",
-    "none",
-    "-monitor",
-    "none",
+    ...HEADLESS,
     ...stdio,
     ...klog,
     "-no-reboot",
