@@ -6,6 +6,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   watch,
   writeFileSync,
@@ -286,6 +287,36 @@ describe("signals", { skip }, () => {
     );
     assert.equal(tied.status, 0, tied.stderr);
     assert.equal(tied.stdout, "started unset\n");
+  });
+
+  test("a guard waiting for its waiter's end makes its wake-up FIFO outside the working directory", async () => {
+    // (made there, a late guard's FIFO kept a user's rm -rf of a kept directory from removing it)
+    const dir = mkdtempSync(`${RUNDIR}/minc-guard-`);
+    writeFileSync(`${dir}/lock`, "");
+    writeFileSync(`${dir}/cleanup`, "");
+    const fakeMinc = start("sleep", ["600"], { stdio: "ignore" });
+    writeFileSync(`${dir}/waiter`, `${fakeMinc.child.pid}\n`);
+    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(fakeMinc.child.pid), "tied"], {
+      stdio: ["pipe", "ignore", "pipe"],
+    });
+    try {
+      guard.child.stdin!.end(`dir ${dir}\n`);
+      const fifo = (): string => {
+        try {
+          return readlinkSync(`/proc/${guard.child.pid}/fd/7`);
+        } catch {
+          return "";
+        }
+      };
+      await waitFor("the guard to open its wake-up FIFO (fd 7)", () => fifo() !== "", { saw: fifo });
+      assert.ok(!fifo().startsWith(`${dir}/`), `the FIFO was made in the working directory: ${fifo()}`);
+    } finally {
+      fakeMinc.child.kill("SIGKILL");
+      await fakeMinc.exit();
+      guard.child.kill("SIGKILL");
+      await guard.exit();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("minc SIGKILLed between its mktemp (and the lock made with it) and telling the guard the name: the guard removes it", async () => {
