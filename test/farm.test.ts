@@ -20,7 +20,7 @@ import {
 import { after, before, describe, test } from "node:test";
 import { alive, chainId, mincsDirFromConfig, storeDir } from "../lib/store/farm.ts";
 import { checkName, checkRef, isRef, sameName } from "../lib/store/names.ts";
-import { REPO, rootfs, waitFor } from "./helpers.ts";
+import { inOverlayOf, REPO, rootfs, waitFor } from "./helpers.ts";
 
 const FARM = `${REPO}/libexec/minc-farm`;
 const skip = process.getuid?.() !== 0 ? "needs root (overlay mounts, owners, device nodes)" : undefined;
@@ -68,24 +68,7 @@ function sh(script: string): string {
 
 /** Mount the image's layers (imagestack) as an overlay in a private mount namespace and run a script in it. */
 function inOverlay(ref: string, script: string, dir = store): string {
-  const stack = farm(["imagestack", ref], {}, dir);
-  const d = mkdtempSync(`${tmp}/ov-`);
-  for (const s of ["upper", "work", "mnt"]) mkdirSync(`${d}/${s}`);
-  const r = spawnSync(
-    "unshare",
-    [
-      "-m",
-      "sh",
-      "-c",
-      `mount -t overlay -o "lowerdir=$1,upperdir=$2/upper,workdir=$2/work" overlay "$2/mnt" && cd "$2/mnt" && ${script}`,
-      "sh",
-      stack,
-      d,
-    ],
-    { encoding: "utf8" },
-  );
-  assert.equal(r.status, 0, `overlay: ${r.stderr}`);
-  return r.stdout;
+  return inOverlayOf(farm(["imagestack", ref], {}, dir), script, tmp);
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;

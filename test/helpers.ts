@@ -11,7 +11,17 @@
 // appear.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions, type SpawnSyncReturns } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, watch, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  watch,
+  writeFileSync,
+} from "node:fs";
 import { createServer } from "node:net";
 import { constants } from "node:os";
 import { createSocket } from "node:dgram";
@@ -346,4 +356,19 @@ export async function signalled(
   run.child.kill(signal);
   const status = await run.exit();
   return { status, stdout: run.stdout() };
+}
+
+/**
+ * Run a shell script in an overlay of an image's layers, STACK as
+ * minc-farm imagestack prints it (TOP:...:BOTTOM), mounted in a private
+ * mount namespace; its upper and work dirs go in a new directory in SCRATCH.
+ * Returns what the script printed.
+ */
+export function inOverlayOf(stack: string, script: string, scratch: string): string {
+  const d = mkdtempSync(`${scratch}/ov-`);
+  for (const s of ["upper", "work", "mnt"]) mkdirSync(`${d}/${s}`);
+  const mountThen = `mount -t overlay -o "lowerdir=$1,upperdir=$2/upper,workdir=$2/work" overlay "$2/mnt" && cd "$2/mnt" && ${script}`;
+  const r = spawnSync("unshare", ["-m", "sh", "-c", mountThen, "sh", stack, d], { encoding: "utf8" });
+  assert.equal(r.status, 0, `overlay: ${r.stderr}`);
+  return r.stdout;
 }

@@ -19,7 +19,7 @@ import {
 import { dirname } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gzipSync, zstdCompressSync } from "node:zlib";
-import { REPO, waitFor } from "./helpers.ts";
+import { inOverlayOf, REPO, waitFor } from "./helpers.ts";
 import { makeTar, T0, type E } from "./tar.ts";
 
 const MARTEN = `${REPO}/bin/marten`;
@@ -247,26 +247,7 @@ function snapshot(): string {
 
 /** Run a shell script inside an overlay mount of the image's layers (in a private mount namespace). */
 function inOverlay(ref: string, script: string): string {
-  const stack = farm(["imagestack", ref]);
-  const d = `${tmp}/ov${n++}`;
-  mkdirSync(`${d}/upper`, { recursive: true });
-  mkdirSync(`${d}/work`);
-  mkdirSync(`${d}/mnt`);
-  const r = spawnSync(
-    "unshare",
-    [
-      "-m",
-      "sh",
-      "-c",
-      `mount -t overlay -o "lowerdir=$1,upperdir=$2/upper,workdir=$2/work" overlay "$2/mnt" && cd "$2/mnt" && ${script}`,
-      "sh",
-      stack,
-      d,
-    ],
-    { encoding: "utf8" },
-  );
-  assert.equal(r.status, 0, `overlay: ${r.stderr}`);
-  return r.stdout;
+  return inOverlayOf(farm(["imagestack", ref]), script, tmp);
 }
 
 // ---- the layers most tests use ----

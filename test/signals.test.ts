@@ -289,17 +289,46 @@ describe("signals", { skip }, () => {
     assert.equal(tied.stdout, "started unset\n");
   });
 
+  /**
+   * The guard played alone: a sleep stands for minc (its PID is the guard's
+   * argument), and body acts on both. At the end both are killed, and DIR goes.
+   */
+  async function withGuard(
+    dir: string,
+    body: (guard: Started, minc: Started) => Promise<void>,
+    o: { tied?: boolean; env?: NodeJS.ProcessEnv } = {},
+  ): Promise<void> {
+    const minc = start("sleep", ["600"], { stdio: "ignore" });
+    const tied = o.tied === false ? [] : ["tied"];
+    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(minc.child.pid), ...tied], {
+      stdio: ["pipe", "ignore", "pipe"],
+      ...(o.env ? { env: o.env } : {}),
+    });
+    try {
+      await body(guard, minc);
+    } finally {
+      minc.child.kill("SIGKILL");
+      guard.child.kill("SIGKILL");
+      guard.child.kill("SIGCONT"); // (a stopped guard takes its SIGKILL once it runs again)
+      await minc.exit();
+      await guard.exit();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** minc dies: its stand-in is SIGKILLed, and gone. */
+  const dies = async (minc: Started): Promise<void> => {
+    minc.child.kill("SIGKILL");
+    await minc.exit();
+  };
+
   test("a guard waiting for its waiter's end makes its wake-up FIFO outside the working directory", async () => {
     // (made there, a late guard's FIFO kept a user's rm -rf of a kept directory from removing it)
     const dir = mkdtempSync(`${RUNDIR}/minc-guard-`);
     writeFileSync(`${dir}/lock`, "");
     writeFileSync(`${dir}/cleanup`, "");
-    const fakeMinc = start("sleep", ["600"], { stdio: "ignore" });
-    writeFileSync(`${dir}/waiter`, `${fakeMinc.child.pid}\n`);
-    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(fakeMinc.child.pid), "tied"], {
-      stdio: ["pipe", "ignore", "pipe"],
-    });
-    try {
+    await withGuard(dir, async (guard, minc) => {
+      writeFileSync(`${dir}/waiter`, `${minc.child.pid}\n`); // (handed over to minc itself, as in the foreground)
       guard.child.stdin!.end(`dir ${dir}\n`);
       const fifo = (): string => {
         try {
@@ -310,13 +339,7 @@ describe("signals", { skip }, () => {
       };
       await waitFor("the guard to open its wake-up FIFO (fd 7)", () => fifo() !== "", { saw: fifo });
       assert.ok(!fifo().startsWith(`${dir}/`), `the FIFO was made in the working directory: ${fifo()}`);
-    } finally {
-      fakeMinc.child.kill("SIGKILL");
-      await fakeMinc.exit();
-      guard.child.kill("SIGKILL");
-      await guard.exit();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   test("minc SIGKILLed between its mktemp (and the lock made with it) and telling the guard the name: the guard removes it", async () => {
@@ -324,21 +347,12 @@ describe("signals", { skip }, () => {
     const template = `${RUNDIR}/minc-guard${process.pid}-`;
     const dir = mkdtempSync(template);
     writeFileSync(`${dir}/lock`, "");
-    const fakeMinc = start("sleep", ["600"], { stdio: "ignore" });
-    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(fakeMinc.child.pid), "tied"], {
-      stdio: ["pipe", "ignore", "pipe"],
-    });
-    try {
+    await withGuard(dir, async (guard, minc) => {
       guard.child.stdin!.end(`made ${template}\n`);
-      fakeMinc.child.kill("SIGKILL");
-      await fakeMinc.exit();
+      await dies(minc);
       assert.equal(await guard.exit(), 0);
       if (existsSync(dir)) assert.fail(`the guard left the directory minc made: ${readdirSync(dir).join(" ")}`);
-    } finally {
-      fakeMinc.child.kill("SIGKILL");
-      guard.child.kill("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   test("minc SIGKILLed between making its waiter file and writing its PID there: the guard still cleans up", async () => {
@@ -346,23 +360,14 @@ describe("signals", { skip }, () => {
     // Played here with the guard alone, a sleep standing for minc, and a chain that removes the directory.
     const dir = mkdtempSync(`${RUNDIR}/minc-guard-`);
     writeFileSync(`${dir}/cleanup`, `rm -rf ${dir}\n`);
-    const fakeMinc = start("sleep", ["600"], { stdio: "ignore" });
-    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(fakeMinc.child.pid), "tied"], {
-      stdio: ["pipe", "ignore", "pipe"],
-    });
-    try {
+    await withGuard(dir, async (guard, minc) => {
       guard.child.stdin!.end(`dir ${dir}\n`);
       writeFileSync(`${dir}/waiter`, "");
-      fakeMinc.child.kill("SIGKILL");
-      await fakeMinc.exit();
+      await dies(minc);
       assert.equal(await guard.exit(), 0);
       if (existsSync(dir))
         assert.fail(`the guard took the empty waiter file for a handover: ${readdirSync(dir).join(" ")}`);
-    } finally {
-      fakeMinc.child.kill("SIGKILL");
-      guard.child.kill("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   /** The guard (PID) is in its wait for the handover: its poll's sleep is its child. */
@@ -390,55 +395,40 @@ describe("signals", { skip }, () => {
     const dir = mkdtempSync(template);
     writeFileSync(`${dir}/lock`, ""); // (as minc makes it with the directory)
     writeFileSync(`${dir}/cleanup`, "echo 'To reuse this, run: minc -t DIR'\n"); // (-k: the chain keeps the directory)
-    const fakeMinc = start("sleep", ["600"], { stdio: "ignore" });
-    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(fakeMinc.child.pid)], {
-      stdio: ["pipe", "ignore", "pipe"],
-      env: { ...cleanEnv(), MINC_DEBUG: "1" },
-    });
-    const gpid = guard.child.pid!;
-    try {
-      guard.child.stdin!.end(`made ${template}\ndir ${dir}\n`);
-      await waitFor("the guard to wait for the handover", polling(gpid), { saw: guard.stderr });
-      guard.child.kill("SIGSTOP");
-      const waiter = spawnSync("sh", [`${REPO}/libexec/minc-waiter.sh`, dir, "true"], {
-        encoding: "utf8",
-        env: { ...cleanEnv(), MINC_GUARD_PID: String(gpid) },
-      });
-      assert.equal(waiter.status, 0, waiter.stderr);
-      assert.ok(!existsSync(`${dir}/waiter`), "the waiter's chain removed its file");
-      fakeMinc.child.kill("SIGKILL"); // (minc is the waiter: gone with it)
-      await fakeMinc.exit();
-      guard.child.kill("SIGCONT");
-      assert.equal(await guard.exit(), 0);
-      assert.ok(existsSync(dir), "the guard removed the kept directory, after the waiter had cleaned up");
-      assert.doesNotMatch(guard.stderr(), /the container has ended/, "the guard ran the chain again");
-    } finally {
-      fakeMinc.child.kill("SIGKILL");
-      guard.child.kill("SIGKILL");
-      guard.child.kill("SIGCONT");
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const env = { ...cleanEnv(), MINC_DEBUG: "1" };
+    await withGuard(
+      dir,
+      async (guard, minc) => {
+        const gpid = guard.child.pid!;
+        guard.child.stdin!.end(`made ${template}\ndir ${dir}\n`);
+        await waitFor("the guard to wait for the handover", polling(gpid), { saw: guard.stderr });
+        guard.child.kill("SIGSTOP");
+        const waiter = spawnSync("sh", [`${REPO}/libexec/minc-waiter.sh`, dir, "true"], {
+          encoding: "utf8",
+          env: { ...cleanEnv(), MINC_GUARD_PID: String(gpid) },
+        });
+        assert.equal(waiter.status, 0, waiter.stderr);
+        assert.ok(!existsSync(`${dir}/waiter`), "the waiter's chain removed its file");
+        await dies(minc); // (minc is the waiter: gone with it)
+        guard.child.kill("SIGCONT");
+        assert.equal(await guard.exit(), 0);
+        assert.ok(existsSync(dir), "the guard removed the kept directory, after the waiter had cleaned up");
+        assert.doesNotMatch(guard.stderr(), /the container has ended/, "the guard ran the chain again");
+      },
+      { tied: false, env },
+    );
   });
 
   test("a guard told a directory without a lock file does not make one (minc may be removing that directory)", async () => {
     const dir = mkdtempSync(`${RUNDIR}/minc-guard-`);
-    const fakeMinc = start("sleep", ["600"], { stdio: "ignore" });
-    const guard = start("sh", [`${REPO}/libexec/minc-waiter.sh`, "--guard", String(fakeMinc.child.pid), "tied"], {
-      stdio: ["pipe", "ignore", "pipe"],
-    });
-    try {
+    await withGuard(dir, async (guard, minc) => {
       guard.child.stdin!.end(`dir ${dir}\n`);
       await waitFor("the guard to wait for the handover", polling(guard.child.pid!), { saw: guard.stderr });
       assert.ok(!existsSync(`${dir}/lock`), "the guard made the lock file");
-      fakeMinc.child.kill("SIGKILL");
-      await fakeMinc.exit();
+      await dies(minc);
       assert.equal(await guard.exit(), 0);
       assert.deepEqual(readdirSync(dir), []);
-    } finally {
-      fakeMinc.child.kill("SIGKILL");
-      guard.child.kill("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   test("the guard does not keep the user's directory busy: a umount right after minc ends, or is SIGKILLed, works", async () => {
