@@ -81,7 +81,8 @@ describe("cgroup v1 limits", { skip }, () => {
       rootfs(),
       "sh",
       "-c",
-      "for i in 1 2 3 4 5 6 7; do sleep 1 & done; wait; echo survived",
+      // (children that live until told: they are all there at once, however slow the forks)
+      'pids=; for i in 1 2 3 4 5 6 7; do sleep 600 & pids="$pids $!"; done; kill $pids; wait; echo survived',
     ]);
     assert.match(r.stderr, /can't fork|Resource temporarily unavailable/);
     const ok = minc(["-r", rootfs(), "sh", "-c", "for i in 1 2 3 4 5 6 7; do sleep 0 & done; wait; echo fine"]);
@@ -105,7 +106,7 @@ describe("cgroup v1 limits", { skip }, () => {
         rootfs(),
         "sh",
         "-c",
-        "echo ready; sleep 30",
+        "echo ready; exec sleep 600",
       ],
       { stdio: ["ignore", "pipe", "inherit"] },
     );
@@ -135,7 +136,7 @@ describe("cgroup v1 limits", { skip }, () => {
     const base = mkdtempSync("/tmp/minc-test-cage-");
     const [a, b] = [`${base}/x/ct`, `${base}/y/ct`];
     for (const d of [a, b]) mkdirSync(d, { recursive: true });
-    const first = start(MINC, ["--pid-max", "100", "-r", rootfs(), "-t", a, "sh", "-c", "echo ready; sleep 30"], {
+    const first = start(MINC, ["--pid-max", "100", "-r", rootfs(), "-t", a, "sh", "-c", "echo ready; exec sleep 600"], {
       stdio: ["ignore", "pipe", "inherit"],
     });
     try {
@@ -151,7 +152,7 @@ describe("cgroup v1 limits", { skip }, () => {
         b,
         "sh",
         "-c",
-        `${SHOW_CAGE}; for i in 1 2 3 4 5 6 7; do sleep 0.2 & done; wait`,
+        `${SHOW_CAGE}; pids=; for i in 1 2 3 4 5 6 7; do sleep 600 & pids="$pids $!"; done; kill $pids; wait`,
       ]);
       assert.equal(second.stdout.split("\n")[0], pidsCage(b).slice(`${V1}/pids`.length));
       assert.match(second.stderr, /can't fork|Resource temporarily unavailable/, "the second container's own limit");
