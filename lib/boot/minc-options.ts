@@ -95,6 +95,12 @@ export const MINC_OPTIONS: readonly OptionSpec[] = [
     group: "container",
   },
   {
+    long: "privileged",
+    setting: "MINC_PRIVILEGED",
+    help: "Do not confine the container: keep every capability but cap_sys_chroot, no seccomp filter, no masks (as the shell MINCS)",
+    group: "container",
+  },
+  {
     long: "pivot",
     setting: "MINC_PIVOT",
     help: "Use pivot_root instead of capsh (needs umount in the rootfs)",

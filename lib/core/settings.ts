@@ -65,6 +65,10 @@ const BOOT = {
   MINC_UTSNAME: { kind: "text", help: "the container's hostname" },
   MINC_DIRECT: { kind: "flag", help: "the rootdir itself is the root, no overlay" },
   MINC_DROPCAPS: { kind: "text", help: "capabilities to drop too, as capsh takes them (cap_a,cap_b)" },
+  MINC_PRIVILEGED: {
+    kind: "flag",
+    help: "no confinement: every capability but cap_sys_chroot, no seccomp filter, no masked paths (the shell MINCS)",
+  },
   MINC_USERSPEC: { kind: "text", help: "UID[:GID] the command runs as (numbers, or names from the rootfs)" },
   MINC_MEM_LIMIT: { kind: "text", help: "cgroup memory limit: bytes, or with K, M, G", cgroup: true },
   MINC_MEM_SWAP: { kind: "text", help: "cgroup memory+swap limit", cgroup: true },
