@@ -36,8 +36,13 @@ say() {
   printf '%s %s %s\n' "$1" "$2" "$(printf '%s' "$3" | tr '\n\t' '  ' | sed 's/  */ /g; s/ *$//')"
 }
 
-# Is a file open for writing (without writing a byte, then closed)?
+# Does a file open for writing (without a byte written, then closed)? Only
+# one that is there: ">>" would make a missing one.
 openw() {
+  if ! [ -e "$1" ]; then
+    echo "no $1"
+    return 1
+  fi
   (exec 3>>"$1") 2>&1
 }
 
@@ -182,7 +187,7 @@ sys_rw() {
     fi
   done
   if [ -z "$target" ]; then
-    say sys-rw blocked "none of the root-writable files of /sys is there: $(ls /sys)"
+    say sys-rw blocked "none of the root-writable files of /sys is there (/sys has: $(ls /sys))"
     return
   fi
   if ! err=$(mount -o remount,bind,rw /sys 2>&1); then

@@ -134,6 +134,9 @@ let root = "";
 let markerText = "";
 let cgroupDir = "";
 let loopDevice = "";
+/** MAJOR:MINOR of the image's node: the host's root disk, or a loop device. */
+let imageNode = "";
+/** What the image's node begins with, when it is the loop device (the disk's first line is not text). */
 let imageNodeText = "";
 let hostKeyring = "";
 /** Why an attempt cannot be set up here (found during the setup). */
@@ -159,7 +162,7 @@ const ATTEMPTS: Attempt[] = [
     },
     evidence: () => markerText,
   },
-  { name: "image-node", evidence: () => imageNodeText },
+  { name: "image-node", evidence: () => imageNodeText || "bytes of the host's block device" },
   {
     name: "cgroup-release-agent",
     cannot: () =>
@@ -241,10 +244,7 @@ function addAttempts(rootfsDir: string): void {
     ].join("\n"),
   );
   writeFileSync(`${rootfsDir}/escape-keyring`, hostKeyring);
-  if (loopDevice) {
-    const [lmajor, lminor] = rdevOf(loopDevice).split(":");
-    sh(`mknod ${rootfsDir}/escape-disk b ${lmajor} ${lminor}`);
-  }
+  if (imageNode) sh(`mknod ${rootfsDir}/escape-disk b ${imageNode.replace(":", " ")}`);
 }
 
 interface Result {
@@ -303,15 +303,26 @@ describe("escape attempts", { skip }, () => {
       cgroupDir = `${memoryHierarchy}/${ID}`;
       mkdirSync(cgroupDir);
     }
-    // The image's node: of a loop device over a host file that begins with
-    // a marker (the root disk itself may not open for a raw read even for
-    // the host's root, as on a VM that refuses it).
-    imageNodeText = `image-node-${markerText}`;
-    writeFileSync(`${testDir}/loop`, `${imageNodeText}\n`);
-    sh(`truncate -s 64k ${testDir}/loop`);
-    const loop = spawnSync("losetup", ["-f", "--show", "-r", `${testDir}/loop`], { encoding: "utf8" });
-    if (loop.status === 0) loopDevice = loop.stdout.trim();
-    else unavailable.set("image-node", `no loop device for the image's node: losetup: ${loop.stderr.trim()}`);
+    // The image's node: of the host's root disk; or, when the disk does not
+    // open for a raw read even for the host's root (a VM may refuse it), of
+    // a loop device over a host file that begins with a marker.
+    if (rootMount && !rootMount.majorMinor.startsWith("0:")) {
+      sh(`mknod ${testDir}/disk b ${rootMount.majorMinor.replace(":", " ")}`);
+      if (spawnSync("head", ["-c", "512", `${testDir}/disk`]).stdout?.length === 512) imageNode = rootMount.majorMinor;
+      rmSync(`${testDir}/disk`);
+    }
+    if (!imageNode) {
+      imageNodeText = `image-node-${markerText}`;
+      writeFileSync(`${testDir}/loop`, `${imageNodeText}\n`);
+      sh(`truncate -s 64k ${testDir}/loop`);
+      const loop = spawnSync("losetup", ["-f", "--show", "-r", `${testDir}/loop`], { encoding: "utf8" });
+      if (loop.status === 0) {
+        loopDevice = loop.stdout.trim();
+        imageNode = rdevOf(loopDevice);
+      } else {
+        unavailable.set("image-node", `no loop device for the image's node: losetup: ${loop.stderr.trim()}`);
+      }
+    }
     const k = spawnSync("perl", ["-e", KEYRING_PERL], { encoding: "utf8", env: { ...process.env, LC_ALL: "C" } });
     hostKeyring = k.stdout.trim();
     if (!/^\d+$/.test(hostKeyring)) unavailable.set("keyring", `the host's session keyring: ${k.stderr.trim()}`);
@@ -401,9 +412,11 @@ function noprivSetup(): { run: (a: Attempt) => { status: number | null; stdout: 
     sh(`chown -R ${USER}: ${dir}`);
   });
   after(() => {
+    const left = dir ? readdirSync(`${dir}/tmp`) : [];
     if (home) rmSync(home, { recursive: true, force: true });
     // userdel takes its /etc/subuid and /etc/subgid ranges too.
     if (madeUser) sh(`userdel ${USER}`);
+    assert.deepEqual(left, [], "the user's containers left their working dirs");
   });
   return {
     // The user's shell writes its own session keyring serial into the rootfs, then runs minc: the host process beside the container.
