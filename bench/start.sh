@@ -13,6 +13,8 @@
 #   bwrap        bubblewrap with its own /proc and /dev (skipped if absent)
 #   shell MINCS  $MINCS_SHELL_DIR/minc, only if that variable names a checkout
 #                of the original shell MINCS (github mhiramat/mincs)
+#   --privileged minc unconfined: what the default confinement (capabilities,
+#                seccomp filter, masks) costs is ours / --privileged
 # "ours / X = 4.10x" means minc takes 4.1 times as long as X to run /bin/true.
 # Then it prints the resident memory (VmRSS) of the host-side processes that
 # wait while a container runs `sleep 3` (minc's waiter and unshare; not the
@@ -61,7 +63,8 @@ if [ -n "${MINCS_SHELL_DIR:-}" ]; then
     echo "shell MINCS: skipped ($MINCS_SHELL_DIR has no executable minc and libexec/)"
   fi
 fi
-set -- "$@" ours bin/minc -r "$ROOTFS" /bin/true ";" --debug bin/minc --debug -r "$ROOTFS" /bin/true ";"
+set -- "$@" ours bin/minc -r "$ROOTFS" /bin/true ";" --privileged bin/minc --privileged -r "$ROOTFS" /bin/true ";"
+set -- "$@" --debug bin/minc --debug -r "$ROOTFS" /bin/true ";"
 
 python3 - "$RUNS" "$WORK/summary" "$@" <<'EOF'
 import os, resource, statistics, subprocess, sys, time
@@ -92,6 +95,7 @@ lines = []
 for name, _ in cmds:
     if name == "ours": ratio = ""
     elif name == "--debug": ratio = f"--debug / plain = {med[name] / med['ours']:.2f}x"
+    elif name == "--privileged": ratio = f"confined (ours) / --privileged = {med['ours'] / med[name]:.2f}x (target: at most 1.05x)"
     else: ratio = f"ours / {name} = {med['ours'] / med[name]:.2f}x"
     if ratio: lines.append(ratio)
     print(f"{name:<12} {med[name]:8.2f} {min(wall[name]):7.2f} {max(wall[name]):7.2f} {mcpu[name]:7.2f}  {ratio}".rstrip())

@@ -37,19 +37,24 @@ function bind(tmpdir: string, basedir: string | undefined): void {
   const direct = settings.MINC_DIRECT;
   // Written down ahead, the root is not mounted until the script runs: until then, look at what it will show.
   host.rootWillBe(root, direct ? [basedir] : [upper, ...basedir.split(":")]);
+  // A device node in the rootdir or an image (an OCI layer may hold one) must not open a host device.
+  const nodev = settings.MINC_PRIVILEGED ? "" : ",nodev";
   if (direct) {
-    step("Direct mode: bind the rootdir itself as the root");
-    host.bindMount(basedir, root);
+    step(`Direct mode: bind the rootdir itself as the root${nodev ? ", nodev: its device nodes do not open" : ""}`);
+    if (nodev) host.mount("-o", "bind,nodev", basedir, root);
+    else host.bindMount(basedir, root);
     return;
   }
-  step("Mount the overlay: the rootdir below, storage on top; writes land in storage");
+  step(
+    `Mount the overlay: the rootdir below, storage on top; writes land in storage${nodev ? ". nodev: a device node in it does not open (the container's own are on /dev)" : ""}`,
+  );
   // In a user namespace overlayfs keeps whiteouts and opaque dirs in user.* xattrs (trusted.* needs the host's root).
   const userxattr = settings.MINC_NOPRIV ? ",userxattr" : "";
   host.mount(
     "-t",
     "overlay",
     "-o",
-    `lowerdir=${basedir},upperdir=${upper},workdir=${work}${userxattr}`,
+    `lowerdir=${basedir},upperdir=${upper},workdir=${work}${userxattr}${nodev}`,
     "overlay",
     root,
   );

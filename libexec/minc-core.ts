@@ -28,6 +28,7 @@ import { resetSignals } from "../lib/core/signals.ts";
 import { userTerminal } from "../lib/core/terminal.ts";
 import { phase, step, tracing } from "../lib/core/trace.ts";
 import { workdirPaths, type WorkdirPaths } from "../lib/boot/workdir.ts";
+import { type Confinement, mincConfinement } from "../lib/confine/policy.ts";
 import { main as coat } from "./minc-coat.ts";
 import { main as leash } from "./minc-leash.ts";
 import { main as moult } from "./minc-moult.ts";
@@ -45,6 +46,8 @@ let files: WorkdirPaths;
 let rootdir: string;
 /** Does each step: live, or written down ahead (chosen in main). */
 let host: Host;
+/** The masks and read-only paths of /proc and /sys (none with --privileged). */
+let confinement: Confinement;
 
 function recordPid(): void {
   step("Record our PID as the host sees it: /proc is still the host's, so /proc/self tells it (here we are PID 1)");
@@ -281,9 +284,34 @@ function prepareProc(): void {
   step("A fresh /proc that shows only the container's processes");
   host.mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", proc);
   step("Its parts that reach into the host's kernel are read-only");
-  for (const p of PROC_READONLY) {
+  const readonly = [...PROC_READONLY, ...under("/proc", confinement.readonly)];
+  for (const p of readonly) {
     // (the host's /proc tells what the new one, not mounted yet, will have: the same kernel)
     if (existsSync(`/proc/${p}`)) host.bindMountReadonly(`${proc}/${p}`, `${proc}/${p}`, ",nosuid,nodev,noexec");
+  }
+  mask("/proc", proc);
+}
+
+/** The paths under dir ("/proc"), relative to it. */
+function under(dir: string, paths: readonly string[]): string[] {
+  return paths.filter((p) => p.startsWith(`${dir}/`)).map((p) => p.slice(dir.length + 1));
+}
+
+/**
+ * Hide these paths (as podman and Docker hide them): a file behind
+ * /dev/null, a directory behind an empty read-only tmpfs. What the host
+ * has not got is skipped (the new /proc and the bound /sys show the host's kernel).
+ */
+function mask(dir: "/proc" | "/sys", mountedAt: string): void {
+  const present = under(dir, confinement.masked).filter((p) => existsSync(`${dir}/${p}`));
+  if (present.length === 0) return;
+  step(
+    `Hide what tells of the host's memory, keys, timers, firmware or hardware: ${present.map((p) => `${dir}/${p}`).join(" ")}`,
+  );
+  for (const p of present) {
+    const at = `${mountedAt}/${p}`;
+    if (statSync(`${dir}/${p}`).isDirectory()) host.mount("-t", "tmpfs", "-o", "ro,nosuid,nodev,noexec", "tmpfs", at);
+    else host.bindMount("/dev/null", at);
   }
 }
 
@@ -293,6 +321,7 @@ function prepareSys(): void {
   if (!sys) return;
   step("The host's /sys, read-only");
   host.bindMountReadonly("/sys", sys, ",nosuid,nodev,noexec");
+  mask("/sys", sys);
   if (settings.MINC_MNT_DEBUGFS) {
     step("Mount debugfs (--debugfs)");
     host.mount("-t", "debugfs", "debugfs", `${sys}/kernel/debug`);
@@ -401,6 +430,7 @@ export function main(args: string[], env: NodeJS.ProcessEnv, given: Host = live)
   nopriv = settings.MINC_NOPRIV;
   files = workdirPaths(tmpdir);
   rootdir = files.root;
+  confinement = mincConfinement(settings);
   host = given;
   if (!tmpdir || !basedir) throw new MincError("MINC_TMPDIR and MINC_BASEDIR must be set (run minc)");
   if (args[0] === "--write-down") {

@@ -7,6 +7,11 @@
 // out) and any --nocaps; without capsh (or with --pivot), pivot_root into it
 // and detach the old root altogether. Either way the MINC_* variables are
 // washed out and the command replaces this process, so it is PID 1.
+//
+// Unless --privileged, the command is confined too (lib/confine/): it keeps
+// only Docker's default capabilities (less cap_sys_chroot and cap_mknod),
+// and just before capsh a loader sets no_new_privs, joins a new session
+// keyring and loads the seccomp filter.
 import { statSync } from "node:fs";
 import { enterCages, openCages, type CageDoor } from "../lib/cgroups/cage.ts";
 import { MincError, usageError } from "../lib/core/fail.ts";
@@ -17,6 +22,11 @@ import type { Host } from "../lib/core/host.ts";
 import { capture, findInPath, live, runInThisNode, stringsOf } from "../lib/core/run.ts";
 import { readSettings, type Settings } from "../lib/core/settings.ts";
 import { phase, quote, shown, step } from "../lib/core/trace.ts";
+import { workdirPaths } from "../lib/boot/workdir.ts";
+import { capsOtherThan } from "../lib/confine/caps.ts";
+import { loaderArgv } from "../lib/confine/loader.ts";
+import { type Confinement, mincConfinement } from "../lib/confine/policy.ts";
+import { mincFilter } from "../lib/confine/filter.ts";
 import { main as hunt } from "./minc-hunt.ts";
 
 // minc-hunt runs in this Node, not in a Node of its own.
@@ -26,6 +36,8 @@ runInThisNode({ "minc-hunt": hunt });
 let settings: Settings;
 /** Does each step: live, or written down ahead (minc-core's choice). */
 let host: Host;
+/** What confines the command (none of it with --privileged, but cap_sys_chroot). */
+let confinement: Confinement;
 
 function checkRoot(rootdir: string | undefined): string {
   try {
@@ -104,6 +116,38 @@ function debugPrefix(): string[] {
   return settings.MINC_DEBUG_PREFIX;
 }
 
+/** The capabilities capsh drops from the bounding set, so that the command never has them. */
+function capsToDrop(): string {
+  if (confinement.keep === "all") {
+    const drop = [settings.MINC_DROPCAPS, "cap_sys_chroot"].filter((c) => c).join(",");
+    step(`Drop ${drop}: root inside must not chroot its way out`);
+    return drop;
+  }
+  const drop = [...new Set([...capsOtherThan(confinement.keep), ...confinement.drop])];
+  step(
+    `Keep only ${confinement.keep.join(",")} (Docker's default set, less cap_sys_chroot and cap_mknod${settings.MINC_DROPCAPS ? ` and --nocaps ${settings.MINC_DROPCAPS}` : ""}): drop the rest, so root inside cannot mount, load modules, reach raw devices, trace the host or chroot its way out`,
+  );
+  return drop.join(",");
+}
+
+/**
+ * The words that load the seccomp filter before capsh runs (none with
+ * --privileged). The filter is compiled here, into the working dir.
+ */
+function filterLoader(): string[] {
+  if (!confinement.filtered) return [];
+  const file = workdirPaths(settings.MINC_TMPDIR).seccomp;
+  const filter = mincFilter(confinement);
+  step(
+    `The seccomp filter: Docker's default profile for these capabilities (lib/confine/seccomp.ts), ${filter.length / 8} BPF instructions. It blocks mount, umount, keyctl, add_key, request_key, bpf, perf_event_open, open_by_handle_at, kexec, module loading, new user namespaces, ...`,
+  );
+  host.writeFile(file, filter);
+  step(
+    "Then perl (lib/confine/loader.ts) joins a new session keyring (not the host's), sets no_new_privs (no setuid program or file capability gains anything) and loads the filter, and execs capsh",
+  );
+  return loaderArgv(file);
+}
+
 type Capsh = { path: string; exec: boolean; shellOption: boolean };
 
 /** capsh, and which of the ways to run a command it knows. */
@@ -140,6 +184,27 @@ function capshShell(rootdir: string, capsh: Capsh): string | undefined {
   return candidates.find((sh) => isExecutableInRoot(resolveInRoot(rootdir, sh)));
 }
 
+/**
+ * The command's file in the new root, for a capsh that has no --exec and a
+ * rootfs with no shell (a distroless image): found as the shell would find
+ * it, by the PATH the command gets. Undefined if it is not there.
+ */
+function commandInRoot(rootdir: string, name: string): string | undefined {
+  if (name.includes("/"))
+    return name.startsWith("/") && isExecutableInRoot(resolveInRoot(rootdir, name)) ? name : undefined;
+  const path =
+    imageEnvironment()
+      .find((kv) => kv.startsWith("PATH="))
+      ?.slice(5) ??
+    process.env.PATH ??
+    "";
+  return path
+    .split(":")
+    .filter((d) => d.startsWith("/"))
+    .map((d) => `${d.replace(/\/+$/, "")}/${name}`)
+    .find((f) => isExecutableInRoot(resolveInRoot(rootdir, f)));
+}
+
 function diveWithCapsh(
   rootdir: string,
   capsh: Capsh,
@@ -147,11 +212,13 @@ function diveWithCapsh(
   user: User | undefined,
   cage: CageDoor[],
 ): never {
-  const drop = [settings.MINC_DROPCAPS, "cap_sys_chroot"].filter((c) => c).join(",");
-  step(`Drop ${drop}: root inside must not chroot its way out`);
+  const drop = capsToDrop();
   const prefix = debugPrefix();
   if (prefix.length > 0) step(`Run it under ${prefix[0]} (MINC_DEBUG_PREFIX), which stays outside the new root`);
-  const args = [...prefix, capsh.path, `--chroot=${rootdir}`, `--drop=${drop}`];
+  const loader = filterLoader();
+  // (capsh chroots first, while it still has cap_sys_chroot, then drops; --inh= leaves no inheritable set to regain them by)
+  const args = [...prefix, ...loader, capsh.path, `--chroot=${rootdir}`, `--drop=${drop}`];
+  if (confinement.filtered) args.push("--inh=");
   if (user) {
     step(`Run as uid ${user.uid}, gid ${user.gid}`);
     args.push(`--gid=${user.gid}`, `--groups=${user.gid}`, `--uid=${user.uid}`);
@@ -162,7 +229,12 @@ function diveWithCapsh(
     step("Execute the command in the new root; it becomes PID 1");
     return host.exec([...args, "--exec", "--", ...command], washed);
   }
-  const shell = capshShell(rootdir, capsh)!;
+  const shell = capshShell(rootdir, capsh);
+  if (!shell) {
+    const file = commandInRoot(rootdir, command[0])!;
+    step(`No shell in the rootfs for this capsh to start: it starts ${file} itself as its "shell" (so it is PID 1)`);
+    return host.exec([...args, `--shell=${file}`, "--", ...command.slice(1)], washed);
+  }
   step(`This capsh has no --exec: it starts ${shell}, which execs the command (so it becomes PID 1)`);
   const viaShell = shell === "/bin/bash" ? [] : [`--shell=${shell}`];
   const dir = workdir();
@@ -180,13 +252,20 @@ function diveWithChroot(rootdir: string, command: string[], user: User | undefin
   step(
     `Run it under ${prefix[0]} (MINC_DEBUG_PREFIX) with chroot: no shell in the rootfs for capsh, and pivot_root would leave the tracer behind`,
   );
+  if (confinement.filtered) step("(Traced this way, the command keeps its capabilities: only the filter confines it)");
+  const loader = filterLoader();
   const spec = user ? [`--userspec=${user.uid}:${user.gid}`, `--groups=${user.gid}`] : [];
   const washed = washedEnv();
   enterCages(cage, host);
-  return host.exec([...prefix, "chroot", ...spec, rootdir, ...command], washed);
+  return host.exec([...prefix, ...loader, "chroot", ...spec, rootdir, ...command], washed);
 }
 
 function diveWithPivot(rootdir: string, command: string[], user: User | undefined, cage: CageDoor[]): never {
+  if (confinement.filtered) {
+    step(
+      "--pivot: after pivot_root no host program is left to drop capabilities and load the seccomp filter: the command keeps every capability and has no filter (the masks and the nodev root still apply)",
+    );
+  }
   host.needsInside("pivot_root changes this process's own root and ids");
   const umountInside = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"].some((d) =>
     isExecutableInRoot(resolveInRoot(rootdir, `${d}/umount`)),
@@ -222,6 +301,7 @@ function diveWithPivot(rootdir: string, command: string[], user: User | undefine
 export function main(args: string[], env: NodeJS.ProcessEnv, boot: Host = live): number {
   settings = readSettings(env);
   host = boot;
+  confinement = mincConfinement(settings);
   phase(5);
   const [given, ...argv] = args;
   const rootdir = checkRoot(given);
@@ -231,6 +311,8 @@ export function main(args: string[], env: NodeJS.ProcessEnv, boot: Host = live):
   const capsh = findCapsh();
   huntIfAsked();
   if (capsh && (capsh.exec || capshShell(rootdir, capsh))) return diveWithCapsh(rootdir, capsh, command, user, cage);
+  if (capsh?.shellOption && !workdir() && commandInRoot(rootdir, command[0]))
+    return diveWithCapsh(rootdir, capsh, command, user, cage);
   if (settings.MINC_DROPCAPS) {
     throw usageError(
       `cannot drop ${settings.MINC_DROPCAPS}: that needs capsh${capsh ? " and a shell in the rootfs" : ""}`,
@@ -238,6 +320,11 @@ export function main(args: string[], env: NodeJS.ProcessEnv, boot: Host = live):
   }
   if (debugPrefix().length > 0 && !settings.MINC_DROPCAPS && !workdir())
     return diveWithChroot(rootdir, command, user, cage);
+  if (confinement.filtered && !settings.MINC_PIVOT) {
+    throw usageError(
+      `cannot confine this container: ${capsh ? "the rootfs has no shell for capsh and the command is not found in it" : "no capsh here (Debian package libcap2-bin)"}; add --privileged to run it unconfined with pivot_root`,
+    );
+  }
   if (capsh) step("The rootfs has no shell for capsh to start: fall back to pivot_root");
   return diveWithPivot(rootdir, command, user, cage);
 }

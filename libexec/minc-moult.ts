@@ -47,6 +47,7 @@ function guestOptions(): string[] {
     "MINC_PIVOT",
     "MINC_USERSPEC",
     "MINC_DROPCAPS",
+    "MINC_PRIVILEGED",
   ]);
   return ["-r", guestFiles.root, "--name", containerName(), "-D", ...again];
 }

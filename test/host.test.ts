@@ -138,7 +138,11 @@ const PLANS: Record<string, [Partial<Settings>, RegExp]> = {
     /"op":"touch","path":"TMPDIR\/root\/etc\/extra"/,
   ],
   "--usedev": [{ MINC_USE_DEV: true }, /"devtmpfs"/],
-  "--nocaps": [{ MINC_DROPCAPS: "cap_net_raw" }, /--drop=cap_net_raw,cap_sys_chroot/],
+  "--nocaps": [{ MINC_DROPCAPS: "cap_net_raw" }, /--drop=[^"]*cap_sys_chroot[^"]*cap_net_raw"/],
+  "--privileged --nocaps": [
+    { MINC_PRIVILEGED: true, MINC_DROPCAPS: "cap_net_raw" },
+    /"--drop=cap_net_raw,cap_sys_chroot"/,
+  ],
   "--user": [{ MINC_USERSPEC: "alice" }, /--uid=1000/],
   "-n raw": [{ MINC_NETNS: "minc1", MINC_NETMODE: "raw" }, /capsh/], // (phase 3 enters the network: 4 and 5 are as plain)
   "--cross": [
@@ -167,6 +171,6 @@ describe("the boot's steps give both executors the same operations", () => {
     const script = readFileSync(`${dir}/minc-core.sh`, "utf8");
     assert.match(script, /^mount -a -T /m);
     assert.match(script, /\/proc\/sys\/kernel\/hostname/);
-    assert.match(script, /^exec \S+\/env --default-signal=INT,QUIT \S*capsh .*--chroot=/m);
+    assert.match(script, /^exec \S+\/env --default-signal=INT,QUIT \S*perl -e .* \S*capsh .*--chroot=/m);
   });
 });

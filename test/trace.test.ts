@@ -50,12 +50,13 @@ describe("the --debug trace", { skip }, () => {
       new RegExp(`^\\+ echo \\d+ > ${tmpdir}/pid$`),
       /^\+ (echo|printf '%s\\n') traced > \/proc\/sys\/kernel\/hostname$/,
       new RegExp(
-        `^\\+ mount -t overlay -o lowerdir=${rootfs()},upperdir=${tmpdir}/storage,workdir=${tmpdir}/work overlay ${tmpdir}/root$`,
+        `^\\+ mount -t overlay -o lowerdir=${rootfs()},upperdir=${tmpdir}/storage,workdir=${tmpdir}/work,nodev overlay ${tmpdir}/root$`,
       ),
       new RegExp(`^\\+ mount -t proc -o nosuid,nodev,noexec proc ${tmpdir}/root/proc$`),
       new RegExp(`^\\+ exec \\S+/libexec/minc-leash ${tmpdir}/root ps$`),
+      new RegExp(`^\\+ echo [A-Za-z0-9+/=]+ \\| base64 -d > ${tmpdir}/seccomp.bpf$`),
       new RegExp(
-        `^\\+ exec \\S+/env --default-signal=INT,QUIT \\S*capsh --chroot=${tmpdir}/root --drop=cap_sys_chroot (--shell=/bin/sh )?-- -c 'exec "\\$0" "\\$@"' ps$`,
+        `^\\+ exec \\S+/env --default-signal=INT,QUIT \\S*perl -e .* ${tmpdir}/seccomp.bpf \\S*capsh --chroot=${tmpdir}/root --drop=\\S*cap_sys_chroot\\S* --inh= (--shell=/bin/sh )?-- -c 'exec "\\$0" "\\$@"' ps$`,
       ),
       /^# ==== minc-waiter: the container has ended/,
       new RegExp(`^\\+ rm -rf --one-file-system ${tmpdir}$`),

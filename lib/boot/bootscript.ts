@@ -140,6 +140,8 @@ function perform(script: Script, op: Op, host: Host): void {
     case "symlink":
     case "writeFile":
       if (!deferred(script, op.path)) return atOnce();
+      // (a here-document cannot take the "|| fail" after it: bytes go to the working dir only, written at once)
+      if (op.op === "writeFile" && typeof op.content !== "string") throw new NotWrittenDown(`bytes for ${op.path}`);
       return recordCommand(script, lineOf(op)[0], [op.path]);
     case "removeFile":
       if (!deferred(script, op.path)) return atOnce();

@@ -103,7 +103,7 @@ export const MINC_OPTIONS: readonly OptionSpec[] = [
   {
     long: "pivot",
     setting: "MINC_PIVOT",
-    help: "Use pivot_root instead of capsh (needs umount in the rootfs)",
+    help: "Use pivot_root instead of capsh (needs umount in the rootfs; keeps every capability, no seccomp filter)",
     group: "container",
   },
   {

@@ -251,6 +251,13 @@ export const WORKDIR = {
     reads: "the container",
     goes: "with the working dir (the next run makes it again)",
   },
+  seccomp: {
+    name: "seccomp.bpf",
+    kind: "file",
+    writes: "minc-leash (phase 5): the seccomp filter, compiled from the profile (lib/confine/seccomp.ts)",
+    reads: "the seccomp loader (lib/confine/loader.ts), just before the command",
+    goes: "with the working dir (the next run writes it again)",
+  },
   stdin: {
     name: "stdin",
     kind: "file",

@@ -22,7 +22,7 @@ export type Op =
   | { op: "symlink"; target: string; path: string }
   | { op: "removeFile"; path: string }
   | { op: "removeTree"; path: string }
-  | { op: "writeFile"; path: string; content: string }
+  | { op: "writeFile"; path: string; content: string | Uint8Array }
   | { op: "copyFile"; from: string; to: string }
   | { op: "exec"; argv: readonly string[]; env: NodeJS.ProcessEnv; shownAs?: string }
   /** Export MINC_PID, our PID as the host sees it, and write it to file. */
@@ -71,6 +71,9 @@ export function lineOf(op: Op): string[] {
     case "removeTree":
       return [quoteAll(["rm", "-rf", "--one-file-system", op.path])];
     case "writeFile":
+      // (bytes: one line of base64, so that the trace stays a line a step)
+      if (typeof op.content !== "string")
+        return [`echo ${Buffer.from(op.content).toString("base64")} | base64 -d > ${quote(op.path)}`];
       return [`${printfLines(op.content)} > ${quote(op.path)}`];
     case "copyFile":
       return [`cp ${quote(op.from)} ${quote(op.to)}`];
@@ -165,8 +168,8 @@ export class Host {
     this.go({ op: "removeTree", path });
   }
 
-  /** Write a file, shown as a printf of its lines (sh's echo would read backslashes in them). */
-  writeFile(path: string, content: string): void {
+  /** Write a file, shown as a printf of its lines (sh's echo would read backslashes in them), or bytes as base64 -d. */
+  writeFile(path: string, content: string | Uint8Array): void {
     this.go({ op: "writeFile", path, content });
   }
 
