@@ -105,6 +105,15 @@ export function normalise(trace: string, e: BootEnv): string {
   t = t.replace(/\bminc\d+\b/g, "minc<pid>");
   t = t.replace(/\bmincv[0-9a-f]{8}\b/g, "mincv<hash>");
   t = t.replace(/MINC_PID=\d+/g, "MINC_PID=<pid>");
+  // The masks: only the paths this host's kernel has (/proc/acpi, /proc/kcore, ... depend on its config).
+  t = t.replace(
+    /^(# Hide what tells of the host's [^:]*: )(\/proc|\/sys)\/.*(\n\+ mount (-t tmpfs -o ro,nosuid,nodev,noexec tmpfs|--bind \/dev\/null) \S+)*/gm,
+    "$1the masked paths under $2 this host has (one mount each)",
+  );
+  // (and so how many mounts one mount -a makes)
+  t = t.replace(/^# \(\d+ of the mounts above are made together/gm, "# (<n> of the mounts above are made together");
+  // The compiled seccomp filter: a long line of base64, the same on every host of the same arch.
+  t = t.replace(/^\+ echo [A-Za-z0-9+/=]{80,} \| base64 -d/gm, "+ echo <the filter's bytes, base64> | base64 -d");
   t = t.replace(/^\+ echo \d+ > (\S+\/pid)$/gm, "+ echo <pid> > $1");
   t = t.replace(/MINC_ARCH=\S+/g, "MINC_ARCH=<arch>");
   t = t.replace(/\b192\.168\.139\.(?!0\b|1\b|255\b)\d+\b/g, "192.168.139.<lease>");
