@@ -167,7 +167,9 @@ function prepareDev(): void {
   const dev = mountpoint("/dev", "dir");
   if (!dev) return;
   if (settings.MINC_USE_DEV) {
-    step("Use devtmpfs for /dev (--usedev): the host's device nodes");
+    step(
+      `Use devtmpfs for /dev (--usedev): the host's device nodes${confinement.nodevRoot ? ", disks included: the container may open what they reach (asked for; without cap_mknod it makes no others)" : ""}`,
+    );
     host.mount("-t", "devtmpfs", "devtmpfs", dev);
     return;
   }
@@ -323,7 +325,9 @@ function prepareSys(): void {
   host.bindMountReadonly("/sys", sys, ",nosuid,nodev,noexec");
   mask("/sys", sys);
   if (settings.MINC_MNT_DEBUGFS) {
-    step("Mount debugfs (--debugfs)");
+    step(
+      `Mount debugfs (--debugfs)${confinement.filtered ? ": the kernel's internals, readable by root inside (asked for)" : ""}`,
+    );
     host.mount("-t", "debugfs", "debugfs", `${sys}/kernel/debug`);
   }
 }

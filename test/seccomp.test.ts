@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
+import { DOCKER_DEFAULT_CAPS } from "../lib/confine/caps.ts";
 import { loaderArgv } from "../lib/confine/loader.ts";
 import {
   checkProfile,
@@ -14,22 +15,7 @@ import {
 } from "../lib/confine/seccomp.ts";
 import { SYSCALLS_X86_64 } from "../lib/confine/syscalls.ts";
 
-const DOCKER_CAPS = [
-  "cap_chown",
-  "cap_dac_override",
-  "cap_fsetid",
-  "cap_fowner",
-  "cap_mknod",
-  "cap_net_raw",
-  "cap_setgid",
-  "cap_setuid",
-  "cap_setfcap",
-  "cap_setpcap",
-  "cap_net_bind_service",
-  "cap_sys_chroot",
-  "cap_kill",
-  "cap_audit_write",
-];
+const DOCKER_CAPS = DOCKER_DEFAULT_CAPS;
 
 // The kernel's values, written again here so that the test does not take the compiler's word.
 const AUDIT_ARCH_X86_64 = 0xc000003e;

@@ -46,26 +46,33 @@ export const CAPABILITIES = [
   "cap_checkpoint_restore",
 ] as const;
 
-/**
- * What a container keeps by default: Docker's and podman's default set,
- * less cap_sys_chroot (root inside could chroot its way out of capsh's
- * chroot, as MINCS always knew) and cap_mknod (no device cgroup stands
- * behind /dev here, so a node it made could open a host disk).
- */
-export const DEFAULT_CAPS: readonly string[] = [
+/** Docker's and podman's default set (moby's oci/caps/defaults.go). */
+export const DOCKER_DEFAULT_CAPS: readonly string[] = [
   "cap_chown",
   "cap_dac_override",
   "cap_fsetid",
   "cap_fowner",
+  "cap_mknod",
   "cap_net_raw",
   "cap_setgid",
   "cap_setuid",
   "cap_setfcap",
   "cap_setpcap",
   "cap_net_bind_service",
+  "cap_sys_chroot",
   "cap_kill",
   "cap_audit_write",
 ];
+
+/**
+ * What a container keeps by default: Docker's set, less cap_sys_chroot
+ * (root inside could chroot its way out of capsh's chroot, as MINCS always
+ * knew) and cap_mknod (no device cgroup stands behind /dev here, so a node
+ * it made could open a host disk).
+ */
+export const DEFAULT_CAPS: readonly string[] = DOCKER_DEFAULT_CAPS.filter(
+  (c) => c !== "cap_sys_chroot" && c !== "cap_mknod",
+);
 
 /** The highest capability number this kernel knows (an older kernel has fewer, a newer more than the table). */
 function lastCap(): number {
