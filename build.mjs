@@ -59,6 +59,10 @@ const started = (entry) => ({
   loader: "ts",
 });
 
+// The default container's seccomp filter, compiled now rather than at every start (lib/confine/filter.ts).
+const { defaultFilterBase64 } = await import("./lib/confine/filter.ts");
+const prebuilt = { __MINC_DEFAULT_FILTER__: JSON.stringify(defaultFilterBase64()) };
+
 await Promise.all(
   entries.map(async (entry) => {
     const outfile = entry.replace(/\.ts$/, "");
@@ -72,6 +76,7 @@ await Promise.all(
       // package.json beside it to say it is an ES module.
       format: "cjs",
       ...(usesYargs(entry) ? yargsFix : { banner: { js: "#!/usr/bin/env node" } }),
+      define: { ...(usesYargs(entry) ? yargsFix.define : {}), ...prebuilt },
       legalComments: "none",
       plugins: [lazyHelpLayout],
       logLevel: "warning",

@@ -5,6 +5,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { DOCKER_DEFAULT_CAPS } from "../lib/confine/caps.ts";
+import { defaultFilterBase64 } from "../lib/confine/filter.ts";
 import { loaderArgv } from "../lib/confine/loader.ts";
 import {
   checkProfile,
@@ -14,6 +15,7 @@ import {
   type SeccompProfile,
 } from "../lib/confine/seccomp.ts";
 import { SYSCALLS_X86_64 } from "../lib/confine/syscalls.ts";
+import { cannotBoot, minc, rootfs } from "./helpers.ts";
 
 const DOCKER_CAPS = DOCKER_DEFAULT_CAPS;
 
@@ -652,5 +654,14 @@ describe("in the kernel, through lib/confine/loader.ts", () => {
       'print syscall(110, 0xdead00000007), " ", $!+0, " ", syscall(110, 7) > 0, "\\n"',
     );
     assert.equal(r.stdout, "-1 33 1\n", r.stderr);
+  });
+});
+
+describe("the filter of minc's default container", { skip: cannotBoot() }, () => {
+  test("is the default profile's, compiled: the one build.mjs put into the bundle is not stale", () => {
+    const r = minc(["--debug", "-r", rootfs(), "true"]);
+    assert.equal(r.status, 0, r.stderr);
+    const shown = /^\+ echo ([A-Za-z0-9+/=]+) \| base64 -d > \S+\/seccomp\.bpf$/m.exec(r.stderr)?.[1];
+    assert.equal(shown, defaultFilterBase64(), "the filter minc wrote is not the default profile's");
   });
 });
