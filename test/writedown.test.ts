@@ -20,6 +20,11 @@ async function bootedInside(args: string[]): Promise<{ log: string; dir: string 
   return { log: readFileSync(`${dir}/log`, "utf8"), dir };
 }
 
+/** Run script in a container of rootdir with -t work, --privileged: a confined container may not umount. */
+function unconfinedIn(rootdir: string, work: string, script: string): ReturnType<typeof minc> {
+  return minc(["--privileged", "-r", rootdir, "-t", work, "sh", "-c", script]);
+}
+
 describe("the boot written down ahead", { skip }, () => {
   after(() => assert.deepEqual(leftovers(), [], "a container left something behind"));
 
@@ -64,17 +69,7 @@ describe("the boot written down ahead", { skip }, () => {
       writeFileSync(`${copy}/etc/hosts`, "# the rootfs's own\n");
       symlinkSync("/run/resolv.conf", `${copy}/etc/resolv.conf`); // as with systemd-resolved: absolute, inside
       // The first run removes /etc/hosts: a whiteout in the upper layer of -t WORK.
-      // (--privileged: a confined container may not umount)
-      const first = minc([
-        "--privileged",
-        "-r",
-        copy,
-        "-t",
-        work,
-        "sh",
-        "-c",
-        "umount /etc/hosts && rm /etc/hosts && echo removed",
-      ]);
+      const first = unconfinedIn(copy, work, "umount /etc/hosts && rm /etc/hosts && echo removed");
       assert.equal(first.status, 0, first.stderr);
       assert.equal(first.stdout, "removed\n");
       // The second run must see no /etc/hosts (not the lower one), make it, and bind the container's own on it.
@@ -105,16 +100,11 @@ describe("the boot written down ahead", { skip }, () => {
       cpSync(rootfs(), copy, { recursive: true, verbatimSymlinks: true });
       writeFileSync(`${copy}/etc/hosts`, "# the rootfs's own\n");
       // /etc removed and made again: overlayfs marks it opaque (an xattr) in the upper layer, hiding the rootfs's /etc/hosts.
-      const first = minc([
-        "--privileged", // (a confined container may not umount)
-        "-r",
+      const first = unconfinedIn(
         copy,
-        "-t",
         work,
-        "sh",
-        "-c",
         "umount /etc/hosts /etc/resolv.conf && rm -rf /etc && mkdir /etc && echo remade",
-      ]);
+      );
       assert.equal(first.status, 0, first.stderr);
       assert.equal(first.stdout, "remade\n");
       const second = minc([
