@@ -59,9 +59,9 @@ const started = (entry) => ({
   loader: "ts",
 });
 
-// The default container's seccomp filter, compiled now rather than at every start (lib/confine/filter.ts).
-const { defaultFilterBase64 } = await import("./lib/confine/filter.ts");
-const prebuilt = { __MINC_DEFAULT_FILTER__: JSON.stringify(defaultFilterBase64()) };
+// The default containers' seccomp filters, compiled now rather than at every start (lib/confine/filter.ts).
+const { defaultFilters } = await import("./lib/confine/filter.ts");
+const prebuilt = { __MINC_DEFAULT_FILTERS__: JSON.stringify(defaultFilters()) };
 
 await Promise.all(
   entries.map(async (entry) => {

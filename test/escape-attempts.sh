@@ -253,6 +253,20 @@ shocker() {
   fi
 }
 
+# packet-socket: on the host's network (no --net), a packet socket sees
+# every frame of the host's interfaces (opened only, nothing is read).
+packet_socket() {
+  # shellcheck disable=SC2016 # perl's variables
+  if out=$(perl -e '
+    socket(my $s, 17, 3, 0x0300) or die "socket(AF_PACKET, SOCK_RAW, ETH_P_ALL): $!\n";   # (htons(ETH_P_ALL))
+    print "a packet socket on the host network opened";
+  ' 2>&1); then
+    say packet-socket escaped "$out"
+  else
+    say packet-socket blocked "$out"
+  fi
+}
+
 # keyring: the container's session keyring is the host's.
 keyring() {
   host=$(cat /escape-keyring)
@@ -321,6 +335,7 @@ for attempt in "$@"; do
   kmsg) kmsg ;;
   shocker) shocker ;;
   keyring) keyring ;;
+  packet-socket) packet_socket ;;
   masked-kcore) masked kcore /proc/kcore ;;
   masked-keys) masked keys /proc/keys ;;
   masked-timer_list) masked timer_list /proc/timer_list ;;

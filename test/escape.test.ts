@@ -192,6 +192,7 @@ const ATTEMPTS: Attempt[] = [
           : undefined,
     evidence: () => markerText,
   },
+  { name: "packet-socket" },
   {
     name: "keyring",
     cannot: () => (existsSync("/proc/keys") ? undefined : "the kernel has no keys"),

@@ -5,7 +5,9 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { DOCKER_DEFAULT_CAPS } from "../lib/confine/caps.ts";
-import { defaultFilterBase64 } from "../lib/confine/filter.ts";
+import { mincFilter } from "../lib/confine/filter.ts";
+import { mincConfinement } from "../lib/confine/policy.ts";
+import { readSettings } from "../lib/core/settings.ts";
 import { loaderArgv } from "../lib/confine/loader.ts";
 import {
   checkProfile,
@@ -658,10 +660,16 @@ describe("in the kernel, through lib/confine/loader.ts", () => {
 });
 
 describe("the filter of minc's default container", { skip: cannotBoot() }, () => {
-  test("is the default profile's, compiled: the one build.mjs put into the bundle is not stale", () => {
-    const r = minc(["--debug", "-r", rootfs(), "true"]);
-    assert.equal(r.status, 0, r.stderr);
-    const shown = /^\+ echo ([A-Za-z0-9+/=]+) \| base64 -d > \S+\/seccomp\.bpf$/m.exec(r.stderr)?.[1];
-    assert.equal(shown, defaultFilterBase64(), "the filter minc wrote is not the default profile's");
-  });
+  for (const [name, options, netns] of [
+    ["on the host's network", [], ""],
+    ["with a network of its own", ["--net", "raw"], "minc1"],
+  ] as const) {
+    test(`${name}: the default profile's, compiled (the one build.mjs put into the bundle is not stale)`, () => {
+      const r = minc(["--debug", ...options, "-r", rootfs(), "true"]);
+      assert.equal(r.status, 0, r.stderr);
+      const shown = /^\+ echo ([A-Za-z0-9+/=]+) \| base64 -d > \S+\/seccomp\.bpf$/m.exec(r.stderr)?.[1];
+      const compiled = mincFilter(mincConfinement(readSettings({ MINC_NETNS: netns }))).toString("base64");
+      assert.equal(shown, compiled, "the filter minc wrote is not the default profile's");
+    });
+  }
 });

@@ -74,6 +74,12 @@ export const DEFAULT_CAPS: readonly string[] = DOCKER_DEFAULT_CAPS.filter(
   (c) => c !== "cap_sys_chroot" && c !== "cap_mknod",
 );
 
+/**
+ * The default for a container on the host's network (no --net): without
+ * cap_net_raw too, as its packet sockets would see all the host's traffic.
+ */
+export const HOST_NETWORK_CAPS: readonly string[] = DEFAULT_CAPS.filter((c) => c !== "cap_net_raw");
+
 /** The highest capability number this kernel knows (an older kernel has fewer, a newer more than the table). */
 function lastCap(): number {
   try {

@@ -1,11 +1,11 @@
 // The seccomp filter of a minc container.
-import { capName, DEFAULT_CAPS } from "./caps.ts";
+import { capName, DEFAULT_CAPS, HOST_NETWORK_CAPS } from "./caps.ts";
 import type { Confinement } from "./policy.ts";
 import { compileFilter, defaultProfile } from "./seccomp.ts";
 
-// build.mjs compiles the default container's filter into the bundle: compiling it costs about 4 ms of every start.
-declare const __MINC_DEFAULT_FILTER__: string | undefined;
-const PREBUILT = typeof __MINC_DEFAULT_FILTER__ === "string" ? __MINC_DEFAULT_FILTER__ : undefined;
+// build.mjs compiles the default containers' filters into the bundle: compiling one costs about 4 ms of a start.
+declare const __MINC_DEFAULT_FILTERS__: Record<string, string> | undefined;
+const PREBUILT = typeof __MINC_DEFAULT_FILTERS__ === "object" ? __MINC_DEFAULT_FILTERS__ : undefined;
 
 /**
  * Docker's default profile for the capabilities the command keeps, and
@@ -15,7 +15,8 @@ const PREBUILT = typeof __MINC_DEFAULT_FILTER__ === "string" ? __MINC_DEFAULT_FI
  */
 export function mincFilter(c: Confinement): Buffer {
   const kept = c.keep === "all" ? [] : c.keep.map(capName).filter((k) => !c.drop.map(capName).includes(k));
-  if (PREBUILT && kept.join(",") === DEFAULT_CAPS.join(",")) return Buffer.from(PREBUILT, "base64");
+  const prebuilt = PREBUILT?.[kept.join(",")];
+  if (prebuilt) return Buffer.from(prebuilt, "base64");
   return compiledFor(kept);
 }
 
@@ -25,7 +26,9 @@ function compiledFor(caps: readonly string[]): Buffer {
   return compileFilter(profile).filter;
 }
 
-/** The default container's filter, as build.mjs puts it into the bundle. */
-export function defaultFilterBase64(): string {
-  return compiledFor(DEFAULT_CAPS).toString("base64");
+/** The default containers' filters (own network, host's network), by their capabilities, as build.mjs puts them into the bundle. */
+export function defaultFilters(): Record<string, string> {
+  return Object.fromEntries(
+    [DEFAULT_CAPS, HOST_NETWORK_CAPS].map((caps) => [caps.join(","), compiledFor(caps).toString("base64")]),
+  );
 }

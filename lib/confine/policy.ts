@@ -1,7 +1,7 @@
 // What confines a container: the one description minc's boot applies (and
 // ferret builds from a bundle's config.json), whichever frontend asked.
 import type { Settings } from "../core/settings.ts";
-import { DEFAULT_CAPS } from "./caps.ts";
+import { DEFAULT_CAPS, HOST_NETWORK_CAPS } from "./caps.ts";
 
 export interface Confinement {
   /** The capabilities the command keeps (its bounding set); "all" keeps every one but those dropped below. */
@@ -45,13 +45,17 @@ export const MASKED_PATHS: readonly string[] = [
 /** Read-only as Docker has them, beyond /proc's sys, sysrq-trigger, irq and bus (read-only in every container). */
 export const READONLY_PATHS: readonly string[] = ["/proc/fs"];
 
-/** minc's confinement, from its settings: the default, --privileged (the shell MINCS's), and --nocaps on either. */
+/**
+ * minc's confinement, from its settings: the default, --privileged (the
+ * shell MINCS's), and --nocaps on either. A container without a network
+ * namespace of its own (no --net) is on the host's network.
+ */
 export function mincConfinement(settings: Settings): Confinement {
   const drop = ["cap_sys_chroot", ...settings.MINC_DROPCAPS.split(",").filter((c) => c)];
   if (settings.MINC_PRIVILEGED)
     return { keep: "all", drop, filtered: false, masked: [], readonly: [], nodevRoot: false };
   return {
-    keep: DEFAULT_CAPS,
+    keep: settings.MINC_NETNS ? DEFAULT_CAPS : HOST_NETWORK_CAPS,
     drop,
     filtered: true,
     masked: MASKED_PATHS,
