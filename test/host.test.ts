@@ -138,7 +138,7 @@ const PLANS: Record<string, [Partial<Settings>, RegExp]> = {
     /"op":"touch","path":"TMPDIR\/root\/etc\/extra"/,
   ],
   "--usedev": [{ MINC_USE_DEV: true }, /"devtmpfs"/],
-  "--nocaps": [{ MINC_DROPCAPS: "cap_net_raw" }, /--drop=[^"]*cap_sys_chroot[^"]*cap_net_raw"/],
+  "--nocaps": [{ MINC_DROPCAPS: "cap_kill" }, /--drop=[^"]*cap_sys_chroot[^"]*cap_kill"/],
   "--privileged --nocaps": [
     { MINC_PRIVILEGED: true, MINC_DROPCAPS: "cap_net_raw" },
     /"--drop=cap_net_raw,cap_sys_chroot"/,
