@@ -41,7 +41,7 @@ DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsduti
 # server) and an sshd for the sshfs test (busybox-static is fetched by
 # samples/scripts/busybox-rootfs.sh; the tests' script(1) is bsdutils), and
 # shellcheck for make lint-sh.
-TEST_DEB_PACKAGES := docker-registry skopeo apache2-utils openssl openssh-server shellcheck
+TEST_DEB_PACKAGES := docker-registry skopeo apache2-utils openssl openssh-server shellcheck podman runc
 # Their system services, which Debian would start and enable on install
 # (the registry on :5000 on every interface): the tests run their own.
 TEST_SERVICES := docker-registry ssh

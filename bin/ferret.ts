@@ -1,0 +1,615 @@
+// ferret: the OCI runtime of MINCS (the runc command line on a bundle's
+// config.json), so that podman, containerd and the like can run containers
+// with it.
+//
+//   ferret [--root DIR] [--log FILE] [--log-format text|json] [--debug] COMMAND [OPTIONS] ID
+//
+// create builds the container from the bundle and leaves its init waiting
+// before the user's program (lib/ferret/init.ts, lib/confine/dive.ts);
+// start lets it go on; state, kill, delete, run, list, spec, features as
+// runc has them. The state of each container is a directory under --root
+// (lib/ferret/state.ts).
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import {
+  appendFileSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { constants as os } from "node:os";
+import { MincError, start, usageError } from "../lib/core/fail.ts";
+import { quoteAll, shown, step } from "../lib/core/trace.ts";
+import { VERSION } from "../lib/core/version.ts";
+import { CAPABILITIES } from "../lib/confine/caps.ts";
+import { DIVE_PERL, planText } from "../lib/confine/dive.ts";
+import { compileFilter } from "../lib/confine/seccomp.ts";
+import { makeCgroups, removeCgroups } from "../lib/ferret/cgroups.ts";
+import { type Config, readConfig } from "../lib/ferret/config.ts";
+import { divePlan, initScript } from "../lib/ferret/init.ts";
+import {
+  alive,
+  checkId,
+  containerIds,
+  readState,
+  type State,
+  startTime,
+  statePaths,
+  statusOf,
+  writeState,
+} from "../lib/ferret/state.ts";
+
+const OCI_VERSION = "1.2.0";
+
+interface Globals {
+  root: string;
+  log: string | undefined;
+  logFormat: "text" | "json";
+}
+
+/** Options of a command: --name VALUE, --name=VALUE, flags; the rest are its operands. */
+function parseOptions(args: string[], withValue: readonly string[]): { opts: Map<string, string>; rest: string[] } {
+  const opts = new Map<string, string>();
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--") {
+      rest.push(...args.slice(i + 1));
+      break;
+    }
+    if (!a.startsWith("-") || a === "-" || rest.length > 0) {
+      rest.push(a);
+      continue;
+    }
+    const m = /^--?([^=]+)(?:=(.*))?$/.exec(a)!;
+    const name = m[1];
+    if (withValue.includes(name)) {
+      const value = m[2] ?? args[++i];
+      if (value === undefined) throw usageError(`--${name} needs a value`);
+      opts.set(name, value);
+    } else if (m[2] !== undefined) throw usageError(`--${name} takes no value`);
+    else opts.set(name, "true");
+  }
+  return { opts, rest };
+}
+
+function onlyKnown(opts: Map<string, string>, known: readonly string[], command: string): void {
+  for (const k of opts.keys()) if (!known.includes(k)) throw usageError(`${command}: unknown option --${k}`);
+}
+
+/** Wait until check() says something, at most ms; sleeps 5 ms between looks (the init tells its progress by files). */
+function until<T>(check: () => T | undefined, ms: number): T | undefined {
+  const deadline = Date.now() + ms;
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    const v = check();
+    if (v !== undefined || Date.now() > deadline) return v;
+    Atomics.wait(nap, 0, 0, 5);
+  }
+}
+
+/** The unshare (and nsenter, for namespaces joined by path) that starts the init in the container's namespaces. */
+function namespaceArgv(c: Config, fork: boolean): string[] {
+  const flags: Record<string, string> = {
+    pid: "--pid",
+    network: "--net",
+    mount: "--mount",
+    ipc: "--ipc",
+    uts: "--uts",
+    cgroup: "--cgroup",
+  };
+  const join: Record<string, string> = {
+    pid: "--pid",
+    network: "--net",
+    ipc: "--ipc",
+    uts: "--uts",
+    cgroup: "--cgroup",
+  };
+  const joined = c.namespaces.filter((n) => n.path).map((n) => `${join[n.type]}=${n.path}`);
+  const fresh = c.namespaces.filter((n) => !n.path).map((n) => flags[n.type]);
+  return [
+    ...(joined.length > 0 ? ["nsenter", ...joined, "--"] : []),
+    "unshare",
+    ...fresh,
+    ...(fork ? ["--fork"] : []),
+    "--propagation",
+    "private",
+  ];
+}
+
+/** Remove what create made: the init if it runs, its cgroups, the state directory. */
+function undo(files: ReturnType<typeof statePaths>, cgroups: readonly string[], pid: number | undefined): void {
+  if (pid && startTime(pid)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // gone already
+    }
+    until(() => (startTime(pid) ? undefined : true), 10_000);
+  }
+  removeCgroups(cgroups);
+  rmSync(files.dir, { recursive: true, force: true });
+}
+
+/** Build the container: its state dir, cgroups, init and dive; the init waits for start. Returns the init's PID. */
+function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; keyring: boolean; fork: boolean }) {
+  const c = readConfig(bundle);
+  if (c.process.terminal) throw usageError("config.json: process.terminal: a terminal is not supported by ferret yet");
+  const files = statePaths(g.root, id);
+  mkdirSync(g.root, { recursive: true, mode: 0o700 });
+  try {
+    mkdirSync(files.dir, { mode: 0o700 });
+  } catch {
+    throw usageError(`container ${id} exists already`);
+  }
+  let cgroups: string[] = [];
+  let pid: number | undefined;
+  try {
+    cgroups = makeCgroups(c, id);
+    step("The init, its dive and its plan (lib/ferret/init.ts, lib/confine/dive.ts)");
+    if (c.seccomp) {
+      const { filter } = compileFilter(c.seccomp);
+      writeFileSync(files.seccomp, filter);
+    }
+    writeFileSync(files.env, c.process.env.map((kv) => `${kv}\0`).join(""));
+    writeFileSync(files.dive, DIVE_PERL);
+    writeFileSync(files.plan, planText(divePlan(c, files, { keyring: o.keyring })));
+    writeFileSync(files.init, initScript(c, files, cgroups));
+    run(["mkfifo", "-m", "600", files.execFifo]);
+    const argv = [...namespaceArgv(c, o.fork), "sh", files.init];
+    // Without --fork, the new PID namespace's first process is the one sh starts in the background: its parent sh
+    // exits at once, so the init belongs to whoever reaps our orphans (conmon, containerd's shim).
+    const startArgv = o.fork ? argv : [...argv.slice(0, -2), "sh", "-c", 'sh "$0" <&0 &', files.init];
+    shown(`${quoteAll(startArgv)}${o.fork ? " &" : ""}`);
+    let child: ChildProcess | undefined;
+    if (o.fork) child = spawn(startArgv[0], startArgv.slice(1), { stdio: "inherit" });
+    else {
+      const r = spawnSync(startArgv[0], startArgv.slice(1), { stdio: "inherit" });
+      if (r.status !== 0)
+        throw new MincError(`starting the init failed (${startArgv[0]} exited ${r.status ?? r.signal})`);
+    }
+    const ready = until(() => {
+      const text = existsSync(files.ready) ? readFileSync(files.ready, "utf8") : "";
+      if (text.endsWith("\n")) return text.trim();
+      const p = existsSync(files.pid) ? Number(readFileSync(files.pid, "utf8")) : undefined;
+      if (p && !startTime(p) && !existsSync(files.ready)) return "error: the init ended before it was ready";
+      return undefined;
+    }, 60_000);
+    pid = existsSync(files.pid) ? Number(readFileSync(files.pid, "utf8")) : undefined;
+    if (ready !== "ready") throw new MincError(ready?.replace(/^error: /, "") ?? "the init did not get ready in 60 s");
+    const state: State = {
+      ociVersion: OCI_VERSION,
+      id,
+      pid: pid!,
+      starttime: startTime(pid!) ?? "",
+      bundle: c.bundle,
+      rootfs: c.root.path,
+      created: new Date().toISOString(),
+      annotations: c.annotations,
+      cgroups,
+    };
+    writeState(files, state);
+    if (o.pidFile) {
+      writeFileSync(`${o.pidFile}.ferret-new`, String(pid));
+      renameSync(`${o.pidFile}.ferret-new`, o.pidFile);
+    }
+    return { state, child };
+  } catch (e) {
+    undo(files, cgroups, pid);
+    throw e;
+  }
+}
+
+function run(argv: string[]): void {
+  shown(quoteAll(argv));
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], encoding: "utf8" });
+  if (r.status !== 0) throw new MincError(`${argv[0]} failed: ${r.stderr.trim() || r.error?.message}`);
+}
+
+/** Let the init exec the user's program: a byte into its exec fifo. */
+function startContainer(g: Globals, id: string): void {
+  const state = readState(g.root, id);
+  const status = statusOf(g.root, state);
+  if (status !== "created") throw new MincError(`container ${id} is ${status}, not created`);
+  const files = statePaths(g.root, id);
+  shown(`printf x > ${files.execFifo}`);
+  const fd = openSync(files.execFifo, constants.O_WRONLY | constants.O_NONBLOCK);
+  try {
+    writeSync(fd, "x");
+  } finally {
+    closeSync(fd);
+  }
+  rmSync(files.execFifo, { force: true });
+}
+
+function signalNumber(name: string | undefined): number {
+  if (name === undefined) return os.signals.SIGTERM;
+  if (/^\d+$/.test(name)) {
+    const n = Number(name);
+    if (n < 1 || n > 64) throw usageError(`${name} is not a signal`);
+    return n;
+  }
+  const full = (
+    name.toUpperCase().startsWith("SIG") ? name.toUpperCase() : `SIG${name.toUpperCase()}`
+  ) as keyof typeof os.signals;
+  const n = os.signals[full];
+  if (n === undefined) throw usageError(`${name} is not a signal`);
+  return n;
+}
+
+function kill(g: Globals, id: string, signal: string | undefined, all: boolean): void {
+  const state = readState(g.root, id);
+  const n = signalNumber(signal);
+  if (!alive(state)) throw new MincError(`container ${id} is not running`);
+  const pids = all ? cgroupPids(state) : [state.pid];
+  shown(`kill -${n} ${pids.join(" ")}`);
+  for (const p of pids) {
+    try {
+      process.kill(p, n);
+    } catch {
+      // gone meanwhile
+    }
+  }
+}
+
+function cgroupPids(state: State): number[] {
+  const cg = state.cgroups.find((c) => c.includes("/pids/")) ?? state.cgroups[0];
+  if (!cg) return [state.pid];
+  return readFileSync(`${cg}/cgroup.procs`, "utf8")
+    .split("\n")
+    .filter((l) => l)
+    .map(Number);
+}
+
+function remove(g: Globals, id: string, force: boolean): void {
+  const files = statePaths(g.root, checkId(id));
+  let state: State;
+  try {
+    state = readState(g.root, id);
+  } catch (e) {
+    if (force) {
+      rmSync(files.dir, { recursive: true, force: true });
+      return;
+    }
+    throw e;
+  }
+  const status = statusOf(g.root, state);
+  if (status !== "stopped" && status !== "created" && !force) {
+    throw new MincError(`container ${id} is ${status}: stop it first, or delete --force`);
+  }
+  if (alive(state)) {
+    step("Kill what is left of the container");
+    for (const p of cgroupPids(state)) {
+      try {
+        process.kill(p, "SIGKILL");
+      } catch {
+        // gone
+      }
+    }
+    if (until(() => (alive(state) ? undefined : true), 10_000) === undefined) {
+      throw new MincError(`container ${id} did not end after SIGKILL`);
+    }
+  }
+  step("Remove its cgroups and state");
+  removeCgroups([...state.cgroups].reverse());
+  shown(`rm -rf ${files.dir}`);
+  rmSync(files.dir, { recursive: true, force: true });
+}
+
+function stateJson(g: Globals, id: string): string {
+  const state = readState(g.root, id);
+  const status = statusOf(g.root, state);
+  return JSON.stringify(
+    {
+      ociVersion: state.ociVersion,
+      id,
+      status,
+      pid: status === "stopped" ? 0 : state.pid,
+      bundle: state.bundle,
+      rootfs: state.rootfs,
+      created: state.created,
+      annotations: state.annotations,
+    },
+    null,
+    2,
+  );
+}
+
+function list(g: Globals, json: boolean): string {
+  const rows = containerIds(g.root).map((id) => {
+    const s = readState(g.root, id);
+    return { id, pid: s.pid, status: statusOf(g.root, s), bundle: s.bundle, created: s.created, owner: "root" };
+  });
+  if (json) return JSON.stringify(rows);
+  const lines = rows.map((r) => [
+    r.id,
+    String(r.status === "stopped" ? 0 : r.pid),
+    r.status,
+    r.bundle,
+    r.created,
+    r.owner,
+  ]);
+  return [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"], ...lines].map((l) => l.join("\t")).join("\n");
+}
+
+function features(): string {
+  return JSON.stringify(
+    {
+      ociVersionMin: "1.0.0",
+      ociVersionMax: OCI_VERSION,
+      hooks: [],
+      mountOptions: ["bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec", "private", "rprivate", "shared"],
+      linux: {
+        namespaces: ["cgroup", "ipc", "mount", "network", "pid", "uts"],
+        capabilities: CAPABILITIES.map((c) => c.toUpperCase()),
+        cgroup: { v1: true, v2: false, systemd: false },
+        seccomp: {
+          enabled: true,
+          actions: [
+            "SCMP_ACT_ALLOW",
+            "SCMP_ACT_ERRNO",
+            "SCMP_ACT_KILL",
+            "SCMP_ACT_KILL_PROCESS",
+            "SCMP_ACT_KILL_THREAD",
+            "SCMP_ACT_LOG",
+            "SCMP_ACT_TRACE",
+            "SCMP_ACT_TRAP",
+          ],
+          archs: ["SCMP_ARCH_X86_64"],
+        },
+        apparmor: { enabled: false },
+        selinux: { enabled: false },
+      },
+      annotations: { "org.opencontainers.runtime-spec.features": "ferret (MINCS)" },
+    },
+    null,
+    2,
+  );
+}
+
+function spec(bundle: string): void {
+  const file = `${bundle}/config.json`;
+  if (existsSync(file)) throw usageError(`${file} exists already`);
+  const caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
+  const config = {
+    ociVersion: OCI_VERSION,
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: ["sh"],
+      env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+      cwd: "/",
+      capabilities: { bounding: caps, effective: caps, permitted: caps },
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
+      noNewPrivileges: true,
+    },
+    root: { path: "rootfs", readonly: true },
+    hostname: "ferret",
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc" },
+      {
+        destination: "/dev",
+        type: "tmpfs",
+        source: "tmpfs",
+        options: ["nosuid", "strictatime", "mode=755", "size=65536k"],
+      },
+      {
+        destination: "/dev/pts",
+        type: "devpts",
+        source: "devpts",
+        options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+      },
+      {
+        destination: "/dev/shm",
+        type: "tmpfs",
+        source: "shm",
+        options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+      },
+      { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
+      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+    ],
+    linux: {
+      resources: { devices: [{ allow: false, access: "rwm" }] },
+      namespaces: [{ type: "pid" }, { type: "network" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }],
+      maskedPaths: [
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/sys/firmware",
+        "/proc/scsi",
+      ],
+      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+    },
+  };
+  writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
+}
+
+/** Report an error as runc does: a line on stderr, and to --log (one JSON object a line with --log-format json). */
+function report(g: Globals, message: string): void {
+  process.stderr.write(`ferret: ${message}\n`);
+  if (!g.log) return;
+  const line =
+    g.logFormat === "json"
+      ? JSON.stringify({ level: "error", msg: message, time: new Date().toISOString() })
+      : `time="${new Date().toISOString()}" level=error msg=${JSON.stringify(message)}`;
+  try {
+    appendFileSync(g.log, `${line}\n`);
+  } catch {
+    // the log is a help, not a must
+  }
+}
+
+async function runContainer(
+  g: Globals,
+  id: string,
+  bundle: string,
+  o: { pidFile?: string; keyring: boolean; detach: boolean },
+) {
+  const { child } = create(g, id, bundle, { ...o, fork: !o.detach });
+  startContainer(g, id);
+  if (o.detach || !child) return 0;
+
+  // Signals for the container go to its init, as runc relays them.
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"] as const) {
+    process.on(sig, () => {
+      try {
+        process.kill(readState(g.root, id).pid, sig);
+      } catch {
+        // gone
+      }
+    });
+  }
+  const status = await new Promise<number>((resolve) =>
+    child.on("exit", (code, signal) => resolve(code ?? 128 + (signal ? os.signals[signal] : 0))),
+  );
+  remove(g, id, true);
+  return status;
+}
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const g: Globals = { root: "/run/ferret", log: undefined, logFormat: "text" };
+  let i = 0;
+  // Global options, before the command.
+  for (; i < argv.length && argv[i].startsWith("-"); i++) {
+    const m = /^--?([^=]+)(?:=(.*))?$/.exec(argv[i])!;
+    const value = (): string => {
+      const v = m[2] ?? argv[++i];
+      if (v === undefined) throw usageError(`--${m[1]} needs a value`);
+      return v;
+    };
+    switch (m[1]) {
+      case "root":
+        g.root = value();
+        break;
+      case "log":
+        g.log = value();
+        break;
+      case "log-format": {
+        const f = value();
+        if (f !== "text" && f !== "json") throw usageError(`--log-format ${f}: text or json`);
+        g.logFormat = f;
+        break;
+      }
+      case "debug":
+        env.MINC_DEBUG = "1";
+        process.env.MINC_DEBUG = "1";
+        break;
+      case "systemd-cgroup":
+        throw usageError("--systemd-cgroup: there is no systemd here; ferret manages cgroups itself (cgroupfs)");
+      case "cgroup-manager": {
+        const v = value();
+        if (v !== "cgroupfs") throw usageError(`--cgroup-manager ${v}: only cgroupfs`);
+        break;
+      }
+      case "version":
+      case "v":
+        process.stdout.write(`ferret version ${VERSION}\nspec: ${OCI_VERSION}\n`);
+        return 0;
+      case "help":
+      case "h":
+        process.stdout.write(HELP);
+        return 0;
+      default:
+        throw usageError(`unknown global option ${argv[i]}`);
+    }
+  }
+  if (!g.root.startsWith("/")) throw usageError(`--root ${g.root}: an absolute path is needed`);
+  const [command, ...rest] = argv.slice(i);
+  try {
+    switch (command) {
+      case "create":
+      case "run": {
+        const { opts, rest: ops } = parseOptions(rest, ["bundle", "b", "pid-file", "console-socket"]);
+        onlyKnown(
+          opts,
+          ["bundle", "b", "pid-file", "console-socket", "no-pivot", "no-new-keyring", "detach", "d"],
+          command,
+        );
+        if (opts.has("console-socket")) throw usageError("--console-socket: a terminal is not supported by ferret yet");
+        if (opts.has("no-pivot"))
+          throw usageError("--no-pivot: ferret always uses pivot_root (chroot could be escaped)");
+        const id = checkId(ops[0]);
+        const bundle = opts.get("bundle") ?? opts.get("b") ?? ".";
+        const o = { pidFile: opts.get("pid-file"), keyring: !opts.has("no-new-keyring") };
+        if (command === "create") {
+          create(g, id, bundle, { ...o, fork: false });
+          return 0;
+        }
+        return await runContainer(g, id, bundle, { ...o, detach: opts.has("detach") || opts.has("d") });
+      }
+      case "start":
+        startContainer(g, checkId(rest[0]));
+        return 0;
+      case "state":
+        process.stdout.write(`${stateJson(g, checkId(rest[0]))}\n`);
+        return 0;
+      case "kill": {
+        const { opts, rest: ops } = parseOptions(rest, []);
+        onlyKnown(opts, ["all", "a"], "kill");
+        kill(g, checkId(ops[0]), ops[1], opts.has("all") || opts.has("a"));
+        return 0;
+      }
+      case "delete": {
+        const { opts, rest: ops } = parseOptions(rest, []);
+        onlyKnown(opts, ["force", "f"], "delete");
+        remove(g, checkId(ops[0]), opts.has("force") || opts.has("f"));
+        return 0;
+      }
+      case "list": {
+        const { opts } = parseOptions(rest, ["format", "f"]);
+        onlyKnown(opts, ["format", "f", "quiet", "q"], "list");
+        if (opts.has("quiet") || opts.has("q")) process.stdout.write(`${containerIds(g.root).join("\n")}\n`);
+        else process.stdout.write(`${list(g, (opts.get("format") ?? opts.get("f")) === "json")}\n`);
+        return 0;
+      }
+      case "features":
+        process.stdout.write(`${features()}\n`);
+        return 0;
+      case "spec": {
+        const { opts } = parseOptions(rest, ["bundle", "b"]);
+        onlyKnown(opts, ["bundle", "b", "rootless"], "spec");
+        spec(opts.get("bundle") ?? opts.get("b") ?? ".");
+        return 0;
+      }
+      case undefined:
+        throw usageError("no command (ferret --help)");
+      default:
+        throw usageError(`${command}: not a command of ferret (or not one it has yet)`);
+    }
+  } catch (e) {
+    if (e instanceof MincError) {
+      report(g, e.message);
+      return e.status;
+    }
+    throw e;
+  }
+}
+
+const HELP = `usage: ferret [--root DIR] [--log FILE] [--log-format text|json] [--debug] COMMAND [OPTIONS] ID
+
+The OCI runtime of MINCS: runs the container of a bundle (DIR/config.json).
+
+commands:
+  create [--bundle DIR] [--pid-file FILE] [--no-new-keyring] ID   build it; its process waits for start
+  start ID                                   run the process of a created container
+  run [--bundle DIR] [--pid-file FILE] [--detach] ID   create and start; wait for its end (not --detach)
+  state ID                                   its state, as the OCI spec's JSON
+  kill [--all] ID [SIGNAL]                   signal its process (default TERM)
+  delete [--force] ID                        remove a stopped container (--force: kill it first)
+  list [--format json] [--quiet]             the containers under --root
+  spec [--bundle DIR]                        write a default config.json
+  features                                   what ferret supports, as JSON
+`;
+
+start(main);

@@ -1,0 +1,114 @@
+// An OCI container's cgroups (linux.cgroupsPath, linux.resources): made by
+// ferret create before the init starts, which steps into them; removed by
+// ferret delete. cgroup v1 (this host's hierarchy); the limits are written
+// through lib/cgroups/cage.ts's writeCgroup, as minc's cage.
+import { existsSync, mkdirSync, readFileSync, rmdirSync } from "node:fs";
+import { type Controller, findHierarchy, writeCgroup } from "../cgroups/cage.ts";
+import { MincError } from "../core/fail.ts";
+import { shown, step } from "../core/trace.ts";
+import type { Config, DeviceRule } from "./config.ts";
+
+/** What every container may use besides its config's rules (runc's list): the default devices, ptys, tun. */
+const DEFAULT_ALLOWED = ["c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm"].concat([
+  "c 5:0 rwm",
+  "c 5:1 rwm",
+  "c 5:2 rwm",
+  "c 136:* rwm",
+  "c 10:200 rwm",
+]);
+
+function rule(r: DeviceRule): string {
+  return `${r.type} ${r.major ?? "*"}:${r.minor ?? "*"} ${r.access}`;
+}
+
+/** Make the container's cgroups and write its limits; their directories (the init writes itself into each). */
+export function makeCgroups(c: Config, id: string): string[] {
+  const r = c.resources;
+  const wanted: [Controller | "devices" | "freezer" | "cpuset", [string, string][]][] = [
+    ["pids", r.pidsLimit === undefined ? [] : [["pids.max", r.pidsLimit < 0 ? "max" : String(r.pidsLimit)]]],
+    [
+      "memory",
+      [
+        ...(r.memoryLimit === undefined ? [] : [["memory.limit_in_bytes", String(r.memoryLimit)] as [string, string]]),
+        ...(r.memorySwap === undefined
+          ? []
+          : [["memory.memsw.limit_in_bytes", String(r.memorySwap)] as [string, string]]),
+      ],
+    ],
+    [
+      "cpu",
+      [
+        ...(r.cpuShares === undefined ? [] : [["cpu.shares", String(r.cpuShares)] as [string, string]]),
+        ...(r.cpuPeriod === undefined ? [] : [["cpu.cfs_period_us", String(r.cpuPeriod)] as [string, string]]),
+        ...(r.cpuQuota === undefined ? [] : [["cpu.cfs_quota_us", String(r.cpuQuota)] as [string, string]]),
+      ],
+    ],
+    [
+      "cpuset",
+      [
+        ...(r.cpusetCpus === undefined ? [] : [["cpuset.cpus", r.cpusetCpus] as [string, string]]),
+        ...(r.cpusetMems === undefined ? [] : [["cpuset.mems", r.cpusetMems] as [string, string]]),
+      ],
+    ],
+    ["devices", []],
+    ["freezer", []],
+  ];
+  const path = (c.cgroupsPath ?? `/ferret/${id}`).replace(/^\/*/, "/");
+  step(`The container's cgroups (${path}): its limits, its devices, a freezer for pause`);
+  const h = findHierarchy(wanted.map(([ctl]) => ctl as Controller));
+  if (h.version !== 1) throw new MincError("ferret's cgroups are cgroup v1 only so far");
+  const made: string[] = [];
+  try {
+    for (const [ctl, settings] of wanted) {
+      const dir = `${h.roots[ctl as Controller]}${path}`;
+      if (existsSync(`${dir}/cgroup.procs`) && readFileSync(`${dir}/cgroup.procs`, "utf8").trim()) {
+        throw new MincError(`the cgroup ${dir} has processes of another container`, 2);
+      }
+      shown(`mkdir -p ${dir}`);
+      mkdirSync(dir, { recursive: true });
+      made.push(dir);
+      if (ctl === "cpuset") inheritCpuset(h.roots[ctl as Controller], path);
+      for (const [file, value] of settings) writeCgroup(`${dir}/${file}`, value);
+      if (ctl === "devices") {
+        writeCgroup(`${dir}/devices.deny`, "a");
+        for (const d of r.devices) writeCgroup(`${dir}/devices.${d.allow ? "allow" : "deny"}`, rule(d));
+        for (const d of DEFAULT_ALLOWED) writeCgroup(`${dir}/devices.allow`, d);
+      }
+    }
+  } catch (e) {
+    removeCgroups(made);
+    throw e;
+  }
+  return made;
+}
+
+/** A new cpuset cgroup has no CPUs or memory nodes until given its parent's: each level down takes them. */
+function inheritCpuset(root: string, path: string): void {
+  let parent = root;
+  for (const part of path.split("/").filter((p) => p)) {
+    const dir = `${parent}/${part}`;
+    for (const f of ["cpuset.cpus", "cpuset.mems"]) {
+      if (!readFileSync(`${dir}/${f}`, "utf8").trim())
+        writeCgroup(`${dir}/${f}`, readFileSync(`${parent}/${f}`, "utf8").trim());
+    }
+    parent = dir;
+  }
+}
+
+/** Remove the cgroups, deepest first, and their parents ferret made empty (the kernel refuses one with processes). */
+export function removeCgroups(dirs: readonly string[]): void {
+  for (const dir of dirs) {
+    if (!existsSync(dir)) continue;
+    shown(`rmdir ${dir}`);
+    for (let i = 0; ; i++) {
+      try {
+        rmdirSync(dir);
+        break;
+      } catch (e) {
+        // A cgroup whose last process is still being reaped is busy for a moment.
+        if ((e as NodeJS.ErrnoException).code !== "EBUSY" || i >= 200) throw e;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      }
+    }
+  }
+}
