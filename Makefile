@@ -6,7 +6,7 @@ LIBEXECDIR ?= $(PREFIX)/libexec
 MANDIR ?= $(PREFIX)/share/man/man1
 COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 
-FRONTENDS := minc marten polecat ermine-breeder
+FRONTENDS := minc marten polecat ermine-breeder ferret
 BACKENDS := $(patsubst libexec/%.ts,%,$(wildcard libexec/minc-*.ts))
 MINIMUM_BACKENDS := minc-exec minc-core minc-coat minc-leash minc-cage
 # (minc-waiter.sh and the parts it sources, minc-fork.sh)
@@ -55,7 +55,7 @@ all: build man completion
 
 # Man pages from the same definitions as --help (docs/man.ts): minc's option
 # table, and the built marten's and polecat's yargs --help.
-MANPAGES := docs/minc.1 docs/marten.1 docs/polecat.1 docs/ermine-breeder.1
+MANPAGES := docs/minc.1 docs/marten.1 docs/polecat.1 docs/ermine-breeder.1 docs/ferret.1
 man: docs/minc.1
 docs/minc.1: .build-stamp docs/man.ts docs/gen-man.ts
 	node docs/gen-man.ts

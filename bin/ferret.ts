@@ -148,7 +148,7 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
   } catch {
     throw usageError(`container ${id} exists already`);
   }
-  let cgroups: string[] = [];
+  let cgroups: { own: string[]; made: string[] } = { own: [], made: [] };
   let pid: number | undefined;
   try {
     cgroups = makeCgroups(c, id);
@@ -160,7 +160,7 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
     writeFileSync(files.env, c.process.env.map((kv) => `${kv}\0`).join(""));
     writeFileSync(files.dive, DIVE_PERL);
     writeFileSync(files.plan, planText(divePlan(c, files, { keyring: o.keyring })));
-    writeFileSync(files.init, initScript(c, files, cgroups));
+    writeFileSync(files.init, initScript(c, files, cgroups.own));
     run(["mkfifo", "-m", "600", files.execFifo]);
     const argv = [...namespaceArgv(c, o.fork), "sh", files.init];
     // Without --fork, the new PID namespace's first process is the one sh starts in the background: its parent sh
@@ -192,7 +192,8 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
       rootfs: c.root.path,
       created: new Date().toISOString(),
       annotations: c.annotations,
-      cgroups,
+      cgroups: cgroups.own,
+      madeCgroups: cgroups.made,
     };
     writeState(files, state);
     if (o.pidFile) {
@@ -201,7 +202,7 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
     }
     return { state, child };
   } catch (e) {
-    undo(files, cgroups, pid);
+    undo(files, cgroups.made, pid);
     throw e;
   }
 }
@@ -297,7 +298,7 @@ function remove(g: Globals, id: string, force: boolean): void {
     }
   }
   step("Remove its cgroups and state");
-  removeCgroups([...state.cgroups].reverse());
+  removeCgroups(state.madeCgroups);
   shown(`rm -rf ${files.dir}`);
   rmSync(files.dir, { recursive: true, force: true });
 }

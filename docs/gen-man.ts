@@ -1,10 +1,10 @@
-// make man: write docs/minc.1, docs/marten.1, docs/polecat.1 and
-// docs/ermine-breeder.1 from the definitions --help prints (docs/man.ts); all
-// but minc's come from the built programs' --help.
+// make man: write docs/minc.1, docs/marten.1, docs/polecat.1,
+// docs/ermine-breeder.1 and docs/ferret.1 from the definitions --help prints
+// (docs/man.ts); all but minc's come from the built programs' --help.
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { DOC_REPO } from "./boot-doc.ts";
-import { mincManPage, yargsCommands, yargsManPage } from "./man.ts";
+import { mincManPage, plainManPage, yargsCommands, yargsManPage } from "./man.ts";
 
 function help(prog: string, ...args: string[]): string {
   const r = spawnSync(`${DOC_REPO}/bin/${prog}`, [...args, "--help"], { encoding: "utf8" });
@@ -81,4 +81,19 @@ writeFileSync(
     "\\fBminc\\fR(1), \\fBqemu\\-system\\-x86_64\\fR(1)",
   ]),
 );
-console.log(`wrote ${outDir}/minc.1 marten.1 polecat.1 ermine-breeder.1`);
+writeFileSync(
+  `${outDir}/ferret.1`,
+  plainManPage("ferret", "the OCI runtime of MINCS", help("ferret"), [
+    ".SH FILES",
+    ".TP",
+    "\\fI/run/ferret/ID\\fR (\\-\\-root)",
+    "A container's state: state.json, its init (init.sh), the dive and its plan, the seccomp filter; delete removes it, and its cgroups.",
+    ".SH EXAMPLES",
+    "podman \\-\\-runtime /usr/local/bin/ferret run \\-\\-rm IMAGE COMMAND",
+    ".br",
+    "mkdir b && cd b && ferret spec && (edit config.json: root.path) && ferret run ID",
+    ".SH SEE ALSO",
+    "\\fBminc\\fR(1), \\fBpodman\\fR(1), \\fBrunc\\fR(8)",
+  ]),
+);
+console.log(`wrote ${outDir}/minc.1 marten.1 polecat.1 ermine-breeder.1 ferret.1`);

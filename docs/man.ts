@@ -152,3 +152,21 @@ export function yargsCommands(help: string): string[] {
 export function yargsOptions(help: string): string[] {
   return yargsBlock(help, "Options").flatMap((o) => o.tag.split(/,\s*/).map((t) => t.split(" ")[0]));
 }
+
+/**
+ * A man page from a plain --help (ferret's, laid out as runc's): its usage
+ * line is the synopsis, the line after it the description, and each
+ * "  WORDS   text" line of its commands a tagged paragraph.
+ */
+export function plainManPage(name: string, summary: string, help: string, extra: string[] = []): string {
+  const lines = help.split("\n");
+  const usage = lines[0].replace(/^usage: /, "");
+  const out = [...header(name, summary), ".SH SYNOPSIS", roff(usage), ".SH DESCRIPTION", roff(lines[2] ?? "")];
+  out.push(".SH COMMANDS");
+  for (const l of lines.slice(4)) {
+    const m = /^ {2}(\S.*?)\s{2,}(\S.*)$/.exec(l);
+    if (m) out.push(".TP", `\\fB${roff(m[1])}\\fR`, roff(m[2]));
+  }
+  out.push(...extra, "");
+  return out.join("\n");
+}

@@ -39,7 +39,8 @@ describe("installing", { skip }, () => {
     inPrefix((prefix) => {
       const i = sh(`make install PREFIX=${prefix}`);
       assert.equal(i.status, 0, i.out);
-      assert.deepEqual(readdirSync(`${prefix}/bin`).sort(), ["ermine-breeder", "marten", "minc", "polecat"]);
+      assert.deepEqual(readdirSync(`${prefix}/bin`).sort(), ["ermine-breeder", "ferret", "marten", "minc", "polecat"]);
+      assert.match(spawnSync(`${prefix}/bin/ferret`, ["--version"], { encoding: "utf8" }).stdout, /^ferret version /);
       assert.ok(existsSync(`${prefix}/libexec/minc-core`) && existsSync(`${prefix}/libexec/minc-waiter.sh`));
       const r = spawnSync(`${prefix}/bin/minc`, ["-r", rootfs(), "sh", "-c", "echo $$"], {
         encoding: "utf8",

@@ -2,7 +2,7 @@
 // ferret create before the init starts, which steps into them; removed by
 // ferret delete. cgroup v1 (this host's hierarchy); the limits are written
 // through lib/cgroups/cage.ts's writeCgroup, as minc's cage.
-import { existsSync, mkdirSync, readFileSync, rmdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from "node:fs";
 import { type Controller, findHierarchy, writeCgroup } from "../cgroups/cage.ts";
 import { MincError } from "../core/fail.ts";
 import { shown, step } from "../core/trace.ts";
@@ -21,8 +21,12 @@ function rule(r: DeviceRule): string {
   return `${r.type} ${r.major ?? "*"}:${r.minor ?? "*"} ${r.access}`;
 }
 
-/** Make the container's cgroups and write its limits; their directories (the init writes itself into each). */
-export function makeCgroups(c: Config, id: string): string[] {
+/**
+ * Make the container's cgroups and write its limits. Returns every
+ * directory made, deepest first for each controller: the container's own
+ * (the init writes itself into those) and the parents that were not there.
+ */
+export function makeCgroups(c: Config, id: string): { own: string[]; made: string[] } {
   const r = c.resources;
   const wanted: [Controller | "devices" | "freezer" | "cpuset", [string, string][]][] = [
     ["pids", r.pidsLimit === undefined ? [] : [["pids.max", r.pidsLimit < 0 ? "max" : String(r.pidsLimit)]]],
@@ -58,15 +62,23 @@ export function makeCgroups(c: Config, id: string): string[] {
   const h = findHierarchy(wanted.map(([ctl]) => ctl as Controller));
   if (h.version !== 1) throw new MincError("ferret's cgroups are cgroup v1 only so far");
   const made: string[] = [];
+  const own: string[] = [];
   try {
     for (const [ctl, settings] of wanted) {
       const dir = `${h.roots[ctl as Controller]}${path}`;
       if (existsSync(`${dir}/cgroup.procs`) && readFileSync(`${dir}/cgroup.procs`, "utf8").trim()) {
         throw new MincError(`the cgroup ${dir} has processes of another container`, 2);
       }
+      // (the levels it makes are its own to remove again: delete removes the deepest first)
+      const levels = path
+        .split("/")
+        .filter((p) => p)
+        .map((_, i, parts) => `${h.roots[ctl as Controller]}/${parts.slice(0, i + 1).join("/")}`);
+      const fresh = levels.filter((l) => !existsSync(l));
       shown(`mkdir -p ${dir}`);
       mkdirSync(dir, { recursive: true });
-      made.push(dir);
+      made.push(...fresh.reverse());
+      own.push(dir);
       if (ctl === "cpuset") inheritCpuset(h.roots[ctl as Controller], path);
       for (const [file, value] of settings) writeCgroup(`${dir}/${file}`, value);
       if (ctl === "devices") {
@@ -79,7 +91,7 @@ export function makeCgroups(c: Config, id: string): string[] {
     removeCgroups(made);
     throw e;
   }
-  return made;
+  return { own, made };
 }
 
 /** A new cpuset cgroup has no CPUs or memory nodes until given its parent's: each level down takes them. */
@@ -99,6 +111,8 @@ function inheritCpuset(root: string, path: string): void {
 export function removeCgroups(dirs: readonly string[]): void {
   for (const dir of dirs) {
     if (!existsSync(dir)) continue;
+    // A parent that holds another container's cgroups stays (the last one out removes it).
+    if (readdirSync(dir, { withFileTypes: true }).some((e) => e.isDirectory())) continue;
     shown(`rmdir ${dir}`);
     for (let i = 0; ; i++) {
       try {

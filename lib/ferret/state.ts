@@ -36,7 +36,10 @@ export interface State {
   rootfs: string;
   created: string;
   annotations: Record<string, string>;
+  /** The container's cgroups, one a controller. */
   cgroups: string[];
+  /** The cgroup directories create made (parents too), in the order delete removes them. */
+  madeCgroups: string[];
 }
 
 export type Status = "creating" | "created" | "running" | "paused" | "stopped";

@@ -1,0 +1,249 @@
+// ferret, the OCI runtime: bundles driven through its command line as the
+// conformance suite and podman drive runc, and podman itself with
+// --runtime ferret. Every container's state goes under a --root of this test
+// file's own, and its cgroups under a cgroupsPath of its own.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import {
+  closeSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { after, before, describe, test } from "node:test";
+import { PATIENCE, REPO, type Run, cannotBoot, hasTool, rootfs, waitFor } from "./helpers.ts";
+
+const FERRET = `${REPO}/bin/ferret`;
+const skip = cannotBoot() ?? (hasTool("perl") ? undefined : "needs perl");
+
+let dir = "";
+let root = "";
+/** The cgroup parent every container of this file goes under (cgroupsPath), so that none is another's. */
+let cgroupParent = "";
+let made = 0;
+
+/**
+ * Run ferret to its end. Its stdout and stderr are files: a container that
+ * create leaves running holds them open (as a runtime's caller expects),
+ * so pipes would not end.
+ */
+function ferret(args: string[]): Run {
+  const out = `${dir}/out`;
+  const err = `${dir}/err`;
+  const fds = [openSync(out, "w"), openSync(err, "w")];
+  try {
+    const r = spawnSync(FERRET, ["--root", root, ...args], { stdio: ["ignore", fds[0], fds[1]], timeout: PATIENCE });
+    if (r.error) throw r.error;
+    return { status: r.status, signal: r.signal, stdout: readFileSync(out, "utf8"), stderr: readFileSync(err, "utf8") };
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
+type Json = Record<string, unknown>;
+
+/** A bundle of the busybox rootfs with `ferret spec`'s config.json, changed by edit; its id is fresh. */
+function bundle(edit: (c: Json & { process: Json; linux: Json }) => void = () => {}): { id: string; dir: string } {
+  const id = `ferret-test-${process.pid}-${++made}`;
+  const b = `${dir}/${id}`;
+  mkdirSync(b);
+  const r = spawnSync(FERRET, ["spec", "--bundle", b], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  const c = JSON.parse(readFileSync(`${b}/config.json`, "utf8"));
+  c.root.path = rootfs();
+  c.linux.cgroupsPath = `${cgroupParent}/${id}`;
+  edit(c);
+  writeFileSync(`${b}/config.json`, JSON.stringify(c));
+  return { id, dir: b };
+}
+
+function state(id: string): Json {
+  const r = ferret(["state", id]);
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+/** What this file's containers left: state directories, cgroups. */
+function leftovers(): string[] {
+  const states = existsSync(root) ? readdirSync(root).map((id) => `${root}/${id}`) : [];
+  const cgroups = readdirSync("/sys/fs/cgroup")
+    .map((c) => `/sys/fs/cgroup/${c}${cgroupParent}`)
+    .filter((p) => existsSync(p))
+    .flatMap((p) =>
+      readdirSync(p, { withFileTypes: true })
+        .filter((e) => e.isDirectory())
+        .map((e) => `${p}/${e.name}`),
+    );
+  return [...states, ...cgroups];
+}
+
+describe("ferret", { skip }, () => {
+  before(() => {
+    dir = mkdtempSync("/tmp/minc-test-ferret-");
+    root = `${dir}/state`;
+    cgroupParent = `/ferret-tests-${process.pid}`;
+  });
+  after(() => {
+    assert.deepEqual(leftovers(), [], "a container left something behind");
+    for (const c of readdirSync("/sys/fs/cgroup"))
+      rmSync(`/sys/fs/cgroup/${c}${cgroupParent}`, { force: true, recursive: false });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("run: the process is PID 1 with the config's hostname, args and environment; its exit status is ferret's", () => {
+    const b = bundle((c) => {
+      c.hostname = "ferret-box";
+      c.process.args = ["sh", "-c", 'echo "$$ $(hostname) $GREETING $(pwd)"; exit 7'];
+      (c.process.env as string[]).push("GREETING=hello");
+      c.process.cwd = "/tmp";
+    });
+    const r = ferret(["run", "--bundle", b.dir, b.id]);
+    assert.equal(r.status, 7, r.stderr);
+    assert.equal(r.stdout, "1 ferret-box hello /tmp\n");
+    assert.deepEqual(leftovers(), []);
+  });
+
+  test("create, start, state, kill, delete: the statuses a caller sees, the pid file, nothing left", async () => {
+    const b = bundle((c) => {
+      c.process.args = ["sleep", "600"];
+    });
+    const r = ferret(["create", "--bundle", b.dir, "--pid-file", `${dir}/${b.id}.pid`, b.id]);
+    assert.equal(r.status, 0, r.stderr);
+    const created = state(b.id);
+    assert.equal(created.status, "created");
+    assert.equal(Number(readFileSync(`${dir}/${b.id}.pid`, "utf8")), created.pid);
+    // Created, the init waits before the user's program: it is not sleep yet.
+    assert.notEqual(readFileSync(`/proc/${created.pid}/comm`, "utf8").trim(), "sleep");
+    assert.equal(ferret(["start", b.id]).status, 0);
+    const comm = (): string => readFileSync(`/proc/${created.pid}/comm`, "utf8").trim();
+    await waitFor("the init to become sleep", () => comm() === "sleep", { saw: comm });
+    assert.equal(state(b.id).status, "running");
+    const listed = ferret(["list", "--format", "json"]);
+    assert.ok((JSON.parse(listed.stdout) as Json[]).some((c) => c.id === b.id && c.status === "running"));
+    const refused = ferret(["delete", b.id]);
+    assert.notEqual(refused.status, 0, "a running container is not deleted without --force");
+    assert.equal(ferret(["kill", b.id, "KILL"]).status, 0);
+    await waitFor("the container to stop", () => state(b.id).status === "stopped", {
+      saw: () => JSON.stringify(state(b.id)),
+    });
+    assert.equal(state(b.id).pid, 0);
+    assert.equal(ferret(["delete", b.id]).status, 0);
+    assert.notEqual(ferret(["state", b.id]).status, 0);
+    assert.deepEqual(leftovers(), []);
+  });
+
+  test("the config's confinement: bounding capabilities, no_new_privs, its seccomp profile, masked paths", () => {
+    const b = bundle((c) => {
+      c.process.args = [
+        "sh",
+        "-c",
+        "grep -E 'CapBnd|NoNewPrivs' /proc/self/status; mkdir /tmp/d 2>/dev/null || echo mkdir-blocked; wc -c < /proc/timer_list",
+      ];
+      (c.process.capabilities as Json).bounding = ["CAP_KILL", "CAP_CHOWN"];
+      c.linux.seccomp = {
+        defaultAction: "SCMP_ACT_ALLOW",
+        syscalls: [{ names: ["mkdir", "mkdirat"], action: "SCMP_ACT_ERRNO", errnoRet: 1 }],
+      };
+      c.linux.maskedPaths = ["/proc/timer_list"];
+    });
+    const r = ferret(["run", "--bundle", b.dir, b.id]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /CapBnd:\s+0000000000000021\n/); // chown (0) and kill (5)
+    assert.match(r.stdout, /NoNewPrivs:\s+1\n/);
+    assert.match(r.stdout, /mkdir-blocked/);
+    assert.match(r.stdout, /^0$/m, "/proc/timer_list is masked");
+  });
+
+  test("bad input: one line naming the problem, a non-zero exit, nothing made", () => {
+    const cases: [string, (c: Json & { process: Json; linux: Json }) => void, RegExp][] = [
+      ["a field that confines and is not supported", (c) => (c.linux.intelRdt = { closID: "x" }), /linux\.intelRdt/],
+      ["a terminal", (c) => (c.process.terminal = true), /process\.terminal/],
+      ["an unknown capability", (c) => ((c.process.capabilities as Json).bounding = ["CAP_NOPE"]), /CAP_NOPE/],
+      ["a bad seccomp action", (c) => (c.linux.seccomp = { defaultAction: "SCMP_ACT_NOPE" }), /linux\.seccomp/],
+      ["a sysctl of the host's", (c) => (c.linux.sysctl = { "kernel.core_pattern": "x" }), /kernel\.core_pattern/],
+      [
+        "a mount destination with ..",
+        (c) => (c.mounts as Json[]).push({ destination: "/../x", type: "tmpfs" }),
+        /\.\./,
+      ],
+    ];
+    for (const [what, edit, says] of cases) {
+      const b = bundle(edit);
+      const r = ferret(["create", "--bundle", b.dir, b.id]);
+      assert.notEqual(r.status, 0, what);
+      assert.match(r.stderr, says, what);
+      assert.equal(r.stderr.trim().split("\n").length, 1, `${what}: ${r.stderr}`);
+    }
+    writeFileSync(`${dir}/broken.json`, "{");
+    mkdirSync(`${dir}/broken`);
+    cpSync(`${dir}/broken.json`, `${dir}/broken/config.json`);
+    const broken = ferret(["create", "--bundle", `${dir}/broken`, "broken"]);
+    assert.equal(broken.status, 2);
+    assert.match(broken.stderr, /not valid JSON/);
+    for (const id of ["../x", "a/b", ""]) assert.equal(ferret(["state", id]).status, 2, `id ${JSON.stringify(id)}`);
+    assert.deepEqual(leftovers(), []);
+  });
+
+  const noPodman = hasTool("podman") ? undefined : "needs podman (make test-deps)";
+  test("podman run --runtime ferret: output, exit status, podman's capabilities and filter", { skip: noPodman }, () => {
+    const store = `${dir}/podman`;
+    const podman = (args: string[], input?: Buffer): Run => {
+      const r = spawnSync(
+        "podman",
+        [
+          "--root",
+          `${store}/root`,
+          "--runroot",
+          `${store}/runroot`,
+          "--tmpdir",
+          `${store}/tmp`,
+          "--storage-driver",
+          "overlay",
+          "--cgroup-manager",
+          "cgroupfs",
+          ...args,
+        ],
+        { encoding: "utf8", input, timeout: 2 * PATIENCE },
+      );
+      if (r.error) throw r.error;
+      return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+    };
+    const tar = spawnSync("tar", ["-C", rootfs(), "-c", "."], { maxBuffer: 1 << 30 });
+    assert.equal(tar.status, 0);
+    assert.equal(podman(["import", "-", "ferret-test-bbx"], tar.stdout as unknown as Buffer).status, 0);
+    try {
+      const r = podman([
+        "--runtime",
+        FERRET,
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+        "ferret-test-bbx",
+        "sh",
+        "-c",
+        "echo $$; grep -E 'CapBnd|Seccomp:' /proc/self/status; exit 3",
+      ]);
+      assert.equal(r.status, 3, r.stderr);
+      const [pid, bnd, seccomp] = r.stdout.trim().split("\n");
+      assert.equal(pid, "1");
+      assert.match(bnd, /CapBnd:\s+00000000800405fb/, "podman's default capabilities");
+      assert.match(seccomp, /Seccomp:\s+2/, "podman's seccomp profile is loaded");
+      assert.equal(podman(["ps", "-a", "-q"]).stdout.trim(), "", "--rm left a container");
+    } finally {
+      podman(["rmi", "-f", "ferret-test-bbx"]);
+      spawnSync("umount", ["-R", `${store}/root/overlay`], { stdio: "ignore" });
+      rmSync(store, { recursive: true, force: true });
+    }
+  });
+});
