@@ -28,30 +28,37 @@ function rule(r: DeviceRule): string {
  */
 export function makeCgroups(c: Config, id: string): { own: string[]; made: string[] } {
   const r = c.resources;
-  const wanted: [Controller | "devices" | "freezer" | "cpuset", [string, string][]][] = [
-    ["pids", r.pidsLimit === undefined ? [] : [["pids.max", r.pidsLimit < 0 ? "max" : String(r.pidsLimit)]]],
+  const text = (v: bigint | number | string | undefined): string | undefined =>
+    v === undefined ? undefined : String(v);
+  const flag = (v: boolean | undefined): string | undefined => (v === undefined ? undefined : v ? "1" : "0");
+  const wanted: [Controller | "devices" | "freezer" | "cpuset", [string, string | undefined][]][] = [
+    ["pids", [["pids.max", r.pidsLimit === undefined ? undefined : r.pidsLimit < 0 ? "max" : String(r.pidsLimit)]]],
     [
       "memory",
       [
-        ...(r.memoryLimit === undefined ? [] : [["memory.limit_in_bytes", String(r.memoryLimit)] as [string, string]]),
-        ...(r.memorySwap === undefined
-          ? []
-          : [["memory.memsw.limit_in_bytes", String(r.memorySwap)] as [string, string]]),
+        ["memory.use_hierarchy", flag(r.memoryUseHierarchy)],
+        ["memory.limit_in_bytes", text(r.memoryLimit)],
+        ["memory.memsw.limit_in_bytes", text(r.memorySwap)],
+        ["memory.soft_limit_in_bytes", text(r.memoryReservation)],
+        ["memory.swappiness", text(r.memorySwappiness)],
+        ["memory.oom_control", r.disableOOMKiller ? "1" : undefined],
+        ["memory.kmem.limit_in_bytes", text(r.memoryKernel)],
+        ["memory.kmem.tcp.limit_in_bytes", text(r.memoryKernelTCP)],
       ],
     ],
     [
       "cpu",
       [
-        ...(r.cpuShares === undefined ? [] : [["cpu.shares", String(r.cpuShares)] as [string, string]]),
-        ...(r.cpuPeriod === undefined ? [] : [["cpu.cfs_period_us", String(r.cpuPeriod)] as [string, string]]),
-        ...(r.cpuQuota === undefined ? [] : [["cpu.cfs_quota_us", String(r.cpuQuota)] as [string, string]]),
+        ["cpu.shares", text(r.cpuShares)],
+        ["cpu.cfs_period_us", text(r.cpuPeriod)],
+        ["cpu.cfs_quota_us", text(r.cpuQuota)],
       ],
     ],
     [
       "cpuset",
       [
-        ...(r.cpusetCpus === undefined ? [] : [["cpuset.cpus", r.cpusetCpus] as [string, string]]),
-        ...(r.cpusetMems === undefined ? [] : [["cpuset.mems", r.cpusetMems] as [string, string]]),
+        ["cpuset.cpus", r.cpusetCpus],
+        ["cpuset.mems", r.cpusetMems],
       ],
     ],
     ["devices", []],
@@ -80,7 +87,15 @@ export function makeCgroups(c: Config, id: string): { own: string[]; made: strin
       made.push(...fresh.reverse());
       own.push(dir);
       if (ctl === "cpuset") inheritCpuset(h.roots[ctl as Controller], path);
-      for (const [file, value] of settings) writeCgroup(`${dir}/${file}`, value);
+      for (const [file, value] of settings) {
+        if (value === undefined) continue;
+        // A kernel without kmem limits (6.x) charges kernel memory to memory.limit_in_bytes: nothing escapes the limit.
+        if (file.startsWith("memory.kmem.") && !existsSync(`${dir}/${file}`)) {
+          step(`(${file}: this kernel charges kernel memory to the memory limit; there is no separate limit to write)`);
+          continue;
+        }
+        writeCgroup(`${dir}/${file}`, value);
+      }
       if (ctl === "devices") {
         writeCgroup(`${dir}/devices.deny`, "a");
         for (const d of r.devices) writeCgroup(`${dir}/devices.${d.allow ? "allow" : "deny"}`, rule(d));

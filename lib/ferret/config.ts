@@ -55,6 +55,13 @@ export interface DeviceRule {
 export interface Resources {
   memoryLimit?: bigint;
   memorySwap?: bigint;
+  memoryReservation?: bigint;
+  /** Kernel memory limits: cgroup v1 kernels before 6.x; later kernels charge it to the memory limit. */
+  memoryKernel?: bigint;
+  memoryKernelTCP?: bigint;
+  memorySwappiness?: number;
+  disableOOMKiller: boolean;
+  memoryUseHierarchy?: boolean;
   cpuShares?: number;
   cpuQuota?: number;
   cpuPeriod?: number;
@@ -185,8 +192,11 @@ function resources(x: unknown): Resources {
   const o = x === undefined ? {} : obj(x, "linux.resources");
   refuseUnknown(o, ["memory", "cpu", "pids", "devices"], "linux.resources");
   const memory = o.memory === undefined ? {} : obj(o.memory, "linux.resources.memory");
-  refuseUnknown(memory, ["limit", "swap", "disableOOMKiller"], "linux.resources.memory");
-  if (memory.disableOOMKiller === true) fail("linux.resources.memory.disableOOMKiller", "is not supported by ferret");
+  refuseUnknown(
+    memory,
+    ["limit", "swap", "reservation", "kernel", "kernelTCP", "swappiness", "disableOOMKiller", "useHierarchy"],
+    "linux.resources.memory",
+  );
   const cpu = o.cpu === undefined ? {} : obj(o.cpu, "linux.resources.cpu");
   refuseUnknown(cpu, ["shares", "quota", "period", "cpus", "mems"], "linux.resources.cpu");
   const pids = o.pids === undefined ? {} : obj(o.pids, "linux.resources.pids");
@@ -224,6 +234,14 @@ function resources(x: unknown): Resources {
   return {
     memoryLimit: big(memory.limit, "linux.resources.memory.limit"),
     memorySwap: big(memory.swap, "linux.resources.memory.swap"),
+    memoryReservation: big(memory.reservation, "linux.resources.memory.reservation"),
+    memoryKernel: big(memory.kernel, "linux.resources.memory.kernel"),
+    memoryKernelTCP: big(memory.kernelTCP, "linux.resources.memory.kernelTCP"),
+    memorySwappiness:
+      memory.swappiness === undefined ? undefined : int(memory.swappiness, "linux.resources.memory.swappiness", 0, 100),
+    disableOOMKiller: bool(memory.disableOOMKiller, "linux.resources.memory.disableOOMKiller"),
+    memoryUseHierarchy:
+      memory.useHierarchy === undefined ? undefined : bool(memory.useHierarchy, "linux.resources.memory.useHierarchy"),
     cpuShares: cpu.shares === undefined ? undefined : int(cpu.shares, "linux.resources.cpu.shares", 2, 262144),
     cpuQuota: cpu.quota === undefined ? undefined : int(cpu.quota, "linux.resources.cpu.quota", -1, 2 ** 53),
     cpuPeriod: cpu.period === undefined ? undefined : int(cpu.period, "linux.resources.cpu.period", 1000, 1000000),
@@ -479,8 +497,8 @@ export function readConfig(bundleDir: string): Config {
   const hostname = c.hostname === undefined || c.hostname === "" ? undefined : str(c.hostname, "hostname");
   if (hostname !== undefined && !/^[A-Za-z0-9.-]{1,64}$/.test(hostname))
     fail("hostname", `${hostname} is not a host name`);
-  if (hostname !== undefined && !ns.some((n) => n.type === "uts" && !n.path)) {
-    fail("hostname", "needs a UTS namespace of the container's own");
+  if (hostname !== undefined && !ns.some((n) => n.type === "uts")) {
+    fail("hostname", "needs a UTS namespace (else it would rename the host)");
   }
   const cwd = p.cwd === undefined ? "/" : absPath(p.cwd, "process.cwd");
   return {
