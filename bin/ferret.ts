@@ -30,6 +30,7 @@ import { VERSION } from "../lib/core/version.ts";
 import { CAPABILITIES } from "../lib/confine/caps.ts";
 import { DIVE_PERL, planText } from "../lib/confine/dive.ts";
 import { compileFilter } from "../lib/confine/seccomp.ts";
+import { writeCgroup } from "../lib/cgroups/cage.ts";
 import { makeCgroups, removeCgroups } from "../lib/ferret/cgroups.ts";
 import { type Config, readConfig } from "../lib/ferret/config.ts";
 import { divePlan, initScript } from "../lib/ferret/init.ts";
@@ -281,7 +282,7 @@ function remove(g: Globals, id: string, force: boolean): void {
     throw e;
   }
   const status = statusOf(g.root, state);
-  if (status !== "stopped" && status !== "created" && !force) {
+  if (status !== "stopped" && !force) {
     throw new MincError(`container ${id} is ${status}: stop it first, or delete --force`);
   }
   if (alive(state)) {
@@ -301,6 +302,35 @@ function remove(g: Globals, id: string, force: boolean): void {
   removeCgroups(state.madeCgroups);
   shown(`rm -rf ${files.dir}`);
   rmSync(files.dir, { recursive: true, force: true });
+}
+
+/** pause and resume: the freezer cgroup, as runc does on cgroup v1. */
+function freeze(g: Globals, id: string, frozen: boolean): void {
+  const state = readState(g.root, id);
+  const status = statusOf(g.root, state);
+  if (frozen ? status !== "running" && status !== "created" : status !== "paused") {
+    throw new MincError(`container ${id} is ${status}: cannot ${frozen ? "pause" : "resume"} it`);
+  }
+  const freezer = state.cgroups.find((c) => c.includes("/freezer/"));
+  if (!freezer) throw new MincError(`container ${id} has no freezer cgroup`);
+  const want = frozen ? "FROZEN" : "THAWED";
+  writeCgroup(`${freezer}/freezer.state`, want);
+  if (
+    until(() => (readFileSync(`${freezer}/freezer.state`, "utf8").trim() === want ? true : undefined), 10_000) ===
+    undefined
+  ) {
+    throw new MincError(`container ${id} did not become ${want.toLowerCase()}`);
+  }
+}
+
+/** The container's processes (their host PIDs), as runc's ps: a table by ps(1), or --format json, a list of PIDs. */
+function ps(g: Globals, id: string, json: boolean): string {
+  const state = readState(g.root, id);
+  if (!alive(state)) throw new MincError(`container ${id} is not running`);
+  const pids = cgroupPids(state);
+  if (json) return JSON.stringify(pids);
+  const r = spawnSync("ps", ["-o", "user,pid,ppid,stime,tty,time,cmd", "-p", pids.join(",")], { encoding: "utf8" });
+  return r.stdout.trimEnd();
 }
 
 function stateJson(g: Globals, id: string): string {
@@ -574,6 +604,16 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         else process.stdout.write(`${list(g, (opts.get("format") ?? opts.get("f")) === "json")}\n`);
         return 0;
       }
+      case "pause":
+      case "resume":
+        freeze(g, checkId(rest[0]), command === "pause");
+        return 0;
+      case "ps": {
+        const { opts, rest: ops } = parseOptions(rest, ["format", "f"]);
+        onlyKnown(opts, ["format", "f"], "ps");
+        process.stdout.write(`${ps(g, checkId(ops[0]), (opts.get("format") ?? opts.get("f")) === "json")}\n`);
+        return 0;
+      }
       case "features":
         process.stdout.write(`${features()}\n`);
         return 0;
@@ -607,6 +647,8 @@ commands:
   run [--bundle DIR] [--pid-file FILE] [--detach] ID   create and start; wait for its end (not --detach)
   state ID                                   its state, as the OCI spec's JSON
   kill [--all] ID [SIGNAL]                   signal its process (default TERM)
+  pause ID, resume ID                        freeze and thaw its processes
+  ps [--format json] ID                      its processes
   delete [--force] ID                        remove a stopped container (--force: kill it first)
   list [--format json] [--quiet]             the containers under --root
   spec [--bundle DIR]                        write a default config.json

@@ -109,7 +109,7 @@ describe("ferret", { skip }, () => {
     assert.deepEqual(leftovers(), []);
   });
 
-  test("create, start, state, kill, delete: the statuses a caller sees, the pid file, nothing left", async () => {
+  test("create, start, state, pause, resume, ps, kill, delete: the statuses a caller sees, the pid file, nothing left", async () => {
     const b = bundle((c) => {
       c.process.args = ["sleep", "600"];
     });
@@ -123,6 +123,13 @@ describe("ferret", { skip }, () => {
     assert.equal(ferret(["start", b.id]).status, 0);
     const comm = (): string => readFileSync(`/proc/${created.pid}/comm`, "utf8").trim();
     await waitFor("the init to become sleep", () => comm() === "sleep", { saw: comm });
+    assert.equal(state(b.id).status, "running");
+    assert.equal(ferret(["pause", b.id]).status, 0);
+    assert.equal(state(b.id).status, "paused");
+    const freezer = `/sys/fs/cgroup/freezer${cgroupParent}/${b.id}/freezer.state`;
+    assert.equal(readFileSync(freezer, "utf8").trim(), "FROZEN", "the kernel's freezer holds it");
+    assert.deepEqual(JSON.parse(ferret(["ps", "--format", "json", b.id]).stdout), [created.pid]);
+    assert.equal(ferret(["resume", b.id]).status, 0);
     assert.equal(state(b.id).status, "running");
     const listed = ferret(["list", "--format", "json"]);
     assert.ok((JSON.parse(listed.stdout) as Json[]).some((c) => c.id === b.id && c.status === "running"));
