@@ -286,7 +286,7 @@ function remove(g: Globals, id: string, force: boolean): void {
     throw new MincError(`container ${id} is ${status}: stop it first, or delete --force`);
   }
   if (alive(state)) {
-    step("Kill what is left of the container");
+    step("Kill what is left of the container (thawed, if paused: a frozen process does not die)");
     for (const p of cgroupPids(state)) {
       try {
         process.kill(p, "SIGKILL");
@@ -294,6 +294,8 @@ function remove(g: Globals, id: string, force: boolean): void {
         // gone
       }
     }
+    if (status === "paused")
+      writeCgroup(`${state.cgroups.find((c) => c.includes("/freezer/"))}/freezer.state`, "THAWED");
     if (until(() => (alive(state) ? undefined : true), 10_000) === undefined) {
       throw new MincError(`container ${id} did not end after SIGKILL`);
     }
