@@ -29,6 +29,7 @@ import { quoteAll, shown, step } from "../lib/core/trace.ts";
 import { VERSION } from "../lib/core/version.ts";
 import { CAPABILITIES } from "../lib/confine/caps.ts";
 import { DIVE_PERL, planText } from "../lib/confine/dive.ts";
+import { MASKED_PATHS } from "../lib/confine/policy.ts";
 import { compileFilter } from "../lib/confine/seccomp.ts";
 import { writeCgroup } from "../lib/cgroups/cage.ts";
 import { makeCgroups, removeCgroups } from "../lib/ferret/cgroups.ts";
@@ -450,18 +451,8 @@ function spec(bundle: string): void {
     linux: {
       resources: { devices: [{ allow: false, access: "rwm" }] },
       namespaces: [{ type: "pid" }, { type: "network" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }],
-      maskedPaths: [
-        "/proc/acpi",
-        "/proc/asound",
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/latency_stats",
-        "/proc/timer_list",
-        "/proc/timer_stats",
-        "/proc/sched_debug",
-        "/sys/firmware",
-        "/proc/scsi",
-      ],
+      // (what minc's confinement masks, lib/confine/policy.ts)
+      maskedPaths: MASKED_PATHS,
       readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
     },
   };
