@@ -34,7 +34,7 @@ import { compileFilter } from "../lib/confine/seccomp.ts";
 import { writeCgroup } from "../lib/cgroups/cage.ts";
 import { makeCgroups, removeCgroups } from "../lib/ferret/cgroups.ts";
 import { type Config, readConfig } from "../lib/ferret/config.ts";
-import { divePlan, initScript } from "../lib/ferret/init.ts";
+import { divePlan, initScript, ownMountNamespace } from "../lib/ferret/init.ts";
 import {
   alive,
   checkId,
@@ -109,6 +109,7 @@ function namespaceArgv(c: Config, fork: boolean): string[] {
   const join: Record<string, string> = {
     pid: "--pid",
     network: "--net",
+    mount: "--mount",
     ipc: "--ipc",
     uts: "--uts",
     cgroup: "--cgroup",
@@ -120,13 +121,29 @@ function namespaceArgv(c: Config, fork: boolean): string[] {
     "unshare",
     ...fresh,
     ...(fork ? ["--fork"] : []),
-    "--propagation",
-    "private",
+    // (a new mount namespace's mounts are made private, so that none shows on the host; a joined one is as it is)
+    ...(fresh.includes("--mount") ? ["--propagation", "private"] : []),
   ];
 }
 
+/** A container in the host's mount namespace: its root's bind and every mount under it, from the host's tree. */
+function unmountRoot(root: string): void {
+  step(
+    "The container was in the host's mount namespace: unmount what its init mounted there (the root's own bind on top)",
+  );
+  const ours = readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .some((l) => l.split(" ")[4] === root);
+  if (ours) run(["umount", "-R", "-l", root]);
+}
+
 /** Remove what create made: the init if it runs, its cgroups, the state directory. */
-function undo(files: ReturnType<typeof statePaths>, cgroups: readonly string[], pid: number | undefined): void {
+function undo(
+  files: ReturnType<typeof statePaths>,
+  cgroups: readonly string[],
+  pid: number | undefined,
+  hostMountsUnder?: string,
+): void {
   if (pid && startTime(pid)) {
     try {
       process.kill(pid, "SIGKILL");
@@ -135,6 +152,7 @@ function undo(files: ReturnType<typeof statePaths>, cgroups: readonly string[], 
     }
     until(() => (startTime(pid) ? undefined : true), 10_000);
   }
+  if (hostMountsUnder) unmountRoot(hostMountsUnder);
   removeCgroups(cgroups);
   rmSync(files.dir, { recursive: true, force: true });
 }
@@ -196,6 +214,7 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
       annotations: c.annotations,
       cgroups: cgroups.own,
       madeCgroups: cgroups.made,
+      hostMounts: !ownMountNamespace(c),
     };
     writeState(files, state);
     if (o.pidFile) {
@@ -204,7 +223,7 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
     }
     return { state, child };
   } catch (e) {
-    undo(files, cgroups.made, pid);
+    undo(files, cgroups.made, pid, ownMountNamespace(c) ? undefined : c.root.path);
     throw e;
   }
 }
@@ -301,6 +320,7 @@ function remove(g: Globals, id: string, force: boolean): void {
       throw new MincError(`container ${id} did not end after SIGKILL`);
     }
   }
+  if (state.hostMounts) unmountRoot(state.rootfs);
   step("Remove its cgroups and state");
   removeCgroups(state.madeCgroups);
   shown(`rm -rf ${files.dir}`);

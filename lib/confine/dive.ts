@@ -17,6 +17,7 @@
 // rest of perl's arguments.
 //
 //   pivot ROOT             pivot_root into ROOT, detach the old root
+//   chroot ROOT            chroot into ROOT (a container in the host's mount namespace)
 //   rlimit N SOFT HARD     prlimit64 (N is the resource's number)
 //   keyring                a new session keyring
 //   seccomp FILE           load the filter (with no_new_privs, or while privileged)
@@ -53,7 +54,10 @@ sub sys { my ($what, $r) = @_; $r >= 0 or die "$what: $!\\n"; $r }
 sub caps { my $m = 0; $m |= 1 << $_ for grep { length } split /,/, shift; $m }
 for my $s (@steps) {
   my ($op, @a) = @$s;
-  if ($op eq 'pivot') {
+  if ($op eq 'chroot') {
+    chroot $a[0] or die "chroot $a[0]: $!\n";
+    chdir '/' or die "chdir /: $!\n";
+  } elsif ($op eq 'pivot') {
     chdir $a[0] or die "chdir $a[0]: $!\\n";
     sys('pivot_root', syscall(155, my $d1 = '.', my $d2 = '.'));
     sys('umount the old root', syscall(166, my $d3 = '.', 2));

@@ -474,10 +474,6 @@ export function readConfig(bundleDir: string): Config {
   }
   if (linux.mountLabel) fail("linux.mountLabel", "SELinux is not supported by ferret");
   const ns = namespaces(linux.namespaces);
-  if (!ns.some((n) => n.type === "mount"))
-    fail("linux.namespaces", "ferret needs a mount namespace of the container's own");
-  if (ns.find((n) => n.type === "mount")?.path)
-    fail("linux.namespaces", "a mount namespace joined by path is not supported");
   const cgroupsPath = linux.cgroupsPath === undefined ? undefined : str(linux.cgroupsPath, "linux.cgroupsPath");
   if (
     cgroupsPath !== undefined &&

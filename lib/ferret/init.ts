@@ -122,6 +122,11 @@ function masks(s: Script, c: Config): void {
   }
 }
 
+/** Does the container get a mount namespace (new, or joined by path), or stay in the host's? */
+export function ownMountNamespace(c: Config): boolean {
+  return c.namespaces.some((n) => n.type === "mount");
+}
+
 /** The init: sh lines, PID 1 of the new namespaces, ending in the exec of the dive. */
 export function initScript(c: Config, files: StatePaths, cgroups: readonly string[]): string {
   const root = c.root.path;
@@ -135,6 +140,12 @@ export function initScript(c: Config, files: StatePaths, cgroups: readonly strin
   s.cmd("export LIBMOUNT_MTAB=/proc/mounts");
   s.comment("The root must be a mount point for pivot_root");
   s.cmd(quoteAll(["mount", "--rbind", root, root]));
+  if (!ownMountNamespace(c)) {
+    s.comment(
+      "No mount namespace of its own: these mounts are the host's, kept from spreading; ferret delete unmounts them",
+    );
+    s.cmd(quoteAll(["mount", "--make-rprivate", root]));
+  }
   if (c.hostname) s.cmd(`printf '%s\\n' ${quote(c.hostname)} > /proc/sys/kernel/hostname`);
   s.comment("mounts");
   for (const m of c.mounts) mountOne(s, root, m);
@@ -164,7 +175,8 @@ export function divePlan(c: Config, files: StatePaths, o: { keyring: boolean }):
   const dropped = CAPABILITIES.filter((n) => !caps.bounding.includes(n));
   return [
     ["env", files.env],
-    ["pivot", c.root.path],
+    // pivot_root would swap the host's own root when the mount namespace is the host's: chroot then
+    [ownMountNamespace(c) ? "pivot" : "chroot", c.root.path],
     ...p.rlimits.map((r): DiveStep => ["rlimit", String(rlimitNumber(r.type)), String(r.soft), String(r.hard)]),
     ...(o.keyring ? [["keyring"] as DiveStep] : []),
     // Without no_new_privs the filter can only be loaded while the process still has cap_sys_admin (as runc does).

@@ -40,6 +40,8 @@ export interface State {
   cgroups: string[];
   /** The cgroup directories create made (parents too), in the order delete removes them. */
   madeCgroups: string[];
+  /** In the host's mount namespace, the mounts under the root are the host's: delete unmounts them. */
+  hostMounts: boolean;
 }
 
 export type Status = "creating" | "created" | "running" | "paused" | "stopped";
