@@ -12,18 +12,24 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import {
   appendFileSync,
+  chmodSync,
+  statSync,
+  chownSync,
+  readdirSync,
   closeSync,
   constants,
   existsSync,
   mkdirSync,
   openSync,
   readFileSync,
+  readlinkSync,
   renameSync,
   rmSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
 import { constants as os } from "node:os";
+import { dirname } from "node:path";
 import { MincError, start, usageError } from "../lib/core/fail.ts";
 import { quoteAll, shown, step } from "../lib/core/trace.ts";
 import { VERSION } from "../lib/core/version.ts";
@@ -97,7 +103,7 @@ function until<T>(check: () => T | undefined, ms: number): T | undefined {
 }
 
 /** The unshare (and nsenter, for namespaces joined by path) that starts the init in the container's namespaces. */
-function namespaceArgv(c: Config, fork: boolean): string[] {
+function namespaceArgv(c: Config, userHolder: number | undefined): string[] {
   const flags: Record<string, string> = {
     pid: "--pid",
     network: "--net",
@@ -114,13 +120,15 @@ function namespaceArgv(c: Config, fork: boolean): string[] {
     uts: "--uts",
     cgroup: "--cgroup",
   };
-  const joined = c.namespaces.filter((n) => n.path).map((n) => `${join[n.type]}=${n.path}`);
-  const fresh = c.namespaces.filter((n) => !n.path).map((n) => flags[n.type]);
+  const joined = [
+    ...(userHolder ? [`--user=/proc/${userHolder}/ns/user`] : []),
+    ...c.namespaces.filter((n) => n.path).map((n) => `${join[n.type]}=${n.path}`),
+  ];
+  const fresh = c.namespaces.filter((n) => !n.path && n.type !== "user").map((n) => flags[n.type]);
   return [
     ...(joined.length > 0 ? ["nsenter", ...joined, "--"] : []),
     "unshare",
     ...fresh,
-    ...(fork ? ["--fork"] : []),
     // (a new mount namespace's mounts are made private, so that none shows on the host; a joined one is as it is)
     ...(fresh.includes("--mount") ? ["--propagation", "private"] : []),
   ];
@@ -157,12 +165,83 @@ function undo(
   rmSync(files.dir, { recursive: true, force: true });
 }
 
+/**
+ * A new user namespace, its ids mapped: held by a sleep while the init
+ * joins it (nsenter makes it root there, mapped, before it execs, so it
+ * keeps its capabilities in the namespace; a process that execs unmapped
+ * loses them). We write the maps as the host's root: newuidmap would want
+ * /etc/subuid ranges for root. Returns the holder's PID.
+ */
+function userNamespace(c: Config): number {
+  const holder = spawn("unshare", ["--user", "sleep", "600"], { stdio: "ignore", detached: true });
+  holder.unref();
+  const pid = holder.pid!;
+  const userns = until(() => {
+    try {
+      const ns = readlinkSync(`/proc/${pid}/ns/user`);
+      return ns !== readlinkSync("/proc/self/ns/user") ? ns : undefined;
+    } catch {
+      return undefined;
+    }
+  }, 10_000);
+  if (!userns) throw new MincError("unshare --user did not make a user namespace");
+  for (const [file, m] of [
+    ["uid_map", c.uidMap!],
+    ["gid_map", c.gidMap ?? c.uidMap!],
+  ] as const) {
+    hostIdOfRoot(m);
+    writeCgroup(`/proc/${pid}/${file}`, `${m.containerID} ${m.hostID} ${m.size}\n`);
+  }
+  return pid;
+}
+
+/** Root of a new user namespace is an ordinary user on the host: every directory above path must let others through. */
+function reachableByOthers(path: string, what: string): void {
+  for (let d = dirname(path); d !== "/"; d = dirname(d)) {
+    if ((statSync(d).mode & 0o001) === 0) {
+      throw usageError(
+        `${what} ${path}: ${d} is not searchable by others, and root of the container's user namespace is no one on the host`,
+      );
+    }
+  }
+}
+
+/**
+ * The init goes on as root of its new user namespace (a host uid the
+ * mapping gives): the state dir and its files become that uid's, so that
+ * it reads its plan and says ready there.
+ */
+function giveToMappedRoot(c: Config, dir: string): void {
+  const uid = hostIdOfRoot(c.uidMap!);
+  const gid = hostIdOfRoot(c.gidMap ?? c.uidMap!);
+  shown(`chown -R ${uid}:${gid} ${dir}`);
+  chownSync(dir, uid, gid);
+  for (const f of readdirSync(dir)) chownSync(`${dir}/${f}`, uid, gid);
+}
+
+function hostIdOfRoot(m: { containerID: number; hostID: number; size: number }): number {
+  if (m.containerID !== 0) throw usageError("config.json: linux.uidMappings: ferret needs container id 0 mapped");
+  return m.hostID;
+}
+
+/** What the init cannot do as root of a user namespace, done from the host: its cgroups, its OOM score. */
+function fromOutside(c: Config, pid: number, cgroups: readonly string[]): void {
+  for (const cg of cgroups) writeCgroup(`${cg}/cgroup.procs`, String(pid));
+  if (c.process.oomScoreAdj !== undefined) writeCgroup(`/proc/${pid}/oom_score_adj`, String(c.process.oomScoreAdj));
+}
+
 /** Build the container: its state dir, cgroups, init and dive; the init waits for start. Returns the init's PID. */
 function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; keyring: boolean; fork: boolean }) {
   const c = readConfig(bundle);
   if (c.process.terminal) throw usageError("config.json: process.terminal: a terminal is not supported by ferret yet");
   const files = statePaths(g.root, id);
-  mkdirSync(g.root, { recursive: true, mode: 0o700 });
+  // (traversable, not listable: the init of a new user namespace, root only there, reaches its own dir)
+  mkdirSync(g.root, { recursive: true, mode: 0o711 });
+  if (c.uidMap) {
+    chmodSync(g.root, statSync(g.root).mode | 0o111);
+    reachableByOthers(files.dir, "--root");
+    reachableByOthers(c.root.path, "root.path");
+  }
   try {
     mkdirSync(files.dir, { mode: 0o700 });
   } catch {
@@ -170,6 +249,8 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
   }
   let cgroups: { own: string[]; made: string[] } = { own: [], made: [] };
   let pid: number | undefined;
+  /** A new user namespace's holder, until the init is in it. */
+  let holder: number | undefined;
   try {
     cgroups = makeCgroups(c, id);
     step("The init, its dive and its plan (lib/ferret/init.ts, lib/confine/dive.ts)");
@@ -182,10 +263,21 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
     writeFileSync(files.plan, planText(divePlan(c, files, { keyring: o.keyring })));
     writeFileSync(files.init, initScript(c, files, cgroups.own));
     run(["mkfifo", "-m", "600", files.execFifo]);
-    const argv = [...namespaceArgv(c, o.fork), "sh", files.init];
-    // Without --fork, the new PID namespace's first process is the one sh starts in the background: its parent sh
-    // exits at once, so the init belongs to whoever reaps our orphans (conmon, containerd's shim).
-    const startArgv = o.fork ? argv : [...argv.slice(0, -2), "sh", "-c", 'sh "$0" <&0 &', files.init];
+    if (c.uidMap) giveToMappedRoot(c, files.dir);
+    holder = c.uidMap ? userNamespace(c) : undefined;
+    // The new PID namespace's first process is the one the starter sh starts in the background. For create the
+    // starter exits at once, so the init belongs to whoever reaps our orphans (conmon, containerd's shim); for run
+    // it waits for the init. It tells the init's PID as it sees it (the host's, unless a PID namespace is joined).
+    const starter = 'sh "$0" <&0 & echo $! > "$1"; [ -z "$2" ] || wait $!';
+    const startArgv = [
+      ...namespaceArgv(c, holder),
+      "sh",
+      "-c",
+      starter,
+      files.init,
+      files.pid,
+      ...(o.fork ? ["wait"] : []),
+    ];
     shown(`${quoteAll(startArgv)}${o.fork ? " &" : ""}`);
     let child: ChildProcess | undefined;
     if (o.fork) child = spawn(startArgv[0], startArgv.slice(1), { stdio: "inherit" });
@@ -194,15 +286,27 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
       if (r.status !== 0)
         throw new MincError(`starting the init failed (${startArgv[0]} exited ${r.status ?? r.signal})`);
     }
+    // (an init that could not even start, its script unreadable say, is seen gone by its starter's PID)
+    const watchable = !c.namespaces.some((n) => n.type === "pid" && n.path);
+    pid = until(() => {
+      const p = existsSync(files.pid) ? Number(readFileSync(files.pid, "utf8")) : 0;
+      if (p) return p;
+      const started = existsSync(files.starter) ? Number(readFileSync(files.starter, "utf8")) : 0;
+      return watchable && started && !startTime(started) ? 0 : undefined;
+    }, 60_000);
+    if (!pid) throw new MincError("the init did not start (see the error above)");
     const ready = until(() => {
       const text = existsSync(files.ready) ? readFileSync(files.ready, "utf8") : "";
       if (text.endsWith("\n")) return text.trim();
-      const p = existsSync(files.pid) ? Number(readFileSync(files.pid, "utf8")) : undefined;
-      if (p && !startTime(p) && !existsSync(files.ready)) return "error: the init ended before it was ready";
+      if (!startTime(pid!)) return "error: the init ended before it was ready";
       return undefined;
     }, 60_000);
-    pid = existsSync(files.pid) ? Number(readFileSync(files.pid, "utf8")) : undefined;
+    if (holder) {
+      process.kill(holder, "SIGKILL"); // (the namespace lives on with the init in it)
+      holder = undefined;
+    }
     if (ready !== "ready") throw new MincError(ready?.replace(/^error: /, "") ?? "the init did not get ready in 60 s");
+    if (c.uidMap) fromOutside(c, pid!, cgroups.own);
     const state: State = {
       ociVersion: OCI_VERSION,
       id,
@@ -223,6 +327,7 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
     }
     return { state, child };
   } catch (e) {
+    if (holder) process.kill(holder, "SIGKILL");
     undo(files, cgroups.made, pid, ownMountNamespace(c) ? undefined : c.root.path);
     throw e;
   }

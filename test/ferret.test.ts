@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import {
+  chmodSync,
   closeSync,
   cpSync,
   existsSync,
@@ -86,6 +87,7 @@ function leftovers(): string[] {
 describe("ferret", { skip }, () => {
   before(() => {
     dir = mkdtempSync("/tmp/minc-test-ferret-");
+    chmodSync(dir, 0o711); // (root of a container's user namespace is no one on the host: it must pass through)
     root = `${dir}/state`;
     cgroupParent = `/ferret-tests-${process.pid}`;
   });
@@ -160,6 +162,21 @@ describe("ferret", { skip }, () => {
       !existsSync(`/proc/${pid}`) || /^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8")),
       "it still runs",
     );
+    assert.deepEqual(leftovers(), []);
+  });
+
+  test("a new user namespace: its ids mapped as the config says, root inside is not root outside", () => {
+    const b = bundle((c) => {
+      (c.linux.namespaces as Json[]).push({ type: "user" });
+      c.linux.uidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+      c.linux.gidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+      c.process.args = ["sh", "-c", "id -u; cat /proc/self/uid_map; grep -E '^(Uid|CapEff)' /proc/self/status"];
+    });
+    const r = ferret(["run", "--bundle", b.dir, b.id]);
+    assert.equal(r.status, 0, r.stderr);
+    const [uid, map] = r.stdout.split("\n");
+    assert.equal(uid, "0");
+    assert.deepEqual(map.trim().split(/\s+/), ["0", "100000", "65536"]);
     assert.deepEqual(leftovers(), []);
   });
 

@@ -71,6 +71,12 @@ export interface Resources {
   devices: DeviceRule[];
 }
 
+export interface IdMapping {
+  containerID: number;
+  hostID: number;
+  size: number;
+}
+
 export interface Hooks {
   [when: string]: { path: string; args: string[]; env: string[]; timeout?: number }[];
 }
@@ -97,6 +103,9 @@ export interface Config {
   hostname: string | undefined;
   mounts: Mount[];
   namespaces: Namespace[];
+  /** A new user namespace's id mappings. */
+  uidMap: IdMapping | undefined;
+  gidMap: IdMapping | undefined;
   maskedPaths: string[];
   readonlyPaths: string[];
   devices: Device[];
@@ -307,11 +316,33 @@ function namespaces(x: unknown): Namespace[] {
     if (!NAMESPACES.includes(type)) fail(`${where}.type`, `unknown namespace ${type}`);
     if (seen.has(type)) fail(`${where}.type`, `${type} is given twice`);
     seen.add(type);
-    if (type === "user" || type === "time") fail(`${where}.type`, `a ${type} namespace is not supported by ferret yet`);
+    if (type === "time") fail(`${where}.type`, "a time namespace is not supported by ferret yet");
+    if (type === "user" && o.path) fail(`${where}.path`, "joining a user namespace is not supported by ferret yet");
     const path = o.path === undefined || o.path === "" ? undefined : absPath(o.path, `${where}.path`);
     if (path && !existsSync(path)) fail(`${where}.path`, `${path} does not exist`);
     return { type: type as Namespace["type"], path };
   });
+}
+
+/**
+ * A new user namespace's mapping (unshare --map-users takes one range):
+ * container ids from containerID, host ids from hostID, size of them.
+ */
+function idMapping(x: unknown, where: string, newUser: boolean): IdMapping | undefined {
+  const list = x === undefined ? [] : x;
+  if (!Array.isArray(list)) fail(where, "must be an array");
+  if (!newUser) {
+    if (list.length > 0) fail(where, "needs a new user namespace (linux.namespaces)");
+    return undefined;
+  }
+  if (list.length !== 1) fail(where, "ferret takes exactly one range for a new user namespace");
+  const o = obj(list[0], `${where}[0]`);
+  refuseUnknown(o, ["containerID", "hostID", "size"], `${where}[0]`);
+  return {
+    containerID: int(o.containerID, `${where}[0].containerID`),
+    hostID: int(o.hostID, `${where}[0].hostID`),
+    size: int(o.size, `${where}[0].size`, 1),
+  };
 }
 
 function mounts(x: unknown): Mount[] {
@@ -469,11 +500,11 @@ export function readConfig(bundleDir: string): Config {
     ],
     "linux",
   );
-  if ((linux.uidMappings as unknown[] | undefined)?.length || (linux.gidMappings as unknown[] | undefined)?.length) {
-    fail("linux.uidMappings", "user namespaces are not supported by ferret yet");
-  }
   if (linux.mountLabel) fail("linux.mountLabel", "SELinux is not supported by ferret");
   const ns = namespaces(linux.namespaces);
+  const newUser = ns.some((n) => n.type === "user" && !n.path);
+  const uidMap = idMapping(linux.uidMappings, "linux.uidMappings", newUser);
+  const gidMap = idMapping(linux.gidMappings, "linux.gidMappings", newUser);
   const cgroupsPath = linux.cgroupsPath === undefined ? undefined : str(linux.cgroupsPath, "linux.cgroupsPath");
   if (
     cgroupsPath !== undefined &&
@@ -520,6 +551,8 @@ export function readConfig(bundleDir: string): Config {
     hostname,
     mounts: mounts(c.mounts),
     namespaces: ns,
+    uidMap,
+    gidMap,
     maskedPaths: strs(linux.maskedPaths, "linux.maskedPaths").map((m, i) => absPath(m, `linux.maskedPaths[${i}]`)),
     readonlyPaths: strs(linux.readonlyPaths, "linux.readonlyPaths").map((m, i) =>
       absPath(m, `linux.readonlyPaths[${i}]`),

@@ -94,6 +94,12 @@ function devices(s: Script, c: Config): void {
   if (c.devices.length > 0) s.comment("linux.devices");
   for (const d of c.devices) {
     const at = inRoot(root, d.path);
+    if (c.uidMap) {
+      // A user namespace may not make device nodes: the host's node of the same path is bound.
+      mountpoint(s, at, true);
+      s.cmd(quoteAll(["mount", "--bind", d.path, at]));
+      continue;
+    }
     s.cmd(`mkdir -p ${quote(dirname(at))}`);
     s.cmd(`rm -f ${quote(at)}`);
     const mode = (d.fileMode & 0o7777).toString(8);
@@ -135,8 +141,11 @@ export function initScript(c: Config, files: StatePaths, cgroups: readonly strin
   s.raw(`fail() { printf 'error: failed: %s\\n' "$1" > ${quote(files.ready)}; exit 1; }`);
   s.comment("Our PID as the host sees it: /proc is still the host's");
   s.raw(`read -r pid _ < /proc/self/stat && echo "$pid" > ${quote(files.pid)} || fail 'record the pid'`);
-  for (const cg of cgroups) s.cmd(`echo 0 > ${quote(`${cg}/cgroup.procs`)}`);
-  if (c.process.oomScoreAdj !== undefined) s.cmd(`echo ${c.process.oomScoreAdj} > /proc/self/oom_score_adj`);
+  // (root of a new user namespace may not write the host's cgroups or lower its OOM score: ferret create does that)
+  if (!c.uidMap) {
+    for (const cg of cgroups) s.cmd(`echo 0 > ${quote(`${cg}/cgroup.procs`)}`);
+    if (c.process.oomScoreAdj !== undefined) s.cmd(`echo ${c.process.oomScoreAdj} > /proc/self/oom_score_adj`);
+  }
   s.cmd("export LIBMOUNT_MTAB=/proc/mounts");
   s.comment("The root must be a mount point for pivot_root");
   s.cmd(quoteAll(["mount", "--rbind", root, root]));
@@ -146,7 +155,9 @@ export function initScript(c: Config, files: StatePaths, cgroups: readonly strin
     );
     s.cmd(quoteAll(["mount", "--make-rprivate", root]));
   }
-  if (c.hostname) s.cmd(`printf '%s\\n' ${quote(c.hostname)} > /proc/sys/kernel/hostname`);
+  // (/proc/sys belongs to the host's root; in a new user namespace only the syscall, hostname(1), may name it)
+  if (c.hostname && c.uidMap) s.cmd(quoteAll(["hostname", c.hostname]));
+  else if (c.hostname) s.cmd(`printf '%s\\n' ${quote(c.hostname)} > /proc/sys/kernel/hostname`);
   s.comment("mounts");
   for (const m of c.mounts) mountOne(s, root, m);
   devices(s, c);

@@ -4,6 +4,7 @@
 //
 //   ROOT/ID/state.json   what `ferret state` says, and what delete undoes (the cgroups)
 //   ROOT/ID/pid          the init's PID as the host sees it (the init writes it)
+//   ROOT/ID/starter.pid  the init's PID as its starter sees it (create watches it until the init writes pid)
 //   ROOT/ID/init.sh      the init (lib/ferret/init.ts)
 //   ROOT/ID/dive.pl      the dive (lib/confine/dive.ts), and its plan
 //   ROOT/ID/seccomp.bpf  the compiled seccomp filter
@@ -17,6 +18,7 @@ export interface StatePaths {
   dir: string;
   state: string;
   pid: string;
+  starter: string;
   init: string;
   dive: string;
   plan: string;
@@ -61,6 +63,7 @@ export function statePaths(root: string, id: string): StatePaths {
     dir,
     state: `${dir}/state.json`,
     pid: `${dir}/pid`,
+    starter: `${dir}/starter.pid`,
     init: `${dir}/init.sh`,
     dive: `${dir}/dive.pl`,
     plan: `${dir}/plan`,
