@@ -173,7 +173,11 @@ function undo(
  * /etc/subuid ranges for root. Returns the holder's PID.
  */
 function userNamespace(c: Config): number {
-  const holder = spawn("unshare", ["--user", "sleep", "600"], { stdio: "ignore", detached: true });
+  // (--pdeathsig: the holder dies with us, should we be killed before we kill it)
+  const holder = spawn("setpriv", ["--pdeathsig", "KILL", "unshare", "--user", "sleep", "600"], {
+    stdio: "ignore",
+    detached: true,
+  });
   holder.unref();
   const pid = holder.pid!;
   const userns = until(() => {
