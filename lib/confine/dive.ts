@@ -18,6 +18,7 @@
 //
 //   pivot ROOT             pivot_root into ROOT, detach the old root
 //   chroot ROOT            chroot into ROOT (a container in the host's mount namespace)
+//   propagation FLAGS      mount(2) propagation flags for the new / (after pivot_root, which refuses a shared root)
 //   rlimit N SOFT HARD     prlimit64 (N is the resource's number)
 //   keyring                a new session keyring
 //   seccomp FILE           load the filter (with no_new_privs, or while privileged)
@@ -62,6 +63,8 @@ for my $s (@steps) {
     sys('pivot_root', syscall(155, my $d1 = '.', my $d2 = '.'));
     sys('umount the old root', syscall(166, my $d3 = '.', 2));
     chdir '/' or die "chdir /: $!\\n";
+  } elsif ($op eq 'propagation') {
+    sys('mount propagation of /', syscall(165, my $none = '', my $slash = '/', my $type = '', $a[0] + 0, 0));
   } elsif ($op eq 'rlimit') {
     my $limit = pack('QQ', $a[1], $a[2]);
     sys("setrlimit $a[0]", syscall(302, 0, $a[0] + 0, $limit, 0));

@@ -168,10 +168,17 @@ export function initScript(c: Config, files: StatePaths, cgroups: readonly strin
   }
   masks(s, c);
   if (c.root.readonly) s.cmd(quoteAll(["mount", "-o", "remount,bind,ro", root]));
-  s.cmd(quoteAll(["mount", `--make-${c.rootfsPropagation ?? "rprivate"}`, root]));
+  // (private until pivot_root, which refuses a shared one; the dive gives / the config's propagation after it, as runc)
+  s.cmd(quoteAll(["mount", "--make-rprivate", root]));
   s.comment("Dive: perl swaps the roots, confines the process, waits for ferret start and execs it");
   s.raw(`exec ${quoteAll(["perl", files.dive, files.plan, ...c.process.args])}`);
   return `${s.lines.join("\n")}\n`;
+}
+
+/** mount(2)'s flags for a propagation: MS_SHARED, MS_SLAVE, MS_PRIVATE, MS_UNBINDABLE, with MS_REC for the r- ones. */
+function propagationFlags(p: string): number {
+  const base: Record<string, number> = { shared: 1 << 20, slave: 1 << 19, private: 1 << 18, unbindable: 1 << 17 };
+  return p.startsWith("r") ? base[p.slice(1)] | 16384 : base[p];
 }
 
 function capNumbers(names: readonly string[]): string {
@@ -188,6 +195,9 @@ export function divePlan(c: Config, files: StatePaths, o: { keyring: boolean }):
     ["env", files.env],
     // pivot_root would swap the host's own root when the mount namespace is the host's: chroot then
     [ownMountNamespace(c) ? "pivot" : "chroot", c.root.path],
+    ...(c.rootfsPropagation && ownMountNamespace(c)
+      ? [["propagation", String(propagationFlags(c.rootfsPropagation))] as DiveStep]
+      : []),
     ...p.rlimits.map((r): DiveStep => ["rlimit", String(rlimitNumber(r.type)), String(r.soft), String(r.hard)]),
     ...(o.keyring ? [["keyring"] as DiveStep] : []),
     // Without no_new_privs the filter can only be loaded while the process still has cap_sys_admin (as runc does).
