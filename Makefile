@@ -49,7 +49,7 @@ NODE_MAJOR := 24
 # --cross is tested with Debian's arm64 busybox, run by qemu-user through binfmt_misc.
 FOREIGN_ARCH := arm64
 
-.PHONY: all build deps test-deps typecheck lint lint-sh test install uninstall clean bench docs man completion
+.PHONY: oci-suite all build deps test-deps typecheck lint lint-sh test install uninstall clean bench docs man completion
 
 all: build man completion
 
@@ -101,6 +101,17 @@ test-deps: deps
 	  for s in $(TEST_SERVICES); do systemctl disable $$s >/dev/null 2>&1 || true; done; \
 	  exit $$rc; \
 	fi
+	@$(MAKE) --no-print-directory oci-suite
+
+# The OCI runtime conformance suite (opencontainers/runtime-tools validation/),
+# built once into test/.cache/oci from the source the workplace keeps beside
+# the checkout (../shared/oci, or OCI_SUITE_SRC); test/oci.test.ts runs it
+# against ferret, and says so and skips where it is not there.
+OCI_SUITE_SRC ?= $(firstword $(wildcard ../shared/oci /work/shared/oci))
+oci-suite:
+	@[ -x test/.cache/oci/runtime-tools/validation/default/default.t ] || \
+	  { [ -n "$(OCI_SUITE_SRC)" ] && sh $(OCI_SUITE_SRC)/build-validation.sh test/.cache/oci >/dev/null; } || \
+	  echo "oci-suite: no source of the conformance suite (OCI_SUITE_SRC): test/oci.test.ts will skip"
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci

@@ -279,7 +279,7 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
       "-c",
       starter,
       files.init,
-      files.pid,
+      files.starter,
       ...(o.fork ? ["wait"] : []),
     ];
     shown(`${quoteAll(startArgv)}${o.fork ? " &" : ""}`);
