@@ -49,6 +49,15 @@ const lazyHelpLayout = {
   },
 };
 
+// ferret is run by other programs (podman's conmon, containerd's shim) with a
+// PATH of their own, where the first node may be the system's older one: a
+// line of sh runs /usr/local/bin/node (where make deps puts Node 24) if it is
+// there, else the PATH's (about 1 ms); to Node that line is a string and a comment.
+const FERRET_SHEBANG = [
+  "#!/bin/sh",
+  `':' //; [ -x /usr/local/bin/node ] && exec /usr/local/bin/node "$0" "$@"; exec node "$0" "$@"`,
+].join("\n");
+
 // A backend (libexec/minc-*.ts) exports its main, and runs when it is the
 // program: its executable is this wrapper around it. Another program that
 // runs it in its own Node imports the same main (lib/core/run.ts).
@@ -75,7 +84,7 @@ await Promise.all(
       // CommonJS: an extensionless file installed under /usr/local/bin has no
       // package.json beside it to say it is an ES module.
       format: "cjs",
-      ...(usesYargs(entry) ? yargsFix : { banner: { js: "#!/usr/bin/env node" } }),
+      ...(usesYargs(entry) ? yargsFix : { banner: { js: entry === "bin/ferret.ts" ? FERRET_SHEBANG : "#!/usr/bin/env node" } }),
       define: { ...(usesYargs(entry) ? yargsFix.define : {}), ...prebuilt },
       legalComments: "none",
       plugins: [lazyHelpLayout],
