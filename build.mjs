@@ -84,7 +84,9 @@ await Promise.all(
       // CommonJS: an extensionless file installed under /usr/local/bin has no
       // package.json beside it to say it is an ES module.
       format: "cjs",
-      ...(usesYargs(entry) ? yargsFix : { banner: { js: entry === "bin/ferret.ts" ? FERRET_SHEBANG : "#!/usr/bin/env node" } }),
+      ...(usesYargs(entry)
+        ? yargsFix
+        : { banner: { js: entry === "bin/ferret.ts" ? FERRET_SHEBANG : "#!/usr/bin/env node" } }),
       define: { ...(usesYargs(entry) ? yargsFix.define : {}), ...prebuilt },
       legalComments: "none",
       plugins: [lazyHelpLayout],
