@@ -39,7 +39,7 @@ import { MASKED_PATHS } from "../lib/confine/policy.ts";
 import { compileFilter } from "../lib/confine/seccomp.ts";
 import { writeCgroup } from "../lib/cgroups/cage.ts";
 import { makeCgroups, removeCgroups } from "../lib/ferret/cgroups.ts";
-import { type Config, readConfig } from "../lib/ferret/config.ts";
+import { type Config, checkProcess, readConfig } from "../lib/ferret/config.ts";
 import { divePlan, initScript, ownMountNamespace } from "../lib/ferret/init.ts";
 import {
   alive,
@@ -62,7 +62,11 @@ interface Globals {
 }
 
 /** Options of a command: --name VALUE, --name=VALUE, flags; the rest are its operands. */
-function parseOptions(args: string[], withValue: readonly string[]): { opts: Map<string, string>; rest: string[] } {
+function parseOptions(
+  args: string[],
+  withValue: readonly string[],
+  repeated: readonly string[] = [],
+): { opts: Map<string, string>; rest: string[] } {
   const opts = new Map<string, string>();
   const rest: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -77,10 +81,11 @@ function parseOptions(args: string[], withValue: readonly string[]): { opts: Map
     }
     const m = /^--?([^=]+)(?:=(.*))?$/.exec(a)!;
     const name = m[1];
-    if (withValue.includes(name)) {
+    if (withValue.includes(name) || repeated.includes(name)) {
       const value = m[2] ?? args[++i];
       if (value === undefined) throw usageError(`--${name} needs a value`);
-      opts.set(name, value);
+      // (a repeated one, -e A=1 -e B=2, keeps every value, NUL-separated)
+      opts.set(name, repeated.includes(name) && opts.has(name) ? `${opts.get(name)}\0${value}` : value);
     } else if (m[2] !== undefined) throw usageError(`--${name} takes no value`);
     else opts.set(name, "true");
   }
@@ -341,6 +346,74 @@ function run(argv: string[]): void {
   shown(quoteAll(argv));
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], encoding: "utf8" });
   if (r.status !== 0) throw new MincError(`${argv[0]} failed: ${r.stderr.trim() || r.error?.message}`);
+}
+
+/**
+ * ferret exec: a process in a running container's namespaces and cgroups,
+ * confined as its --process (or the container's process, with these args)
+ * says, under the container's seccomp filter. The dive enters them and
+ * forks (a PID namespace takes children only); with --detach ferret returns
+ * once it runs, else with its exit status.
+ */
+function execIn(g: Globals, id: string, args: string[], opts: Map<string, string>): number {
+  const state = readState(g.root, id);
+  if (statusOf(g.root, state) !== "running") throw new MincError(`container ${id} is not running`);
+  const c = readConfig(state.bundle);
+  if (c.uidMap) throw usageError("exec: into a container with a user namespace is not supported by ferret yet");
+  const file = opts.get("process") ?? opts.get("p");
+  let proc = c.process;
+  if (file) {
+    let json: unknown;
+    try {
+      json = JSON.parse(readFileSync(file, "utf8"));
+    } catch (e) {
+      throw usageError(`exec --process ${file}: ${(e as Error).message}`);
+    }
+    proc = checkProcess(json);
+  } else {
+    if (args.length === 0) throw usageError("exec: no command");
+    proc = { ...proc, args, env: [...proc.env, ...(opts.get("env") ?? "").split("\0").filter((e) => e)] };
+    const cwd = opts.get("cwd");
+    if (cwd)
+      proc.cwd = cwd.startsWith("/")
+        ? cwd
+        : (() => {
+            throw usageError(`exec --cwd ${cwd}: not absolute`);
+          })();
+    const user = opts.get("user") ?? opts.get("u");
+    if (user) {
+      const m = /^(\d+)(?::(\d+))?$/.exec(user);
+      if (!m) throw usageError(`exec --user ${user}: UID[:GID] as numbers`);
+      proc.uid = Number(m[1]);
+      proc.gid = Number(m[2] ?? m[1]);
+    }
+    if (opts.has("no-new-privs")) proc.noNewPrivileges = true;
+  }
+  if (proc.terminal) throw usageError("exec: process.terminal: a terminal is not supported by ferret yet");
+  const files = statePaths(g.root, id);
+  const tag = `exec-${process.pid}`;
+  const plan = `${files.dir}/${tag}.plan`;
+  const env = `${files.dir}/${tag}.env`;
+  try {
+    writeFileSync(env, proc.env.map((kv) => `${kv}\0`).join(""), { mode: 0o600 });
+    const steps = divePlan({ ...c, process: proc, seccomp: existsSync(files.seccomp) ? c.seccomp : undefined }, files, {
+      keyring: false,
+      exec: {
+        pid: state.pid,
+        cgroups: state.cgroups,
+        pidFile: opts.get("pid-file") ?? "",
+        detach: opts.has("detach") || opts.has("d"),
+      },
+    });
+    writeFileSync(plan, planText(steps.map((st) => (st[0] === "env" ? ["env", env] : st))));
+    const argv = ["perl", files.dive, plan, ...proc.args];
+    shown(quoteAll(argv));
+    const r = spawnSync(argv[0], argv.slice(1), { stdio: "inherit" });
+    return r.status ?? 128 + (r.signal ? os.signals[r.signal] : 0);
+  } finally {
+    rmSync(plan, { force: true });
+    rmSync(env, { force: true });
+  }
 }
 
 /** Let the init exec the user's program: a byte into its exec fifo. */
@@ -700,6 +773,37 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
           return 0;
         }
         return await runContainer(g, id, bundle, { ...o, detach: opts.has("detach") || opts.has("d") });
+      }
+      case "exec": {
+        const { opts, rest: ops } = parseOptions(
+          rest,
+          ["process", "p", "pid-file", "cwd", "user", "u", "console-socket"],
+          ["env", "e"],
+        );
+        onlyKnown(
+          opts,
+          [
+            "process",
+            "p",
+            "pid-file",
+            "cwd",
+            "user",
+            "u",
+            "detach",
+            "d",
+            "tty",
+            "t",
+            "console-socket",
+            "env",
+            "e",
+            "no-new-privs",
+          ],
+          "exec",
+        );
+        if (opts.has("tty") || opts.has("t") || opts.has("console-socket")) {
+          throw usageError("exec --tty: a terminal is not supported by ferret yet");
+        }
+        return execIn(g, checkId(ops[0]), ops.slice(1), opts);
       }
       case "start":
         startContainer(g, checkId(rest[0]));

@@ -285,6 +285,31 @@ describe("ferret", { skip }, () => {
       assert.match(bnd, /CapBnd:\s+00000000800405fb/, "podman's default capabilities");
       assert.match(seccomp, /Seccomp:\s+2/, "podman's seccomp profile is loaded");
       assert.equal(podman(["ps", "-a", "-q"]).stdout.trim(), "", "--rm left a container");
+
+      // run -d, exec (its exit status, in the container's PID namespace), pause/unpause, stop, rm
+      const limits = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"];
+      const d = podman(
+        ["--runtime", FERRET, "run", "-d", "--network", "none", ...limits, "--pids-limit", "100"].concat([
+          "ferret-test-bbx",
+          "sh",
+          "-c",
+          "echo started; exec sleep 600",
+        ]),
+      );
+      assert.equal(d.status, 0, d.stderr);
+      const cid = d.stdout.trim();
+      const inspect = (): string => podman(["inspect", "--format", "{{.State.Status}}", cid]).stdout.trim();
+      const e = podman(["--runtime", FERRET, "exec", cid, "sh", "-c", "echo $$ $(cat /proc/1/comm); exit 5"]);
+      assert.equal(e.status, 5, e.stderr);
+      assert.match(e.stdout, /^\d+ sleep\n$/, "exec runs beside the container's PID 1");
+      assert.equal(podman(["--runtime", FERRET, "pause", cid]).status, 0);
+      assert.equal(inspect(), "paused");
+      assert.equal(podman(["--runtime", FERRET, "unpause", cid]).status, 0);
+      assert.equal(inspect(), "running");
+      assert.equal(podman(["--runtime", FERRET, "stop", "-t", "1", cid]).status, 0);
+      assert.equal(inspect(), "exited");
+      assert.match(podman(["logs", cid]).stdout, /^started$/m);
+      assert.equal(podman(["--runtime", FERRET, "rm", cid]).status, 0);
       // (podman's delete --force runs ferret with conmon's PATH, where the first node may be the system's older one)
       assert.deepEqual(
         states().filter((id) => !statesBefore.includes(id)),

@@ -18,6 +18,8 @@
 //
 //   pivot ROOT             pivot_root into ROOT, detach the old root
 //   chroot ROOT            chroot into ROOT (a container in the host's mount namespace)
+//   join PID CGROUPS       (ferret exec) enter PID's namespaces; first, its cgroups (comma-separated dirs)
+//   fork PIDFILE detach|wait  (ferret exec) the rest runs in a child: its PID to PIDFILE; the parent leaves or waits
 //   propagation FLAGS      mount(2) propagation flags for the new / (after pivot_root, which refuses a shared root)
 //   rlimit N SOFT HARD     prlimit64 (N is the resource's number)
 //   keyring                a new session keyring
@@ -38,7 +40,7 @@
 export const DIVE_PERL = `# ferret's dive (lib/confine/dive.ts): PLAN, then the command.
 use strict;
 my ($plan, @argv) = @ARGV;
-my ($ready, $wait, $filter, @env);
+my ($ready, $wait, $filter, $pidfile, @env, @join);
 $SIG{__DIE__} = sub { print $ready "error: @_" if $ready; print STDERR "ferret: @_"; exit 127 };
 open(my $p, '<', $plan) or die "plan $plan: $!\\n";
 my @steps = map { chomp; [split /\\t/, $_, -1] } <$p>;
@@ -50,12 +52,33 @@ for my $s (@steps) {
   elsif ($op eq 'wait') { open($wait, '+<', $a[0]) or die "$a[0]: $!\\n" }
   elsif ($op eq 'seccomp') { $filter = slurp($a[0]) }
   elsif ($op eq 'env') { @env = grep { length } split /\\0/, slurp($a[0]) }
+  elsif ($op eq 'join') {
+    for my $ns (qw(cgroup ipc uts net pid mnt)) {
+      open(my $h, '<', "/proc/$a[0]/ns/$ns") or die "the container's $ns namespace: $!\\n";
+      push @join, $h;
+    }
+    for my $cg (grep { length } split /,/, $a[1]) {
+      open(my $h, '>>', "$cg/cgroup.procs") or die "$cg: $!\\n"; print $h "$$\\n"; close $h or die "join $cg: $!\\n";
+    }
+  }
+  elsif ($op eq 'fork' && length $a[0]) { open($pidfile, '>', $a[0]) or die "$a[0]: $!\\n" }
 }
 sub sys { my ($what, $r) = @_; $r >= 0 or die "$what: $!\\n"; $r }
 sub caps { my $m = 0; $m |= 1 << $_ for grep { length } split /,/, shift; $m }
 for my $s (@steps) {
   my ($op, @a) = @$s;
-  if ($op eq 'chroot') {
+  if ($op eq 'join') {
+    sys('setns', syscall(308, fileno($_), 0)) for @join;
+  } elsif ($op eq 'fork') {
+    # (a PID namespace takes children only; the parent says the child's PID, then leaves it or waits for it)
+    defined(my $child = fork) or die "fork: $!\\n";
+    if ($child) {
+      if ($pidfile) { print $pidfile $child; close $pidfile }
+      exit 0 if $a[1] eq 'detach';
+      waitpid($child, 0);
+      exit($? & 127 ? 128 + ($? & 127) : $? >> 8);
+    }
+  } elsif ($op eq 'chroot') {
     chroot $a[0] or die "chroot $a[0]: $!\n";
     chdir '/' or die "chdir /: $!\n";
   } elsif ($op eq 'pivot') {

@@ -422,6 +422,56 @@ function hooks(x: unknown): Hooks {
   return out;
 }
 
+/** config.json's process, or the one `ferret exec --process FILE` gives. */
+export function checkProcess(x: unknown): Config["process"] {
+  const p = obj(x, "process");
+  refuseUnknown(
+    p,
+    [
+      "terminal",
+      "consoleSize",
+      "user",
+      "args",
+      "env",
+      "cwd",
+      "capabilities",
+      "rlimits",
+      "noNewPrivileges",
+      "oomScoreAdj",
+      "apparmorProfile",
+      "selinuxLabel",
+    ],
+    "process",
+  );
+  if (p.apparmorProfile) fail("process.apparmorProfile", "AppArmor is not supported by ferret (this host has none)");
+  if (p.selinuxLabel) fail("process.selinuxLabel", "SELinux is not supported by ferret");
+  const user = p.user === undefined ? {} : obj(p.user, "process.user");
+  refuseUnknown(user, ["uid", "gid", "umask", "additionalGids"], "process.user");
+  const args = strs(p.args, "process.args");
+  if (args.length === 0) fail("process.args", "is empty: no program to run");
+  const env = strs(p.env, "process.env");
+  env.forEach((kv, i) => {
+    if (!/^[^=]+=/.test(kv)) fail(`process.env[${i}]`, `${kv} is not NAME=VALUE`);
+  });
+  const cwd = p.cwd === undefined ? "/" : absPath(p.cwd, "process.cwd");
+  return {
+    terminal: bool(p.terminal, "process.terminal"),
+    args,
+    env,
+    cwd,
+    uid: user.uid === undefined ? 0 : int(user.uid, "process.user.uid"),
+    gid: user.gid === undefined ? 0 : int(user.gid, "process.user.gid"),
+    additionalGids: (user.additionalGids === undefined ? [] : (user.additionalGids as unknown[])).map((g, i) =>
+      int(g, `process.user.additionalGids[${i}]`),
+    ),
+    umask: user.umask === undefined ? undefined : int(user.umask, "process.user.umask", 0, 0o777),
+    capabilities: capabilities(p.capabilities),
+    rlimits: rlimits(p.rlimits),
+    noNewPrivileges: bool(p.noNewPrivileges, "process.noNewPrivileges"),
+    oomScoreAdj: p.oomScoreAdj === undefined ? undefined : int(p.oomScoreAdj, "process.oomScoreAdj", -1000, 1000),
+  };
+}
+
 /** Read and check BUNDLE/config.json. */
 export function readConfig(bundleDir: string): Config {
   const bundle = resolve(bundleDir);
@@ -452,35 +502,6 @@ export function readConfig(bundleDir: string): Config {
   const rootfs = isAbsolute(rootPath) ? rootPath : resolve(bundle, rootPath);
   if (/[\t\n]/.test(rootfs)) fail("root.path", "has a tab or newline in it");
   if (!existsSync(rootfs) || !statSync(rootfs).isDirectory()) fail("root.path", `${rootfs} is not a directory`);
-  const p = obj(c.process, "process");
-  refuseUnknown(
-    p,
-    [
-      "terminal",
-      "consoleSize",
-      "user",
-      "args",
-      "env",
-      "cwd",
-      "capabilities",
-      "rlimits",
-      "noNewPrivileges",
-      "oomScoreAdj",
-      "apparmorProfile",
-      "selinuxLabel",
-    ],
-    "process",
-  );
-  if (p.apparmorProfile) fail("process.apparmorProfile", "AppArmor is not supported by ferret (this host has none)");
-  if (p.selinuxLabel) fail("process.selinuxLabel", "SELinux is not supported by ferret");
-  const user = p.user === undefined ? {} : obj(p.user, "process.user");
-  refuseUnknown(user, ["uid", "gid", "umask", "additionalGids"], "process.user");
-  const args = strs(p.args, "process.args");
-  if (args.length === 0) fail("process.args", "is empty: no program to run");
-  const env = strs(p.env, "process.env");
-  env.forEach((kv, i) => {
-    if (!/^[^=]+=/.test(kv)) fail(`process.env[${i}]`, `${kv} is not NAME=VALUE`);
-  });
   const linux = c.linux === undefined ? {} : obj(c.linux, "linux");
   refuseUnknown(
     linux,
@@ -527,27 +548,11 @@ export function readConfig(bundleDir: string): Config {
   if (hostname !== undefined && !ns.some((n) => n.type === "uts")) {
     fail("hostname", "needs a UTS namespace (else it would rename the host)");
   }
-  const cwd = p.cwd === undefined ? "/" : absPath(p.cwd, "process.cwd");
   return {
     ociVersion,
     bundle,
     root: { path: rootfs, readonly: bool(root.readonly, "root.readonly") },
-    process: {
-      terminal: bool(p.terminal, "process.terminal"),
-      args,
-      env,
-      cwd,
-      uid: user.uid === undefined ? 0 : int(user.uid, "process.user.uid"),
-      gid: user.gid === undefined ? 0 : int(user.gid, "process.user.gid"),
-      additionalGids: (user.additionalGids === undefined ? [] : (user.additionalGids as unknown[])).map((g, i) =>
-        int(g, `process.user.additionalGids[${i}]`),
-      ),
-      umask: user.umask === undefined ? undefined : int(user.umask, "process.user.umask", 0, 0o777),
-      capabilities: capabilities(p.capabilities),
-      rlimits: rlimits(p.rlimits),
-      noNewPrivileges: bool(p.noNewPrivileges, "process.noNewPrivileges"),
-      oomScoreAdj: p.oomScoreAdj === undefined ? undefined : int(p.oomScoreAdj, "process.oomScoreAdj", -1000, 1000),
-    },
+    process: checkProcess(c.process),
     hostname,
     mounts: mounts(c.mounts),
     namespaces: ns,

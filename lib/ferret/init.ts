@@ -186,16 +186,27 @@ function capNumbers(names: readonly string[]): string {
 }
 
 /** The dive's plan (lib/confine/dive.ts) for this config. */
-export function divePlan(c: Config, files: StatePaths, o: { keyring: boolean }): DiveStep[] {
+export function divePlan(
+  c: Config,
+  files: StatePaths,
+  o: { keyring: boolean; exec?: { pid: number; cgroups: string[]; pidFile: string; detach: boolean } },
+): DiveStep[] {
   const p = c.process;
   const caps = p.capabilities;
   const filter: DiveStep[] = c.seccomp ? [["seccomp", files.seccomp]] : [];
   const dropped = CAPABILITIES.filter((n) => !caps.bounding.includes(n));
+  // (ferret exec: into a running container's namespaces, no new root, nothing to wait for)
+  const into: DiveStep[] = o.exec
+    ? [
+        ["join", String(o.exec.pid), o.exec.cgroups.join(",")],
+        ["fork", o.exec.pidFile, o.exec.detach ? "detach" : "wait"],
+      ]
+    : [[ownMountNamespace(c) ? "pivot" : "chroot", c.root.path]];
   return [
     ["env", files.env],
     // pivot_root would swap the host's own root when the mount namespace is the host's: chroot then
-    [ownMountNamespace(c) ? "pivot" : "chroot", c.root.path],
-    ...(c.rootfsPropagation && ownMountNamespace(c)
+    ...into,
+    ...(!o.exec && c.rootfsPropagation && ownMountNamespace(c)
       ? [["propagation", String(propagationFlags(c.rootfsPropagation))] as DiveStep]
       : []),
     ...p.rlimits.map((r): DiveStep => ["rlimit", String(rlimitNumber(r.type)), String(r.soft), String(r.hard)]),
@@ -210,7 +221,6 @@ export function divePlan(c: Config, files: StatePaths, o: { keyring: boolean }):
     ["umask", (p.umask ?? 0o022).toString(8)],
     ["cwd", p.cwd],
     ...(p.noNewPrivileges ? [["nnp"] as DiveStep, ...filter] : []),
-    ["ready", files.ready],
-    ["wait", files.execFifo],
+    ...(o.exec ? [] : [["ready", files.ready] as DiveStep, ["wait", files.execFifo] as DiveStep]),
   ];
 }
