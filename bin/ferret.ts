@@ -31,7 +31,8 @@ import {
 import { constants as os } from "node:os";
 import { dirname } from "node:path";
 import { MincError, start, usageError } from "../lib/core/fail.ts";
-import { quoteAll, shown, step } from "../lib/core/trace.ts";
+import { printfLines } from "../lib/core/host.ts";
+import { quote, quoteAll, shown, step } from "../lib/core/trace.ts";
 import { VERSION } from "../lib/core/version.ts";
 import { CAPABILITIES } from "../lib/confine/caps.ts";
 import { DIVE_PERL, planText } from "../lib/confine/dive.ts";
@@ -150,6 +151,15 @@ function unmountRoot(root: string): void {
   if (ours) run(["umount", "-R", "-l", root]);
 }
 
+/** Write a file of the state dir, shown in the trace as the shell line that writes the same. */
+function writeShown(path: string, content: string | Buffer, mode?: number): void {
+  if (typeof content !== "string") shown(`echo ${content.toString("base64")} | base64 -d > ${quote(path)}`);
+  else if (content.includes("\0")) {
+    shown(`printf '%s\\0' ${quoteAll(content.split("\0").slice(0, -1))} > ${quote(path)}`);
+  } else shown(`${printfLines(content)} > ${quote(path)}`);
+  writeFileSync(path, content, mode === undefined ? undefined : { mode });
+}
+
 /** Remove what create made: the init if it runs, its cgroups, the state directory. */
 function undo(
   files: ReturnType<typeof statePaths>,
@@ -244,6 +254,8 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
   const c = readConfig(bundle);
   if (c.process.terminal) throw usageError("config.json: process.terminal: a terminal is not supported by ferret yet");
   const files = statePaths(g.root, id);
+  step("config.json checked (lib/ferret/config.ts); the container's state dir");
+  shown(`mkdir -p -m 711 ${quote(g.root)} && mkdir -m 700 ${quote(files.dir)}`);
   // (traversable, not listable: the init of a new user namespace, root only there, reaches its own dir)
   mkdirSync(g.root, { recursive: true, mode: 0o711 });
   if (c.uidMap) {
@@ -262,15 +274,18 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
   let holder: number | undefined;
   try {
     cgroups = makeCgroups(c, id);
-    step("The init, its dive and its plan (lib/ferret/init.ts, lib/confine/dive.ts)");
     if (c.seccomp) {
-      const { filter } = compileFilter(c.seccomp);
-      writeFileSync(files.seccomp, filter);
+      step("The seccomp filter, compiled from linux.seccomp (lib/confine/seccomp.ts)");
+      writeShown(files.seccomp, compileFilter(c.seccomp).filter);
     }
-    writeFileSync(files.env, c.process.env.map((kv) => `${kv}\0`).join(""));
-    writeFileSync(files.dive, DIVE_PERL);
-    writeFileSync(files.plan, planText(divePlan(c, files, { keyring: o.keyring })));
-    writeFileSync(files.init, initScript(c, files, cgroups.own));
+    step("The process's environment, NUL-separated");
+    writeShown(files.env, c.process.env.map((kv) => `${kv}\0`).join(""), 0o600);
+    step("The dive: perl, loaded before pivot_root, does the process's confinement after it (lib/confine/dive.ts)");
+    writeShown(files.dive, DIVE_PERL);
+    step("Its plan, a step a line");
+    writeShown(files.plan, planText(divePlan(c, files, { keyring: o.keyring })));
+    step("The init: PID 1 of the new namespaces, sh, mounting with the host's tools (lib/ferret/init.ts)");
+    writeShown(files.init, initScript(c, files, cgroups.own));
     run(["mkfifo", "-m", "600", files.execFifo]);
     if (c.uidMap) giveToMappedRoot(c, files.dir);
     holder = c.uidMap ? userNamespace(c) : undefined;
@@ -304,6 +319,8 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
       return watchable && started && !startTime(started) ? 0 : undefined;
     }, 60_000);
     if (!pid) throw new MincError("the init did not start (see the error above)");
+    step("Wait until the init says ready (or why not) in its ready file");
+    shown(`until grep -qx ready ${quote(files.ready)} 2>/dev/null; do sleep 0.01; done`);
     const ready = until(() => {
       const text = existsSync(files.ready) ? readFileSync(files.ready, "utf8") : "";
       if (text.endsWith("\n")) return text.trim();
@@ -329,8 +346,11 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
       madeCgroups: cgroups.made,
       hostMounts: !ownMountNamespace(c),
     };
+    step("The state ferret state and delete read; the caller's pid file");
+    shown(`${printfLines(`${JSON.stringify(state)}\n`)} > ${quote(files.state)}`);
     writeState(files, state);
     if (o.pidFile) {
+      shown(`cp ${quote(files.pid)} ${quote(o.pidFile)}`);
       writeFileSync(`${o.pidFile}.ferret-new`, String(pid));
       renameSync(`${o.pidFile}.ferret-new`, o.pidFile);
     }
@@ -422,7 +442,8 @@ function startContainer(g: Globals, id: string): void {
   const status = statusOf(g.root, state);
   if (status !== "created") throw new MincError(`container ${id} is ${status}, not created`);
   const files = statePaths(g.root, id);
-  shown(`printf x > ${files.execFifo}`);
+  step("Start: a byte into the exec fifo lets the dive exec the process");
+  shown(`printf x > ${quote(files.execFifo)} && rm ${quote(files.execFifo)}`);
   const fd = openSync(files.execFifo, constants.O_WRONLY | constants.O_NONBLOCK);
   try {
     writeSync(fd, "x");
@@ -685,6 +706,8 @@ async function runContainer(
   const { child } = create(g, id, bundle, { ...o, fork: !o.detach });
   startContainer(g, id);
   if (o.detach || !child) return 0;
+  step("Wait for the container's end: its starter waits for the init, whose exit status is ours");
+  shown("wait $!");
 
   // Signals for the container go to its init, as runc relays them.
   for (const sig of ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"] as const) {

@@ -112,6 +112,33 @@ describe("ferret", { skip }, () => {
     assert.deepEqual(leftovers(), []);
   });
 
+  test("--debug: the trace is a script; pasted into sh, it makes and runs the same container, and removes it", () => {
+    const b = bundle((c) => {
+      c.hostname = "traced";
+      c.process.args = ["sh", "-c", "echo $$ $(hostname)"];
+    });
+    const traced = spawnSync(FERRET, ["--debug", "--root", root, "run", "--bundle", b.dir, b.id], {
+      encoding: "utf8",
+      timeout: PATIENCE,
+    });
+    assert.equal(traced.status, 0, traced.stderr);
+    assert.equal(traced.stdout, "1 traced\n");
+    const lines = traced.stderr.trim().split("\n");
+    assert.ok(
+      lines.every((l) => /^[#+] /.test(l)),
+      `not a trace line:\n${lines.filter((l) => !/^[#+] /.test(l)).join("\n")}`,
+    );
+    assert.deepEqual(leftovers(), []);
+    const script = lines
+      .filter((l) => l.startsWith("+ "))
+      .map((l) => l.slice(2))
+      .join("\n");
+    const replay = spawnSync("sh", ["-e"], { input: `${script}\n`, encoding: "utf8", timeout: PATIENCE });
+    assert.equal(replay.status, 0, replay.stderr);
+    assert.equal(replay.stdout, "1 traced\n");
+    assert.deepEqual(leftovers(), []);
+  });
+
   test("create, start, state, pause, resume, ps, kill, delete: the statuses a caller sees, the pid file, nothing left", async () => {
     const b = bundle((c) => {
       c.process.args = ["sleep", "600"];
@@ -257,7 +284,15 @@ describe("ferret", { skip }, () => {
       return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
     };
     // podman runs ferret with the default --root, /run/ferret: what it made there must be gone again.
-    const states = (): string[] => (existsSync("/run/ferret") ? readdirSync("/run/ferret") : []);
+    // (only the containers of this test's own podman store: their bundles are in it)
+    const states = (): string[] =>
+      (existsSync("/run/ferret") ? readdirSync("/run/ferret") : []).filter((id) => {
+        try {
+          return (JSON.parse(readFileSync(`/run/ferret/${id}/state.json`, "utf8")).bundle as string).startsWith(store);
+        } catch {
+          return false;
+        }
+      });
     const statesBefore = states();
     const tar = spawnSync("tar", ["-C", rootfs(), "-c", "."], { maxBuffer: 1 << 30 });
     assert.equal(tar.status, 0);
