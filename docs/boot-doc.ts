@@ -11,6 +11,7 @@
 //   program-NAME     the sections headed by program NAME,
 //   steps=A|B|...    the steps (comment lines and their "+ " lines) whose comments contain A or B ...
 import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { networkInterfaces, hostname } from "node:os";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,6 +26,8 @@ export const BOOT_RUNS: Record<string, string[]> = {
   pivot: ["--pivot"],
   mem: ["--mem-limit", "64M"],
   dens: ["--net", "dens", "-p", "8080:80"],
+  /** (not minc's: ferret run on a bundle of `ferret spec` with the rootfs, see ferretTrace) */
+  ferret: [],
 };
 
 export interface BootEnv {
@@ -62,6 +65,7 @@ const DOC_PORT = "8080";
 export function rawTrace(run: string, e: BootEnv, hostPort?: number): string {
   const asShown = BOOT_RUNS[run];
   if (!asShown) throw new Error(`unknown run ${run}`);
+  if (run === "ferret") return ferretTrace(e);
   const port = hostPort === undefined ? DOC_PORT : String(hostPort);
   const opts = asShown.map((o) => (o === `${DOC_PORT}:80` ? `${port}:80` : o));
   const minc = `${e.repo}/bin/minc`;
@@ -82,6 +86,42 @@ export function rawTrace(run: string, e: BootEnv, hostPort?: number): string {
   if (port === DOC_PORT) return r.stderr;
   // (the port where the trace names it: PORT:80, --dport PORT, port PORT/tcp)
   return r.stderr.replace(new RegExp(`(?<![\\w.])${port}(?=:80\\b|/tcp\\b|\\s|$)`, "gm"), DOC_PORT);
+}
+
+/**
+ * ferret --debug run of `ferret spec`'s bundle, the rootfs as its root and
+ * ps as its process, in a temporary directory (its state dir too) and a
+ * cgroup parent of its own: shown as <tmp> and /ferret-doc.
+ */
+function ferretTrace(e: BootEnv): string {
+  const tmp = mkdtempSync("/tmp/ferret-doc-");
+  try {
+    const ferret = `${e.repo}/bin/ferret`;
+    const bundle = `${tmp}/bundle`;
+    mkdirSync(bundle);
+    spawnSync(ferret, ["spec", "--bundle", bundle]);
+    const config = JSON.parse(readFileSync(`${bundle}/config.json`, "utf8"));
+    config.root.path = e.rootfs;
+    config.process.args = ["ps"];
+    config.linux.cgroupsPath = `/ferret-doc-${process.pid}/doc`;
+    writeFileSync(`${bundle}/config.json`, JSON.stringify(config));
+    const r = spawnSync(ferret, ["--debug", "--root", `${tmp}/state`, "run", "--bundle", bundle, "doc"], {
+      encoding: "utf8",
+      env: mincEnv(),
+      input: "",
+      timeout: 60_000,
+    });
+    if (r.status !== 0) throw new Error(`ferret run failed (${r.status}):\n${r.stderr}`);
+    return r.stderr
+      .split(tmp)
+      .join("<tmp>")
+      .replaceAll(`ferret-doc-${process.pid}`, "ferret-doc")
+      .replace(/"pid":\d+,"starttime":"\d+"/g, '"pid":<pid>,"starttime":"<ticks>"')
+      .replace(/"created":"[^"]+"/g, '"created":"<time>"')
+      .replace(/^(\+ echo )[0-9,-]+( > \S+\/cpuset\.(cpus|mems))$/gm, "$1<the parent's>$2");
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 function escapeRe(s: string): string {
