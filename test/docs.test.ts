@@ -146,7 +146,11 @@ describe("docs/boot.md", { skip: cannotBoot() }, () => {
     const now = recordingMincs(pids, () => regenerateOwn(doc, port));
     // (a boot per run of minc, and dens's warm-up: none unseen, or the check of what they left proves nothing;
     // ferret's run is not minc's, and its test is test/ferret.test.ts)
-    assert.equal(pids.length, runs.length - 1 + 1, `the document's boots were not all seen: minc PIDs ${pids.join(" ")}`);
+    assert.equal(
+      pids.length,
+      runs.length - 1 + 1,
+      `the document's boots were not all seen: minc PIDs ${pids.join(" ")}`,
+    );
     const diff = excerptDiff(doc, now);
     assert.ok(diff === "" && now === doc, `docs/boot.md is out of date (run make docs):\n${diff}`);
   });

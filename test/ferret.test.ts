@@ -67,7 +67,11 @@ function bundle(edit: (c: Json & { process: Json; linux: Json }) => void = () =>
 function state(id: string): Json {
   const r = ferret(["state", id]);
   assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout);
+  try {
+    return JSON.parse(r.stdout);
+  } catch {
+    return assert.fail(`ferret state ${id} printed no JSON: stdout ${JSON.stringify(r.stdout)}, stderr ${r.stderr}`);
+  }
 }
 
 /** What this file's containers left: state directories, cgroups. */
@@ -158,11 +162,17 @@ describe("ferret", { skip }, () => {
     assert.equal(state(b.id).status, "paused");
     const freezer = `/sys/fs/cgroup/freezer${cgroupParent}/${b.id}/freezer.state`;
     assert.equal(readFileSync(freezer, "utf8").trim(), "FROZEN", "the kernel's freezer holds it");
-    assert.deepEqual(JSON.parse(ferret(["ps", "--format", "json", b.id]).stdout), [created.pid]);
+    const ps = ferret(["ps", "--format", "json", b.id]);
+    assert.equal(ps.status, 0, ps.stderr);
+    assert.equal(ps.stdout, `[${created.pid}]\n`);
     assert.equal(ferret(["resume", b.id]).status, 0);
     assert.equal(state(b.id).status, "running");
     const listed = ferret(["list", "--format", "json"]);
-    assert.ok((JSON.parse(listed.stdout) as Json[]).some((c) => c.id === b.id && c.status === "running"));
+    assert.equal(listed.status, 0, listed.stderr);
+    assert.ok(
+      (JSON.parse(listed.stdout) as Json[]).some((c) => c.id === b.id && c.status === "running"),
+      listed.stdout,
+    );
     const refused = ferret(["delete", b.id]);
     assert.notEqual(refused.status, 0, "a running container is not deleted without --force");
     assert.equal(ferret(["kill", b.id, "KILL"]).status, 0);

@@ -18,9 +18,11 @@ import timing from "./timing.ts";
  * else may run beside them: dens.test.ts takes the dens network down
  * (minc-dens stop) when no other container uses it; load.test.ts starts
  * hundreds of containers, whose load is what it tests; ftrace.test.ts
- * points the host's single tracing instance at its container.
+ * points the host's single tracing instance at its container; oci.test.ts
+ * runs the conformance suite's 58 programs, whose load would slow a VM's
+ * boot beside it past its bound.
  */
-const ALONE = new Set(["dens.test.ts", "load.test.ts", "ftrace.test.ts"]);
+const ALONE = new Set(["dens.test.ts", "load.test.ts", "ftrace.test.ts", "oci.test.ts"]);
 
 const dir = resolve(import.meta.dirname);
 const files =
