@@ -274,6 +274,20 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
   let holder: number | undefined;
   try {
     cgroups = makeCgroups(c, id);
+    // A first state, no PID yet: should we be killed from here on, delete --force finds the cgroups (and all in them).
+    writeState(files, {
+      ociVersion: OCI_VERSION,
+      id,
+      pid: 0,
+      starttime: "",
+      bundle: c.bundle,
+      rootfs: c.root.path,
+      created: new Date().toISOString(),
+      annotations: c.annotations,
+      cgroups: cgroups.own,
+      madeCgroups: cgroups.made,
+      hostMounts: !ownMountNamespace(c),
+    });
     if (c.seccomp) {
       step("The seccomp filter, compiled from linux.seccomp (lib/confine/seccomp.ts)");
       writeShown(files.seccomp, compileFilter(c.seccomp).filter);
@@ -485,7 +499,8 @@ function kill(g: Globals, id: string, signal: string | undefined, all: boolean):
 
 function cgroupPids(state: State): number[] {
   const cg = state.cgroups.find((c) => c.includes("/pids/")) ?? state.cgroups[0];
-  if (!cg) return [state.pid];
+  if (!cg) return state.pid ? [state.pid] : [];
+  if (!existsSync(`${cg}/cgroup.procs`)) return [];
   return readFileSync(`${cg}/cgroup.procs`, "utf8")
     .split("\n")
     .filter((l) => l)
@@ -508,9 +523,11 @@ function remove(g: Globals, id: string, force: boolean): void {
   if (status !== "stopped" && !force) {
     throw new MincError(`container ${id} is ${status}: stop it first, or delete --force`);
   }
-  if (alive(state)) {
+  // (a half-made one, its create killed, has no PID yet: what is in its cgroups is all of it)
+  const left = state.pid === 0 ? [...cgroupPids(state), ...initBeforeCgroups(files)] : [];
+  if (alive(state) || left.length > 0) {
     step("Kill what is left of the container (thawed, if paused: a frozen process does not die)");
-    for (const p of cgroupPids(state)) {
+    for (const p of state.pid === 0 ? left : cgroupPids(state)) {
       try {
         process.kill(p, "SIGKILL");
       } catch {
@@ -519,15 +536,29 @@ function remove(g: Globals, id: string, force: boolean): void {
     }
     if (status === "paused")
       writeCgroup(`${state.cgroups.find((c) => c.includes("/freezer/"))}/freezer.state`, "THAWED");
-    if (until(() => (alive(state) ? undefined : true), 10_000) === undefined) {
-      throw new MincError(`container ${id} did not end after SIGKILL`);
-    }
+    const gone = (): true | undefined =>
+      alive(state) || (state.pid === 0 && left.some((p) => startTime(p))) ? undefined : true;
+    if (until(gone, 10_000) === undefined) throw new MincError(`container ${id} did not end after SIGKILL`);
   }
   if (state.hostMounts) unmountRoot(state.rootfs);
   step("Remove its cgroups and state");
   removeCgroups(state.madeCgroups);
   shown(`rm -rf ${files.dir}`);
   rmSync(files.dir, { recursive: true, force: true });
+}
+
+/**
+ * A half-made container's init that had not stepped into its cgroups yet:
+ * the PID its starter recorded, if that process still runs this container's
+ * init or dive (its command line names the state dir).
+ */
+function initBeforeCgroups(files: ReturnType<typeof statePaths>): number[] {
+  const pid = existsSync(files.starter) ? Number(readFileSync(files.starter, "utf8")) : 0;
+  try {
+    return pid && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`${files.dir}/`) ? [pid] : [];
+  } catch {
+    return [];
+  }
 }
 
 /** pause and resume: the freezer cgroup, as runc does on cgroup v1. */

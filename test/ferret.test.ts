@@ -3,7 +3,7 @@
 // --runtime ferret. Every container's state goes under a --root of this test
 // file's own, and its cgroups under a cgroupsPath of its own.
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import {
   chmodSync,
   closeSync,
@@ -215,6 +215,24 @@ describe("ferret", { skip }, () => {
     assert.equal(uid, "0");
     assert.deepEqual(map.trim().split(/\s+/), ["0", "100000", "65536"]);
     assert.deepEqual(leftovers(), []);
+  });
+
+  test("ferret create SIGKILLed half way: delete --force removes all of it", async () => {
+    const b = bundle((c) => {
+      c.process.args = ["sleep", "600"];
+    });
+    const out = openSync(`${dir}/${b.id}.out`, "w");
+    const create = spawn(FERRET, ["--root", root, "create", "--bundle", b.dir, b.id], { stdio: ["ignore", out, out] });
+    closeSync(out);
+    // (the moment its init is written: what create has made by then is a container half made)
+    await waitFor("create to write the init", () => existsSync(`${root}/${b.id}/init.sh`) || create.exitCode !== null);
+    create.kill("SIGKILL");
+    await new Promise((resolve) => create.once("exit", resolve));
+    const r = ferret(["delete", "--force", b.id]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(leftovers(), []);
+    const sleeping = spawnSync("pgrep", ["-f", `${root}/${b.id}/`], { encoding: "utf8" }).stdout.trim();
+    assert.equal(sleeping, "", "a process of the container is left");
   });
 
   test("the config's confinement: bounding capabilities, no_new_privs, its seccomp profile, masked paths", () => {

@@ -114,6 +114,7 @@ export function alive(state: State): boolean {
 }
 
 export function statusOf(root: string, state: State): Status {
+  if (state.pid === 0) return "creating";
   if (!alive(state)) return "stopped";
   const files = statePaths(root, state.id);
   const freezer = state.cgroups.find((c) => c.includes("/freezer/"));
