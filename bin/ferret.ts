@@ -275,7 +275,7 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
   try {
     cgroups = makeCgroups(c, id);
     // A first state, no PID yet: should we be killed from here on, delete --force finds the cgroups (and all in them).
-    writeState(files, {
+    const made: State = {
       ociVersion: OCI_VERSION,
       id,
       pid: 0,
@@ -287,7 +287,8 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
       cgroups: cgroups.own,
       madeCgroups: cgroups.made,
       hostMounts: !ownMountNamespace(c),
-    });
+    };
+    writeState(files, made);
     if (c.seccomp) {
       step("The seccomp filter, compiled from linux.seccomp (lib/confine/seccomp.ts)");
       writeShown(files.seccomp, compileFilter(c.seccomp).filter);
@@ -347,19 +348,7 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
     }
     if (ready !== "ready") throw new MincError(ready?.replace(/^error: /, "") ?? "the init did not get ready in 60 s");
     if (c.uidMap) fromOutside(c, pid!, cgroups.own);
-    const state: State = {
-      ociVersion: OCI_VERSION,
-      id,
-      pid: pid!,
-      starttime: startTime(pid!) ?? "",
-      bundle: c.bundle,
-      rootfs: c.root.path,
-      created: new Date().toISOString(),
-      annotations: c.annotations,
-      cgroups: cgroups.own,
-      madeCgroups: cgroups.made,
-      hostMounts: !ownMountNamespace(c),
-    };
+    const state: State = { ...made, pid: pid!, starttime: startTime(pid!) ?? "" };
     step("The state ferret state and delete read; the caller's pid file");
     shown(`${printfLines(`${JSON.stringify(state)}\n`)} > ${quote(files.state)}`);
     writeState(files, state);
