@@ -110,6 +110,7 @@ function until<T>(check: () => T | undefined, ms: number): T | undefined {
 
 /** The unshare (and nsenter, for namespaces joined by path) that starts the init in the container's namespaces. */
 function namespaceArgv(c: Config, userHolder: number | undefined): string[] {
+  // (unshare makes a namespace with the option, nsenter joins one by OPTION=PATH: the same names)
   const flags: Record<string, string> = {
     pid: "--pid",
     network: "--net",
@@ -118,14 +119,7 @@ function namespaceArgv(c: Config, userHolder: number | undefined): string[] {
     uts: "--uts",
     cgroup: "--cgroup",
   };
-  const join: Record<string, string> = {
-    pid: "--pid",
-    network: "--net",
-    mount: "--mount",
-    ipc: "--ipc",
-    uts: "--uts",
-    cgroup: "--cgroup",
-  };
+  const join = flags;
   const joined = [
     ...(userHolder ? [`--user=/proc/${userHolder}/ns/user`] : []),
     ...c.namespaces.filter((n) => n.path).map((n) => `${join[n.type]}=${n.path}`),
