@@ -39,12 +39,13 @@ DEB_PACKAGES := util-linux libcap2-bin coreutils procps iproute2 iptables bsduti
 # What only the tests use, with make test-deps: a local registry to pull from
 # (docker-registry, skopeo, htpasswd from apache2-utils, openssl for its token
 # server) and an sshd for the sshfs test (busybox-static is fetched by
-# samples/scripts/busybox-rootfs.sh; the tests' script(1) is bsdutils), and
-# shellcheck for make lint-sh.
-TEST_DEB_PACKAGES := docker-registry skopeo apache2-utils openssl openssh-server shellcheck podman runc
+# samples/scripts/busybox-rootfs.sh; the tests' script(1) is bsdutils),
+# shellcheck for make lint-sh, and podman, runc and containerd, which
+# test/ferret.test.ts and test/containerd.test.ts drive ferret with.
+TEST_DEB_PACKAGES := docker-registry skopeo apache2-utils openssl openssh-server shellcheck podman runc containerd
 # Their system services, which Debian would start and enable on install
 # (the registry on :5000 on every interface): the tests run their own.
-TEST_SERVICES := docker-registry ssh
+TEST_SERVICES := docker-registry ssh containerd
 NODE_MAJOR := 24
 # --cross is tested with Debian's arm64 busybox, run by qemu-user through binfmt_misc.
 FOREIGN_ARCH := arm64
