@@ -19,6 +19,7 @@ let dir = "";
 let daemon: ChildProcess | undefined;
 /** A containerd namespace of this test's own: ferret's --root is /run/containerd/runc/NAMESPACE. */
 const NS = `ferret-test-${process.pid}`;
+/** (the name podman gives the imported image, which ctr imports it under) */
 const IMAGE = "localhost/ferret-test-bbx:latest";
 
 function ctr(args: string[]): Run {
@@ -67,7 +68,7 @@ describe("containerd with --runc-binary ferret", { skip }, () => {
     assert.equal(saved.status, 0, saved.stderr);
     podman(["rmi", "-f", "ferret-test-bbx"]);
     spawnSync("umount", ["-R", `${store}/root/overlay`], { stdio: "ignore" });
-    const imported = ctr(["images", "import", "--all-platforms", "--index-name", IMAGE, `${dir}/image.tar`]);
+    const imported = ctr(["images", "import", "--all-platforms", `${dir}/image.tar`]);
     assert.equal(imported.status, 0, imported.stderr);
   });
 
