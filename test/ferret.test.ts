@@ -14,9 +14,11 @@ import {
   openSync,
   readFileSync,
   readdirSync,
+  rmdirSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
+import { dirname } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { PATIENCE, REPO, type Run, cannotBoot, hasTool, rootfs, waitFor } from "./helpers.ts";
 
@@ -288,7 +290,9 @@ describe("ferret", { skip }, () => {
   });
 
   const noPodman = hasTool("podman") ? undefined : "needs podman (make test-deps)";
-  test("podman run --runtime ferret: output, exit status, podman's capabilities and filter", { skip: noPodman }, () => {
+  test("podman run --runtime ferret: output, exit status, podman's capabilities and filter", {
+    skip: noPodman,
+  }, async () => {
     const store = `${dir}/podman`;
     const podman = (args: string[], input?: Buffer): Run => {
       const r = spawnSync(
@@ -331,6 +335,8 @@ describe("ferret", { skip }, () => {
         FERRET,
         "run",
         "--rm",
+        "--cgroup-parent",
+        cgroupParent,
         "--network",
         "none",
         "--ulimit",
@@ -352,7 +358,9 @@ describe("ferret", { skip }, () => {
       // run -d, exec (its exit status, in the container's PID namespace), pause/unpause, stop, rm
       const limits = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"];
       const d = podman(
-        ["--runtime", FERRET, "run", "-d", "--network", "none", ...limits, "--pids-limit", "100"].concat([
+        ["--runtime", FERRET, "run", "-d", "--cgroup-parent", cgroupParent, "--network", "none", ...limits].concat([
+          "--pids-limit",
+          "100",
           "ferret-test-bbx",
           "sh",
           "-c",
@@ -383,6 +391,18 @@ describe("ferret", { skip }, () => {
       podman(["rmi", "-f", "ferret-test-bbx"]);
       spawnSync("umount", ["-R", `${store}/root/overlay`], { stdio: "ignore" });
       rmSync(store, { recursive: true, force: true });
+    }
+    // podman's own cgroups for its conmon go under --cgroup-parent too (this test's): once its conmons are gone, removed
+    const conmons = readdirSync("/sys/fs/cgroup")
+      .map((c) => `/sys/fs/cgroup/${c}${cgroupParent}/conmon`)
+      .filter((d) => existsSync(`${d}/cgroup.procs`));
+    const procs = (d: string): string => readFileSync(`${d}/cgroup.procs`, "utf8").trim();
+    await waitFor("podman's conmons to end", () => conmons.every((d) => !procs(d)), {
+      saw: () => conmons.map((d) => `${d}: ${procs(d)}`).join("; "),
+    });
+    for (const d of conmons) {
+      rmdirSync(d);
+      if (readdirSync(dirname(d), { withFileTypes: true }).every((e) => !e.isDirectory())) rmdirSync(dirname(d));
     }
   });
 });
