@@ -31,7 +31,9 @@ import {
 import { constants as os } from "node:os";
 import { dirname } from "node:path";
 import { MincError, start, usageError } from "../lib/core/fail.ts";
-import { printfLines } from "../lib/core/host.ts";
+import { lineOf } from "../lib/core/host.ts";
+import { run } from "../lib/core/run.ts";
+import { sleepSync } from "../lib/core/signals.ts";
 import { quote, quoteAll, shown, step } from "../lib/core/trace.ts";
 import { VERSION } from "../lib/core/version.ts";
 import { CAPABILITIES } from "../lib/confine/caps.ts";
@@ -100,11 +102,10 @@ function onlyKnown(opts: Map<string, string>, known: readonly string[], command:
 /** Wait until check() says something, at most ms; sleeps 5 ms between looks (the init tells its progress by files). */
 function until<T>(check: () => T | undefined, ms: number): T | undefined {
   const deadline = Date.now() + ms;
-  const nap = new Int32Array(new SharedArrayBuffer(4));
   for (;;) {
     const v = check();
     if (v !== undefined || Date.now() > deadline) return v;
-    Atomics.wait(nap, 0, 0, 5);
+    sleepSync(5);
   }
 }
 
@@ -147,10 +148,10 @@ function unmountRoot(root: string): void {
 
 /** Write a file of the state dir, shown in the trace as the shell line that writes the same. */
 function writeShown(path: string, content: string | Buffer, mode?: number): void {
-  if (typeof content !== "string") shown(`echo ${content.toString("base64")} | base64 -d > ${quote(path)}`);
-  else if (content.includes("\0")) {
+  // (NUL-separated text, the environment, is the one printfLines cannot show)
+  if (typeof content === "string" && content.includes("\0")) {
     shown(`printf '%s\\0' ${quoteAll(content.split("\0").slice(0, -1))} > ${quote(path)}`);
-  } else shown(`${printfLines(content)} > ${quote(path)}`);
+  } else shown(lineOf({ op: "writeFile", path, content })[0]);
   writeFileSync(path, content, mode === undefined ? undefined : { mode });
 }
 
@@ -344,7 +345,7 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
     if (c.uidMap) fromOutside(c, pid!, cgroups.own);
     const state: State = { ...made, pid: pid!, starttime: startTime(pid!) ?? "" };
     step("The state ferret state and delete read; the caller's pid file");
-    shown(`${printfLines(`${JSON.stringify(state)}\n`)} > ${quote(files.state)}`);
+    shown(lineOf({ op: "writeFile", path: files.state, content: `${JSON.stringify(state)}\n` })[0]);
     writeState(files, state);
     if (o.pidFile) {
       shown(`cp ${quote(files.pid)} ${quote(o.pidFile)}`);
@@ -357,12 +358,6 @@ function create(g: Globals, id: string, bundle: string, o: { pidFile?: string; k
     undo(files, cgroups.made, pid, ownMountNamespace(c) ? undefined : c.root.path);
     throw e;
   }
-}
-
-function run(argv: string[]): void {
-  shown(quoteAll(argv));
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], encoding: "utf8" });
-  if (r.status !== 0) throw new MincError(`${argv[0]} failed: ${r.stderr.trim() || r.error?.message}`);
 }
 
 /**

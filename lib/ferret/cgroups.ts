@@ -5,6 +5,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from "node:fs";
 import { type Controller, findHierarchy, writeCgroup } from "../cgroups/cage.ts";
 import { MincError } from "../core/fail.ts";
+import { sleepSync } from "../core/signals.ts";
 import { shown, step } from "../core/trace.ts";
 import type { Config, DeviceRule } from "./config.ts";
 
@@ -136,7 +137,7 @@ export function removeCgroups(dirs: readonly string[]): void {
       } catch (e) {
         // A cgroup whose last process is still being reaped is busy for a moment.
         if ((e as NodeJS.ErrnoException).code !== "EBUSY" || i >= 200) throw e;
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+        sleepSync(10);
       }
     }
   }
